@@ -1,0 +1,286 @@
+//! Model configuration in two stages, as candle does it: [`HfConfig`] mirrors `config.json`
+//! field for field (everything optional that HF lets be optional), and [`Config`] holds the
+//! resolved numbers the forward pass uses, after [`HfConfig::resolve`] has checked them.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+/// A serde mirror of HF `config.json` for the Llama family (llama, mistral, qwen2, smollm).
+#[derive(Clone, Debug, Deserialize)]
+pub struct HfConfig {
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    pub max_position_embeddings: Option<usize>,
+    pub rms_norm_eps: Option<f64>,
+    pub rope_theta: Option<f64>,
+    /// transformers >= 5 puts `rope_theta` (and the scaling type) here.
+    pub rope_parameters: Option<Json>,
+    pub rope_scaling: Option<Json>,
+    pub tie_word_embeddings: Option<bool>,
+    pub attention_bias: Option<bool>,
+    pub mlp_bias: Option<bool>,
+    pub hidden_act: Option<String>,
+    pub sliding_window: Option<Json>,
+    pub use_sliding_window: Option<bool>,
+    pub bos_token_id: Option<Json>,
+    pub eos_token_id: Option<Json>,
+}
+
+/// Resolved configuration: the numbers the forward pass reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub model_type: String,
+    pub dim: usize,        // residual stream width (hidden_size)
+    pub hidden_dim: usize, // FFN width (intermediate_size)
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub kv_mul: usize, // query heads per KV head (GQA): kv_head = head / kv_mul
+    pub vocab_size: usize,
+    pub seq_len: usize, // context length
+    pub norm_eps: f64,
+    pub rope_theta: f64,
+    pub tied_embeddings: bool,
+    pub qkv_bias: bool, // q/k/v projections have biases (qwen2, llama with attention_bias)
+    pub o_bias: bool,   // o_proj has a bias (llama with attention_bias)
+    /// Token ids that end generation (from config.json; generation_config.json may add more).
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl Config {
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+    /// Number of parameters, counting a tied embedding once.
+    pub fn n_params(&self) -> usize {
+        let (d, q, kv, h) = (self.dim, self.q_dim(), self.kv_dim(), self.hidden_dim);
+        let bias = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { d } else { 0 };
+        let layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * h + bias;
+        let head = if self.tied_embeddings {
+            0
+        } else {
+            self.vocab_size * d
+        };
+        self.vocab_size * d + self.n_layers * layer + d + head
+    }
+}
+
+/// Token ids in config files are a number, a list of numbers, or null.
+pub fn token_ids(v: Option<&Json>) -> Vec<u32> {
+    match v {
+        Some(Json::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+impl HfConfig {
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).context("config.json is not a valid Llama-family config")
+    }
+
+    /// Check everything the forward pass relies on and resolve defaults. Each error says what is
+    /// wrong and what to do.
+    pub fn resolve(&self) -> Result<Config> {
+        let model_type = self.model_type.clone().unwrap_or_else(|| "llama".into());
+        let known = ["llama", "mistral", "qwen2", "smollm", "smollm2"];
+        if !known.contains(&model_type.as_str()) {
+            bail!(
+                "model_type {model_type:?} is not supported: tinfer runs {} (Llama-family decoders)",
+                known.join(", ")
+            );
+        }
+        let n_heads = self.num_attention_heads;
+        let n_kv_heads = self.num_key_value_heads.unwrap_or(n_heads);
+        let dim = self.hidden_size;
+        for (name, v) in [
+            ("hidden_size", dim),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", n_heads),
+            ("num_key_value_heads", n_kv_heads),
+            ("vocab_size", self.vocab_size),
+        ] {
+            if v == 0 {
+                bail!("config.json: {name} is 0");
+            }
+        }
+        if n_heads % n_kv_heads != 0 {
+            bail!(
+                "config.json: num_attention_heads ({n_heads}) is not a multiple of num_key_value_heads ({n_kv_heads}); \
+                 grouped-query attention needs whole groups of query heads per KV head"
+            );
+        }
+        let head_dim = match self.head_dim {
+            Some(h) => h,
+            None => {
+                if dim % n_heads != 0 {
+                    bail!("config.json: hidden_size {dim} is not divisible by num_attention_heads {n_heads}; set head_dim");
+                }
+                dim / n_heads
+            }
+        };
+        if head_dim == 0 || head_dim % 2 != 0 {
+            bail!(
+                "config.json: head_dim {head_dim} must be even and non-zero (RoPE rotates pairs)"
+            );
+        }
+        if let Some(act) = &self.hidden_act {
+            if act != "silu" && act != "swish" {
+                bail!("config.json: hidden_act {act:?} is not supported (only silu / SwiGLU)");
+            }
+        }
+        if self.mlp_bias == Some(true) {
+            bail!("config.json: mlp_bias = true is not supported");
+        }
+        let rope_params = self.rope_parameters.as_ref();
+        for scaling in [self.rope_scaling.as_ref(), rope_params] {
+            let ty = scaling
+                .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+                .and_then(Json::as_str);
+            if let Some(ty) = ty.filter(|t| *t != "default") {
+                bail!("config.json: RoPE scaling {ty:?} is not supported (only the default RoPE)");
+            }
+        }
+        let rope_theta = rope_params
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(Json::as_f64)
+            .or(self.rope_theta)
+            .unwrap_or(10000.0);
+        let mut seq_len = self.max_position_embeddings.unwrap_or(2048);
+        // A sliding window shorter than the context changes attention beyond it; tinfer
+        // implements full attention, so it limits the context to the window (exact within it).
+        if let Some(w) = self.sliding_window.as_ref().and_then(Json::as_u64) {
+            let used = self.use_sliding_window.unwrap_or(model_type == "mistral");
+            if used && (w as usize) < seq_len {
+                seq_len = w as usize;
+            }
+        }
+        let attention_bias = self.attention_bias.unwrap_or(false);
+        let qkv_bias = model_type == "qwen2" || attention_bias;
+        Ok(Config {
+            model_type,
+            dim,
+            hidden_dim: self.intermediate_size,
+            n_layers: self.num_hidden_layers,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            kv_mul: n_heads / n_kv_heads,
+            vocab_size: self.vocab_size,
+            seq_len,
+            norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            tied_embeddings: self.tie_word_embeddings.unwrap_or(false),
+            qkv_bias,
+            o_bias: attention_bias,
+            eos_token_ids: token_ids(self.eos_token_id.as_ref()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<Config> {
+        let base = r#""hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "vocab_size": 256"#;
+        HfConfig::from_json(&format!("{{{base}{extra}}}"))?.resolve()
+    }
+
+    #[test]
+    fn resolves_defaults_and_gqa() {
+        let c = cfg(r#", "num_key_value_heads": 2, "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}"#)
+            .unwrap();
+        assert_eq!((c.head_dim, c.kv_mul, c.rope_theta), (16, 2, 100000.0));
+        assert!(!c.qkv_bias);
+        let q = cfg(r#", "model_type": "qwen2", "rope_theta": 500.0"#).unwrap();
+        assert!(q.qkv_bias && !q.o_bias);
+        assert_eq!(q.rope_theta, 500.0);
+    }
+
+    #[test]
+    fn heads_that_do_not_divide_are_an_error() {
+        let e = HfConfig::from_json(
+            r#"{"hidden_size": 576, "intermediate_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 9, "num_key_value_heads": 2, "vocab_size": 8}"#,
+        )
+        .unwrap()
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a multiple of num_key_value_heads"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_things_are_named() {
+        for (extra, needle) in [
+            (r#", "model_type": "gpt2""#, "model_type"),
+            (r#", "hidden_act": "gelu""#, "hidden_act"),
+            (r#", "head_dim": 15"#, "head_dim"),
+            (r#", "rope_scaling": {"rope_type": "yarn"}"#, "yarn"),
+        ] {
+            let e = cfg(extra).unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn mistral_window_limits_context() {
+        let c = cfg(r#", "model_type": "mistral", "max_position_embeddings": 32768, "sliding_window": 4096"#).unwrap();
+        assert_eq!(c.seq_len, 4096);
+    }
+}
+
+/// RoPE cos/sin tables, computed once on the host. Rotate-half pairing (i, i + head_dim/2), as
+/// HF checkpoints expect. The angle `pos * inv_freq` is rounded to f32 exactly as HF computes
+/// it (inv_freq and the product are f32 there, which matters at long positions), then cos/sin
+/// are evaluated in f64 and rounded once.
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    pub half: usize,   // head_dim / 2
+    pub cos: Vec<f32>, // (seq_len, head_dim/2)
+    pub sin: Vec<f32>, // (seq_len, head_dim/2)
+}
+
+impl RopeTable {
+    pub fn new(cfg: &Config) -> Self {
+        let half = cfg.head_dim / 2;
+        let inv_freq = Self::inv_freq(cfg);
+        let mut cos = Vec::with_capacity(cfg.seq_len * half);
+        let mut sin = Vec::with_capacity(cfg.seq_len * half);
+        for pos in 0..cfg.seq_len {
+            for &f in &inv_freq {
+                let angle = (pos as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        RopeTable { half, cos, sin }
+    }
+
+    /// inv_freq[i] = 1 / theta^(2i / head_dim), rounded to f32.
+    pub fn inv_freq(cfg: &Config) -> Vec<f32> {
+        (0..cfg.head_dim / 2)
+            .map(|i| (1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim as f64)) as f32)
+            .collect()
+    }
+}

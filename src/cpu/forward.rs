@@ -1,0 +1,137 @@
+//! The CPU reference forward pass, shaped like llama2.c's `forward`: read it top to bottom.
+//! It runs T tokens at positions pos..pos+T (prefill when T > 1, one decode step when T = 1),
+//! appends their keys and values to the cache, and returns the logits asked for.
+
+use super::ops::{add, attention, matmul, rmsnorm, rope, swiglu};
+use crate::config::{Config, RopeTable};
+use crate::weights::Weights;
+
+/// Keys and values of every position so far, per layer. Grows as tokens are added.
+pub struct KvCache {
+    pub k: Vec<Vec<f32>>, // n_layers × (len, n_kv_heads·head_dim)
+    pub v: Vec<Vec<f32>>, // n_layers × (len, n_kv_heads·head_dim)
+    pub len: usize,       // positions held
+}
+
+impl KvCache {
+    pub fn new(cfg: &Config) -> Self {
+        KvCache {
+            k: vec![vec![]; cfg.n_layers],
+            v: vec![vec![]; cfg.n_layers],
+            len: 0,
+        }
+    }
+    /// Forget positions from `len` on (to reuse a shared prefix).
+    pub fn truncate(&mut self, len: usize, kv_dim: usize) {
+        assert!(len <= self.len);
+        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+            buf.truncate(len * kv_dim);
+        }
+        self.len = len;
+    }
+}
+
+/// Which positions' logits to compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's (vocab_size,): prefill before sampling.
+    Last,
+    /// Every position's (T, vocab_size): scoring (perplexity, tests).
+    All,
+}
+
+pub fn forward(
+    cfg: &Config,
+    w: &Weights<Vec<f32>>,
+    rope_table: &RopeTable,
+    cache: &mut KvCache,
+    tokens: &[u32],
+    want: Logits,
+) -> Vec<f32> {
+    let (dim, hd, q_dim, kv_dim, hidden) = (
+        cfg.dim,
+        cfg.head_dim,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.hidden_dim,
+    );
+    let t_n = tokens.len();
+    let pos = cache.len;
+    assert!(
+        t_n > 0 && pos + t_n <= cfg.seq_len,
+        "forward: {t_n} tokens at {pos} exceed the context {}",
+        cfg.seq_len
+    );
+
+    // State, one row per token.
+    let mut x = vec![0f32; t_n * dim]; // (T, dim) residual stream
+    let mut xb = vec![0f32; t_n * dim]; // (T, dim) normalised input / block output
+    let mut q = vec![0f32; t_n * q_dim]; // (T, n_heads·hd)
+    let mut k = vec![0f32; t_n * kv_dim]; // (T, n_kv_heads·hd)
+    let mut v = vec![0f32; t_n * kv_dim]; // (T, n_kv_heads·hd)
+    let mut att = vec![0f32; t_n * q_dim]; // (T, n_heads·hd) attention output
+    let mut hb = vec![0f32; t_n * hidden]; // (T, hidden_dim) gate, then SwiGLU
+    let mut hb2 = vec![0f32; t_n * hidden]; // (T, hidden_dim) up
+
+    // Token embeddings.
+    for (t, &tok) in tokens.iter().enumerate() {
+        let tok = tok as usize;
+        assert!(
+            tok < cfg.vocab_size,
+            "token id {tok} >= vocab {}",
+            cfg.vocab_size
+        );
+        x[t * dim..(t + 1) * dim].copy_from_slice(&w.embed[tok * dim..(tok + 1) * dim]);
+    }
+
+    for (l, layer) in w.layers.iter().enumerate() {
+        // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+        rmsnorm(&mut xb, &x, &layer.attn_norm, cfg.norm_eps);
+        matmul(&mut q, &xb, &layer.wq, layer.bq.as_deref(), dim);
+        matmul(&mut k, &xb, &layer.wk, layer.bk.as_deref(), dim);
+        matmul(&mut v, &xb, &layer.wv, layer.bv.as_deref(), dim);
+        for t in 0..t_n {
+            rope(&mut q[t * q_dim..(t + 1) * q_dim], pos + t, hd, rope_table);
+            rope(
+                &mut k[t * kv_dim..(t + 1) * kv_dim],
+                pos + t,
+                hd,
+                rope_table,
+            );
+        }
+        cache.k[l].extend_from_slice(&k);
+        cache.v[l].extend_from_slice(&v);
+        attention(
+            &mut att,
+            &q,
+            &cache.k[l],
+            &cache.v[l],
+            pos,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            hd,
+        );
+        matmul(&mut xb, &att, &layer.wo, layer.bo.as_deref(), q_dim);
+        add(&mut x, &xb);
+
+        // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
+        rmsnorm(&mut xb, &x, &layer.ffn_norm, cfg.norm_eps);
+        matmul(&mut hb, &xb, &layer.w_gate, None, dim);
+        matmul(&mut hb2, &xb, &layer.w_up, None, dim);
+        swiglu(&mut hb, &hb2);
+        matmul(&mut xb, &hb, &layer.w_down, None, hidden);
+        add(&mut x, &xb);
+    }
+    cache.len += t_n;
+
+    // Final norm and LM head, for the rows asked for.
+    let rows = match want {
+        Logits::Last => &x[(t_n - 1) * dim..],
+        Logits::All => &x[..],
+    };
+    let mut xn = vec![0f32; rows.len()];
+    rmsnorm(&mut xn, rows, &w.norm, cfg.norm_eps);
+    let mut logits = vec![0f32; rows.len() / dim * cfg.vocab_size];
+    matmul(&mut logits, &xn, w.lm_head(), None, dim);
+    logits
+}

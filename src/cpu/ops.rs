@@ -1,0 +1,253 @@
+//! The CPU reference's operations: plain loops, f64 accumulators, rows of the output split over
+//! threads. They are the oracle every GPU kernel is checked against, so they favour being
+//! obviously right over being fast. Shapes are row-major: (T, n) means T rows of n.
+
+use rayon::prelude::*;
+
+use crate::config::RopeTable;
+
+/// Σ a[i]·b[i] with f64 accumulation (8 lanes, summed at the end).
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] as f64 * y[i] as f64;
+        }
+    }
+    (acc.iter().sum::<f64>() + tail) as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // The same code compiled for wider vectors: the result is bit-identical (no FMA contraction).
+    dot_lanes(a, b)
+}
+
+/// Dot product with f64 accumulation; uses AVX2 when the CPU has it (same result either way).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { dot_avx2(a, b) };
+    }
+    dot_lanes(a, b)
+}
+
+/// Tokens per task when T > 1: one weight row is reused across this many tokens while in cache.
+const TOKEN_TILE: usize = 16;
+/// Output rows per task when T = 1 (decode).
+const ROW_TILE: usize = 64;
+
+/// out (T, n) = x (T, d) · wᵀ, w (n, d), plus bias (n,) if given.
+pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize) {
+    let n = w.len() / d;
+    let t_n = x.len() / d;
+    assert!(
+        w.len() == n * d && x.len() == t_n * d && out.len() == t_n * n,
+        "matmul shapes"
+    );
+    let b = |o: usize| bias.map_or(0.0, |b| b[o]);
+    if t_n == 1 {
+        out.par_chunks_mut(ROW_TILE)
+            .enumerate()
+            .for_each(|(c, out)| {
+                for (j, y) in out.iter_mut().enumerate() {
+                    let o = c * ROW_TILE + j;
+                    *y = dot(x, &w[o * d..(o + 1) * d]) + b(o);
+                }
+            });
+    } else {
+        out.par_chunks_mut(TOKEN_TILE * n)
+            .zip(x.par_chunks(TOKEN_TILE * d))
+            .for_each(|(out, x)| {
+                for o in 0..n {
+                    let row = &w[o * d..(o + 1) * d];
+                    for (t, xt) in x.chunks_exact(d).enumerate() {
+                        out[t * n + o] = dot(xt, row) + b(o);
+                    }
+                }
+            });
+    }
+}
+
+/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) * weight, for each row t of width `weight.len()`.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f64) {
+    let d = weight.len();
+    for (o, x) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / d as f64;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for i in 0..d {
+            // HF rounds the normalised value to the activation dtype, then scales by the weight.
+            o[i] = weight[i] * ((x[i] as f64 * inv) as f32);
+        }
+    }
+}
+
+/// Rotate-half RoPE on each head of one row at position `pos`:
+/// (x[i], x[i+h]) <- (x[i]·cos - x[i+h]·sin, x[i+h]·cos + x[i]·sin), h = head_dim/2.
+pub fn rope(row: &mut [f32], pos: usize, head_dim: usize, table: &RopeTable) {
+    let h = head_dim / 2;
+    let (cos, sin) = (
+        &table.cos[pos * h..(pos + 1) * h],
+        &table.sin[pos * h..(pos + 1) * h],
+    );
+    for head in row.chunks_exact_mut(head_dim) {
+        for i in 0..h {
+            let (a, b) = (head[i] as f64, head[i + h] as f64);
+            let (c, s) = (cos[i] as f64, sin[i] as f64);
+            head[i] = (a * c - b * s) as f32;
+            head[i + h] = (b * c + a * s) as f32;
+        }
+    }
+}
+
+/// Causal attention with grouped-query heads by index arithmetic (nothing copied).
+/// q (T, n_heads·hd) for positions pos0..pos0+T; k_cache, v_cache (pos0+T, n_kv_heads·hd);
+/// out (T, n_heads·hd). Query head h reads KV head h / kv_mul. Scores and softmax in f64.
+pub fn attention(
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    pos0: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) {
+    let kv_mul = n_heads / n_kv_heads;
+    let kv_dim = n_kv_heads * head_dim;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    out.par_chunks_mut(head_dim)
+        .enumerate()
+        .for_each(|(i, out)| {
+            let (t, h) = (i / n_heads, i % n_heads);
+            let pos = pos0 + t;
+            let kvh = h / kv_mul;
+            let qh = &q[i * head_dim..(i + 1) * head_dim];
+            // scores over positions 0..=pos (causal)
+            let scores: Vec<f64> = (0..=pos)
+                .map(|s| {
+                    dot(qh, &k_cache[s * kv_dim + kvh * head_dim..][..head_dim]) as f64 * scale
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            let mut acc = vec![0f64; head_dim];
+            for (s, &e) in exps.iter().enumerate() {
+                let p = e / sum;
+                let v = &v_cache[s * kv_dim + kvh * head_dim..][..head_dim];
+                for j in 0..head_dim {
+                    acc[j] += p * v[j] as f64;
+                }
+            }
+            for j in 0..head_dim {
+                out[j] = acc[j] as f32;
+            }
+        });
+}
+
+/// SwiGLU in place: gate[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + e^-x).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g as f64;
+        *g = ((x / (1.0 + (-x).exp())) * u as f64) as f32;
+    }
+}
+
+/// x += y
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// log Σ exp(logits), in f64.
+pub fn logsumexp(logits: &[f32]) -> f64 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max + logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// Index of the largest value; the first one on ties (as torch.argmax).
+pub fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_decode_and_prefill_paths_agree() {
+        // awkward sizes: d not a multiple of 8, n not a multiple of the row tile, T over a tile
+        let (d, n, t) = (37, 131, 19);
+        let w: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let x: Vec<f32> = (0..t * d)
+            .map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2)
+            .collect();
+        let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let mut all = vec![0.0; t * n];
+        matmul(&mut all, &x, &w, Some(&bias), d);
+        for ti in 0..t {
+            let mut one = vec![0.0; n];
+            matmul(&mut one, &x[ti * d..(ti + 1) * d], &w, Some(&bias), d);
+            assert_eq!(&all[ti * n..(ti + 1) * n], &one[..], "token {ti}");
+            for o in 0..n {
+                let naive: f64 = (0..d)
+                    .map(|i| x[ti * d + i] as f64 * w[o * d + i] as f64)
+                    .sum::<f64>()
+                    + bias[o] as f64;
+                assert!(
+                    (one[o] as f64 - naive).abs() < 1e-5,
+                    "t {ti} o {o}: {} vs {naive}",
+                    one[o]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn attention_single_position_returns_v() {
+        // one position: softmax over one score is 1, so out = v of the matching KV head
+        let (nh, nkv, hd) = (4, 2, 4);
+        let q: Vec<f32> = (0..nh * hd).map(|i| i as f32).collect();
+        let k = vec![0.5; nkv * hd];
+        let v: Vec<f32> = (0..nkv * hd).map(|i| 10.0 + i as f32).collect();
+        let mut out = vec![0.0; nh * hd];
+        attention(&mut out, &q, &k, &v, 0, nh, nkv, hd);
+        for h in 0..nh {
+            assert_eq!(
+                &out[h * hd..(h + 1) * hd],
+                &v[(h / 2) * hd..(h / 2 + 1) * hd],
+                "head {h}"
+            );
+        }
+    }
+
+    #[test]
+    fn argmax_takes_first_of_ties() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+}

@@ -1,0 +1,840 @@
+//! GGUF reader: header, metadata, tensor table, dequantisation, and the pieces needed to turn a
+//! llama.cpp checkpoint into an HF-layout model (config, HF tensor names, tokenizer.json, chat
+//! template).
+//!
+//! A GGUF file is untrusted input. Every count, length, dimension and offset is checked against
+//! the bytes that are actually there (and against sane limits) before anything is allocated or
+//! read, so a truncated or hostile file is an error, never a panic or a giant allocation.
+//!
+//! Layout (v2/v3, little-endian): magic "GGUF", u32 version, u64 n_tensors, u64 n_kv,
+//! n_kv × (string key, u32 type, value), n_tensors × (string name, u32 n_dims, n_dims × u64 ne,
+//! u32 ggml_type, u64 offset), padding to `general.alignment`, then the tensor data.
+//! `ne[0]` is the innermost (contiguous) dimension: an HF weight of shape [out, in] has ne = [in, out].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use half::{bf16, f16};
+use serde_json::{json, Value as Json};
+
+/// Limits that no real checkpoint comes near; they stop hostile counts before any allocation.
+const MAX_DIMS: usize = 4;
+const MAX_STRING_LEN: u64 = 1 << 26; // 64 MiB: chat templates are kilobytes
+const MAX_ARRAY_DEPTH: usize = 2;
+const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// One metadata value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl Value {
+    /// Any integer type as u64 (negative values are not unsigned: None).
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            // Shortest decimal of the f32, so 1e-5 stored as f32 reads back as 1e-5.
+            Value::F32(v) => format!("{v}").parse().ok(),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::String(s) if s.len() > 60 => write!(
+                f,
+                "{:?}... ({} bytes)",
+                s.chars().take(40).collect::<String>(),
+                s.len()
+            ),
+            Value::String(s) => write!(f, "{s:?}"),
+            Value::Array(a) => write!(f, "[{} values]", a.len()),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::F32(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+            v => write!(
+                f,
+                "{}",
+                v.as_u64()
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| format!("{v:?}"))
+            ),
+        }
+    }
+}
+
+/// The tensor element types tinfer can dequantise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    BF16,
+}
+
+impl GgmlType {
+    fn from_u32(t: u32) -> Result<Self> {
+        Ok(match t {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            8 => GgmlType::Q8_0,
+            30 => GgmlType::BF16,
+            _ => bail!(
+                "unsupported tensor type {t} ({}); tinfer reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1: \
+                 re-quantise the model to one of these with llama.cpp's llama-quantize",
+                ggml_type_name(t)
+            ),
+        })
+    }
+    /// (elements per block, bytes per block)
+    pub fn block(self) -> (u64, u64) {
+        match self {
+            GgmlType::F32 => (1, 4),
+            GgmlType::F16 | GgmlType::BF16 => (1, 2),
+            GgmlType::Q4_0 => (32, 18),
+            GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q8_0 => (32, 34),
+        }
+    }
+}
+
+fn ggml_type_name(t: u32) -> &'static str {
+    const NAMES: [&str; 31] = [
+        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
+        "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL",
+        "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16",
+    ];
+    NAMES.get(t as usize).copied().unwrap_or("unknown")
+}
+
+impl fmt::Display for GgmlType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// One entry of the tensor table; `offset` is relative to the start of the data section.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub ne: Vec<u64>,
+    pub ty: GgmlType,
+    pub offset: u64,
+    pub n_bytes: u64,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> u64 {
+        self.ne.iter().product()
+    }
+    /// The shape as HF writes it: outermost first.
+    pub fn hf_shape(&self) -> Vec<usize> {
+        self.ne.iter().rev().map(|&d| d as usize).collect()
+    }
+}
+
+/// A parsed GGUF file, memory-mapped.
+pub struct Gguf {
+    pub path: PathBuf,
+    pub version: u32,
+    pub metadata: BTreeMap<String, Value>,
+    pub tensors: Vec<TensorInfo>,
+    data: Bytes,
+    data_start: usize,
+}
+
+/// The file's bytes: memory-mapped from disk, or owned (tests, fuzzing).
+enum Bytes {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mmap(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A bounds-checked little-endian reader over the header.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn remaining(&self) -> u64 {
+        (self.buf.len() - self.pos) as u64
+    }
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+        if n > self.remaining() {
+            bail!(
+                "file is truncated: reading {what} at byte {} needs {n} bytes but only {} remain",
+                self.pos,
+                self.remaining()
+            );
+        }
+        let s = &self.buf[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("take returned N bytes"))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let len = self.u64(what)?;
+        if len > MAX_STRING_LEN {
+            bail!("{what} claims a length of {len} bytes (limit {MAX_STRING_LEN}): the file is corrupt");
+        }
+        let bytes = self.take(len, what)?;
+        String::from_utf8(bytes.to_vec()).with_context(|| format!("{what} is not valid UTF-8"))
+    }
+
+    fn value(&mut self, ty: u32, what: &str, depth: usize) -> Result<Value> {
+        Ok(match ty {
+            0 => Value::U8(self.array::<1>(what)?[0]),
+            1 => Value::I8(self.array::<1>(what)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.array(what)?)),
+            3 => Value::I16(i16::from_le_bytes(self.array(what)?)),
+            4 => Value::U32(self.u32(what)?),
+            5 => Value::I32(i32::from_le_bytes(self.array(what)?)),
+            6 => Value::F32(f32::from_le_bytes(self.array(what)?)),
+            7 => match self.array::<1>(what)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => bail!("{what}: invalid bool byte {b}"),
+            },
+            8 => Value::String(self.string(what)?),
+            9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    bail!("{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}");
+                }
+                let elem_ty = self.u32(what)?;
+                let count = self.u64(what)?;
+                // Every element takes at least this many bytes, so the count is bounded by the
+                // bytes left before anything is allocated.
+                let min_size = match elem_ty {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    8 | 10..=12 => 8,
+                    9 => 12,
+                    t => bail!("{what}: unknown metadata value type {t} in array"),
+                };
+                if count
+                    .checked_mul(min_size)
+                    .is_none_or(|n| n > self.remaining())
+                {
+                    bail!(
+                        "{what}: array claims {count} elements but only {} bytes remain: the file is truncated or corrupt",
+                        self.remaining()
+                    );
+                }
+                let mut items = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    items.push(self.value(elem_ty, what, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(what)?),
+            11 => Value::I64(i64::from_le_bytes(self.array(what)?)),
+            12 => Value::F64(f64::from_le_bytes(self.array(what)?)),
+            t => bail!("{what}: unknown metadata value type {t}"),
+        })
+    }
+}
+
+impl Gguf {
+    /// Memory-map and parse a GGUF file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: the map is read-only; tinfer does not modify model files while reading them.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        Self::parse(Bytes::Mmap(mmap), path)
+            .with_context(|| format!("{}: not a usable GGUF file", path.display()))
+    }
+
+    /// Parse a GGUF image held in memory (tests and fuzzing).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(Bytes::Owned(bytes), Path::new("<memory>"))
+    }
+
+    fn parse(data: Bytes, path: &Path) -> Result<Self> {
+        let mut c = Cursor { buf: &data, pos: 0 };
+        let magic = c.array::<4>("magic")?;
+        if &magic != b"GGUF" {
+            bail!(
+                "wrong magic {:?} (expected \"GGUF\"): this is not a GGUF file",
+                String::from_utf8_lossy(&magic)
+            );
+        }
+        let version = c.u32("version")?;
+        if !(2..=3).contains(&version) {
+            bail!("GGUF version {version} is not supported (tinfer reads versions 2 and 3)");
+        }
+        let n_tensors = c.u64("tensor count")?;
+        let n_kv = c.u64("metadata count")?;
+        // A key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes, a tensor info at
+        // least 8 + 4 + 8 + 4 + 8: bound both counts by the file size before looping.
+        if n_kv.checked_mul(13).is_none_or(|n| n > c.remaining()) {
+            bail!("header claims {n_kv} metadata entries, more than the file can hold");
+        }
+        if n_tensors.checked_mul(32).is_none_or(|n| n > c.remaining()) {
+            bail!("header claims {n_tensors} tensors, more than the file can hold");
+        }
+
+        let mut metadata = BTreeMap::new();
+        for i in 0..n_kv {
+            let key = c.string(&format!("metadata key #{i}"))?;
+            let ty = c.u32(&format!("type of metadata {key:?}"))?;
+            let value = c.value(ty, &format!("metadata {key:?}"), 0)?;
+            if metadata.insert(key.clone(), value).is_some() {
+                bail!("metadata key {key:?} appears twice");
+            }
+        }
+
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(v) => match v.as_u64() {
+                Some(a) if a.is_power_of_two() && a <= 1 << 20 => a,
+                _ => bail!("general.alignment {v} is not a power of two up to 1 MiB"),
+            },
+        };
+
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        for i in 0..n_tensors {
+            let name = c.string(&format!("tensor name #{i}"))?;
+            let n_dims = c.u32(&format!("dimension count of {name:?}"))? as usize;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                bail!("tensor {name:?} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)");
+            }
+            let mut ne = Vec::with_capacity(n_dims);
+            for _ in 0..n_dims {
+                ne.push(c.u64(&format!("shape of {name:?}"))?);
+            }
+            let ty = GgmlType::from_u32(c.u32(&format!("type of {name:?}"))?)
+                .with_context(|| format!("tensor {name:?}"))?;
+            let offset = c.u64(&format!("offset of {name:?}"))?;
+            if ne.contains(&0) {
+                bail!("tensor {name:?} has a dimension of 0 (shape {ne:?})");
+            }
+            let n_elements = ne
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .with_context(|| format!("tensor {name:?}: shape {ne:?} overflows"))?;
+            let (block_elems, block_bytes) = ty.block();
+            if ne[0] % block_elems != 0 {
+                bail!("tensor {name:?}: row length {} is not a multiple of the {ty} block size {block_elems}", ne[0]);
+            }
+            let n_bytes = (n_elements / block_elems)
+                .checked_mul(block_bytes)
+                .with_context(|| format!("tensor {name:?}: byte size overflows"))?;
+            if offset % alignment != 0 {
+                bail!("tensor {name:?}: offset {offset} is not aligned to {alignment} bytes");
+            }
+            tensors.push(TensorInfo {
+                name,
+                ne,
+                ty,
+                offset,
+                n_bytes,
+            });
+        }
+
+        let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+        let data_len = (data.len() as u64).saturating_sub(data_start);
+        for t in &tensors {
+            let end = t.offset.checked_add(t.n_bytes);
+            if end.is_none_or(|e| e > data_len) {
+                bail!(
+                    "tensor {:?} ({} bytes at data offset {}) runs past the end of the file ({} data bytes): the file is truncated",
+                    t.name, t.n_bytes, t.offset, data_len
+                );
+            }
+        }
+        let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+        by_offset.sort_by_key(|t| t.offset);
+        for w in by_offset.windows(2) {
+            if w[0].offset + w[0].n_bytes > w[1].offset {
+                bail!(
+                    "tensors {:?} and {:?} overlap in the file",
+                    w[0].name,
+                    w[1].name
+                );
+            }
+        }
+        let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("tensor {:?} appears twice", w[0]);
+        }
+
+        Ok(Gguf {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            data_start: data_start as usize,
+            data,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    fn require(&self, key: &str) -> Result<&Value> {
+        self.get(key)
+            .with_context(|| format!("metadata key {key:?} is missing"))
+    }
+
+    fn req_u64(&self, key: &str) -> Result<u64> {
+        let v = self.require(key)?;
+        v.as_u64()
+            .with_context(|| format!("metadata {key:?} = {v} is not a non-negative integer"))
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The raw bytes of one tensor (bounds were checked when the file was opened).
+    pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
+        let start = self.data_start + t.offset as usize;
+        &self.data[start..start + t.n_bytes as usize]
+    }
+
+    /// Dequantise one tensor to f32, in GGUF row order.
+    pub fn dequantize(&self, t: &TensorInfo) -> Vec<f32> {
+        dequantize(t.ty, self.tensor_bytes(t))
+    }
+
+    pub fn architecture(&self) -> Result<&str> {
+        let v = self.require("general.architecture")?;
+        v.as_str()
+            .with_context(|| format!("general.architecture = {v} is not a string"))
+    }
+
+    /// The HF `config.json` this checkpoint corresponds to (llama architecture only).
+    pub fn hf_config(&self) -> Result<Json> {
+        let arch = self.architecture()?;
+        if arch != "llama" {
+            bail!(
+                "architecture {arch:?} is not supported from GGUF (only \"llama\", which covers Llama, SmolLM and Mistral); \
+                 convert the original checkpoint to safetensors instead"
+            );
+        }
+        let k = |s: &str| format!("{arch}.{s}");
+        let dim = self.req_u64(&k("embedding_length"))?;
+        let n_heads = self.req_u64(&k("attention.head_count"))?;
+        let n_kv_heads = match self.get(&k("attention.head_count_kv")) {
+            Some(v) => v.as_u64().with_context(|| {
+                format!("{} = {v} is not an integer", k("attention.head_count_kv"))
+            })?,
+            None => n_heads,
+        };
+        ensure!(n_heads > 0, "{} is 0", k("attention.head_count"));
+        let head_dim = match self.get(&k("attention.key_length")) {
+            Some(v) => v
+                .as_u64()
+                .context("attention.key_length is not an integer")?,
+            None => dim / n_heads,
+        };
+        if let Some(rd) = self.get(&k("rope.dimension_count")).and_then(Value::as_u64) {
+            ensure!(
+                rd == head_dim,
+                "partial RoPE (rope.dimension_count {rd} != head_dim {head_dim}) is not supported"
+            );
+        }
+        if self
+            .get(&k("rope.scaling.type"))
+            .and_then(Value::as_str)
+            .is_some_and(|s| s != "none")
+        {
+            bail!(
+                "RoPE scaling ({:?}) is not supported",
+                self.get(&k("rope.scaling.type")).unwrap().to_string()
+            );
+        }
+        let n_vocab = match self.get(&k("vocab_size")).and_then(Value::as_u64) {
+            Some(v) => v,
+            None => self
+                .get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+                .map(|a| a.len() as u64)
+                .context("neither llama.vocab_size nor tokenizer.ggml.tokens is present")?,
+        };
+        let eps = self
+            .require(&k("attention.layer_norm_rms_epsilon"))?
+            .as_f64()
+            .context("bad rms epsilon")?;
+        let theta = self
+            .get(&k("rope.freq_base"))
+            .and_then(Value::as_f64)
+            .unwrap_or(10000.0);
+        let tok_id = |key: &str| self.get(key).and_then(Value::as_u64);
+        Ok(json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": dim,
+            "intermediate_size": self.req_u64(&k("feed_forward_length"))?,
+            "num_hidden_layers": self.req_u64(&k("block_count"))?,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv_heads,
+            "head_dim": head_dim,
+            "vocab_size": n_vocab,
+            "max_position_embeddings": self.req_u64(&k("context_length"))?,
+            "rms_norm_eps": eps,
+            "rope_theta": theta,
+            "hidden_act": "silu",
+            "attention_bias": self.tensor("blk.0.attn_q.bias").is_some(),
+            "mlp_bias": false,
+            "tie_word_embeddings": self.tensor("output.weight").is_none(),
+            "bos_token_id": tok_id("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": tok_id("tokenizer.ggml.eos_token_id"),
+            "torch_dtype": "float32",
+        }))
+    }
+
+    /// Every tensor as (HF name, HF shape, f32 values in HF row order). Q/K rows are un-permuted
+    /// so HF's rotate-half RoPE applies (see [`unpermute_rows`]).
+    pub fn hf_tensors(&self) -> Result<Vec<(String, &TensorInfo)>> {
+        let mut out = Vec::with_capacity(self.tensors.len());
+        let mut unknown = Vec::new();
+        for t in &self.tensors {
+            match hf_name(&t.name) {
+                Some(n) => out.push((n, t)),
+                None => unknown.push(t.name.as_str()),
+            }
+        }
+        if !unknown.is_empty() {
+            bail!(
+                "tensors tinfer does not know how to use: {} (is this a llama-architecture model?)",
+                unknown.join(", ")
+            );
+        }
+        Ok(out)
+    }
+
+    /// Dequantise a tensor and put it in HF row order.
+    pub fn hf_tensor_data(&self, t: &TensorInfo, cfg: &Json) -> Result<Vec<f32>> {
+        let mut data = self.dequantize(t);
+        let heads = |key: &str| cfg[key].as_u64().unwrap_or(0) as usize;
+        let n_head = if t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_q.bias") {
+            heads("num_attention_heads")
+        } else if t.name.ends_with("attn_k.weight") || t.name.ends_with("attn_k.bias") {
+            heads("num_key_value_heads")
+        } else {
+            return Ok(data);
+        };
+        let rows = *t.ne.get(1).unwrap_or(&1) as usize;
+        let (rows, row_len) = if t.ne.len() == 1 {
+            (t.ne[0] as usize, 1)
+        } else {
+            (rows, t.ne[0] as usize)
+        };
+        ensure!(
+            n_head > 0 && rows % n_head == 0 && (rows / n_head) % 2 == 0,
+            "tensor {:?}: {rows} rows do not split into {n_head} heads of even size",
+            t.name
+        );
+        unpermute_rows(&mut data, rows, row_len, n_head);
+        Ok(data)
+    }
+
+    /// `tokenizer.json` (HF tokenizers format) synthesised from the `tokenizer.ggml.*` metadata.
+    pub fn hf_tokenizer_json(&self) -> Result<Json> {
+        let model = self
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if model != "gpt2" {
+            bail!("tokenizer model {model:?} is not supported from GGUF (only byte-level BPE, \"gpt2\"); supply an HF tokenizer.json");
+        }
+        let tokens = self
+            .get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .context("tokenizer.ggml.tokens is missing or not an array")?;
+        let types = self
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array);
+        let merges = self
+            .get("tokenizer.ggml.merges")
+            .and_then(Value::as_array)
+            .context("tokenizer.ggml.merges is missing or not an array")?;
+        let mut vocab = serde_json::Map::with_capacity(tokens.len());
+        let mut added = Vec::new();
+        for (id, tok) in tokens.iter().enumerate() {
+            let s = tok
+                .as_str()
+                .with_context(|| format!("token {id} is not a string"))?;
+            // llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+            let ty = types
+                .and_then(|t| t.get(id))
+                .and_then(Value::as_u64)
+                .unwrap_or(1);
+            if ty == 3 || ty == 4 {
+                added.push(json!({
+                    "id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": ty == 4, "special": ty == 3,
+                }));
+            }
+            vocab.insert(s.to_string(), json!(id));
+        }
+        let merges: Vec<&str> = merges
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.as_str()
+                    .with_context(|| format!("merge {i} is not a string"))
+            })
+            .collect::<Result<_>>()?;
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let pre = self
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let pre_tokenizer = match pre {
+            "default" | "gpt-2" | "gpt2" => byte_level.clone(),
+            "smollm" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true},
+                byte_level,
+            ]}),
+            _ => bail!(
+                "pre-tokenizer {pre:?} is not supported from GGUF (tinfer knows \"smollm\" and \"gpt2\"); \
+                 supply the model's HF tokenizer.json instead"
+            ),
+        };
+        let bos = self
+            .get("tokenizer.ggml.bos_token_id")
+            .and_then(Value::as_u64);
+        let add_bos = self
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let post_processor = match (add_bos, bos) {
+            (true, Some(bos)) => {
+                let bos_tok = tokens
+                    .get(bos as usize)
+                    .and_then(Value::as_str)
+                    .context("bos_token_id out of range")?;
+                json!({"type": "TemplateProcessing",
+                    "single": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                    "pair": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                             {"SpecialToken": {"id": bos_tok, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                    "special_tokens": {bos_tok: {"id": bos_tok, "ids": [bos], "tokens": [bos_tok]}}})
+            }
+            _ => {
+                json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+            }
+        };
+        Ok(json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": post_processor,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {
+                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": merges,
+            },
+        }))
+    }
+
+    /// `tokenizer_config.json`: special tokens and the chat template.
+    pub fn hf_tokenizer_config(&self, context_len: u64) -> Json {
+        let tokens = self.get("tokenizer.ggml.tokens").and_then(Value::as_array);
+        let tok = |key: &str| {
+            let id = self.get(key).and_then(Value::as_u64)?;
+            tokens?.get(id as usize)?.as_str().map(str::to_string)
+        };
+        json!({
+            "tokenizer_class": "GPT2Tokenizer",
+            "bos_token": tok("tokenizer.ggml.bos_token_id"),
+            "eos_token": tok("tokenizer.ggml.eos_token_id"),
+            "pad_token": tok("tokenizer.ggml.padding_token_id"),
+            "unk_token": tok("tokenizer.ggml.unknown_token_id"),
+            "add_bos_token": self.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false),
+            "clean_up_tokenization_spaces": false,
+            "model_max_length": context_len,
+            "chat_template": self.get("tokenizer.chat_template").and_then(Value::as_str),
+        })
+    }
+
+    /// `generation_config.json`: the ids generation starts and stops on.
+    pub fn hf_generation_config(&self) -> Json {
+        let id = |key: &str| self.get(key).and_then(Value::as_u64);
+        json!({
+            "bos_token_id": id("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": id("tokenizer.ggml.eos_token_id"),
+            "pad_token_id": id("tokenizer.ggml.padding_token_id"),
+        })
+    }
+}
+
+/// GGUF tensor name -> HF tensor name (llama architecture).
+pub fn hf_name(gguf: &str) -> Option<String> {
+    Some(match gguf {
+        "token_embd.weight" => "model.embed_tokens.weight".into(),
+        "output_norm.weight" => "model.norm.weight".into(),
+        "output.weight" => "lm_head.weight".into(),
+        _ => {
+            let rest = gguf.strip_prefix("blk.")?;
+            let (layer, rest) = rest.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let (part, kind) = rest.rsplit_once('.')?;
+            if kind != "weight" && kind != "bias" {
+                return None;
+            }
+            let hf = match part {
+                "attn_norm" => "input_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_norm" => "post_attention_layernorm",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{layer}.{hf}.{kind}")
+        }
+    })
+}
+
+/// Undo llama.cpp's Q/K row permutation. Its converter reorders each head's rows so that
+/// interleaved RoPE (pairs 2i, 2i+1) computes what HF's rotate-half RoPE (pairs i, i + d/2)
+/// computes on the original rows: GGUF row `h*d + 2i + j` holds HF row `h*d + j*d/2 + i`.
+pub fn unpermute_rows(data: &mut [f32], rows: usize, row_len: usize, n_head: usize) {
+    assert_eq!(data.len(), rows * row_len);
+    let d = rows / n_head;
+    let src = data.to_vec();
+    for h in 0..n_head {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let gguf_row = h * d + 2 * i + j;
+                let hf_row = h * d + j * d / 2 + i;
+                data[hf_row * row_len..(hf_row + 1) * row_len]
+                    .copy_from_slice(&src[gguf_row * row_len..(gguf_row + 1) * row_len]);
+            }
+        }
+    }
+}
+
+/// Dequantise raw tensor bytes of type `ty` to f32 (computed in f32, as ggml does).
+pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
+    let (block_elems, block_bytes) = ty.block();
+    assert_eq!(
+        bytes.len() as u64 % block_bytes,
+        0,
+        "{ty} data is not a whole number of blocks"
+    );
+    let n = bytes.len() / block_bytes as usize * block_elems as usize;
+    let mut out = Vec::with_capacity(n);
+    let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    match ty {
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
+        ),
+        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16_at(b, 0))),
+        GgmlType::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        GgmlType::Q8_0 => {
+            for b in bytes.chunks_exact(34) {
+                let d = f16_at(b, 0);
+                out.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
+            }
+        }
+        GgmlType::Q4_0 => {
+            for b in bytes.chunks_exact(18) {
+                let (d, qs) = (f16_at(b, 0), &b[2..]);
+                out.extend(qs.iter().map(|&q| ((q & 0xF) as i32 - 8) as f32 * d));
+                out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
+            }
+        }
+        GgmlType::Q4_1 => {
+            for b in bytes.chunks_exact(20) {
+                let (d, m, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..]);
+                out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
+                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+            }
+        }
+    }
+    out
+}

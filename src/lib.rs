@@ -1,0 +1,14 @@
+//! tinfer: a tiny LLM inference engine. Modules in reading order: a token goes from the CLI
+//! (`main.rs`) through the tokenizer into `generate`, which calls `Model::forward` (the device
+//! seam), which runs `cpu::forward` over the weights the loader read.
+
+pub mod config; // config.json -> Config (resolved, validated); RoPE tables
+pub mod convert;
+pub mod cpu; // the reference forward pass
+pub mod generate; // prefill + decode loop, stop conditions; perplexity scoring
+pub mod gguf; // GGUF reader: metadata, tensors, dequantisation, tokenizer, chat template
+pub mod loader; // safetensors / GGUF -> Weights; the one table of checkpoint names
+pub mod model; // the device seam: forward(tokens) -> logits
+pub mod sampler; // greedy / temperature / top-k / top-p / min-p / repetition penalty
+pub mod tokenizer; // HF tokenizers, streaming decode, chat templates
+pub mod weights; // Weights / Layer with shapes // GGUF -> HF directory

@@ -1,0 +1,495 @@
+//! The `tinfer` command line: generate | chat | tokenize | perplexity | info | convert.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use tinfer::convert::{convert, OutDtype};
+use tinfer::generate::{generate, score, Generation};
+use tinfer::loader::{self, Loaded};
+use tinfer::model::{Device, Model};
+use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
+
+#[derive(Parser)]
+#[command(name = "tinfer", version, about = "A tiny LLM inference engine for Llama-family models", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
+    #[arg(
+        long,
+        short,
+        env = "TINFER_MODEL",
+        default_value = "models/smollm2-135m-instruct"
+    )]
+    model: PathBuf,
+    /// Where the forward pass runs (the CPU reference; the GPU arrives with the wgpu forward).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+}
+
+#[derive(Args, Clone)]
+struct SampleArgs {
+    /// Maximum number of tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 picks the most likely token every time (greedy, deterministic).
+    #[arg(long, short, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities add up to P (1 = no limit).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Penalise tokens already in the context: positive logits are divided by R, negative
+    /// multiplied (1 = off; 1.1 to 1.3 are common).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed: the same seed and settings give the same text (default: a fresh seed, printed
+    /// in the stats line).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl SampleArgs {
+    fn sampler(&self) -> Result<Sampler> {
+        if !(self.temperature >= 0.0)
+            || !(0.0..=1.0).contains(&self.top_p)
+            || !(0.0..=1.0).contains(&self.min_p)
+        {
+            bail!("--temperature must be >= 0, --top-p and --min-p between 0 and 1");
+        }
+        if !(self.repeat_penalty > 0.0) {
+            bail!("--repeat-penalty must be > 0");
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(Sampler::new(SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed,
+        }))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a text: stdout gets only the generated text, streamed as it is produced.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The prompt (default: read from stdin).
+        #[arg(long, short)]
+        prompt: Option<String>,
+        /// Print the prompt before the generated text.
+        #[arg(long)]
+        echo: bool,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Chat through the model's chat template: one turn with --prompt, else an interactive session
+    /// (the KV cache is kept across turns; /reset clears the conversation, /exit or Ctrl-D ends).
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// System message (default: the template's own, if it has one).
+        #[arg(long)]
+        system: Option<String>,
+        /// One user message: print the assistant's reply and exit.
+        #[arg(long, short)]
+        prompt: Option<String>,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Print the token ids of a text (default: read from stdin).
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        text: Option<String>,
+    },
+    /// Mean negative log-likelihood and perplexity of a text file, in windows of --ctx tokens.
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The text file to score.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Window size in tokens (default: the model's context, so a text that fits is one window).
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Print {"mean_nll", "ppl", "n_scored"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a model: architecture, sizes, dtypes, memory, tokenizer, chat template.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a GGUF file to an HF model directory (dequantised safetensors + tokenizer files).
+    Convert {
+        /// The .gguf file to read.
+        input: PathBuf,
+        /// The directory to write.
+        output: PathBuf,
+        /// Element type of the written weights (f32 keeps every dequantised value exactly).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: OutDtype,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; usage mistakes exit 1.
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
+    let mut loaded = loader::load(&args.model)?;
+    let weights = loaded.weights.take().expect("load() returns weights");
+    let model = Model::new(loaded.cfg.clone(), weights, args.device)?;
+    Ok((model, loaded))
+}
+
+fn need_tokenizer(loaded: &Loaded) -> Result<&Tokenizer> {
+    loaded.tokenizer.as_ref().with_context(|| {
+        format!(
+            "this command needs a tokenizer: {}",
+            loaded.tokenizer_error.as_deref().unwrap_or("none found")
+        )
+    })
+}
+
+/// --prompt, or all of stdin.
+fn prompt_text(prompt: Option<String>) -> Result<String> {
+    if let Some(p) = prompt {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        bail!("no prompt: pass --prompt TEXT or pipe the text on stdin");
+    }
+    let mut bytes = vec![];
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read stdin")?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "stdin is not valid UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Generate and stream the decoded text to stdout.
+fn stream(
+    model: &mut Model,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    context: &[u32],
+    sampler: &mut Sampler,
+    max: usize,
+) -> Result<Generation> {
+    let mut out = std::io::stdout().lock();
+    let mut ts = TokenStream::new(tok);
+    let g = generate(model, prompt, context, sampler, max, |id| {
+        if let Some(text) = ts.push(id)? {
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+        Ok(())
+    })?;
+    if let Some(text) = ts.finish()? {
+        out.write_all(text.as_bytes())?;
+    }
+    if out.is_terminal() {
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(g)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate {
+            model: margs,
+            prompt,
+            echo,
+            sample,
+        } => {
+            let text = prompt_text(prompt)?;
+            let mut sampler = sample.sampler()?;
+            let (mut model, loaded) = load(&margs)?;
+            let tok = need_tokenizer(&loaded)?;
+            let ids = tok.encode(&text)?;
+            if echo {
+                print!("{text}");
+            }
+            let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens)?;
+            eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
+        }
+        Command::Chat {
+            model: margs,
+            system,
+            prompt,
+            sample,
+        } => {
+            let mut sampler = sample.sampler()?;
+            let (mut model, loaded) = load(&margs)?;
+            let tok = need_tokenizer(&loaded)?;
+            let mut messages: Vec<Message> =
+                system.iter().map(|s| Message::new("system", s)).collect();
+            if let Some(p) = prompt {
+                messages.push(Message::new("user", &p));
+                let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
+                let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens)?;
+                eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
+                return Ok(());
+            }
+            chat_loop(&mut model, tok, messages, &mut sampler, sample.max_tokens)?;
+        }
+        Command::Tokenize {
+            model: margs,
+            json,
+            text,
+        } => {
+            let tok = loader::load_tokenizer(&margs.model)?;
+            let ids = tok.encode(&prompt_text(text)?)?;
+            if json {
+                println!("{}", serde_json::to_string(&ids)?);
+            } else {
+                println!(
+                    "{}",
+                    ids.iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+        }
+        Command::Perplexity {
+            model: margs,
+            file,
+            ctx,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+            let (mut model, loaded) = load(&margs)?;
+            let ids = need_tokenizer(&loaded)?.encode(&text)?;
+            let window = ctx.unwrap_or(model.cfg.seq_len);
+            let s = score(&mut model, &ids, window)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"mean_nll": s.mean_nll(), "ppl": s.ppl(), "n_scored": s.n_scored})
+                );
+            } else {
+                println!(
+                    "tokens: {}  scored: {}  mean NLL: {:.6}  perplexity: {:.4}",
+                    ids.len(),
+                    s.n_scored,
+                    s.mean_nll(),
+                    s.ppl()
+                );
+            }
+        }
+        Command::Info { model: margs, json } => info(&margs.model, json)?,
+        Command::Convert {
+            input,
+            output,
+            dtype,
+        } => {
+            convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
+            eprintln!("wrote {}", output.display());
+        }
+    }
+    Ok(())
+}
+
+/// Interactive multi-turn chat. The KV cache keeps the conversation: each turn only the tokens
+/// after the longest prefix shared with what the cache holds are run.
+fn chat_loop(
+    model: &mut Model,
+    tok: &Tokenizer,
+    system: Vec<Message>,
+    sampler: &mut Sampler,
+    max: usize,
+) -> Result<()> {
+    let mut messages = system.clone();
+    let mut cached: Vec<u32> = vec![]; // the tokens whose K/V the cache holds
+    let stdin = std::io::stdin();
+    eprintln!("chat: type a message, /reset to start over, /exit or Ctrl-D to quit");
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read stdin")?
+            == 0
+        {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                messages = system.clone();
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", line));
+        let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
+        let mut shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        shared = shared.min(ids.len() - 1); // run at least one token to get logits
+        model.truncate(shared);
+        cached.truncate(shared);
+        let g = match stream(model, tok, &ids[shared..], &cached, sampler, max) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                model.truncate(0);
+                cached.clear();
+                messages.pop();
+                continue;
+            }
+        };
+        cached.extend_from_slice(&ids[shared..]);
+        cached.extend_from_slice(&g.tokens[..g.tokens.len().saturating_sub(1)]);
+        // The last sampled token was never run through the model: it is not in the cache.
+        model.truncate(cached.len());
+        messages.push(Message::new("assistant", &tok.decode(&g.tokens, true)?));
+        eprintln!("[{}]", g.stats());
+    }
+}
+
+fn info(path: &Path, as_json: bool) -> Result<()> {
+    let loaded = loader::load(path)?;
+    let cfg = &loaded.cfg;
+    let n_params = cfg.n_params();
+    let tok = loaded.tokenizer.as_ref();
+    let j = json!({
+        "source": loaded.source,
+        "model_type": cfg.model_type,
+        "architectures": loaded.hf_config.get("architectures"),
+        "n_params": n_params,
+        "dim": cfg.dim,
+        "hidden_dim": cfg.hidden_dim,
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "context": cfg.seq_len,
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.norm_eps,
+        "tied_embeddings": cfg.tied_embeddings,
+        "qkv_bias": cfg.qkv_bias,
+        "stored_dtypes": loaded.dtypes,
+        "weights_bytes_f32": n_params * 4,
+        "kv_cache_bytes_per_token": 2 * cfg.n_layers * cfg.kv_dim() * 4,
+        "eos_token_ids": cfg.eos_token_ids,
+        "tokenizer": tok.map(|t| json!({
+            "vocab_size": t.vocab_size(),
+            "bos_token": t.bos_token,
+            "eos_token": t.eos_token,
+            "chat_template": t.chat_template.is_some(),
+        })),
+        "tokenizer_error": loaded.tokenizer_error,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    println!("model        {}", loaded.source);
+    println!(
+        "architecture {} ({} layers, dim {}, ffn {})",
+        cfg.model_type, cfg.n_layers, cfg.dim, cfg.hidden_dim
+    );
+    println!(
+        "attention    {} query heads, {} KV heads (GQA x{}), head_dim {}, rope_theta {}",
+        cfg.n_heads, cfg.n_kv_heads, cfg.kv_mul, cfg.head_dim, cfg.rope_theta
+    );
+    println!(
+        "parameters   {:.1} M{}",
+        n_params as f64 / 1e6,
+        if cfg.tied_embeddings {
+            " (LM head tied to the embedding)"
+        } else {
+            ""
+        }
+    );
+    println!("stored as    {}", loaded.dtypes);
+    println!(
+        "memory       {:.1} MiB of f32 weights; KV cache {:.1} KiB per token",
+        mib(n_params * 4),
+        2 * cfg.n_layers * cfg.kv_dim() * 4 / 1024
+    );
+    println!(
+        "context      {} tokens, vocab {}, eos ids {:?}",
+        cfg.seq_len, cfg.vocab_size, cfg.eos_token_ids
+    );
+    match tok {
+        Some(t) => println!(
+            "tokenizer    {} tokens, bos {:?}, eos {:?}, chat template: {}",
+            t.vocab_size(),
+            t.bos_token.as_deref().unwrap_or("-"),
+            t.eos_token.as_deref().unwrap_or("-"),
+            if t.chat_template.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+        None => println!(
+            "tokenizer    none ({})",
+            loaded.tokenizer_error.as_deref().unwrap_or("")
+        ),
+    }
+    Ok(())
+}
