@@ -69,11 +69,7 @@ impl Config {
         let (d, q, kv, h) = (self.dim, self.q_dim(), self.kv_dim(), self.hidden_dim);
         let bias = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { d } else { 0 };
         let layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * h + bias;
-        let head = if self.tied_embeddings {
-            0
-        } else {
-            self.vocab_size * d
-        };
+        let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
         self.vocab_size * d + self.n_layers * layer + d + head
     }
 }
@@ -82,11 +78,7 @@ impl Config {
 pub fn token_ids(v: Option<&Json>) -> Vec<u32> {
     match v {
         Some(Json::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Json::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
+        Some(Json::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
         _ => vec![],
     }
 }
@@ -138,9 +130,7 @@ impl HfConfig {
             }
         };
         if head_dim == 0 || head_dim % 2 != 0 {
-            bail!(
-                "config.json: head_dim {head_dim} must be even and non-zero (RoPE rotates pairs)"
-            );
+            bail!("config.json: head_dim {head_dim} must be even and non-zero (RoPE rotates pairs)");
         }
         if let Some(act) = &self.hidden_act {
             if act != "silu" && act != "swish" {
@@ -208,8 +198,9 @@ mod tests {
 
     #[test]
     fn resolves_defaults_and_gqa() {
-        let c = cfg(r#", "num_key_value_heads": 2, "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}"#)
-            .unwrap();
+        let c =
+            cfg(r#", "num_key_value_heads": 2, "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}"#)
+                .unwrap();
         assert_eq!((c.head_dim, c.kv_mul, c.rope_theta), (16, 2, 100000.0));
         assert!(!c.qkv_bias);
         let q = cfg(r#", "model_type": "qwen2", "rope_theta": 500.0"#).unwrap();

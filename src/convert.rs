@@ -43,8 +43,7 @@ pub fn convert(input: &Path, out_dir: &Path, dtype: OutDtype, progress: bool) ->
     crate::tokenizer::Tokenizer::from_json(&tokenizer, &Json::Null).with_context(ctx)?;
     let tensors = gguf.hf_tensors().with_context(ctx)?;
 
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let (st_dtype, name) = match dtype {
         OutDtype::F32 => (Dtype::F32, "float32"),
         OutDtype::F16 => (Dtype::F16, "float16"),
@@ -68,14 +67,8 @@ pub fn convert(input: &Path, out_dir: &Path, dtype: OutDtype, progress: bool) ->
         let values = gguf.hf_tensor_data(t, &config)?;
         let bytes: Vec<u8> = match dtype {
             OutDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            OutDtype::F16 => values
-                .iter()
-                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-                .collect(),
-            OutDtype::Bf16 => values
-                .iter()
-                .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
-                .collect(),
+            OutDtype::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+            OutDtype::Bf16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
         };
         data.push((hf_name.clone(), t.hf_shape(), bytes));
         bar.inc(1);
@@ -105,10 +98,7 @@ pub fn convert(input: &Path, out_dir: &Path, dtype: OutDtype, progress: bool) ->
         &out_dir.join("tokenizer_config.json"),
         &gguf.hf_tokenizer_config(cfg.seq_len as u64),
     )?;
-    write_json(
-        &out_dir.join("generation_config.json"),
-        &gguf.hf_generation_config(),
-    )?;
+    write_json(&out_dir.join("generation_config.json"), &gguf.hf_generation_config())?;
     // The weights land last and atomically: a directory with model.safetensors is complete.
     std::fs::rename(&tmp, out_dir.join("model.safetensors"))?;
     bar.finish_with_message("done");

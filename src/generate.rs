@@ -145,10 +145,7 @@ pub fn score(model: &mut Model, tokens: &[u32], window: usize) -> Result<Score> 
         );
     }
     if tokens.len() < 2 {
-        bail!(
-            "the text has {} token(s): perplexity needs at least 2",
-            tokens.len()
-        );
+        bail!("the text has {} token(s): perplexity needs at least 2", tokens.len());
     }
     let vocab = model.cfg.vocab_size;
     let mut s = Score {

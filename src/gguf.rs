@@ -89,12 +89,9 @@ impl Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::String(s) if s.len() > 60 => write!(
-                f,
-                "{:?}... ({} bytes)",
-                s.chars().take(40).collect::<String>(),
-                s.len()
-            ),
+            Value::String(s) if s.len() > 60 => {
+                write!(f, "{:?}... ({} bytes)", s.chars().take(40).collect::<String>(), s.len())
+            }
             Value::String(s) => write!(f, "{s:?}"),
             Value::Array(a) => write!(f, "[{} values]", a.len()),
             Value::Bool(b) => write!(f, "{b}"),
@@ -103,9 +100,7 @@ impl fmt::Display for Value {
             v => write!(
                 f,
                 "{}",
-                v.as_u64()
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| format!("{v:?}"))
+                v.as_u64().map(|x| x.to_string()).unwrap_or_else(|| format!("{v:?}"))
             ),
         }
     }
@@ -152,9 +147,9 @@ impl GgmlType {
 
 fn ggml_type_name(t: u32) -> &'static str {
     const NAMES: [&str; 31] = [
-        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
-        "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL",
-        "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16",
+        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+        "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16",
+        "I32", "I64", "F64", "IQ1_M", "BF16",
     ];
     NAMES.get(t as usize).copied().unwrap_or("unknown")
 }
@@ -234,10 +229,7 @@ impl<'a> Cursor<'a> {
         Ok(s)
     }
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        Ok(self
-            .take(N as u64, what)?
-            .try_into()
-            .expect("take returned N bytes"))
+        Ok(self.take(N as u64, what)?.try_into().expect("take returned N bytes"))
     }
     fn u32(&mut self, what: &str) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array(what)?))
@@ -285,10 +277,7 @@ impl<'a> Cursor<'a> {
                     9 => 12,
                     t => bail!("{what}: unknown metadata value type {t} in array"),
                 };
-                if count
-                    .checked_mul(min_size)
-                    .is_none_or(|n| n > self.remaining())
-                {
+                if count.checked_mul(min_size).is_none_or(|n| n > self.remaining()) {
                     bail!(
                         "{what}: array claims {count} elements but only {} bytes remain: the file is truncated or corrupt",
                         self.remaining()
@@ -311,13 +300,10 @@ impl<'a> Cursor<'a> {
 impl Gguf {
     /// Memory-map and parse a GGUF file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         // SAFETY: the map is read-only; tinfer does not modify model files while reading them.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }
-            .with_context(|| format!("cannot map {}", path.display()))?;
-        Self::parse(Bytes::Mmap(mmap), path)
-            .with_context(|| format!("{}: not a usable GGUF file", path.display()))
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+        Self::parse(Bytes::Mmap(mmap), path).with_context(|| format!("{}: not a usable GGUF file", path.display()))
     }
 
     /// Parse a GGUF image held in memory (tests and fuzzing).
@@ -378,8 +364,8 @@ impl Gguf {
             for _ in 0..n_dims {
                 ne.push(c.u64(&format!("shape of {name:?}"))?);
             }
-            let ty = GgmlType::from_u32(c.u32(&format!("type of {name:?}"))?)
-                .with_context(|| format!("tensor {name:?}"))?;
+            let ty =
+                GgmlType::from_u32(c.u32(&format!("type of {name:?}"))?).with_context(|| format!("tensor {name:?}"))?;
             let offset = c.u64(&format!("offset of {name:?}"))?;
             if ne.contains(&0) {
                 bail!("tensor {name:?} has a dimension of 0 (shape {ne:?})");
@@ -390,7 +376,10 @@ impl Gguf {
                 .with_context(|| format!("tensor {name:?}: shape {ne:?} overflows"))?;
             let (block_elems, block_bytes) = ty.block();
             if ne[0] % block_elems != 0 {
-                bail!("tensor {name:?}: row length {} is not a multiple of the {ty} block size {block_elems}", ne[0]);
+                bail!(
+                    "tensor {name:?}: row length {} is not a multiple of the {ty} block size {block_elems}",
+                    ne[0]
+                );
             }
             let n_bytes = (n_elements / block_elems)
                 .checked_mul(block_bytes)
@@ -422,11 +411,7 @@ impl Gguf {
         by_offset.sort_by_key(|t| t.offset);
         for w in by_offset.windows(2) {
             if w[0].offset + w[0].n_bytes > w[1].offset {
-                bail!(
-                    "tensors {:?} and {:?} overlap in the file",
-                    w[0].name,
-                    w[1].name
-                );
+                bail!("tensors {:?} and {:?} overlap in the file", w[0].name, w[1].name);
             }
         }
         let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
@@ -494,16 +479,14 @@ impl Gguf {
         let dim = self.req_u64(&k("embedding_length"))?;
         let n_heads = self.req_u64(&k("attention.head_count"))?;
         let n_kv_heads = match self.get(&k("attention.head_count_kv")) {
-            Some(v) => v.as_u64().with_context(|| {
-                format!("{} = {v} is not an integer", k("attention.head_count_kv"))
-            })?,
+            Some(v) => v
+                .as_u64()
+                .with_context(|| format!("{} = {v} is not an integer", k("attention.head_count_kv")))?,
             None => n_heads,
         };
         ensure!(n_heads > 0, "{} is 0", k("attention.head_count"));
         let head_dim = match self.get(&k("attention.key_length")) {
-            Some(v) => v
-                .as_u64()
-                .context("attention.key_length is not an integer")?,
+            Some(v) => v.as_u64().context("attention.key_length is not an integer")?,
             None => dim / n_heads,
         };
         if let Some(rd) = self.get(&k("rope.dimension_count")).and_then(Value::as_u64) {
@@ -610,10 +593,7 @@ impl Gguf {
 
     /// `tokenizer.json` (HF tokenizers format) synthesised from the `tokenizer.ggml.*` metadata.
     pub fn hf_tokenizer_json(&self) -> Result<Json> {
-        let model = self
-            .get("tokenizer.ggml.model")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let model = self.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
         if model != "gpt2" {
             bail!("tokenizer model {model:?} is not supported from GGUF (only byte-level BPE, \"gpt2\"); supply an HF tokenizer.json");
         }
@@ -621,9 +601,7 @@ impl Gguf {
             .get("tokenizer.ggml.tokens")
             .and_then(Value::as_array)
             .context("tokenizer.ggml.tokens is missing or not an array")?;
-        let types = self
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array);
+        let types = self.get("tokenizer.ggml.token_type").and_then(Value::as_array);
         let merges = self
             .get("tokenizer.ggml.merges")
             .and_then(Value::as_array)
@@ -631,14 +609,9 @@ impl Gguf {
         let mut vocab = serde_json::Map::with_capacity(tokens.len());
         let mut added = Vec::new();
         for (id, tok) in tokens.iter().enumerate() {
-            let s = tok
-                .as_str()
-                .with_context(|| format!("token {id} is not a string"))?;
+            let s = tok.as_str().with_context(|| format!("token {id} is not a string"))?;
             // llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
-            let ty = types
-                .and_then(|t| t.get(id))
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
+            let ty = types.and_then(|t| t.get(id)).and_then(Value::as_u64).unwrap_or(1);
             if ty == 3 || ty == 4 {
                 added.push(json!({
                     "id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
@@ -650,12 +623,10 @@ impl Gguf {
         let merges: Vec<&str> = merges
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                m.as_str()
-                    .with_context(|| format!("merge {i} is not a string"))
-            })
+            .map(|(i, m)| m.as_str().with_context(|| format!("merge {i} is not a string")))
             .collect::<Result<_>>()?;
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let byte_level =
+            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
         let pre = self
             .get("tokenizer.ggml.pre")
             .and_then(Value::as_str)
@@ -671,9 +642,7 @@ impl Gguf {
                  supply the model's HF tokenizer.json instead"
             ),
         };
-        let bos = self
-            .get("tokenizer.ggml.bos_token_id")
-            .and_then(Value::as_u64);
+        let bos = self.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64);
         let add_bos = self
             .get("tokenizer.ggml.add_bos_token")
             .and_then(Value::as_bool)
@@ -804,11 +773,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let mut out = Vec::with_capacity(n);
     let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
     match ty {
-        GgmlType::F32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap())),
-        ),
+        GgmlType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))),
         GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16_at(b, 0))),
         GgmlType::BF16 => out.extend(
             bytes
@@ -837,4 +802,91 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
         }
     }
     out
+}
+
+/// A minimal GGUF v3 writer, for synthetic test files and fuzzing corpora.
+pub mod write {
+    use super::Value;
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+
+    fn type_id(v: &Value) -> u32 {
+        match v {
+            Value::U8(_) => 0,
+            Value::I8(_) => 1,
+            Value::U16(_) => 2,
+            Value::I16(_) => 3,
+            Value::U32(_) => 4,
+            Value::I32(_) => 5,
+            Value::F32(_) => 6,
+            Value::Bool(_) => 7,
+            Value::String(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+
+    fn value(out: &mut Vec<u8>, v: &Value) {
+        match v {
+            Value::U8(x) => out.push(*x),
+            Value::I8(x) => out.push(*x as u8),
+            Value::U16(x) => out.extend(x.to_le_bytes()),
+            Value::I16(x) => out.extend(x.to_le_bytes()),
+            Value::U32(x) => out.extend(x.to_le_bytes()),
+            Value::I32(x) => out.extend(x.to_le_bytes()),
+            Value::F32(x) => out.extend(x.to_le_bytes()),
+            Value::Bool(x) => out.push(*x as u8),
+            Value::String(s) => string(out, s),
+            Value::Array(a) => {
+                out.extend(a.first().map_or(4, type_id).to_le_bytes());
+                out.extend((a.len() as u64).to_le_bytes());
+                a.iter().for_each(|x| value(out, x));
+            }
+            Value::U64(x) => out.extend(x.to_le_bytes()),
+            Value::I64(x) => out.extend(x.to_le_bytes()),
+            Value::F64(x) => out.extend(x.to_le_bytes()),
+        }
+    }
+
+    /// A tensor to write: name, ne (innermost first), raw ggml type id, raw data bytes.
+    pub struct Tensor {
+        pub name: String,
+        pub ne: Vec<u64>,
+        pub ggml_type: u32,
+        pub data: Vec<u8>,
+    }
+
+    /// Serialise metadata and tensors (32-byte alignment) into a GGUF v3 image.
+    pub fn gguf_bytes(metadata: &[(&str, Value)], tensors: &[Tensor]) -> Vec<u8> {
+        const ALIGN: usize = 32;
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((tensors.len() as u64).to_le_bytes());
+        out.extend((metadata.len() as u64).to_le_bytes());
+        for (k, v) in metadata {
+            string(&mut out, k);
+            out.extend(type_id(v).to_le_bytes());
+            value(&mut out, v);
+        }
+        let mut offset = 0usize;
+        for t in tensors {
+            string(&mut out, &t.name);
+            out.extend((t.ne.len() as u32).to_le_bytes());
+            t.ne.iter().for_each(|d| out.extend(d.to_le_bytes()));
+            out.extend(t.ggml_type.to_le_bytes());
+            out.extend((offset as u64).to_le_bytes());
+            offset += t.data.len().div_ceil(ALIGN) * ALIGN;
+        }
+        out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+        for t in tensors {
+            out.extend(&t.data);
+            out.resize(out.len().div_ceil(ALIGN) * ALIGN, 0);
+        }
+        out
+    }
 }

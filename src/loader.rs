@@ -52,13 +52,13 @@ pub fn load(path: &Path) -> Result<Loaded> {
         );
     }
     if path.is_file() {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
             return load_gguf(path);
         }
-        bail!("{}: --model takes an HF model directory (config.json + model.safetensors) or a .gguf file", path.display());
+        bail!(
+            "{}: --model takes an HF model directory (config.json + model.safetensors) or a .gguf file",
+            path.display()
+        );
     }
     load_dir(path)
 }
@@ -80,11 +80,8 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
         .ok()
         .and_then(|c| c["max_position_embeddings"].as_u64())
         .unwrap_or(0);
-    Tokenizer::from_json(
-        &gguf.hf_tokenizer_json()?,
-        &gguf.hf_tokenizer_config(ctx_len),
-    )
-    .with_context(|| format!("{}", path.display()))
+    Tokenizer::from_json(&gguf.hf_tokenizer_json()?, &gguf.hf_tokenizer_config(ctx_len))
+        .with_context(|| format!("{}", path.display()))
 }
 
 fn load_dir(dir: &Path) -> Result<Loaded> {
@@ -95,23 +92,19 @@ fn load_dir(dir: &Path) -> Result<Loaded> {
             config_path.display()
         )
     })?;
-    let hf_config: Json = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+    let hf_config: Json =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", config_path.display()))?;
     let mut cfg = HfConfig::from_json(&text)
         .and_then(|c| c.resolve())
         .with_context(|| format!("{}", config_path.display()))?;
     let src = Safetensors::open(dir)?;
-    let weights = load_weights(&cfg, &src)
-        .with_context(|| format!("{}: weights do not match config.json", dir.display()))?;
+    let weights =
+        load_weights(&cfg, &src).with_context(|| format!("{}: weights do not match config.json", dir.display()))?;
     let (tokenizer, tokenizer_error) = match Tokenizer::from_dir(dir) {
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
-    add_generation_eos(
-        &mut cfg,
-        &dir.join("generation_config.json"),
-        tokenizer.as_ref(),
-    )?;
+    add_generation_eos(&mut cfg, &dir.join("generation_config.json"), tokenizer.as_ref())?;
     Ok(Loaded {
         cfg,
         hf_config,
@@ -131,8 +124,8 @@ fn load_gguf(path: &Path) -> Result<Loaded> {
         .resolve()
         .with_context(ctx)?;
     let src = GgufSource::new(&gguf, &hf_config).with_context(ctx)?;
-    let weights = load_weights(&cfg, &src)
-        .with_context(|| format!("{}: tensors do not match its metadata", path.display()))?;
+    let weights =
+        load_weights(&cfg, &src).with_context(|| format!("{}: tensors do not match its metadata", path.display()))?;
     let tok = gguf.hf_tokenizer_json().and_then(|j| {
         let tc = gguf.hf_tokenizer_config(cfg.seq_len as u64);
         Tokenizer::from_json(&j, &tc)
@@ -164,8 +157,7 @@ fn load_gguf(path: &Path) -> Result<Loaded> {
 fn add_generation_eos(cfg: &mut Config, path: &Path, tok: Option<&Tokenizer>) -> Result<()> {
     let mut ids = vec![];
     if let Ok(text) = std::fs::read_to_string(path) {
-        let j: Json = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let j: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
         ids = token_ids(j.get("eos_token_id"));
     }
     if ids.is_empty() && cfg.eos_token_ids.is_empty() {
@@ -186,13 +178,7 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<
     let shapes = src.shapes();
     let mut problems: Vec<String> = vec![];
     let mut used = BTreeSet::new();
-    let (d, q, kv, h, v) = (
-        cfg.dim,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.hidden_dim,
-        cfg.vocab_size,
-    );
+    let (d, q, kv, h, v) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
     let mut get = |name: String, shape: &[usize], required: bool| -> Option<Vec<f32>> {
         match shapes.get(&name) {
             None if required => {
@@ -201,9 +187,7 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<
             }
             None => None,
             Some(s) if s != shape => {
-                problems.push(format!(
-                    "tensor {name} has shape {s:?}, config.json implies {shape:?}"
-                ));
+                problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"));
                 None
             }
             Some(_) => {
@@ -268,23 +252,21 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<
     }
     let layers = layers
         .into_iter()
-        .map(
-            |(an, wq, wk, wv, wo, bq, bk, bv, bo, fnm, wg, wu, wd)| Layer {
-                attn_norm: an.unwrap(),
-                wq: wq.unwrap(),
-                wk: wk.unwrap(),
-                wv: wv.unwrap(),
-                wo: wo.unwrap(),
-                bq,
-                bk,
-                bv,
-                bo,
-                ffn_norm: fnm.unwrap(),
-                w_gate: wg.unwrap(),
-                w_up: wu.unwrap(),
-                w_down: wd.unwrap(),
-            },
-        )
+        .map(|(an, wq, wk, wv, wo, bq, bk, bv, bo, fnm, wg, wu, wd)| Layer {
+            attn_norm: an.unwrap(),
+            wq: wq.unwrap(),
+            wk: wk.unwrap(),
+            wv: wv.unwrap(),
+            wo: wo.unwrap(),
+            bq,
+            bk,
+            bv,
+            bo,
+            ffn_norm: fnm.unwrap(),
+            w_gate: wg.unwrap(),
+            w_up: wu.unwrap(),
+            w_down: wd.unwrap(),
+        })
         .collect();
     Ok(Weights {
         embed: embed.unwrap(),
@@ -310,17 +292,17 @@ impl Safetensors {
             vec![single]
         } else if index_path.exists() {
             let text = std::fs::read_to_string(&index_path)?;
-            let j: Json = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", index_path.display()))?;
+            let j: Json =
+                serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index_path.display()))?;
             let map = j
                 .get("weight_map")
                 .and_then(Json::as_object)
                 .with_context(|| format!("{} has no weight_map", index_path.display()))?;
             let mut shards = BTreeSet::new();
             for (name, file) in map {
-                let f = file.as_str().with_context(|| {
-                    format!("{}: shard of {name} is not a string", index_path.display())
-                })?;
+                let f = file
+                    .as_str()
+                    .with_context(|| format!("{}: shard of {name} is not a string", index_path.display()))?;
                 if f.contains('/') || f.contains('\\') || f.contains("..") {
                     bail!(
                         "{}: shard name {f:?} must be a file name in the model directory",
@@ -352,23 +334,18 @@ impl Safetensors {
         let mut maps = vec![];
         let mut index = BTreeMap::new();
         for (i, path) in files.into_iter().enumerate() {
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
             // SAFETY: read-only map of a file we do not modify while it is mapped.
-            let mmap = unsafe { memmap2::Mmap::map(&file) }
-                .with_context(|| format!("cannot map {}", path.display()))?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| {
-                anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display())
-            })?;
+            let mmap =
+                unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+            let st = SafeTensors::deserialize(&mmap)
+                .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
             for (name, view) in st.tensors() {
                 if index
                     .insert(name.clone(), (i, view.shape().to_vec(), view.dtype()))
                     .is_some()
                 {
-                    bail!(
-                        "tensor {name} appears in more than one shard ({})",
-                        path.display()
-                    );
+                    bail!("tensor {name} appears in more than one shard ({})", path.display());
                 }
             }
             maps.push((path, mmap));
@@ -379,20 +356,13 @@ impl Safetensors {
 
 impl TensorSource for Safetensors {
     fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
-        self.index
-            .iter()
-            .map(|(n, (_, s, _))| (n.clone(), s.clone()))
-            .collect()
+        self.index.iter().map(|(n, (_, s, _))| (n.clone(), s.clone())).collect()
     }
 
     fn load(&self, name: &str) -> Result<Vec<f32>> {
-        let (i, _, _) = self
-            .index
-            .get(name)
-            .with_context(|| format!("no tensor {name}"))?;
+        let (i, _, _) = self.index.get(name).with_context(|| format!("no tensor {name}"))?;
         let (path, mmap) = &self.maps[*i];
-        let st = SafeTensors::deserialize(mmap)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let st = SafeTensors::deserialize(mmap).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let view = st
             .tensor(name)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -452,16 +422,10 @@ impl<'a> GgufSource<'a> {
 
 impl TensorSource for GgufSource<'_> {
     fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
-        self.by_name
-            .iter()
-            .map(|(n, t)| (n.clone(), t.hf_shape()))
-            .collect()
+        self.by_name.iter().map(|(n, t)| (n.clone(), t.hf_shape())).collect()
     }
     fn load(&self, name: &str) -> Result<Vec<f32>> {
-        let t = self
-            .by_name
-            .get(name)
-            .with_context(|| format!("no tensor {name}"))?;
+        let t = self.by_name.get(name).with_context(|| format!("no tensor {name}"))?;
         self.gguf.hf_tensor_data(t, self.hf_config)
     }
     fn dtypes(&self) -> String {

@@ -25,12 +25,7 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
-    #[arg(
-        long,
-        short,
-        env = "TINFER_MODEL",
-        default_value = "models/smollm2-135m-instruct"
-    )]
+    #[arg(long, short, env = "TINFER_MODEL", default_value = "models/smollm2-135m-instruct")]
     model: PathBuf,
     /// Where the forward pass runs (the CPU reference; the GPU arrives with the wgpu forward).
     #[arg(long, value_enum, default_value = "cpu")]
@@ -66,10 +61,7 @@ struct SampleArgs {
 
 impl SampleArgs {
     fn sampler(&self) -> Result<Sampler> {
-        if !(self.temperature >= 0.0)
-            || !(0.0..=1.0).contains(&self.top_p)
-            || !(0.0..=1.0).contains(&self.min_p)
-        {
+        if !(self.temperature >= 0.0) || !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
             bail!("--temperature must be >= 0, --top-p and --min-p between 0 and 1");
         }
         if !(self.repeat_penalty > 0.0) {
@@ -211,9 +203,7 @@ fn prompt_text(prompt: Option<String>) -> Result<String> {
         bail!("no prompt: pass --prompt TEXT or pipe the text on stdin");
     }
     let mut bytes = vec![];
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .context("cannot read stdin")?;
+    std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "stdin is not valid UTF-8 (invalid byte at offset {})",
@@ -278,8 +268,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut sampler = sample.sampler()?;
             let (mut model, loaded) = load(&margs)?;
             let tok = need_tokenizer(&loaded)?;
-            let mut messages: Vec<Message> =
-                system.iter().map(|s| Message::new("system", s)).collect();
+            let mut messages: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
             if let Some(p) = prompt {
                 messages.push(Message::new("user", &p));
                 let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
@@ -299,13 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&ids)?);
             } else {
-                println!(
-                    "{}",
-                    ids.iter()
-                        .map(|i| i.to_string())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                );
+                println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
             }
         }
         Command::Perplexity {
@@ -336,11 +319,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Info { model: margs, json } => info(&margs.model, json)?,
-        Command::Convert {
-            input,
-            output,
-            dtype,
-        } => {
+        Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());
         }
@@ -364,12 +343,7 @@ fn chat_loop(
     loop {
         eprint!("> ");
         let mut line = String::new();
-        if stdin
-            .lock()
-            .read_line(&mut line)
-            .context("cannot read stdin")?
-            == 0
-        {
+        if stdin.lock().read_line(&mut line).context("cannot read stdin")? == 0 {
             return Ok(());
         }
         let line = line.trim_end_matches(['\n', '\r']);
@@ -480,11 +454,7 @@ fn info(path: &Path, as_json: bool) -> Result<()> {
             t.vocab_size(),
             t.bos_token.as_deref().unwrap_or("-"),
             t.eos_token.as_deref().unwrap_or("-"),
-            if t.chat_template.is_some() {
-                "yes"
-            } else {
-                "no"
-            }
+            if t.chat_template.is_some() { "yes" } else { "no" }
         ),
         None => println!(
             "tokenizer    none ({})",

@@ -36,11 +36,7 @@ impl Model {
                 let cache = KvCache::new(&cfg);
                 Ok(Model {
                     cfg,
-                    backend: Backend::Cpu {
-                        weights,
-                        rope,
-                        cache,
-                    },
+                    backend: Backend::Cpu { weights, rope, cache },
                 })
             }
         }
@@ -81,11 +77,7 @@ impl Model {
             );
         }
         match &mut self.backend {
-            Backend::Cpu {
-                weights,
-                rope,
-                cache,
-            } => Ok(cpu::forward(&self.cfg, weights, rope, cache, tokens, want)),
+            Backend::Cpu { weights, rope, cache } => Ok(cpu::forward(&self.cfg, weights, rope, cache, tokens, want)),
         }
     }
 }

@@ -179,9 +179,7 @@ mod tests {
         };
         let draw = |cfg: &SamplerConfig| {
             let mut s = Sampler::new(cfg.clone());
-            (0..200)
-                .map(|_| s.sample(&logits(), &[]))
-                .collect::<Vec<_>>()
+            (0..200).map(|_| s.sample(&logits(), &[])).collect::<Vec<_>>()
         };
         let a = draw(&cfg);
         assert_eq!(a, draw(&cfg));
@@ -208,10 +206,7 @@ mod tests {
             seed: 2,
             ..Default::default()
         });
-        assert!(
-            m.iter().all(|t| [1, 5].contains(t)) && m.contains(&5),
-            "{m:?}"
-        );
+        assert!(m.iter().all(|t| [1, 5].contains(t)) && m.contains(&5), "{m:?}");
         let other = draw(&SamplerConfig { seed: 8, ..cfg });
         assert_ne!(a, other, "a different seed should give a different stream");
     }

@@ -45,14 +45,12 @@ impl Tokenizer {
     /// `tokenizer.json` plus, when present, `tokenizer_config.json` / `chat_template.jinja`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let json: Json = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let json: Json =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
         let tc_path = dir.join("tokenizer_config.json");
         let mut tc = match std::fs::read_to_string(&tc_path) {
-            Ok(t) => serde_json::from_str(&t)
-                .with_context(|| format!("{} is not valid JSON", tc_path.display()))?,
+            Ok(t) => serde_json::from_str(&t).with_context(|| format!("{} is not valid JSON", tc_path.display()))?,
             Err(_) => Json::Null,
         };
         if let Ok(t) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
@@ -67,8 +65,7 @@ impl Tokenizer {
     /// From parsed tokenizer.json and tokenizer_config.json (Null when absent).
     pub fn from_json(tokenizer_json: &Json, tokenizer_config: &Json) -> Result<Self> {
         let bytes = serde_json::to_vec(tokenizer_json)?;
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| anyhow!("invalid tokenizer.json: {e}"))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("invalid tokenizer.json: {e}"))?;
         // chat_template is a string, or a list of {name, template} of which "default" is used.
         let chat_template = match tokenizer_config.get("chat_template") {
             Some(Json::String(s)) => Some(s.clone()),
@@ -132,11 +129,7 @@ impl Tokenizer {
 
     /// Render the chat template for `messages`, ending with the assistant's turn opener when
     /// `add_generation_prompt`. Uses jinja2's settings as HF does (trim_blocks, lstrip_blocks).
-    pub fn apply_chat_template(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -146,15 +139,9 @@ impl Tokenizer {
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
         env.add_template("chat", template)
             .map_err(|e| anyhow!("the model's chat template does not parse: {e}"))?;
         let ctx = minijinja::context! {

@@ -48,13 +48,7 @@ pub fn forward(
     tokens: &[u32],
     want: Logits,
 ) -> Vec<f32> {
-    let (dim, hd, q_dim, kv_dim, hidden) = (
-        cfg.dim,
-        cfg.head_dim,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.hidden_dim,
-    );
+    let (dim, hd, q_dim, kv_dim, hidden) = (cfg.dim, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let t_n = tokens.len();
     let pos = cache.len;
     assert!(
@@ -76,11 +70,7 @@ pub fn forward(
     // Token embeddings.
     for (t, &tok) in tokens.iter().enumerate() {
         let tok = tok as usize;
-        assert!(
-            tok < cfg.vocab_size,
-            "token id {tok} >= vocab {}",
-            cfg.vocab_size
-        );
+        assert!(tok < cfg.vocab_size, "token id {tok} >= vocab {}", cfg.vocab_size);
         x[t * dim..(t + 1) * dim].copy_from_slice(&w.embed[tok * dim..(tok + 1) * dim]);
     }
 
@@ -92,12 +82,7 @@ pub fn forward(
         matmul(&mut v, &xb, &layer.wv, layer.bv.as_deref(), dim);
         for t in 0..t_n {
             rope(&mut q[t * q_dim..(t + 1) * q_dim], pos + t, hd, rope_table);
-            rope(
-                &mut k[t * kv_dim..(t + 1) * kv_dim],
-                pos + t,
-                hd,
-                rope_table,
-            );
+            rope(&mut k[t * kv_dim..(t + 1) * kv_dim], pos + t, hd, rope_table);
         }
         cache.k[l].extend_from_slice(&k);
         cache.v[l].extend_from_slice(&v);

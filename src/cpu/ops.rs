@@ -58,14 +58,12 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, d: us
     );
     let b = |o: usize| bias.map_or(0.0, |b| b[o]);
     if t_n == 1 {
-        out.par_chunks_mut(ROW_TILE)
-            .enumerate()
-            .for_each(|(c, out)| {
-                for (j, y) in out.iter_mut().enumerate() {
-                    let o = c * ROW_TILE + j;
-                    *y = dot(x, &w[o * d..(o + 1) * d]) + b(o);
-                }
-            });
+        out.par_chunks_mut(ROW_TILE).enumerate().for_each(|(c, out)| {
+            for (j, y) in out.iter_mut().enumerate() {
+                let o = c * ROW_TILE + j;
+                *y = dot(x, &w[o * d..(o + 1) * d]) + b(o);
+            }
+        });
     } else {
         out.par_chunks_mut(TOKEN_TILE * n)
             .zip(x.par_chunks(TOKEN_TILE * d))
@@ -97,10 +95,7 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f64) {
 /// (x[i], x[i+h]) <- (x[i]·cos - x[i+h]·sin, x[i+h]·cos + x[i]·sin), h = head_dim/2.
 pub fn rope(row: &mut [f32], pos: usize, head_dim: usize, table: &RopeTable) {
     let h = head_dim / 2;
-    let (cos, sin) = (
-        &table.cos[pos * h..(pos + 1) * h],
-        &table.sin[pos * h..(pos + 1) * h],
-    );
+    let (cos, sin) = (&table.cos[pos * h..(pos + 1) * h], &table.sin[pos * h..(pos + 1) * h]);
     for head in row.chunks_exact_mut(head_dim) {
         for i in 0..h {
             let (a, b) = (head[i] as f64, head[i + h] as f64);
@@ -127,34 +122,30 @@ pub fn attention(
     let kv_mul = n_heads / n_kv_heads;
     let kv_dim = n_kv_heads * head_dim;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    out.par_chunks_mut(head_dim)
-        .enumerate()
-        .for_each(|(i, out)| {
-            let (t, h) = (i / n_heads, i % n_heads);
-            let pos = pos0 + t;
-            let kvh = h / kv_mul;
-            let qh = &q[i * head_dim..(i + 1) * head_dim];
-            // scores over positions 0..=pos (causal)
-            let scores: Vec<f64> = (0..=pos)
-                .map(|s| {
-                    dot(qh, &k_cache[s * kv_dim + kvh * head_dim..][..head_dim]) as f64 * scale
-                })
-                .collect();
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let exps: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
-            let sum: f64 = exps.iter().sum();
-            let mut acc = vec![0f64; head_dim];
-            for (s, &e) in exps.iter().enumerate() {
-                let p = e / sum;
-                let v = &v_cache[s * kv_dim + kvh * head_dim..][..head_dim];
-                for j in 0..head_dim {
-                    acc[j] += p * v[j] as f64;
-                }
-            }
+    out.par_chunks_mut(head_dim).enumerate().for_each(|(i, out)| {
+        let (t, h) = (i / n_heads, i % n_heads);
+        let pos = pos0 + t;
+        let kvh = h / kv_mul;
+        let qh = &q[i * head_dim..(i + 1) * head_dim];
+        // scores over positions 0..=pos (causal)
+        let scores: Vec<f64> = (0..=pos)
+            .map(|s| dot(qh, &k_cache[s * kv_dim + kvh * head_dim..][..head_dim]) as f64 * scale)
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let exps: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        let mut acc = vec![0f64; head_dim];
+        for (s, &e) in exps.iter().enumerate() {
+            let p = e / sum;
+            let v = &v_cache[s * kv_dim + kvh * head_dim..][..head_dim];
             for j in 0..head_dim {
-                out[j] = acc[j] as f32;
+                acc[j] += p * v[j] as f64;
             }
-        });
+        }
+        for j in 0..head_dim {
+            out[j] = acc[j] as f32;
+        }
+    });
 }
 
 /// SwiGLU in place: gate[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + e^-x).
@@ -175,11 +166,7 @@ pub fn add(x: &mut [f32], y: &[f32]) {
 /// log Σ exp(logits), in f64.
 pub fn logsumexp(logits: &[f32]) -> f64 {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    max + logits
-        .iter()
-        .map(|&l| (l as f64 - max).exp())
-        .sum::<f64>()
-        .ln()
+    max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln()
 }
 
 /// Index of the largest value; the first one on ties (as torch.argmax).
@@ -201,12 +188,8 @@ mod tests {
     fn matmul_decode_and_prefill_paths_agree() {
         // awkward sizes: d not a multiple of 8, n not a multiple of the row tile, T over a tile
         let (d, n, t) = (37, 131, 19);
-        let w: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let x: Vec<f32> = (0..t * d)
-            .map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2)
-            .collect();
+        let w: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let x: Vec<f32> = (0..t * d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
         let mut all = vec![0.0; t * n];
         matmul(&mut all, &x, &w, Some(&bias), d);
@@ -215,10 +198,8 @@ mod tests {
             matmul(&mut one, &x[ti * d..(ti + 1) * d], &w, Some(&bias), d);
             assert_eq!(&all[ti * n..(ti + 1) * n], &one[..], "token {ti}");
             for o in 0..n {
-                let naive: f64 = (0..d)
-                    .map(|i| x[ti * d + i] as f64 * w[o * d + i] as f64)
-                    .sum::<f64>()
-                    + bias[o] as f64;
+                let naive: f64 =
+                    (0..d).map(|i| x[ti * d + i] as f64 * w[o * d + i] as f64).sum::<f64>() + bias[o] as f64;
                 assert!(
                     (one[o] as f64 - naive).abs() < 1e-5,
                     "t {ti} o {o}: {} vs {naive}",

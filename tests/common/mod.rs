@@ -1,0 +1,295 @@
+//! Shared test helpers: fixture paths, a .npy reader, the named tolerances, the closeness check
+//! that says where a comparison failed, and synthetic models built from the tiny fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value as Json};
+use tinfer::gguf::{write, Value};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A closeness rule |got - want| <= abs + rel * |want|, with the reason it is what it is.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+/// The tolerances, named and justified in one place.
+/// Tiny random models (hidden 64, 2 layers) vs HF float32 logits: the golden README asks for
+/// 1e-4; f64-accumulated CPU ops land around 1e-6, so 1e-4 still catches any real mistake.
+pub const TINY_VS_HF: Tol = Tol { abs: 1e-4, rel: 0.0 };
+/// SmolLM2-135M last-position logits vs HF (30 layers, logits up to ~40): the golden README
+/// reports 5e-5 between HF's own attention implementations and expects ~1e-3 from a correct
+/// float32 engine on the same dequantised weights.
+pub const SMOLLM2_VS_HF: Tol = Tol { abs: 1e-3, rel: 0.0 };
+/// Mean NLL (natural log) vs HF: an average of log-softmaxes, much tighter than single logits.
+pub const NLL_VS_HF: f64 = 1e-4;
+
+/// Compare two slices; on failure report the count over tolerance, the worst index with both
+/// values, and the first few failing pairs.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: length {} vs expected {}",
+        got.len(),
+        want.len()
+    );
+    let mut bad = vec![];
+    let (mut worst, mut worst_i) = (0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs();
+        if err > worst || err.is_nan() {
+            worst = if err.is_nan() { f64::INFINITY } else { err };
+            worst_i = i;
+        }
+        if !(err <= tol.abs + tol.rel * (w as f64).abs()) {
+            bad.push(i);
+        }
+    }
+    if !bad.is_empty() {
+        let pairs: Vec<String> = bad
+            .iter()
+            .take(5)
+            .map(|&i| format!("[{i}] {} vs {}", got[i], want[i]))
+            .collect();
+        panic!(
+            "{what}: {} of {} values outside {:?}; max error {worst:.3e} at [{worst_i}] ({} vs {}); first: {}",
+            bad.len(),
+            got.len(),
+            tol,
+            got[worst_i],
+            want[worst_i],
+            pairs.join(", ")
+        );
+    }
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Read a little-endian float32 .npy file: (shape, values).
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not an .npy file", path.display());
+    let (header_len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}", path.display());
+    (shape, data)
+}
+
+pub fn read_json(path: &Path) -> Json {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The converted SmolLM2 directory, or None (test skipped) when it has not been fetched.
+/// With TINFER_REQUIRE_MODEL=1 (CI) a missing model fails the test instead.
+pub fn smollm2_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct");
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    if std::env::var("TINFER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!(
+            "TINFER_REQUIRE_MODEL=1 but {} is missing: run scripts/fetch-model.sh",
+            dir.display()
+        );
+    }
+    eprintln!("SKIPPED: {} not found (run scripts/fetch-model.sh)", dir.display());
+    None
+}
+
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    smollm2_dir().map(|_| path)
+}
+
+/// GPT-2's byte-to-character table: the 256 symbols of a byte-level BPE alphabet, by byte.
+pub fn byte_level_chars() -> Vec<char> {
+    let mut n = 0;
+    (0u32..256)
+        .map(|b| {
+            if (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b) {
+                char::from_u32(b).unwrap()
+            } else {
+                n += 1;
+                char::from_u32(255 + n).unwrap()
+            }
+        })
+        .collect()
+}
+
+/// A byte-level tokenizer.json whose 256 tokens are the single bytes (id = byte), no merges.
+pub fn byte_tokenizer_json() -> Json {
+    let vocab: serde_json::Map<String, Json> = byte_level_chars()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), json!(i)))
+        .collect();
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+}
+
+/// A model directory: the tiny Llama fixture's weights, its config with `overrides` applied,
+/// and the byte-level tokenizer with a ChatML chat template.
+pub fn tiny_model_dir(dir: &Path, overrides: Json) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = fixtures().join("tiny-llama-gqa");
+    let mut cfg = read_json(&src.join("config.json"));
+    for (k, v) in overrides.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), byte_tokenizer_json().to_string()).unwrap();
+    let template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}\
+                    {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        json!({"chat_template": template}).to_string(),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+/// The tiny Llama fixture written as a GGUF file the way llama.cpp's converter writes one:
+/// F32 tensors with GGUF names, Q/K rows permuted for interleaved RoPE, llama metadata, and the
+/// byte-level tokenizer.
+pub fn tiny_gguf_bytes() -> Vec<u8> {
+    let src = fixtures().join("tiny-llama-gqa");
+    let cfg = read_json(&src.join("config.json"));
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let n = |k: &str| cfg[k].as_u64().unwrap();
+    let mut tensors = vec![];
+    for (hf, view) in st.tensors() {
+        let gguf = gguf_name(&hf);
+        let shape = view.shape().to_vec();
+        let mut data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let heads = if hf.contains("q_proj") {
+            n("num_attention_heads")
+        } else if hf.contains("k_proj") {
+            n("num_key_value_heads")
+        } else {
+            0
+        };
+        if heads > 0 {
+            data = permute_rows(&data, shape[0], shape.get(1).copied().unwrap_or(1), heads as usize);
+        }
+        tensors.push(write::Tensor {
+            name: gguf,
+            ne: shape.iter().rev().map(|&d| d as u64).collect(),
+            ggml_type: 0,
+            data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+    }
+    let tokens: Vec<Value> = byte_level_chars()
+        .iter()
+        .map(|c| Value::String(c.to_string()))
+        .collect();
+    let md = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("general.alignment", Value::U32(32)),
+        ("llama.context_length", Value::U32(n("max_position_embeddings") as u32)),
+        ("llama.embedding_length", Value::U32(n("hidden_size") as u32)),
+        ("llama.block_count", Value::U32(n("num_hidden_layers") as u32)),
+        ("llama.feed_forward_length", Value::U32(n("intermediate_size") as u32)),
+        (
+            "llama.attention.head_count",
+            Value::U32(n("num_attention_heads") as u32),
+        ),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(n("num_key_value_heads") as u32),
+        ),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+        ("llama.rope.freq_base", Value::F32(10000.0)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("smollm".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens)),
+        ("tokenizer.ggml.merges", Value::Array(vec![])),
+    ];
+    write::gguf_bytes(&md, &tensors)
+}
+
+fn gguf_name(hf: &str) -> String {
+    let map = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = map.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, rest) = rest.split_once('.').unwrap();
+    let parts = [
+        ("input_layernorm", "attn_norm"),
+        ("self_attn.q_proj", "attn_q"),
+        ("self_attn.k_proj", "attn_k"),
+        ("self_attn.v_proj", "attn_v"),
+        ("self_attn.o_proj", "attn_output"),
+        ("post_attention_layernorm", "ffn_norm"),
+        ("mlp.gate_proj", "ffn_gate"),
+        ("mlp.up_proj", "ffn_up"),
+        ("mlp.down_proj", "ffn_down"),
+    ];
+    let (part, kind) = rest.rsplit_once('.').unwrap();
+    let g = parts.iter().find(|(h, _)| *h == part).unwrap().1;
+    format!("blk.{layer}.{g}.{kind}")
+}
+
+/// llama.cpp's converter permutation (the inverse of tinfer's un-permutation), written from its
+/// definition: reshape(n_head, 2, d/2, cols).swapaxes(1, 2).
+pub fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let d = rows / n_head;
+    let mut out = vec![0.0; data.len()];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for i in 0..d / 2 {
+                let src = h * d + j * (d / 2) + i; // HF row (head h, half j, index i)
+                let dst = h * d + i * 2 + j; // after swapaxes: (head h, index i, half j)
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}

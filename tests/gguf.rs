@@ -1,0 +1,234 @@
+//! The GGUF reader: dequantisation against the reference's decoded blocks, the Q/K row order,
+//! the GGUF route against the safetensors route, and hostile or broken files.
+
+mod common;
+use common::*;
+
+use tinfer::cpu::Logits;
+use tinfer::gguf::{dequantize, unpermute_rows, write, GgmlType, Gguf, Value};
+use tinfer::loader;
+use tinfer::model::{Device, Model};
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn dequantisation_matches_reference_bit_for_bit() {
+    let d = read_json(&fixtures().join("dequant.json"));
+    let mut checked = 0;
+    for (name, t) in d["tensors"].as_object().unwrap() {
+        let ty = match t["ggml_type"].as_str().unwrap() {
+            "Q8_0" => GgmlType::Q8_0,
+            "Q4_1" => GgmlType::Q4_1,
+            other => panic!("{name}: fixture type {other}"),
+        };
+        let bytes: Vec<u8> = t["first_blocks_hex"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| hex(h.as_str().unwrap()))
+            .collect();
+        let want: Vec<f32> = t["first_blocks_dequant_gguf_order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let got = dequantize(ty, &bytes);
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{name}[{i}]: {g} vs {w}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3);
+}
+
+#[test]
+fn simple_types_dequantise() {
+    // F16, BF16, Q4_0: one value each way, computed by hand.
+    assert_eq!(
+        dequantize(GgmlType::F16, &half::f16::from_f32(-2.5).to_le_bytes()),
+        [-2.5]
+    );
+    assert_eq!(
+        dequantize(GgmlType::BF16, &half::bf16::from_f32(3.0).to_le_bytes()),
+        [3.0]
+    );
+    let mut q4_0 = half::f16::from_f32(0.5).to_le_bytes().to_vec();
+    q4_0.extend([0x0Fu8; 16]); // low nibble 15 -> (15-8)*0.5 = 3.5, high nibble 0 -> -4
+    let v = dequantize(GgmlType::Q4_0, &q4_0);
+    assert_eq!((v[0], v[16]), (3.5, -4.0));
+}
+
+#[test]
+fn qk_row_mapping_matches_reference() {
+    let d = read_json(&fixtures().join("dequant.json"));
+    let t = &d["tensors"]["blk.0.attn_k.weight"];
+    // The fixture lists the first rows, then "..."; its note states the rule: within each head of
+    // 64 rows, HF rows 0..31 are GGUF rows 0, 2, .., 62 and HF rows 32..63 are GGUF rows 1, 3, .., 63.
+    let listed: Vec<usize> = t["hf_row_i_is_gguf_row"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .map(|v| v as usize)
+        .collect();
+    let rows = t["hf_shape"][0].as_u64().unwrap() as usize;
+    let rule: Vec<usize> = (0..rows)
+        .map(|r| {
+            (r / 64) * 64
+                + if r % 64 < 32 {
+                    2 * (r % 64)
+                } else {
+                    2 * (r % 64 - 32) + 1
+                }
+        })
+        .collect();
+    assert_eq!(listed[..], rule[..listed.len()], "the rule agrees with the listed rows");
+    // Tag each GGUF row with its index and un-permute (3 KV heads for SmolLM2's k_proj).
+    let mut data: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+    unpermute_rows(&mut data, rows, 1, 3);
+    let got: Vec<usize> = data.iter().map(|&r| r as usize).collect();
+    assert_eq!(got, rule);
+    // and our copy of llama.cpp's permutation is its inverse
+    assert_eq!(
+        permute_rows(&data, rows, 1, 3),
+        (0..rows).map(|r| r as f32).collect::<Vec<_>>()
+    );
+}
+
+/// The tiny Llama written as llama.cpp writes GGUF (Q/K permuted) and read back through the GGUF
+/// route gives exactly the safetensors route's logits: names, shapes, permutation and config agree.
+#[test]
+fn gguf_route_equals_safetensors_route() {
+    let dir = std::env::temp_dir().join(format!("tinfer-gguf-route-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    std::fs::write(&path, tiny_gguf_bytes()).unwrap();
+    let mut a = loader::load(&path).unwrap();
+    let mut b = loader::load(&fixtures().join("tiny-llama-gqa")).unwrap();
+    assert_eq!(a.cfg.n_kv_heads, 2);
+    assert_eq!((a.cfg.rope_theta, a.cfg.norm_eps), (b.cfg.rope_theta, b.cfg.norm_eps));
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 37 % 256) as u32).collect();
+    let mut ma = Model::new(a.cfg.clone(), a.weights.take().unwrap(), Device::Cpu).unwrap();
+    let mut mb = Model::new(b.cfg.clone(), b.weights.take().unwrap(), Device::Cpu).unwrap();
+    let la = ma.forward(&tokens, Logits::All).unwrap();
+    let lb = mb.forward(&tokens, Logits::All).unwrap();
+    assert_eq!(la, lb);
+    // and the synthesised tokenizer is byte-level over the 256 tokens
+    let tok = a.tokenizer.as_ref().expect("tokenizer from GGUF metadata");
+    let ids = tok.encode("héllo 42").unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), "héllo 42");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(n_tensors.to_le_bytes());
+    b.extend(n_kv.to_le_bytes());
+    b
+}
+
+fn err(bytes: Vec<u8>) -> String {
+    match Gguf::from_bytes(bytes) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn hostile_headers_fail_without_allocating() {
+    assert!(err(b"GGML\x03\0\0\0".to_vec()).contains("wrong magic"));
+    let mut v1 = header(0, 0);
+    v1[4] = 1;
+    assert!(err(v1).contains("version 1"));
+    assert!(err(header(1 << 60, 0)).contains("more than the file can hold"));
+    assert!(err(header(0, u64::MAX)).contains("more than the file can hold"));
+    // a 2^40-byte string
+    let mut s = header(0, 1);
+    s.extend((1u64 << 40).to_le_bytes());
+    s.extend([0u8; 16]);
+    assert!(err(s).contains("length"));
+    // an array claiming 2^60 u32 elements
+    let mut a = header(0, 1);
+    a.extend(1u64.to_le_bytes());
+    a.push(b'k');
+    a.extend(9u32.to_le_bytes());
+    a.extend(4u32.to_le_bytes());
+    a.extend((1u64 << 60).to_le_bytes());
+    a.extend([0u8; 16]);
+    assert!(err(a).contains("array claims"));
+}
+
+fn tensor(name: &str, ne: Vec<u64>, ty: u32, data: Vec<u8>) -> write::Tensor {
+    write::Tensor {
+        name: name.into(),
+        ne,
+        ggml_type: ty,
+        data,
+    }
+}
+
+#[test]
+fn broken_tensor_tables_are_named() {
+    let md = [("general.architecture", Value::String("llama".into()))];
+    let f32s = |n: usize| vec![0u8; 4 * n];
+    // unknown type: Q4_K is named
+    let e = err(write::gguf_bytes(&md, &[tensor("a", vec![256], 12, vec![0; 144])]));
+    assert!(e.contains("Q4_K"), "{e}");
+    // a dimension of 0
+    let e = err(write::gguf_bytes(&md, &[tensor("a", vec![4, 0], 0, vec![])]));
+    assert!(e.contains("dimension of 0"), "{e}");
+    // shape product overflows
+    let e = err(write::gguf_bytes(
+        &md,
+        &[tensor("a", vec![1 << 32, 1 << 32, 1 << 32], 0, f32s(1))],
+    ));
+    assert!(e.contains("overflows"), "{e}");
+    // data past the end: claim 1000 elements, write 4
+    let e = err(write::gguf_bytes(&md, &[tensor("a", vec![1000], 0, f32s(4))]));
+    assert!(e.contains("past the end"), "{e}");
+    // overlapping: two tensors, the second's offset moved onto the first
+    let mut bytes = write::gguf_bytes(
+        &md,
+        &[tensor("a", vec![16], 0, f32s(16)), tensor("b", vec![16], 0, f32s(16))],
+    );
+    let pos = bytes.windows(9).rposition(|w| w == b"\x01\0\0\0\0\0\0\0b").unwrap() + 9; // after name "b"
+    let off = pos + 4 + 8 + 4; // n_dims, ne[0], type
+    bytes[off..off + 8].copy_from_slice(&32u64.to_le_bytes());
+    let e = err(bytes);
+    assert!(e.contains("overlap"), "{e}");
+    // misaligned offset
+    let mut bytes = write::gguf_bytes(
+        &md,
+        &[tensor("a", vec![16], 0, f32s(16)), tensor("b", vec![16], 0, f32s(16))],
+    );
+    bytes[off..off + 8].copy_from_slice(&66u64.to_le_bytes());
+    let e = err(bytes);
+    assert!(e.contains("not aligned"), "{e}");
+    // a Q4_1 row that is not a whole number of blocks
+    let e = err(write::gguf_bytes(&md, &[tensor("a", vec![33], 3, vec![0; 40])]));
+    assert!(e.contains("block size"), "{e}");
+}
+
+/// Every prefix of a valid file is an error (never a panic), and the full file parses.
+#[test]
+fn every_truncation_is_an_error() {
+    let bytes = tiny_gguf_bytes();
+    let header_end = 1 << 14; // the metadata and tensor table lie in the first ~16 KiB
+    let mut cuts: Vec<usize> = (0..header_end.min(bytes.len())).collect();
+    cuts.extend((header_end..bytes.len()).step_by(4099));
+    for cut in cuts {
+        assert!(
+            Gguf::from_bytes(bytes[..cut].to_vec()).is_err(),
+            "a file cut at {cut} bytes parsed"
+        );
+    }
+    assert!(Gguf::from_bytes(bytes).is_ok());
+}

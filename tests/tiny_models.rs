@@ -1,0 +1,123 @@
+//! Rung 1: the CPU reference forward on the tiny random models against HF transformers, at every
+//! position; KV-cache decoding against the full forward; chunked prefill against one pass.
+
+mod common;
+use common::*;
+
+use tinfer::cpu::Logits;
+use tinfer::generate::score;
+use tinfer::loader;
+use tinfer::model::{Device, Model};
+
+fn model(name: &str) -> Model {
+    let mut l = loader::load(&fixtures().join(name)).unwrap();
+    Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn logits_at_every_position(name: &str) {
+    let golden = read_json(&fixtures().join(name).join("golden.json"));
+    let mut m = model(name);
+    for input in ["random", "arange"] {
+        let tokens = ids(&golden["inputs"][input]["ids"]);
+        let (shape, want) = read_npy(&fixtures().join(name).join(format!("{input}.logits.npy")));
+        assert_eq!(shape, [tokens.len(), m.cfg.vocab_size]);
+        m.truncate(0);
+        let got = m.forward(&tokens, Logits::All).unwrap();
+        assert_close(&format!("{name} {input} logits"), &got, &want, TINY_VS_HF);
+        // mean NLL over the same positions, through the perplexity path
+        let s = score(&mut m, &tokens, tokens.len()).unwrap();
+        let want_nll = golden["inputs"][input]["mean_nll"].as_f64().unwrap();
+        assert!(
+            (s.mean_nll() - want_nll).abs() < NLL_VS_HF,
+            "{name} {input}: nll {} vs {want_nll}",
+            s.mean_nll()
+        );
+        assert_eq!(s.n_scored, tokens.len() - 1);
+    }
+}
+
+#[test]
+fn tiny_llama_gqa_logits_match_hf() {
+    logits_at_every_position("tiny-llama-gqa");
+}
+
+#[test]
+fn tiny_qwen2_logits_match_hf() {
+    logits_at_every_position("tiny-qwen2");
+}
+
+/// Greedy decoding one token at a time through the KV cache: each step's logits equal HF's
+/// (which were checked against HF's full forward), and so do the chosen ids.
+fn kv_cache_decode(name: &str) {
+    let g = read_json(&fixtures().join(name).join("golden.json"))["greedy_kv_cache"].clone();
+    let prompt = ids(&g["prompt_ids"]);
+    let want_ids = ids(&g["new_ids"]);
+    let mut m = model(name);
+    let mut logits = m.forward(&prompt, Logits::Last).unwrap();
+    for (step, &want) in want_ids.iter().enumerate() {
+        let want_logits: Vec<f32> = g["step_logits"][step]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&format!("{name} step {step} logits"), &logits, &want_logits, TINY_VS_HF);
+        let next = tinfer::cpu::ops::argmax(&logits) as u32;
+        assert_eq!(next, want, "{name}: greedy id at step {step}");
+        logits = m.forward(&[next], Logits::Last).unwrap();
+    }
+}
+
+#[test]
+fn tiny_llama_kv_cache_decode_matches_hf() {
+    kv_cache_decode("tiny-llama-gqa");
+}
+
+#[test]
+fn tiny_qwen2_kv_cache_decode_matches_hf() {
+    kv_cache_decode("tiny-qwen2");
+}
+
+/// Prefill in chunks of any size computes exactly what one pass computes: every position's
+/// arithmetic is the same, only the grouping differs.
+#[test]
+fn chunked_prefill_equals_one_pass() {
+    let golden = read_json(&fixtures().join("tiny-qwen2/golden.json"));
+    let tokens = ids(&golden["inputs"]["random"]["ids"]);
+    let mut m = model("tiny-qwen2");
+    let whole = m.forward(&tokens, Logits::All).unwrap();
+    for chunk in [1, 3, 17] {
+        m.truncate(0);
+        let mut parts = vec![];
+        for c in tokens.chunks(chunk) {
+            parts.extend(m.forward(c, Logits::All).unwrap());
+        }
+        assert_eq!(parts.len(), whole.len());
+        let d = max_abs_diff(&parts, &whole);
+        assert!(d == 0.0, "chunks of {chunk}: max difference {d:e} from one pass");
+    }
+    // Truncating to a prefix and re-running the rest gives the same logits again.
+    m.truncate(10);
+    let tail = m.forward(&tokens[10..], Logits::All).unwrap();
+    assert_eq!(tail, whole[10 * m.cfg.vocab_size..]);
+}
+
+#[test]
+fn forward_rejects_bad_input() {
+    let mut m = model("tiny-llama-gqa");
+    let e = m.forward(&[300], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e = m.forward(&[], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+    let long = vec![1u32; m.cfg.seq_len + 1];
+    let e = m.forward(&long, Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("context full"), "{e}");
+}
