@@ -329,10 +329,10 @@ impl Gguf {
         // A key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes, a tensor info at
         // least 8 + 4 + 8 + 4 + 8: bound both counts by the file size before looping.
         if n_kv.checked_mul(13).is_none_or(|n| n > c.remaining()) {
-            bail!("header claims {n_kv} metadata entries, more than the file can hold");
+            bail!("header claims {n_kv} metadata entries, more than the file can hold: it is truncated or corrupt");
         }
         if n_tensors.checked_mul(32).is_none_or(|n| n > c.remaining()) {
-            bail!("header claims {n_tensors} tensors, more than the file can hold");
+            bail!("header claims {n_tensors} tensors, more than the file can hold: it is truncated or corrupt");
         }
 
         let mut metadata = BTreeMap::new();

@@ -234,9 +234,8 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<
     let unexpected: Vec<&String> = shapes
         .keys()
         .filter(|n| {
-            !used.contains(*n)
-                && !n.ends_with("rotary_emb.inv_freq")
-                && !(*n == "lm_head.weight" && cfg.tied_embeddings)
+            let harmless = n.ends_with("rotary_emb.inv_freq") || (*n == "lm_head.weight" && cfg.tied_embeddings);
+            !used.contains(*n) && !harmless
         })
         .collect();
     if !unexpected.is_empty() {
@@ -248,7 +247,13 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<
         ));
     }
     if !problems.is_empty() {
-        bail!("{}", problems.join("\n  "));
+        // One line: the first few problems, then how many more.
+        let more = problems.len().saturating_sub(4);
+        let mut msg = problems[..problems.len().min(4)].join("; ");
+        if more > 0 {
+            msg += &format!("; and {more} more");
+        }
+        bail!("{msg}");
     }
     let layers = layers
         .into_iter()

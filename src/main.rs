@@ -61,10 +61,14 @@ struct SampleArgs {
 
 impl SampleArgs {
     fn sampler(&self) -> Result<Sampler> {
-        if !(self.temperature >= 0.0) || !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
+        if self.temperature.is_nan()
+            || self.temperature < 0.0
+            || !(0.0..=1.0).contains(&self.top_p)
+            || !(0.0..=1.0).contains(&self.min_p)
+        {
             bail!("--temperature must be >= 0, --top-p and --min-p between 0 and 1");
         }
-        if !(self.repeat_penalty > 0.0) {
+        if self.repeat_penalty.is_nan() || self.repeat_penalty <= 0.0 {
             bail!("--repeat-penalty must be > 0");
         }
         let seed = self.seed.unwrap_or_else(|| {
@@ -213,6 +217,7 @@ fn prompt_text(prompt: Option<String>) -> Result<String> {
 }
 
 /// Generate and stream the decoded text to stdout.
+/// A newline ends the text when `newline` (interactive chat) or when stdout is a terminal.
 fn stream(
     model: &mut Model,
     tok: &Tokenizer,
@@ -220,6 +225,7 @@ fn stream(
     context: &[u32],
     sampler: &mut Sampler,
     max: usize,
+    newline: bool,
 ) -> Result<Generation> {
     let mut out = std::io::stdout().lock();
     let mut ts = TokenStream::new(tok);
@@ -233,7 +239,7 @@ fn stream(
     if let Some(text) = ts.finish()? {
         out.write_all(text.as_bytes())?;
     }
-    if out.is_terminal() {
+    if newline || out.is_terminal() {
         writeln!(out)?;
     }
     out.flush()?;
@@ -256,7 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             if echo {
                 print!("{text}");
             }
-            let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens)?;
+            let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens, false)?;
             eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
         }
         Command::Chat {
@@ -272,7 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(p) = prompt {
                 messages.push(Message::new("user", &p));
                 let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
-                let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens)?;
+                let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens, false)?;
                 eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
                 return Ok(());
             }
@@ -362,7 +368,7 @@ fn chat_loop(
         shared = shared.min(ids.len() - 1); // run at least one token to get logits
         model.truncate(shared);
         cached.truncate(shared);
-        let g = match stream(model, tok, &ids[shared..], &cached, sampler, max) {
+        let g = match stream(model, tok, &ids[shared..], &cached, sampler, max, true) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -109,6 +109,7 @@ pub fn rope(row: &mut [f32], pos: usize, head_dim: usize, table: &RopeTable) {
 /// Causal attention with grouped-query heads by index arithmetic (nothing copied).
 /// q (T, n_heads·hd) for positions pos0..pos0+T; k_cache, v_cache (pos0+T, n_kv_heads·hd);
 /// out (T, n_heads·hd). Query head h reads KV head h / kv_mul. Scores and softmax in f64.
+#[allow(clippy::too_many_arguments)] // shapes spelled out, as the GPU kernel will take them
 pub fn attention(
     out: &mut [f32],
     q: &[f32],

@@ -47,7 +47,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tol) {
             worst = if err.is_nan() { f64::INFINITY } else { err };
             worst_i = i;
         }
-        if !(err <= tol.abs + tol.rel * (w as f64).abs()) {
+        let within = err <= tol.abs + tol.rel * (w as f64).abs(); // false for NaN
+        if !within {
             bad.push(i);
         }
     }

