@@ -87,16 +87,23 @@ pub fn generate(
     }
     let eos = model.cfg.eos_token_ids.clone();
     let mut history: Vec<u32> = context.iter().chain(prompt).copied().collect();
+    let mut tokens = vec![];
+    if prompt.is_empty() {
+        bail!("the prompt is empty: give some text with --prompt or on stdin");
+    }
     let start = Instant::now();
-    let mut logits = prefill(model, prompt)?;
+    // The prompt: all but its last chunk only fill the cache; the last chunk gives the first token.
+    let last_chunk = prompt.len() - (prompt.len() - 1) % PREFILL_CHUNK - 1;
+    if last_chunk > 0 {
+        prefill(model, &prompt[..last_chunk])?;
+    }
+    let mut next = next_token(model, sampler, &prompt[last_chunk..], &history)?;
     let prompt_time = start.elapsed();
     let start = Instant::now();
-    let mut tokens = vec![];
     let stop = loop {
         if tokens.len() >= max_tokens {
             break StopReason::MaxTokens;
         }
-        let next = sampler.sample(&logits, &history);
         if eos.contains(&next) {
             break StopReason::Eos;
         }
@@ -109,7 +116,7 @@ pub fn generate(
         if model.pos() >= ctx {
             break StopReason::ContextFull;
         }
-        logits = model.forward(&[next], Logits::Last)?;
+        next = next_token(model, sampler, &[next], &history)?;
     };
     Ok(Generation {
         tokens,
@@ -118,6 +125,16 @@ pub fn generate(
         prompt_time,
         gen_time: start.elapsed(),
     })
+}
+
+/// Run `tokens` and choose the next token: on the device when greedy (only the id comes back),
+/// else by sampling the last position's logits.
+fn next_token(model: &mut Model, sampler: &mut Sampler, tokens: &[u32], history: &[u32]) -> Result<u32> {
+    if sampler.is_greedy() {
+        return model.forward_argmax(tokens);
+    }
+    let logits = model.forward(tokens, Logits::Last)?;
+    Ok(sampler.sample(&logits, history))
 }
 
 /// Scoring for perplexity: mean negative log-likelihood (natural log) of tokens 1..len-1 of

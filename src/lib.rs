@@ -7,6 +7,7 @@ pub mod convert;
 pub mod cpu; // the reference forward pass
 pub mod generate; // prefill + decode loop, stop conditions; perplexity scoring
 pub mod gguf; // GGUF reader: metadata, tensors, dequantisation, tokenizer, chat template
+pub mod gpu; // the same forward pass on WGSL kernels through wgpu
 pub mod loader; // safetensors / GGUF -> Weights; the one table of checkpoint names
 pub mod model; // the device seam: forward(tokens) -> logits
 pub mod sampler; // greedy / temperature / top-k / top-p / min-p / repetition penalty

@@ -1,7 +1,7 @@
 //! The `tinfer` command line: generate | chat | tokenize | perplexity | info | convert.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -27,9 +27,13 @@ struct ModelArgs {
     /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
     #[arg(long, short, env = "TINFER_MODEL", default_value = "models/smollm2-135m-instruct")]
     model: PathBuf,
-    /// Where the forward pass runs (the CPU reference; the GPU arrives with the wgpu forward).
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Where the forward pass runs: auto picks a hardware GPU when there is one, else the CPU;
+    /// gpu also accepts a CPU Vulkan adapter such as lavapipe.
+    #[arg(long, value_enum, default_value = "auto", env = "TINFER_DEVICE")]
     device: Device,
+    /// Pick the GPU adapter whose name contains NAME (case-insensitive), e.g. llvmpipe or nvidia.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -185,7 +189,10 @@ fn main() -> ExitCode {
 fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
     let mut loaded = loader::load(&args.model)?;
     let weights = loaded.weights.take().expect("load() returns weights");
-    let model = Model::new(loaded.cfg.clone(), weights, args.device)?;
+    let model = Model::new(loaded.cfg.clone(), weights, args.device, args.adapter.as_deref())?;
+    if args.device == Device::Auto {
+        eprintln!("device: {}", model.device_name());
+    }
     Ok((model, loaded))
 }
 
@@ -324,7 +331,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Info { model: margs, json } => info(&margs.model, json)?,
+        Command::Info { model: margs, json } => info(&margs, json)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());
@@ -387,8 +394,13 @@ fn chat_loop(
     }
 }
 
-fn info(path: &Path, as_json: bool) -> Result<()> {
-    let loaded = loader::load(path)?;
+fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
+    let loaded = loader::load(&args.model)?;
+    let gpu = match args.device {
+        Device::Cpu => None,
+        Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true)?),
+        Device::Auto => gpu_info(args.adapter.as_deref(), args.adapter.is_some()).ok(),
+    };
     let cfg = &loaded.cfg;
     let n_params = cfg.n_params();
     let tok = loaded.tokenizer.as_ref();
@@ -420,6 +432,7 @@ fn info(path: &Path, as_json: bool) -> Result<()> {
             "chat_template": t.chat_template.is_some(),
         })),
         "tokenizer_error": loaded.tokenizer_error,
+        "gpu": gpu,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -467,5 +480,56 @@ fn info(path: &Path, as_json: bool) -> Result<()> {
             loaded.tokenizer_error.as_deref().unwrap_or("")
         ),
     }
+    if let Some(g) = gpu {
+        let name = |k: &str| g[k].as_str().unwrap_or("").to_string();
+        println!(
+            "gpu          {} ({}, {})",
+            name("name"),
+            name("device_type"),
+            name("backend")
+        );
+        println!("             features: {}", name("features"));
+        let l = &g["limits"];
+        let n = |k: &str| l[k].as_u64().unwrap_or(0);
+        println!(
+            "             max storage binding {} MiB, max buffer {} MiB, workgroup memory {} KiB, {} invocations per workgroup",
+            n("max_storage_buffer_binding_size") >> 20,
+            n("max_buffer_size") >> 20,
+            n("max_compute_workgroup_storage_size") >> 10,
+            n("max_compute_invocations_per_workgroup")
+        );
+        println!("             adapters: {}", g["all_adapters"]);
+    }
     Ok(())
+}
+
+/// The adapter `--device gpu` would use: name, backend, limits and features.
+fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_json::Value> {
+    let req = tinfer::gpu::GpuRequest {
+        adapter: adapter.map(str::to_string),
+        allow_cpu_adapter,
+    };
+    let gpu = tinfer::gpu::Gpu::new(&req)?;
+    let l = &gpu.limits;
+    let all: Vec<String> = tinfer::gpu::list_adapters()
+        .iter()
+        .map(tinfer::gpu::context::describe)
+        .collect();
+    Ok(json!({
+        "name": gpu.info.name,
+        "device_type": format!("{:?}", gpu.info.device_type),
+        "backend": format!("{:?}", gpu.info.backend),
+        "driver": format!("{} {}", gpu.info.driver, gpu.info.driver_info),
+        "features": format!("{:?}", gpu.adapter.features()),
+        "shader_f16": gpu.features.contains(wgpu::Features::SHADER_F16),
+        "limits": {
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_buffer_size": l.max_buffer_size,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+        },
+        "all_adapters": all,
+    }))
 }

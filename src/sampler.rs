@@ -78,6 +78,12 @@ impl Sampler {
         Sampler { cfg, rng }
     }
 
+    /// Greedy with nothing that looks at the context: the most likely token, which the device
+    /// can pick itself.
+    pub fn is_greedy(&self) -> bool {
+        self.cfg.temperature <= 0.0 && self.cfg.repeat_penalty == 1.0
+    }
+
     /// The next token, given the logits and the tokens so far (for the repetition penalty).
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
         let c = &self.cfg;

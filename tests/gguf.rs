@@ -115,8 +115,8 @@ fn gguf_route_equals_safetensors_route() {
     assert_eq!(a.cfg.n_kv_heads, 2);
     assert_eq!((a.cfg.rope_theta, a.cfg.norm_eps), (b.cfg.rope_theta, b.cfg.norm_eps));
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 % 256) as u32).collect();
-    let mut ma = Model::new(a.cfg.clone(), a.weights.take().unwrap(), Device::Cpu).unwrap();
-    let mut mb = Model::new(b.cfg.clone(), b.weights.take().unwrap(), Device::Cpu).unwrap();
+    let mut ma = Model::new(a.cfg.clone(), a.weights.take().unwrap(), Device::Cpu, None).unwrap();
+    let mut mb = Model::new(b.cfg.clone(), b.weights.take().unwrap(), Device::Cpu, None).unwrap();
     let la = ma.forward(&tokens, Logits::All).unwrap();
     let lb = mb.forward(&tokens, Logits::All).unwrap();
     assert_eq!(la, lb);

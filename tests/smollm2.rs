@@ -23,7 +23,7 @@ fn ids(v: &Json) -> Vec<u32> {
 
 fn load(path: &std::path::Path) -> (Model, Loaded) {
     let mut l = loader::load(path).unwrap();
-    let m = Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu).unwrap();
+    let m = Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu, None).unwrap();
     (m, l)
 }
 

@@ -11,7 +11,7 @@ use tinfer::model::{Device, Model};
 
 fn model(name: &str) -> Model {
     let mut l = loader::load(&fixtures().join(name)).unwrap();
-    Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu).unwrap()
+    Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu, None).unwrap()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {

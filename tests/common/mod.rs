@@ -294,3 +294,41 @@ pub fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Ve
     }
     out
 }
+
+/// A GPU adapter to test on (a hardware GPU or lavapipe), or None (test skipped) when the machine
+/// has none. With TINFER_REQUIRE_GPU=1 (CI) a missing adapter fails the test instead.
+pub fn gpu_request() -> Option<tinfer::gpu::GpuRequest> {
+    let adapter = std::env::var("TINFER_TEST_ADAPTER").ok();
+    let req = tinfer::gpu::GpuRequest {
+        adapter,
+        allow_cpu_adapter: true,
+    };
+    match tinfer::gpu::Gpu::new(&req) {
+        Ok(_) => Some(req),
+        Err(e) if std::env::var("TINFER_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("TINFER_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e:#})");
+            None
+        }
+    }
+}
+
+/// Load a model onto the GPU (None when there is no adapter; see `gpu_request`).
+pub fn gpu_model(path: &Path) -> Option<(tinfer::model::Model, tinfer::loader::Loaded)> {
+    let req = gpu_request()?;
+    let mut l = tinfer::loader::load(path).unwrap();
+    let w = l.weights.take().unwrap();
+    let m = tinfer::model::Model::new(l.cfg.clone(), w, tinfer::model::Device::Gpu, req.adapter.as_deref()).unwrap();
+    Some((m, l))
+}
+
+pub fn cpu_model(path: &Path) -> (tinfer::model::Model, tinfer::loader::Loaded) {
+    let mut l = tinfer::loader::load(path).unwrap();
+    let w = l.weights.take().unwrap();
+    (
+        tinfer::model::Model::new(l.cfg.clone(), w, tinfer::model::Device::Cpu, None).unwrap(),
+        l,
+    )
+}

@@ -1,0 +1,237 @@
+//! The GPU context: adapter choice, device with the adapter's limits, buffer helpers, and error
+//! capture. wgpu's default is to panic on an uncaptured validation error; tinfer collects them
+//! instead and turns them into `Result` errors at the next step, and a lost device is an error
+//! too, never a hang.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use wgpu::util::DeviceExt;
+
+/// How long one step may take on the device before it counts as hung.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub info: wgpu::AdapterInfo,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    /// Largest buffer one storage binding may hold (the smaller of the two limits).
+    pub max_binding: u64,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// What to ask for: an adapter whose name contains `adapter`, and whether a CPU adapter
+/// (lavapipe, llvmpipe) will do.
+#[derive(Clone, Debug, Default)]
+pub struct GpuRequest {
+    pub adapter: Option<String>,
+    pub allow_cpu_adapter: bool,
+}
+
+fn instance() -> wgpu::Instance {
+    // Vulkan, Metal and DX12 only: wgpu's GL backend also finds llvmpipe, without f16.
+    let desc = wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+    };
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter wgpu can see: (name, device type, backend).
+pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
+    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::PRIMARY))
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
+}
+
+const NO_ADAPTER_HELP: &str =
+    "no GPU adapter found: install a Vulkan driver (for a CPU-only machine, Mesa's lavapipe: \
+     `apt-get install mesa-vulkan-drivers libvulkan1`), or use --device cpu";
+
+impl Gpu {
+    pub fn new(req: &GpuRequest) -> Result<Self> {
+        let instance = instance();
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+        if adapters.is_empty() {
+            bail!("{NO_ADAPTER_HELP}");
+        }
+        let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+        let fits = |a: &wgpu::Adapter| {
+            let info = a.get_info();
+            let name_ok = req
+                .adapter
+                .as_ref()
+                .is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()));
+            let type_ok = req.allow_cpu_adapter || req.adapter.is_some() || info.device_type != wgpu::DeviceType::Cpu;
+            name_ok && type_ok
+        };
+        // Prefer discrete, then integrated, then anything else that fits.
+        let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let adapter = adapters.into_iter().filter(|a| fits(a)).min_by_key(rank).with_context(|| match &req.adapter {
+            Some(n) => format!("no adapter's name contains {n:?}; adapters found: {}", names.join("; ")),
+            None => format!("no hardware GPU adapter found (only: {}); pass --adapter NAME to use one of these, or --device cpu", names.join("; ")),
+        })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("tinfer"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .with_context(|| format!("cannot open a device on {}", describe(&info)))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
+        let lost = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            lost.lock()
+                .unwrap()
+                .push(format!("the GPU device was lost ({reason:?}): {msg}"));
+        });
+        let max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        Ok(Gpu {
+            adapter,
+            info,
+            device,
+            queue,
+            limits,
+            features,
+            max_binding,
+            errors,
+        })
+    }
+
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub fn describe(&self) -> String {
+        describe(&self.info)
+    }
+
+    /// Errors wgpu reported since the last check, as one error.
+    pub fn check(&self, what: &str) -> Result<()> {
+        let errs: Vec<String> = std::mem::take(&mut *self.errors.lock().unwrap());
+        if errs.is_empty() {
+            return Ok(());
+        }
+        bail!("GPU error during {what}: {}", errs.join("; "))
+    }
+
+    /// Run `f` inside a validation error scope; an error names `what`.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            bail!("{what}: {e}");
+        }
+        Ok(out)
+    }
+
+    /// A storage buffer holding `data`, checked against the binding limit.
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+        let bytes = std::mem::size_of_val(data) as u64;
+        if bytes > self.max_binding {
+            bail!(
+                "{label} is {} MiB, over this device's storage binding limit of {} MiB",
+                bytes >> 20,
+                self.max_binding >> 20
+            );
+        }
+        let contents: &[u8] = if data.is_empty() {
+            &[0u8; 16]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        }))
+    }
+
+    /// A zeroed storage buffer of `n` f32 (or u32) elements.
+    pub fn zeros(&self, label: &str, n: usize) -> Result<wgpu::Buffer> {
+        let bytes = (n.max(4) * 4) as u64;
+        if bytes > self.max_binding {
+            bail!(
+                "{label} needs {} MiB, over this device's storage binding limit of {} MiB",
+                bytes >> 20,
+                self.max_binding >> 20
+            );
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    pub fn uniform(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Submit `encoder`, wait for it (with a timeout), and read `bytes` from `staging`.
+    pub fn submit_and_read(
+        &self,
+        encoder: wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let index = self.queue.submit(Some(encoder.finish()));
+        let slice = staging.slice(..bytes);
+        let result = Arc::new(Mutex::new(None));
+        let r = result.clone();
+        slice.map_async(wgpu::MapMode::Read, move |res| *r.lock().unwrap() = Some(res));
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: Some(STEP_TIMEOUT),
+            })
+            .map_err(|e| anyhow!("GPU {what} did not finish: {e}"))?;
+        self.check(what)?;
+        match result.lock().unwrap().take() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => bail!("reading back the result of {what} failed: {e}"),
+            None => bail!("reading back the result of {what} did not complete"),
+        }
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| anyhow!("mapping {what}: {e:?}"))?
+            .to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend)
+}

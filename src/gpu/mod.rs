@@ -1,0 +1,7 @@
+//! The GPU path: the same forward pass as `cpu/`, on WGSL compute shaders through wgpu.
+pub mod context;
+pub mod forward;
+pub mod kernels;
+
+pub use context::{list_adapters, Gpu, GpuRequest};
+pub use forward::GpuModel;
