@@ -22,6 +22,24 @@ for name, prefix in [("tiny-llama-gqa", "tiny"), ("tiny-qwen2", "tiny_qwen2")]:
     trimmed["greedy_kv_cache"] = {k: gk[k] for k in ["prompt_ids", "new_ids", "step_logits", "step_top1_minus_top2"]}
     json.dump(trimmed, open(os.path.join(dst, "golden.json"), "w"))
 
+# A byte-level tokenizer (GPT-2's byte alphabet, id = byte, no merges) for the tiny models, so
+# the CLI can run them; tests/tiny_models.rs checks it against the test helper's description.
+bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+cs, n = bs[:], 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+byte_char = dict(zip(bs, cs))
+tokenizer = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    "post_processor": None,
+    "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+    "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+              "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+              "vocab": {chr(byte_char[b]): b for b in range(256)}, "merges": []}}
+for name in ["tiny-llama-gqa", "tiny-qwen2"]:
+    json.dump(tokenizer, open(os.path.join(out, name, "tokenizer.json"), "w"), ensure_ascii=False, indent=1)
+
 dst = os.path.join(out, "smollm2")
 os.makedirs(dst, exist_ok=True)
 idx = json.load(open(os.path.join(golden, "smollm2", "index.json")))

@@ -165,6 +165,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Vulkan loaders and Mesa complain on stderr when XDG_RUNTIME_DIR is unset (headless
+    // machines, CI); give them a private directory so only tinfer's own messages remain.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join(format!("tinfer-xdg-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -181,7 +189,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            let device = e.chain().any(|c| c.is::<tinfer::gpu::context::DeviceError>());
+            ExitCode::from(if device { 3 } else { 2 })
         }
     }
 }

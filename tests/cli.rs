@@ -19,9 +19,15 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn tinfer(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    tinfer_env(args, stdin, &[])
+}
+
+fn tinfer_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinfer"));
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .env_remove("TINFER_MODEL")
+        .env_remove("TINFER_DEVICE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -46,8 +52,12 @@ fn ok(args: &[&str]) -> String {
 /// Runs `tinfer args`, expects exit code `code`, an error on stderr containing every needle,
 /// no panic, at most a few lines, well under a second.
 fn fails(args: &[&str], stdin: Option<&[u8]>, code: i32, needles: &[&str]) {
+    fails_env(args, stdin, &[], code, needles)
+}
+
+fn fails_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)], code: i32, needles: &[&str]) {
     let start = Instant::now();
-    let out = tinfer(args, stdin);
+    let out = tinfer_env(args, stdin, env);
     let took = start.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -334,4 +344,69 @@ fn gguf_with_unknown_quantisation_is_named() {
         &["Q4_K", "unsupported tensor type"],
     );
     let _ = Path::new("");
+}
+
+/// `--device gpu` without any Vulkan driver: exit code 3 and a message that says how to get one.
+#[test]
+fn gpu_without_adapter_is_explained() {
+    let m = fixtures().join("tiny-llama-gqa");
+    let m = m.to_str().unwrap();
+    let no_driver = [
+        ("VK_DRIVER_FILES", "/nonexistent.json"),
+        ("VK_ICD_FILENAMES", "/nonexistent.json"),
+    ];
+    fails_env(
+        &["generate", "--model", m, "--device", "gpu", "--prompt", "x"],
+        None,
+        &no_driver,
+        3,
+        &["no GPU adapter", "lavapipe", "--device cpu"],
+    );
+    fails(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--device",
+            "gpu",
+            "--adapter",
+            "no-such-gpu",
+            "--prompt",
+            "x",
+        ],
+        None,
+        3,
+        &["no-such-gpu"],
+    );
+    // auto falls back to the CPU and says so
+    let out = tinfer_env(
+        &["generate", "--model", m, "--prompt", "x", "-n", "2"],
+        None,
+        &no_driver,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device: cpu"));
+}
+
+/// The same command on the GPU and on the CPU prints the same text (sampling with a seed, and
+/// greedy decoding with the argmax on the device).
+#[test]
+fn gpu_and_cpu_generate_the_same_text() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let m = fixtures().join("tiny-qwen2");
+    let m = m.to_str().unwrap();
+    for extra in [&["--temperature", "0.7", "--top-p", "0.9", "--seed", "3"][..], &[][..]] {
+        let args = [
+            &["generate", "--model", m, "--prompt", "The cat", "-n", "24"][..],
+            extra,
+        ]
+        .concat();
+        let cpu = ok(&[&args[..], &["--device", "cpu"]].concat());
+        let gpu = ok(&[&args[..], &["--device", "gpu"]].concat());
+        assert_eq!(gpu, cpu, "{extra:?}");
+    }
+    let info = ok(&["info", "--model", m, "--device", "gpu"]);
+    assert!(info.contains("max storage binding"), "{info}");
 }

@@ -121,3 +121,13 @@ fn forward_rejects_bad_input() {
     let e = m.forward(&long, Logits::Last).unwrap_err().to_string();
     assert!(e.contains("context full"), "{e}");
 }
+
+/// The tiny fixtures carry a byte-level tokenizer (id = byte) so the CLI can run them; the
+/// committed file is exactly what the test helper describes.
+#[test]
+fn tiny_fixture_tokenizers_are_byte_level() {
+    for name in ["tiny-llama-gqa", "tiny-qwen2"] {
+        let committed = read_json(&fixtures().join(name).join("tokenizer.json"));
+        assert_eq!(committed, byte_tokenizer_json(), "{name}/tokenizer.json");
+    }
+}

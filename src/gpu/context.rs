@@ -6,8 +6,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use wgpu::util::DeviceExt;
+
+/// A failure of the GPU itself: no adapter, a device that cannot be opened or was lost, a
+/// kernel that does not compile, a step that fails or hangs. The CLI exits with code 3 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceError(pub String);
+
+macro_rules! device_bail {
+    ($($t:tt)*) => { return Err(DeviceError(format!($($t)*)).into()) };
+}
 
 /// How long one step may take on the device before it counts as hung.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -58,7 +68,7 @@ impl Gpu {
         let instance = instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
         if adapters.is_empty() {
-            bail!("{NO_ADAPTER_HELP}");
+            device_bail!("{NO_ADAPTER_HELP}");
         }
         let names: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         let fits = |a: &wgpu::Adapter| {
@@ -78,10 +88,15 @@ impl Gpu {
             wgpu::DeviceType::Other => 3,
             wgpu::DeviceType::Cpu => 4,
         };
-        let adapter = adapters.into_iter().filter(|a| fits(a)).min_by_key(rank).with_context(|| match &req.adapter {
-            Some(n) => format!("no adapter's name contains {n:?}; adapters found: {}", names.join("; ")),
-            None => format!("no hardware GPU adapter found (only: {}); pass --adapter NAME to use one of these, or --device cpu", names.join("; ")),
-        })?;
+        let Some(adapter) = adapters.into_iter().filter(|a| fits(a)).min_by_key(rank) else {
+            match &req.adapter {
+                Some(n) => device_bail!("no adapter's name contains {n:?}; adapters found: {}", names.join("; ")),
+                None => device_bail!(
+                    "no hardware GPU adapter found (only: {}); pass --adapter NAME to use one of these, or --device cpu",
+                    names.join("; ")
+                ),
+            }
+        };
         let info = adapter.get_info();
         let limits = adapter.limits();
         let features = adapter.features() & wgpu::Features::SHADER_F16;
@@ -91,7 +106,7 @@ impl Gpu {
             required_limits: limits.clone(),
             ..Default::default()
         }))
-        .with_context(|| format!("cannot open a device on {}", describe(&info)))?;
+        .map_err(|e| DeviceError(format!("cannot open a device on {}: {e}", describe(&info))))?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| sink.lock().unwrap().push(e.to_string())));
@@ -128,7 +143,7 @@ impl Gpu {
         if errs.is_empty() {
             return Ok(());
         }
-        bail!("GPU error during {what}: {}", errs.join("; "))
+        device_bail!("GPU error during {what}: {}", errs.join("; "))
     }
 
     /// Run `f` inside a validation error scope; an error names `what`.
@@ -136,7 +151,7 @@ impl Gpu {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         if let Some(e) = pollster::block_on(scope.pop()) {
-            bail!("{what}: {e}");
+            device_bail!("{what}: {e}");
         }
         Ok(out)
     }
@@ -198,6 +213,17 @@ impl Gpu {
         })
     }
 
+    /// Copy `bytes` of `buf` back to the host (tests and tools; the forward pass reads its
+    /// result through its own staging buffer).
+    pub fn read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let staging = self.staging("read", bytes);
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+        encoder.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
+        self.submit_and_read(encoder, &staging, bytes, "a readback")
+    }
+
     /// Submit `encoder`, wait for it (with a timeout), and read `bytes` from `staging`.
     pub fn submit_and_read(
         &self,
@@ -216,12 +242,12 @@ impl Gpu {
                 submission_index: Some(index),
                 timeout: Some(STEP_TIMEOUT),
             })
-            .map_err(|e| anyhow!("GPU {what} did not finish: {e}"))?;
+            .map_err(|e| DeviceError(format!("GPU {what} did not finish: {e}")))?;
         self.check(what)?;
         match result.lock().unwrap().take() {
             Some(Ok(())) => {}
-            Some(Err(e)) => bail!("reading back the result of {what} failed: {e}"),
-            None => bail!("reading back the result of {what} did not complete"),
+            Some(Err(e)) => device_bail!("reading back the result of {what} failed: {e}"),
+            None => device_bail!("reading back the result of {what} did not complete"),
         }
         let out = slice
             .get_mapped_range()

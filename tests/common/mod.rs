@@ -7,8 +7,16 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value as Json};
 use tinfer::gguf::{write, Value};
 
+/// The repository root: where the tests were built, or TINFER_ROOT (prebuilt test binaries
+/// run on another machine, as scripts/gpu-check.sh does).
+pub fn root() -> PathBuf {
+    std::env::var_os("TINFER_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    root().join("tests/fixtures")
 }
 
 /// A closeness rule |got - want| <= abs + rel * |want|, with the reason it is what it is.
@@ -28,6 +36,15 @@ pub const TINY_VS_HF: Tol = Tol { abs: 1e-4, rel: 0.0 };
 pub const SMOLLM2_VS_HF: Tol = Tol { abs: 1e-3, rel: 0.0 };
 /// Mean NLL (natural log) vs HF: an average of log-softmaxes, much tighter than single logits.
 pub const NLL_VS_HF: f64 = 1e-4;
+/// A WGSL kernel vs its CPU twin: the GPU accumulates in f32 (in its own order), the CPU in f64;
+/// for sums of up to ~1800 terms of magnitude <= ~30 the f32 rounding stays below 1e-4 relative,
+/// and absolute 1e-4 covers results near zero.
+pub const KERNEL_VS_CPU: Tol = Tol { abs: 1e-4, rel: 1e-4 };
+/// The GPU's GEMM (prefill) and GEMV (decode) sum in different orders in f32; on the tiny
+/// models' logits (magnitude ~1) that differs by ~1e-6.
+pub const GPU_PREFILL_VS_DECODE: Tol = Tol { abs: 1e-5, rel: 1e-5 };
+/// Copies, gathers and argmax: exact.
+pub const EXACT: Tol = Tol { abs: 0.0, rel: 0.0 };
 
 /// Compare two slices; on failure report the count over tolerance, the worst index with both
 /// values, and the first few failing pairs.
@@ -113,7 +130,7 @@ pub fn read_json(path: &Path) -> Json {
 /// The converted SmolLM2 directory, or None (test skipped) when it has not been fetched.
 /// With TINFER_REQUIRE_MODEL=1 (CI) a missing model fails the test instead.
 pub fn smollm2_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct");
+    let dir = root().join("models/smollm2-135m-instruct");
     if dir.join("model.safetensors").exists() {
         return Some(dir);
     }
@@ -128,7 +145,7 @@ pub fn smollm2_dir() -> Option<PathBuf> {
 }
 
 pub fn smollm2_gguf() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     smollm2_dir().map(|_| path)
 }
 
@@ -176,7 +193,7 @@ pub fn tiny_model_dir(dir: &Path, overrides: Json) -> PathBuf {
     }
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
     std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), byte_tokenizer_json().to_string()).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}\
                     {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
     std::fs::write(

@@ -1,0 +1,350 @@
+//! Rung 2: each WGSL kernel against its CPU twin on random inputs with outliers, at awkward
+//! sizes (1, 3, 17, 1757, sizes that are not multiples of the workgroup). Skipped without a GPU
+//! adapter; CI sets TINFER_REQUIRE_GPU=1 and runs them on lavapipe.
+
+mod common;
+use common::*;
+
+use tinfer::config::{Config, RopeTable};
+use tinfer::cpu::ops;
+use tinfer::gpu::kernels::{step_bytes, Kernel, Kernels, Shape};
+use tinfer::gpu::Gpu;
+use tinfer::sampler::Rng;
+
+struct H {
+    gpu: Gpu,
+    k: Kernels,
+}
+
+fn harness(head_dim: usize) -> Option<H> {
+    let req = gpu_request()?;
+    let gpu = Gpu::new(&req).unwrap();
+    let k = Kernels::new(&gpu, head_dim).unwrap();
+    Some(H { gpu, k })
+}
+
+impl H {
+    fn up(&self, v: &[f32]) -> wgpu::Buffer {
+        self.gpu.upload("test", v).unwrap()
+    }
+    fn zeros(&self, n: usize) -> wgpu::Buffer {
+        self.gpu.zeros("test", n).unwrap()
+    }
+    fn read(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+        bytemuck::cast_slice(&self.gpu.read(b, (n * 4) as u64).unwrap()).to_vec()
+    }
+    /// One dispatch of `kern` with a step of `t` tokens at `pos0`.
+    fn run(
+        &self,
+        kern: &Kernel,
+        t: usize,
+        pos0: usize,
+        tokens: &[u32],
+        shape: Shape,
+        bufs: &[&wgpu::Buffer],
+        grid: [u32; 3],
+    ) {
+        let step = self.gpu.uniform("step", &step_bytes(t, pos0, tokens));
+        let sh = self.gpu.uniform("shape", bytemuck::bytes_of(&shape));
+        let bind = kern.bind(&self.gpu, &kern.name, &step, &sh, bufs);
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&kern.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+        }
+        self.gpu.queue.submit(Some(enc.finish()));
+        self.gpu.check(&kern.name).unwrap();
+    }
+}
+
+/// Uniform(-1, 1) values with a few outliers of magnitude `outlier`.
+fn random(rng: &mut Rng, n: usize, outlier: f32) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect();
+    for i in (0..n).step_by(97) {
+        v[i] = if i % 2 == 0 { outlier } else { -outlier };
+    }
+    v
+}
+
+fn up(n: usize, d: usize) -> u32 {
+    n.div_ceil(d) as u32
+}
+
+#[test]
+fn matmul_gemv_and_gemm_match_cpu() {
+    let Some(h) = harness(64) else { return };
+    let mut rng = Rng::new(1);
+    for &(d, n, t) in &[
+        (4, 1, 1),
+        (12, 3, 3),
+        (64, 17, 17),
+        (1756, 1757, 3),
+        (576, 130, 33),
+        (1536, 576, 1),
+    ] {
+        let w = random(&mut rng, n * d, 3.0);
+        let x = random(&mut rng, t * d, 5.0);
+        let bias = random(&mut rng, n + 5, 1.0);
+        let (wb, xb, bb) = (h.up(&w), h.up(&x), h.up(&bias));
+        // the CPU twin, with bias at offset row0 = 5 as a split table's second part sees it
+        let mut want = vec![0.0; t * n];
+        ops::matmul(&mut want, &x, &w, Some(&bias[5..]), d);
+        // GEMM: all rows, written at column offset 5 of rows of stride n + 5
+        let out = h.zeros(t * (n + 5));
+        h.run(
+            &h.k.gemm_bias,
+            t,
+            0,
+            &[],
+            Shape::new(d, n, 5, n + 5),
+            &[&xb, &wb, &bb, &out],
+            [up(n, 32), up(t, 32), 1],
+        );
+        let got = h.read(&out, t * (n + 5));
+        let got: Vec<f32> = got.chunks(n + 5).flat_map(|r| r[5..].to_vec()).collect();
+        assert_close(&format!("gemm d={d} n={n} T={t}"), &got, &want, KERNEL_VS_CPU);
+        // GEMV: the last token row only, without bias
+        let mut want_last = vec![0.0; n];
+        ops::matmul(&mut want_last, &x[(t - 1) * d..], &w, None, d);
+        let out = h.zeros(n);
+        h.run(
+            &h.k.gemv,
+            t,
+            0,
+            &[],
+            Shape::new(d, n, 0, n),
+            &[&xb, &wb, &bb, &out],
+            [up(n, 64), 1, 1],
+        );
+        assert_close(
+            &format!("gemv d={d} n={n} T={t}"),
+            &h.read(&out, n),
+            &want_last,
+            KERNEL_VS_CPU,
+        );
+    }
+}
+
+#[test]
+fn rmsnorm_swiglu_add_match_cpu() {
+    let Some(h) = harness(64) else { return };
+    let mut rng = Rng::new(2);
+    for &(dim, t) in &[(1, 1), (3, 3), (17, 2), (1757, 3)] {
+        let x = random(&mut rng, t * dim, 30.0);
+        let w = random(&mut rng, dim, 2.0);
+        let mut want = vec![0.0; t * dim];
+        ops::rmsnorm(&mut want, &x, &w, 1e-5);
+        let out = h.zeros(t * dim);
+        let eps = 1e-5f32.to_bits() as usize;
+        h.run(
+            &h.k.rmsnorm,
+            t,
+            0,
+            &[],
+            Shape::new(dim, eps, 0, 0),
+            &[&h.up(&x), &h.up(&w), &out],
+            [t as u32, 1, 1],
+        );
+        assert_close(
+            &format!("rmsnorm dim={dim} T={t}"),
+            &h.read(&out, t * dim),
+            &want,
+            KERNEL_VS_CPU,
+        );
+
+        let (g, u) = (random(&mut rng, t * dim, 20.0), random(&mut rng, t * dim, 3.0));
+        let mut want = g.clone();
+        ops::swiglu(&mut want, &u);
+        let gb = h.up(&g);
+        h.run(
+            &h.k.swiglu,
+            t,
+            0,
+            &[],
+            Shape::new(dim, 0, 0, 0),
+            &[&h.up(&u), &gb],
+            [up(t * dim, 256), 1, 1],
+        );
+        assert_close(
+            &format!("swiglu n={}", t * dim),
+            &h.read(&gb, t * dim),
+            &want,
+            KERNEL_VS_CPU,
+        );
+
+        let mut want = g.clone();
+        ops::add(&mut want, &u);
+        let xb = h.up(&g);
+        h.run(
+            &h.k.add,
+            t,
+            0,
+            &[],
+            Shape::new(dim, 0, 0, 0),
+            &[&h.up(&u), &xb],
+            [up(t * dim, 256), 1, 1],
+        );
+        assert_close(&format!("add n={}", t * dim), &h.read(&xb, t * dim), &want, EXACT);
+    }
+}
+
+fn config(n_heads: usize, n_kv_heads: usize, head_dim: usize, seq_len: usize) -> Config {
+    Config {
+        model_type: "llama".into(),
+        dim: n_heads * head_dim,
+        hidden_dim: 4,
+        n_layers: 1,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        kv_mul: n_heads / n_kv_heads,
+        vocab_size: 8,
+        seq_len,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        tied_embeddings: true,
+        qkv_bias: false,
+        o_bias: false,
+        eos_token_ids: vec![],
+    }
+}
+
+#[test]
+fn rope_matches_cpu() {
+    let Some(h) = harness(64) else { return };
+    let mut rng = Rng::new(3);
+    for &(n_heads, hd, t, pos0) in &[(1, 2, 1, 0), (3, 64, 3, 5), (2, 128, 17, 4000)] {
+        let cfg = config(n_heads, n_heads, hd, 8192);
+        let table = RopeTable::new(&cfg);
+        let x = random(&mut rng, t * n_heads * hd, 4.0);
+        let mut want = x.clone();
+        for ti in 0..t {
+            ops::rope(
+                &mut want[ti * n_heads * hd..(ti + 1) * n_heads * hd],
+                pos0 + ti,
+                hd,
+                &table,
+            );
+        }
+        let xb = h.up(&x);
+        let grid = [up(n_heads * hd / 2, 64), t as u32, 1];
+        h.run(
+            &h.k.rope,
+            t,
+            pos0,
+            &[],
+            Shape::new(n_heads, hd, 0, 0),
+            &[&h.up(&table.cos), &h.up(&table.sin), &xb],
+            grid,
+        );
+        assert_close(
+            &format!("rope heads={n_heads} hd={hd} pos0={pos0}"),
+            &h.read(&xb, x.len()),
+            &want,
+            KERNEL_VS_CPU,
+        );
+    }
+}
+
+/// Causal GQA attention for T new rows after `pos0` cached ones, against the CPU's f64 softmax;
+/// outliers in q and k make some scores dominate (a softmax that overflows or loses the max fails).
+#[test]
+fn attention_matches_cpu() {
+    for &(hd, n_heads, n_kv_heads, pos0, t) in &[
+        (16, 4, 2, 0, 1),
+        (64, 9, 3, 0, 17),
+        (64, 4, 4, 40, 3),
+        (64, 8, 1, 256, 1),
+        (128, 6, 2, 1000, 2),
+    ] {
+        let Some(h) = harness(hd) else { return };
+        let mut rng = Rng::new(hd as u64 + pos0 as u64);
+        let len = pos0 + t;
+        let kv_dim = n_kv_heads * hd;
+        let q = random(&mut rng, t * n_heads * hd, 8.0);
+        let k = random(&mut rng, len * kv_dim, 8.0);
+        let v = random(&mut rng, len * kv_dim, 2.0);
+        let mut want = vec![0.0; t * n_heads * hd];
+        ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
+        let out = h.zeros(want.len());
+        let grid = [n_heads as u32, t as u32, 1];
+        h.run(
+            &h.k.attention,
+            t,
+            pos0,
+            &[],
+            Shape::new(n_heads, n_kv_heads, 0, 0),
+            &[&h.up(&q), &h.up(&k), &h.up(&v), &out],
+            grid,
+        );
+        let what = format!("attention hd={hd} heads={n_heads}/{n_kv_heads} pos0={pos0} T={t}");
+        assert_close(&what, &h.read(&out, want.len()), &want, KERNEL_VS_CPU);
+    }
+}
+
+#[test]
+fn embed_kv_write_argmax_match_cpu() {
+    let Some(h) = harness(64) else { return };
+    let mut rng = Rng::new(4);
+    // embedding gather from the second part of a table split at row 7
+    let (rows, dim) = (20, 17);
+    let table = random(&mut rng, rows * dim, 1.0);
+    let tokens = [3u32, 19, 7, 8, 0];
+    let x = h.zeros(tokens.len() * dim);
+    h.run(
+        &h.k.embed,
+        5,
+        0,
+        &tokens,
+        Shape::new(dim, rows - 7, 7, 0),
+        &[&h.up(&table[7 * dim..]), &x],
+        [1, 5, 1],
+    );
+    let got = h.read(&x, tokens.len() * dim);
+    for (t, &tok) in tokens.iter().enumerate() {
+        let want: Vec<f32> = if tok >= 7 {
+            table[tok as usize * dim..][..dim].to_vec()
+        } else {
+            vec![0.0; dim]
+        }; // other part's rows untouched
+        assert_eq!(&got[t * dim..(t + 1) * dim], &want[..], "token {tok}");
+    }
+    // kv_write: rows land at pos0..pos0+T
+    let (kv_dim, t, pos0) = (17, 3, 5);
+    let (k, v) = (random(&mut rng, t * kv_dim, 1.0), random(&mut rng, t * kv_dim, 1.0));
+    let (kc, vc) = (h.zeros(10 * kv_dim), h.zeros(10 * kv_dim));
+    h.run(
+        &h.k.kv_write,
+        t,
+        pos0,
+        &[],
+        Shape::new(kv_dim, 0, 0, 0),
+        &[&h.up(&k), &h.up(&v), &kc, &vc],
+        [1, t as u32, 1],
+    );
+    assert_eq!(&h.read(&kc, 10 * kv_dim)[pos0 * kv_dim..(pos0 + t) * kv_dim], &k[..]);
+    assert_eq!(&h.read(&vc, 10 * kv_dim)[pos0 * kv_dim..(pos0 + t) * kv_dim], &v[..]);
+    // argmax with a tie: the first index wins, as on the CPU
+    for n in [1, 3, 17, 1757, 49152] {
+        let mut l = random(&mut rng, n, 1.0);
+        let m = n / 3;
+        l[m] = 50.0;
+        if n > 2 {
+            l[n - 1] = 50.0;
+        }
+        let out = h.zeros(1);
+        h.run(
+            &h.k.argmax,
+            1,
+            0,
+            &[],
+            Shape::new(n, 0, 0, 0),
+            &[&h.up(&l), &out],
+            [1, 1, 1],
+        );
+        let got = u32::from_le_bytes(h.gpu.read(&out, 4).unwrap()[..4].try_into().unwrap());
+        assert_eq!(got as usize, ops::argmax(&l), "argmax over {n}");
+    }
+}

@@ -1,0 +1,201 @@
+//! Rungs 3 and 4 on the GPU: the tiny models against HF at every position, the GPU's prefill
+//! against its own decode steps, tables split by rows against unsplit ones, and SmolLM2 against
+//! HF's logits and greedy continuations. Skipped without an adapter (TINFER_REQUIRE_GPU=1 in CI).
+
+mod common;
+use common::*;
+
+use serde_json::Value as Json;
+use tinfer::cpu::ops::argmax;
+use tinfer::cpu::Logits;
+use tinfer::generate::generate;
+use tinfer::model::Model;
+use tinfer::sampler::{Sampler, SamplerConfig};
+
+fn ids(v: &Json) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn tiny_logits_match_hf(name: &str) {
+    let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
+        return;
+    };
+    let golden = read_json(&fixtures().join(name).join("golden.json"));
+    for input in ["random", "arange"] {
+        let tokens = ids(&golden["inputs"][input]["ids"]);
+        let (_, want) = read_npy(&fixtures().join(name).join(format!("{input}.logits.npy")));
+        m.truncate(0);
+        let got = m.forward(&tokens, Logits::All).unwrap();
+        assert_close(&format!("gpu {name} {input}"), &got, &want, TINY_VS_HF);
+    }
+    // KV-cache decoding on the device: each step's logits and the device's argmax agree with HF.
+    let g = &golden["greedy_kv_cache"];
+    m.truncate(0);
+    let mut logits = m.forward(&ids(&g["prompt_ids"]), Logits::Last).unwrap();
+    for (step, &want) in ids(&g["new_ids"]).iter().enumerate() {
+        let want_logits: Vec<f32> = g["step_logits"][step]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(
+            &format!("gpu {name} decode step {step}"),
+            &logits,
+            &want_logits,
+            TINY_VS_HF,
+        );
+        assert_eq!(argmax(&logits) as u32, want, "{name} step {step}");
+        logits = m.forward(&[want], Logits::Last).unwrap();
+    }
+}
+
+#[test]
+fn tiny_llama_gpu_matches_hf() {
+    tiny_logits_match_hf("tiny-llama-gqa");
+}
+
+#[test]
+fn tiny_qwen2_gpu_matches_hf() {
+    tiny_logits_match_hf("tiny-qwen2");
+}
+
+/// Prefill of n tokens gives the logits that n single-token steps give, and both equal the CPU's.
+#[test]
+fn prefill_equals_single_steps_and_cpu() {
+    let Some((mut g, _)) = gpu_model(&fixtures().join("tiny-qwen2")) else {
+        return;
+    };
+    let (mut c, _) = cpu_model(&fixtures().join("tiny-qwen2"));
+    let tokens: Vec<u32> = (0..37).map(|i| (i * 71 + 5) % 256).collect();
+    let all = g.forward(&tokens, Logits::All).unwrap();
+    g.truncate(0);
+    let mut steps = vec![];
+    for &t in &tokens {
+        steps.extend(g.forward(&[t], Logits::Last).unwrap());
+    }
+    assert_close("gpu prefill vs single steps", &all, &steps, GPU_PREFILL_VS_DECODE);
+    let cpu = c.forward(&tokens, Logits::All).unwrap();
+    assert_close("gpu vs cpu", &all, &cpu, TINY_VS_HF);
+    // the device's argmax after a prefill equals the CPU's choice
+    g.truncate(0);
+    c.truncate(0);
+    assert_eq!(g.forward_argmax(&tokens).unwrap(), c.forward_argmax(&tokens).unwrap());
+}
+
+/// With a tiny binding limit every matrix is split by rows into many buffers, and a step can
+/// return only a few rows of logits: the results are the same as unsplit.
+#[test]
+fn tables_split_by_rows_give_the_same_logits() {
+    let Some(req) = gpu_request() else { return };
+    let dir = fixtures().join("tiny-llama-gqa");
+    let mut l = tinfer::loader::load(&dir).unwrap();
+    let w = l.weights.take().unwrap();
+    let mut split = Model::new_gpu_with_binding_limit(l.cfg.clone(), &w, &req, 4096).unwrap();
+    let mut whole = Model::new_gpu_with_binding_limit(l.cfg.clone(), &w, &req, 1 << 30).unwrap();
+    let tokens: Vec<u32> = (0..11).map(|i| (i * 29 + 3) % 256).collect();
+    let a = split.forward(&tokens, Logits::All).unwrap();
+    let b = whole.forward(&tokens, Logits::All).unwrap();
+    assert_eq!(a.len(), tokens.len() * 256);
+    assert_close("split vs whole", &a, &b, EXACT);
+    // a binding limit smaller than one row is a clear error naming the tensor
+    let e = Model::new_gpu_with_binding_limit(l.cfg.clone(), &w, &req, 128)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("exceeds the device's storage binding limit"), "{e}");
+}
+
+/// SmolLM2 on the GPU, one forward per prompt over the prompt and HF's greedy continuation:
+/// last prompt-position logits vs HF, the argmax along the continuation equal to HF's ids up to
+/// the first near-tie (so greedy decoding reproduces HF's text), and each step's top-1 logit.
+#[test]
+fn smollm2_gpu_matches_hf() {
+    let Some(dir) = smollm2_dir() else { return };
+    let Some((mut m, _)) = gpu_model(&dir) else { return };
+    let vocab = m.cfg.vocab_size;
+    let idx = read_json(&fixtures().join("smollm2/index.json"));
+    for p in idx["prompts"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let prompt = ids(&p["ids"]);
+        let g = &p["greedy"];
+        let mut cont = ids(&g["ids"]);
+        if g["stopped_at_eos"] == true {
+            cont.pop();
+        }
+        let margins: Vec<f64> = p["greedy_no_eos_stop"]["step_top1_minus_top2"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let tie = margins
+            .iter()
+            .position(|&mg| mg < 2.0 * SMOLLM2_VS_HF.abs)
+            .unwrap_or(usize::MAX);
+        let mut seq = prompt.clone();
+        seq.extend(&cont);
+        m.truncate(0);
+        let all = m.forward(&seq, Logits::All).unwrap();
+        let row = |i: usize| &all[i * vocab..(i + 1) * vocab];
+        let (_, want) = read_npy(&fixtures().join(format!("smollm2/{name}.last_logits.npy")));
+        assert_close(
+            &format!("gpu {name}: last logits"),
+            row(prompt.len() - 1),
+            &want,
+            SMOLLM2_VS_HF,
+        );
+        eprintln!(
+            "gpu {name}: last-logit max |error| vs HF {:.2e}",
+            max_abs_diff(row(prompt.len() - 1), &want)
+        );
+        let top1: Vec<f64> = g["step_top1_logit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        for (step, &want_top) in top1.iter().enumerate().take(cont.len() + 1) {
+            let r = row(prompt.len() - 1 + step);
+            if step < cont.len() && step < tie {
+                assert_eq!(argmax(r) as u32, cont[step], "gpu {name}: greedy id at step {step}");
+            }
+            let top = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            assert!(
+                (top - want_top).abs() < SMOLLM2_VS_HF.abs + 1e-5,
+                "gpu {name}: step {step} top-1 {top} vs HF {want_top}"
+            );
+        }
+    }
+}
+
+/// The generation loop on the GPU (argmax on the device, 4 bytes read back per token) prints
+/// HF's chat answer, and the GPU's logits equal the CPU's on a prompt.
+#[test]
+fn smollm2_gpu_generate_and_cpu_agree() {
+    let Some(dir) = smollm2_dir() else { return };
+    let Some((mut g, loaded)) = gpu_model(&dir) else { return };
+    let idx = read_json(&fixtures().join("smollm2/index.json"));
+    let chat = idx["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "chat")
+        .unwrap();
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    let out = generate(&mut g, &ids(&chat["ids"]), &[], &mut sampler, 32, |_| Ok(())).unwrap();
+    let text = loaded.tokenizer.as_ref().unwrap().decode(&out.tokens, true).unwrap();
+    assert_eq!(text, chat["expect"]["text"].as_str().unwrap());
+
+    let (mut c, _) = cpu_model(&dir);
+    let prompt = ids(&idx["prompts"][0]["ids"]);
+    g.truncate(0);
+    let a = g.forward(&prompt, Logits::Last).unwrap();
+    let b = c.forward(&prompt, Logits::Last).unwrap();
+    assert_close("smollm2 gpu vs cpu", &a, &b, SMOLLM2_VS_HF);
+    eprintln!("smollm2 prose: gpu vs cpu max |diff| {:.2e}", max_abs_diff(&a, &b));
+}
