@@ -37,9 +37,7 @@ impl H {
     fn run(
         &self,
         kern: &Kernel,
-        t: usize,
-        pos0: usize,
-        tokens: &[u32],
+        (t, pos0, tokens): (usize, usize, &[u32]),
         shape: Shape,
         bufs: &[&wgpu::Buffer],
         grid: [u32; 3],
@@ -95,9 +93,7 @@ fn matmul_gemv_and_gemm_match_cpu() {
         let out = h.zeros(t * (n + 5));
         h.run(
             &h.k.gemm_bias,
-            t,
-            0,
-            &[],
+            (t, 0, &[]),
             Shape::new(d, n, 5, n + 5),
             &[&xb, &wb, &bb, &out],
             [up(n, 32), up(t, 32), 1],
@@ -111,9 +107,7 @@ fn matmul_gemv_and_gemm_match_cpu() {
         let out = h.zeros(n);
         h.run(
             &h.k.gemv,
-            t,
-            0,
-            &[],
+            (t, 0, &[]),
             Shape::new(d, n, 0, n),
             &[&xb, &wb, &bb, &out],
             [up(n, 64), 1, 1],
@@ -140,9 +134,7 @@ fn rmsnorm_swiglu_add_match_cpu() {
         let eps = 1e-5f32.to_bits() as usize;
         h.run(
             &h.k.rmsnorm,
-            t,
-            0,
-            &[],
+            (t, 0, &[]),
             Shape::new(dim, eps, 0, 0),
             &[&h.up(&x), &h.up(&w), &out],
             [t as u32, 1, 1],
@@ -160,9 +152,7 @@ fn rmsnorm_swiglu_add_match_cpu() {
         let gb = h.up(&g);
         h.run(
             &h.k.swiglu,
-            t,
-            0,
-            &[],
+            (t, 0, &[]),
             Shape::new(dim, 0, 0, 0),
             &[&h.up(&u), &gb],
             [up(t * dim, 256), 1, 1],
@@ -179,9 +169,7 @@ fn rmsnorm_swiglu_add_match_cpu() {
         let xb = h.up(&g);
         h.run(
             &h.k.add,
-            t,
-            0,
-            &[],
+            (t, 0, &[]),
             Shape::new(dim, 0, 0, 0),
             &[&h.up(&u), &xb],
             [up(t * dim, 256), 1, 1],
@@ -232,9 +220,7 @@ fn rope_matches_cpu() {
         let grid = [up(n_heads * hd / 2, 64), t as u32, 1];
         h.run(
             &h.k.rope,
-            t,
-            pos0,
-            &[],
+            (t, pos0, &[]),
             Shape::new(n_heads, hd, 0, 0),
             &[&h.up(&table.cos), &h.up(&table.sin), &xb],
             grid,
@@ -272,9 +258,7 @@ fn attention_matches_cpu() {
         let grid = [n_heads as u32, t as u32, 1];
         h.run(
             &h.k.attention,
-            t,
-            pos0,
-            &[],
+            (t, pos0, &[]),
             Shape::new(n_heads, n_kv_heads, 0, 0),
             &[&h.up(&q), &h.up(&k), &h.up(&v), &out],
             grid,
@@ -295,9 +279,7 @@ fn embed_kv_write_argmax_match_cpu() {
     let x = h.zeros(tokens.len() * dim);
     h.run(
         &h.k.embed,
-        5,
-        0,
-        &tokens,
+        (5, 0, &tokens),
         Shape::new(dim, rows - 7, 7, 0),
         &[&h.up(&table[7 * dim..]), &x],
         [1, 5, 1],
@@ -317,9 +299,7 @@ fn embed_kv_write_argmax_match_cpu() {
     let (kc, vc) = (h.zeros(10 * kv_dim), h.zeros(10 * kv_dim));
     h.run(
         &h.k.kv_write,
-        t,
-        pos0,
-        &[],
+        (t, pos0, &[]),
         Shape::new(kv_dim, 0, 0, 0),
         &[&h.up(&k), &h.up(&v), &kc, &vc],
         [1, t as u32, 1],
@@ -337,9 +317,7 @@ fn embed_kv_write_argmax_match_cpu() {
         let out = h.zeros(1);
         h.run(
             &h.k.argmax,
-            1,
-            0,
-            &[],
+            (1, 0, &[]),
             Shape::new(n, 0, 0, 0),
             &[&h.up(&l), &out],
             [1, 1, 1],

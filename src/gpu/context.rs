@@ -116,7 +116,7 @@ impl Gpu {
                 .unwrap()
                 .push(format!("the GPU device was lost ({reason:?}): {msg}"));
         });
-        let max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         Ok(Gpu {
             adapter,
             info,

@@ -367,7 +367,7 @@ impl GpuModel {
     /// Record and run one step of at most MAX_STEP_TOKENS tokens; returns the bytes read back.
     fn step(&mut self, tokens: &[u32], head: Head) -> Result<Vec<u8>> {
         let t = tokens.len();
-        assert!(t >= 1 && t <= MAX_STEP_TOKENS && self.pos + t <= self.cfg.seq_len);
+        assert!((1..=MAX_STEP_TOKENS).contains(&t) && self.pos + t <= self.cfg.seq_len);
         let gpu = &self.gpu;
         gpu.queue.write_buffer(&self.step, 0, &step_bytes(t, self.pos, tokens));
         let mut encoder = gpu
