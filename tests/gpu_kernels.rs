@@ -326,3 +326,15 @@ fn embed_kv_write_argmax_match_cpu() {
         assert_eq!(got as usize, ops::argmax(&l), "argmax over {n}");
     }
 }
+
+/// A head_dim the attention kernel cannot hold is refused at load with the limit named.
+#[test]
+fn unsupported_head_dim_is_an_error() {
+    let Some(req) = gpu_request() else { return };
+    let gpu = Gpu::new(&req).unwrap();
+    let e = Kernels::new(&gpu, 320)
+        .err()
+        .expect("head_dim 320 must be refused")
+        .to_string();
+    assert!(e.contains("head_dim 320") && e.contains("at most 256"), "{e}");
+}

@@ -5,20 +5,11 @@
 mod common;
 use common::*;
 
-use serde_json::Value as Json;
 use tinfer::cpu::ops::argmax;
 use tinfer::cpu::Logits;
 use tinfer::generate::generate;
 use tinfer::model::Model;
 use tinfer::sampler::{Sampler, SamplerConfig};
-
-fn ids(v: &Json) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -110,66 +101,15 @@ fn tables_split_by_rows_give_the_same_logits() {
     assert!(e.contains("exceeds the device's storage binding limit"), "{e}");
 }
 
-/// SmolLM2 on the GPU, one forward per prompt over the prompt and HF's greedy continuation:
-/// last prompt-position logits vs HF, the argmax along the continuation equal to HF's ids up to
-/// the first near-tie (so greedy decoding reproduces HF's text), and each step's top-1 logit.
+/// SmolLM2 on the GPU against HF on the 7 golden prompts: last logits, greedy ids up to the
+/// near-ties, each step's top-1 logit, mean NLL (see `check_golden_prompt`).
 #[test]
 fn smollm2_gpu_matches_hf() {
     let Some(dir) = smollm2_dir() else { return };
     let Some((mut m, _)) = gpu_model(&dir) else { return };
-    let vocab = m.cfg.vocab_size;
     let idx = read_json(&fixtures().join("smollm2/index.json"));
     for p in idx["prompts"].as_array().unwrap() {
-        let name = p["name"].as_str().unwrap();
-        let prompt = ids(&p["ids"]);
-        let g = &p["greedy"];
-        let mut cont = ids(&g["ids"]);
-        if g["stopped_at_eos"] == true {
-            cont.pop();
-        }
-        let margins: Vec<f64> = p["greedy_no_eos_stop"]["step_top1_minus_top2"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        let tie = margins
-            .iter()
-            .position(|&mg| mg < 2.0 * SMOLLM2_VS_HF.abs)
-            .unwrap_or(usize::MAX);
-        let mut seq = prompt.clone();
-        seq.extend(&cont);
-        m.truncate(0);
-        let all = m.forward(&seq, Logits::All).unwrap();
-        let row = |i: usize| &all[i * vocab..(i + 1) * vocab];
-        let (_, want) = read_npy(&fixtures().join(format!("smollm2/{name}.last_logits.npy")));
-        assert_close(
-            &format!("gpu {name}: last logits"),
-            row(prompt.len() - 1),
-            &want,
-            SMOLLM2_VS_HF,
-        );
-        eprintln!(
-            "gpu {name}: last-logit max |error| vs HF {:.2e}",
-            max_abs_diff(row(prompt.len() - 1), &want)
-        );
-        let top1: Vec<f64> = g["step_top1_logit"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        for (step, &want_top) in top1.iter().enumerate().take(cont.len() + 1) {
-            let r = row(prompt.len() - 1 + step);
-            if step < cont.len() && step < tie {
-                assert_eq!(argmax(r) as u32, cont[step], "gpu {name}: greedy id at step {step}");
-            }
-            let top = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
-            assert!(
-                (top - want_top).abs() < SMOLLM2_VS_HF.abs + 1e-5,
-                "gpu {name}: step {step} top-1 {top} vs HF {want_top}"
-            );
-        }
+        check_golden_prompt(&mut m, p, "gpu");
     }
 }
 

@@ -13,14 +13,6 @@ use tinfer::model::{Device, Model};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::{Message, TokenStream};
 
-fn ids(v: &Json) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn load(path: &std::path::Path) -> (Model, Loaded) {
     let mut l = loader::load(path).unwrap();
     let m = Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu, None).unwrap();
@@ -93,13 +85,14 @@ fn chat_template_renders_as_hf() {
     assert_eq!(text, p["text"].as_str().unwrap());
 }
 
-/// Last-position logits, mean NLL and greedy continuations for the 7 reference prompts.
+/// The 7 golden prompts on the CPU: tokenizer ids, last logits, greedy ids up to the near-ties,
+/// each step's top-1 logit and mean NLL (`check_golden_prompt`), then greedy decoding through the
+/// generation loop and the perplexity path.
 #[test]
 fn logits_nll_and_greedy_match_hf() {
     let Some(dir) = smollm2_dir() else { return };
     let (mut m, loaded) = load(&dir);
     let tok = loaded.tokenizer.as_ref().unwrap();
-    let vocab = m.cfg.vocab_size;
     let idx = index();
     for p in idx["prompts"].as_array().unwrap() {
         let name = p["name"].as_str().unwrap();
@@ -111,78 +104,25 @@ fn logits_nll_and_greedy_match_hf() {
                 "{name}: tokenizer"
             );
         }
-        // Every position's logits: the last against HF's full vector, all for the NLL.
-        m.truncate(0);
-        let all = m.forward(&prompt, Logits::All).unwrap();
-        let last = &all[(prompt.len() - 1) * vocab..];
-        let (_, want) = read_npy(&fixtures().join(format!("smollm2/{name}.last_logits.npy")));
-        assert_close(&format!("{name}: last logits"), last, &want, SMOLLM2_VS_HF);
-        eprintln!(
-            "{name}: {} tokens, last-logit max |error| vs HF {:.2e}",
-            prompt.len(),
-            max_abs_diff(last, &want)
-        );
-        let argmax: Vec<usize> = all.chunks_exact(vocab).map(tinfer::cpu::ops::argmax).collect();
-        let want_argmax: Vec<usize> = ids(&p["per_position_argmax"]).iter().map(|&x| x as usize).collect();
-        assert_eq!(argmax, want_argmax, "{name}: argmax at every position");
-        if prompt.len() > 1 {
-            let s = score(&mut m, &prompt, prompt.len()).unwrap();
-            let want_nll = p["mean_nll"].as_f64().unwrap();
-            assert!(
-                (s.mean_nll() - want_nll).abs() < NLL_VS_HF,
-                "{name}: mean NLL {} vs HF {want_nll}",
-                s.mean_nll()
-            );
-            eprintln!("{name}: mean NLL error vs HF {:.2e}", (s.mean_nll() - want_nll).abs());
-        }
-
-        // Greedy (HF generate: 32 new tokens, stops at EOS): ids must equal HF's up to the first
-        // step whose top-1/top-2 margin is within the engine's error (a near-tie).
-        let g = &p["greedy"];
-        let mut want_ids = ids(&g["ids"]);
-        if g["stopped_at_eos"] == true {
-            assert_eq!(want_ids.pop(), Some(2), "{name}: HF stopped on EOS");
-        }
-        let margins: Vec<f64> = p["greedy_no_eos_stop"]["step_top1_minus_top2"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        let tie = margins
-            .iter()
-            .position(|&mg| mg < 2.0 * SMOLLM2_VS_HF.abs)
-            .unwrap_or(usize::MAX);
+        check_golden_prompt(&mut m, p, "cpu");
+        let (cont, tie) = greedy_and_tie(p);
         m.truncate(0);
         let mut sampler = Sampler::new(SamplerConfig::default());
         let got = generate(&mut m, &prompt, &[], &mut sampler, 32, |_| Ok(())).unwrap();
-        if tie >= want_ids.len() {
-            assert_eq!(got.tokens, want_ids, "{name}: greedy ids");
-        } else {
-            assert_eq!(
-                got.tokens[..tie],
-                want_ids[..tie],
-                "{name}: greedy ids before the near-tie at step {tie}"
-            );
+        let n = tie.min(cont.len());
+        assert_eq!(
+            got.tokens[..n.min(got.tokens.len())],
+            cont[..n],
+            "{name}: greedy ids before the near-tie at step {tie}"
+        );
+        if tie >= cont.len() {
+            assert_eq!(got.tokens, cont, "{name}: greedy ids");
         }
-        // Teacher forcing along HF's ids, past any near-tie: each step's top-1 logit agrees.
-        let top1: Vec<f64> = g["step_top1_logit"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        m.truncate(0);
-        let mut seq = prompt.clone();
-        seq.extend(&want_ids);
-        let all = m.forward(&seq[..prompt.len() + top1.len() - 1], Logits::All).unwrap();
-        for (step, &want_top) in top1.iter().enumerate() {
-            let row = &all[(prompt.len() - 1 + step) * vocab..][..vocab];
-            let top = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
-            // the fixture rounds to 5 decimals
+        if prompt.len() > 1 {
+            let s = score(&mut m, &prompt, prompt.len()).unwrap();
             assert!(
-                (top - want_top).abs() < SMOLLM2_VS_HF.abs + 1e-5,
-                "{name}: step {step} top-1 logit {top} vs HF {want_top}"
+                (s.mean_nll() - p["mean_nll"].as_f64().unwrap()).abs() < NLL_VS_HF,
+                "{name}: perplexity path"
             );
         }
     }

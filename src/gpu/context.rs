@@ -20,7 +20,7 @@ macro_rules! device_bail {
 }
 
 /// How long one step may take on the device before it counts as hung.
-const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct Gpu {
     pub adapter: wgpu::Adapter,

@@ -349,3 +349,84 @@ pub fn cpu_model(path: &Path) -> (tinfer::model::Model, tinfer::loader::Loaded) 
         l,
     )
 }
+
+pub fn ids(v: &Json) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn floats(v: &Json) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// HF's greedy continuation of a golden prompt (EOS removed) and the first step whose top-1/top-2
+/// margin is within the engine's error (a near-tie, where a correct engine may pick the other token).
+pub fn greedy_and_tie(p: &Json) -> (Vec<u32>, usize) {
+    let g = &p["greedy"];
+    let mut cont = ids(&g["ids"]);
+    if g["stopped_at_eos"] == true {
+        assert_eq!(cont.pop(), Some(2), "HF stopped on EOS");
+    }
+    let margins = floats(&p["greedy_no_eos_stop"]["step_top1_minus_top2"]);
+    let tie = margins
+        .iter()
+        .position(|&mg| mg < 2.0 * SMOLLM2_VS_HF.abs)
+        .unwrap_or(usize::MAX);
+    (cont, tie)
+}
+
+/// One SmolLM2 golden prompt on `m`, in one forward over the prompt and HF's greedy continuation:
+/// the last prompt position's logits against HF's full vector, the argmax along the continuation
+/// equal to HF's ids up to the first near-tie (so greedy decoding reproduces HF's text), each
+/// step's top-1 logit, and the prompt's mean NLL. `label` names the device in failures.
+pub fn check_golden_prompt(m: &mut tinfer::model::Model, p: &Json, label: &str) {
+    let name = format!("{label} {}", p["name"].as_str().unwrap());
+    let vocab = m.cfg.vocab_size;
+    let prompt = ids(&p["ids"]);
+    let (cont, tie) = greedy_and_tie(p);
+    let mut seq = prompt.clone();
+    seq.extend(&cont);
+    m.truncate(0);
+    let all = m.forward(&seq, tinfer::cpu::Logits::All).unwrap();
+    let row = |i: usize| &all[i * vocab..(i + 1) * vocab];
+    let last = row(prompt.len() - 1);
+    let (_, want) = read_npy(&fixtures().join(format!("smollm2/{}.last_logits.npy", p["name"].as_str().unwrap())));
+    assert_close(&format!("{name}: last logits"), last, &want, SMOLLM2_VS_HF);
+    eprintln!(
+        "{name}: {} tokens, last-logit max |error| vs HF {:.2e}",
+        prompt.len(),
+        max_abs_diff(last, &want)
+    );
+    let top1 = floats(&p["greedy"]["step_top1_logit"]);
+    for (step, &want_top) in top1.iter().enumerate().take(cont.len() + 1) {
+        let r = row(prompt.len() - 1 + step);
+        if step < cont.len() && step < tie {
+            assert_eq!(
+                tinfer::cpu::ops::argmax(r) as u32,
+                cont[step],
+                "{name}: greedy id at step {step}"
+            );
+        }
+        let top = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        // the fixture rounds to 5 decimals
+        assert!(
+            (top - want_top).abs() < SMOLLM2_VS_HF.abs + 1e-5,
+            "{name}: step {step} top-1 {top} vs HF {want_top}"
+        );
+    }
+    if prompt.len() > 1 {
+        let nll: f64 = (0..prompt.len() - 1)
+            .map(|t| tinfer::cpu::ops::logsumexp(row(t)) - row(t)[prompt[t + 1] as usize] as f64)
+            .sum::<f64>()
+            / (prompt.len() - 1) as f64;
+        let want_nll = p["mean_nll"].as_f64().unwrap();
+        assert!(
+            (nll - want_nll).abs() < NLL_VS_HF,
+            "{name}: mean NLL {nll} vs HF {want_nll}"
+        );
+        eprintln!("{name}: mean NLL error vs HF {:.2e}", (nll - want_nll).abs());
+    }
+}
