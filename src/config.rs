@@ -6,6 +6,13 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+/// Upper bounds far above any real Llama-family model, so that a crafted config cannot make
+/// tinfer allocate (RoPE tables, KV caches) without limit.
+const MAX_WIDTH: usize = 1 << 18; // hidden_size, intermediate_size, n_heads * head_dim
+const MAX_VOCAB: usize = 1 << 21;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_CONTEXT: usize = 1 << 18;
+
 /// A serde mirror of HF `config.json` for the Llama family (llama, mistral, qwen2, smollm).
 #[derive(Clone, Debug, Deserialize)]
 pub struct HfConfig {
@@ -114,6 +121,17 @@ impl HfConfig {
                 bail!("config.json: {name} is 0");
             }
         }
+        for (name, v, max) in [
+            ("hidden_size", dim, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_attention_heads", n_heads, MAX_WIDTH),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+        ] {
+            if v > max {
+                bail!("config.json: {name} = {v} is larger than tinfer supports ({max}); the file is corrupt or not a supported model");
+            }
+        }
         if n_heads % n_kv_heads != 0 {
             bail!(
                 "config.json: num_attention_heads ({n_heads}) is not a multiple of num_key_value_heads ({n_kv_heads}); \
@@ -131,6 +149,9 @@ impl HfConfig {
         };
         if head_dim == 0 || head_dim % 2 != 0 {
             bail!("config.json: head_dim {head_dim} must be even and non-zero (RoPE rotates pairs)");
+        }
+        if n_heads.saturating_mul(head_dim) > MAX_WIDTH {
+            bail!("config.json: num_attention_heads x head_dim = {n_heads} x {head_dim} is larger than tinfer supports ({MAX_WIDTH})");
         }
         if let Some(act) = &self.hidden_act {
             if act != "silu" && act != "swish" {
@@ -163,6 +184,15 @@ impl HfConfig {
                 seq_len = w as usize;
             }
         }
+        if seq_len == 0 || seq_len > MAX_CONTEXT {
+            bail!(
+                "config.json: max_position_embeddings = {seq_len} is outside 1..={MAX_CONTEXT}; the file is corrupt or the context is longer than tinfer supports"
+            );
+        }
+        let eps = self.rms_norm_eps.unwrap_or(1e-6);
+        if !(eps.is_finite() && eps > 0.0) || !(rope_theta.is_finite() && rope_theta > 0.0) {
+            bail!("config.json: rms_norm_eps ({eps}) and rope_theta ({rope_theta}) must be positive numbers");
+        }
         let attention_bias = self.attention_bias.unwrap_or(false);
         let qkv_bias = model_type == "qwen2" || attention_bias;
         Ok(Config {
@@ -176,7 +206,7 @@ impl HfConfig {
             kv_mul: n_heads / n_kv_heads,
             vocab_size: self.vocab_size,
             seq_len,
-            norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            norm_eps: eps,
             rope_theta,
             tied_embeddings: self.tie_word_embeddings.unwrap_or(false),
             qkv_bias,
@@ -228,6 +258,13 @@ mod tests {
             (r#", "hidden_act": "gelu""#, "hidden_act"),
             (r#", "head_dim": 15"#, "head_dim"),
             (r#", "rope_scaling": {"rope_type": "yarn"}"#, "yarn"),
+            (
+                r#", "max_position_embeddings": 1099511627776"#,
+                "max_position_embeddings",
+            ),
+            (r#", "max_position_embeddings": 0"#, "max_position_embeddings"),
+            (r#", "head_dim": 1048576"#, "head_dim"),
+            (r#", "rms_norm_eps": -1.0"#, "rms_norm_eps"),
         ] {
             let e = cfg(extra).unwrap_err().to_string();
             assert!(e.contains(needle), "{extra}: {e}");

@@ -238,6 +238,14 @@ fn bad_configs_are_explained() {
         2,
         &["config.json", "not a multiple of num_key_value_heads"],
     );
+    // a context that would need terabytes of RoPE table and KV cache
+    let (_d, m) = tiny("ctx", json!({"max_position_embeddings": 1u64 << 40}));
+    fails(
+        &["info", "--model", &m],
+        None,
+        2,
+        &["config.json", "max_position_embeddings"],
+    );
     // shapes that disagree with the config: all listed in one error
     let (_d, m) = tiny("shape", json!({"intermediate_size": 128}));
     fails(
