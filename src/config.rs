@@ -190,7 +190,8 @@ impl HfConfig {
             );
         }
         let eps = self.rms_norm_eps.unwrap_or(1e-6);
-        if !(eps.is_finite() && eps > 0.0) || !(rope_theta.is_finite() && rope_theta > 0.0) {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(eps) || !positive(rope_theta) {
             bail!("config.json: rms_norm_eps ({eps}) and rope_theta ({rope_theta}) must be positive numbers");
         }
         let attention_bias = self.attention_bias.unwrap_or(false);
