@@ -12,6 +12,7 @@ const MAX_WIDTH: usize = 1 << 18; // hidden_size, intermediate_size, n_heads * h
 const MAX_VOCAB: usize = 1 << 21;
 const MAX_LAYERS: usize = 1 << 10;
 const MAX_CONTEXT: usize = 1 << 18;
+const MAX_ROPE_TABLE: usize = 1 << 25; // seq_len * head_dim: 256K positions at head_dim 128
 
 /// A serde mirror of HF `config.json` for the Llama family (llama, mistral, qwen2, smollm).
 #[derive(Clone, Debug, Deserialize)]
@@ -188,6 +189,9 @@ impl HfConfig {
             bail!(
                 "config.json: max_position_embeddings = {seq_len} is outside 1..={MAX_CONTEXT}; the file is corrupt or the context is longer than tinfer supports"
             );
+        }
+        if seq_len * head_dim > MAX_ROPE_TABLE {
+            bail!("config.json: max_position_embeddings x head_dim = {seq_len} x {head_dim} is larger than tinfer supports ({MAX_ROPE_TABLE})");
         }
         let eps = self.rms_norm_eps.unwrap_or(1e-6);
         let positive = |x: f64| x.is_finite() && x > 0.0;

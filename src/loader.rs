@@ -84,9 +84,20 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
         .with_context(|| format!("{}", path.display()))
 }
 
+/// Read a small JSON-ish text file, refusing anything over `max` bytes before reading it.
+pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    let len = std::fs::metadata(path)?.len();
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes is more than the {max} this file may have"
+        )));
+    }
+    std::fs::read_to_string(path)
+}
+
 fn load_dir(dir: &Path) -> Result<Loaded> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).with_context(|| {
+    let text = read_text(&config_path, 1 << 20).with_context(|| {
         format!(
             "cannot read {}: an HF model directory needs a config.json",
             config_path.display()
@@ -156,7 +167,7 @@ fn load_gguf(path: &Path) -> Result<Loaded> {
 /// generation_config.json's eos ids decide where HF's `generate` stops; add them.
 fn add_generation_eos(cfg: &mut Config, path: &Path, tok: Option<&Tokenizer>) -> Result<()> {
     let mut ids = vec![];
-    if let Ok(text) = std::fs::read_to_string(path) {
+    if let Ok(text) = read_text(path, 1 << 20) {
         let j: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
         ids = token_ids(j.get("eos_token_id"));
     }
@@ -296,7 +307,8 @@ impl Safetensors {
         let files: Vec<PathBuf> = if single.exists() {
             vec![single]
         } else if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path)?;
+            let text =
+                read_text(&index_path, 64 << 20).with_context(|| format!("cannot read {}", index_path.display()))?;
             let j: Json =
                 serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index_path.display()))?;
             let map = j
