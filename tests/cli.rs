@@ -418,3 +418,39 @@ fn gpu_and_cpu_generate_the_same_text() {
     let info = ok(&["info", "--model", m, "--device", "gpu"]);
     assert!(info.contains("max storage binding"), "{info}");
 }
+
+/// Hostile GGUF files through the CLI: each fails fast with the file and the problem named.
+#[test]
+fn hostile_gguf_files_fail_cleanly() {
+    use tinfer::gguf::{write, Value};
+    let dir = tmp("hostile");
+    let md = [("general.architecture", Value::String("llama".into()))];
+    let f32s = |n: usize| vec![0u8; 4 * n];
+    let t = |name: &str, ne: Vec<u64>, data: Vec<u8>| write::Tensor {
+        name: name.into(),
+        ne,
+        ggml_type: 0,
+        data,
+    };
+    let mut v4 = tiny_gguf_bytes();
+    v4[4] = 4;
+    let zero = write::gguf_bytes(&md, &[t("token_embd.weight", vec![8, 0], vec![])]);
+    // two tensors whose data overlap: the second's offset moved onto the first's
+    let mut overlap = write::gguf_bytes(&md, &[t("a", vec![16], f32s(16)), t("b", vec![16], f32s(16))]);
+    let pos = overlap.windows(9).rposition(|w| w == b"\x01\0\0\0\0\0\0\0b").unwrap() + 9 + 4 + 8 + 4;
+    overlap[pos..pos + 8].copy_from_slice(&32u64.to_le_bytes());
+    let mut huge_count = tiny_gguf_bytes();
+    huge_count[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    for (name, bytes, needle) in [
+        ("v4.gguf", v4, "version 4"),
+        ("zero.gguf", zero, "dimension of 0"),
+        ("overlap.gguf", overlap, "overlap"),
+        ("count.gguf", huge_count, "more than the file can hold"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        fails(&["info", "--model", p], None, 2, &[name, needle]);
+        fails(&["generate", "--model", p, "--prompt", "x"], None, 2, &[name, needle]);
+    }
+}
