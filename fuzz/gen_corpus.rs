@@ -15,15 +15,27 @@ fn tiny_gguf(ty: u32) -> Vec<u8> {
     let (dim, hidden, vocab, kv) = (8u64, 32u64, 16u64, 4u64);
     let bytes = |n: u64| -> Vec<u8> {
         match ty {
-            0 => (0..n).flat_map(|i| ((i % 7) as f32 * 0.1 - 0.3).to_le_bytes()).collect(),
+            0 => (0..n)
+                .flat_map(|i| ((i % 7) as f32 * 0.1 - 0.3).to_le_bytes())
+                .collect(),
             1 => (0..n).flat_map(|i| half_bits(i)).collect(),
             // Q8_0 / Q4_1 blocks of 32: only for tensors whose rows are multiples of 32
             _ => unreachable!(),
         }
     };
     let mut tensors = vec![
-        write::Tensor { name: "token_embd.weight".into(), ne: vec![dim, vocab], ggml_type: ty, data: bytes(dim * vocab) },
-        write::Tensor { name: "output_norm.weight".into(), ne: vec![dim], ggml_type: 0, data: f32s(dim) },
+        write::Tensor {
+            name: "token_embd.weight".into(),
+            ne: vec![dim, vocab],
+            ggml_type: ty,
+            data: bytes(dim * vocab),
+        },
+        write::Tensor {
+            name: "output_norm.weight".into(),
+            ne: vec![dim],
+            ggml_type: 0,
+            data: f32s(dim),
+        },
     ];
     for l in 0..2 {
         let t = |n: &str, ne: Vec<u64>| write::Tensor {
@@ -32,8 +44,18 @@ fn tiny_gguf(ty: u32) -> Vec<u8> {
             ne,
             ggml_type: ty,
         };
-        tensors.push(write::Tensor { name: format!("blk.{l}.attn_norm.weight"), ne: vec![dim], ggml_type: 0, data: f32s(dim) });
-        tensors.push(write::Tensor { name: format!("blk.{l}.ffn_norm.weight"), ne: vec![dim], ggml_type: 0, data: f32s(dim) });
+        tensors.push(write::Tensor {
+            name: format!("blk.{l}.attn_norm.weight"),
+            ne: vec![dim],
+            ggml_type: 0,
+            data: f32s(dim),
+        });
+        tensors.push(write::Tensor {
+            name: format!("blk.{l}.ffn_norm.weight"),
+            ne: vec![dim],
+            ggml_type: 0,
+            data: f32s(dim),
+        });
         tensors.push(t("attn_q", vec![dim, dim]));
         tensors.push(t("attn_k", vec![dim, kv]));
         tensors.push(t("attn_v", vec![dim, kv]));
@@ -42,7 +64,9 @@ fn tiny_gguf(ty: u32) -> Vec<u8> {
         tensors.push(t("ffn_up", vec![dim, hidden]));
         tensors.push(t("ffn_down", vec![hidden, dim]));
     }
-    let tokens: Vec<Value> = (0..vocab).map(|i| Value::String(((b'a' + i as u8) as char).to_string())).collect();
+    let tokens: Vec<Value> = (0..vocab)
+        .map(|i| Value::String(((b'a' + i as u8) as char).to_string()))
+        .collect();
     let md = vec![
         ("general.architecture", Value::String("llama".into())),
         ("general.alignment", Value::U32(32)),
@@ -57,10 +81,16 @@ fn tiny_gguf(ty: u32) -> Vec<u8> {
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("smollm".into())),
         ("tokenizer.ggml.tokens", Value::Array(tokens)),
-        ("tokenizer.ggml.token_type", Value::Array((0..vocab).map(|i| Value::I32(if i == 0 { 3 } else { 1 })).collect())),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array((0..vocab).map(|i| Value::I32(if i == 0 { 3 } else { 1 })).collect()),
+        ),
         ("tokenizer.ggml.merges", Value::Array(vec![Value::String("a b".into())])),
         ("tokenizer.ggml.eos_token_id", Value::U32(0)),
-        ("tokenizer.chat_template", Value::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into())),
+        (
+            "tokenizer.chat_template",
+            Value::String("{% for m in messages %}{{ m['content'] }}{% endfor %}".into()),
+        ),
     ];
     write::gguf_bytes(&md, &tensors)
 }
@@ -83,7 +113,10 @@ fn quant_gguf() -> Vec<u8> {
         ggml_type: ty,
         data: (0..2 * block).map(|i| (i * 37 % 251) as u8).collect(),
     };
-    write::gguf_bytes(&md, &[t("q8", 8, 34), t("q4_0", 2, 18), t("q4_1", 3, 20), t("bf16", 30, 64)])
+    write::gguf_bytes(
+        &md,
+        &[t("q8", 8, 34), t("q4_0", 2, 18), t("q4_1", 3, 20), t("bf16", 30, 64)],
+    )
 }
 
 fn main() {
@@ -116,8 +149,15 @@ fn main() {
         ("i8", safetensors::Dtype::I8, &data16),
     ] {
         let mut m = HashMap::new();
-        let shape = if dt == safetensors::Dtype::I8 { vec![6, 8] } else { vec![4, 6] };
-        m.insert("model.norm.weight".to_string(), safetensors::tensor::TensorView::new(dt, shape, data).unwrap());
+        let shape = if dt == safetensors::Dtype::I8 {
+            vec![6, 8]
+        } else {
+            vec![4, 6]
+        };
+        m.insert(
+            "model.norm.weight".to_string(),
+            safetensors::tensor::TensorView::new(dt, shape, data).unwrap(),
+        );
         let bytes = safetensors::serialize(m, None).unwrap();
         save(&s, &format!("{name}.safetensors"), &bytes);
         save(&s, &format!("{name}-cut.safetensors"), &bytes[..bytes.len() - 5]);
@@ -134,7 +174,12 @@ fn main() {
         "tie_word_embeddings": false}"#;
     save(&c, "llama.json", base.as_bytes());
     save(&c, "qwen2.json", base.replace("llama", "qwen2").as_bytes());
-    save(&c, "heads.json", base.replace(r#""num_attention_heads": 4"#, r#""num_attention_heads": 9"#).as_bytes());
+    save(
+        &c,
+        "heads.json",
+        base.replace(r#""num_attention_heads": 4"#, r#""num_attention_heads": 9"#)
+            .as_bytes(),
+    );
     save(&c, "ctx.json", base.replace("512", "1099511627776").as_bytes());
     save(&c, "truncated.json", &base.as_bytes()[..base.len() / 2]);
     println!("corpus written to {}", root.display());

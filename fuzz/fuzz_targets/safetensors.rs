@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(dir.join("model.safetensors"), data).unwrap();
     if let Ok(st) = Safetensors::open(&dir) {
         for (name, shape) in st.shapes() {
-            if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_some_and(|n| n <= 1 << 20) {
+            if shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_some_and(|n| n <= 1 << 20)
+            {
                 let _ = st.load(&name);
             }
         }
