@@ -35,13 +35,6 @@ pub struct Loaded {
     pub dtypes: String,
 }
 
-/// The default model directory, or `TINFER_MODEL`.
-pub fn default_model_path() -> PathBuf {
-    std::env::var_os("TINFER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("models/smollm2-135m-instruct"))
-}
-
 /// Load a model from an HF directory or a `.gguf` file.
 pub fn load(path: &Path) -> Result<Loaded> {
     if !path.exists() {

@@ -142,7 +142,9 @@ impl Model {
     pub fn forward_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
         self.check(tokens)?;
         match &mut self.backend {
-            Backend::Cpu { .. } => Ok(argmax(&self.forward(tokens, Logits::Last)?) as u32),
+            Backend::Cpu { weights, rope, cache } => {
+                Ok(argmax(&cpu::forward(&self.cfg, weights, rope, cache, tokens, Logits::Last)) as u32)
+            }
             Backend::Gpu(g) => g.forward_argmax(tokens),
         }
     }

@@ -1,6 +1,6 @@
 //! The model's parameters, with short math names and shapes beside them. Checkpoint tensor names
-//! appear only in `loader.rs`. Generic over the storage `T` so the GPU can hold the same struct
-//! with buffers in place of vectors (`map`).
+//! appear only in `loader.rs`. Generic over the storage `T`: the GPU holds the same struct with
+//! device buffers in place of vectors.
 
 /// One transformer block. Matrices are row-major [out, in], as in HF checkpoints: y = W x.
 #[derive(Clone, Debug)]
@@ -32,34 +32,5 @@ impl<T> Weights<T> {
     /// The LM head: its own matrix, or the embedding when they are tied.
     pub fn lm_head(&self) -> &T {
         self.lm_head.as_ref().unwrap_or(&self.embed)
-    }
-
-    /// The same weights in another storage (e.g. uploaded to the GPU).
-    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> Weights<U> {
-        let opt = |o: &Option<T>, f: &mut dyn FnMut(&T) -> U| o.as_ref().map(f);
-        Weights {
-            embed: f(&self.embed),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| Layer {
-                    attn_norm: f(&l.attn_norm),
-                    wq: f(&l.wq),
-                    wk: f(&l.wk),
-                    wv: f(&l.wv),
-                    wo: f(&l.wo),
-                    bq: opt(&l.bq, &mut f),
-                    bk: opt(&l.bk, &mut f),
-                    bv: opt(&l.bv, &mut f),
-                    bo: opt(&l.bo, &mut f),
-                    ffn_norm: f(&l.ffn_norm),
-                    w_gate: f(&l.w_gate),
-                    w_up: f(&l.w_up),
-                    w_down: f(&l.w_down),
-                })
-                .collect(),
-            norm: f(&self.norm),
-            lm_head: opt(&self.lm_head, &mut f),
-        }
     }
 }

@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 
-use tinfer::cpu::ops::argmax;
 use tinfer::cpu::Logits;
 use tinfer::generate::generate;
 use tinfer::model::Model;
@@ -23,26 +22,8 @@ fn tiny_logits_match_hf(name: &str) {
         let got = m.forward(&tokens, Logits::All).unwrap();
         assert_close(&format!("gpu {name} {input}"), &got, &want, TINY_VS_HF);
     }
-    // KV-cache decoding on the device: each step's logits and the device's argmax agree with HF.
-    let g = &golden["greedy_kv_cache"];
-    m.truncate(0);
-    let mut logits = m.forward(&ids(&g["prompt_ids"]), Logits::Last).unwrap();
-    for (step, &want) in ids(&g["new_ids"]).iter().enumerate() {
-        let want_logits: Vec<f32> = g["step_logits"][step]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        assert_close(
-            &format!("gpu {name} decode step {step}"),
-            &logits,
-            &want_logits,
-            TINY_VS_HF,
-        );
-        assert_eq!(argmax(&logits) as u32, want, "{name} step {step}");
-        logits = m.forward(&[want], Logits::Last).unwrap();
-    }
+    // KV-cache decoding on the device, step by step against HF.
+    check_kv_decode(&mut m, name, "gpu");
 }
 
 #[test]

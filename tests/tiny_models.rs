@@ -14,14 +14,6 @@ fn model(name: &str) -> Model {
     Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu, None).unwrap()
 }
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 fn logits_at_every_position(name: &str) {
     let golden = read_json(&fixtures().join(name).join("golden.json"));
     let mut m = model(name);
@@ -54,26 +46,8 @@ fn tiny_qwen2_logits_match_hf() {
     logits_at_every_position("tiny-qwen2");
 }
 
-/// Greedy decoding one token at a time through the KV cache: each step's logits equal HF's
-/// (which were checked against HF's full forward), and so do the chosen ids.
 fn kv_cache_decode(name: &str) {
-    let g = read_json(&fixtures().join(name).join("golden.json"))["greedy_kv_cache"].clone();
-    let prompt = ids(&g["prompt_ids"]);
-    let want_ids = ids(&g["new_ids"]);
-    let mut m = model(name);
-    let mut logits = m.forward(&prompt, Logits::Last).unwrap();
-    for (step, &want) in want_ids.iter().enumerate() {
-        let want_logits: Vec<f32> = g["step_logits"][step]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        assert_close(&format!("{name} step {step} logits"), &logits, &want_logits, TINY_VS_HF);
-        let next = tinfer::cpu::ops::argmax(&logits) as u32;
-        assert_eq!(next, want, "{name}: greedy id at step {step}");
-        logits = m.forward(&[next], Logits::Last).unwrap();
-    }
+    check_kv_decode(&mut model(name), name, "cpu");
 }
 
 #[test]

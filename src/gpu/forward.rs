@@ -173,6 +173,24 @@ impl GpuModel {
             grid,
         };
         let eps = (cfg.norm_eps as f32).to_bits() as usize;
+        // out (T, dim) = rmsnorm(x (T, dim)) * weight (dim,)
+        let rmsnorm = |x: &wgpu::Buffer, weight: &Matrix, out: &wgpu::Buffer| {
+            op(
+                &k.rmsnorm,
+                shape(Shape::new(dim, eps, 0, 0)),
+                &[x, weight.one(), out],
+                Box::new(|t| [t, 1, 1]),
+            )
+        };
+        // x (T, dim) += y (T, dim)
+        let add = |y: &wgpu::Buffer, x: &wgpu::Buffer| {
+            op(
+                &k.add,
+                shape(Shape::new(dim, 0, 0, 0)),
+                &[y, x],
+                Box::new(move |t| [div_up(t as usize * dim, 256), 1, 1]),
+            )
+        };
         // out (T, n) = x (T, d) · Wᵀ (+ bias): one dispatch per row part of W.
         let matmul = |ops: &mut Vec<Op>,
                       gemm: bool,
@@ -214,12 +232,7 @@ impl GpuModel {
             }
             for (l, layer) in layers.iter().enumerate() {
                 // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-                ops.push(op(
-                    &k.rmsnorm,
-                    shape(Shape::new(dim, eps, 0, 0)),
-                    &[&x, layer.attn_norm.one(), &xb],
-                    Box::new(|t| [t, 1, 1]),
-                ));
+                ops.push(rmsnorm(&x, &layer.attn_norm, &xb));
                 matmul(
                     &mut ops,
                     gemm,
@@ -285,20 +298,10 @@ impl GpuModel {
                     q_dim,
                     dim,
                 );
-                ops.push(op(
-                    &k.add,
-                    shape(Shape::new(dim, 0, 0, 0)),
-                    &[&xb, &x],
-                    Box::new(move |t| [div_up(t as usize * dim, 256), 1, 1]),
-                ));
+                ops.push(add(&xb, &x));
 
                 // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
-                ops.push(op(
-                    &k.rmsnorm,
-                    shape(Shape::new(dim, eps, 0, 0)),
-                    &[&x, layer.ffn_norm.one(), &xb],
-                    Box::new(|t| [t, 1, 1]),
-                ));
+                ops.push(rmsnorm(&x, &layer.ffn_norm, &xb));
                 matmul(&mut ops, gemm, &xb, &layer.w_gate, None, &hb, dim, hidden);
                 matmul(&mut ops, gemm, &xb, &layer.w_up, None, &hb2, dim, hidden);
                 ops.push(op(
@@ -308,20 +311,10 @@ impl GpuModel {
                     Box::new(move |t| [div_up(t as usize * hidden, 256), 1, 1]),
                 ));
                 matmul(&mut ops, gemm, &hb, &layer.w_down, None, &xb, hidden, dim);
-                ops.push(op(
-                    &k.add,
-                    shape(Shape::new(dim, 0, 0, 0)),
-                    &[&xb, &x],
-                    Box::new(move |t| [div_up(t as usize * dim, 256), 1, 1]),
-                ));
+                ops.push(add(&xb, &x));
             }
             // Final norm (every row; the LM head picks the rows it needs).
-            ops.push(op(
-                &k.rmsnorm,
-                shape(Shape::new(dim, eps, 0, 0)),
-                &[&x, norm.one(), &xb],
-                Box::new(|t| [t, 1, 1]),
-            ));
+            ops.push(rmsnorm(&x, &norm, &xb));
             ops
         };
         let prefill = body(true);

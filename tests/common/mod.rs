@@ -430,3 +430,26 @@ pub fn check_golden_prompt(m: &mut tinfer::model::Model, p: &Json, label: &str) 
         eprintln!("{name}: mean NLL error vs HF {:.2e}", (nll - want_nll).abs());
     }
 }
+
+/// A tiny model's greedy decoding one token at a time through the KV cache: each step's logits
+/// equal HF's (checked in turn against HF's full forward) and so do the chosen ids.
+pub fn check_kv_decode(m: &mut tinfer::model::Model, name: &str, label: &str) {
+    let g = &read_json(&fixtures().join(name).join("golden.json"))["greedy_kv_cache"];
+    m.truncate(0);
+    let mut logits = m.forward(&ids(&g["prompt_ids"]), tinfer::cpu::Logits::Last).unwrap();
+    for (step, &want) in ids(&g["new_ids"]).iter().enumerate() {
+        let want_logits: Vec<f32> = floats(&g["step_logits"][step]).iter().map(|&x| x as f32).collect();
+        assert_close(
+            &format!("{label} {name} decode step {step}"),
+            &logits,
+            &want_logits,
+            TINY_VS_HF,
+        );
+        assert_eq!(
+            tinfer::cpu::ops::argmax(&logits) as u32,
+            want,
+            "{label} {name}: greedy id at step {step}"
+        );
+        logits = m.forward(&[want], tinfer::cpu::Logits::Last).unwrap();
+    }
+}
