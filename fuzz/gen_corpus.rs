@@ -1,4 +1,4 @@
-//! Writes the seed corpora for the fuzz targets into fuzz/corpus/{gguf,safetensors,config}:
+//! Writes the seed corpora for the fuzz targets into fuzz/corpus/{gguf,safetensors,config,tokenizer}:
 //! small valid files made here (no real weights) and broken variants of them.
 use std::collections::HashMap;
 use std::path::Path;
@@ -182,5 +182,22 @@ fn main() {
     );
     save(&c, "ctx.json", base.replace("512", "1099511627776").as_bytes());
     save(&c, "truncated.json", &base.as_bytes()[..base.len() / 2]);
+    // tokenizer: byte 0 even = a tokenizer.json, odd = a chat template
+    let t = root.join("tokenizer");
+    let gguf = tinfer::gguf::Gguf::from_bytes(f32_file.clone()).unwrap();
+    let tok_json = serde_json::to_string(&gguf.hf_tokenizer_json().unwrap()).unwrap();
+    let with_mode = |mode: u8, text: &str| [&[mode][..], text.as_bytes()].concat();
+    save(&t, "gguf-tokenizer.json", &with_mode(0, &tok_json));
+    save(&t, "gguf-tokenizer-cut.json", &with_mode(0, &tok_json[..tok_json.len() / 2]));
+    save(
+        &t,
+        "bpe-tiny.json",
+        &with_mode(0, r#"{"version":"1.0","model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]}}"#),
+    );
+    let chatml = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}                  {{ '<|im_start|>system\nYou are a helpful AI assistant<|im_end|>\n' }}{% endif %}                  {{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}                  {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    save(&t, "chatml.jinja", &with_mode(1, chatml));
+    save(&t, "raise.jinja", &with_mode(1, "{{ raise_exception('no system role') }}"));
+    save(&t, "loop.jinja", &with_mode(1, "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"));
+    save(&t, "strip.jinja", &with_mode(1, "{{ messages[0]['content'].strip().upper() | tojson }}"));
     println!("corpus written to {}", root.display());
 }

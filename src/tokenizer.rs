@@ -8,6 +8,9 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+/// Most template instructions one chat render may run before it is stopped as runaway.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Jinja chat template from tokenizer_config.json (or chat_template.jinja).
@@ -30,6 +33,26 @@ impl Message {
             content: content.into(),
         }
     }
+}
+
+/// Run a call into the tokenizers or template library, turning a panic inside it into an error.
+/// Their inputs (tokenizer.json, chat templates) come from untrusted model directories; a bug in
+/// a library must end in a clear message, not an abort. The panic message is kept, the default
+/// hook's "thread panicked" print is silenced while the call runs.
+pub fn no_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use std::panic::{catch_unwind, set_hook, take_hook, AssertUnwindSafe};
+    let hook = take_hook();
+    set_hook(Box::new(|_| {}));
+    let out = catch_unwind(AssertUnwindSafe(f));
+    set_hook(hook);
+    out.unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(anyhow!("{what} failed inside the library: {msg}"))
+    })
 }
 
 /// A special-token field of tokenizer_config.json: a string, or an AddedToken object.
@@ -66,7 +89,9 @@ impl Tokenizer {
     /// From parsed tokenizer.json and tokenizer_config.json (Null when absent).
     pub fn from_json(tokenizer_json: &Json, tokenizer_config: &Json) -> Result<Self> {
         let bytes = serde_json::to_vec(tokenizer_json)?;
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("invalid tokenizer.json: {e}"))?;
+        let inner = no_panic("loading tokenizer.json", || {
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("invalid tokenizer.json: {e}"))
+        })?;
         // chat_template is a string, or a list of {name, template} of which "default" is used.
         let chat_template = match tokenizer_config.get("chat_template") {
             Some(Json::String(s)) => Some(s.clone()),
@@ -89,27 +114,31 @@ impl Tokenizer {
     /// Encode text as HF's `tokenizer(text)` does (special tokens added per the tokenizer's
     /// post-processor; SmolLM2 adds none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
+        let enc = no_panic("tokenizing", || {
+            self.inner
+                .encode(text, true)
+                .map_err(|e| anyhow!("tokenizing failed: {e}"))
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Encode text that already holds its special tokens (a rendered chat template), as HF's
     /// `apply_chat_template(tokenize=True)` does: no post-processor tokens are added.
     pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
+        let enc = no_panic("tokenizing", || {
+            self.inner
+                .encode(text, false)
+                .map_err(|e| anyhow!("tokenizing failed: {e}"))
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| anyhow!("decoding failed: {e}"))
+        no_panic("decoding", || {
+            self.inner
+                .decode(ids, skip_special)
+                .map_err(|e| anyhow!("decoding failed: {e}"))
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -131,6 +160,12 @@ impl Tokenizer {
     /// Render the chat template for `messages`, ending with the assistant's turn opener when
     /// `add_generation_prompt`. Uses jinja2's settings as HF does (trim_blocks, lstrip_blocks).
     pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        no_panic("rendering the chat template", || {
+            self.render_chat_template(messages, add_generation_prompt)
+        })
+    }
+
+    fn render_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
@@ -138,6 +173,9 @@ impl Tokenizer {
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A template from a model directory is untrusted: bound the work it may do (a real chat
+        // template uses a few thousand instructions per message).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {

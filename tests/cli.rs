@@ -454,3 +454,43 @@ fn hostile_gguf_files_fail_cleanly() {
         fails(&["generate", "--model", p, "--prompt", "x"], None, 2, &[name, needle]);
     }
 }
+
+#[test]
+fn hostile_tokenizer_and_chat_templates_fail_cleanly() {
+    // a tokenizer.json that is JSON but not a tokenizer, and one cut in half
+    let (dir, m) = tiny("hostile-tok", json!({}));
+    std::fs::write(dir.join("tokenizer.json"), r#"{"model": {"type": "BPE", "vocab": 7}}"#).unwrap();
+    fails(
+        &["generate", "--model", &m, "--prompt", "x"],
+        None,
+        2,
+        &["tokenizer.json", "invalid tokenizer.json"],
+    );
+    let (dir, m) = tiny("hostile-tok-cut", json!({}));
+    let text = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), &text[..text.len() / 2]).unwrap();
+    fails(
+        &["generate", "--model", &m, "--prompt", "x"],
+        None,
+        2,
+        &["tokenizer.json", "not valid JSON"],
+    );
+    // chat templates: a syntax error, a raise_exception, and a runaway loop (stopped by fuel)
+    for (name, template, needle) in [
+        ("syntax", "{% for m in messages %}", "does not parse"),
+        (
+            "raise",
+            "{{ raise_exception('roles must alternate') }}",
+            "roles must alternate",
+        ),
+        (
+            "runaway",
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "rendering the chat template failed",
+        ),
+    ] {
+        let (dir, m) = tiny(&format!("hostile-template-{name}"), json!({}));
+        std::fs::write(dir.join("chat_template.jinja"), template).unwrap();
+        fails(&["chat", "--model", &m, "--prompt", "hi"], None, 2, &[needle]);
+    }
+}
