@@ -1,0 +1,481 @@
+//! Paged KV bookkeeping, pure Rust (no GPU): which cache rows ("slots") each sequence's keys and
+//! values live in. The cache is a pool of blocks (pages) of `page` rows each; a sequence owns a
+//! block table, the list of its blocks in position order, so position `p` lives in row
+//! `table[p / page] * page + p % page`. Kernels only ever see block tables and slots.
+//!
+//! Sharing: `fork` gives a new sequence the parent's blocks (reference counted), so a prompt
+//! prefilled once serves many continuations. A full shared block is never written again; a shared
+//! block that is only partly filled is copied before the first append to it (copy-on-write): the
+//! append returns the copy to make, the caller performs it on the device before writing.
+//!
+//! A "contiguous" cache is the same bookkeeping with one page the size of the whole context per
+//! sequence (see `KvPages::contiguous`).
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum KvError {
+    #[error(
+        "KV cache full: {needed} more blocks of {page} tokens are needed but {free} are free ({total} in all); \
+         raise --kv-blocks / --kv-memory, shorten the prompt, or use fewer sequences"
+    )]
+    Full {
+        needed: usize,
+        free: usize,
+        total: usize,
+        page: usize,
+    },
+    #[error("too many sequences: all {0} sequence slots are in use; raise --n-seq or release one")]
+    NoSequenceSlot(usize),
+}
+
+/// The pool of blocks: reference counts and a free list.
+#[derive(Clone, Debug)]
+pub struct BlockAllocator {
+    refs: Vec<u32>,  // (n_blocks,) holders of each block; 0 = free
+    free: Vec<u32>,  // free block ids; the next one handed out is at the end
+}
+
+impl BlockAllocator {
+    pub fn new(n_blocks: usize) -> Self {
+        BlockAllocator {
+            refs: vec![0; n_blocks],
+            free: (0..n_blocks as u32).rev().collect(),
+        }
+    }
+    pub fn n_blocks(&self) -> usize {
+        self.refs.len()
+    }
+    pub fn n_free(&self) -> usize {
+        self.free.len()
+    }
+    pub fn refs(&self, block: u32) -> u32 {
+        self.refs[block as usize]
+    }
+    fn alloc(&mut self) -> u32 {
+        let b = self.free.pop().expect("alloc: caller checked there is a free block");
+        assert_eq!(self.refs[b as usize], 0, "block {b} handed out twice");
+        self.refs[b as usize] = 1;
+        b
+    }
+    fn share(&mut self, block: u32) {
+        assert!(self.refs[block as usize] > 0, "sharing free block {block}");
+        self.refs[block as usize] += 1;
+    }
+    fn release(&mut self, block: u32) {
+        let r = &mut self.refs[block as usize];
+        assert!(*r > 0, "block {block} released twice");
+        *r -= 1;
+        if *r == 0 {
+            self.free.push(block);
+        }
+    }
+}
+
+/// Copy the first `rows` rows of block `src` into block `dst` (copy-on-write of a shared page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockCopy {
+    pub src: u32,
+    pub dst: u32,
+    pub rows: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Seq {
+    blocks: Vec<u32>, // block table: block of positions [i*page, (i+1)*page)
+    len: usize,       // positions held
+}
+
+/// Block tables of up to `max_seqs` sequences over one block pool.
+#[derive(Clone, Debug)]
+pub struct KvPages {
+    pub page: usize,
+    pub alloc: BlockAllocator,
+    seqs: Vec<Option<Seq>>, // (max_seqs,) a sequence id is its index here (its block-table row)
+    /// Set when a block table changed since the caller last cleared it (the device copy is stale).
+    pub tables_dirty: bool,
+}
+
+impl KvPages {
+    /// A pool of `n_blocks` pages of `page` rows for up to `max_seqs` sequences.
+    pub fn new(page: usize, n_blocks: usize, max_seqs: usize) -> Self {
+        assert!(page > 0 && max_seqs > 0);
+        KvPages {
+            page,
+            alloc: BlockAllocator::new(n_blocks),
+            seqs: vec![None; max_seqs],
+            tables_dirty: true,
+        }
+    }
+
+    /// The unpaged layout: one page of `context` rows per sequence (`round_to` keeps the page a
+    /// multiple of the kernels' key tile).
+    pub fn contiguous(context: usize, max_seqs: usize, round_to: usize) -> Self {
+        Self::new(context.div_ceil(round_to) * round_to, max_seqs, max_seqs)
+    }
+
+    pub fn max_seqs(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Most blocks one sequence of `context` positions can hold: the block-table row length.
+    pub fn max_blocks_per_seq(&self, context: usize) -> usize {
+        context.div_ceil(self.page)
+    }
+
+    fn seq(&self, id: usize) -> &Seq {
+        self.seqs[id].as_ref().unwrap_or_else(|| panic!("sequence {id} does not exist"))
+    }
+
+    /// A new empty sequence; its id is its block-table row.
+    pub fn add_seq(&mut self) -> Result<usize, KvError> {
+        let id = self
+            .seqs
+            .iter()
+            .position(Option::is_none)
+            .ok_or(KvError::NoSequenceSlot(self.seqs.len()))?;
+        self.seqs[id] = Some(Seq::default());
+        self.tables_dirty = true;
+        Ok(id)
+    }
+
+    /// A new sequence holding the same positions as `parent`, sharing its blocks.
+    pub fn fork(&mut self, parent: usize) -> Result<usize, KvError> {
+        let src = self.seq(parent).clone();
+        let id = self.add_seq()?;
+        for &b in &src.blocks {
+            self.alloc.share(b);
+        }
+        self.seqs[id] = Some(src);
+        Ok(id)
+    }
+
+    pub fn exists(&self, id: usize) -> bool {
+        self.seqs.get(id).is_some_and(Option::is_some)
+    }
+
+    pub fn len(&self, id: usize) -> usize {
+        self.seq(id).len
+    }
+
+    pub fn is_empty(&self, id: usize) -> bool {
+        self.len(id) == 0
+    }
+
+    pub fn block_table(&self, id: usize) -> &[u32] {
+        &self.seq(id).blocks
+    }
+
+    /// The cache row of position `pos` of sequence `id`.
+    pub fn slot(&self, id: usize, pos: usize) -> u32 {
+        let s = self.seq(id);
+        assert!(pos < s.blocks.len() * self.page, "position {pos} has no block");
+        s.blocks[pos / self.page] * self.page as u32 + (pos % self.page) as u32
+    }
+
+    /// Blocks `append(id, n)` would take from the pool.
+    fn blocks_needed(&self, id: usize, n: usize) -> usize {
+        let s = self.seq(id);
+        let new = (s.len + n).div_ceil(self.page).saturating_sub(s.blocks.len());
+        let last_shared_partial = s.len % self.page != 0
+            && n > 0
+            && s.blocks.last().is_some_and(|&b| self.alloc.refs(b) > 1);
+        new + last_shared_partial as usize
+    }
+
+    /// Reserve rows for `n` more positions of sequence `id`. Returns their slots, and the block
+    /// copies to perform before writing them (copy-on-write of a shared partly-filled block).
+    /// Either everything is reserved or, when the pool is too small, nothing changes.
+    pub fn append(&mut self, id: usize, n: usize) -> Result<(Vec<u32>, Vec<BlockCopy>), KvError> {
+        let needed = self.blocks_needed(id, n);
+        if needed > self.alloc.n_free() {
+            return Err(KvError::Full {
+                needed,
+                free: self.alloc.n_free(),
+                total: self.alloc.n_blocks(),
+                page: self.page,
+            });
+        }
+        let page = self.page;
+        let mut copies = vec![];
+        let mut s = self.seqs[id].take().expect("sequence exists");
+        if n > 0 && s.len % page != 0 {
+            let last = *s.blocks.last().expect("a partly filled sequence has a block");
+            if self.alloc.refs(last) > 1 {
+                let dst = self.alloc.alloc();
+                self.alloc.release(last);
+                *s.blocks.last_mut().unwrap() = dst;
+                copies.push(BlockCopy {
+                    src: last,
+                    dst,
+                    rows: s.len % page,
+                });
+                self.tables_dirty = true;
+            }
+        }
+        let mut slots = Vec::with_capacity(n);
+        for pos in s.len..s.len + n {
+            if pos / page == s.blocks.len() {
+                s.blocks.push(self.alloc.alloc());
+                self.tables_dirty = true;
+            }
+            slots.push(s.blocks[pos / page] * page as u32 + (pos % page) as u32);
+        }
+        s.len += n;
+        self.seqs[id] = Some(s);
+        Ok((slots, copies))
+    }
+
+    /// Forget positions from `len` on, returning blocks no longer needed to the pool.
+    pub fn truncate(&mut self, id: usize, len: usize) {
+        let page = self.page;
+        let s = self.seqs[id].as_mut().expect("sequence exists");
+        let len = len.min(s.len);
+        for b in s.blocks.drain(len.div_ceil(page)..) {
+            self.alloc.release(b);
+            self.tables_dirty = true;
+        }
+        s.len = len;
+    }
+
+    /// End sequence `id`: its blocks go back to the pool (shared ones when their last holder goes).
+    pub fn release(&mut self, id: usize) {
+        self.truncate(id, 0);
+        self.seqs[id] = None;
+        self.tables_dirty = true;
+    }
+
+    /// Ids of the live sequences.
+    pub fn seq_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.seqs.len()).filter(|&i| self.seqs[i].is_some())
+    }
+
+    pub fn blocks_in_use(&self) -> usize {
+        self.alloc.n_blocks() - self.alloc.n_free()
+    }
+
+    /// Rows held in blocks but not (yet) used by any position, as a fraction of the rows in use:
+    /// the memory lost to partly filled last pages. Shared blocks count once.
+    pub fn waste(&self) -> f64 {
+        let used_rows = self.blocks_in_use() * self.page;
+        if used_rows == 0 {
+            return 0.0;
+        }
+        let mut filled = vec![0usize; self.alloc.n_blocks()];
+        for s in self.seqs.iter().flatten() {
+            for (i, &b) in s.blocks.iter().enumerate() {
+                let rows = (s.len - i * self.page).min(self.page);
+                filled[b as usize] = filled[b as usize].max(rows);
+            }
+        }
+        1.0 - filled.iter().sum::<usize>() as f64 / used_rows as f64
+    }
+
+    /// Check every invariant (tests call this after each operation): each block's reference
+    /// count equals the number of tables holding it, free blocks are held by none, no block is
+    /// both free and held, and each table has exactly the blocks its length needs.
+    pub fn check_invariants(&self) {
+        let mut holders = vec![0u32; self.alloc.n_blocks()];
+        for s in self.seqs.iter().flatten() {
+            assert_eq!(s.blocks.len(), s.len.div_ceil(self.page), "table length vs positions");
+            for &b in &s.blocks {
+                holders[b as usize] += 1;
+            }
+        }
+        let mut is_free = vec![false; self.alloc.n_blocks()];
+        for &b in &self.alloc.free {
+            assert!(!is_free[b as usize], "block {b} is on the free list twice");
+            is_free[b as usize] = true;
+        }
+        for b in 0..self.alloc.n_blocks() {
+            assert_eq!(self.alloc.refs[b], holders[b], "reference count of block {b}");
+            assert_eq!(is_free[b], holders[b] == 0, "block {b}: free list vs holders");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_block_table() {
+        let mut kv = KvPages::new(4, 8, 2);
+        let a = kv.add_seq().unwrap();
+        let (slots, copies) = kv.append(a, 6).unwrap();
+        assert!(copies.is_empty());
+        // blocks 0 then 1: rows 0..4 then 4..6
+        assert_eq!(slots, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(kv.block_table(a), &[0, 1]);
+        assert_eq!(kv.slot(a, 5), 5);
+        kv.check_invariants();
+    }
+
+    #[test]
+    fn fork_shares_full_blocks_and_copies_the_partial_one_on_write() {
+        let mut kv = KvPages::new(4, 8, 3);
+        let a = kv.add_seq().unwrap();
+        kv.append(a, 6).unwrap(); // blocks [0, 1], block 1 has 2 rows
+        let b = kv.fork(a).unwrap();
+        assert_eq!(kv.block_table(b), kv.block_table(a));
+        assert_eq!(kv.blocks_in_use(), 2);
+        // b appends: block 1 is shared and partly filled -> copied to a fresh block
+        let (slots, copies) = kv.append(b, 1).unwrap();
+        assert_eq!(
+            copies,
+            vec![BlockCopy {
+                src: 1,
+                dst: 2,
+                rows: 2
+            }]
+        );
+        assert_eq!(slots, vec![2 * 4 + 2]);
+        assert_eq!(kv.block_table(b), &[0, 2]);
+        // a is now the only holder of block 1 and appends in place
+        let (slots, copies) = kv.append(a, 1).unwrap();
+        assert!(copies.is_empty());
+        assert_eq!(slots, vec![4 + 2]);
+        kv.check_invariants();
+        kv.release(a);
+        kv.release(b);
+        assert_eq!(kv.blocks_in_use(), 0);
+        kv.check_invariants();
+    }
+
+    #[test]
+    fn full_pool_is_an_error_and_changes_nothing() {
+        let mut kv = KvPages::new(4, 2, 1);
+        let a = kv.add_seq().unwrap();
+        kv.append(a, 5).unwrap();
+        let before = kv.block_table(a).to_vec();
+        let err = kv.append(a, 4).unwrap_err();
+        assert_eq!(
+            err,
+            KvError::Full {
+                needed: 1,
+                free: 0,
+                total: 2,
+                page: 4
+            }
+        );
+        assert!(err.to_string().contains("KV cache full"));
+        assert_eq!(kv.block_table(a), before);
+        assert_eq!(kv.len(a), 5);
+        kv.append(a, 3).unwrap(); // still room in the last block
+        kv.check_invariants();
+    }
+
+    #[test]
+    fn contiguous_is_one_page_per_sequence() {
+        let mut kv = KvPages::contiguous(100, 2, 16);
+        assert_eq!(kv.page, 112);
+        let a = kv.add_seq().unwrap();
+        let b = kv.add_seq().unwrap();
+        kv.append(a, 3).unwrap();
+        let (slots, _) = kv.append(b, 2).unwrap();
+        assert_eq!(slots, vec![112, 113]);
+        assert_eq!(kv.add_seq(), Err(KvError::NoSequenceSlot(2)));
+    }
+
+    #[test]
+    fn waste_counts_unfilled_rows_of_last_pages() {
+        let mut kv = KvPages::new(16, 64, 4);
+        for len in [16, 17, 40] {
+            let s = kv.add_seq().unwrap();
+            kv.append(s, len).unwrap();
+        }
+        // blocks: 1 + 2 + 3 = 6 (96 rows) holding 73 positions
+        assert!((kv.waste() - (1.0 - 73.0 / 96.0)).abs() < 1e-12);
+    }
+
+    /// xorshift64*: a seeded generator so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 33) as usize % n
+        }
+    }
+
+    /// Property test: random add/fork/append/truncate/release sequences never hand out a block
+    /// twice, never leak, keep reference counts equal to the tables holding each block, keep
+    /// every position's slot stable until it is truncated, and return the pool to empty.
+    #[test]
+    fn random_operations_keep_the_pool_consistent() {
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15));
+            let page = 1 + rng.below(8);
+            let mut kv = KvPages::new(page, 4 + rng.below(40), 1 + rng.below(6));
+            // Model of the cache contents: per sequence, the "value" written at each position.
+            // Slots are checked to hold the value the sequence expects (shared rows included).
+            let mut rows: Vec<Option<(usize, u64)>> = vec![None; kv.alloc.n_blocks() * page];
+            let mut expect: Vec<Vec<u64>> = vec![vec![]; kv.max_seqs()];
+            let mut next_value = 0u64;
+            for _ in 0..300 {
+                let live: Vec<usize> = kv.seq_ids().collect();
+                let pick = |rng: &mut Rng| live[rng.below(live.len())];
+                match rng.below(10) {
+                    0 | 1 => {
+                        if let Ok(id) = kv.add_seq() {
+                            expect[id].clear();
+                        }
+                    }
+                    2 if !live.is_empty() => {
+                        let p = pick(&mut rng);
+                        if let Ok(id) = kv.fork(p) {
+                            expect[id] = expect[p].clone();
+                        }
+                    }
+                    3 if !live.is_empty() => {
+                        let id = pick(&mut rng);
+                        kv.release(id);
+                        expect[id].clear();
+                    }
+                    4 if !live.is_empty() => {
+                        let id = pick(&mut rng);
+                        let len = rng.below(kv.len(id) + 1);
+                        kv.truncate(id, len);
+                        expect[id].truncate(len);
+                    }
+                    _ if !live.is_empty() => {
+                        let id = pick(&mut rng);
+                        let n = 1 + rng.below(2 * page + 1);
+                        let free_before = kv.alloc.n_free();
+                        match kv.append(id, n) {
+                            Ok((slots, copies)) => {
+                                for c in copies {
+                                    for r in 0..c.rows {
+                                        rows[c.dst as usize * page + r] = rows[c.src as usize * page + r];
+                                    }
+                                }
+                                for s in slots {
+                                    next_value += 1;
+                                    rows[s as usize] = Some((id, next_value));
+                                    expect[id].push(next_value);
+                                }
+                            }
+                            Err(KvError::Full { .. }) => assert_eq!(kv.alloc.n_free(), free_before),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    _ => {}
+                }
+                kv.check_invariants();
+                for id in kv.seq_ids() {
+                    assert_eq!(kv.len(id), expect[id].len());
+                    for (pos, &v) in expect[id].iter().enumerate() {
+                        let got = rows[kv.slot(id, pos) as usize].map(|r| r.1);
+                        assert_eq!(got, Some(v), "seed {seed}: sequence {id} position {pos}");
+                    }
+                }
+            }
+            for id in kv.seq_ids().collect::<Vec<_>>() {
+                kv.release(id);
+            }
+            kv.check_invariants();
+            assert_eq!(kv.blocks_in_use(), 0, "seed {seed}: blocks leaked");
+        }
+    }
+}
