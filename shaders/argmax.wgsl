@@ -3,16 +3,15 @@
 // CPU twin: cpu::ops::argmax.
 // Dispatch: (1, 1, 1); one workgroup of 256 scans strided, then a tree reduction.
 // Bindings:
-//   0 step   uniform Step          (not read; every kernel's layout starts with step, shape)
+//   0 step   storage Step          (not read; every kernel's layout starts with step, shape)
 //   1 shape  uniform Shape         a = vocab_size
 //   2 logits storage read  f32     (vocab_size,)
 //   3 result storage rw    u32     (1,)
 // Overrides: none.
 
-struct Step { n_tokens: u32, pos0: u32, pad0: u32, pad1: u32, tokens: array<vec4<u32>, 64> }
-struct Shape { a: u32, b: u32, c: u32, d: u32 }
+// Step, Shape: shaders/prelude.wgsl
 
-@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
 @group(0) @binding(3) var<storage, read_write> result: array<u32>;

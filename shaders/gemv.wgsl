@@ -4,7 +4,7 @@
 // CPU twin: cpu::ops::matmul with one token.
 // Dispatch: (ceil(n / 64), 1, 1); one invocation per output row, vec4 loads along d.
 // Bindings:
-//   0 step   uniform Step          n_tokens T (the row read is T - 1)
+//   0 step   storage Step          n_tokens T (the row read is T - 1)
 //   1 shape  uniform Shape         a = d (multiple of 4), b = n rows of this part, c = row0 (offset into out and bias)
 //   2 x      storage read  vec4f   (T_max, d/4)
 //   3 w      storage read  vec4f   (n, d/4)
@@ -12,12 +12,11 @@
 //   5 out    storage rw    f32     (row0 + n,)
 // Overrides: HAS_BIAS (bool) adds bias[row0 + o].
 
-struct Step { n_tokens: u32, pos0: u32, pad0: u32, pad1: u32, tokens: array<vec4<u32>, 64> }
-struct Shape { a: u32, b: u32, c: u32, d: u32 }
+// Step, Shape: shaders/prelude.wgsl
 
 override HAS_BIAS: bool = false;
 
-@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> w: array<vec4<f32>>;

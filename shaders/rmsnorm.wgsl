@@ -3,17 +3,16 @@
 // Dispatch: (T, 1, 1); one workgroup of 64 per row: strided sum of squares, tree reduction in
 // workgroup memory, then each invocation scales its strided elements.
 // Bindings:
-//   0 step   uniform Step          n_tokens T
+//   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = dim, b = bitcast<u32>(eps as f32)
 //   2 x      storage read  f32     (T_max, dim)
 //   3 weight storage read  f32     (dim,)
 //   4 out    storage rw    f32     (T_max, dim)
 // Overrides: none.
 
-struct Step { n_tokens: u32, pos0: u32, pad0: u32, pad1: u32, tokens: array<vec4<u32>, 64> }
-struct Shape { a: u32, b: u32, c: u32, d: u32 }
+// Step, Shape: shaders/prelude.wgsl
 
-@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;

@@ -1,20 +1,19 @@
-// rope.wgsl: rotate-half RoPE in place on each head of each token row, at position pos0 + t:
+// rope.wgsl: rotate-half RoPE in place on each head of each token row t, at its position pos[t]:
 //   (x[i], x[i + h]) <- (x[i] cos - x[i + h] sin, x[i + h] cos + x[i] sin), h = head_dim / 2,
 // with cos/sin from the table computed once on the host (WGSL sin/cos are only accurate near 0).
 // CPU twin: cpu::ops::rope.
 // Dispatch: (ceil(n_heads * head_dim / 2 / 64), T, 1); one invocation per rotated pair.
 // Bindings:
-//   0 step   uniform Step          n_tokens T, pos0
+//   0 step   storage Step          n_tokens T, pos[t]
 //   1 shape  uniform Shape         a = n_heads, b = head_dim
 //   2 cos    storage read  f32     (seq_len, head_dim/2)
 //   3 sin    storage read  f32     (seq_len, head_dim/2)
 //   4 x      storage rw    f32     (T_max, n_heads * head_dim)
 // Overrides: none.
 
-struct Step { n_tokens: u32, pos0: u32, pad0: u32, pad1: u32, tokens: array<vec4<u32>, 64> }
-struct Shape { a: u32, b: u32, c: u32, d: u32 }
+// Step, Shape: shaders/prelude.wgsl
 
-@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(3) var<storage, read> sin_t: array<f32>;
@@ -28,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (gid.x >= shape.a * half || t >= step.n_tokens) { return; }
     let head = gid.x / half;
     let i = gid.x % half;
-    let pos = step.pos0 + t;
+    let pos = step_pos(t);
     let c = cos_t[pos * half + i];
     let s = sin_t[pos * half + i];
     let base = t * shape.a * hd + head * hd;

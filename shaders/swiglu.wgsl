@@ -2,16 +2,15 @@
 // CPU twin: cpu::ops::swiglu.
 // Dispatch: (ceil(T * hidden_dim / 256), 1, 1).
 // Bindings:
-//   0 step   uniform Step          n_tokens T
+//   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = hidden_dim
 //   2 up     storage read  f32     (T_max, hidden_dim)
 //   3 gate   storage rw    f32     (T_max, hidden_dim)
 // Overrides: none.
 
-struct Step { n_tokens: u32, pos0: u32, pad0: u32, pad1: u32, tokens: array<vec4<u32>, 64> }
-struct Shape { a: u32, b: u32, c: u32, d: u32 }
+// Step, Shape: shaders/prelude.wgsl
 
-@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> up: array<f32>;
 @group(0) @binding(3) var<storage, read_write> gate: array<f32>;

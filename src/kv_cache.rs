@@ -32,8 +32,8 @@ pub enum KvError {
 /// The pool of blocks: reference counts and a free list.
 #[derive(Clone, Debug)]
 pub struct BlockAllocator {
-    refs: Vec<u32>,  // (n_blocks,) holders of each block; 0 = free
-    free: Vec<u32>,  // free block ids; the next one handed out is at the end
+    refs: Vec<u32>, // (n_blocks,) holders of each block; 0 = free
+    free: Vec<u32>, // free block ids; the next one handed out is at the end
 }
 
 impl BlockAllocator {
@@ -124,7 +124,9 @@ impl KvPages {
     }
 
     fn seq(&self, id: usize) -> &Seq {
-        self.seqs[id].as_ref().unwrap_or_else(|| panic!("sequence {id} does not exist"))
+        self.seqs[id]
+            .as_ref()
+            .unwrap_or_else(|| panic!("sequence {id} does not exist"))
     }
 
     /// A new empty sequence; its id is its block-table row.
@@ -174,12 +176,11 @@ impl KvPages {
     }
 
     /// Blocks `append(id, n)` would take from the pool.
-    fn blocks_needed(&self, id: usize, n: usize) -> usize {
+    pub fn blocks_needed(&self, id: usize, n: usize) -> usize {
         let s = self.seq(id);
         let new = (s.len + n).div_ceil(self.page).saturating_sub(s.blocks.len());
-        let last_shared_partial = s.len % self.page != 0
-            && n > 0
-            && s.blocks.last().is_some_and(|&b| self.alloc.refs(b) > 1);
+        let last_shared_partial =
+            s.len % self.page != 0 && n > 0 && s.blocks.last().is_some_and(|&b| self.alloc.refs(b) > 1);
         new + last_shared_partial as usize
     }
 

@@ -20,6 +20,55 @@ pub enum Device {
     Gpu,
 }
 
+/// Which attention kernels the GPU runs (the CPU always runs the naive reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Attention {
+    /// Scores materialised in memory, softmax, then P·V (the slow twin).
+    Naive,
+    /// FlashAttention-2 tiles with online softmax for prefill, split-K (flash-decoding) for decode.
+    Flash,
+}
+
+/// How the GPU KV cache is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvLayout {
+    /// One region of the whole context per sequence.
+    Contiguous,
+    /// Pages from a shared pool through block tables; forks share their prompt's pages.
+    Paged,
+}
+
+/// Engine options beyond the model itself.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub attention: Attention,
+    pub kv: KvLayout,
+    /// Rows per KV page (a multiple of 16).
+    pub page: usize,
+    /// KV pool size in pages; or in bytes (all layers, K and V); default: every sequence can
+    /// reach the full context.
+    pub kv_blocks: Option<usize>,
+    pub kv_memory: Option<u64>,
+    /// Most sequences alive at once.
+    pub max_seqs: usize,
+    /// Split-K decode: at least this many keys per partition.
+    pub min_split_keys: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            attention: Attention::Flash,
+            kv: KvLayout::Paged,
+            page: 16,
+            kv_blocks: None,
+            kv_memory: None,
+            max_seqs: 1,
+            min_split_keys: 256,
+        }
+    }
+}
+
 pub struct Model {
     pub cfg: Config,
     backend: Backend,
@@ -29,7 +78,7 @@ enum Backend {
     Cpu {
         weights: Weights<Vec<f32>>,
         rope: RopeTable,
-        cache: KvCache,
+        caches: Vec<Option<KvCache>>, // (max_seqs,) one contiguous cache per live sequence
     },
     Gpu(Box<GpuModel>),
 }
@@ -37,6 +86,20 @@ enum Backend {
 impl Model {
     /// Build the model on `device`; `adapter` picks a GPU adapter by name substring.
     pub fn new(cfg: Config, weights: Weights<Vec<f32>>, device: Device, adapter: Option<&str>) -> Result<Self> {
+        Self::with_options(cfg, weights, device, adapter, &Options::default())
+    }
+
+    /// Build the model on `device` with engine options (attention kernels, KV layout, sequences).
+    pub fn with_options(
+        cfg: Config,
+        weights: Weights<Vec<f32>>,
+        device: Device,
+        adapter: Option<&str>,
+        opts: &Options,
+    ) -> Result<Self> {
+        if opts.max_seqs == 0 {
+            bail!("at least one sequence is needed");
+        }
         let req = |allow_cpu_adapter| GpuRequest {
             adapter: adapter.map(str::to_string),
             allow_cpu_adapter,
@@ -53,17 +116,18 @@ impl Model {
             }
         };
         if on_gpu {
-            let gpu = GpuModel::new(&cfg, &weights, &req(true), None)?;
+            let gpu = GpuModel::new(&cfg, &weights, &req(true), None, opts)?;
             return Ok(Model {
                 cfg,
                 backend: Backend::Gpu(Box::new(gpu)),
             });
         }
         let rope = RopeTable::new(&cfg);
-        let cache = KvCache::new(&cfg);
+        let mut caches = vec![None; opts.max_seqs];
+        caches[0] = Some(KvCache::new(&cfg));
         Ok(Model {
             cfg,
-            backend: Backend::Cpu { weights, rope, cache },
+            backend: Backend::Cpu { weights, rope, caches },
         })
     }
 
@@ -75,7 +139,7 @@ impl Model {
         req: &GpuRequest,
         max_binding: u64,
     ) -> Result<Self> {
-        let gpu = GpuModel::new(&cfg, weights, req, Some(max_binding))?;
+        let gpu = GpuModel::new(&cfg, weights, req, Some(max_binding), &Options::default())?;
         Ok(Model {
             cfg,
             backend: Backend::Gpu(Box::new(gpu)),
@@ -90,24 +154,66 @@ impl Model {
         }
     }
 
-    /// Positions already in the KV cache.
+    /// Positions already in the KV cache of sequence 0 (the one `forward` runs).
     pub fn pos(&self) -> usize {
+        self.pos_of(0)
+    }
+
+    /// Positions already in the KV cache of sequence `seq`.
+    pub fn pos_of(&self, seq: usize) -> usize {
         match &self.backend {
-            Backend::Cpu { cache, .. } => cache.len,
-            Backend::Gpu(g) => g.pos(),
+            Backend::Cpu { caches, .. } => caches[seq].as_ref().expect("live sequence").len,
+            Backend::Gpu(g) => g.pos(seq),
         }
     }
 
-    /// Forget positions from `len` on (keep a shared prefix); 0 empties the cache.
+    /// Forget positions of sequence 0 from `len` on (keep a shared prefix); 0 empties the cache.
     pub fn truncate(&mut self, len: usize) {
         let kv_dim = self.cfg.kv_dim();
         match &mut self.backend {
-            Backend::Cpu { cache, .. } => cache.truncate(len.min(cache.len), kv_dim),
-            Backend::Gpu(g) => g.truncate(len),
+            Backend::Cpu { caches, .. } => {
+                let cache = caches[0].as_mut().expect("sequence 0 lives");
+                cache.truncate(len.min(cache.len), kv_dim)
+            }
+            Backend::Gpu(g) => g.truncate(0, len),
         }
     }
 
-    fn check(&self, tokens: &[u32]) -> Result<()> {
+    /// A new sequence that continues `parent`: it holds the same positions (on the GPU with a
+    /// paged cache, the same pages, shared until written). Returns its id.
+    pub fn fork(&mut self, parent: usize) -> Result<usize> {
+        match &mut self.backend {
+            Backend::Cpu { caches, .. } => {
+                let copy = caches[parent].clone().expect("live parent");
+                let id = caches.iter().position(Option::is_none).ok_or_else(|| {
+                    anyhow::anyhow!("too many sequences: all {} are in use; raise --n-seq", caches.len())
+                })?;
+                caches[id] = Some(copy);
+                Ok(id)
+            }
+            Backend::Gpu(g) => g.fork(parent),
+        }
+    }
+
+    /// End sequence `seq` (not 0) and free its cache.
+    pub fn release(&mut self, seq: usize) {
+        assert!(seq != 0, "sequence 0 is never released");
+        match &mut self.backend {
+            Backend::Cpu { caches, .. } => caches[seq] = None,
+            Backend::Gpu(g) => g.release(seq),
+        }
+    }
+
+    /// KV pages in use, pages in all, and the fraction of rows in use that hold nothing (the
+    /// loss to partly filled pages); None on the CPU.
+    pub fn kv_usage(&self) -> Option<(usize, usize, f64)> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some((g.kv.blocks_in_use(), g.kv.alloc.n_blocks(), g.kv.waste())),
+        }
+    }
+
+    fn check(&self, seq: usize, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {
             bail!("nothing to run: the token list is empty");
         }
@@ -117,7 +223,7 @@ impl Model {
                 self.cfg.vocab_size
             );
         }
-        let pos = self.pos();
+        let pos = self.pos_of(seq);
         if pos + tokens.len() > self.cfg.seq_len {
             bail!(
                 "context full: {pos} tokens in the cache + {} new exceed the model's context of {} tokens",
@@ -128,24 +234,58 @@ impl Model {
         Ok(())
     }
 
-    /// Run `tokens` at the next positions; logits for the last position or for all of them.
+    /// Run `tokens` at the next positions of sequence 0; logits for the last position or for all.
     pub fn forward(&mut self, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
-        self.check(tokens)?;
+        self.check(0, tokens)?;
         match &mut self.backend {
-            Backend::Cpu { weights, rope, cache } => Ok(cpu::forward(&self.cfg, weights, rope, cache, tokens, want)),
-            Backend::Gpu(g) => g.forward(tokens, want),
+            Backend::Cpu { weights, rope, caches } => Ok(cpu::forward(
+                &self.cfg,
+                weights,
+                rope,
+                caches[0].as_mut().unwrap(),
+                tokens,
+                want,
+            )),
+            Backend::Gpu(g) => g.forward(0, tokens, want),
         }
     }
 
-    /// Run `tokens` and return the most likely next token (the first on ties). The GPU picks it
-    /// on the device and reads back only the id.
+    /// Run `tokens` on sequence 0 and return the most likely next token (the first on ties).
+    /// The GPU picks it on the device and reads back only the id.
     pub fn forward_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        self.check(tokens)?;
+        self.check(0, tokens)?;
         match &mut self.backend {
-            Backend::Cpu { weights, rope, cache } => {
-                Ok(argmax(&cpu::forward(&self.cfg, weights, rope, cache, tokens, Logits::Last)) as u32)
+            Backend::Cpu { weights, rope, caches } => Ok(argmax(&cpu::forward(
+                &self.cfg,
+                weights,
+                rope,
+                caches[0].as_mut().unwrap(),
+                tokens,
+                Logits::Last,
+            )) as u32),
+            Backend::Gpu(g) => g.forward_argmax(0, tokens),
+        }
+    }
+
+    /// One forward over several sequences, each (sequence, its next tokens): on the GPU one
+    /// pass where it fits (each row with its own position and block table). Returns the last
+    /// position's logits of each, in order.
+    pub fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        for (i, &(seq, toks)) in batch.iter().enumerate() {
+            self.check(seq, toks)?;
+            if batch[..i].iter().any(|&(s, _)| s == seq) {
+                bail!("sequence {seq} appears twice in one batch");
             }
-            Backend::Gpu(g) => g.forward_argmax(tokens),
+        }
+        match &mut self.backend {
+            Backend::Cpu { weights, rope, caches } => Ok(batch
+                .iter()
+                .map(|&(seq, toks)| {
+                    let cache = caches[seq].as_mut().expect("live sequence");
+                    cpu::forward(&self.cfg, weights, rope, cache, toks, Logits::Last)
+                })
+                .collect()),
+            Backend::Gpu(g) => g.forward_batch(batch),
         }
     }
 }

@@ -7,8 +7,9 @@ use common::*;
 
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
-use tinfer::gpu::kernels::{step_bytes, Kernel, Kernels, Shape};
+use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, Row, Shape, MAX_SPLITS};
 use tinfer::gpu::Gpu;
+use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
 
 struct H {
@@ -19,7 +20,7 @@ struct H {
 fn harness(head_dim: usize) -> Option<H> {
     let req = gpu_request()?;
     let gpu = Gpu::new(&req).unwrap();
-    let k = Kernels::new(&gpu, head_dim).unwrap();
+    let k = Kernels::new(&gpu, head_dim, 16).unwrap();
     Some(H { gpu, k })
 }
 
@@ -33,7 +34,7 @@ impl H {
     fn read(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
         bytemuck::cast_slice(&self.gpu.read(b, (n * 4) as u64).unwrap()).to_vec()
     }
-    /// One dispatch of `kern` with a step of `t` tokens at `pos0`.
+    /// One dispatch of `kern` with a step of `t` tokens at `pos0` of one contiguous sequence.
     fn run(
         &self,
         kern: &Kernel,
@@ -42,7 +43,28 @@ impl H {
         bufs: &[&wgpu::Buffer],
         grid: [u32; 3],
     ) {
-        let step = self.gpu.uniform("step", &step_bytes(t, pos0, tokens));
+        let rows: Vec<Row> = (0..t)
+            .map(|i| Row {
+                token: tokens.get(i).copied().unwrap_or(0),
+                pos: (pos0 + i) as u32,
+                slot: (pos0 + i) as u32,
+                seq: 0,
+            })
+            .collect();
+        self.run_rows(kern, &rows, (1, 0), shape, bufs, grid)
+    }
+    /// One dispatch of `kern` over explicit step rows and a split-K plan (n_splits, split_len).
+    fn run_rows(
+        &self,
+        kern: &Kernel,
+        rows: &[Row],
+        (n_splits, split_len): (usize, usize),
+        shape: Shape,
+        bufs: &[&wgpu::Buffer],
+        grid: [u32; 3],
+    ) {
+        let bytes = step_bytes(rows, n_splits, split_len);
+        let step = self.up(&bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
         let sh = self.gpu.uniform("shape", bytemuck::bytes_of(&shape));
         let bind = kern.bind(&self.gpu, &kern.name, &step, &sh, bufs);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
@@ -234,37 +256,154 @@ fn rope_matches_cpu() {
     }
 }
 
-/// Causal GQA attention for T new rows after `pos0` cached ones, against the CPU's f64 softmax;
-/// outliers in q and k make some scores dominate (a softmax that overflows or loses the max fails).
+/// The KV cache of one sequence of `len` positions laid out through `kv`'s block table, as the
+/// kernels see it: (pool rows, kv_dim) K and V, the table row, and the slots.
+fn paged_kv(
+    kv: &mut KvPages,
+    len: usize,
+    kv_dim: usize,
+    k: &[f32],
+    v: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<u32>, usize) {
+    let seq = kv.add_seq().unwrap();
+    kv.append(seq, len).unwrap();
+    let rows = kv.alloc.n_blocks() * kv.page;
+    let (mut kp, mut vp) = (vec![f32::NAN; rows * kv_dim], vec![f32::NAN; rows * kv_dim]);
+    for pos in 0..len {
+        let s = kv.slot(seq, pos) as usize;
+        kp[s * kv_dim..(s + 1) * kv_dim].copy_from_slice(&k[pos * kv_dim..(pos + 1) * kv_dim]);
+        vp[s * kv_dim..(s + 1) * kv_dim].copy_from_slice(&v[pos * kv_dim..(pos + 1) * kv_dim]);
+    }
+    // unused rows hold NaN: a kernel that reads past the causal bound or a wrong page fails
+    (kp, vp, kv.block_table(seq).to_vec(), seq)
+}
+
+/// A paged pool whose pages come out of order: a filler sequence takes pages, is released, and
+/// the sequence under test reuses them in reverse, interleaved with a second filler.
+fn fragmented(len: usize) -> KvPages {
+    let pages = len.div_ceil(16);
+    let mut kv = KvPages::new(16, 2 * pages + 3, 3);
+    let f = kv.add_seq().unwrap();
+    kv.append(f, 16 * (pages / 2 + 1)).unwrap();
+    let g = kv.add_seq().unwrap();
+    kv.append(g, 20).unwrap();
+    kv.release(f);
+    kv
+}
+
+/// Every attention variant (naive, flash prefill, single-pass decode, split-K decode) through a
+/// fragmented paged cache and a contiguous one, against the CPU's naive contiguous attention in
+/// f64, on random q/k/v with outliers (scores that dominate: a softmax that loses the max or a
+/// rescale fails). head_dim 64 and 128; kv_mul 1, 3, 4, 8 and MQA; lengths around page edges
+/// and long ones. Unused cache rows hold NaN, so reading a wrong row fails too.
 #[test]
-fn attention_matches_cpu() {
-    for &(hd, n_heads, n_kv_heads, pos0, t) in &[
-        (16, 4, 2, 0, 1),
-        (64, 9, 3, 0, 17),
-        (64, 4, 4, 40, 3),
-        (64, 8, 1, 256, 1),
-        (128, 6, 2, 1000, 2),
-    ] {
-        let Some(h) = harness(hd) else { return };
-        let mut rng = Rng::new(hd as u64 + pos0 as u64);
-        let len = pos0 + t;
-        let kv_dim = n_kv_heads * hd;
-        let q = random(&mut rng, t * n_heads * hd, 8.0);
-        let k = random(&mut rng, len * kv_dim, 8.0);
-        let v = random(&mut rng, len * kv_dim, 2.0);
-        let mut want = vec![0.0; t * n_heads * hd];
-        ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
-        let out = h.zeros(want.len());
-        let grid = [n_heads as u32, t as u32, 1];
-        h.run(
-            &h.k.attention,
-            (t, pos0, &[]),
-            Shape::new(n_heads, n_kv_heads, 0, 0),
-            &[&h.up(&q), &h.up(&k), &h.up(&v), &out],
-            grid,
-        );
-        let what = format!("attention hd={hd} heads={n_heads}/{n_kv_heads} pos0={pos0} T={t}");
-        assert_close(&what, &h.read(&out, want.len()), &want, KERNEL_VS_CPU);
+fn attention_variants_match_cpu() {
+    let layouts = [(4, 4), (6, 2), (8, 2), (8, 1), (12, 1)];
+    let mut case = 0;
+    let Some(h64) = harness(64) else { return };
+    let h128 = harness(128).unwrap();
+    for len in [1, 15, 16, 17, 257, 1000, 4096] {
+        for hd in [64, 128] {
+            let (n_heads, n_kv_heads) = layouts[case % layouts.len()];
+            case += 1;
+            let h = if hd == 64 { &h64 } else { &h128 };
+            let mut rng = Rng::new(case as u64);
+            let kv_dim = n_kv_heads * hd;
+            let t = len.min(37); // prefill rows: the last t positions
+            let pos0 = len - t;
+            let q = random(&mut rng, t * n_heads * hd, 8.0);
+            let k = random(&mut rng, len * kv_dim, 8.0);
+            let v = random(&mut rng, len * kv_dim, 2.0);
+            let mut want = vec![0.0; t * n_heads * hd];
+            ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
+            let q_buf = h.up(&q);
+            for (layout, mut kv) in [
+                ("paged", fragmented(len)),
+                ("contiguous", KvPages::contiguous(len, 1, 16)),
+            ] {
+                let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
+                // the kernels are specialised for the layout's page size
+                let kern = Kernels::new(&h.gpu, hd, kv.page).unwrap();
+                let (kb, vb, tb) = (
+                    h.up(&kp),
+                    h.up(&vp),
+                    h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&table)),
+                );
+                let max_blocks = table.len();
+                let rows: Vec<Row> = (0..t)
+                    .map(|i| Row {
+                        token: 0,
+                        pos: (pos0 + i) as u32,
+                        slot: 0,
+                        seq: seq as u32,
+                    })
+                    .collect();
+                let tables_for = |seq: usize| {
+                    // the table buffer has `seq + 1` rows; only row `seq` is used
+                    let mut all = vec![0u32; (seq + 1) * max_blocks];
+                    all[seq * max_blocks..].copy_from_slice(&table);
+                    h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all))
+                };
+                let tb = if seq == 0 { tb } else { tables_for(seq) };
+                let what = |v: &str| format!("{v} {layout} hd={hd} heads={n_heads}/{n_kv_heads} len={len} T={t}");
+                let shape = Shape::new(n_heads, n_kv_heads, max_blocks, len);
+                let out = h.zeros(want.len());
+                // naive: scores materialised in (T, n_heads, len)
+                let scores = h.zeros(t * n_heads * len);
+                h.run_rows(
+                    &kern.attention_naive,
+                    &rows,
+                    (1, 0),
+                    shape,
+                    &[&q_buf, &kb, &vb, &tb, &scores, &out],
+                    [n_heads as u32, t as u32, 1],
+                );
+                assert_close(&what("naive"), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
+                // flash prefill
+                let out = h.zeros(want.len());
+                h.run_rows(
+                    &kern.attention_flash,
+                    &rows,
+                    (1, 0),
+                    shape,
+                    &[&q_buf, &kb, &vb, &tb, &out],
+                    [t.div_ceil(16) as u32, n_heads as u32, 1],
+                );
+                assert_close(
+                    &what("flash prefill"),
+                    &h.read(&out, want.len()),
+                    &want,
+                    ATTENTION_VS_CPU,
+                );
+                // decode kernel over the same rows: one pass, then split-K + reduce
+                for min_keys in [usize::MAX, 64] {
+                    let (n_splits, split_len) = split_plan(len, min_keys);
+                    let out = h.zeros(want.len());
+                    let part = h.zeros(t * n_heads * MAX_SPLITS * (hd + 2));
+                    let dshape = Shape::new(n_heads, n_kv_heads, max_blocks, MAX_SPLITS);
+                    h.run_rows(
+                        &kern.attention_decode,
+                        &rows,
+                        (n_splits, split_len),
+                        dshape,
+                        &[&q_buf, &kb, &vb, &tb, &part, &out],
+                        [n_heads as u32, t as u32, n_splits as u32],
+                    );
+                    if n_splits > 1 {
+                        h.run_rows(
+                            &kern.attention_reduce,
+                            &rows,
+                            (n_splits, split_len),
+                            Shape::new(n_heads, 0, 0, MAX_SPLITS),
+                            &[&part, &out],
+                            [n_heads as u32, t as u32, 1],
+                        );
+                    }
+                    let v = format!("decode ({n_splits} splits of {split_len})");
+                    assert_close(&what(&v), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
+                }
+            }
+        }
     }
 }
 
@@ -293,7 +432,7 @@ fn embed_kv_write_argmax_match_cpu() {
         }; // other part's rows untouched
         assert_eq!(&got[t * dim..(t + 1) * dim], &want[..], "token {tok}");
     }
-    // kv_write: rows land at pos0..pos0+T
+    // kv_write: rows land in their slots (here pos0..pos0+T)
     let (kv_dim, t, pos0) = (17, 3, 5);
     let (k, v) = (random(&mut rng, t * kv_dim, 1.0), random(&mut rng, t * kv_dim, 1.0));
     let (kc, vc) = (h.zeros(10 * kv_dim), h.zeros(10 * kv_dim));
@@ -332,9 +471,14 @@ fn embed_kv_write_argmax_match_cpu() {
 fn unsupported_head_dim_is_an_error() {
     let Some(req) = gpu_request() else { return };
     let gpu = Gpu::new(&req).unwrap();
-    let e = Kernels::new(&gpu, 320)
+    let e = Kernels::new(&gpu, 320, 16)
         .err()
         .expect("head_dim 320 must be refused")
         .to_string();
     assert!(e.contains("head_dim 320") && e.contains("at most 256"), "{e}");
+    let e = Kernels::new(&gpu, 72, 16)
+        .err()
+        .expect("head_dim 72 must be refused")
+        .to_string();
+    assert!(e.contains("multiple of 16"), "{e}");
 }

@@ -7,7 +7,7 @@ use common::*;
 
 use tinfer::cpu::Logits;
 use tinfer::generate::generate;
-use tinfer::model::Model;
+use tinfer::model::{Attention, Device, KvLayout, Model, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 
 fn tiny_logits_match_hf(name: &str) {
@@ -119,4 +119,138 @@ fn smollm2_gpu_generate_and_cpu_agree() {
     let b = c.forward(&prompt, Logits::Last).unwrap();
     assert_close("smollm2 gpu vs cpu", &a, &b, SMOLLM2_VS_HF);
     eprintln!("smollm2 prose: gpu vs cpu max |diff| {:.2e}", max_abs_diff(&a, &b));
+}
+
+fn opts(attention: Attention, kv: KvLayout, max_seqs: usize) -> Options {
+    Options {
+        attention,
+        kv,
+        max_seqs,
+        min_split_keys: 64, // split-K already at these short lengths
+        ..Options::default()
+    }
+}
+
+/// Model level: paged + flash (the default) gives the logits of contiguous + naive, over a
+/// prompt that spans many pages and prefill chunks, then over single decode steps (split-K).
+#[test]
+fn attention_variants_and_kv_layouts_give_the_same_logits() {
+    let dir = fixtures().join("tiny-llama-gqa");
+    let tokens: Vec<u32> = (0..300).map(|i| (i * 37 + 11) % 256).collect();
+    let run = |attention, kv| {
+        let (mut m, _) = gpu_model_with(&dir, &opts(attention, kv, 1))?;
+        let mut out = m.forward(&tokens[..290], Logits::All).unwrap();
+        for &t in &tokens[290..] {
+            out.extend(m.forward(&[t], Logits::Last).unwrap());
+        }
+        Some(out)
+    };
+    let Some(reference) = run(Attention::Naive, KvLayout::Contiguous) else {
+        return;
+    };
+    for (a, kv) in [
+        (Attention::Naive, KvLayout::Paged),
+        (Attention::Flash, KvLayout::Contiguous),
+        (Attention::Flash, KvLayout::Paged),
+    ] {
+        let got = run(a, kv).unwrap();
+        assert_close(
+            &format!("{a:?} {kv:?} vs naive contiguous"),
+            &got,
+            &reference,
+            GPU_PREFILL_VS_DECODE,
+        );
+    }
+}
+
+/// Sequences forked from a prefilled prompt share its pages, take copies only of the partly
+/// filled last page, and decode in one batched step to the same logits as unshared sequences
+/// that each ran the whole prompt (and as the CPU's batched forward).
+#[test]
+fn forked_sequences_share_pages_and_match_unshared_ones() {
+    let dir = fixtures().join("tiny-qwen2");
+    let prompt: Vec<u32> = (0..70).map(|i| (i * 53 + 7) % 256).collect(); // 4 full pages + 6
+    let Some((mut shared, _)) = gpu_model_with(&dir, &opts(Attention::Flash, KvLayout::Paged, 3)) else {
+        return;
+    };
+    let (mut cpu, _) = cpu_model(&dir);
+    let mut cpu = {
+        // the CPU keeps one contiguous cache per sequence
+        let mut l = tinfer::loader::load(&dir).unwrap();
+        let w = l.weights.take().unwrap();
+        let _ = &mut cpu;
+        Model::with_options(
+            l.cfg.clone(),
+            w,
+            Device::Cpu,
+            None,
+            &opts(Attention::Naive, KvLayout::Contiguous, 3),
+        )
+        .unwrap()
+    };
+    shared.forward(&prompt, Logits::Last).unwrap();
+    cpu.forward(&prompt, Logits::Last).unwrap();
+    let (a, b) = (shared.fork(0).unwrap(), shared.fork(0).unwrap());
+    assert_eq!((cpu.fork(0).unwrap(), cpu.fork(0).unwrap()), (a, b));
+    let pages_after_fork = shared.kv_usage().unwrap().0;
+    assert_eq!(pages_after_fork, 5, "forks share the prompt's 5 pages");
+    let mut steps = vec![];
+    for step in 0..20u32 {
+        let toks = [[step % 256], [(step * 7 + 1) % 256], [(step * 13 + 2) % 256]];
+        let batch = [(0, &toks[0][..]), (a, &toks[1][..]), (b, &toks[2][..])];
+        let got = shared.forward_batch(&batch).unwrap();
+        let want = cpu.forward_batch(&batch).unwrap();
+        for i in 0..3 {
+            assert_close(
+                &format!("step {step} sequence {i}: gpu batch vs cpu"),
+                &got[i],
+                &want[i],
+                TINY_VS_HF,
+            );
+        }
+        steps.push((toks, got));
+    }
+    // 3 sequences of 90 positions: 4 shared full pages + 2 own pages each = 10; unshared: 18
+    let (used, _, waste) = shared.kv_usage().unwrap();
+    assert_eq!(used, 10);
+    assert!(waste < 0.2, "waste {waste}");
+    // Each sequence alone, unshared, gives the same logits as in the shared batch.
+    for (i, seq_tokens) in [0usize, 1, 2]
+        .iter()
+        .map(|&i| (i, steps.iter().map(move |(t, _)| t[i][0])))
+    {
+        let (mut alone, _) = gpu_model_with(&dir, &opts(Attention::Flash, KvLayout::Paged, 1)).unwrap();
+        alone.forward(&prompt, Logits::Last).unwrap();
+        for (step, tok) in seq_tokens.enumerate() {
+            let got = alone.forward(&[tok], Logits::Last).unwrap();
+            assert_close(
+                &format!("sequence {i} step {step}: alone vs shared"),
+                &got,
+                &steps[step].1[i],
+                GPU_PREFILL_VS_DECODE,
+            );
+        }
+    }
+    // releasing the forks returns their own pages; sequence 0 keeps the prompt's
+    shared.release(a);
+    shared.release(b);
+    assert_eq!(shared.kv_usage().unwrap().0, 6);
+}
+
+/// A pool too small for the prompt is a clear "KV cache full" error, and nothing is half-done.
+#[test]
+fn kv_cache_full_is_an_error() {
+    let dir = fixtures().join("tiny-llama-gqa");
+    let o = Options {
+        kv_blocks: Some(2),
+        ..Options::default()
+    };
+    let Some((mut m, _)) = gpu_model_with(&dir, &o) else {
+        return;
+    };
+    m.forward(&[1; 20], Logits::Last).unwrap();
+    let e = m.forward(&[1; 20], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("KV cache full") && e.contains("--kv-blocks"), "{e}");
+    assert_eq!(m.pos(), 20);
+    m.forward(&[1; 12], Logits::Last).unwrap(); // what still fits the two pages
 }

@@ -7,6 +7,7 @@ use crate::config::{Config, RopeTable};
 use crate::weights::Weights;
 
 /// Keys and values of every position so far, per layer. Grows as tokens are added.
+#[derive(Clone)]
 pub struct KvCache {
     pub k: Vec<Vec<f32>>, // n_layers × (len, n_kv_heads·head_dim)
     pub v: Vec<Vec<f32>>, // n_layers × (len, n_kv_heads·head_dim)

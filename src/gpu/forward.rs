@@ -1,7 +1,12 @@
 //! The forward pass on the GPU, line for line like `cpu::forward`. Everything is built at load:
 //! weights uploaded, buffers allocated, pipelines compiled, and every dispatch of the pass
-//! recorded as (pipeline, bind group, grid). A step is then one uniform write, one compute pass
-//! holding the whole forward, one submit and one readback (the logits, or the next token id).
+//! recorded as (pipeline, bind group, grid). A step is then one write of the Step buffer (plus
+//! the block tables when a page was taken), one compute pass holding the whole forward, one
+//! submit and one readback (the logits, or the next token id).
+//!
+//! The KV cache is a pool of pages per layer; `kv_cache::KvPages` decides which row each
+//! position lives in, the kernels only see slots and block tables. A step may carry several
+//! sequences (each row has its own sequence and position).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,9 +14,13 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 
 use super::context::{Gpu, GpuRequest};
-use super::kernels::{step_bytes, Kernel, Kernels, Shape, MAX_STEP_TOKENS};
+use super::kernels::{
+    split_plan, step_bytes, step_size, Kernel, Kernels, Row, Shape, FLASH_TILE, MAX_SPLITS, MAX_STEP_TOKENS,
+};
 use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
+use crate::kv_cache::KvPages;
+use crate::model::{Attention, KvLayout, Options};
 use crate::weights::Weights;
 
 /// A weight matrix on the device, split by rows where it exceeds one storage binding.
@@ -33,27 +42,66 @@ pub struct Part {
     pub rows: usize,
 }
 
-/// One recorded dispatch: its grid is a function of the step's token count T.
-struct Op {
-    pipeline: wgpu::ComputePipeline,
-    bind: wgpu::BindGroup,
-    grid: Box<dyn Fn(u32) -> [u32; 3]>,
+/// What a dispatch's grid depends on: the step's row count T and its split-K partitions.
+#[derive(Clone, Copy)]
+pub struct Dims {
+    pub t: u32,
+    pub n_splits: u32,
+}
+
+pub type Grid = Box<dyn Fn(Dims) -> [u32; 3]>;
+
+/// One recorded dispatch.
+pub struct Op {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind: wgpu::BindGroup,
+    pub grid: Grid,
+}
+
+/// Record `ops` into one compute pass.
+pub fn record(encoder: &mut wgpu::CommandEncoder, ops: &[&Op], dims: Dims) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("forward"),
+        timestamp_writes: None,
+    });
+    for op in ops {
+        let [gx, gy, gz] = (op.grid)(dims);
+        if gx * gy * gz == 0 {
+            continue;
+        }
+        pass.set_pipeline(&op.pipeline);
+        pass.set_bind_group(0, &op.bind, &[]);
+        pass.dispatch_workgroups(gx, gy, gz);
+    }
+}
+
+/// The attention of one layer for the three kinds of step, with the buffers it reads and writes.
+pub struct AttentionOps {
+    pub prefill: Vec<Op>, // rows of ONE sequence at consecutive positions
+    pub rows: Vec<Op>,    // rows of any sequences (decode, batches)
 }
 
 pub struct GpuModel {
     pub gpu: Gpu,
     cfg: Config,
-    pos: usize,
-    step: wgpu::Buffer,    // Step uniform: n_tokens, pos0, token ids
-    logits: wgpu::Buffer,  // (all_rows, vocab)
-    next_id: wgpu::Buffer, // (1,) u32
-    staging: wgpu::Buffer, // readback
-    all_rows: usize,       // most rows of logits one step can return
-    prefill: Vec<Op>,      // embedding + layers with GEMMs (T > 1)
-    decode: Vec<Op>,       // embedding + layers with GEMVs (T = 1)
-    head_last: Vec<Op>,    // final norm + LM head of the last row
-    head_all: Vec<Op>,     // final norm + LM head of every row
-    argmax: Op,            // greedy choice on the device
+    pub kv: KvPages,            // which cache row holds each position of each sequence
+    min_split_keys: usize,      // split-K: keys per decode partition at least
+    k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
+    v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
+    block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
+    tables: wgpu::Buffer,       // (max_seqs, max_blocks) u32 block tables
+    max_blocks: usize,          // block-table row length
+    step: wgpu::Buffer,         // Step: T, split plan, rows (token, pos, slot, seq)
+    logits: wgpu::Buffer,       // (all_rows, vocab)
+    next_id: wgpu::Buffer,      // (1,) u32
+    staging: wgpu::Buffer,      // readback
+    all_rows: usize,            // most rows of logits one step can return
+    prefill: Vec<Op>,           // embedding + layers with GEMMs, prefill attention (one sequence, T > 1)
+    batch: Vec<Op>,             // embedding + layers with GEMMs, row attention (several sequences)
+    decode: Vec<Op>,            // embedding + layers with GEMVs, row attention (T = 1)
+    head_last: Vec<Op>,         // final norm + LM head of the last row
+    head_all: Vec<Op>,          // final norm + LM head of every row
+    argmax: Op,                 // greedy choice on the device
 }
 
 fn div_up(a: usize, b: usize) -> u32 {
@@ -85,8 +133,89 @@ fn upload_matrix(gpu: &Gpu, name: &str, data: &[f32], cols: usize, max_binding: 
     Ok(Matrix { parts })
 }
 
+/// Sizes an attention call site needs in its Shape uniform.
+#[derive(Clone, Copy)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub max_blocks: usize, // block-table row length
+    pub score_len: usize,  // naive: length of a score row (the context)
+}
+
+/// The buffers of an attention call site (shapes in the kernels' headers).
+pub struct AttnBufs<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    pub tables: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
+    pub scores: &'a wgpu::Buffer, // naive only: (T, n_heads, score_len)
+    pub part: &'a wgpu::Buffer,   // split-K partials: (T, n_heads, MAX_SPLITS, head_dim + 2)
+}
+
+/// The dispatches of one attention call site, for a prefill step and for a step of rows.
+/// `shape` makes (or reuses) a Shape uniform.
+pub fn attention_ops(
+    gpu: &Gpu,
+    k: &Kernels,
+    kind: Attention,
+    step: &wgpu::Buffer,
+    shape: &dyn Fn(Shape) -> wgpu::Buffer,
+    s: AttnShape,
+    b: &AttnBufs,
+) -> AttentionOps {
+    let op = |kern: &Kernel, sh: Shape, bufs: &[&wgpu::Buffer], grid: Grid| Op {
+        pipeline: kern.pipeline.clone(),
+        bind: kern.bind(gpu, &kern.name, step, &shape(sh), bufs),
+        grid,
+    };
+    let nh = s.n_heads as u32;
+    let naive = || {
+        op(
+            &k.attention_naive,
+            Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, s.score_len),
+            &[b.q, b.k_cache, b.v_cache, b.tables, b.scores, b.out],
+            Box::new(move |d: Dims| [nh, d.t, 1]),
+        )
+    };
+    match kind {
+        Attention::Naive => AttentionOps {
+            prefill: vec![naive()],
+            rows: vec![naive()],
+        },
+        Attention::Flash => AttentionOps {
+            prefill: vec![op(
+                &k.attention_flash,
+                Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
+                &[b.q, b.k_cache, b.v_cache, b.tables, b.out],
+                Box::new(move |d: Dims| [d.t.div_ceil(FLASH_TILE as u32), nh, 1]),
+            )],
+            rows: vec![
+                op(
+                    &k.attention_decode,
+                    Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, MAX_SPLITS),
+                    &[b.q, b.k_cache, b.v_cache, b.tables, b.part, b.out],
+                    Box::new(move |d: Dims| [nh, d.t, d.n_splits]),
+                ),
+                op(
+                    &k.attention_reduce,
+                    Shape::new(s.n_heads, 0, 0, MAX_SPLITS),
+                    &[b.part, b.out],
+                    Box::new(move |d: Dims| if d.n_splits > 1 { [nh, d.t, 1] } else { [0, 0, 0] }),
+                ),
+            ],
+        },
+    }
+}
+
 impl GpuModel {
-    pub fn new(cfg: &Config, w: &Weights<Vec<f32>>, req: &GpuRequest, max_binding: Option<u64>) -> Result<Self> {
+    pub fn new(
+        cfg: &Config,
+        w: &Weights<Vec<f32>>,
+        req: &GpuRequest,
+        max_binding: Option<u64>,
+        opts: &Options,
+    ) -> Result<Self> {
         let gpu = Gpu::new(req)?;
         let limit = max_binding.unwrap_or(gpu.max_binding).min(gpu.max_binding);
         for (name, v) in [
@@ -98,7 +227,35 @@ impl GpuModel {
                 bail!("{name} = {v} is not a multiple of 4, which the GPU matmul kernels (vec4 loads) need; use --device cpu");
             }
         }
-        let k = Kernels::new(&gpu, cfg.head_dim)?;
+        // The KV pool: pages of `page` rows (contiguous: one page of the whole context per sequence).
+        let kv_row_bytes = (cfg.kv_dim() * 4) as u64;
+        let kv = match opts.kv {
+            KvLayout::Contiguous => KvPages::contiguous(cfg.seq_len, opts.max_seqs, FLASH_TILE),
+            KvLayout::Paged => {
+                if opts.page == 0 || opts.page % FLASH_TILE != 0 {
+                    bail!("--page {} must be a positive multiple of {FLASH_TILE}", opts.page);
+                }
+                let per_block = opts.page as u64 * kv_row_bytes * 2 * cfg.n_layers as u64;
+                let n_blocks = match (opts.kv_blocks, opts.kv_memory) {
+                    (Some(n), _) => n,
+                    (None, Some(bytes)) => (bytes / per_block) as usize,
+                    (None, None) => opts.max_seqs * cfg.seq_len.div_ceil(opts.page),
+                };
+                if n_blocks == 0 {
+                    bail!("the KV pool has no blocks: one block of {} tokens takes {per_block} bytes; raise --kv-blocks or --kv-memory", opts.page);
+                }
+                KvPages::new(opts.page, n_blocks, opts.max_seqs)
+            }
+        };
+        let pool_rows = kv.alloc.n_blocks() * kv.page;
+        if pool_rows as u64 * kv_row_bytes > gpu.max_binding {
+            bail!(
+                "the KV cache of one layer needs {} MiB ({pool_rows} rows of {kv_row_bytes} bytes), over the device's storage binding limit of {} MiB; lower --kv-blocks / --kv-memory or --n-seq",
+                (pool_rows as u64 * kv_row_bytes) >> 20,
+                gpu.max_binding >> 20
+            );
+        }
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page)?;
         let (dim, q_dim, kv_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
         let t_max = MAX_STEP_TOKENS;
 
@@ -149,14 +306,24 @@ impl GpuModel {
         let logits = gpu.zeros("logits", all_rows * vocab)?; // (all_rows, vocab)
         let next_id = gpu.zeros("next_id", 1)?; // (1,) u32
         let staging = gpu.staging("staging", (all_rows * vocab * 4) as u64);
-        // KV cache: (seq_len, kv_dim) per layer.
+        // KV cache: a pool of (n_blocks * page, kv_dim) per layer.
         let mut k_cache = vec![];
         let mut v_cache = vec![];
         for l in 0..cfg.n_layers {
-            k_cache.push(gpu.zeros(&format!("k_cache.{l}"), cfg.seq_len * kv_dim)?);
-            v_cache.push(gpu.zeros(&format!("v_cache.{l}"), cfg.seq_len * kv_dim)?);
+            k_cache.push(gpu.zeros(&format!("k_cache.{l}"), pool_rows * kv_dim)?);
+            v_cache.push(gpu.zeros(&format!("v_cache.{l}"), pool_rows * kv_dim)?);
         }
-        let step = gpu.uniform("step", &step_bytes(0, 0, &[]));
+        let max_blocks = kv.max_blocks_per_seq(cfg.seq_len);
+        let tables = gpu.zeros("tables", opts.max_seqs * max_blocks)?; // (max_seqs, max_blocks) u32
+        let block_copy = gpu.zeros("block_copy", kv.page * kv_dim)?; // (page, kv_dim)
+        let step = gpu.zeros("step", step_size(t_max) / 4)?; // Step: T, split plan, rows
+        let part = gpu.zeros("part", t_max * cfg.n_heads * MAX_SPLITS * (cfg.head_dim + 2))?; // split-K partials
+        let scores = match opts.attention {
+            Attention::Naive => gpu.zeros("scores", t_max * cfg.n_heads * cfg.seq_len).map_err(|e| {
+                e.context("naive attention materialises (256 rows × n_heads × context) scores; use --attention flash")
+            })?, // (T_max, n_heads, seq_len)
+            Attention::Flash => gpu.zeros("scores", 1)?,
+        };
 
         // Recording helpers. Shape uniforms are shared between call sites with equal shapes.
         let shapes: RefCell<HashMap<Shape, wgpu::Buffer>> = RefCell::default();
@@ -167,7 +334,7 @@ impl GpuModel {
                 .or_insert_with(|| gpu.uniform("shape", bytemuck::bytes_of(&s)))
                 .clone()
         };
-        let op = |kern: &Kernel, shape: wgpu::Buffer, bufs: &[&wgpu::Buffer], grid: Box<dyn Fn(u32) -> [u32; 3]>| Op {
+        let op = |kern: &Kernel, shape: wgpu::Buffer, bufs: &[&wgpu::Buffer], grid: Grid| Op {
             pipeline: kern.pipeline.clone(),
             bind: kern.bind(&gpu, &kern.name, &step, &shape, bufs),
             grid,
@@ -179,7 +346,7 @@ impl GpuModel {
                 &k.rmsnorm,
                 shape(Shape::new(dim, eps, 0, 0)),
                 &[x, weight.one(), out],
-                Box::new(|t| [t, 1, 1]),
+                Box::new(|d: Dims| [d.t, 1, 1]),
             )
         };
         // x (T, dim) += y (T, dim)
@@ -188,7 +355,7 @@ impl GpuModel {
                 &k.add,
                 shape(Shape::new(dim, 0, 0, 0)),
                 &[y, x],
-                Box::new(move |t| [div_up(t as usize * dim, 256), 1, 1]),
+                Box::new(move |d: Dims| [div_up(d.t as usize * dim, 256), 1, 1]),
             )
         };
         // out (T, n) = x (T, d) · Wᵀ (+ bias): one dispatch per row part of W.
@@ -209,8 +376,8 @@ impl GpuModel {
                 };
                 let s = shape(Shape::new(d, p.rows, p.row0, n));
                 let rows = p.rows;
-                let grid: Box<dyn Fn(u32) -> [u32; 3]> = if gemm {
-                    Box::new(move |t| [div_up(rows, 32), div_up(t as usize, 32), 1])
+                let grid: Grid = if gemm {
+                    Box::new(move |d: Dims| [div_up(rows, 32), div_up(d.t as usize, 32), 1])
                 } else {
                     Box::new(move |_| [div_up(rows, 64), 1, 1])
                 };
@@ -218,7 +385,8 @@ impl GpuModel {
             }
         };
 
-        let body = |gemm: bool| -> Vec<Op> {
+        // Step kinds: GEMM or GEMV matmuls; attention over one sequence's prompt or over rows.
+        let body = |gemm: bool, prefill_attention: bool| -> Vec<Op> {
             let mut ops = vec![];
             // Token embeddings.
             for p in &embed.parts {
@@ -227,7 +395,7 @@ impl GpuModel {
                     &k.embed,
                     s,
                     &[&p.buf, &x],
-                    Box::new(move |t| [div_up(dim, 64), t, 1]),
+                    Box::new(move |d: Dims| [div_up(dim, 64), d.t, 1]),
                 ));
             }
             for (l, layer) in layers.iter().enumerate() {
@@ -268,26 +436,37 @@ impl GpuModel {
                     &k.rope,
                     shape(Shape::new(nh, hd, 0, 0)),
                     &[&cos, &sin, &q],
-                    Box::new(move |t| [div_up(nh * hd / 2, 64), t, 1]),
+                    Box::new(move |d: Dims| [div_up(nh * hd / 2, 64), d.t, 1]),
                 ));
                 ops.push(op(
                     &k.rope,
                     shape(Shape::new(nkv, hd, 0, 0)),
                     &[&cos, &sin, &kb],
-                    Box::new(move |t| [div_up(nkv * hd / 2, 64), t, 1]),
+                    Box::new(move |d: Dims| [div_up(nkv * hd / 2, 64), d.t, 1]),
                 ));
                 ops.push(op(
                     &k.kv_write,
                     shape(Shape::new(kv_dim, 0, 0, 0)),
                     &[&kb, &vb, &k_cache[l], &v_cache[l]],
-                    Box::new(move |t| [div_up(kv_dim, 64), t, 1]),
+                    Box::new(move |d: Dims| [div_up(kv_dim, 64), d.t, 1]),
                 ));
-                ops.push(op(
-                    &k.attention,
-                    shape(Shape::new(nh, nkv, 0, 0)),
-                    &[&q, &k_cache[l], &v_cache[l], &att],
-                    Box::new(move |t| [nh as u32, t, 1]),
-                ));
+                let bufs = AttnBufs {
+                    q: &q,
+                    k_cache: &k_cache[l],
+                    v_cache: &v_cache[l],
+                    tables: &tables,
+                    out: &att,
+                    scores: &scores,
+                    part: &part,
+                };
+                let dims = AttnShape {
+                    n_heads: nh,
+                    n_kv_heads: nkv,
+                    max_blocks,
+                    score_len: cfg.seq_len,
+                };
+                let attn = attention_ops(&gpu, &k, opts.attention, &step, &shape, dims, &bufs);
+                ops.extend(if prefill_attention { attn.prefill } else { attn.rows });
                 matmul(
                     &mut ops,
                     gemm,
@@ -308,7 +487,7 @@ impl GpuModel {
                     &k.swiglu,
                     shape(Shape::new(hidden, 0, 0, 0)),
                     &[&hb2, &hb],
-                    Box::new(move |t| [div_up(t as usize * hidden, 256), 1, 1]),
+                    Box::new(move |d: Dims| [div_up(d.t as usize * hidden, 256), 1, 1]),
                 ));
                 matmul(&mut ops, gemm, &hb, &layer.w_down, None, &xb, hidden, dim);
                 ops.push(add(&xb, &x));
@@ -317,8 +496,9 @@ impl GpuModel {
             ops.push(rmsnorm(&x, &norm, &xb));
             ops
         };
-        let prefill = body(true);
-        let decode = body(false);
+        let prefill = body(true, true);
+        let batch = body(true, false);
+        let decode = body(false, false);
         let head = lm_head.as_ref().unwrap_or(&embed);
         let mut head_last = vec![];
         matmul(&mut head_last, false, &xb, head, None, &logits, dim, vocab);
@@ -331,73 +511,145 @@ impl GpuModel {
             Box::new(|_| [1, 1, 1]),
         );
         gpu.check("building the GPU forward pass")?;
-        Ok(GpuModel {
+        let mut model = GpuModel {
             gpu,
             cfg: cfg.clone(),
-            pos: 0,
+            kv,
+            min_split_keys: opts.min_split_keys,
+            k_cache,
+            v_cache,
+            block_copy,
+            tables,
+            max_blocks,
             step,
             logits,
             next_id,
             staging,
             all_rows,
             prefill,
+            batch,
             decode,
             head_last,
             head_all,
             argmax,
-        })
+        };
+        model.kv.add_seq()?; // sequence 0, the one `forward` runs
+        Ok(model)
     }
 
-    pub fn pos(&self) -> usize {
-        self.pos
+    /// Positions held by sequence `seq`.
+    pub fn pos(&self, seq: usize) -> usize {
+        self.kv.len(seq)
     }
 
-    /// Forget positions from `len` on: later steps overwrite them.
-    pub fn truncate(&mut self, len: usize) {
-        self.pos = self.pos.min(len);
+    /// Forget positions of `seq` from `len` on (their pages go back to the pool).
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        self.kv.truncate(seq, len);
     }
 
-    /// Record and run one step of at most MAX_STEP_TOKENS tokens; returns the bytes read back.
-    fn step(&mut self, tokens: &[u32], head: Head) -> Result<Vec<u8>> {
-        let t = tokens.len();
-        assert!((1..=MAX_STEP_TOKENS).contains(&t) && self.pos + t <= self.cfg.seq_len);
+    /// A new sequence sharing every page of `parent`.
+    pub fn fork(&mut self, parent: usize) -> Result<usize> {
+        Ok(self.kv.fork(parent)?)
+    }
+
+    pub fn release(&mut self, seq: usize) {
+        self.kv.release(seq);
+    }
+
+    /// Run one step: `batch` lists (sequence, tokens) pairs, at most MAX_STEP_TOKENS tokens in
+    /// all, each sequence's tokens at its next positions. Returns the bytes read back for `head`.
+    pub fn step(&mut self, batch: &[(usize, &[u32])], head: Head) -> Result<Vec<u8>> {
+        let t: usize = batch.iter().map(|(_, toks)| toks.len()).sum();
+        assert!((1..=MAX_STEP_TOKENS).contains(&t), "a step of {t} tokens");
+        // Reserve cache rows; refuse the whole step if the pool cannot hold it.
+        let needed: usize = batch
+            .iter()
+            .map(|&(s, toks)| self.kv.blocks_needed(s, toks.len()))
+            .sum();
+        if needed > self.kv.alloc.n_free() {
+            return Err(crate::kv_cache::KvError::Full {
+                needed,
+                free: self.kv.alloc.n_free(),
+                total: self.kv.alloc.n_blocks(),
+                page: self.kv.page,
+            }
+            .into());
+        }
+        let mut rows = Vec::with_capacity(t);
+        let mut copies = vec![];
+        let mut max_len = 0;
+        for &(seq, toks) in batch {
+            let pos0 = self.kv.len(seq);
+            assert!(pos0 + toks.len() <= self.cfg.seq_len, "context overflow");
+            let (slots, c) = self.kv.append(seq, toks.len())?;
+            copies.extend(c);
+            for (i, (&token, slot)) in toks.iter().zip(slots).enumerate() {
+                rows.push(Row {
+                    token,
+                    pos: (pos0 + i) as u32,
+                    slot,
+                    seq: seq as u32,
+                });
+            }
+            max_len = max_len.max(pos0 + toks.len());
+        }
         let gpu = &self.gpu;
-        gpu.queue.write_buffer(&self.step, 0, &step_bytes(t, self.pos, tokens));
+        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys);
+        gpu.queue
+            .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
+        if self.kv.tables_dirty {
+            let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
+            for s in self.kv.seq_ids() {
+                let b = self.kv.block_table(s);
+                table[s * self.max_blocks..s * self.max_blocks + b.len()].copy_from_slice(b);
+            }
+            gpu.queue.write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
+            self.kv.tables_dirty = false;
+        }
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("forward"),
-                timestamp_writes: None,
-            });
-            let body = if t == 1 { &self.decode } else { &self.prefill };
-            let (head_ops, argmax): (&[Op], Option<&Op>) = match head {
-                Head::Last => (&self.head_last, None),
-                Head::All => (&self.head_all, None),
-                Head::Argmax => (&self.head_last, Some(&self.argmax)),
-            };
-            for op in body.iter().chain(head_ops).chain(argmax) {
-                let [gx, gy, gz] = (op.grid)(t as u32);
-                pass.set_pipeline(&op.pipeline);
-                pass.set_bind_group(0, &op.bind, &[]);
-                pass.dispatch_workgroups(gx, gy, gz);
+        // Copy-on-write of shared pages, before anything writes them.
+        let row_bytes = (self.cfg.kv_dim() * 4) as u64;
+        let page_bytes = self.kv.page as u64 * row_bytes;
+        for c in &copies {
+            for cache in self.k_cache.iter().chain(&self.v_cache) {
+                let n = c.rows as u64 * row_bytes;
+                encoder.copy_buffer_to_buffer(cache, c.src as u64 * page_bytes, &self.block_copy, 0, n);
+                encoder.copy_buffer_to_buffer(&self.block_copy, 0, cache, c.dst as u64 * page_bytes, n);
             }
         }
+        let body = if t == 1 {
+            &self.decode
+        } else if batch.len() == 1 {
+            &self.prefill
+        } else {
+            &self.batch
+        };
+        let (head_ops, argmax): (&[Op], Option<&Op>) = match head {
+            Head::Last => (&self.head_last, None),
+            Head::All => (&self.head_all, None),
+            Head::Argmax => (&self.head_last, Some(&self.argmax)),
+        };
+        let ops: Vec<&Op> = body.iter().chain(head_ops).chain(argmax).collect();
+        let dims = Dims {
+            t: t as u32,
+            n_splits: n_splits as u32,
+        };
+        record(&mut encoder, &ops, dims);
         let (src, bytes) = match head {
             Head::Last => (&self.logits, (self.cfg.vocab_size * 4) as u64),
             Head::All => (&self.logits, (t * self.cfg.vocab_size * 4) as u64),
             Head::Argmax => (&self.next_id, 4),
         };
         encoder.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
-        let out = gpu.submit_and_read(encoder, &self.staging, bytes, "the forward step")?;
-        self.pos += t;
-        Ok(out)
+        gpu.submit_and_read(encoder, &self.staging, bytes, "the forward step")
     }
 
-    /// Run `tokens` at the next positions (in steps of at most MAX_STEP_TOKENS, or fewer when
-    /// every row's logits are wanted and they would not fit one buffer).
-    pub fn forward(&mut self, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
+    /// Run `tokens` of sequence `seq` at its next positions (in steps of at most
+    /// MAX_STEP_TOKENS, or fewer when every row's logits are wanted and they would not fit one
+    /// buffer).
+    pub fn forward(&mut self, seq: usize, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
         let chunk = match want {
             Logits::Last => MAX_STEP_TOKENS,
             Logits::All => self.all_rows,
@@ -405,7 +657,7 @@ impl GpuModel {
         let mut out = vec![];
         for c in tokens.chunks(chunk) {
             let head = if want == Logits::All { Head::All } else { Head::Last };
-            let bytes = self.step(c, head)?;
+            let bytes = self.step(&[(seq, c)], head)?;
             let values: &[f32] = bytemuck::cast_slice(&bytes);
             if want == Logits::All {
                 out.extend_from_slice(values);
@@ -416,20 +668,44 @@ impl GpuModel {
         Ok(out)
     }
 
-    /// Run `tokens` and return the most likely next token, chosen on the device (4 bytes read back).
-    pub fn forward_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
+    /// Run `tokens` of sequence `seq` and return the most likely next token, chosen on the
+    /// device (4 bytes read back).
+    pub fn forward_argmax(&mut self, seq: usize, tokens: &[u32]) -> Result<u32> {
         // All but the last step's tokens only fill the cache; the last step picks the token.
         let (head, tail) = tokens.split_at(tokens.len() - tokens.len().min(MAX_STEP_TOKENS));
         if !head.is_empty() {
-            self.forward(head, Logits::Last)?;
+            self.forward(seq, head, Logits::Last)?;
         }
-        let bytes = self.step(tail, Head::Argmax)?;
+        let bytes = self.step(&[(seq, tail)], Head::Argmax)?;
         Ok(u32::from_le_bytes(bytes[..4].try_into().unwrap()))
+    }
+
+    /// One step over several sequences; the last position's logits of each, in batch order.
+    pub fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.cfg.vocab_size;
+        let t: usize = batch.iter().map(|(_, toks)| toks.len()).sum();
+        if batch.len() == 1 || t > self.all_rows.min(MAX_STEP_TOKENS) {
+            // one sequence, or too many rows for one step: sequence by sequence
+            return batch
+                .iter()
+                .map(|&(s, toks)| self.forward(s, toks, Logits::Last))
+                .collect();
+        }
+        let bytes = self.step(batch, Head::All)?;
+        let all: &[f32] = bytemuck::cast_slice(&bytes);
+        let mut end = 0;
+        Ok(batch
+            .iter()
+            .map(|(_, toks)| {
+                end += toks.len();
+                all[(end - 1) * vocab..end * vocab].to_vec()
+            })
+            .collect())
     }
 }
 
 #[derive(Clone, Copy)]
-enum Head {
+pub enum Head {
     Last,
     All,
     Argmax,

@@ -6,20 +6,47 @@ use anyhow::{bail, Result};
 
 use super::context::Gpu;
 
-/// Most tokens one step can carry (the Step uniform holds their ids).
+/// Most token rows one step of the model carries (the activation buffers hold this many rows).
 pub const MAX_STEP_TOKENS: usize = 256;
-/// Largest head_dim the attention kernel's tile buffer holds.
+/// Largest head_dim the attention kernels take.
 pub const MAX_HEAD_DIM: usize = 256;
+/// Keys per tile of the flash prefill kernel; a page must be a multiple of it.
+pub const FLASH_TILE: usize = 16;
+/// Most split-K partitions of the decode attention.
+pub const MAX_SPLITS: usize = 32;
+/// Keys per tile of the decode kernel (split lengths are multiples of it).
+pub const DECODE_TILE: usize = 64;
 
-/// Per-step uniform, as the kernels declare it:
-/// struct Step { n_tokens: u32, pos0: u32, pad0: u32, pad1: u32, tokens: array<vec4<u32>, 64> }
-pub fn step_bytes(n_tokens: usize, pos0: usize, tokens: &[u32]) -> Vec<u8> {
-    assert!(tokens.len() <= MAX_STEP_TOKENS);
-    let mut words = vec![0u32; 4 + MAX_STEP_TOKENS];
-    words[0] = n_tokens as u32;
-    words[1] = pos0 as u32;
-    words[4..4 + tokens.len()].copy_from_slice(tokens);
+/// One token row of a step, as the kernels read it (`Step.rows[t]`, shaders/prelude.wgsl).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Row {
+    pub token: u32,
+    pub pos: u32,  // position in its sequence
+    pub slot: u32, // KV cache row it writes
+    pub seq: u32,  // its sequence = its block-table row
+}
+
+/// The Step buffer (shaders/prelude.wgsl): T, the split-K plan, then the rows.
+pub fn step_bytes(rows: &[Row], n_splits: usize, split_len: usize) -> Vec<u8> {
+    let mut words = vec![rows.len() as u32, n_splits as u32, split_len as u32, 0];
+    for r in rows {
+        words.extend([r.token, r.pos, r.slot, r.seq]);
+    }
     bytemuck::cast_slice(&words).to_vec()
+}
+
+/// Size of a Step buffer holding `max_rows` rows.
+pub fn step_size(max_rows: usize) -> usize {
+    16 + 16 * max_rows
+}
+
+/// The split-K plan for decode rows whose longest has `max_len` keys: (n_splits, split_len).
+/// Partitions of at least `min_keys` keys (fewer, longer partitions cost less to merge), at most
+/// MAX_SPLITS, lengths a multiple of the decode tile. `min_keys` = usize::MAX gives one pass.
+pub fn split_plan(max_len: usize, min_keys: usize) -> (usize, usize) {
+    let n = max_len.div_ceil(min_keys.max(1)).clamp(1, MAX_SPLITS);
+    let len = max_len.div_ceil(n).div_ceil(DECODE_TILE) * DECODE_TILE;
+    (max_len.div_ceil(len).max(1), len)
 }
 
 /// Per-call-site uniform: four numbers whose meaning each kernel's header gives.
@@ -43,7 +70,7 @@ impl Shape {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Binding {
     Uniform,
     Read,
@@ -51,8 +78,10 @@ enum Binding {
 }
 use Binding::*;
 
-/// (file, WGSL source, bindings after the two uniforms)
-const SOURCES: [(&str, &str, &[Binding]); 10] = [
+const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// (file, WGSL source, bindings after `step` and `shape`)
+const SOURCES: [(&str, &str, &[Binding]); 14] = [
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl"), &[Read, Write]),
     (
         "rmsnorm.wgsl",
@@ -80,18 +109,38 @@ const SOURCES: [(&str, &str, &[Binding]); 10] = [
         &[Read, Read, Write, Write],
     ),
     (
-        "attention.wgsl",
-        include_str!("../../shaders/attention.wgsl"),
-        &[Read, Read, Read, Write],
+        "attention_naive.wgsl",
+        include_str!("../../shaders/attention_naive.wgsl"),
+        &[Read, Read, Read, Read, Write, Write],
+    ),
+    (
+        "attention_flash.wgsl",
+        include_str!("../../shaders/attention_flash.wgsl"),
+        &[Read, Read, Read, Read, Write],
+    ),
+    (
+        "attention_decode.wgsl",
+        include_str!("../../shaders/attention_decode.wgsl"),
+        &[Read, Read, Read, Read, Write, Write],
+    ),
+    (
+        "attention_reduce.wgsl",
+        include_str!("../../shaders/attention_reduce.wgsl"),
+        &[Read, Write],
     ),
     ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), &[Read, Write]),
     ("add.wgsl", include_str!("../../shaders/add.wgsl"), &[Read, Write]),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), &[Read, Write]),
+    ("prelude.wgsl", PRELUDE, &[]),
 ];
 
-/// Every kernel's file name and source, for validation without a device.
-pub fn sources() -> impl Iterator<Item = (&'static str, &'static str)> {
-    SOURCES.iter().map(|(n, s, _)| (*n, *s))
+/// Every kernel's file name and full source (the prelude appended), for validation without a
+/// device. The prelude itself is checked as part of each kernel.
+pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
+    SOURCES
+        .iter()
+        .filter(|(n, _, _)| *n != "prelude.wgsl")
+        .map(|(n, s, _)| (*n, format!("{s}\n{PRELUDE}")))
 }
 
 pub struct Kernel {
@@ -108,7 +157,7 @@ impl Kernel {
         } else {
             format!("{file} {constants:?}")
         };
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = [Uniform, Uniform]
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = [Read, Uniform]
             .iter()
             .chain(bindings.iter())
             .enumerate()
@@ -135,7 +184,7 @@ impl Kernel {
         let (pipeline, layout) = gpu.scoped(&format!("compiling kernel {name}"), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(file),
-                source: wgpu::ShaderSource::Wgsl((*src).into()),
+                source: wgpu::ShaderSource::Wgsl(format!("{src}\n{PRELUDE}").into()),
             };
             let module = unsafe {
                 gpu.device
@@ -166,8 +215,8 @@ impl Kernel {
         Ok(Kernel { name, pipeline, layout })
     }
 
-    /// A bind group: the step uniform, the shape uniform, then the storage buffers in the order
-    /// of the kernel's header.
+    /// A bind group: the step buffer, the shape uniform, then the storage buffers in the order of
+    /// the kernel's header.
     pub fn bind(
         &self,
         gpu: &Gpu,
@@ -193,7 +242,8 @@ impl Kernel {
     }
 }
 
-/// All pipelines the forward pass uses, specialised for one model.
+/// All pipelines the forward pass uses, specialised for one model (head_dim) and one KV layout
+/// (rows per page).
 pub struct Kernels {
     pub embed: Kernel,
     pub rmsnorm: Kernel,
@@ -203,22 +253,41 @@ pub struct Kernels {
     pub gemm_bias: Kernel,
     pub rope: Kernel,
     pub kv_write: Kernel,
-    pub attention: Kernel,
+    pub attention_naive: Kernel,
+    pub attention_flash: Kernel,
+    pub attention_decode: Kernel,
+    pub attention_reduce: Kernel,
     pub swiglu: Kernel,
     pub add: Kernel,
     pub argmax: Kernel,
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu, head_dim: usize) -> Result<Self> {
-        if head_dim > MAX_HEAD_DIM || head_dim as u32 > gpu.limits.max_compute_invocations_per_workgroup {
+    pub fn new(gpu: &Gpu, head_dim: usize, page: usize) -> Result<Self> {
+        let lim = &gpu.limits;
+        if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
             bail!(
-                "head_dim {head_dim} is not supported by the attention kernel (at most {MAX_HEAD_DIM}, and at most {} invocations per workgroup on {})",
-                gpu.limits.max_compute_invocations_per_workgroup,
-                gpu.describe()
+                "head_dim {head_dim} is not supported by the GPU attention kernels (a multiple of {FLASH_TILE}, at most {MAX_HEAD_DIM}); use --device cpu"
             );
         }
+        let flash_shared = (2 * FLASH_TILE * head_dim + FLASH_TILE * FLASH_TILE) * 4;
+        if flash_shared as u32 > lim.max_compute_workgroup_storage_size
+            || lim.max_compute_invocations_per_workgroup < 256
+        {
+            bail!(
+                "flash attention at head_dim {head_dim} needs {flash_shared} bytes of workgroup memory and 256 invocations per workgroup; {} has {} bytes and {}; use --attention naive",
+                gpu.describe(),
+                lim.max_compute_workgroup_storage_size,
+                lim.max_compute_invocations_per_workgroup
+            );
+        }
+        assert!(
+            page % FLASH_TILE == 0,
+            "page {page} is not a multiple of the flash tile"
+        );
         let bias = [("HAS_BIAS", 1.0)];
+        let hd = ("HEAD_DIM", head_dim as f64);
+        let pg = ("PAGE", page as f64);
         Ok(Kernels {
             embed: Kernel::new(gpu, "embed.wgsl", &[])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
@@ -228,7 +297,10 @@ impl Kernels {
             gemm_bias: Kernel::new(gpu, "gemm.wgsl", &bias)?,
             rope: Kernel::new(gpu, "rope.wgsl", &[])?,
             kv_write: Kernel::new(gpu, "kv_write.wgsl", &[])?,
-            attention: Kernel::new(gpu, "attention.wgsl", &[("HEAD_DIM", head_dim as f64)])?,
+            attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
+            attention_flash: Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg])?,
+            attention_decode: Kernel::new(gpu, "attention_decode.wgsl", &[hd, pg])?,
+            attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             swiglu: Kernel::new(gpu, "swiglu.wgsl", &[])?,
             add: Kernel::new(gpu, "add.wgsl", &[])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,

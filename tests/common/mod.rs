@@ -40,6 +40,10 @@ pub const NLL_VS_HF: f64 = 1e-4;
 /// for sums of up to ~1800 terms of magnitude <= ~30 the f32 rounding stays below 1e-4 relative,
 /// and absolute 1e-4 covers results near zero.
 pub const KERNEL_VS_CPU: Tol = Tol { abs: 1e-4, rel: 1e-4 };
+/// Attention outputs vs the CPU's f64 softmax: each output is a convex combination of V values
+/// (|v| <= 2); f32 sums over up to 4096 keys and f32 exp of scores up to ~50 give errors around
+/// 1e-5, so 2e-4 absolute catches any wrong row, page, mask or rescale (those err by ~0.1 or more).
+pub const ATTENTION_VS_CPU: Tol = Tol { abs: 2e-4, rel: 1e-4 };
 /// The GPU's GEMM (prefill) and GEMV (decode) sum in different orders in f32; on the tiny
 /// models' logits (magnitude ~1) that differs by ~1e-6.
 pub const GPU_PREFILL_VS_DECODE: Tol = Tol { abs: 1e-5, rel: 1e-5 };
@@ -334,10 +338,25 @@ pub fn gpu_request() -> Option<tinfer::gpu::GpuRequest> {
 
 /// Load a model onto the GPU (None when there is no adapter; see `gpu_request`).
 pub fn gpu_model(path: &Path) -> Option<(tinfer::model::Model, tinfer::loader::Loaded)> {
+    gpu_model_with(path, &tinfer::model::Options::default())
+}
+
+/// A GPU model with engine options (attention variant, KV layout, sequences).
+pub fn gpu_model_with(
+    path: &Path,
+    opts: &tinfer::model::Options,
+) -> Option<(tinfer::model::Model, tinfer::loader::Loaded)> {
     let req = gpu_request()?;
     let mut l = tinfer::loader::load(path).unwrap();
     let w = l.weights.take().unwrap();
-    let m = tinfer::model::Model::new(l.cfg.clone(), w, tinfer::model::Device::Gpu, req.adapter.as_deref()).unwrap();
+    let m = tinfer::model::Model::with_options(
+        l.cfg.clone(),
+        w,
+        tinfer::model::Device::Gpu,
+        req.adapter.as_deref(),
+        opts,
+    )
+    .unwrap();
     Some((m, l))
 }
 
