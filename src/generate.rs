@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::cpu::ops::logsumexp;
 use crate::cpu::Logits;
-use crate::model::Model;
+use crate::model::{KvUsage, Model};
 use crate::sampler::Sampler;
 
 /// Prompt tokens run per forward call: bounds the activations a long prompt needs at once.
@@ -125,6 +125,88 @@ pub fn generate(
         prompt_time,
         gen_time: start.elapsed(),
     })
+}
+
+/// Several continuations of one prompt: the prompt is prefilled once (sequence 0), then forked
+/// into `samplers.len()` sequences that share its KV pages; each step runs one token of every
+/// unfinished sequence in one batched forward. Continuation i samples with `samplers[i]`, so a
+/// seeded sampler makes it reproducible on its own.
+pub fn generate_many(
+    model: &mut Model,
+    prompt: &[u32],
+    samplers: &mut [Sampler],
+    max_tokens: usize,
+) -> Result<(Vec<Generation>, Option<KvUsage>)> {
+    let ctx = model.cfg.seq_len;
+    if prompt.is_empty() {
+        bail!("the prompt is empty: give some text with --prompt or on stdin");
+    }
+    if model.pos() + prompt.len() > ctx {
+        bail!(
+            "the prompt is {} tokens but the model's context holds {}: shorten the prompt",
+            prompt.len(),
+            ctx
+        );
+    }
+    let eos = model.cfg.eos_token_ids.clone();
+    let start = Instant::now();
+    let logits = prefill(model, prompt)?;
+    let prompt_time = start.elapsed();
+    let start = Instant::now();
+    let n = samplers.len();
+    let mut seqs = vec![0];
+    for _ in 1..n {
+        seqs.push(model.fork(0)?);
+    }
+    let mut out: Vec<Generation> = (0..n)
+        .map(|_| Generation {
+            tokens: vec![],
+            stop: StopReason::MaxTokens,
+            prompt_tokens: prompt.len(),
+            prompt_time,
+            gen_time: Default::default(),
+        })
+        .collect();
+    let mut next: Vec<u32> = samplers.iter_mut().map(|s| s.sample(&logits, prompt)).collect();
+    let mut live: Vec<usize> = (0..n).collect();
+    let mut usage = model.kv_usage();
+    loop {
+        // finish the sequences that stop here
+        live.retain(|&i| {
+            let g = &mut out[i];
+            let stop = if g.tokens.len() >= max_tokens {
+                Some(StopReason::MaxTokens)
+            } else if eos.contains(&next[i]) {
+                Some(StopReason::Eos)
+            } else if prompt.len() + g.tokens.len() >= ctx {
+                Some(StopReason::ContextFull)
+            } else {
+                None
+            };
+            if let Some(s) = stop {
+                g.stop = s;
+                g.gen_time = start.elapsed();
+            } else {
+                g.tokens.push(next[i]);
+            }
+            stop.is_none()
+        });
+        if live.is_empty() {
+            break;
+        }
+        let toks: Vec<[u32; 1]> = live.iter().map(|&i| [next[i]]).collect();
+        let batch: Vec<(usize, &[u32])> = live.iter().zip(&toks).map(|(&i, t)| (seqs[i], &t[..])).collect();
+        let logits = model.forward_batch(&batch)?;
+        usage = model.kv_usage().or(usage);
+        for (&i, l) in live.iter().zip(&logits) {
+            let history: Vec<u32> = prompt.iter().chain(&out[i].tokens).copied().collect();
+            next[i] = samplers[i].sample(l, &history);
+        }
+    }
+    for &s in &seqs[1..] {
+        model.release(s);
+    }
+    Ok((out, usage))
 }
 
 /// Run `tokens` and choose the next token: on the device when greedy (only the id comes back),

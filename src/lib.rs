@@ -2,6 +2,7 @@
 //! (`main.rs`) through the tokenizer into `generate`, which calls `Model::forward` (the device
 //! seam), which runs `cpu::forward` over the weights the loader read.
 
+pub mod bench; // `tinfer bench attention`: the attention variants side by side
 pub mod config; // config.json -> Config (resolved, validated); RoPE tables
 pub mod convert; // GGUF -> HF directory
 pub mod cpu; // the reference forward pass

@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use tinfer::convert::{convert, OutDtype};
-use tinfer::generate::{generate, score, Generation};
+use tinfer::generate::{generate, generate_many, score, Generation};
 use tinfer::loader::{self, Loaded};
-use tinfer::model::{Device, Model};
+use tinfer::model::{Attention, Device, KvLayout, Model, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
 
@@ -34,6 +34,53 @@ struct ModelArgs {
     /// Pick the GPU adapter whose name contains NAME (case-insensitive), e.g. llvmpipe or nvidia.
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
+    /// GPU attention kernels: flash (tiled prefill with online softmax, split-K decode) or naive
+    /// (scores materialised in memory; the slow twin).
+    #[arg(long, value_enum, default_value = "flash")]
+    attention: Attention,
+    /// GPU KV cache layout: paged (pages from a pool through block tables, shared between
+    /// sequences) or contiguous (one region of the whole context per sequence).
+    #[arg(long, value_enum, default_value = "paged")]
+    kv: KvLayout,
+    /// Tokens per KV page (a multiple of 16).
+    #[arg(long, default_value_t = 16)]
+    page: usize,
+    /// KV pool size in pages (default: enough for every sequence to reach the full context).
+    #[arg(long, value_name = "N")]
+    kv_blocks: Option<usize>,
+    /// KV pool size in bytes over all layers, e.g. 64MiB or 1GiB (instead of --kv-blocks).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "kv_blocks")]
+    kv_memory: Option<u64>,
+}
+
+impl ModelArgs {
+    fn options(&self, max_seqs: usize) -> Options {
+        Options {
+            attention: self.attention,
+            kv: self.kv,
+            page: self.page,
+            kv_blocks: self.kv_blocks,
+            kv_memory: self.kv_memory,
+            max_seqs,
+            ..Options::default()
+        }
+    }
+}
+
+/// "4096", "64KiB", "256MiB", "2GiB" (also KB/MB/GB, as powers of 1024) -> bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 #[derive(Args, Clone)]
@@ -104,6 +151,11 @@ enum Command {
         /// Print the prompt before the generated text.
         #[arg(long)]
         echo: bool,
+        /// Sample K continuations of the prompt at once: the prompt is run once and its KV pages
+        /// are shared; each step runs the K sequences in one batch. Continuation i uses seed
+        /// SEED + i. Printed one after another when all are done.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        n_seq: usize,
         #[command(flatten)]
         sample: SampleArgs,
     },
@@ -152,6 +204,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks: `bench attention` times the attention variants (naive, flash, split-K) and KV
+    /// layouts (paged, contiguous) over sequence lengths, head layouts and head dims.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Convert a GGUF file to an HF model directory (dequantised safetensors + tokenizer files).
     Convert {
         /// The .gguf file to read.
@@ -161,6 +219,40 @@ enum Command {
         /// Element type of the written weights (f32 keeps every dequantised value exactly).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: OutDtype,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Attention kernels on random Q/K/V: prefill (N rows over N keys) and decode (1 row over N).
+    Attention {
+        /// Pick the GPU adapter whose name contains NAME.
+        #[arg(long, value_name = "NAME")]
+        adapter: Option<String>,
+        /// Sequence lengths.
+        #[arg(long, value_delimiter = ',', default_value = "128,512,1024,2048,4096,8192")]
+        seq_lens: Vec<usize>,
+        /// Head layouts: mha (8 query heads, 8 KV heads), gqa (8 over 2), mqa (8 over 1).
+        #[arg(long, value_delimiter = ',', default_value = "mha,gqa,mqa")]
+        layouts: Vec<String>,
+        /// Head dimensions.
+        #[arg(long, value_delimiter = ',', default_value = "64,128")]
+        head_dims: Vec<usize>,
+        /// Phases: prefill, decode.
+        #[arg(long, value_delimiter = ',', default_value = "prefill,decode")]
+        phases: Vec<String>,
+        /// Timed calls per measurement (after one warm-up); the median is reported.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Naive prefill only up to this length (its O(N²) work makes it slow beyond).
+        #[arg(long, default_value_t = 4096)]
+        naive_prefill_max: usize,
+        /// Print the records as a JSON list instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Draw time against length for each variant into FILE (SVG).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -196,9 +288,20 @@ fn main() -> ExitCode {
 }
 
 fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
+    load_seqs(args, 1)
+}
+
+/// Load for up to `max_seqs` sequences alive at once.
+fn load_seqs(args: &ModelArgs, max_seqs: usize) -> Result<(Model, Loaded)> {
     let mut loaded = loader::load(&args.model)?;
     let weights = loaded.weights.take().expect("load() returns weights");
-    let model = Model::new(loaded.cfg.clone(), weights, args.device, args.adapter.as_deref())?;
+    let model = Model::with_options(
+        loaded.cfg.clone(),
+        weights,
+        args.device,
+        args.adapter.as_deref(),
+        &args.options(max_seqs),
+    )?;
     if args.device == Device::Auto {
         eprintln!("device: {}", model.device_name());
     }
@@ -268,13 +371,51 @@ fn run(cli: Cli) -> Result<()> {
             model: margs,
             prompt,
             echo,
+            n_seq,
             sample,
         } => {
             let text = prompt_text(prompt)?;
             let mut sampler = sample.sampler()?;
-            let (mut model, loaded) = load(&margs)?;
+            if n_seq == 0 || n_seq > 64 {
+                bail!("--n-seq must be between 1 and 64, got {n_seq}");
+            }
+            let (mut model, loaded) = load_seqs(&margs, n_seq)?;
             let tok = need_tokenizer(&loaded)?;
             let ids = tok.encode(&text)?;
+            if n_seq > 1 {
+                let seed = sampler.cfg.seed;
+                let mut samplers: Vec<Sampler> = (0..n_seq as u64)
+                    .map(|i| {
+                        Sampler::new(SamplerConfig {
+                            seed: seed.wrapping_add(i),
+                            ..sampler.cfg.clone()
+                        })
+                    })
+                    .collect();
+                let (gens, kv) = generate_many(&mut model, &ids, &mut samplers, sample.max_tokens)?;
+                let mut out = std::io::stdout().lock();
+                for (i, g) in gens.iter().enumerate() {
+                    let body = tok.decode(&g.tokens, true)?;
+                    writeln!(
+                        out,
+                        "--- continuation {} (seed {}) ---",
+                        i + 1,
+                        seed.wrapping_add(i as u64)
+                    )?;
+                    writeln!(out, "{}{body}", if echo { text.as_str() } else { "" })?;
+                    eprintln!("[{}] {}", i + 1, g.stats());
+                }
+                if let Some(kv) = kv {
+                    eprintln!(
+                        "kv: {} of {} pages of {} tokens in use at the last step (the prompt's shared), {:.1}% of their rows unfilled",
+                        kv.pages_used,
+                        kv.pages,
+                        kv.page,
+                        kv.waste * 100.0
+                    );
+                }
+                return Ok(());
+            }
             if echo {
                 print!("{text}");
             }
@@ -341,6 +482,29 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Info { model: margs, json } => info(&margs, json)?,
+        Command::Bench { what } => match what {
+            BenchWhat::Attention {
+                adapter,
+                seq_lens,
+                layouts,
+                head_dims,
+                phases,
+                repeats,
+                naive_prefill_max,
+                json,
+                svg,
+            } => bench_attention(
+                adapter,
+                seq_lens,
+                layouts,
+                head_dims,
+                phases,
+                repeats,
+                naive_prefill_max,
+                json,
+                svg,
+            )?,
+        },
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());
@@ -541,4 +705,147 @@ fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_json
         },
         "all_adapters": all,
     }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_attention(
+    adapter: Option<String>,
+    seq_lens: Vec<usize>,
+    layouts: Vec<String>,
+    head_dims: Vec<usize>,
+    phases: Vec<String>,
+    repeats: usize,
+    naive_prefill_max: usize,
+    json: bool,
+    svg: Option<PathBuf>,
+) -> Result<()> {
+    use tinfer::bench::{self, AttnBench, Phase};
+    let layouts = layouts
+        .iter()
+        .map(|l| match l.as_str() {
+            "mha" => Ok(("mha", 8, 8)),
+            "gqa" => Ok(("gqa", 8, 2)),
+            "mqa" => Ok(("mqa", 8, 1)),
+            _ => bail!("unknown layout {l:?}: use mha, gqa or mqa"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let phases = phases
+        .iter()
+        .map(|p| match p.as_str() {
+            "prefill" => Ok(Phase::Prefill),
+            "decode" => Ok(Phase::Decode),
+            _ => bail!("unknown phase {p:?}: use prefill or decode"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if seq_lens.iter().any(|&n| n == 0 || n > 1 << 16) || repeats == 0 {
+        bail!("sequence lengths must be between 1 and 65536 and --repeats at least 1");
+    }
+    let gpu = tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
+        adapter,
+        allow_cpu_adapter: true,
+    })?;
+    let cfg = AttnBench {
+        seq_lens,
+        layouts,
+        head_dims,
+        phases,
+        repeats,
+        naive_prefill_max,
+    };
+    eprintln!("adapter: {}", gpu.describe());
+    let header = format!(
+        "{:<12} {:<10} {:<7} {:>6} {:>5} {:>4} {:>10} {:>8} {:>10} {:>9} {:>6}",
+        "variant", "kv", "phase", "N", "heads", "hd", "ms", "GB/s", "mem MiB", "max err", "splits"
+    );
+    if json {
+        eprintln!("{header}");
+    } else {
+        println!("{header}");
+    }
+    let records = bench::bench_attention(&gpu, &cfg, |r| {
+        let line = format!(
+            "{:<12} {:<10} {:<7} {:>6} {:>2}/{:<2} {:>4} {:>10.3} {:>8.2} {:>10.2} {:>9.1e} {:>6}",
+            r.variant,
+            r.kv,
+            format!("{:?}", r.phase).to_lowercase(),
+            r.seq_len,
+            r.n_heads,
+            r.n_kv_heads,
+            r.head_dim,
+            r.ms,
+            r.gbps,
+            r.mem_bytes as f64 / (1 << 20) as f64,
+            r.max_abs_err,
+            r.splits
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    })?;
+    // The targets, read off this run.
+    let find = |variant: &str, kv: &str, phase: Phase, n: usize| {
+        let v: Vec<f64> = records
+            .iter()
+            .filter(|r| r.variant == variant && r.kv == kv && r.phase == phase && r.seq_len == n)
+            .map(|r| r.ms)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let mut summary = vec![];
+    if let (Some(naive), Some(flash)) = (
+        find("naive", "paged", Phase::Prefill, 4096),
+        find("flash", "paged", Phase::Prefill, 4096),
+    ) {
+        summary.push(format!(
+            "prefill at 4096: flash {:.1}x faster than naive (mean over layouts and head dims)",
+            naive / flash
+        ));
+    }
+    if let (Some(one), Some(split)) = (
+        find("flash", "paged", Phase::Decode, 8192),
+        find("flash-split", "paged", Phase::Decode, 8192),
+    ) {
+        summary.push(format!(
+            "decode at 8192: split-K {:.2}x faster than single-pass",
+            one / split
+        ));
+    }
+    let decode_lens: Vec<usize> = cfg.seq_lens.clone();
+    let (mut p, mut c) = (0.0, 0.0);
+    for &n in &decode_lens {
+        if let (Some(a), Some(b)) = (
+            find("flash-split", "paged", Phase::Decode, n),
+            find("flash-split", "contiguous", Phase::Decode, n),
+        ) {
+            p += a;
+            c += b;
+        }
+    }
+    if c > 0.0 {
+        summary.push(format!(
+            "decode, split-K, all lengths: paged takes {:+.1}% of contiguous's time",
+            (p / c - 1.0) * 100.0
+        ));
+    }
+    summary.push(format!(
+        "KV pages of 16 for 64 sequences of 1..8192 tokens: {:.2}% of the rows in use unfilled",
+        bench::page_waste(16, 64, 8192, 1) * 100.0
+    ));
+    for line in &summary {
+        eprintln!("{line}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    }
+    if let Some(path) = svg {
+        std::fs::write(
+            &path,
+            bench::svg(&records, &format!("tinfer bench attention on {}", gpu.describe())),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
 }

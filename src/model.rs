@@ -69,6 +69,16 @@ impl Default for Options {
     }
 }
 
+/// How much of the KV pool is in use.
+#[derive(Clone, Copy, Debug)]
+pub struct KvUsage {
+    pub pages_used: usize,
+    pub pages: usize,
+    pub page: usize, // tokens per page
+    /// Fraction of the rows in used pages that hold no position (partly filled last pages).
+    pub waste: f64,
+}
+
 pub struct Model {
     pub cfg: Config,
     backend: Backend,
@@ -204,12 +214,16 @@ impl Model {
         }
     }
 
-    /// KV pages in use, pages in all, and the fraction of rows in use that hold nothing (the
-    /// loss to partly filled pages); None on the CPU.
-    pub fn kv_usage(&self) -> Option<(usize, usize, f64)> {
+    /// The GPU KV pool's use now; None on the CPU.
+    pub fn kv_usage(&self) -> Option<KvUsage> {
         match &self.backend {
             Backend::Cpu { .. } => None,
-            Backend::Gpu(g) => Some((g.kv.blocks_in_use(), g.kv.alloc.n_blocks(), g.kv.waste())),
+            Backend::Gpu(g) => Some(KvUsage {
+                pages_used: g.kv.blocks_in_use(),
+                pages: g.kv.alloc.n_blocks(),
+                page: g.kv.page,
+                waste: g.kv.waste(),
+            }),
         }
     }
 

@@ -367,7 +367,7 @@ fn attention_variants_match_cpu() {
                     (1, 0),
                     shape,
                     &[&q_buf, &kb, &vb, &tb, &out],
-                    [t.div_ceil(16) as u32, n_heads as u32, 1],
+                    [t.div_ceil(64) as u32, n_heads as u32, 1],
                 );
                 assert_close(
                     &what("flash prefill"),

@@ -192,7 +192,7 @@ fn forked_sequences_share_pages_and_match_unshared_ones() {
     cpu.forward(&prompt, Logits::Last).unwrap();
     let (a, b) = (shared.fork(0).unwrap(), shared.fork(0).unwrap());
     assert_eq!((cpu.fork(0).unwrap(), cpu.fork(0).unwrap()), (a, b));
-    let pages_after_fork = shared.kv_usage().unwrap().0;
+    let pages_after_fork = shared.kv_usage().unwrap().pages_used;
     assert_eq!(pages_after_fork, 5, "forks share the prompt's 5 pages");
     let mut steps = vec![];
     for step in 0..20u32 {
@@ -211,7 +211,7 @@ fn forked_sequences_share_pages_and_match_unshared_ones() {
         steps.push((toks, got));
     }
     // 3 sequences of 90 positions: 4 shared full pages + 2 own pages each = 10; unshared: 18
-    let (used, _, waste) = shared.kv_usage().unwrap();
+    let (used, waste) = (shared.kv_usage().unwrap().pages_used, shared.kv_usage().unwrap().waste);
     assert_eq!(used, 10);
     assert!(waste < 0.2, "waste {waste}");
     // Each sequence alone, unshared, gives the same logits as in the shared batch.
@@ -234,7 +234,7 @@ fn forked_sequences_share_pages_and_match_unshared_ones() {
     // releasing the forks returns their own pages; sequence 0 keeps the prompt's
     shared.release(a);
     shared.release(b);
-    assert_eq!(shared.kv_usage().unwrap().0, 6);
+    assert_eq!(shared.kv_usage().unwrap().pages_used, 6);
 }
 
 /// A pool too small for the prompt is a clear "KV cache full" error, and nothing is half-done.

@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 
 use super::context::{Gpu, GpuRequest};
 use super::kernels::{
-    split_plan, step_bytes, step_size, Kernel, Kernels, Row, Shape, FLASH_TILE, MAX_SPLITS, MAX_STEP_TOKENS,
+    split_plan, step_bytes, step_size, Kernel, Kernels, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS, MAX_STEP_TOKENS,
 };
 use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
@@ -188,7 +188,7 @@ pub fn attention_ops(
                 &k.attention_flash,
                 Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
                 &[b.q, b.k_cache, b.v_cache, b.tables, b.out],
-                Box::new(move |d: Dims| [d.t.div_ceil(FLASH_TILE as u32), nh, 1]),
+                Box::new(move |d: Dims| [d.t.div_ceil(FLASH_ROWS as u32), nh, 1]),
             )],
             rows: vec![
                 op(

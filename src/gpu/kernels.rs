@@ -12,9 +12,11 @@ pub const MAX_STEP_TOKENS: usize = 256;
 pub const MAX_HEAD_DIM: usize = 256;
 /// Keys per tile of the flash prefill kernel; a page must be a multiple of it.
 pub const FLASH_TILE: usize = 16;
+/// Query rows per workgroup of the flash prefill kernel.
+pub const FLASH_ROWS: usize = 64;
 /// Most split-K partitions of the decode attention.
 pub const MAX_SPLITS: usize = 32;
-/// Keys per tile of the decode kernel (split lengths are multiples of it).
+/// Keys per round of the decode kernel's 64 invocations (split lengths are multiples of it).
 pub const DECODE_TILE: usize = 64;
 
 /// One token row of a step, as the kernels read it (`Step.rows[t]`, shaders/prelude.wgsl).
@@ -264,21 +266,10 @@ pub struct Kernels {
 
 impl Kernels {
     pub fn new(gpu: &Gpu, head_dim: usize, page: usize) -> Result<Self> {
-        let lim = &gpu.limits;
+        // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
         if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
             bail!(
                 "head_dim {head_dim} is not supported by the GPU attention kernels (a multiple of {FLASH_TILE}, at most {MAX_HEAD_DIM}); use --device cpu"
-            );
-        }
-        let flash_shared = (2 * FLASH_TILE * head_dim + FLASH_TILE * FLASH_TILE) * 4;
-        if flash_shared as u32 > lim.max_compute_workgroup_storage_size
-            || lim.max_compute_invocations_per_workgroup < 256
-        {
-            bail!(
-                "flash attention at head_dim {head_dim} needs {flash_shared} bytes of workgroup memory and 256 invocations per workgroup; {} has {} bytes and {}; use --attention naive",
-                gpu.describe(),
-                lim.max_compute_workgroup_storage_size,
-                lim.max_compute_invocations_per_workgroup
             );
         }
         assert!(
