@@ -8,8 +8,10 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-/// Most template instructions one chat render may run before it is stopped as runaway.
-const TEMPLATE_FUEL: u64 = 10_000_000;
+/// Most template instructions one chat render may run before it is stopped as runaway. SmolLM2's
+/// ChatML template renders 1000 messages well within it (see the test below); a nested loop of
+/// 10^5 × 10^5 is stopped in well under a second.
+const TEMPLATE_FUEL: u64 = 2_000_000;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -239,5 +241,26 @@ impl<'a> TokenStream<'a> {
             .strip_prefix(before.as_str())
             .filter(|s| !s.is_empty())
             .map(str::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuel bound leaves room for long real conversations.
+    #[test]
+    fn chatml_template_renders_a_long_conversation_within_the_fuel() {
+        let template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}\
+            {{ '<|im_start|>system\\nYou are a helpful AI assistant<|im_end|>\\n' }}{% endif %}\
+            {{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}\
+            {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+        let tok_json = serde_json::json!({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}});
+        let tok = Tokenizer::from_json(&tok_json, &serde_json::json!({ "chat_template": template })).unwrap();
+        let msgs: Vec<Message> = (0..1000)
+            .map(|i| Message::new(if i % 2 == 0 { "user" } else { "assistant" }, "some words"))
+            .collect();
+        let out = tok.apply_chat_template(&msgs, true).unwrap();
+        assert_eq!(out.matches("<|im_start|>").count(), 1002);
     }
 }

@@ -488,9 +488,131 @@ fn hostile_tokenizer_and_chat_templates_fail_cleanly() {
             "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
             "rendering the chat template failed",
         ),
+        // found by the tokenizer fuzz target (a timeout under the first fuel bound)
+        (
+            "fuzz-timeout",
+            "{% for i in range(100000) %}{%for j in range(050000) %}x{% endfor %}{% endfor %}",
+            "ran out of fuel",
+        ),
     ] {
         let (dir, m) = tiny(&format!("hostile-template-{name}"), json!({}));
         std::fs::write(dir.join("chat_template.jinja"), template).unwrap();
         fails(&["chat", "--model", &m, "--prompt", "hi"], None, 2, &[needle]);
     }
+}
+
+/// `generate --n-seq K`: continuation i is the text `--seed SEED+i` gives alone, on the CPU and
+/// on the GPU (shared prompt pages, batched steps); every attention variant and KV layout prints
+/// the same greedy text; a pool too small is "KV cache full".
+#[test]
+fn n_seq_attention_variants_and_kv_options() {
+    let m = fixtures().join("tiny-qwen2");
+    let m = m.to_str().unwrap();
+    let base = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Once upon a time, in a land",
+        "-n",
+        "20",
+    ];
+    let sample = ["--temperature", "0.9", "--seed", "11"];
+    let devices: &[&str] = if gpu_request().is_some() {
+        &["cpu", "gpu"]
+    } else {
+        &["cpu"]
+    };
+    for device in devices {
+        let many = ok(&[&base[..], &sample, &["--n-seq", "3", "--device", device]].concat());
+        for i in 0..3 {
+            let seed = (11 + i).to_string();
+            let alone = ok(&[&base[..], &["--temperature", "0.9", "--seed", &seed, "--device", "cpu"]].concat());
+            let header = format!("--- continuation {} (seed {seed}) ---\n", i + 1);
+            let body = many.split(&header).nth(1).unwrap_or_else(|| panic!("{many}"));
+            let body = body.split("\n--- continuation").next().unwrap().trim_end_matches('\n');
+            assert_eq!(body, alone, "{device}: continuation {i}");
+        }
+    }
+    if gpu_request().is_none() {
+        return;
+    }
+    let greedy = ok(&[&base[..], &["--device", "cpu"]].concat());
+    for (attention, kv) in [
+        ("naive", "contiguous"),
+        ("naive", "paged"),
+        ("flash", "contiguous"),
+        ("flash", "paged"),
+    ] {
+        let got = ok(&[&base[..], &["--device", "gpu", "--attention", attention, "--kv", kv]].concat());
+        assert_eq!(got, greedy, "{attention} {kv}");
+    }
+    fails(
+        &[&base[..], &["--device", "gpu", "--kv-blocks", "1"]].concat(),
+        None,
+        2,
+        &["KV cache full", "--kv-blocks"],
+    );
+    fails(
+        &[&base[..], &["--kv-memory", "12parsecs"]].concat(),
+        None,
+        1,
+        &["unknown unit"],
+    );
+    fails(
+        &[&base[..], &["--device", "gpu", "--page", "24"]].concat(),
+        None,
+        2,
+        &["multiple of 16"],
+    );
+}
+
+/// `bench attention` on a small sweep: the JSON records carry every field, errors are small,
+/// and the SVG plot is written.
+#[test]
+fn bench_attention_json_and_svg() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let svg = tmp("bench").join("attention.svg");
+    let out = ok(&[
+        "bench",
+        "attention",
+        "--seq-lens",
+        "17,64",
+        "--layouts",
+        "gqa,mqa",
+        "--head-dims",
+        "64",
+        "--repeats",
+        "1",
+        "--json",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    let records: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let records = records.as_array().unwrap();
+    // 2 lengths × 2 layouts × 2 KV layouts × (2 prefill + 3 decode variants)
+    assert_eq!(records.len(), 40);
+    for r in records {
+        for key in [
+            "variant",
+            "phase",
+            "seq_len",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "ms",
+            "gbps",
+            "mem_bytes",
+            "max_abs_err",
+            "kv",
+        ] {
+            assert!(r.get(key).is_some(), "{key} missing in {r}");
+        }
+        assert!(["naive", "flash", "flash-split"].contains(&r["variant"].as_str().unwrap()));
+        assert!(r["max_abs_err"].as_f64().unwrap() < 1e-4, "{r}");
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("polyline"));
 }
