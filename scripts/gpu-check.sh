@@ -66,6 +66,14 @@ done
 if cmp -s "$logs/generate-gpu.txt" "$logs/generate-cpu.txt"; then same=yes; else same=NO; fail=1; fi
 rows+=("gpu text == cpu text|$same")
 
+# Attention variants side by side (SmolLM2-like GQA, head_dim 64), with the targets' ratios.
+"$bindir/tinfer" bench attention --layouts gqa --head-dims 64 --json --svg "$logs/attention.svg" \
+    >"$logs/attention.json" 2>"$logs/attention.txt"
+rc=$?
+[ $rc -eq 0 ] || fail=1
+rows+=("bench attention|rc=$rc; table in attention.txt")
+while IFS= read -r line; do rows+=("  ${line%%:*}|${line#*: }"); done < <(grep -E '^(prefill|decode|KV pages)' "$logs/attention.txt")
+
 echo
 echo "tinfer gpu-check ($(date -u +%Y-%m-%dT%H:%MZ), logs in $logs)"
 printf '%-38s %s\n' "check" "result"

@@ -254,3 +254,29 @@ fn kv_cache_full_is_an_error() {
     assert_eq!(m.pos(), 20);
     m.forward(&[1; 12], Logits::Last).unwrap(); // what still fits the two pages
 }
+
+/// A prompt filling the whole context (8192 positions, 512 pages, split-K over 32 partitions on
+/// the last steps) gives the CPU's logits; one token more is a clear error.
+#[test]
+fn a_prompt_as_long_as_the_context_works() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let dir = tiny_model_dir(
+        &std::env::temp_dir().join(format!("tinfer-long-{}", std::process::id())),
+        serde_json::json!({"max_position_embeddings": 8192}),
+    );
+    let (mut g, _) = gpu_model(&dir).unwrap();
+    let (mut c, _) = cpu_model(&dir);
+    let tokens: Vec<u32> = (0..8192u32).map(|i| (i * 7919 + i / 3) % 256).collect();
+    let got = g.forward(&tokens[..8190], Logits::Last).unwrap();
+    let want = c.forward(&tokens[..8190], Logits::Last).unwrap();
+    assert_close("8190-token prompt: gpu vs cpu", &got, &want, TINY_VS_HF);
+    for &t in &tokens[8190..] {
+        let got = g.forward(&[t], Logits::Last).unwrap();
+        let want = c.forward(&[t], Logits::Last).unwrap();
+        assert_close("decode at the end of the context", &got, &want, TINY_VS_HF);
+    }
+    let e = g.forward(&[1], Logits::Last).unwrap_err().to_string();
+    assert!(e.contains("context full"), "{e}");
+}
