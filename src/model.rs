@@ -53,6 +53,9 @@ pub struct Options {
     pub max_seqs: usize,
     /// Split-K decode: at least this many keys per partition.
     pub min_split_keys: usize,
+    /// Split-K decode: workgroups the device can run at once (default: the host's threads on a
+    /// CPU adapter, 1024 on a GPU); partitions are added until rows × heads × partitions reach it.
+    pub split_workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             kv_memory: None,
             max_seqs: 1,
             min_split_keys: 256,
+            split_workers: None,
         }
     }
 }

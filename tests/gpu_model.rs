@@ -126,7 +126,8 @@ fn opts(attention: Attention, kv: KvLayout, max_seqs: usize) -> Options {
         attention,
         kv,
         max_seqs,
-        min_split_keys: 64, // split-K already at these short lengths
+        min_split_keys: 64,        // split-K already at these short lengths
+        split_workers: Some(1024), // as on a GPU, even on lavapipe
         ..Options::default()
     }
 }

@@ -85,7 +85,8 @@ pub struct GpuModel {
     pub gpu: Gpu,
     cfg: Config,
     pub kv: KvPages,            // which cache row holds each position of each sequence
-    min_split_keys: usize,      // split-K: keys per decode partition at least
+    min_split_keys: usize,       // split-K: keys per decode partition at least
+    workers: usize,              // workgroups the device runs at once, roughly (split-K aims at it)
     k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
     v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
     block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
@@ -511,11 +512,17 @@ impl GpuModel {
             Box::new(|_| [1, 1, 1]),
         );
         gpu.check("building the GPU forward pass")?;
+        let is_cpu = gpu.is_cpu_adapter();
         let mut model = GpuModel {
             gpu,
             cfg: cfg.clone(),
             kv,
             min_split_keys: opts.min_split_keys,
+            workers: opts.split_workers.unwrap_or(if is_cpu {
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            } else {
+                1024
+            }),
             k_cache,
             v_cache,
             block_copy,
@@ -594,7 +601,10 @@ impl GpuModel {
             max_len = max_len.max(pos0 + toks.len());
         }
         let gpu = &self.gpu;
-        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys);
+        // Split-K only pays where the rows × heads leave the device idle: aim at `workers`
+        // workgroups in all (a CPU adapter has a few threads; a GPU has many compute units).
+        let want = self.workers.div_ceil(t * self.cfg.n_heads);
+        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)));
         gpu.queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
         if self.kv.tables_dirty {
