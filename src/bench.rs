@@ -59,6 +59,8 @@ pub struct AttnBench {
     pub layouts: Vec<(&'static str, usize, usize)>,
     pub head_dims: Vec<usize>,
     pub phases: Vec<Phase>,
+    /// KV layouts to run: paged, contiguous
+    pub kv: Vec<bool>,
     pub repeats: usize,
     /// naive prefill is skipped above this length (its O(N²) scores make it minutes long)
     pub naive_prefill_max: usize,
@@ -71,6 +73,7 @@ impl Default for AttnBench {
             layouts: vec![("mha", 8, 8), ("gqa", 8, 2), ("mqa", 8, 1)],
             head_dims: vec![64, 128],
             phases: vec![Phase::Prefill, Phase::Decode],
+            kv: vec![true, false],
             repeats: 5,
             naive_prefill_max: 4096,
         }
@@ -161,7 +164,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                 let k = random(&mut rng, n * kv_dim, 6.0);
                 let v = random(&mut rng, n * kv_dim, 2.0);
                 let q_all = random(&mut rng, n * q_dim, 6.0);
-                for paged in [true, false] {
+                for &paged in &b.kv {
                     let kv = layout(paged, n);
                     let seq = kv.seq_ids().next().unwrap();
                     let kern = Kernels::new(gpu, hd, kv.page)?;

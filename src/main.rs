@@ -225,35 +225,41 @@ enum Command {
 #[derive(Subcommand)]
 enum BenchWhat {
     /// Attention kernels on random Q/K/V: prefill (N rows over N keys) and decode (1 row over N).
-    Attention {
-        /// Pick the GPU adapter whose name contains NAME.
-        #[arg(long, value_name = "NAME")]
-        adapter: Option<String>,
-        /// Sequence lengths.
-        #[arg(long, value_delimiter = ',', default_value = "128,512,1024,2048,4096,8192")]
-        seq_lens: Vec<usize>,
-        /// Head layouts: mha (8 query heads, 8 KV heads), gqa (8 over 2), mqa (8 over 1).
-        #[arg(long, value_delimiter = ',', default_value = "mha,gqa,mqa")]
-        layouts: Vec<String>,
-        /// Head dimensions.
-        #[arg(long, value_delimiter = ',', default_value = "64,128")]
-        head_dims: Vec<usize>,
-        /// Phases: prefill, decode.
-        #[arg(long, value_delimiter = ',', default_value = "prefill,decode")]
-        phases: Vec<String>,
-        /// Timed calls per measurement (after one warm-up); the median is reported.
-        #[arg(long, default_value_t = 5)]
-        repeats: usize,
-        /// Naive prefill only up to this length (its O(N²) work makes it slow beyond).
-        #[arg(long, default_value_t = 4096)]
-        naive_prefill_max: usize,
-        /// Print the records as a JSON list instead of the table.
-        #[arg(long)]
-        json: bool,
-        /// Draw time against length for each variant into FILE (SVG).
-        #[arg(long, value_name = "FILE")]
-        svg: Option<PathBuf>,
-    },
+    Attention(AttentionArgs),
+}
+
+#[derive(Args)]
+struct AttentionArgs {
+    /// Pick the GPU adapter whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,1024,2048,4096,8192")]
+    seq_lens: Vec<usize>,
+    /// Head layouts: mha (8 query heads, 8 KV heads), gqa (8 over 2), mqa (8 over 1).
+    #[arg(long, value_delimiter = ',', default_value = "mha,gqa,mqa")]
+    layouts: Vec<String>,
+    /// Head dimensions.
+    #[arg(long, value_delimiter = ',', default_value = "64,128")]
+    head_dims: Vec<usize>,
+    /// Phases: prefill, decode.
+    #[arg(long, value_delimiter = ',', default_value = "prefill,decode")]
+    phases: Vec<String>,
+    /// KV layouts: paged, contiguous.
+    #[arg(long, value_delimiter = ',', default_value = "paged,contiguous")]
+    kv: Vec<String>,
+    /// Timed calls per measurement (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Naive prefill only up to this length (its O(N²) work makes it slow beyond).
+    #[arg(long, default_value_t = 4096)]
+    naive_prefill_max: usize,
+    /// Print the records as a JSON list instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Draw time against length for each variant into FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -482,29 +488,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Info { model: margs, json } => info(&margs, json)?,
-        Command::Bench { what } => match what {
-            BenchWhat::Attention {
-                adapter,
-                seq_lens,
-                layouts,
-                head_dims,
-                phases,
-                repeats,
-                naive_prefill_max,
-                json,
-                svg,
-            } => bench_attention(
-                adapter,
-                seq_lens,
-                layouts,
-                head_dims,
-                phases,
-                repeats,
-                naive_prefill_max,
-                json,
-                svg,
-            )?,
-        },
+        Command::Bench {
+            what: BenchWhat::Attention(args),
+        } => bench_attention(args)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());
@@ -707,18 +693,19 @@ fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_json
     }))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench_attention(
-    adapter: Option<String>,
-    seq_lens: Vec<usize>,
-    layouts: Vec<String>,
-    head_dims: Vec<usize>,
-    phases: Vec<String>,
-    repeats: usize,
-    naive_prefill_max: usize,
-    json: bool,
-    svg: Option<PathBuf>,
-) -> Result<()> {
+fn bench_attention(args: AttentionArgs) -> Result<()> {
+    let AttentionArgs {
+        adapter,
+        seq_lens,
+        layouts,
+        head_dims,
+        phases,
+        kv,
+        repeats,
+        naive_prefill_max,
+        json,
+        svg,
+    } = args;
     use tinfer::bench::{self, AttnBench, Phase};
     let layouts = layouts
         .iter()
@@ -737,6 +724,14 @@ fn bench_attention(
             _ => bail!("unknown phase {p:?}: use prefill or decode"),
         })
         .collect::<Result<Vec<_>>>()?;
+    let kv = kv
+        .iter()
+        .map(|k| match k.as_str() {
+            "paged" => Ok(true),
+            "contiguous" => Ok(false),
+            _ => bail!("unknown KV layout {k:?}: use paged or contiguous"),
+        })
+        .collect::<Result<Vec<_>>>()?;
     if seq_lens.iter().any(|&n| n == 0 || n > 1 << 16) || repeats == 0 {
         bail!("sequence lengths must be between 1 and 65536 and --repeats at least 1");
     }
@@ -749,6 +744,7 @@ fn bench_attention(
         layouts,
         head_dims,
         phases,
+        kv,
         repeats,
         naive_prefill_max,
     };

@@ -85,8 +85,8 @@ pub struct GpuModel {
     pub gpu: Gpu,
     cfg: Config,
     pub kv: KvPages,            // which cache row holds each position of each sequence
-    min_split_keys: usize,       // split-K: keys per decode partition at least
-    workers: usize,              // workgroups the device runs at once, roughly (split-K aims at it)
+    min_split_keys: usize,      // split-K: keys per decode partition at least
+    workers: usize,             // workgroups the device runs at once, roughly (split-K aims at it)
     k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
     v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
     block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
