@@ -476,3 +476,137 @@ pub fn svg(records: &[Record], title: &str) -> String {
     }
     s + "</svg>\n"
 }
+
+// ---------------------------------------------------------------------------------------------
+// `tinfer bench model`: whole-model speed, like llama-bench.
+
+/// config.json of the SmolLM2 sizes, for `--synthetic NAME` (shapes only; weights are random).
+pub fn synthetic_config(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "smollm2-135m" => {
+            r#"{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+            "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true}"#
+        }
+        "smollm2-360m" => {
+            r#"{"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+            "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true}"#
+        }
+        "smollm2-1.7b" => {
+            r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 130000.0, "tie_word_embeddings": true}"#
+        }
+        _ => return None,
+    })
+}
+
+/// Random weights with the shapes of `cfg`: matrices uniform in ±1/√in, norms 1, biases small.
+pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights::Weights<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let mut mat = |rows: usize, cols: usize| -> Vec<f32> {
+        let a = 1.0 / (cols as f64).sqrt();
+        (0..rows * cols)
+            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * a) as f32)
+            .collect()
+    };
+    let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
+    let layers = (0..cfg.n_layers)
+        .map(|_| crate::weights::Layer {
+            attn_norm: vec![1.0; d],
+            wq: mat(q, d),
+            wk: mat(kv, d),
+            wv: mat(kv, d),
+            wo: mat(d, q),
+            bq: cfg.qkv_bias.then(|| vec![0.01; q]),
+            bk: cfg.qkv_bias.then(|| vec![0.01; kv]),
+            bv: cfg.qkv_bias.then(|| vec![0.01; kv]),
+            bo: cfg.o_bias.then(|| vec![0.01; d]),
+            ffn_norm: vec![1.0; d],
+            w_gate: mat(h, d),
+            w_up: mat(h, d),
+            w_down: mat(d, h),
+        })
+        .collect();
+    crate::weights::Weights {
+        embed: mat(cfg.vocab_size, d),
+        layers,
+        norm: vec![1.0; d],
+        lm_head: (!cfg.tied_embeddings).then(|| mat(cfg.vocab_size, d)),
+    }
+}
+
+/// Tokens per second of one measurement: median, min and max over the repeats.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Rate {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+fn rate(mut v: Vec<f64>) -> Rate {
+    v.sort_by(f64::total_cmp);
+    Rate {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+/// Prompt processing of `n` tokens (one forward from an empty cache, in the engine's chunks) and
+/// token generation of `n` tokens (one at a time from an empty cache, greedy, the id chosen on the
+/// device), in tokens/s over `repeats` runs after a warm-up.
+pub fn bench_model(
+    model: &mut crate::model::Model,
+    pp: &[usize],
+    tg: &[usize],
+    repeats: usize,
+) -> Result<(Vec<(String, Rate)>, Vec<(String, Rate)>)> {
+    use crate::cpu::Logits;
+    let vocab = model.cfg.vocab_size as u64;
+    let mut rng = Rng::new(7);
+    let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
+    let mut pp_out = vec![];
+    for &n in pp {
+        let tokens = ids(n);
+        let mut rates = vec![];
+        for r in 0..repeats + 1 {
+            model.truncate(0);
+            let t = Instant::now();
+            for chunk in tokens.chunks(crate::generate::PREFILL_CHUNK) {
+                model.forward(chunk, Logits::Last)?;
+            }
+            if r > 0 {
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        pp_out.push((format!("pp{n}"), rate(rates)));
+    }
+    let mut tg_out = vec![];
+    for &n in tg {
+        let mut rates = vec![];
+        for r in 0..repeats + 1 {
+            model.truncate(0);
+            let mut tok = 1u32;
+            let t = Instant::now();
+            for _ in 0..n {
+                tok = model.forward_argmax(&[tok])?;
+            }
+            if r > 0 {
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        tg_out.push((format!("tg{n}"), rate(rates)));
+    }
+    model.truncate(0);
+    Ok((pp_out, tg_out))
+}
+
+/// Weight bytes one decoded token reads (f32): every matrix and vector once, one embedding row;
+/// the KV cache is not counted (it depends on the position).
+pub fn weight_bytes_per_token(cfg: &crate::config::Config) -> u64 {
+    let embed = cfg.vocab_size * cfg.dim;
+    let head = if cfg.tied_embeddings { embed } else { 0 };
+    ((cfg.n_params() - embed + cfg.dim + head) * 4) as u64
+}

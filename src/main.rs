@@ -226,6 +226,34 @@ enum Command {
 enum BenchWhat {
     /// Attention kernels on random Q/K/V: prefill (N rows over N keys) and decode (1 row over N).
     Attention(AttentionArgs),
+    /// Whole-model speed like llama-bench: prompt processing (ppN) and token generation (tgN) in
+    /// tokens/s, median over repeats.
+    Model(ModelBenchArgs),
+}
+
+#[derive(Args)]
+struct ModelBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Random weights with the shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, or of a
+    /// config.json file, instead of --model.
+    #[arg(long, value_name = "NAME|CONFIG")]
+    synthetic: Option<String>,
+    /// Weight element type on the device: f32 (f16 is not implemented yet).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Prompt lengths to process.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pp: Vec<usize>,
+    /// Generation lengths.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    tg: Vec<usize>,
+    /// Timed runs per measurement, after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Print {"device", "adapter", "dtype", "ppN", "tgN", "dispatches_per_token", "bytes_per_token"}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -491,6 +519,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Attention(args),
         } => bench_attention(args)?,
+        Command::Bench {
+            what: BenchWhat::Model(args),
+        } => bench_model(args)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());
@@ -842,6 +873,77 @@ fn bench_attention(args: AttentionArgs) -> Result<()> {
         )
         .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_model(a: ModelBenchArgs) -> Result<()> {
+    if a.dtype != "f32" {
+        bail!(
+            "--dtype {}: only f32 weights are implemented so far (f16 is the speed issue's work)",
+            a.dtype
+        );
+    }
+    if a.repeats == 0 || a.pp.iter().chain(&a.tg).any(|&n| n == 0) {
+        bail!("--repeats and every --pp / --tg length must be at least 1");
+    }
+    let (mut model, source) = match &a.synthetic {
+        Some(name) => {
+            let text = match tinfer::bench::synthetic_config(name) {
+                Some(t) => t.to_string(),
+                None => loader::read_text(std::path::Path::new(name), 1 << 20).with_context(|| {
+                    format!(
+                        "--synthetic {name}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json"
+                    )
+                })?,
+            };
+            let cfg = tinfer::config::HfConfig::from_json(&text)?.resolve()?;
+            let weights = tinfer::bench::random_weights(&cfg, 1);
+            let opts = a.model.options(1);
+            let m = Model::with_options(cfg, weights, a.model.device, a.model.adapter.as_deref(), &opts)?;
+            (m, format!("synthetic {name}"))
+        }
+        None => {
+            let (m, _) = load(&a.model)?;
+            (m, a.model.model.display().to_string())
+        }
+    };
+    let longest = a.pp.iter().chain(&a.tg).max().copied().unwrap_or(0);
+    if longest > model.cfg.seq_len {
+        bail!(
+            "a length of {longest} exceeds the model's context of {}",
+            model.cfg.seq_len
+        );
+    }
+    let device = model.device_name();
+    eprintln!("model: {source} | device: {device}");
+    let (pp, tg) = tinfer::bench::bench_model(&mut model, &a.pp, &a.tg, a.repeats)?;
+    let bytes = tinfer::bench::weight_bytes_per_token(&model.cfg);
+    let dispatches = model.dispatches_per_token();
+    if a.json {
+        let mut j = json!({
+            "device": if device.starts_with("gpu") { "gpu" } else { "cpu" },
+            "adapter": device.strip_prefix("gpu: ").unwrap_or(&device),
+            "dtype": a.dtype,
+            "dispatches_per_token": dispatches,
+            "bytes_per_token": bytes,
+        });
+        for (name, r) in pp.iter().chain(&tg) {
+            j[name] = json!(r.median);
+            j[format!("{name}_min")] = json!(r.min);
+            j[format!("{name}_max")] = json!(r.max);
+        }
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!("{:<8} {:>12} {:>12} {:>12}", "test", "tok/s", "min", "max");
+        for (name, r) in pp.iter().chain(&tg) {
+            println!("{name:<8} {:>12.2} {:>12.2} {:>12.2}", r.median, r.min, r.max);
+        }
+        println!(
+            "weights read per decoded token: {:.1} MB (f32); dispatches per token: {}",
+            bytes as f64 / 1e6,
+            dispatches.map_or("- (cpu)".to_string(), |d| d.to_string())
+        );
     }
     Ok(())
 }

@@ -218,6 +218,14 @@ impl Model {
         }
     }
 
+    /// Dispatches of one greedy decode step on the GPU; None on the CPU.
+    pub fn dispatches_per_token(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some(g.dispatches_per_token()),
+        }
+    }
+
     /// The GPU KV pool's use now; None on the CPU.
     pub fn kv_usage(&self) -> Option<KvUsage> {
         match &self.backend {

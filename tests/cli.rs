@@ -616,3 +616,57 @@ fn bench_attention_json_and_svg() {
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.contains("polyline"));
 }
+
+/// `bench model`: the llama-bench-like numbers as JSON, on a checkpoint and on random weights
+/// with a config's shapes; f16 is refused until it exists.
+#[test]
+fn bench_model_json() {
+    let m = fixtures().join("tiny-llama-gqa");
+    let m = m.to_str().unwrap();
+    let cfg = fixtures().join("tiny-qwen2/config.json");
+    let devices: &[&str] = if gpu_request().is_some() {
+        &["cpu", "gpu"]
+    } else {
+        &["cpu"]
+    };
+    for device in devices {
+        for source in [&["--model", m][..], &["--synthetic", cfg.to_str().unwrap()][..]] {
+            let args = [
+                &[
+                    "bench",
+                    "model",
+                    "--device",
+                    device,
+                    "--pp",
+                    "8,16",
+                    "--tg",
+                    "4",
+                    "--repeats",
+                    "1",
+                    "--json",
+                ][..],
+                source,
+            ]
+            .concat();
+            let j: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+            for key in ["pp8", "pp16", "tg4", "bytes_per_token"] {
+                assert!(j[key].as_f64().unwrap() > 0.0, "{key} in {j}");
+            }
+            assert_eq!(j["device"], *device);
+            assert_eq!(j["dtype"], "f32");
+            assert_eq!(j["dispatches_per_token"].is_u64(), *device == "gpu", "{j}");
+        }
+    }
+    fails(
+        &["bench", "model", "--model", m, "--dtype", "f16"],
+        None,
+        2,
+        &["only f32"],
+    );
+    fails(
+        &["bench", "model", "--synthetic", "gpt-5"],
+        None,
+        2,
+        &["--synthetic gpt-5"],
+    );
+}

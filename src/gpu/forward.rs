@@ -544,6 +544,13 @@ impl GpuModel {
         Ok(model)
     }
 
+    /// Dispatches of one greedy decode step (T = 1, one split-K partition).
+    pub fn dispatches_per_token(&self) -> usize {
+        let d = Dims { t: 1, n_splits: 1 };
+        let ops = self.decode.iter().chain(&self.head_last).chain([&self.argmax]);
+        ops.filter(|op| (op.grid)(d).iter().product::<u32>() > 0).count()
+    }
+
     /// Positions held by sequence `seq`.
     pub fn pos(&self, seq: usize) -> usize {
         self.kv.len(seq)
