@@ -16,11 +16,35 @@ use crate::gpu::Gpu;
 use crate::kv_cache::KvPages;
 use crate::sampler::Rng;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// N query rows over N keys, causal
     Prefill,
+    /// one query row over N cached keys
     Decode,
+}
+
+/// Head layouts of the sweep: 8 query heads over 8, 2 or 1 KV heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeadLayout {
+    /// 8 query heads, 8 KV heads
+    Mha,
+    /// 8 query heads over 2 KV heads
+    Gqa,
+    /// 8 query heads over 1 KV head
+    Mqa,
+}
+
+impl HeadLayout {
+    /// (n_heads, n_kv_heads)
+    pub fn heads(self) -> (usize, usize) {
+        match self {
+            HeadLayout::Mha => (8, 8),
+            HeadLayout::Gqa => (8, 2),
+            HeadLayout::Mqa => (8, 1),
+        }
+    }
 }
 
 /// One measurement.
@@ -55,12 +79,10 @@ pub struct Record {
 
 pub struct AttnBench {
     pub seq_lens: Vec<usize>,
-    /// (name, n_heads, n_kv_heads)
-    pub layouts: Vec<(&'static str, usize, usize)>,
+    pub layouts: Vec<HeadLayout>,
     pub head_dims: Vec<usize>,
     pub phases: Vec<Phase>,
-    /// KV layouts to run: paged, contiguous
-    pub kv: Vec<bool>,
+    pub kv: Vec<crate::model::KvLayout>,
     pub repeats: usize,
     /// naive prefill is skipped above this length (its O(N²) scores make it minutes long)
     pub naive_prefill_max: usize,
@@ -70,10 +92,10 @@ impl Default for AttnBench {
     fn default() -> Self {
         AttnBench {
             seq_lens: vec![128, 512, 1024, 2048, 4096, 8192],
-            layouts: vec![("mha", 8, 8), ("gqa", 8, 2), ("mqa", 8, 1)],
+            layouts: vec![HeadLayout::Mha, HeadLayout::Gqa, HeadLayout::Mqa],
             head_dims: vec![64, 128],
             phases: vec![Phase::Prefill, Phase::Decode],
-            kv: vec![true, false],
+            kv: vec![crate::model::KvLayout::Paged, crate::model::KvLayout::Contiguous],
             repeats: 5,
             naive_prefill_max: 4096,
         }
@@ -155,7 +177,7 @@ fn time_call(gpu: &Gpu, call: &Call, repeats: usize) -> Result<(f64, usize)> {
 pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) -> Result<Vec<Record>> {
     let mut out = vec![];
     let max_binding = gpu.max_binding;
-    for &(_, n_heads, n_kv_heads) in &b.layouts {
+    for (n_heads, n_kv_heads) in b.layouts.iter().map(|l| l.heads()) {
         for &hd in &b.head_dims {
             for &n in &b.seq_lens {
                 let mut rng = Rng::new((n * 31 + hd * 7 + n_kv_heads) as u64);
@@ -164,7 +186,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                 let k = random(&mut rng, n * kv_dim, 6.0);
                 let v = random(&mut rng, n * kv_dim, 2.0);
                 let q_all = random(&mut rng, n * q_dim, 6.0);
-                for &paged in &b.kv {
+                for paged in b.kv.iter().map(|&k| k == crate::model::KvLayout::Paged) {
                     let kv = layout(paged, n);
                     let seq = kv.seq_ids().next().unwrap();
                     let kern = Kernels::new(gpu, hd, kv.page)?;

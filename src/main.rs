@@ -265,17 +265,17 @@ struct AttentionArgs {
     #[arg(long, value_delimiter = ',', default_value = "128,512,1024,2048,4096,8192")]
     seq_lens: Vec<usize>,
     /// Head layouts: mha (8 query heads, 8 KV heads), gqa (8 over 2), mqa (8 over 1).
-    #[arg(long, value_delimiter = ',', default_value = "mha,gqa,mqa")]
-    layouts: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mha,gqa,mqa")]
+    layouts: Vec<tinfer::bench::HeadLayout>,
     /// Head dimensions.
     #[arg(long, value_delimiter = ',', default_value = "64,128")]
     head_dims: Vec<usize>,
     /// Phases: prefill, decode.
-    #[arg(long, value_delimiter = ',', default_value = "prefill,decode")]
-    phases: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "prefill,decode")]
+    phases: Vec<tinfer::bench::Phase>,
     /// KV layouts: paged, contiguous.
-    #[arg(long, value_delimiter = ',', default_value = "paged,contiguous")]
-    kv: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "paged,contiguous")]
+    kv: Vec<KvLayout>,
     /// Timed calls per measurement (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -738,31 +738,6 @@ fn bench_attention(args: AttentionArgs) -> Result<()> {
         svg,
     } = args;
     use tinfer::bench::{self, AttnBench, Phase};
-    let layouts = layouts
-        .iter()
-        .map(|l| match l.as_str() {
-            "mha" => Ok(("mha", 8, 8)),
-            "gqa" => Ok(("gqa", 8, 2)),
-            "mqa" => Ok(("mqa", 8, 1)),
-            _ => bail!("unknown layout {l:?}: use mha, gqa or mqa"),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let phases = phases
-        .iter()
-        .map(|p| match p.as_str() {
-            "prefill" => Ok(Phase::Prefill),
-            "decode" => Ok(Phase::Decode),
-            _ => bail!("unknown phase {p:?}: use prefill or decode"),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let kv = kv
-        .iter()
-        .map(|k| match k.as_str() {
-            "paged" => Ok(true),
-            "contiguous" => Ok(false),
-            _ => bail!("unknown KV layout {k:?}: use paged or contiguous"),
-        })
-        .collect::<Result<Vec<_>>>()?;
     if seq_lens.iter().any(|&n| n == 0 || n > 1 << 16) || repeats == 0 {
         bail!("sequence lengths must be between 1 and 65536 and --repeats at least 1");
     }
