@@ -567,6 +567,9 @@ pub struct Rate {
     pub max: f64,
 }
 
+/// Named rates, e.g. ("pp128", ...).
+pub type Rates = Vec<(String, Rate)>;
+
 fn rate(mut v: Vec<f64>) -> Rate {
     v.sort_by(f64::total_cmp);
     Rate {
@@ -584,7 +587,7 @@ pub fn bench_model(
     pp: &[usize],
     tg: &[usize],
     repeats: usize,
-) -> Result<(Vec<(String, Rate)>, Vec<(String, Rate)>)> {
+) -> Result<(Rates, Rates)> {
     use crate::cpu::Logits;
     let vocab = model.cfg.vocab_size as u64;
     let mut rng = Rng::new(7);
