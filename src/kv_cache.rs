@@ -152,16 +152,8 @@ impl KvPages {
         Ok(id)
     }
 
-    pub fn exists(&self, id: usize) -> bool {
-        self.seqs.get(id).is_some_and(Option::is_some)
-    }
-
     pub fn len(&self, id: usize) -> usize {
         self.seq(id).len
-    }
-
-    pub fn is_empty(&self, id: usize) -> bool {
-        self.len(id) == 0
     }
 
     pub fn block_table(&self, id: usize) -> &[u32] {

@@ -724,35 +724,24 @@ fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_json
     }))
 }
 
-fn bench_attention(args: AttentionArgs) -> Result<()> {
-    let AttentionArgs {
-        adapter,
-        seq_lens,
-        layouts,
-        head_dims,
-        phases,
-        kv,
-        repeats,
-        naive_prefill_max,
-        json,
-        svg,
-    } = args;
+fn bench_attention(a: AttentionArgs) -> Result<()> {
     use tinfer::bench::{self, AttnBench, Phase};
-    if seq_lens.iter().any(|&n| n == 0 || n > 1 << 16) || repeats == 0 {
+    if a.seq_lens.iter().any(|&n| n == 0 || n > 1 << 16) || a.repeats == 0 {
         bail!("sequence lengths must be between 1 and 65536 and --repeats at least 1");
     }
     let gpu = tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
-        adapter,
+        adapter: a.adapter,
         allow_cpu_adapter: true,
     })?;
+    let (json, svg) = (a.json, a.svg);
     let cfg = AttnBench {
-        seq_lens,
-        layouts,
-        head_dims,
-        phases,
-        kv,
-        repeats,
-        naive_prefill_max,
+        seq_lens: a.seq_lens,
+        layouts: a.layouts,
+        head_dims: a.head_dims,
+        phases: a.phases,
+        kv: a.kv,
+        repeats: a.repeats,
+        naive_prefill_max: a.naive_prefill_max,
     };
     eprintln!("adapter: {}", gpu.describe());
     let header = format!(
