@@ -3,14 +3,14 @@
 // 0..=pos of a row are cut into n_splits partitions of split_len keys, processed by separate
 // workgroups in parallel; attention_reduce.wgsl merges them with a log-sum-exp. With n_splits = 1
 // the kernel is a single pass and writes the normalised output itself.
-// Inside a workgroup, invocation j takes keys j, j + 64, ... of the partition and keeps its own
+// Inside a workgroup, invocation j takes keys j, j + WG, ... of the partition and keeps its own
 // online-softmax state (running max m, running sum l, accumulator acc, f32): the key loop has no
-// barrier (barriers are costly on llvmpipe). At the end the 64 states are merged through
+// barrier (barriers are costly on llvmpipe). At the end the WG states are merged through
 // workgroup memory (max of m, rescale, sum), a fixed number of barriers whatever the length.
 // Key s of the row's sequence lives in cache row table[seq][s / PAGE] * PAGE + s % PAGE; query
 // head h reads KV head h / kv_mul (GQA by index, nothing repeated).
 // CPU twin: cpu::ops::attention (contiguous K/V, f64).
-// Dispatch: (n_heads, T, n_splits); 64 invocations per (head, row, partition).
+// Dispatch: (n_heads, T, n_splits); WG invocations per (head, row, partition).
 // Bindings:
 //   0 step    storage Step         n_tokens T, n_splits, split_len, rows[t].pos / .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length, d = max splits
@@ -20,11 +20,14 @@
 //   5 tables  storage read  u32    (n_seqs, c) block tables
 //   6 part    storage rw    f32    (T, n_heads, d, HEAD_DIM + 2) per partition: acc[HEAD_DIM], m, l
 //   7 out     storage rw    vec4   (T, n_heads * HEAD_DIM / 4), written when n_splits = 1
-// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per cache page).
+// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per cache page), WG
+// (invocations per workgroup, a divisor of 64 and at least 4: 64 on GPUs; 8 on CPU adapters such
+// as lavapipe, where a workgroup is one 8-lane SIMD group and the merge through workgroup memory
+// then costs 8 loads per invocation instead of 64).
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
-const WG: u32 = 64u;
+override WG: u32 = 64u; // invocations per (head, row, partition): 64 on GPUs, 8 on CPU adapters
 const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 
 @group(0) @binding(0) var<storage, read> step: Step;
@@ -38,7 +41,7 @@ const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 
 var<workgroup> m_all: array<f32, WG>;
 var<workgroup> l_all: array<f32, WG>;
-var<workgroup> acc_all: array<vec4<f32>, 256>; // (WG, 4) one chunk of 4 vec4 columns per invocation
+var<workgroup> acc_all: array<vec4<f32>, WG * 4u>; // (WG, 4) one chunk of 4 vec4 columns per invocation
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) j: u32) {

@@ -1,20 +1,21 @@
-// embed.wgsl: embedding gather, x[t, :] = table[tokens[t], :].
-// CPU twin: the embedding loop at the top of cpu::forward.
+// embed.wgsl: embedding gather, x[t, :] = table[tokens[t], :], from the weight texture (the same
+// texture the LM head reads when the two are tied).
+// CPU twin: the embedding loop at the top of cpu::forward (with the table rounded to f16 when F16).
 // Dispatch: (ceil(dim / 64), T, 1); one invocation per (element i, token t).
-// A table larger than one storage binding is split by rows: one dispatch per part, each copying
-// only the tokens whose id falls in [shape.c, shape.c + shape.b).
 // Bindings:
 //   0 step   storage Step          n_tokens T, token id of row t
-//   1 shape  uniform Shape         a = dim, b = rows in this part, c = first vocab row of the part
-//   2 table  storage read  f32     (rows, dim)
+//   1 shape  uniform Shape         a = dim
+//   2 table  texture_2d_array<u32> (dim / per, rows, layers): row r at (r % rows, layer r / rows); per = 8 (F16) or 4
 //   3 x      storage rw    f32     (T_max, dim)
-// Overrides: none.
+// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns).
 
 // Step, Shape: shaders/prelude.wgsl
 
+override F16: bool = true;
+
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
-@group(0) @binding(2) var<storage, read> table: array<f32>;
+@group(0) @binding(2) var table: texture_2d_array<u32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 
 @compute @workgroup_size(64)
@@ -24,6 +25,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
     if (i >= dim || t >= step.n_tokens) { return; }
     let tok = step_token(t);
-    if (tok < shape.c || tok >= shape.c + shape.b) { return; }
-    x[t * dim + i] = table[(tok - shape.c) * dim + i];
+    let rows = textureDimensions(table).y;
+    let per = select(4u, 8u, F16);
+    let texel = textureLoad(table, vec2<u32>(i / per, tok % rows), tok / rows, 0);
+    let e = i % per;
+    var v: f32;
+    if (F16) {
+        let pair = unpack2x16float(texel[e / 2u]);
+        v = pair[e % 2u];
+    } else {
+        v = bitcast<f32>(texel[e]);
+    }
+    x[t * dim + i] = v;
 }

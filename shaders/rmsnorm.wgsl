@@ -1,10 +1,11 @@
 // rmsnorm.wgsl: out[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight.
 // CPU twin: cpu::ops::rmsnorm.
-// Dispatch: (T, 1, 1); one workgroup of 64 per row: strided sum of squares, tree reduction in
-// workgroup memory, then each invocation scales its strided elements.
+// Dispatch: (T, 1, 1), or (1, 1, 1) for the last row only; one workgroup of 64 per row: strided
+// sum of squares, tree reduction in workgroup memory, then each invocation scales its strided
+// elements.
 // Bindings:
 //   0 step   storage Step          n_tokens T
-//   1 shape  uniform Shape         a = dim, b = bitcast<u32>(eps as f32)
+//   1 shape  uniform Shape         a = dim, b = bitcast<u32>(eps as f32), c = 1: only row T-1, written to row 0
 //   2 x      storage read  f32     (T_max, dim)
 //   3 weight storage read  f32     (dim,)
 //   4 out    storage rw    f32     (T_max, dim)
@@ -24,9 +25,12 @@ var<workgroup> partial: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let dim = shape.a;
-    let t = wid.x;
+    // shape.c = 1: only the last row, written to row 0 of out (what the LM head of one row reads)
+    let last = shape.c == 1u;
+    let t = select(wid.x, step.n_tokens - 1u, last);
     if (t >= step.n_tokens) { return; } // uniform across the workgroup
     let row = t * dim;
+    let orow = select(row, 0u, last);
     var ss = 0.0;
     for (var i = lid; i < dim; i += WG) {
         let v = x[row + i];
@@ -40,6 +44,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let inv = inverseSqrt(partial[0] / f32(dim) + bitcast<f32>(shape.b));
     for (var i = lid; i < dim; i += WG) {
-        out[row + i] = weight[i] * (x[row + i] * inv);
+        out[orow + i] = weight[i] * (x[row + i] * inv);
     }
 }

@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::cpu::ops;
 use crate::gpu::forward::{record, Dims, Op};
-use crate::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS};
+use crate::gpu::kernels::{
+    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS,
+};
 use crate::gpu::Gpu;
 use crate::kv_cache::KvPages;
 use crate::sampler::Rng;
@@ -189,7 +191,11 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                 for paged in b.kv.iter().map(|&k| k == crate::model::KvLayout::Paged) {
                     let kv = layout(paged, n);
                     let seq = kv.seq_ids().next().unwrap();
-                    let kern = Kernels::new(gpu, hd, kv.page)?;
+                    let kind = MatmulKind {
+                        f16: false,
+                        subgroups: gpu.has_subgroups(8),
+                    };
+                    let kern = Kernels::new(gpu, hd, kv.page, kind)?;
                     let rows_in_pool = kv.alloc.n_blocks() * kv.page;
                     let (mut kp, mut vp) = (vec![0f32; rows_in_pool * kv_dim], vec![0f32; rows_in_pool * kv_dim]);
                     for pos in 0..n {
@@ -213,6 +219,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                     };
                     let op =
                         |kern: &Kernel, step: &wgpu::Buffer, shape: Shape, bufs: &[&wgpu::Buffer], grid: [u32; 3]| Op {
+                            name: kern.name.clone(),
                             pipeline: kern.pipeline.clone(),
                             bind: kern.bind(
                                 gpu,
@@ -628,10 +635,10 @@ pub fn bench_model(
     Ok((pp_out, tg_out))
 }
 
-/// Weight bytes one decoded token reads (f32): every matrix and vector once, one embedding row;
+/// Weight bytes one decoded token reads at `bytes_per_weight` (4 for f32, 2 for f16): every matrix and vector once, one embedding row;
 /// the KV cache is not counted (it depends on the position).
-pub fn weight_bytes_per_token(cfg: &crate::config::Config) -> u64 {
+pub fn weight_bytes_per_token(cfg: &crate::config::Config, bytes_per_weight: usize) -> u64 {
     let embed = cfg.vocab_size * cfg.dim;
     let head = if cfg.tied_embeddings { embed } else { 0 };
-    ((cfg.n_params() - embed + cfg.dim + head) * 4) as u64
+    ((cfg.n_params() - embed + cfg.dim + head) * bytes_per_weight) as u64
 }

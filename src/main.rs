@@ -11,7 +11,7 @@ use serde_json::json;
 use tinfer::convert::{convert, OutDtype};
 use tinfer::generate::{generate, generate_many, score, Generation};
 use tinfer::loader::{self, Loaded};
-use tinfer::model::{Attention, Device, KvLayout, Model, Options};
+use tinfer::model::{Attention, Device, Dtype, KvLayout, Model, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
 
@@ -51,6 +51,11 @@ struct ModelArgs {
     /// KV pool size in bytes over all layers, e.g. 64MiB or 1GiB (instead of --kv-blocks).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "kv_blocks")]
     kv_memory: Option<u64>,
+    /// GPU weight storage: f16 (half the bytes, f32 accumulation), f32 (matches the CPU
+    /// reference to rounding), or auto (f16 where the adapter has SHADER_F16). The CPU path
+    /// always computes in f32.
+    #[arg(long, value_enum, default_value = "auto")]
+    dtype: Dtype,
 }
 
 impl ModelArgs {
@@ -62,6 +67,7 @@ impl ModelArgs {
             kv_blocks: self.kv_blocks,
             kv_memory: self.kv_memory,
             max_seqs,
+            dtype: self.dtype,
             ..Options::default()
         }
     }
@@ -239,9 +245,6 @@ struct ModelBenchArgs {
     /// config.json file, instead of --model.
     #[arg(long, value_name = "NAME|CONFIG")]
     synthetic: Option<String>,
-    /// Weight element type on the device: f32 (f16 is not implemented yet).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
     /// Prompt lengths to process.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pp: Vec<usize>,
@@ -254,6 +257,10 @@ struct ModelBenchArgs {
     /// Print {"device", "adapter", "dtype", "ppN", "tgN", "dispatches_per_token", "bytes_per_token"}.
     #[arg(long)]
     json: bool,
+    /// Also time each GPU kernel of a decode step and of a prefill step of this many rows
+    /// (dispatches and milliseconds per step, on stderr).
+    #[arg(long, value_name = "ROWS")]
+    profile: Option<usize>,
 }
 
 #[derive(Args)]
@@ -842,12 +849,6 @@ fn bench_attention(a: AttentionArgs) -> Result<()> {
 }
 
 fn bench_model(a: ModelBenchArgs) -> Result<()> {
-    if a.dtype != "f32" {
-        bail!(
-            "--dtype {}: only f32 weights are implemented so far (f16 is the speed issue's work)",
-            a.dtype
-        );
-    }
     if a.repeats == 0 || a.pp.iter().chain(&a.tg).any(|&n| n == 0) {
         bail!("--repeats and every --pp / --tg length must be at least 1");
     }
@@ -882,13 +883,31 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let device = model.device_name();
     eprintln!("model: {source} | device: {device}");
     let (pp, tg) = tinfer::bench::bench_model(&mut model, &a.pp, &a.tg, a.repeats)?;
-    let bytes = tinfer::bench::weight_bytes_per_token(&model.cfg);
+    if let Some(rows) = a.profile {
+        if !(1..=256).contains(&rows) {
+            bail!("--profile ROWS must be 1..=256 (one step)");
+        }
+        model.forward(&[1], tinfer::cpu::Logits::Last)?; // a position to decode at
+        for t in [1, rows] {
+            if let Some(p) = model.profile(t, a.repeats.max(3))? {
+                let total: f64 = p.iter().map(|r| r.2).sum();
+                eprintln!("\nprofile of one step of {t} row(s): {total:.2} ms in all");
+                eprintln!("{:>9} {:>6} {:>10}  kernel", "ms", "%", "dispatches");
+                for (name, n, ms) in &p {
+                    eprintln!("{ms:>9.3} {:>6.1} {n:>10}  {name}", ms / total * 100.0);
+                }
+            }
+        }
+        model.truncate(0);
+    }
+    let dtype = model.dtype_name();
+    let bytes = tinfer::bench::weight_bytes_per_token(&model.cfg, if dtype == "f16" { 2 } else { 4 });
     let dispatches = model.dispatches_per_token();
     if a.json {
         let mut j = json!({
             "device": if device.starts_with("gpu") { "gpu" } else { "cpu" },
             "adapter": device.strip_prefix("gpu: ").unwrap_or(&device),
-            "dtype": a.dtype,
+            "dtype": dtype,
             "dispatches_per_token": dispatches,
             "bytes_per_token": bytes,
         });
@@ -904,7 +923,7 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
             println!("{name:<8} {:>12.2} {:>12.2} {:>12.2}", r.median, r.min, r.max);
         }
         println!(
-            "weights read per decoded token: {:.1} MB (f32); dispatches per token: {}",
+            "weights read per decoded token: {:.1} MB ({dtype}); dispatches per token: {}",
             bytes as f64 / 1e6,
             dispatches.map_or("- (cpu)".to_string(), |d| d.to_string())
         );

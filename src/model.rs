@@ -38,6 +38,17 @@ pub enum KvLayout {
     Paged,
 }
 
+/// How the GPU stores weight matrices (the CPU path always computes in f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// f16 where the adapter has SHADER_F16, else f32.
+    Auto,
+    /// f32 weights: the GPU matches the CPU reference to rounding.
+    F32,
+    /// f16 weights (half the bytes per token), f32 accumulation.
+    F16,
+}
+
 /// Engine options beyond the model itself.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -56,6 +67,11 @@ pub struct Options {
     /// Split-K decode: workgroups the device can run at once (default: the host's threads on a
     /// CPU adapter, 1024 on a GPU); partitions are added until rows × heads × partitions reach it.
     pub split_workers: Option<usize>,
+    /// GPU weight storage.
+    pub dtype: Dtype,
+    /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
+    /// false forces the plain twins.
+    pub subgroups: bool,
 }
 
 impl Default for Options {
@@ -69,6 +85,8 @@ impl Default for Options {
             max_seqs: 1,
             min_split_keys: 256,
             split_workers: None,
+            dtype: Dtype::F32,
+            subgroups: true,
         }
     }
 }
@@ -219,6 +237,22 @@ impl Model {
     }
 
     /// Dispatches of one greedy decode step on the GPU; None on the CPU.
+    /// Per-kernel time of a GPU step of `t` rows (see GpuModel::profile); None on the CPU.
+    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Option<Vec<(String, usize, f64)>>> {
+        match &mut self.backend {
+            Backend::Cpu { .. } => Ok(None),
+            Backend::Gpu(g) => g.profile(t, reps).map(Some),
+        }
+    }
+
+    /// The weight element type the forward pass reads: "f16" or "f32".
+    pub fn dtype_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Cpu { .. } => "f32",
+            Backend::Gpu(g) => g.dtype_name(),
+        }
+    }
+
     pub fn dispatches_per_token(&self) -> Option<usize> {
         match &self.backend {
             Backend::Cpu { .. } => None,

@@ -412,7 +412,7 @@ fn gpu_and_cpu_generate_the_same_text() {
         ]
         .concat();
         let cpu = ok(&[&args[..], &["--device", "cpu"]].concat());
-        let gpu = ok(&[&args[..], &["--device", "gpu"]].concat());
+        let gpu = ok(&[&args[..], &["--device", "gpu", "--dtype", "f32"]].concat());
         assert_eq!(gpu, cpu, "{extra:?}");
     }
     let info = ok(&["info", "--model", m, "--device", "gpu"]);
@@ -524,7 +524,13 @@ fn n_seq_attention_variants_and_kv_options() {
         &["cpu"]
     };
     for device in devices {
-        let many = ok(&[&base[..], &sample, &["--n-seq", "3", "--device", device]].concat());
+        // f32 on the GPU: sampled text is compared with the CPU's token for token
+        let many = ok(&[
+            &base[..],
+            &sample,
+            &["--n-seq", "3", "--device", device, "--dtype", "f32"],
+        ]
+        .concat());
         for i in 0..3 {
             let seed = (11 + i).to_string();
             let alone = ok(&[&base[..], &["--temperature", "0.9", "--seed", &seed, "--device", "cpu"]].concat());
@@ -544,7 +550,20 @@ fn n_seq_attention_variants_and_kv_options() {
         ("flash", "contiguous"),
         ("flash", "paged"),
     ] {
-        let got = ok(&[&base[..], &["--device", "gpu", "--attention", attention, "--kv", kv]].concat());
+        let got = ok(&[
+            &base[..],
+            &[
+                "--device",
+                "gpu",
+                "--dtype",
+                "f32",
+                "--attention",
+                attention,
+                "--kv",
+                kv,
+            ],
+        ]
+        .concat());
         assert_eq!(got, greedy, "{attention} {kv}");
     }
     fails(
@@ -618,7 +637,8 @@ fn bench_attention_json_and_svg() {
 }
 
 /// `bench model`: the llama-bench-like numbers as JSON, on a checkpoint and on random weights
-/// with a config's shapes; f16 is refused until it exists.
+/// with a config's shapes, f32 and f16 (the CPU always computes in f32); `--profile` times each
+/// kernel of a step.
 #[test]
 fn bench_model_json() {
     let m = fixtures().join("tiny-llama-gqa");
@@ -630,39 +650,69 @@ fn bench_model_json() {
         &["cpu"]
     };
     for device in devices {
-        for source in [&["--model", m][..], &["--synthetic", cfg.to_str().unwrap()][..]] {
-            let args = [
-                &[
-                    "bench",
-                    "model",
-                    "--device",
-                    device,
-                    "--pp",
-                    "8,16",
-                    "--tg",
-                    "4",
-                    "--repeats",
-                    "1",
-                    "--json",
-                ][..],
-                source,
-            ]
-            .concat();
-            let j: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
-            for key in ["pp8", "pp16", "tg4", "bytes_per_token"] {
-                assert!(j[key].as_f64().unwrap() > 0.0, "{key} in {j}");
+        for dtype in ["f32", "f16"] {
+            for source in [&["--model", m][..], &["--synthetic", cfg.to_str().unwrap()][..]] {
+                let args = [
+                    &[
+                        "bench",
+                        "model",
+                        "--device",
+                        device,
+                        "--dtype",
+                        dtype,
+                        "--pp",
+                        "8,16",
+                        "--tg",
+                        "4",
+                        "--repeats",
+                        "1",
+                        "--json",
+                    ][..],
+                    source,
+                ]
+                .concat();
+                let j: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+                for key in ["pp8", "pp16", "tg4", "bytes_per_token"] {
+                    assert!(j[key].as_f64().unwrap() > 0.0, "{key} in {j}");
+                }
+                assert_eq!(j["device"], *device);
+                let want = if *device == "gpu" { dtype } else { "f32" };
+                assert_eq!(j["dtype"], want, "{j}");
+                assert_eq!(j["dispatches_per_token"].is_u64(), *device == "gpu", "{j}");
             }
-            assert_eq!(j["device"], *device);
-            assert_eq!(j["dtype"], "f32");
-            assert_eq!(j["dispatches_per_token"].is_u64(), *device == "gpu", "{j}");
         }
     }
-    fails(
-        &["bench", "model", "--model", m, "--dtype", "f16"],
-        None,
-        2,
-        &["only f32"],
-    );
+    if gpu_request().is_some() {
+        let out = tinfer(
+            &[
+                "bench",
+                "model",
+                "--device",
+                "gpu",
+                "--model",
+                m,
+                "--pp",
+                "8",
+                "--tg",
+                "2",
+                "--repeats",
+                "1",
+                "--profile",
+                "8",
+            ],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        for want in [
+            "profile of one step of 1 row(s)",
+            "profile of one step of 8 row(s)",
+            "matvec.wgsl",
+            "matmat.wgsl",
+        ] {
+            assert!(err.contains(want), "{want} missing from:\n{err}");
+        }
+    }
     fails(
         &["bench", "model", "--synthetic", "gpt-5"],
         None,

@@ -7,10 +7,17 @@ use common::*;
 
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
-use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, Row, Shape, MAX_SPLITS};
+use tinfer::gpu::forward::WeightTex;
+use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, MAX_SPLITS};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
+
+/// The matrix-kernel variant the tests that do not exercise it compile.
+const F32_PLAIN: MatmulKind = MatmulKind {
+    f16: false,
+    subgroups: false,
+};
 
 struct H {
     gpu: Gpu,
@@ -20,7 +27,7 @@ struct H {
 fn harness(head_dim: usize) -> Option<H> {
     let req = gpu_request()?;
     let gpu = Gpu::new(&req).unwrap();
-    let k = Kernels::new(&gpu, head_dim, 16).unwrap();
+    let k = Kernels::new(&gpu, head_dim, 16, F32_PLAIN).unwrap();
     Some(H { gpu, k })
 }
 
@@ -58,15 +65,28 @@ impl H {
         &self,
         kern: &Kernel,
         rows: &[Row],
-        (n_splits, split_len): (usize, usize),
+        split: (usize, usize),
         shape: Shape,
         bufs: &[&wgpu::Buffer],
+        grid: [u32; 3],
+    ) {
+        let res: Vec<Res> = bufs.iter().map(|b| Res::Buf(b)).collect();
+        self.run_res(kern, rows, split, shape, &res, grid)
+    }
+    /// As `run_rows`, binding textures and uniform windows too.
+    fn run_res(
+        &self,
+        kern: &Kernel,
+        rows: &[Row],
+        (n_splits, split_len): (usize, usize),
+        shape: Shape,
+        res: &[Res],
         grid: [u32; 3],
     ) {
         let bytes = step_bytes(rows, n_splits, split_len);
         let step = self.up(&bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
         let sh = self.gpu.uniform("shape", bytemuck::bytes_of(&shape));
-        let bind = kern.bind(&self.gpu, &kern.name, &step, &sh, bufs);
+        let bind = kern.bind_res(&self.gpu, &kern.name, &step, &sh, res);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -92,59 +112,108 @@ fn up(n: usize, d: usize) -> u32 {
     n.div_ceil(d) as u32
 }
 
+fn rows(t: usize) -> Vec<Row> {
+    (0..t)
+        .map(|i| Row {
+            token: 0,
+            pos: i as u32,
+            slot: i as u32,
+            seq: 0,
+        })
+        .collect()
+}
+
+/// Weights as the f16 kernels see them: each value rounded to the nearest f16.
+fn round_f16(w: &[f32]) -> Vec<f32> {
+    w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+}
+
+/// matvec / matmat in every variant (f32 and f16 texels, with and without subgroups, bias,
+/// accumulate) against cpu::ops::matmul, at sizes whose rows are not a whole number of texel
+/// chunks, with more output rows than one texture layer holds, and tokens not a multiple of 8.
 #[test]
-fn matmul_gemv_and_gemm_match_cpu() {
+fn matmul_matvec_and_matmat_match_cpu() {
     let Some(h) = harness(64) else { return };
+    let mut kinds = vec![];
+    for f16 in [false, true] {
+        kinds.push(MatmulKind { f16, subgroups: false });
+        if h.gpu.has_subgroups(8) {
+            kinds.push(MatmulKind { f16, subgroups: true });
+        }
+    }
+    let layer_rows = h.gpu.limits.max_texture_dimension_2d as usize + 3;
     let mut rng = Rng::new(1);
-    for &(d, n, t) in &[
-        (4, 1, 1),
-        (12, 3, 3),
-        (64, 17, 17),
-        (1756, 1757, 3),
-        (576, 130, 33),
-        (1536, 576, 1),
-    ] {
-        let w = random(&mut rng, n * d, 3.0);
-        let x = random(&mut rng, t * d, 5.0);
-        let bias = random(&mut rng, n + 5, 1.0);
-        let (wb, xb, bb) = (h.up(&w), h.up(&x), h.up(&bias));
-        // the CPU twin, with bias at offset row0 = 5 as a split table's second part sees it
-        let mut want = vec![0.0; t * n];
-        ops::matmul(&mut want, &x, &w, Some(&bias[5..]), d);
-        // GEMM: all rows, written at column offset 5 of rows of stride n + 5
-        let out = h.zeros(t * (n + 5));
-        h.run(
-            &h.k.gemm_bias,
-            (t, 0, &[]),
-            Shape::new(d, n, 5, n + 5),
-            &[&xb, &wb, &bb, &out],
-            [up(n, 32), up(t, 32), 1],
-        );
-        let got = h.read(&out, t * (n + 5));
-        let got: Vec<f32> = got.chunks(n + 5).flat_map(|r| r[5..].to_vec()).collect();
-        assert_close(&format!("gemm d={d} n={n} T={t}"), &got, &want, KERNEL_VS_CPU);
-        // GEMV: the last token row only, without bias
-        let mut want_last = vec![0.0; n];
-        ops::matmul(&mut want_last, &x[(t - 1) * d..], &w, None, d);
-        let out = h.zeros(n);
-        h.run(
-            &h.k.gemv,
-            (t, 0, &[]),
-            Shape::new(d, n, 0, n),
-            &[&xb, &wb, &bb, &out],
-            [up(n, 64), 1, 1],
-        );
-        assert_close(
-            &format!("gemv d={d} n={n} T={t}"),
-            &h.read(&out, n),
-            &want_last,
-            KERNEL_VS_CPU,
-        );
+    for kind in kinds {
+        let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
+        for (i, &(d, n, t)) in [
+            (8, 1, 1),
+            (16, 3, 3),
+            (64, 17, 17),
+            (1760, 1757, 3),
+            (576, 130, 33),
+            (1536, 576, 1),
+            (8, layer_rows, 2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let what = format!("{kind:?} d={d} n={n} T={t}");
+            let w = random(&mut rng, n * d, 3.0);
+            let mut x = random(&mut rng, t * d, 5.0);
+            let bias = random(&mut rng, n + 5, 1.0);
+            let tex = WeightTex::upload(&h.gpu, "w", &w, d, kind.f16).unwrap();
+            let w_seen = if kind.f16 { round_f16(&w) } else { w.clone() };
+            let (accumulate, with_bias) = (i % 2 == 0, i % 3 != 1);
+            // GEMM: all rows, at column offset 5 of rows of stride n + 5, onto `init` when accumulating
+            let init = random(&mut rng, t * (n + 5), 2.0);
+            let mut want = vec![0.0; t * n];
+            ops::matmul(&mut want, &x, &w_seen, with_bias.then(|| &bias[5..]), d);
+            let out = h.up(&init);
+            let xb = h.up(&x);
+            let bb = h.up(&bias);
+            h.run_res(
+                k.matmul(true, with_bias, accumulate),
+                &rows(t),
+                (1, 0),
+                Shape::new(d, n, 5, n + 5),
+                &[Res::Buf(&xb), Res::Tex(&tex.view), Res::Buf(&bb), Res::Buf(&out)],
+                [up(n, 64), up(t, 8), 1],
+            );
+            let got = h.read(&out, t * (n + 5));
+            let got: Vec<f32> = got.chunks(n + 5).flat_map(|r| r[5..].to_vec()).collect();
+            if accumulate {
+                for (r, w) in want.iter_mut().enumerate() {
+                    *w += init[(r / n) * (n + 5) + 5 + r % n];
+                }
+            }
+            assert_close(&format!("matmat {what}"), &got, &want, KERNEL_VS_CPU);
+            // GEMV: row 0 through the uniform window (at least 64 KiB), at offset 5
+            x.resize(x.len().max(16384), 0.0);
+            let xb = h.up(&x);
+            let mut want = vec![0.0; n];
+            ops::matmul(&mut want, &x[..d], &w_seen, with_bias.then(|| &bias[5..]), d);
+            let out = h.up(&init[..n + 5]);
+            h.run_res(
+                k.matmul(false, with_bias, accumulate),
+                &rows(t),
+                (1, 0),
+                Shape::new(d, n, 5, n),
+                &[Res::UniformX(&xb), Res::Tex(&tex.view), Res::Buf(&bb), Res::Buf(&out)],
+                [up(n, 32), 1, 1],
+            );
+            let got = h.read(&out, n + 5)[5..].to_vec();
+            if accumulate {
+                for (r, w) in want.iter_mut().enumerate() {
+                    *w += init[5 + r];
+                }
+            }
+            assert_close(&format!("matvec {what}"), &got, &want, KERNEL_VS_CPU);
+        }
     }
 }
 
 #[test]
-fn rmsnorm_swiglu_add_match_cpu() {
+fn rmsnorm_swiglu_match_cpu() {
     let Some(h) = harness(64) else { return };
     let mut rng = Rng::new(2);
     for &(dim, t) in &[(1, 1), (3, 3), (17, 2), (1757, 3)] {
@@ -185,18 +254,6 @@ fn rmsnorm_swiglu_add_match_cpu() {
             &want,
             KERNEL_VS_CPU,
         );
-
-        let mut want = g.clone();
-        ops::add(&mut want, &u);
-        let xb = h.up(&g);
-        h.run(
-            &h.k.add,
-            (t, 0, &[]),
-            Shape::new(dim, 0, 0, 0),
-            &[&h.up(&u), &xb],
-            [up(t * dim, 256), 1, 1],
-        );
-        assert_close(&format!("add n={}", t * dim), &h.read(&xb, t * dim), &want, EXACT);
     }
 }
 
@@ -323,7 +380,7 @@ fn attention_variants_match_cpu() {
             ] {
                 let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
                 // the kernels are specialised for the layout's page size
-                let kern = Kernels::new(&h.gpu, hd, kv.page).unwrap();
+                let kern = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN).unwrap();
                 let (kb, vb, tb) = (
                     h.up(&kp),
                     h.up(&vp),
@@ -411,26 +468,38 @@ fn attention_variants_match_cpu() {
 fn embed_kv_write_argmax_match_cpu() {
     let Some(h) = harness(64) else { return };
     let mut rng = Rng::new(4);
-    // embedding gather from the second part of a table split at row 7
-    let (rows, dim) = (20, 17);
-    let table = random(&mut rng, rows * dim, 1.0);
-    let tokens = [3u32, 19, 7, 8, 0];
-    let x = h.zeros(tokens.len() * dim);
-    h.run(
-        &h.k.embed,
-        (5, 0, &tokens),
-        Shape::new(dim, rows - 7, 7, 0),
-        &[&h.up(&table[7 * dim..]), &x],
-        [1, 5, 1],
-    );
-    let got = h.read(&x, tokens.len() * dim);
-    for (t, &tok) in tokens.iter().enumerate() {
-        let want: Vec<f32> = if tok >= 7 {
-            table[tok as usize * dim..][..dim].to_vec()
-        } else {
-            vec![0.0; dim]
-        }; // other part's rows untouched
-        assert_eq!(&got[t * dim..(t + 1) * dim], &want[..], "token {tok}");
+    // embedding gather from the weight texture, f32 and f16 (more rows than one texture layer)
+    let (rows_n, dim) = (h.gpu.limits.max_texture_dimension_2d as usize + 5, 24);
+    let table = random(&mut rng, rows_n * dim, 1.0);
+    let tokens = [3u32, 19, 7, rows_n as u32 - 1, 0];
+    for f16 in [false, true] {
+        let k = Kernels::new(&h.gpu, 64, 16, MatmulKind { f16, subgroups: false }).unwrap();
+        let tex = WeightTex::upload(&h.gpu, "embed", &table, dim, f16).unwrap();
+        let seen = if f16 { round_f16(&table) } else { table.clone() };
+        let x = h.zeros(tokens.len() * dim);
+        let step_rows: Vec<Row> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| Row {
+                token,
+                pos: i as u32,
+                slot: i as u32,
+                seq: 0,
+            })
+            .collect();
+        h.run_res(
+            &k.embed,
+            &step_rows,
+            (1, 0),
+            Shape::new(dim, 0, 0, 0),
+            &[Res::Tex(&tex.view), Res::Buf(&x)],
+            [1, 5, 1],
+        );
+        let got = h.read(&x, tokens.len() * dim);
+        for (t, &tok) in tokens.iter().enumerate() {
+            let want = &seen[tok as usize * dim..][..dim];
+            assert_eq!(&got[t * dim..(t + 1) * dim], want, "token {tok} (f16: {f16})");
+        }
     }
     // kv_write: rows land in their slots (here pos0..pos0+T)
     let (kv_dim, t, pos0) = (17, 3, 5);
@@ -471,12 +540,12 @@ fn embed_kv_write_argmax_match_cpu() {
 fn unsupported_head_dim_is_an_error() {
     let Some(req) = gpu_request() else { return };
     let gpu = Gpu::new(&req).unwrap();
-    let e = Kernels::new(&gpu, 320, 16)
+    let e = Kernels::new(&gpu, 320, 16, F32_PLAIN)
         .err()
         .expect("head_dim 320 must be refused")
         .to_string();
     assert!(e.contains("head_dim 320") && e.contains("at most 256"), "{e}");
-    let e = Kernels::new(&gpu, 72, 16)
+    let e = Kernels::new(&gpu, 72, 16, F32_PLAIN)
         .err()
         .expect("head_dim 72 must be refused")
         .to_string();

@@ -99,7 +99,7 @@ impl Gpu {
         };
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::SHADER_F16;
+        let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tinfer"),
             required_features: features,
@@ -127,6 +127,11 @@ impl Gpu {
             max_binding,
             errors,
         })
+    }
+
+    /// Whether the device has subgroup operations with at least `lanes` lanes per subgroup.
+    pub fn has_subgroups(&self, lanes: u32) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP) && self.info.subgroup_min_size >= lanes
     }
 
     pub fn is_cpu_adapter(&self) -> bool {
@@ -174,7 +179,10 @@ impl Gpu {
         Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
         }))
     }
 
@@ -191,7 +199,10 @@ impl Gpu {
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
     }

@@ -15,31 +15,141 @@ use anyhow::{bail, Result};
 
 use super::context::{Gpu, GpuRequest};
 use super::kernels::{
-    split_plan, step_bytes, step_size, Kernel, Kernels, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS, MAX_STEP_TOKENS,
+    split_plan, step_bytes, step_size, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_ROWS, FLASH_TILE,
+    MAX_SPLITS, MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
 use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
 use crate::kv_cache::KvPages;
-use crate::model::{Attention, KvLayout, Options};
+use crate::model::{Attention, Dtype, KvLayout, Options};
 use crate::weights::Weights;
 
-/// A weight matrix on the device, split by rows where it exceeds one storage binding.
-pub struct Matrix {
-    pub parts: Vec<Part>,
+/// A weight matrix (rows, cols) on the device: a 2D-array texture of Rgba32Uint texels, each 16
+/// bytes along a row holding 8 f16 or 4 f32 values; row r at (r % tex_rows, layer r / tex_rows).
+/// Rows are padded with zeros to a multiple of TEXEL_CHUNK texels (matvec reads whole chunks).
+/// Textures, not storage buffers: on lavapipe a texel fetch loads 16 bytes for 8 invocations in
+/// one vector gather, where a storage load costs a scalar load per invocation and component
+/// (benches/RESULTS.md); on GPUs it goes through the texture cache. No storage binding limit
+/// applies, so a large LM head needs no splitting.
+pub struct WeightTex {
+    pub view: wgpu::TextureView,
+    pub rows: usize,
+    pub cols: usize,
+    pub f16: bool,
 }
 
-impl Matrix {
-    /// The buffer of a matrix that is not split (vectors always fit one binding).
-    fn one(&self) -> &wgpu::Buffer {
-        assert_eq!(self.parts.len(), 1, "a vector is never split");
-        &self.parts[0].buf
+impl WeightTex {
+    pub fn upload(gpu: &Gpu, name: &str, data: &[f32], cols: usize, f16: bool) -> Result<Self> {
+        let rows = data.len() / cols;
+        let per = if f16 { 8 } else { 4 }; // values per texel
+        if cols % per != 0 {
+            bail!("{name}: {cols} columns are not a multiple of {per}, which the GPU matrix kernels read per texel; use --dtype f32 (multiples of 4) or --device cpu");
+        }
+        let width = (cols / per).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK;
+        let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+        if width > max_dim {
+            bail!("{name}: a row of {cols} values is {width} texels, over this device's texture width limit of {max_dim}; use --device cpu");
+        }
+        let tex_rows = rows.clamp(1, max_dim);
+        let layers = rows.div_ceil(tex_rows).max(1);
+        let max_layers = gpu.limits.max_texture_array_layers as usize;
+        if layers > max_layers {
+            bail!("{name}: {rows} rows need {layers} texture layers of {tex_rows}, over this device's limit of {max_layers}; use --device cpu");
+        }
+        let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(name),
+            size: wgpu::Extent3d {
+                width: width as u32,
+                height: tex_rows as u32,
+                depth_or_array_layers: layers as u32,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
+        // unpack2x16float reads them); each row padded with zero words.
+        let row_words = width * 4;
+        let mut words = vec![0u32; rows * row_words];
+        for (r, row) in data.chunks_exact(cols).enumerate() {
+            let dst = &mut words[r * row_words..];
+            if f16 {
+                for (d, p) in dst.iter_mut().zip(row.chunks_exact(2)) {
+                    *d = u32::from(half::f16::from_f32(p[0]).to_bits())
+                        | (u32::from(half::f16::from_f32(p[1]).to_bits()) << 16);
+                }
+            } else {
+                for (d, v) in dst.iter_mut().zip(row) {
+                    *d = v.to_bits();
+                }
+            }
+        }
+        for layer in 0..layers {
+            let r0 = layer * tex_rows;
+            let n = tex_rows.min(rows - r0);
+            gpu.queue.write_texture(
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: 0,
+                        z: layer as u32,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                bytemuck::cast_slice(&words[r0 * row_words..(r0 + n) * row_words]),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some((row_words * 4) as u32),
+                    rows_per_image: Some(n as u32),
+                },
+                wgpu::Extent3d {
+                    width: width as u32,
+                    height: n as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
+        Ok(WeightTex { view, rows, cols, f16 })
+    }
+
+    /// Bytes one pass over the matrix reads.
+    pub fn bytes(&self) -> usize {
+        self.rows * self.cols * if self.f16 { 2 } else { 4 }
     }
 }
 
-pub struct Part {
-    pub buf: wgpu::Buffer,
-    pub row0: usize,
-    pub rows: usize,
+/// Texels matvec.wgsl reads per round (one per lane of 8); weight rows are padded to it.
+pub const TEXEL_CHUNK: usize = 8;
+
+/// A parameter on the device: a vector (norm weights, biases) in a storage buffer, or a matrix in
+/// a texture.
+pub enum Param {
+    Vec(wgpu::Buffer),
+    Mat(WeightTex),
+}
+
+impl Param {
+    fn buf(&self) -> &wgpu::Buffer {
+        match self {
+            Param::Vec(b) => b,
+            Param::Mat(_) => unreachable!("a matrix is not a vector"),
+        }
+    }
+    fn tex(&self) -> &WeightTex {
+        match self {
+            Param::Mat(t) => t,
+            Param::Vec(_) => unreachable!("a vector is not a matrix"),
+        }
+    }
 }
 
 /// What a dispatch's grid depends on: the step's row count T and its split-K partitions.
@@ -53,6 +163,7 @@ pub type Grid = Box<dyn Fn(Dims) -> [u32; 3]>;
 
 /// One recorded dispatch.
 pub struct Op {
+    pub name: String, // the kernel (file and overrides), for profiles
     pub pipeline: wgpu::ComputePipeline,
     pub bind: wgpu::BindGroup,
     pub grid: Grid,
@@ -83,6 +194,7 @@ pub struct AttentionOps {
 
 pub struct GpuModel {
     pub gpu: Gpu,
+    pub kind: MatmulKind, // weight dtype and matrix-kernel variant
     cfg: Config,
     pub kv: KvPages,            // which cache row holds each position of each sequence
     min_split_keys: usize,      // split-K: keys per decode partition at least
@@ -107,31 +219,6 @@ pub struct GpuModel {
 
 fn div_up(a: usize, b: usize) -> u32 {
     a.div_ceil(b) as u32
-}
-
-/// Upload a (rows, cols) matrix, in parts of at most `max_binding` bytes.
-fn upload_matrix(gpu: &Gpu, name: &str, data: &[f32], cols: usize, max_binding: u64) -> Result<Matrix> {
-    let rows = data.len() / cols;
-    let row_bytes = (cols * 4) as u64;
-    if row_bytes > max_binding {
-        bail!("{name}: one row of {cols} values exceeds the device's storage binding limit of {max_binding} bytes");
-    }
-    let per_part = ((max_binding / row_bytes) as usize).max(1);
-    let mut parts = vec![];
-    for row0 in (0..rows).step_by(per_part) {
-        let n = per_part.min(rows - row0);
-        let label = if rows > per_part {
-            format!("{name}[{row0}..{}]", row0 + n)
-        } else {
-            name.to_string()
-        };
-        parts.push(Part {
-            buf: gpu.upload(&label, &data[row0 * cols..(row0 + n) * cols])?,
-            row0,
-            rows: n,
-        });
-    }
-    Ok(Matrix { parts })
 }
 
 /// Sizes an attention call site needs in its Shape uniform.
@@ -166,6 +253,7 @@ pub fn attention_ops(
     b: &AttnBufs,
 ) -> AttentionOps {
     let op = |kern: &Kernel, sh: Shape, bufs: &[&wgpu::Buffer], grid: Grid| Op {
+        name: kern.name.clone(),
         pipeline: kern.pipeline.clone(),
         bind: kern.bind(gpu, &kern.name, step, &shape(sh), bufs),
         grid,
@@ -227,6 +315,9 @@ impl GpuModel {
             if v % 4 != 0 {
                 bail!("{name} = {v} is not a multiple of 4, which the GPU matmul kernels (vec4 loads) need; use --device cpu");
             }
+            if v as u64 * 4 > UNIFORM_X_BYTES {
+                bail!("{name} = {v} is over 16384, the longest row the GPU matvec kernel reads from its 64 KiB uniform; use --device cpu");
+            }
         }
         // The KV pool: pages of `page` rows (contiguous: one page of the whole context per sequence).
         let kv_row_bytes = (cfg.kv_dim() * 4) as u64;
@@ -256,15 +347,25 @@ impl GpuModel {
                 gpu.max_binding >> 20
             );
         }
-        let k = Kernels::new(&gpu, cfg.head_dim, kv.page)?;
+        let kind = MatmulKind {
+            f16: match opts.dtype {
+                Dtype::F16 => true,
+                Dtype::F32 => false,
+                Dtype::Auto => gpu.features.contains(wgpu::Features::SHADER_F16),
+            },
+            subgroups: opts.subgroups && gpu.has_subgroups(8),
+        };
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind)?;
         let (dim, q_dim, kv_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
         let t_max = MAX_STEP_TOKENS;
 
-        // Weights, uploaded once (the same struct as on the CPU, with device buffers inside).
-        let vec = |name: &str, v: &Vec<f32>| upload_matrix(&gpu, name, v, v.len(), limit);
+        // Weights, uploaded once (the same struct as on the CPU, with device buffers inside):
+        // matrices in textures, vectors in storage buffers.
+        let vec = |name: &str, v: &Vec<f32>| gpu.upload(name, v).map(Param::Vec);
+        let mat = |name: &str, v: &Vec<f32>, cols| WeightTex::upload(&gpu, name, v, cols, kind.f16).map(Param::Mat);
         let mut layers = vec![];
         for (l, lw) in w.layers.iter().enumerate() {
-            let m = |n: &str, v: &Vec<f32>, cols| upload_matrix(&gpu, &format!("layers.{l}.{n}"), v, cols, limit);
+            let m = |n: &str, v: &Vec<f32>, cols| mat(&format!("layers.{l}.{n}"), v, cols);
             let b = |n: &str, v: &Option<Vec<f32>>| v.as_ref().map(|v| vec(&format!("layers.{l}.{n}"), v)).transpose();
             layers.push(crate::weights::Layer {
                 attn_norm: vec(&format!("layers.{l}.attn_norm"), &lw.attn_norm)?,
@@ -282,26 +383,25 @@ impl GpuModel {
                 w_down: m("w_down", &lw.w_down, hidden)?,
             });
         }
-        let embed = upload_matrix(&gpu, "embed", &w.embed, dim, limit)?;
-        let lm_head = w
-            .lm_head
-            .as_ref()
-            .map(|h| upload_matrix(&gpu, "lm_head", h, dim, limit))
-            .transpose()?;
+        let embed = mat("embed", &w.embed, dim)?;
+        let lm_head = w.lm_head.as_ref().map(|h| mat("lm_head", h, dim)).transpose()?;
         let norm = vec("norm", &w.norm)?;
         let rope = RopeTable::new(cfg);
         let cos = gpu.upload("rope.cos", &rope.cos)?;
         let sin = gpu.upload("rope.sin", &rope.sin)?;
         let dummy = gpu.zeros("dummy_bias", 4)?;
 
-        // Activations, one row per token of a step.
-        let x = gpu.zeros("x", t_max * dim)?; // (T, dim) residual stream
-        let xb = gpu.zeros("xb", t_max * dim)?; // (T, dim) normalised input / block output
+        // Activations, one row per token of a step (those matvec reads hold at least its 64 KiB
+        // uniform window).
+        let act = |name: &str, n: usize| gpu.zeros(name, n.max(UNIFORM_X_BYTES as usize / 4));
+        let x = act("x", t_max * dim)?; // (T, dim) residual stream
+        let xb = act("xb", t_max * dim)?; // (T, dim) normalised input
+        let xl = act("xl", dim)?; // (1, dim) the last row, normalised, for the LM head
         let q = gpu.zeros("q", t_max * q_dim)?; // (T, n_heads·hd)
         let kb = gpu.zeros("k", t_max * kv_dim)?; // (T, n_kv_heads·hd)
         let vb = gpu.zeros("v", t_max * kv_dim)?; // (T, n_kv_heads·hd)
-        let att = gpu.zeros("att", t_max * q_dim)?; // (T, n_heads·hd) attention output
-        let hb = gpu.zeros("hb", t_max * hidden)?; // (T, hidden) gate, then SwiGLU
+        let att = act("att", t_max * q_dim)?; // (T, n_heads·hd) attention output
+        let hb = act("hb", t_max * hidden)?; // (T, hidden) gate, then SwiGLU
         let hb2 = gpu.zeros("hb2", t_max * hidden)?; // (T, hidden) up
         let all_rows = ((limit / (vocab as u64 * 4)) as usize).clamp(1, t_max);
         let logits = gpu.zeros("logits", all_rows * vocab)?; // (all_rows, vocab)
@@ -336,102 +436,86 @@ impl GpuModel {
                 .clone()
         };
         let op = |kern: &Kernel, shape: wgpu::Buffer, bufs: &[&wgpu::Buffer], grid: Grid| Op {
+            name: kern.name.clone(),
             pipeline: kern.pipeline.clone(),
             bind: kern.bind(&gpu, &kern.name, &step, &shape, bufs),
             grid,
         };
         let eps = (cfg.norm_eps as f32).to_bits() as usize;
         // out (T, dim) = rmsnorm(x (T, dim)) * weight (dim,)
-        let rmsnorm = |x: &wgpu::Buffer, weight: &Matrix, out: &wgpu::Buffer| {
+        let rmsnorm = |x: &wgpu::Buffer, weight: &Param, out: &wgpu::Buffer| {
             op(
                 &k.rmsnorm,
                 shape(Shape::new(dim, eps, 0, 0)),
-                &[x, weight.one(), out],
+                &[x, weight.buf(), out],
                 Box::new(|d: Dims| [d.t, 1, 1]),
             )
         };
-        // x (T, dim) += y (T, dim)
-        let add = |y: &wgpu::Buffer, x: &wgpu::Buffer| {
+        // out (1, dim) = rmsnorm(x[T-1]) * weight: the one row the LM head of Logits::Last reads
+        let rmsnorm_last = |x: &wgpu::Buffer, weight: &Param, out: &wgpu::Buffer| {
             op(
-                &k.add,
-                shape(Shape::new(dim, 0, 0, 0)),
-                &[y, x],
-                Box::new(move |d: Dims| [div_up(d.t as usize * dim, 256), 1, 1]),
+                &k.rmsnorm,
+                shape(Shape::new(dim, eps, 1, 0)),
+                &[x, weight.buf(), out],
+                Box::new(|_| [1, 1, 1]),
             )
         };
-        // out (T, n) = x (T, d) · Wᵀ (+ bias): one dispatch per row part of W.
-        let matmul = |ops: &mut Vec<Op>,
-                      gemm: bool,
-                      x: &wgpu::Buffer,
-                      w: &Matrix,
-                      bias: Option<&wgpu::Buffer>,
-                      out: &wgpu::Buffer,
-                      d: usize,
-                      n: usize| {
-            for p in &w.parts {
-                let kern = match (gemm, bias.is_some()) {
-                    (false, false) => &k.gemv,
-                    (false, true) => &k.gemv_bias,
-                    (true, false) => &k.gemm,
-                    (true, true) => &k.gemm_bias,
-                };
-                let s = shape(Shape::new(d, p.rows, p.row0, n));
-                let rows = p.rows;
+        // out (T, n) (+)= x (T, d) · Wᵀ (+ bias): GEMM over all rows, or GEMV of row 0 (decode
+        // steps have one row; the LM head of the last row reads it normalised into row 0).
+        // `accumulate` adds into out (the residual stream) instead of overwriting it.
+        let matmul =
+            |gemm: bool, x: &wgpu::Buffer, w: &Param, bias: Option<&Param>, out: &wgpu::Buffer, accumulate: bool| {
+                let w = w.tex();
+                let kern = k.matmul(gemm, bias.is_some(), accumulate);
+                let s = shape(Shape::new(w.cols, w.rows, 0, w.rows));
+                let rows = w.rows;
                 let grid: Grid = if gemm {
-                    Box::new(move |d: Dims| [div_up(rows, 32), div_up(d.t as usize, 32), 1])
+                    Box::new(move |d: Dims| [div_up(rows, 64), div_up(d.t as usize, 8), 1])
                 } else {
-                    Box::new(move |_| [div_up(rows, 64), 1, 1])
+                    Box::new(move |_| [div_up(rows, 32), 1, 1])
                 };
-                ops.push(op(kern, s, &[x, &p.buf, bias.unwrap_or(&dummy), out], grid));
-            }
-        };
+                let bias = bias.map_or(&dummy, Param::buf);
+                Op {
+                    name: kern.name.clone(),
+                    pipeline: kern.pipeline.clone(),
+                    bind: kern.bind_res(
+                        &gpu,
+                        &kern.name,
+                        &step,
+                        &s,
+                        &[
+                            if gemm { Res::Buf(x) } else { Res::UniformX(x) },
+                            Res::Tex(&w.view),
+                            Res::Buf(bias),
+                            Res::Buf(out),
+                        ],
+                    ),
+                    grid,
+                }
+            };
 
         // Step kinds: GEMM or GEMV matmuls; attention over one sequence's prompt or over rows.
         let body = |gemm: bool, prefill_attention: bool| -> Vec<Op> {
             let mut ops = vec![];
             // Token embeddings.
-            for p in &embed.parts {
-                let s = shape(Shape::new(dim, p.rows, p.row0, 0));
-                ops.push(op(
-                    &k.embed,
-                    s,
-                    &[&p.buf, &x],
-                    Box::new(move |d: Dims| [div_up(dim, 64), d.t, 1]),
-                ));
-            }
+            ops.push(Op {
+                name: k.embed.name.clone(),
+                pipeline: k.embed.pipeline.clone(),
+                bind: k.embed.bind_res(
+                    &gpu,
+                    "embed",
+                    &step,
+                    &shape(Shape::new(dim, 0, 0, 0)),
+                    &[Res::Tex(&embed.tex().view), Res::Buf(&x)],
+                ),
+                grid: Box::new(move |d: Dims| [div_up(dim, 64), d.t, 1]),
+            });
             for (l, layer) in layers.iter().enumerate() {
                 // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
                 ops.push(rmsnorm(&x, &layer.attn_norm, &xb));
-                matmul(
-                    &mut ops,
-                    gemm,
-                    &xb,
-                    &layer.wq,
-                    layer.bq.as_ref().map(Matrix::one),
-                    &q,
-                    dim,
-                    q_dim,
-                );
-                matmul(
-                    &mut ops,
-                    gemm,
-                    &xb,
-                    &layer.wk,
-                    layer.bk.as_ref().map(Matrix::one),
-                    &kb,
-                    dim,
-                    kv_dim,
-                );
-                matmul(
-                    &mut ops,
-                    gemm,
-                    &xb,
-                    &layer.wv,
-                    layer.bv.as_ref().map(Matrix::one),
-                    &vb,
-                    dim,
-                    kv_dim,
-                );
+                ops.push(matmul(gemm, &xb, &layer.wq, layer.bq.as_ref(), &q, false));
+                ops.push(matmul(gemm, &xb, &layer.wk, layer.bk.as_ref(), &kb, false));
+                ops.push(matmul(gemm, &xb, &layer.wv, layer.bv.as_ref(), &vb, false));
                 let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
                 ops.push(op(
                     &k.rope,
@@ -468,43 +552,33 @@ impl GpuModel {
                 };
                 let attn = attention_ops(&gpu, &k, opts.attention, &step, &shape, dims, &bufs);
                 ops.extend(if prefill_attention { attn.prefill } else { attn.rows });
-                matmul(
-                    &mut ops,
-                    gemm,
-                    &att,
-                    &layer.wo,
-                    layer.bo.as_ref().map(Matrix::one),
-                    &xb,
-                    q_dim,
-                    dim,
-                );
-                ops.push(add(&xb, &x));
+                // x += Wo · att (the residual add fused into the matmul)
+                ops.push(matmul(gemm, &att, &layer.wo, layer.bo.as_ref(), &x, true));
 
                 // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
                 ops.push(rmsnorm(&x, &layer.ffn_norm, &xb));
-                matmul(&mut ops, gemm, &xb, &layer.w_gate, None, &hb, dim, hidden);
-                matmul(&mut ops, gemm, &xb, &layer.w_up, None, &hb2, dim, hidden);
+                ops.push(matmul(gemm, &xb, &layer.w_gate, None, &hb, false));
+                ops.push(matmul(gemm, &xb, &layer.w_up, None, &hb2, false));
                 ops.push(op(
                     &k.swiglu,
                     shape(Shape::new(hidden, 0, 0, 0)),
                     &[&hb2, &hb],
                     Box::new(move |d: Dims| [div_up(d.t as usize * hidden, 256), 1, 1]),
                 ));
-                matmul(&mut ops, gemm, &hb, &layer.w_down, None, &xb, hidden, dim);
-                ops.push(add(&xb, &x));
+                ops.push(matmul(gemm, &hb, &layer.w_down, None, &x, true));
             }
-            // Final norm (every row; the LM head picks the rows it needs).
-            ops.push(rmsnorm(&x, &norm, &xb));
             ops
         };
         let prefill = body(true, true);
         let batch = body(true, false);
         let decode = body(false, false);
         let head = lm_head.as_ref().unwrap_or(&embed);
-        let mut head_last = vec![];
-        matmul(&mut head_last, false, &xb, head, None, &logits, dim, vocab);
-        let mut head_all = vec![];
-        matmul(&mut head_all, true, &xb, head, None, &logits, dim, vocab);
+        // Final norm and LM head: of the last row, or of every row.
+        let head_last = vec![
+            rmsnorm_last(&x, &norm, &xl),
+            matmul(false, &xl, head, None, &logits, false),
+        ];
+        let head_all = vec![rmsnorm(&x, &norm, &xb), matmul(true, &xb, head, None, &logits, false)];
         let argmax = op(
             &k.argmax,
             shape(Shape::new(vocab, 0, 0, 0)),
@@ -515,6 +589,7 @@ impl GpuModel {
         let is_cpu = gpu.is_cpu_adapter();
         let mut model = GpuModel {
             gpu,
+            kind,
             cfg: cfg.clone(),
             kv,
             min_split_keys: opts.min_split_keys,
@@ -542,6 +617,15 @@ impl GpuModel {
         };
         model.kv.add_seq()?; // sequence 0, the one `forward` runs
         Ok(model)
+    }
+
+    /// The weight element type of the matrices: "f16" or "f32".
+    pub fn dtype_name(&self) -> &'static str {
+        if self.kind.f16 {
+            "f16"
+        } else {
+            "f32"
+        }
     }
 
     /// Dispatches of one greedy decode step (T = 1, one split-K partition).
@@ -661,6 +745,76 @@ impl GpuModel {
         };
         encoder.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
         gpu.submit_and_read(encoder, &self.staging, bytes, "the forward step")
+    }
+
+    /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of sequence 0 at
+    /// its current end (decode when t == 1, else prefill; LM head of the last row), recorded
+    /// `reps` times in one pass and timed together. Returns (kernel, dispatches per step, ms per
+    /// step), slowest first. The cache rows written are given back afterwards.
+    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Vec<(String, usize, f64)>> {
+        assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0);
+        let pos0 = self.kv.len(0);
+        if pos0 + t > self.cfg.seq_len {
+            bail!("a profile of {t} rows at position {pos0} exceeds the context");
+        }
+        let (slots, _) = self.kv.append(0, t)?;
+        let rows: Vec<Row> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, &slot)| Row {
+                token: (i % self.cfg.vocab_size) as u32,
+                pos: (pos0 + i) as u32,
+                slot,
+                seq: 0,
+            })
+            .collect();
+        let want = self.workers.div_ceil(t * self.cfg.n_heads);
+        let len = pos0 + t;
+        let (n_splits, split_len) = split_plan(len, self.min_split_keys.max(len.div_ceil(want)));
+        self.gpu
+            .queue
+            .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
+        let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
+        let b = self.kv.block_table(0);
+        table[..b.len()].copy_from_slice(b);
+        self.gpu
+            .queue
+            .write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
+        let body = if t == 1 { &self.decode } else { &self.prefill };
+        let all: Vec<&Op> = body.iter().chain(&self.head_last).collect();
+        let dims = Dims {
+            t: t as u32,
+            n_splits: n_splits as u32,
+        };
+        let mut names: Vec<&str> = all.iter().map(|o| o.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        let mut out = vec![];
+        for name in names {
+            let ops: Vec<&Op> = all.iter().copied().filter(|o| o.name == name).collect();
+            let run = |reps: usize| -> Result<f64> {
+                let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+                let repeated: Vec<&Op> = (0..reps).flat_map(|_| ops.iter().copied()).collect();
+                record(&mut encoder, &repeated, dims);
+                let start = std::time::Instant::now();
+                let index = self.gpu.queue.submit(Some(encoder.finish()));
+                self.gpu
+                    .device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(index),
+                        timeout: None,
+                    })
+                    .map_err(|e| anyhow::anyhow!("profile of {name}: {e}"))?;
+                Ok(start.elapsed().as_secs_f64())
+            };
+            run(1)?; // warm-up
+            out.push((name.to_string(), ops.len(), run(reps)? * 1e3 / reps as f64));
+        }
+        self.gpu.check("the profile")?;
+        self.kv.truncate(0, pos0);
+        self.kv.tables_dirty = true;
+        out.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(out)
     }
 
     /// Run `tokens` of sequence `seq` at its next positions (in steps of at most

@@ -77,28 +77,43 @@ enum Binding {
     Uniform,
     Read,
     Write,
+    Texture, // texture_2d_array<u32>: weights (see WeightTex)
 }
 use Binding::*;
 
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 14] = [
-    ("embed.wgsl", include_str!("../../shaders/embed.wgsl"), &[Read, Write]),
+const SOURCES: [(&str, &str, &[Binding]); 15] = [
+    (
+        "embed.wgsl",
+        include_str!("../../shaders/embed.wgsl"),
+        &[Texture, Write],
+    ),
     (
         "rmsnorm.wgsl",
         include_str!("../../shaders/rmsnorm.wgsl"),
         &[Read, Read, Write],
     ),
     (
-        "gemv.wgsl",
-        include_str!("../../shaders/gemv.wgsl"),
-        &[Read, Read, Read, Write],
+        "matvec.wgsl",
+        include_str!("../../shaders/matvec.wgsl"),
+        &[Uniform, Texture, Read, Write],
     ),
     (
-        "gemm.wgsl",
-        include_str!("../../shaders/gemm.wgsl"),
-        &[Read, Read, Read, Write],
+        "matvec_plain.wgsl",
+        include_str!("../../shaders/matvec_plain.wgsl"),
+        &[Uniform, Texture, Read, Write],
+    ),
+    (
+        "matmat.wgsl",
+        include_str!("../../shaders/matmat.wgsl"),
+        &[Read, Texture, Read, Write],
+    ),
+    (
+        "matmat_plain.wgsl",
+        include_str!("../../shaders/matmat_plain.wgsl"),
+        &[Read, Texture, Read, Write],
     ),
     (
         "rope.wgsl",
@@ -131,7 +146,6 @@ const SOURCES: [(&str, &str, &[Binding]); 14] = [
         &[Read, Write],
     ),
     ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), &[Read, Write]),
-    ("add.wgsl", include_str!("../../shaders/add.wgsl"), &[Read, Write]),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), &[Read, Write]),
     ("prelude.wgsl", PRELUDE, &[]),
 ];
@@ -143,6 +157,26 @@ pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
         .iter()
         .filter(|(n, _, _)| *n != "prelude.wgsl")
         .map(|(n, s, _)| (*n, format!("{s}\n{PRELUDE}")))
+}
+
+/// A resource a kernel binds: a buffer or a weight texture's view.
+#[derive(Clone, Copy)]
+pub enum Res<'a> {
+    Buf(&'a wgpu::Buffer),
+    Tex(&'a wgpu::TextureView),
+    /// The first UNIFORM_X_BYTES of a buffer, for a uniform binding (matvec's x).
+    UniformX(&'a wgpu::Buffer),
+}
+
+/// The uniform window matvec reads x through: 4096 vec4 (WebGPU's default uniform binding limit).
+pub const UNIFORM_X_BYTES: u64 = 65536;
+
+/// How the matrix kernels read their weights: f16 or f32 texels, with subgroup broadcasts of x
+/// (matvec.wgsl, matmat.wgsl) or without (the _plain twins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulKind {
+    pub f16: bool,
+    pub subgroups: bool,
 }
 
 pub struct Kernel {
@@ -178,6 +212,11 @@ impl Kernel {
                         },
                         has_dynamic_offset: false,
                         min_binding_size: None,
+                    },
+                    Texture => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2Array,
+                        multisampled: false,
                     },
                 },
                 count: None,
@@ -227,13 +266,34 @@ impl Kernel {
         shape: &wgpu::Buffer,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = [step, shape]
-            .into_iter()
-            .chain(buffers.iter().copied())
+        let res: Vec<Res> = buffers.iter().map(|b| Res::Buf(b)).collect();
+        self.bind_res(gpu, label, step, shape, &res)
+    }
+
+    /// As `bind`, for kernels that also read a weight texture.
+    pub fn bind_res(
+        &self,
+        gpu: &Gpu,
+        label: &str,
+        step: &wgpu::Buffer,
+        shape: &wgpu::Buffer,
+        resources: &[Res],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = [Res::Buf(step), Res::Buf(shape)]
+            .iter()
+            .chain(resources.iter())
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
+            .map(|(i, r)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: b.as_entire_binding(),
+                resource: match r {
+                    Res::Buf(b) => b.as_entire_binding(),
+                    Res::Tex(v) => wgpu::BindingResource::TextureView(v),
+                    Res::UniformX(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(UNIFORM_X_BYTES),
+                    }),
+                },
             })
             .collect();
         gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -247,12 +307,12 @@ impl Kernel {
 /// All pipelines the forward pass uses, specialised for one model (head_dim) and one KV layout
 /// (rows per page).
 pub struct Kernels {
+    pub kind: MatmulKind,
     pub embed: Kernel,
     pub rmsnorm: Kernel,
-    pub gemv: Kernel,
-    pub gemv_bias: Kernel,
-    pub gemm: Kernel,
-    pub gemm_bias: Kernel,
+    /// [gemm as usize][bias as usize][accumulate as usize]: matvec / matmat with HAS_BIAS and
+    /// ACCUMULATE set; see `Kernels::matmul`.
+    matmuls: Vec<Kernel>,
     pub rope: Kernel,
     pub kv_write: Kernel,
     pub attention_naive: Kernel,
@@ -260,12 +320,11 @@ pub struct Kernels {
     pub attention_decode: Kernel,
     pub attention_reduce: Kernel,
     pub swiglu: Kernel,
-    pub add: Kernel,
     pub argmax: Kernel,
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu, head_dim: usize, page: usize) -> Result<Self> {
+    pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind) -> Result<Self> {
         // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
         if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
             bail!(
@@ -276,25 +335,54 @@ impl Kernels {
             page % FLASH_TILE == 0,
             "page {page} is not a multiple of the flash tile"
         );
-        let bias = [("HAS_BIAS", 1.0)];
         let hd = ("HEAD_DIM", head_dim as f64);
         let pg = ("PAGE", page as f64);
+        if kind.subgroups && !gpu.features.contains(wgpu::Features::SUBGROUP) {
+            bail!(
+                "the subgroup matrix kernels need subgroups, which {} lacks",
+                gpu.describe()
+            );
+        }
+        let f16 = ("F16", kind.f16 as u8 as f64);
+        let mut matmuls = vec![];
+        for gemm in [false, true] {
+            let file = match (gemm, kind.subgroups) {
+                (false, true) => "matvec.wgsl",
+                (false, false) => "matvec_plain.wgsl",
+                (true, true) => "matmat.wgsl",
+                (true, false) => "matmat_plain.wgsl",
+            };
+            for bias in [0.0, 1.0] {
+                for acc in [0.0, 1.0] {
+                    matmuls.push(Kernel::new(gpu, file, &[f16, ("HAS_BIAS", bias), ("ACCUMULATE", acc)])?);
+                }
+            }
+        }
         Ok(Kernels {
-            embed: Kernel::new(gpu, "embed.wgsl", &[])?,
+            kind,
+            embed: Kernel::new(gpu, "embed.wgsl", &[f16])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
-            gemv: Kernel::new(gpu, "gemv.wgsl", &[])?,
-            gemv_bias: Kernel::new(gpu, "gemv.wgsl", &bias)?,
-            gemm: Kernel::new(gpu, "gemm.wgsl", &[])?,
-            gemm_bias: Kernel::new(gpu, "gemm.wgsl", &bias)?,
+            matmuls,
             rope: Kernel::new(gpu, "rope.wgsl", &[])?,
             kv_write: Kernel::new(gpu, "kv_write.wgsl", &[])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
             attention_flash: Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg])?,
-            attention_decode: Kernel::new(gpu, "attention_decode.wgsl", &[hd, pg])?,
+            attention_decode: Kernel::new(
+                gpu,
+                "attention_decode.wgsl",
+                &[hd, pg, ("WG", if gpu.is_cpu_adapter() { 8.0 } else { 64.0 })],
+            )?,
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             swiglu: Kernel::new(gpu, "swiglu.wgsl", &[])?,
-            add: Kernel::new(gpu, "add.wgsl", &[])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
         })
+    }
+}
+
+impl Kernels {
+    /// The matrix kernel: GEMM over all rows (`gemm`) or GEMV of the last row, with a bias, and
+    /// adding into its output (`accumulate`, the residual stream) or overwriting it.
+    pub fn matmul(&self, gemm: bool, bias: bool, accumulate: bool) -> &Kernel {
+        &self.matmuls[(gemm as usize) * 4 + (bias as usize) * 2 + accumulate as usize]
     }
 }

@@ -47,6 +47,14 @@ pub const ATTENTION_VS_CPU: Tol = Tol { abs: 2e-4, rel: 1e-4 };
 /// The GPU's GEMM (prefill) and GEMV (decode) sum in different orders in f32; on the tiny
 /// models' logits (magnitude ~1) that differs by ~1e-6.
 pub const GPU_PREFILL_VS_DECODE: Tol = Tol { abs: 1e-5, rel: 1e-5 };
+/// f16 weights (f32 accumulation) vs HF's f32 logits. Rounding a weight to f16 changes it by up
+/// to 2^-11 relative; over SmolLM2's 30 layers that moves logits (magnitude up to ~40) by up to
+/// 0.030 on the 7 golden prompts (measured, the f16 test prints it), so logits are held to 0.1 and
+/// greedy ids to HF's up to steps whose top-1/top-2 margin is within 2 × 0.1. A wrong texel,
+/// row or unpacking errs by far more than 0.1.
+pub const F16_VS_HF: Tol = Tol { abs: 0.1, rel: 0.0 };
+/// The same for the mean NLL: f16 moves it by at most 1.9e-3 on the golden prompts.
+pub const F16_NLL_VS_HF: f64 = 5e-3;
 /// Copies, gathers and argmax: exact.
 pub const EXACT: Tol = Tol { abs: 0.0, rel: 0.0 };
 
@@ -384,16 +392,18 @@ fn floats(v: &Json) -> Vec<f64> {
 /// HF's greedy continuation of a golden prompt (EOS removed) and the first step whose top-1/top-2
 /// margin is within the engine's error (a near-tie, where a correct engine may pick the other token).
 pub fn greedy_and_tie(p: &Json) -> (Vec<u32>, usize) {
+    greedy_and_tie_within(p, SMOLLM2_VS_HF.abs)
+}
+
+/// As `greedy_and_tie`, for an engine whose logits are within `tol` of HF's.
+pub fn greedy_and_tie_within(p: &Json, tol: f64) -> (Vec<u32>, usize) {
     let g = &p["greedy"];
     let mut cont = ids(&g["ids"]);
     if g["stopped_at_eos"] == true {
         assert_eq!(cont.pop(), Some(2), "HF stopped on EOS");
     }
     let margins = floats(&p["greedy_no_eos_stop"]["step_top1_minus_top2"]);
-    let tie = margins
-        .iter()
-        .position(|&mg| mg < 2.0 * SMOLLM2_VS_HF.abs)
-        .unwrap_or(usize::MAX);
+    let tie = margins.iter().position(|&mg| mg < 2.0 * tol).unwrap_or(usize::MAX);
     (cont, tie)
 }
 
@@ -402,10 +412,16 @@ pub fn greedy_and_tie(p: &Json) -> (Vec<u32>, usize) {
 /// equal to HF's ids up to the first near-tie (so greedy decoding reproduces HF's text), each
 /// step's top-1 logit, and the prompt's mean NLL. `label` names the device in failures.
 pub fn check_golden_prompt(m: &mut tinfer::model::Model, p: &Json, label: &str) {
+    check_golden_prompt_within(m, p, label, SMOLLM2_VS_HF, NLL_VS_HF);
+}
+
+/// As `check_golden_prompt`, with logits held to `tol` and the mean NLL to `nll_tol`; returns the
+/// worst logit error seen (last position and top-1 logits).
+pub fn check_golden_prompt_within(m: &mut tinfer::model::Model, p: &Json, label: &str, tol: Tol, nll_tol: f64) -> f64 {
     let name = format!("{label} {}", p["name"].as_str().unwrap());
     let vocab = m.cfg.vocab_size;
     let prompt = ids(&p["ids"]);
-    let (cont, tie) = greedy_and_tie(p);
+    let (cont, tie) = greedy_and_tie_within(p, tol.abs);
     let mut seq = prompt.clone();
     seq.extend(&cont);
     m.truncate(0);
@@ -413,11 +429,11 @@ pub fn check_golden_prompt(m: &mut tinfer::model::Model, p: &Json, label: &str) 
     let row = |i: usize| &all[i * vocab..(i + 1) * vocab];
     let last = row(prompt.len() - 1);
     let (_, want) = read_npy(&fixtures().join(format!("smollm2/{}.last_logits.npy", p["name"].as_str().unwrap())));
-    assert_close(&format!("{name}: last logits"), last, &want, SMOLLM2_VS_HF);
+    assert_close(&format!("{name}: last logits"), last, &want, tol);
+    let mut worst = max_abs_diff(last, &want);
     eprintln!(
-        "{name}: {} tokens, last-logit max |error| vs HF {:.2e}",
-        prompt.len(),
-        max_abs_diff(last, &want)
+        "{name}: {} tokens, last-logit max |error| vs HF {worst:.2e}",
+        prompt.len()
     );
     let top1 = floats(&p["greedy"]["step_top1_logit"]);
     for (step, &want_top) in top1.iter().enumerate().take(cont.len() + 1) {
@@ -432,9 +448,10 @@ pub fn check_golden_prompt(m: &mut tinfer::model::Model, p: &Json, label: &str) 
         let top = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
         // the fixture rounds to 5 decimals
         assert!(
-            (top - want_top).abs() < SMOLLM2_VS_HF.abs + 1e-5,
+            (top - want_top).abs() < tol.abs + 1e-5,
             "{name}: step {step} top-1 {top} vs HF {want_top}"
         );
+        worst = worst.max((top - want_top).abs());
     }
     if prompt.len() > 1 {
         let nll: f64 = (0..prompt.len() - 1)
@@ -443,11 +460,12 @@ pub fn check_golden_prompt(m: &mut tinfer::model::Model, p: &Json, label: &str) 
             / (prompt.len() - 1) as f64;
         let want_nll = p["mean_nll"].as_f64().unwrap();
         assert!(
-            (nll - want_nll).abs() < NLL_VS_HF,
+            (nll - want_nll).abs() < nll_tol,
             "{name}: mean NLL {nll} vs HF {want_nll}"
         );
         eprintln!("{name}: mean NLL error vs HF {:.2e}", (nll - want_nll).abs());
     }
+    worst
 }
 
 /// A tiny model's greedy decoding one token at a time through the KV cache: each step's logits

@@ -1,0 +1,80 @@
+// matmat.wgsl: matrix product for all T token rows of a step (prefill, batches), weights in a
+// texture, x shared through subgroup broadcasts:
+//   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
+// CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
+// Dispatch: (ceil(n / 64), ceil(T / 8), 1). Each invocation computes one output row for 8 tokens:
+// every weight texel (8 f16 or 4 f32) is fetched once and used 8 times. Lane j of the subgroup
+// loads token t0 + j's x values of the current texel and `subgroupBroadcast` hands them to the
+// other lanes. Needs subgroups of at least 8 lanes; matmat_plain.wgsl is the same without them.
+// Bindings:
+//   0 step   storage Step          n_tokens T
+//   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias, d = out row stride
+//   2 x      storage read  vec4f   (T_max, d/4)
+//   3 w      texture_2d_array<u32> (d / per, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
+//   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
+//   5 out    storage rw    f32     (T_max, stride)
+// Overrides: F16, HAS_BIAS, ACCUMULATE (as matvec.wgsl).
+
+// Step, Shape: shaders/prelude.wgsl
+
+override F16: bool = true;
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+
+@group(0) @binding(0) var<storage, read> step: Step;
+@group(0) @binding(1) var<uniform> shape: Shape;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn store(t: u32, o: u32, v: f32) {
+    if (t >= step.n_tokens) { return; }
+    var y = v;
+    if (HAS_BIAS) { y += bias[shape.c + o]; }
+    let i = t * shape.d + shape.c + o;
+    if (ACCUMULATE) { y += out[i]; }
+    out[i] = y;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let n = shape.b;
+    let per4 = select(1u, 2u, F16);        // vec4s of x per texel
+    let d4 = shape.a / 4u;
+    let texels = d4 / per4;
+    let rows = textureDimensions(w).y;
+    // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
+    let o = min(gid.x, n - 1u);
+    let row = o % rows;
+    let layer = o / rows;
+    let t0 = gid.y * 8u;
+    let xr = min(t0 + (lane & 7u), step.n_tokens - 1u) * d4; // lane j's token (clamped)
+    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+    var a4 = 0.0; var a5 = 0.0; var a6 = 0.0; var a7 = 0.0;
+    for (var k = 0u; k < texels; k++) {
+        let t = textureLoad(w, vec2<u32>(k, row), layer, 0);
+        var wa: vec4<f32>;
+        var wb = vec4<f32>(0.0);
+        var xa = x[xr + k * per4];
+        var xb = vec4<f32>(0.0);
+        if (F16) {
+            wa = vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y));
+            wb = vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w));
+            xb = x[xr + k * per4 + 1u];
+        } else {
+            wa = bitcast<vec4<f32>>(t);
+        }
+        a0 += dot(wa, subgroupBroadcast(xa, 0u)) + dot(wb, subgroupBroadcast(xb, 0u));
+        a1 += dot(wa, subgroupBroadcast(xa, 1u)) + dot(wb, subgroupBroadcast(xb, 1u));
+        a2 += dot(wa, subgroupBroadcast(xa, 2u)) + dot(wb, subgroupBroadcast(xb, 2u));
+        a3 += dot(wa, subgroupBroadcast(xa, 3u)) + dot(wb, subgroupBroadcast(xb, 3u));
+        a4 += dot(wa, subgroupBroadcast(xa, 4u)) + dot(wb, subgroupBroadcast(xb, 4u));
+        a5 += dot(wa, subgroupBroadcast(xa, 5u)) + dot(wb, subgroupBroadcast(xb, 5u));
+        a6 += dot(wa, subgroupBroadcast(xa, 6u)) + dot(wb, subgroupBroadcast(xb, 6u));
+        a7 += dot(wa, subgroupBroadcast(xa, 7u)) + dot(wb, subgroupBroadcast(xb, 7u));
+    }
+    if (gid.x >= n) { return; }
+    store(t0, o, a0); store(t0 + 1u, o, a1); store(t0 + 2u, o, a2); store(t0 + 3u, o, a3);
+    store(t0 + 4u, o, a4); store(t0 + 5u, o, a5); store(t0 + 6u, o, a6); store(t0 + 7u, o, a7);
+}

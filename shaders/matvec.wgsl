@@ -1,0 +1,79 @@
+// matvec.wgsl: matrix-vector product of ONE row (decode steps, and the LM head of the last
+// position, which the final norm writes to row 0), weights in a texture:
+//   out[c + o] (+)= W[o, :] . x[0, :] + bias[c + o]
+// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16).
+// Dispatch: (ceil(n / 64), 1, 1). One invocation per output row. The row's weights are texels of
+// 16 bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation reads the
+// same values) read in chunks of 8 texels: lane j of the subgroup loads the x values of texel j
+// and `subgroupBroadcast` hands them to the other lanes. On lavapipe a storage load costs a scalar
+// load per lane and component; uniform loads are vector gathers and the broadcasts cut them 8-fold
+// (benches/RESULTS.md: 4.1 ms against 36.7 ms for the same product with x in storage).
+// Needs subgroups of at least 8 lanes; matvec_plain.wgsl is the same product without them.
+// Bindings:
+//   0 step   storage Step          (unused)
+//   1 shape  uniform Shape         a = d (at most 16384), b = n rows, c = offset into out and bias
+//   2 x      uniform vec4f         (4096,): the first 64 KiB of the activations, row 0 = x
+//   3 w      texture_2d_array<u32> (d / per padded to 8, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
+//   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
+//   5 out    storage rw    f32     (c + n,)
+// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; ACCUMULATE (add into out:
+// the residual stream, which saves an `add` dispatch).
+
+// Step, Shape: shaders/prelude.wgsl
+
+override F16: bool = true;
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+
+@group(0) @binding(0) var<storage, read> step: Step;
+@group(0) @binding(1) var<uniform> shape: Shape;
+@group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+// One texel's contribution: 8 weights against (xa, xb), or 4 weights against xa.
+fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
+    if (F16) {
+        return vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * xa
+             + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * xb;
+    }
+    return bitcast<vec4<f32>>(t) * xa;
+}
+
+@compute @workgroup_size(32)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let n = shape.b;
+    let per4 = select(1u, 2u, F16);        // vec4s of x per texel
+    let texels = shape.a / (4u * per4);    // texels of data; the row is padded to a multiple of 8
+    let rows = textureDimensions(w).y;
+    // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
+    let o = min(gid.x, n - 1u);
+    let row = o % rows;
+    let layer = o / rows;
+    let j = lane & 7u;
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < texels; k += 8u) {
+        // lane j holds the x values of texel k + j (zero in the padding)
+        var xa = vec4<f32>(0.0);
+        var xb = vec4<f32>(0.0);
+        if (k + j < texels) {
+            xa = x[(k + j) * per4];
+            if (F16) { xb = x[(k + j) * per4 + 1u]; }
+        }
+        // Eight texels, unrolled: subgroupBroadcast takes a constant lane.
+        acc += texel_dot(textureLoad(w, vec2<u32>(k, row), layer, 0), subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 1u, row), layer, 0), subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 2u, row), layer, 0), subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 3u, row), layer, 0), subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 4u, row), layer, 0), subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 5u, row), layer, 0), subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 6u, row), layer, 0), subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
+        acc += texel_dot(textureLoad(w, vec2<u32>(k + 7u, row), layer, 0), subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
+    }
+    if (gid.x >= n) { return; }
+    var y = acc.x + acc.y + acc.z + acc.w;
+    if (HAS_BIAS) { y += bias[shape.c + o]; }
+    if (ACCUMULATE) { y += out[shape.c + o]; }
+    out[shape.c + o] = y;
+}

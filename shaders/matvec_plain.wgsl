@@ -1,0 +1,44 @@
+// matvec_plain.wgsl: matvec.wgsl without subgroups (adapters that have none, or fewer than 8
+// lanes): every invocation loads x itself from the uniform binding.
+//   out[c + o] (+)= W[o, :] . x[0, :] + bias[c + o]
+// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16).
+// Dispatch: (ceil(n / 64), 1, 1). One invocation per output row.
+// Bindings: as matvec.wgsl (x through the uniform window, w the weight texture).
+// Overrides: F16, HAS_BIAS, ACCUMULATE, as matvec.wgsl.
+
+// Step, Shape: shaders/prelude.wgsl
+
+override F16: bool = true;
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+
+@group(0) @binding(0) var<storage, read> step: Step;
+@group(0) @binding(1) var<uniform> shape: Shape;
+@group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = shape.b;
+    let o = gid.x;
+    if (o >= n) { return; }
+    let per4 = select(1u, 2u, F16);
+    let d4 = shape.a / 4u;
+    let rows = textureDimensions(w).y;
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < d4 / per4; k++) {
+        let t = textureLoad(w, vec2<u32>(k, o % rows), o / rows, 0);
+        if (F16) {
+            acc += vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * x[2u * k]
+                 + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * x[2u * k + 1u];
+        } else {
+            acc += bitcast<vec4<f32>>(t) * x[k];
+        }
+    }
+    var y = acc.x + acc.y + acc.z + acc.w;
+    if (HAS_BIAS) { y += bias[shape.c + o]; }
+    if (ACCUMULATE) { y += out[shape.c + o]; }
+    out[shape.c + o] = y;
+}
