@@ -69,8 +69,10 @@ EOF
 fi
 
 # 2. build tools
-if [ "$(id -u)" = 0 ] && ! { command -v cmake && command -v glslc && [ -f /usr/include/vulkan/vulkan.hpp ]; } >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq cmake glslc libvulkan-dev mesa-vulkan-drivers libvulkan1 >/dev/null
+if [ "$(id -u)" = 0 ] && ! { command -v cmake && command -v glslc && [ -f /usr/include/vulkan/vulkan.hpp ] \
+    && [ -d /usr/include/spirv ]; } >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq cmake glslc libvulkan-dev spirv-headers mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
 
 # 3. two builds, cached
@@ -79,7 +81,8 @@ build() { # name, extra cmake flags
   if [ ! -x "$dir/bin/llama-bench" ] || [ ! -x "$dir/bin/llama-quantize" ]; then
     echo "building llama.cpp ($1) in $dir ..."
     cmake -S "$SRC" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON "${@:2}" >"$dir.cmake.log" 2>&1
+      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON "${@:2}" >"$dir.cmake.log" 2>&1 \
+      || { grep -A12 "CMake Error" "$dir.cmake.log" | head -30; exit 1; }
     cmake --build "$dir" -j "$JOBS" --target llama-bench llama-quantize >"$dir.build.log" 2>&1 \
       || { tail -30 "$dir.build.log"; exit 1; }
   fi

@@ -3,13 +3,15 @@
 //   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
 // CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
 // Dispatch: (ceil(n / 64), ceil(T / 8), 1). Each invocation computes one output row for 8 tokens:
-// every weight texel (8 f16 or 4 f32) is fetched once and used 8 times. Lane j of the subgroup
-// loads token t0 + j's x values of the current texel and `subgroupBroadcast` hands them to the
-// other lanes. Needs subgroups of at least 8 lanes; matmat_plain.wgsl is the same without them.
+// every weight texel (8 f16 or 4 f32) is fetched once and used 8 times. x comes as a texture
+// (to_texture.wgsl copies the rows): lane j of the subgroup fetches token t0 + j's x values of
+// the current texel and `subgroupBroadcast` hands them to the other lanes. On lavapipe x from a
+// storage buffer made this kernel 4x slower (benches/RESULTS.md). Needs subgroups of at least 8
+// lanes; matmat_plain.wgsl is the same without them.
 // Bindings:
 //   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias, d = out row stride
-//   2 x      storage read  vec4f   (T_max, d/4)
+//   2 x      texture_2d_array<u32> (d/4, T_max, 1): f32 bit patterns of the rows, from to_texture.wgsl
 //   3 w      texture_2d_array<u32> (d / per, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (T_max, stride)
@@ -23,10 +25,14 @@ override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var x: texture_2d_array<u32>;
 @group(0) @binding(3) var w: texture_2d_array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn xload(i4: u32, t: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0, 0));
+}
 
 fn store(t: u32, o: u32, v: f32) {
     if (t >= step.n_tokens) { return; }
@@ -49,19 +55,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let row = o % rows;
     let layer = o / rows;
     let t0 = gid.y * 8u;
-    let xr = min(t0 + (lane & 7u), step.n_tokens - 1u) * d4; // lane j's token (clamped)
+    let xr = min(t0 + (lane & 7u), step.n_tokens - 1u); // lane j's token (clamped)
     var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
     var a4 = 0.0; var a5 = 0.0; var a6 = 0.0; var a7 = 0.0;
     for (var k = 0u; k < texels; k++) {
         let t = textureLoad(w, vec2<u32>(k, row), layer, 0);
         var wa: vec4<f32>;
         var wb = vec4<f32>(0.0);
-        var xa = x[xr + k * per4];
+        var xa = xload(k * per4, xr);
         var xb = vec4<f32>(0.0);
         if (F16) {
             wa = vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y));
             wb = vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w));
-            xb = x[xr + k * per4 + 1u];
+            xb = xload(k * per4 + 1u, xr);
         } else {
             wa = bitcast<vec4<f32>>(t);
         }

@@ -1,9 +1,9 @@
-// matmat_plain.wgsl: matmat.wgsl without subgroups: every invocation loads the x values of its 8
-// tokens itself.
+// matmat_plain.wgsl: matmat.wgsl without subgroups: every invocation fetches the x values of its
+// 8 tokens itself.
 //   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
 // CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
 // Dispatch: (ceil(n / 64), ceil(T / 8), 1). One output row for 8 tokens per invocation.
-// Bindings: as matmat.wgsl (x in storage, w the weight texture).
+// Bindings: as matmat.wgsl (x the texture to_texture.wgsl writes, w the weight texture).
 // Overrides: F16, HAS_BIAS, ACCUMULATE, as matmat.wgsl.
 
 // Step, Shape: shaders/prelude.wgsl
@@ -14,10 +14,14 @@ override ACCUMULATE: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var x: texture_2d_array<u32>;
 @group(0) @binding(3) var w: texture_2d_array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn xload(i4: u32, t: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0, 0));
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -29,16 +33,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let rows = textureDimensions(w).y;
     let t0 = gid.y * 8u;
     var xr: array<u32, 8>;
-    for (var j = 0u; j < 8u; j++) { xr[j] = min(t0 + j, step.n_tokens - 1u) * d4; }
+    for (var j = 0u; j < 8u; j++) { xr[j] = min(t0 + j, step.n_tokens - 1u); }
     var acc: array<f32, 8>;
     for (var k = 0u; k < d4 / per4; k++) {
         let t = textureLoad(w, vec2<u32>(k, o % rows), o / rows, 0);
         for (var j = 0u; j < 8u; j++) {
             if (F16) {
-                acc[j] += dot(vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)), x[xr[j] + 2u * k])
-                        + dot(vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)), x[xr[j] + 2u * k + 1u]);
+                acc[j] += dot(vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)), xload(2u * k, xr[j]))
+                        + dot(vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)), xload(2u * k + 1u, xr[j]));
             } else {
-                acc[j] += dot(bitcast<vec4<f32>>(t), x[xr[j] + k]);
+                acc[j] += dot(bitcast<vec4<f32>>(t), xload(k, xr[j]));
             }
         }
     }

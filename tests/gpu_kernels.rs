@@ -7,7 +7,7 @@ use common::*;
 
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
-use tinfer::gpu::forward::WeightTex;
+use tinfer::gpu::forward::{ActTex, WeightTex};
 use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, MAX_SPLITS};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
@@ -129,7 +129,7 @@ fn round_f16(w: &[f32]) -> Vec<f32> {
 }
 
 /// matvec / matmat in every variant (f32 and f16 texels, with and without subgroups, bias,
-/// accumulate) against cpu::ops::matmul, at sizes whose rows are not a whole number of texel
+/// accumulate; matmat reading x through to_texture) against cpu::ops::matmul, at sizes whose rows are not a whole number of texel
 /// chunks, with more output rows than one texture layer holds, and tokens not a multiple of 8.
 #[test]
 fn matmul_matvec_and_matmat_match_cpu() {
@@ -171,12 +171,21 @@ fn matmul_matvec_and_matmat_match_cpu() {
             let out = h.up(&init);
             let xb = h.up(&x);
             let bb = h.up(&bias);
+            let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
+            h.run_res(
+                &k.to_texture,
+                &rows(t),
+                (1, 0),
+                Shape::new(d, 0, 0, 0),
+                &[Res::Buf(&xb), Res::Tex(&xt.view)],
+                [up(d / 4, 64), t as u32, 1],
+            );
             h.run_res(
                 k.matmul(true, with_bias, accumulate),
                 &rows(t),
                 (1, 0),
                 Shape::new(d, n, 5, n + 5),
-                &[Res::Buf(&xb), Res::Tex(&tex.view), Res::Buf(&bb), Res::Buf(&out)],
+                &[Res::Tex(&xt.view), Res::Tex(&tex.view), Res::Buf(&bb), Res::Buf(&out)],
                 [up(n, 64), up(t, 8), 1],
             );
             let got = h.read(&out, t * (n + 5));
@@ -432,6 +441,30 @@ fn attention_variants_match_cpu() {
                     &want,
                     ATTENTION_VS_CPU,
                 );
+                // flash prefill with K/V rows shared through subgroup broadcasts
+                if h.gpu.has_subgroups(8) {
+                    let sg = MatmulKind {
+                        f16: false,
+                        subgroups: true,
+                    };
+                    let kern_sg = Kernels::new(&h.gpu, hd, kv.page, sg).unwrap();
+                    assert!(kern_sg.attention_flash.name.starts_with("attention_flash_sg.wgsl"));
+                    let out = h.zeros(want.len());
+                    h.run_rows(
+                        &kern_sg.attention_flash,
+                        &rows,
+                        (1, 0),
+                        shape,
+                        &[&q_buf, &kb, &vb, &tb, &out],
+                        [t.div_ceil(64) as u32, n_heads as u32, 1],
+                    );
+                    assert_close(
+                        &what("flash prefill (subgroups)"),
+                        &h.read(&out, want.len()),
+                        &want,
+                        ATTENTION_VS_CPU,
+                    );
+                }
                 // decode kernel over the same rows: one pass, then split-K + reduce
                 for min_keys in [usize::MAX, 64] {
                     let (n_splits, split_len) = split_plan(len, min_keys);

@@ -127,6 +127,41 @@ impl WeightTex {
     }
 }
 
+/// Activation rows as a texture for matmat.wgsl (to_texture.wgsl writes it): (d/4, T_max, 1)
+/// texels of 4 f32 bit patterns.
+pub struct ActTex {
+    pub view: wgpu::TextureView,
+    pub d: usize,
+}
+
+impl ActTex {
+    pub fn new(gpu: &Gpu, name: &str, d: usize, rows: usize) -> Result<Self> {
+        let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+        if d / 4 > max_dim {
+            bail!("{name}: rows of {d} values are wider than this device's texture limit of {max_dim} texels; use --device cpu");
+        }
+        let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(name),
+            size: wgpu::Extent3d {
+                width: (d / 4) as u32,
+                height: rows as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor {
+            dimension: Some(wgpu::TextureViewDimension::D2Array),
+            ..Default::default()
+        });
+        Ok(ActTex { view, d })
+    }
+}
+
 /// Texels matvec.wgsl reads per round (one per lane of 8); weight rows are padded to it.
 pub const TEXEL_CHUNK: usize = 8;
 
@@ -403,6 +438,10 @@ impl GpuModel {
         let att = act("att", t_max * q_dim)?; // (T, n_heads·hd) attention output
         let hb = act("hb", t_max * hidden)?; // (T, hidden) gate, then SwiGLU
         let hb2 = gpu.zeros("hb2", t_max * hidden)?; // (T, hidden) up
+                                                     // The same rows as textures, for the GEMMs of prefill and batch steps.
+        let xt_dim = ActTex::new(&gpu, "xt_dim", dim, t_max)?; // (dim/4, T) texels of xb
+        let xt_q = ActTex::new(&gpu, "xt_q", q_dim, t_max)?; // (q_dim/4, T) texels of att
+        let xt_hidden = ActTex::new(&gpu, "xt_hidden", hidden, t_max)?; // (hidden/4, T) texels of hb
         let all_rows = ((limit / (vocab as u64 * 4)) as usize).clamp(1, t_max);
         let logits = gpu.zeros("logits", all_rows * vocab)?; // (all_rows, vocab)
         let next_id = gpu.zeros("next_id", 1)?; // (1,) u32
@@ -460,39 +499,59 @@ impl GpuModel {
                 Box::new(|_| [1, 1, 1]),
             )
         };
-        // out (T, n) (+)= x (T, d) · Wᵀ (+ bias): GEMM over all rows, or GEMV of row 0 (decode
-        // steps have one row; the LM head of the last row reads it normalised into row 0).
-        // `accumulate` adds into out (the residual stream) instead of overwriting it.
-        let matmul =
-            |gemm: bool, x: &wgpu::Buffer, w: &Param, bias: Option<&Param>, out: &wgpu::Buffer, accumulate: bool| {
-                let w = w.tex();
-                let kern = k.matmul(gemm, bias.is_some(), accumulate);
-                let s = shape(Shape::new(w.cols, w.rows, 0, w.rows));
-                let rows = w.rows;
-                let grid: Grid = if gemm {
-                    Box::new(move |d: Dims| [div_up(rows, 64), div_up(d.t as usize, 8), 1])
-                } else {
-                    Box::new(move |_| [div_up(rows, 32), 1, 1])
-                };
-                let bias = bias.map_or(&dummy, Param::buf);
-                Op {
-                    name: kern.name.clone(),
-                    pipeline: kern.pipeline.clone(),
-                    bind: kern.bind_res(
-                        &gpu,
-                        &kern.name,
-                        &step,
-                        &s,
-                        &[
-                            if gemm { Res::Buf(x) } else { Res::UniformX(x) },
-                            Res::Tex(&w.view),
-                            Res::Buf(bias),
-                            Res::Buf(out),
-                        ],
-                    ),
-                    grid,
-                }
+        // xt (T, d/4) = x (T, d) as texels, before the GEMMs that read x
+        let to_tex = |x: &wgpu::Buffer, xt: &ActTex| {
+            let d = xt.d;
+            Op {
+                name: k.to_texture.name.clone(),
+                pipeline: k.to_texture.pipeline.clone(),
+                bind: k.to_texture.bind_res(
+                    &gpu,
+                    "to_texture",
+                    &step,
+                    &shape(Shape::new(d, 0, 0, 0)),
+                    &[Res::Buf(x), Res::Tex(&xt.view)],
+                ),
+                grid: Box::new(move |dims: Dims| [div_up(d / 4, 64), dims.t, 1]),
+            }
+        };
+        // out (T, n) (+)= x (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x as the texture
+        // xt), or GEMV of row 0 (decode steps have one row; the LM head of the last row reads it
+        // normalised into row 0). `accumulate` adds into out (the residual stream).
+        let matmul = |gemm: bool,
+                      (x, xt): (&wgpu::Buffer, &ActTex),
+                      w: &Param,
+                      bias: Option<&Param>,
+                      out: &wgpu::Buffer,
+                      accumulate: bool| {
+            let w = w.tex();
+            let kern = k.matmul(gemm, bias.is_some(), accumulate);
+            let s = shape(Shape::new(w.cols, w.rows, 0, w.rows));
+            let rows = w.rows;
+            let grid: Grid = if gemm {
+                Box::new(move |d: Dims| [div_up(rows, 64), div_up(d.t as usize, 8), 1])
+            } else {
+                Box::new(move |_| [div_up(rows, 32), 1, 1])
             };
+            let bias = bias.map_or(&dummy, Param::buf);
+            Op {
+                name: kern.name.clone(),
+                pipeline: kern.pipeline.clone(),
+                bind: kern.bind_res(
+                    &gpu,
+                    &kern.name,
+                    &step,
+                    &s,
+                    &[
+                        if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) },
+                        Res::Tex(&w.view),
+                        Res::Buf(bias),
+                        Res::Buf(out),
+                    ],
+                ),
+                grid,
+            }
+        };
 
         // Step kinds: GEMM or GEMV matmuls; attention over one sequence's prompt or over rows.
         let body = |gemm: bool, prefill_attention: bool| -> Vec<Op> {
@@ -513,9 +572,12 @@ impl GpuModel {
             for (l, layer) in layers.iter().enumerate() {
                 // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
                 ops.push(rmsnorm(&x, &layer.attn_norm, &xb));
-                ops.push(matmul(gemm, &xb, &layer.wq, layer.bq.as_ref(), &q, false));
-                ops.push(matmul(gemm, &xb, &layer.wk, layer.bk.as_ref(), &kb, false));
-                ops.push(matmul(gemm, &xb, &layer.wv, layer.bv.as_ref(), &vb, false));
+                if gemm {
+                    ops.push(to_tex(&xb, &xt_dim));
+                }
+                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.wq, layer.bq.as_ref(), &q, false));
+                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.wk, layer.bk.as_ref(), &kb, false));
+                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.wv, layer.bv.as_ref(), &vb, false));
                 let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
                 ops.push(op(
                     &k.rope,
@@ -553,19 +615,28 @@ impl GpuModel {
                 let attn = attention_ops(&gpu, &k, opts.attention, &step, &shape, dims, &bufs);
                 ops.extend(if prefill_attention { attn.prefill } else { attn.rows });
                 // x += Wo · att (the residual add fused into the matmul)
-                ops.push(matmul(gemm, &att, &layer.wo, layer.bo.as_ref(), &x, true));
+                if gemm {
+                    ops.push(to_tex(&att, &xt_q));
+                }
+                ops.push(matmul(gemm, (&att, &xt_q), &layer.wo, layer.bo.as_ref(), &x, true));
 
                 // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
                 ops.push(rmsnorm(&x, &layer.ffn_norm, &xb));
-                ops.push(matmul(gemm, &xb, &layer.w_gate, None, &hb, false));
-                ops.push(matmul(gemm, &xb, &layer.w_up, None, &hb2, false));
+                if gemm {
+                    ops.push(to_tex(&xb, &xt_dim));
+                }
+                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.w_gate, None, &hb, false));
+                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.w_up, None, &hb2, false));
                 ops.push(op(
                     &k.swiglu,
                     shape(Shape::new(hidden, 0, 0, 0)),
                     &[&hb2, &hb],
                     Box::new(move |d: Dims| [div_up(d.t as usize * hidden, 256), 1, 1]),
                 ));
-                ops.push(matmul(gemm, &hb, &layer.w_down, None, &x, true));
+                if gemm {
+                    ops.push(to_tex(&hb, &xt_hidden));
+                }
+                ops.push(matmul(gemm, (&hb, &xt_hidden), &layer.w_down, None, &x, true));
             }
             ops
         };
@@ -576,9 +647,13 @@ impl GpuModel {
         // Final norm and LM head: of the last row, or of every row.
         let head_last = vec![
             rmsnorm_last(&x, &norm, &xl),
-            matmul(false, &xl, head, None, &logits, false),
+            matmul(false, (&xl, &xt_dim), head, None, &logits, false),
         ];
-        let head_all = vec![rmsnorm(&x, &norm, &xb), matmul(true, &xb, head, None, &logits, false)];
+        let head_all = vec![
+            rmsnorm(&x, &norm, &xb),
+            to_tex(&xb, &xt_dim),
+            matmul(true, (&xb, &xt_dim), head, None, &logits, false),
+        ];
         let argmax = op(
             &k.argmax,
             shape(Shape::new(vocab, 0, 0, 0)),

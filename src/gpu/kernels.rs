@@ -77,14 +77,15 @@ enum Binding {
     Uniform,
     Read,
     Write,
-    Texture, // texture_2d_array<u32>: weights (see WeightTex)
+    Texture,    // texture_2d_array<u32>: weights (see WeightTex), activations for matmat
+    StorageTex, // texture_storage_2d_array<rgba32uint, write>: activations for matmat
 }
 use Binding::*;
 
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 15] = [
+const SOURCES: [(&str, &str, &[Binding]); 17] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -108,12 +109,17 @@ const SOURCES: [(&str, &str, &[Binding]); 15] = [
     (
         "matmat.wgsl",
         include_str!("../../shaders/matmat.wgsl"),
-        &[Read, Texture, Read, Write],
+        &[Texture, Texture, Read, Write],
     ),
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
-        &[Read, Texture, Read, Write],
+        &[Texture, Texture, Read, Write],
+    ),
+    (
+        "to_texture.wgsl",
+        include_str!("../../shaders/to_texture.wgsl"),
+        &[Read, StorageTex],
     ),
     (
         "rope.wgsl",
@@ -133,6 +139,11 @@ const SOURCES: [(&str, &str, &[Binding]); 15] = [
     (
         "attention_flash.wgsl",
         include_str!("../../shaders/attention_flash.wgsl"),
+        &[Read, Read, Read, Read, Write],
+    ),
+    (
+        "attention_flash_sg.wgsl",
+        include_str!("../../shaders/attention_flash_sg.wgsl"),
         &[Read, Read, Read, Read, Write],
     ),
     (
@@ -217,6 +228,11 @@ impl Kernel {
                         sample_type: wgpu::TextureSampleType::Uint,
                         view_dimension: wgpu::TextureViewDimension::D2Array,
                         multisampled: false,
+                    },
+                    StorageTex => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: wgpu::TextureFormat::Rgba32Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2Array,
                     },
                 },
                 count: None,
@@ -309,6 +325,7 @@ impl Kernel {
 pub struct Kernels {
     pub kind: MatmulKind,
     pub embed: Kernel,
+    pub to_texture: Kernel,
     pub rmsnorm: Kernel,
     /// [gemm as usize][bias as usize][accumulate as usize]: matvec / matmat with HAS_BIAS and
     /// ACCUMULATE set; see `Kernels::matmul`.
@@ -361,12 +378,21 @@ impl Kernels {
         Ok(Kernels {
             kind,
             embed: Kernel::new(gpu, "embed.wgsl", &[f16])?,
+            to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             matmuls,
             rope: Kernel::new(gpu, "rope.wgsl", &[])?,
             kv_write: Kernel::new(gpu, "kv_write.wgsl", &[])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
-            attention_flash: Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg])?,
+            attention_flash: Kernel::new(
+                gpu,
+                if kind.subgroups {
+                    "attention_flash_sg.wgsl"
+                } else {
+                    "attention_flash.wgsl"
+                },
+                &[hd, pg],
+            )?,
             attention_decode: Kernel::new(
                 gpu,
                 "attention_decode.wgsl",
