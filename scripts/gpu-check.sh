@@ -56,7 +56,8 @@ done
 model=tests/fixtures/tiny-llama-gqa
 [ -f models/smollm2-135m-instruct/model.safetensors ] && model=models/smollm2-135m-instruct
 for dev in gpu cpu; do
-    out=$("$bindir/tinfer" generate --device $dev --model "$model" --prompt "The capital of France is" -n 32 --temperature 0 2>"$logs/generate-$dev.err")
+    # f32 on the GPU: its greedy text must equal the CPU's token for token
+    out=$("$bindir/tinfer" generate --device $dev --dtype f32 --model "$model" --prompt "The capital of France is" -n 32 --temperature 0 2>"$logs/generate-$dev.err")
     rc=$?
     printf '%s' "$out" >"$logs/generate-$dev.txt"
     stats=$(grep -o 'prompt:.*' "$logs/generate-$dev.err" | tail -n1)
@@ -65,6 +66,21 @@ for dev in gpu cpu; do
 done
 if cmp -s "$logs/generate-gpu.txt" "$logs/generate-cpu.txt"; then same=yes; else same=NO; fail=1; fi
 rows+=("gpu text == cpu text|$same")
+
+# Whole-model speed with f16 weights (SmolLM2-135M shapes, random weights: no checkpoint needed),
+# and the matrix kernels one by one.
+"$bindir/tinfer" bench model --synthetic smollm2-135m --device gpu --dtype f16 --json --profile 64 \
+    >"$logs/bench-model.json" 2>"$logs/bench-model.txt"
+rc=$?
+[ $rc -eq 0 ] || fail=1
+tg=$(grep -o '"tg64": [0-9.e+-]*' "$logs/bench-model.json" | awk '{print $2}')
+pp=$(grep -o '"pp512": [0-9.e+-]*' "$logs/bench-model.json" | awk '{print $2}')
+ms=$(awk -v t="${tg:-0}" 'BEGIN { if (t > 0) printf "%.3f", 1000 / t; else print "?" }')
+rows+=("bench model f16 (smollm2-135m shapes)|rc=$rc tg64 ${tg:-?} tok/s = $ms ms/token, pp512 ${pp:-?} tok/s")
+"$bindir/tinfer" bench kernels >"$logs/bench-kernels.txt" 2>&1
+rc=$?
+[ $rc -eq 0 ] || fail=1
+rows+=("bench kernels|rc=$rc; table in bench-kernels.txt")
 
 # Attention variants side by side (SmolLM2-like GQA, head_dim 64), with the targets' ratios.
 "$bindir/tinfer" bench attention --layouts gqa --head-dims 64 --json --svg "$logs/attention.svg" \

@@ -9,6 +9,7 @@ pub mod cpu; // the reference forward pass
 pub mod generate; // prefill + decode loop, stop conditions; perplexity scoring
 pub mod gguf; // GGUF reader: metadata, tensors, dequantisation, tokenizer, chat template
 pub mod gpu; // the same forward pass on WGSL kernels through wgpu
+pub mod kernel_bench; // `tinfer bench kernels`: each matrix kernel variant validated, then timed
 pub mod kv_cache; // paged KV bookkeeping: block allocator, block tables, slots, sharing
 pub mod loader; // safetensors / GGUF -> Weights; the one table of checkpoint names
 pub mod model; // the device seam: forward(tokens) -> logits

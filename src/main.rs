@@ -232,6 +232,10 @@ enum Command {
 enum BenchWhat {
     /// Attention kernels on random Q/K/V: prefill (N rows over N keys) and decode (1 row over N).
     Attention(AttentionArgs),
+    /// The matrix kernels (GEMV, GEMM) and RMSNorm at a model's shapes, every variant the adapter
+    /// runs, each checked against its CPU twin, then timed (GB/s against the measured host
+    /// memory bandwidth, GFLOP/s).
+    Kernels(KernelBenchArgs),
     /// Whole-model speed like llama-bench: prompt processing (ppN) and token generation (tgN) in
     /// tokens/s, median over repeats.
     Model(ModelBenchArgs),
@@ -261,6 +265,25 @@ struct ModelBenchArgs {
     /// (dispatches and milliseconds per step, on stderr).
     #[arg(long, value_name = "ROWS")]
     profile: Option<usize>,
+}
+
+#[derive(Args)]
+struct KernelBenchArgs {
+    /// Pick the GPU adapter whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+    /// Shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, or of a config.json file.
+    #[arg(long, value_name = "NAME|CONFIG", default_value = "smollm2-135m")]
+    shapes: String,
+    /// Token rows of the GEMMs (prefill).
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    /// Timed calls per measurement (median), after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Print the records as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -529,6 +552,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Model(args),
         } => bench_model(args)?,
+        Command::Bench {
+            what: BenchWhat::Kernels(args),
+        } => bench_kernels(args)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());
@@ -844,6 +870,64 @@ fn bench_attention(a: AttentionArgs) -> Result<()> {
         )
         .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
+    if a.repeats == 0 || !(1..=256).contains(&a.tokens) {
+        bail!("--repeats must be at least 1 and --tokens 1..=256");
+    }
+    let text = match tinfer::bench::synthetic_config(&a.shapes) {
+        Some(t) => t.to_string(),
+        None => loader::read_text(std::path::Path::new(&a.shapes), 1 << 20).with_context(|| {
+            format!("--shapes {}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json", a.shapes)
+        })?,
+    };
+    let cfg = tinfer::config::HfConfig::from_json(&text)?.resolve()?;
+    let gpu = tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
+        adapter: a.adapter,
+        allow_cpu_adapter: true,
+    })?;
+    let bandwidth = tinfer::kernel_bench::host_bandwidth();
+    eprintln!(
+        "adapter: {} | shapes: {} | host memory bandwidth (copy, all threads): {bandwidth:.1} GB/s",
+        gpu.describe(),
+        a.shapes
+    );
+    let header = format!(
+        "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9} {:>8} {:>8} {:>6} {:>9}",
+        "kernel", "variant", "matrix", "n", "d", "T", "ms", "GB/s", "GFLOP/s", "%bw", "max err"
+    );
+    let print = |line: String| {
+        if a.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    print(header);
+    let records = tinfer::kernel_bench::bench_kernels(&gpu, &cfg, a.tokens, a.repeats, bandwidth, |r| {
+        print(format!(
+            "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9.3} {:>8.2} {:>8.2} {:>6.1} {:>9.2e}",
+            r.kernel,
+            r.variant,
+            r.matrix,
+            r.n,
+            r.d,
+            r.tokens,
+            r.ms,
+            r.gbps,
+            r.gflops,
+            r.of_bandwidth * 100.0,
+            r.max_abs_err
+        ))
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"adapter": gpu.describe(), "host_bandwidth_gbps": bandwidth, "records": records}))?
+        );
     }
     Ok(())
 }

@@ -1,0 +1,179 @@
+//! `cargo bench --bench probe`: the experiments behind the matrix kernels' design, on the first
+//! adapter. Each `benches/probes/*.wgsl` computes out = W x for a 16384 × 576 W (one token, or 64
+//! tokens for the gemm_ probes) with x and W bound the way its first line says:
+//!   // probe: x=storage|uniform|texture w=storage32|tex32|tex16 tokens=T rows=R [nocheck] -- what
+//! storage32: W as array<vec4f>; tex32: an Rgba32Uint texture of f32 bit patterns (d/4 texels a
+//! row); tex16: the same with 8 f16 per texel (d/8 texels a row); texture x: (d/4, T) texels.
+//! Every probe but `nocheck` ones is compared with the CPU product, then timed (best of 7).
+//! benches/RESULTS.md explains what the numbers say about lavapipe.
+
+use std::time::Instant;
+
+use wgpu::util::DeviceExt;
+
+const N: usize = 16384;
+const D: usize = 576;
+
+fn texture(gpu: &tinfer::gpu::Gpu, words: &[u32], width: usize, height: usize) -> wgpu::TextureView {
+    let t = gpu.device.create_texture_with_data(
+        &gpu.queue,
+        &wgpu::TextureDescriptor {
+            label: None,
+            size: wgpu::Extent3d {
+                width: width as u32,
+                height: height as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytemuck::cast_slice(words),
+    );
+    t.create_view(&Default::default())
+}
+
+fn main() -> anyhow::Result<()> {
+    let gpu = match tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
+        adapter: std::env::var("TINFER_TEST_ADAPTER").ok(),
+        allow_cpu_adapter: true,
+    }) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU adapter ({e:#})");
+            return Ok(());
+        }
+    };
+    println!("adapter: {} | W: {N} x {D}", gpu.describe());
+    let dev = &gpu.device;
+    let mut rng = tinfer::sampler::Rng::new(3);
+    let w: Vec<f32> = (0..N * D).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let x: Vec<f32> = (0..64 * D).map(|_| rng.next_f64() as f32 - 0.5).collect();
+    let buf = |bytes: &[u8], usage| {
+        dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytes,
+            usage,
+        })
+    };
+    let w_storage = buf(bytemuck::cast_slice(&w), wgpu::BufferUsages::STORAGE);
+    let w_tex32 = texture(&gpu, bytemuck::cast_slice(&w), D / 4, N);
+    let w_tex16 = texture(&gpu, bytemuck::cast_slice(&w16), D / 8, N);
+    let x_storage = buf(bytemuck::cast_slice(&x), wgpu::BufferUsages::STORAGE);
+    let x_uniform = buf(bytemuck::cast_slice(&x[..D]), wgpu::BufferUsages::UNIFORM);
+    let x_tex = texture(&gpu, bytemuck::cast_slice(&x), D / 4, 64);
+    let out = dev.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (64 * N * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/probes");
+    let mut files: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.unwrap().path()).collect();
+    files.sort();
+    println!("{:<34} {:>9} {:>12} {:>10}  what", "probe", "ms", "GB/s of W", "max err");
+    for path in files {
+        let src = std::fs::read_to_string(&path)?;
+        let head = src.lines().next().unwrap_or_default();
+        let field = |k: &str| {
+            head.split_whitespace()
+                .find_map(|t| t.strip_prefix(&format!("{k}=")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let tokens: usize = field("tokens").parse()?;
+        let rows: usize = field("rows").parse()?;
+        let (xk, wk) = (field("x"), field("w"));
+        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: None,
+            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+        });
+        let pipe = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: None,
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let x_res = match xk.as_str() {
+            "storage" => x_storage.as_entire_binding(),
+            "uniform" => x_uniform.as_entire_binding(),
+            _ => wgpu::BindingResource::TextureView(&x_tex),
+        };
+        let w_res = match wk.as_str() {
+            "storage32" => w_storage.as_entire_binding(),
+            "tex32" => wgpu::BindingResource::TextureView(&w_tex32),
+            _ => wgpu::BindingResource::TextureView(&w_tex16),
+        };
+        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: x_res,
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: w_res,
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: out.as_entire_binding(),
+                },
+            ],
+        });
+        let run = || -> anyhow::Result<f64> {
+            let mut enc = dev.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipe);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups((N / rows) as u32, tokens.div_ceil(8) as u32, 1);
+            }
+            let t = Instant::now();
+            let idx = gpu.queue.submit(Some(enc.finish()));
+            dev.poll(wgpu::PollType::Wait {
+                submission_index: Some(idx),
+                timeout: None,
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            gpu.check("probe")?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        };
+        run()?;
+        let err = if head.contains("nocheck") {
+            f64::NAN
+        } else {
+            let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&out, (tokens * N * 4) as u64)?).to_vec();
+            let seen: Vec<f32> = if wk == "tex16" {
+                w16.iter().map(|v| v.to_f32()).collect()
+            } else {
+                w.clone()
+            };
+            let mut want = vec![0.0; tokens * N];
+            for t in 0..tokens {
+                tinfer::cpu::ops::matmul(&mut want[t * N..(t + 1) * N], &x[t * D..(t + 1) * D], &seen, None, D);
+            }
+            let e = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .fold(0.0, f64::max);
+            assert!(e < 1e-3, "{}: max error {e}", path.display());
+            e
+        };
+        let ms = (0..7).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?.into_iter().fold(f64::MAX, f64::min);
+        let bytes = (N * D * if wk == "tex16" { 2 } else { 4 }) as f64;
+        let what = head.split("-- ").nth(1).unwrap_or_default();
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        println!("{name:<34} {ms:>9.2} {:>12.2} {err:>10.1e}  {what}", bytes / ms / 1e6);
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! `tinfer bench kernels` (and `cargo bench --bench kernels`): every matrix-kernel variant at a
+//! model's shapes, each validated once against its CPU twin, then timed; GEMVs report GB/s of
+//! weights read against the machine's measured memory bandwidth, GEMMs GFLOP/s. The engine's
+//! defaults are the winners here (subgroup kernels where the adapter has them, f16 where it has
+//! SHADER_F16); benches/RESULTS.md records the runs.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::cpu::ops;
+use crate::gpu::forward::{record, ActTex, Dims, Op, WeightTex};
+use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape};
+use crate::gpu::Gpu;
+use crate::sampler::Rng;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRecord {
+    pub kernel: String,  // matvec, matmat, rmsnorm
+    pub variant: String, // f16/f32, subgroups/plain
+    pub matrix: String,  // which weight of the model
+    pub n: usize,        // output rows
+    pub d: usize,        // input width
+    pub tokens: usize,
+    pub ms: f64,          // per call, median
+    pub gbps: f64,        // weight (or activation) bytes read per second
+    pub gflops: f64,      // 2 n d T per second
+    pub of_bandwidth: f64, // gbps over the measured host bandwidth
+    pub max_abs_err: f64, // against the CPU twin
+}
+
+/// Host memory bandwidth in GB/s: all threads copying 256 MiB (bytes read + written), best of 5.
+pub fn host_bandwidth() -> f64 {
+    let n = 64 << 20; // f32s
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let chunk = n / rayon::current_num_threads().max(1);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    (2 * n * 4) as f64 / best / 1e9
+}
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect()
+}
+
+/// Median ms of one call of `ops`, each call recorded `inner` times in one pass (small kernels
+/// are shorter than a submit), over `repeats` submits after a warm-up.
+fn time_ops(gpu: &Gpu, ops: &[Op], dims: Dims, inner: usize, repeats: usize) -> Result<f64> {
+    let mut times = vec![];
+    for i in 0..=repeats {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let all: Vec<&Op> = (0..inner).flat_map(|_| ops.iter()).collect();
+        record(&mut enc, &all, dims);
+        let t = Instant::now();
+        let idx = gpu.queue.submit(Some(enc.finish()));
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(idx),
+                timeout: None,
+            })
+            .map_err(|e| anyhow::anyhow!("kernel bench call did not finish: {e}"))?;
+        gpu.check("kernel bench call")?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64() * 1e3 / inner as f64);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn max_err(got: &[f32], want: &[f32]) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max)
+}
+
+/// The matrix kernels at `cfg`'s shapes (GEMV, and GEMM over `tokens` rows), every variant the
+/// adapter runs, plus RMSNorm; `bandwidth` (GB/s) scales `of_bandwidth`.
+pub fn bench_kernels(
+    gpu: &Gpu,
+    cfg: &Config,
+    tokens: usize,
+    repeats: usize,
+    bandwidth: f64,
+    mut each: impl FnMut(&KernelRecord),
+) -> Result<Vec<KernelRecord>> {
+    let (dim, hidden, q_dim, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim());
+    let shapes = [
+        ("wq/wo", q_dim, dim),
+        ("wk/wv", kv_dim, dim),
+        ("w_gate/w_up", hidden, dim),
+        ("w_down", dim, hidden),
+        ("lm_head", cfg.vocab_size, dim),
+    ];
+    let mut kinds = vec![];
+    for f16 in [true, false] {
+        for subgroups in [true, false] {
+            if !subgroups || gpu.has_subgroups(8) {
+                kinds.push(MatmulKind { f16, subgroups });
+            }
+        }
+    }
+    let rows: Vec<Row> = (0..tokens)
+        .map(|i| Row {
+            token: 0,
+            pos: i as u32,
+            slot: i as u32,
+            seq: 0,
+        })
+        .collect();
+    let step_of = |t: usize| -> Result<wgpu::Buffer> {
+        let bytes = step_bytes(&rows[..t], 1, 0);
+        gpu.upload("step", &bytemuck::pod_collect_to_vec::<u8, f32>(&bytes))
+    };
+    let (step1, step_t) = (step_of(1)?, step_of(tokens)?);
+    let mut out = vec![];
+    let mut rng = Rng::new(7);
+    let mut push = |r: KernelRecord, out: &mut Vec<KernelRecord>| {
+        each(&r);
+        out.push(r);
+    };
+    for kind in kinds {
+        let k = Kernels::new(gpu, cfg.head_dim, 16, kind)?;
+        let variant = format!(
+            "{} {}",
+            if kind.f16 { "f16" } else { "f32" },
+            if kind.subgroups { "subgroups" } else { "plain" }
+        );
+        for &(matrix, n, d) in &shapes {
+            let w = random(&mut rng, n * d);
+            let x = random(&mut rng, tokens * d);
+            let seen: Vec<f32> = if kind.f16 {
+                w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+            } else {
+                w.clone()
+            };
+            let tex = WeightTex::upload(gpu, matrix, &w, d, kind.f16)?;
+            let mut xpad = x.clone();
+            xpad.resize(xpad.len().max(16384), 0.0);
+            let xb = gpu.upload("x", &xpad)?;
+            let bias = gpu.zeros("bias", 4)?;
+            let outb = gpu.zeros("out", tokens * n)?;
+            let weight_bytes = tex.bytes() as f64;
+            // GEMV of row 0
+            let kern = k.matmul(false, false, false);
+            let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, n, 0, n)));
+            let op = Op {
+                name: kern.name.clone(),
+                pipeline: kern.pipeline.clone(),
+                bind: kern.bind_res(
+                    gpu,
+                    "matvec",
+                    &step1,
+                    &shape,
+                    &[Res::UniformX(&xb), Res::Tex(&tex.view), Res::Buf(&bias), Res::Buf(&outb)],
+                ),
+                grid: Box::new(move |_| [n.div_ceil(32) as u32, 1, 1]),
+            };
+            let dims1 = Dims { t: 1, n_splits: 1 };
+            let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
+            let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&outb, (n * 4) as u64)?).to_vec();
+            let mut want = vec![0.0; n];
+            ops::matmul(&mut want, &x[..d], &seen, None, d);
+            let gbps = weight_bytes / ms / 1e6;
+            push(
+                KernelRecord {
+                    kernel: "matvec".into(),
+                    variant: variant.clone(),
+                    matrix: matrix.into(),
+                    n,
+                    d,
+                    tokens: 1,
+                    ms,
+                    gbps,
+                    gflops: (2 * n * d) as f64 / ms / 1e6,
+                    of_bandwidth: gbps / bandwidth,
+                    max_abs_err: max_err(&got, &want),
+                },
+                &mut out,
+            );
+            // GEMM over `tokens` rows, x through its texture
+            let xt = ActTex::new(gpu, "xt", d, tokens)?;
+            let to_shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, 0, 0, 0)));
+            let copy = Op {
+                name: k.to_texture.name.clone(),
+                pipeline: k.to_texture.pipeline.clone(),
+                bind: k.to_texture.bind_res(gpu, "to_texture", &step_t, &to_shape, &[Res::Buf(&xb), Res::Tex(&xt.view)]),
+                grid: Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]),
+            };
+            let kern = k.matmul(true, false, false);
+            let op = Op {
+                name: kern.name.clone(),
+                pipeline: kern.pipeline.clone(),
+                bind: kern.bind_res(
+                    gpu,
+                    "matmat",
+                    &step_t,
+                    &shape,
+                    &[Res::Tex(&xt.view), Res::Tex(&tex.view), Res::Buf(&bias), Res::Buf(&outb)],
+                ),
+                grid: Box::new(move |dm: Dims| [n.div_ceil(64) as u32, dm.t.div_ceil(8), 1]),
+            };
+            let dims = Dims {
+                t: tokens as u32,
+                n_splits: 1,
+            };
+            let ms = time_ops(gpu, &[copy, op], dims, 1, repeats)?;
+            let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&outb, (tokens * n * 4) as u64)?).to_vec();
+            let mut want = vec![0.0; tokens * n];
+            ops::matmul(&mut want, &x, &seen, None, d);
+            let gbps = weight_bytes / ms / 1e6;
+            push(
+                KernelRecord {
+                    kernel: "to_texture+matmat".into(),
+                    variant: variant.clone(),
+                    matrix: matrix.into(),
+                    n,
+                    d,
+                    tokens,
+                    ms,
+                    gbps,
+                    gflops: (2 * n * d * tokens) as f64 / ms / 1e6,
+                    of_bandwidth: gbps / bandwidth,
+                    max_abs_err: max_err(&got, &want),
+                },
+                &mut out,
+            );
+        }
+    }
+    // RMSNorm over one row and over `tokens` rows
+    let k = Kernels::new(
+        gpu,
+        cfg.head_dim,
+        16,
+        MatmulKind {
+            f16: false,
+            subgroups: false,
+        },
+    )?;
+    for (t, step) in [(1, &step1), (tokens, &step_t)] {
+        let x = random(&mut rng, t * dim);
+        let g = random(&mut rng, dim);
+        let (xb, gb, ob) = (gpu.upload("x", &x)?, gpu.upload("g", &g)?, gpu.zeros("out", t * dim)?);
+        let eps = (cfg.norm_eps as f32).to_bits() as usize;
+        let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(dim, eps, 0, 0)));
+        let op = Op {
+            name: k.rmsnorm.name.clone(),
+            pipeline: k.rmsnorm.pipeline.clone(),
+            bind: k.rmsnorm.bind(gpu, "rmsnorm", step, &shape, &[&xb, &gb, &ob]),
+            grid: Box::new(|dm: Dims| [dm.t, 1, 1]),
+        };
+        let dims = Dims {
+            t: t as u32,
+            n_splits: 1,
+        };
+        let ms = time_ops(gpu, std::slice::from_ref(&op), dims, 4, repeats)?;
+        let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&ob, (t * dim * 4) as u64)?).to_vec();
+        let mut want = vec![0.0; t * dim];
+        ops::rmsnorm(&mut want, &x, &g, cfg.norm_eps);
+        let gbps = (2 * t * dim * 4) as f64 / ms / 1e6;
+        push(
+            KernelRecord {
+                kernel: "rmsnorm".into(),
+                variant: "f32".into(),
+                matrix: "attn_norm".into(),
+                n: dim,
+                d: dim,
+                tokens: t,
+                ms,
+                gbps,
+                gflops: 0.0,
+                of_bandwidth: gbps / bandwidth,
+                max_abs_err: max_err(&got, &want),
+            },
+            &mut out,
+        );
+    }
+    Ok(out)
+}
