@@ -16,7 +16,10 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let bandwidth = tinfer::kernel_bench::host_bandwidth();
-    println!("adapter: {} | host memory bandwidth: {bandwidth:.1} GB/s", gpu.describe());
+    println!(
+        "adapter: {} | host memory bandwidth: {bandwidth:.1} GB/s",
+        gpu.describe()
+    );
     println!(
         "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9} {:>8} {:>8} {:>6} {:>9}",
         "kernel", "variant", "matrix", "n", "d", "T", "ms", "GB/s", "GFLOP/s", "%bw", "max err"
@@ -36,7 +39,14 @@ fn main() -> anyhow::Result<()> {
             r.of_bandwidth * 100.0,
             r.max_abs_err
         );
-        assert!(r.max_abs_err < 1e-3, "{} {} {}: max error {}", r.kernel, r.variant, r.matrix, r.max_abs_err);
+        assert!(
+            r.max_abs_err < 1e-3,
+            "{} {} {}: max error {}",
+            r.kernel,
+            r.variant,
+            r.matrix,
+            r.max_abs_err
+        );
     })?;
     Ok(())
 }

@@ -76,7 +76,10 @@ fn main() -> anyhow::Result<()> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/probes");
     let mut files: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.unwrap().path()).collect();
     files.sort();
-    println!("{:<34} {:>9} {:>12} {:>10}  what", "probe", "ms", "GB/s of W", "max err");
+    println!(
+        "{:<34} {:>9} {:>12} {:>10}  what",
+        "probe", "ms", "GB/s of W", "max err"
+    );
     for path in files {
         let src = std::fs::read_to_string(&path)?;
         let head = src.lines().next().unwrap_or_default();
@@ -151,7 +154,7 @@ fn main() -> anyhow::Result<()> {
         let err = if head.contains("nocheck") {
             f64::NAN
         } else {
-            let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&out, (tokens * N * 4) as u64)?).to_vec();
+            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&out, (tokens * N * 4) as u64)?);
             let seen: Vec<f32> = if wk == "tex16" {
                 w16.iter().map(|v| v.to_f32()).collect()
             } else {
@@ -169,7 +172,11 @@ fn main() -> anyhow::Result<()> {
             assert!(e < 1e-3, "{}: max error {e}", path.display());
             e
         };
-        let ms = (0..7).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?.into_iter().fold(f64::MAX, f64::min);
+        let ms = (0..7)
+            .map(|_| run())
+            .collect::<anyhow::Result<Vec<f64>>>()?
+            .into_iter()
+            .fold(f64::MAX, f64::min);
         let bytes = (N * D * if wk == "tex16" { 2 } else { 4 }) as f64;
         let what = head.split("-- ").nth(1).unwrap_or_default();
         let name = path.file_stem().unwrap().to_string_lossy().to_string();

@@ -14,14 +14,17 @@
 //   2 x      texture_2d_array<u32> (d/4, T_max, 1): f32 bit patterns of the rows, from to_texture.wgsl
 //   3 w      texture_2d_array<u32> (d / per, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
-//   5 out    storage rw    f32     (T_max, stride)
-// Overrides: F16, HAS_BIAS, ACCUMULATE (as matvec.wgsl).
+//   5 out    storage rw    f32     (T_max, stride); with SPLIT (T_max, c)
+//   6 out2   storage rw    f32     with SPLIT (T_max, d), else a dummy
+//   7 out3   storage rw    f32     with SPLIT (T_max, n - c - d), else a dummy
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT (as matvec.wgsl).
 
 // Step, Shape: shaders/prelude.wgsl
 
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override SPLIT: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -29,14 +32,32 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(3) var w: texture_2d_array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
 
 fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0, 0));
 }
 
+// Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
+// [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
 fn store(t: u32, o: u32, v: f32) {
     if (t >= step.n_tokens) { return; }
     var y = v;
+    if (SPLIT) {
+        if (HAS_BIAS) { y += bias[o]; }
+        let a = shape.c;
+        let b = shape.d;
+        if (o < a) {
+            out[t * a + o] = y;
+        } else if (o < a + b) {
+            out2[t * b + o - a] = y;
+        } else {
+            let m = shape.b - a - b;
+            out3[t * m + o - a - b] = y;
+        }
+        return;
+    }
     if (HAS_BIAS) { y += bias[shape.c + o]; }
     let i = t * shape.d + shape.c + o;
     if (ACCUMULATE) { y += out[i]; }

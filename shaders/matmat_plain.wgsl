@@ -4,13 +4,14 @@
 // CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
 // Dispatch: (ceil(n / 64), ceil(T / 8), 1). One output row for 8 tokens per invocation.
 // Bindings: as matmat.wgsl (x the texture to_texture.wgsl writes, w the weight texture).
-// Overrides: F16, HAS_BIAS, ACCUMULATE, as matmat.wgsl.
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, as matmat.wgsl.
 
 // Step, Shape: shaders/prelude.wgsl
 
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override SPLIT: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -18,6 +19,8 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(3) var w: texture_2d_array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
 
 fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0, 0));
@@ -50,6 +53,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let t = t0 + j;
         if (t >= step.n_tokens) { break; }
         var y = acc[j];
+        if (SPLIT) {
+            if (HAS_BIAS) { y += bias[o]; }
+            let a = shape.c;
+            let b = shape.d;
+            if (o < a) {
+                out[t * a + o] = y;
+            } else if (o < a + b) {
+                out2[t * b + o - a] = y;
+            } else {
+                out3[t * (n - a - b) + o - a - b] = y;
+            }
+            continue;
+        }
         if (HAS_BIAS) { y += bias[shape.c + o]; }
         let i = t * shape.d + shape.c + o;
         if (ACCUMULATE) { y += out[i]; }

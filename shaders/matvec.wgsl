@@ -15,8 +15,12 @@
 //   2 x      uniform vec4f         (4096,): the first 64 KiB of the activations, row 0 = x
 //   3 w      texture_2d_array<u32> (d / per padded to 8, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
-//   5 out    storage rw    f32     (c + n,)
-// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; ACCUMULATE (add into out:
+//   5 out    storage rw    f32     (c + n,); with SPLIT (c,)
+//   6 out2   storage rw    f32     with SPLIT (d,), else a dummy
+//   7 out3   storage rw    f32     with SPLIT (n - c - d,), else a dummy
+// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; SPLIT (a stacked matrix,
+// Wq;Wk;Wv or W_gate;W_up, whose rows go to three or two outputs: one dispatch instead of three);
+// ACCUMULATE (add into out:
 // the residual stream, which saves an `add` dispatch).
 
 // Step, Shape: shaders/prelude.wgsl
@@ -24,6 +28,7 @@
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+override SPLIT: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -31,6 +36,32 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(3) var w: texture_2d_array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+
+// Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
+// [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
+fn put(t: u32, o: u32, v: f32) {
+    var y = v;
+    if (SPLIT) {
+        if (HAS_BIAS) { y += bias[o]; }
+        let a = shape.c;
+        let b = shape.d;
+        if (o < a) {
+            out[t * a + o] = y;
+        } else if (o < a + b) {
+            out2[t * b + o - a] = y;
+        } else {
+            let m = shape.b - a - b;
+            out3[t * m + o - a - b] = y;
+        }
+        return;
+    }
+    if (HAS_BIAS) { y += bias[shape.c + o]; }
+    let i = t * shape.d + shape.c + o;
+    if (ACCUMULATE) { y += out[i]; }
+    out[i] = y;
+}
 
 // One texel's contribution: 8 weights against (xa, xb), or 4 weights against xa.
 fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
@@ -72,8 +103,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         acc += texel_dot(textureLoad(w, vec2<u32>(k + 7u, row), layer, 0), subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
     }
     if (gid.x >= n) { return; }
-    var y = acc.x + acc.y + acc.z + acc.w;
-    if (HAS_BIAS) { y += bias[shape.c + o]; }
-    if (ACCUMULATE) { y += out[shape.c + o]; }
-    out[shape.c + o] = y;
+    put(0u, o, acc.x + acc.y + acc.z + acc.w);
 }

@@ -338,7 +338,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                             // error on sampled rows against the CPU's f64 attention
                             let mut got = vec![];
                             for (buf, rows) in &call.outs {
-                                got.extend_from_slice(bytemuck::cast_slice::<u8, f32>(
+                                got.extend(bytemuck::pod_collect_to_vec::<u8, f32>(
                                     &gpu.read(buf, (rows * q_dim * 4) as u64)?,
                                 ));
                             }

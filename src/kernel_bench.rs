@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::cpu::ops;
 use crate::gpu::forward::{record, ActTex, Dims, Op, WeightTex};
-use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape};
+use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape, Store};
 use crate::gpu::Gpu;
 use crate::sampler::Rng;
 
@@ -25,11 +25,11 @@ pub struct KernelRecord {
     pub n: usize,        // output rows
     pub d: usize,        // input width
     pub tokens: usize,
-    pub ms: f64,          // per call, median
-    pub gbps: f64,        // weight (or activation) bytes read per second
-    pub gflops: f64,      // 2 n d T per second
+    pub ms: f64,           // per call, median
+    pub gbps: f64,         // weight (or activation) bytes read per second
+    pub gflops: f64,       // 2 n d T per second
     pub of_bandwidth: f64, // gbps over the measured host bandwidth
-    pub max_abs_err: f64, // against the CPU twin
+    pub max_abs_err: f64,  // against the CPU twin
 }
 
 /// Host memory bandwidth in GB/s: all threads copying 256 MiB (bytes read + written), best of 5.
@@ -151,10 +151,11 @@ pub fn bench_kernels(
             xpad.resize(xpad.len().max(16384), 0.0);
             let xb = gpu.upload("x", &xpad)?;
             let bias = gpu.zeros("bias", 4)?;
+            let spare = [gpu.zeros("out2", 4)?, gpu.zeros("out3", 4)?]; // unsplit: unused outputs
             let outb = gpu.zeros("out", tokens * n)?;
             let weight_bytes = tex.bytes() as f64;
             // GEMV of row 0
-            let kern = k.matmul(false, false, false);
+            let kern = k.matmul(false, false, Store::Write);
             let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, n, 0, n)));
             let op = Op {
                 name: kern.name.clone(),
@@ -164,13 +165,20 @@ pub fn bench_kernels(
                     "matvec",
                     &step1,
                     &shape,
-                    &[Res::UniformX(&xb), Res::Tex(&tex.view), Res::Buf(&bias), Res::Buf(&outb)],
+                    &[
+                        Res::UniformX(&xb),
+                        Res::Tex(&tex.view),
+                        Res::Buf(&bias),
+                        Res::Buf(&outb),
+                        Res::Buf(&spare[0]),
+                        Res::Buf(&spare[1]),
+                    ],
                 ),
                 grid: Box::new(move |_| [n.div_ceil(32) as u32, 1, 1]),
             };
             let dims1 = Dims { t: 1, n_splits: 1 };
             let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
-            let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&outb, (n * 4) as u64)?).to_vec();
+            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (n * 4) as u64)?);
             let mut want = vec![0.0; n];
             ops::matmul(&mut want, &x[..d], &seen, None, d);
             let gbps = weight_bytes / ms / 1e6;
@@ -196,10 +204,16 @@ pub fn bench_kernels(
             let copy = Op {
                 name: k.to_texture.name.clone(),
                 pipeline: k.to_texture.pipeline.clone(),
-                bind: k.to_texture.bind_res(gpu, "to_texture", &step_t, &to_shape, &[Res::Buf(&xb), Res::Tex(&xt.view)]),
+                bind: k.to_texture.bind_res(
+                    gpu,
+                    "to_texture",
+                    &step_t,
+                    &to_shape,
+                    &[Res::Buf(&xb), Res::Tex(&xt.view)],
+                ),
                 grid: Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]),
             };
-            let kern = k.matmul(true, false, false);
+            let kern = k.matmul(true, false, Store::Write);
             let op = Op {
                 name: kern.name.clone(),
                 pipeline: kern.pipeline.clone(),
@@ -208,7 +222,14 @@ pub fn bench_kernels(
                     "matmat",
                     &step_t,
                     &shape,
-                    &[Res::Tex(&xt.view), Res::Tex(&tex.view), Res::Buf(&bias), Res::Buf(&outb)],
+                    &[
+                        Res::Tex(&xt.view),
+                        Res::Tex(&tex.view),
+                        Res::Buf(&bias),
+                        Res::Buf(&outb),
+                        Res::Buf(&spare[0]),
+                        Res::Buf(&spare[1]),
+                    ],
                 ),
                 grid: Box::new(move |dm: Dims| [n.div_ceil(64) as u32, dm.t.div_ceil(8), 1]),
             };
@@ -217,7 +238,7 @@ pub fn bench_kernels(
                 n_splits: 1,
             };
             let ms = time_ops(gpu, &[copy, op], dims, 1, repeats)?;
-            let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&outb, (tokens * n * 4) as u64)?).to_vec();
+            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (tokens * n * 4) as u64)?);
             let mut want = vec![0.0; tokens * n];
             ops::matmul(&mut want, &x, &seen, None, d);
             let gbps = weight_bytes / ms / 1e6;
@@ -266,7 +287,7 @@ pub fn bench_kernels(
             n_splits: 1,
         };
         let ms = time_ops(gpu, std::slice::from_ref(&op), dims, 4, repeats)?;
-        let got: Vec<f32> = bytemuck::cast_slice(&gpu.read(&ob, (t * dim * 4) as u64)?).to_vec();
+        let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&ob, (t * dim * 4) as u64)?);
         let mut want = vec![0.0; t * dim];
         ops::rmsnorm(&mut want, &x, &g, cfg.norm_eps);
         let gbps = (2 * t * dim * 4) as f64 / ms / 1e6;

@@ -881,7 +881,10 @@ fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
     let text = match tinfer::bench::synthetic_config(&a.shapes) {
         Some(t) => t.to_string(),
         None => loader::read_text(std::path::Path::new(&a.shapes), 1 << 20).with_context(|| {
-            format!("--shapes {}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json", a.shapes)
+            format!(
+                "--shapes {}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json",
+                a.shapes
+            )
         })?,
     };
     let cfg = tinfer::config::HfConfig::from_json(&text)?.resolve()?;
@@ -926,7 +929,9 @@ fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"adapter": gpu.describe(), "host_bandwidth_gbps": bandwidth, "records": records}))?
+            serde_json::to_string_pretty(
+                &json!({"adapter": gpu.describe(), "host_bandwidth_gbps": bandwidth, "records": records})
+            )?
         );
     }
     Ok(())

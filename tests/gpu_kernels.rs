@@ -8,7 +8,7 @@ use common::*;
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
 use tinfer::gpu::forward::{ActTex, WeightTex};
-use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, MAX_SPLITS};
+use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, MAX_SPLITS};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
@@ -39,7 +39,7 @@ impl H {
         self.gpu.zeros("test", n).unwrap()
     }
     fn read(&self, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
-        bytemuck::cast_slice(&self.gpu.read(b, (n * 4) as u64).unwrap()).to_vec()
+        bytemuck::pod_collect_to_vec(&self.gpu.read(b, (n * 4) as u64).unwrap())
     }
     /// One dispatch of `kern` with a step of `t` tokens at `pos0` of one contiguous sequence.
     fn run(
@@ -180,12 +180,21 @@ fn matmul_matvec_and_matmat_match_cpu() {
                 &[Res::Buf(&xb), Res::Tex(&xt.view)],
                 [up(d / 4, 64), t as u32, 1],
             );
+            let store = if accumulate { Store::Accumulate } else { Store::Write };
+            let (o2, o3) = (h.zeros(4), h.zeros(4));
             h.run_res(
-                k.matmul(true, with_bias, accumulate),
+                k.matmul(true, with_bias, store),
                 &rows(t),
                 (1, 0),
                 Shape::new(d, n, 5, n + 5),
-                &[Res::Tex(&xt.view), Res::Tex(&tex.view), Res::Buf(&bb), Res::Buf(&out)],
+                &[
+                    Res::Tex(&xt.view),
+                    Res::Tex(&tex.view),
+                    Res::Buf(&bb),
+                    Res::Buf(&out),
+                    Res::Buf(&o2),
+                    Res::Buf(&o3),
+                ],
                 [up(n, 64), up(t, 8), 1],
             );
             let got = h.read(&out, t * (n + 5));
@@ -203,11 +212,18 @@ fn matmul_matvec_and_matmat_match_cpu() {
             ops::matmul(&mut want, &x[..d], &w_seen, with_bias.then(|| &bias[5..]), d);
             let out = h.up(&init[..n + 5]);
             h.run_res(
-                k.matmul(false, with_bias, accumulate),
+                k.matmul(false, with_bias, store),
                 &rows(t),
                 (1, 0),
                 Shape::new(d, n, 5, n),
-                &[Res::UniformX(&xb), Res::Tex(&tex.view), Res::Buf(&bb), Res::Buf(&out)],
+                &[
+                    Res::UniformX(&xb),
+                    Res::Tex(&tex.view),
+                    Res::Buf(&bb),
+                    Res::Buf(&out),
+                    Res::Buf(&o2),
+                    Res::Buf(&o3),
+                ],
                 [up(n, 32), 1, 1],
             );
             let got = h.read(&out, n + 5)[5..].to_vec();
@@ -217,6 +233,50 @@ fn matmul_matvec_and_matmat_match_cpu() {
                 }
             }
             assert_close(&format!("matvec {what}"), &got, &want, KERNEL_VS_CPU);
+            // Split: the rows of a stacked matrix to three outputs of widths a, b and n - a - b
+            // (as Wq;Wk;Wv), bias[o] of the stacked bias; GEMM over all tokens, then GEMV
+            if n >= 3 {
+                let (a, b) = (n / 3, n / 4);
+                let widths = [a, b, n - a - b];
+                let mut want = vec![0.0; t * n];
+                ops::matmul(&mut want, &x[..t * d], &w_seen, with_bias.then(|| &bias[..n]), d);
+                for gemm in [true, false] {
+                    let tt = if gemm { t } else { 1 };
+                    let outs: Vec<wgpu::Buffer> = widths.iter().map(|&m| h.zeros(tt * m)).collect();
+                    let xres = if gemm { Res::Tex(&xt.view) } else { Res::UniformX(&xb) };
+                    let grid = if gemm {
+                        [up(n, 64), up(t, 8), 1]
+                    } else {
+                        [up(n, 32), 1, 1]
+                    };
+                    h.run_res(
+                        k.matmul(gemm, with_bias, Store::Split),
+                        &rows(tt),
+                        (1, 0),
+                        Shape::new(d, n, a, b),
+                        &[
+                            xres,
+                            Res::Tex(&tex.view),
+                            Res::Buf(&bb),
+                            Res::Buf(&outs[0]),
+                            Res::Buf(&outs[1]),
+                            Res::Buf(&outs[2]),
+                        ],
+                        grid,
+                    );
+                    let mut got = vec![0.0; tt * n];
+                    let mut col = 0;
+                    for (buf, &m) in outs.iter().zip(&widths) {
+                        let part = h.read(buf, tt * m);
+                        for r in 0..tt {
+                            got[r * n + col..r * n + col + m].copy_from_slice(&part[r * m..(r + 1) * m]);
+                        }
+                        col += m;
+                    }
+                    let gv = if gemm { "matmat" } else { "matvec" };
+                    assert_close(&format!("{gv} split {what}"), &got, &want[..tt * n], KERNEL_VS_CPU);
+                }
+            }
         }
     }
 }
@@ -465,14 +525,17 @@ fn attention_variants_match_cpu() {
                         ATTENTION_VS_CPU,
                     );
                 }
-                // decode kernel over the same rows: one pass, then split-K + reduce
-                for min_keys in [usize::MAX, 64] {
+                // decode kernel over the same rows: one pass, then split-K + reduce; workgroups
+                // of 64 (GPUs) and of 8 (CPU adapters)
+                let dec8 = Kernels::decode_attention(&h.gpu, hd, kv.page, 8).unwrap();
+                let dec64 = Kernels::decode_attention(&h.gpu, hd, kv.page, 64).unwrap();
+                for (min_keys, decode) in [(usize::MAX, &dec8), (64, &dec8), (usize::MAX, &dec64), (64, &dec64)] {
                     let (n_splits, split_len) = split_plan(len, min_keys);
                     let out = h.zeros(want.len());
                     let part = h.zeros(t * n_heads * MAX_SPLITS * (hd + 2));
                     let dshape = Shape::new(n_heads, n_kv_heads, max_blocks, MAX_SPLITS);
                     h.run_rows(
-                        &kern.attention_decode,
+                        decode,
                         &rows,
                         (n_splits, split_len),
                         dshape,
@@ -489,7 +552,7 @@ fn attention_variants_match_cpu() {
                             [n_heads as u32, t as u32, 1],
                         );
                     }
-                    let v = format!("decode ({n_splits} splits of {split_len})");
+                    let v = format!("decode ({n_splits} splits of {split_len}, {})", decode.name);
                     assert_close(&what(&v), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
                 }
             }

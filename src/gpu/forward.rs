@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 
 use super::context::{Gpu, GpuRequest};
 use super::kernels::{
-    split_plan, step_bytes, step_size, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_ROWS, FLASH_TILE,
+    split_plan, step_bytes, step_size, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_ROWS, FLASH_TILE,
     MAX_SPLITS, MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
 use crate::config::{Config, RopeTable};
@@ -165,26 +165,17 @@ impl ActTex {
 /// Texels matvec.wgsl reads per round (one per lane of 8); weight rows are padded to it.
 pub const TEXEL_CHUNK: usize = 8;
 
-/// A parameter on the device: a vector (norm weights, biases) in a storage buffer, or a matrix in
-/// a texture.
-pub enum Param {
-    Vec(wgpu::Buffer),
-    Mat(WeightTex),
-}
-
-impl Param {
-    fn buf(&self) -> &wgpu::Buffer {
-        match self {
-            Param::Vec(b) => b,
-            Param::Mat(_) => unreachable!("a matrix is not a vector"),
-        }
-    }
-    fn tex(&self) -> &WeightTex {
-        match self {
-            Param::Mat(t) => t,
-            Param::Vec(_) => unreachable!("a vector is not a matrix"),
-        }
-    }
+/// One transformer block on the device: `weights::Layer` with the Q, K, V projections stacked
+/// into one matrix and gate and up into another (each one product, split three or two ways).
+struct GpuLayer {
+    attn_norm: wgpu::Buffer,    // (dim,)
+    wqkv: WeightTex,            // (q_dim + 2 kv_dim, dim): Wq; Wk; Wv
+    bqkv: Option<wgpu::Buffer>, // (q_dim + 2 kv_dim,) bq; bk; bv (zeros for a missing part)
+    wo: WeightTex,              // (dim, q_dim)
+    bo: Option<wgpu::Buffer>,   // (dim,)
+    ffn_norm: wgpu::Buffer,     // (dim,)
+    w_gate_up: WeightTex,       // (2 hidden, dim): W_gate; W_up
+    w_down: WeightTex,          // (dim, hidden)
 }
 
 /// What a dispatch's grid depends on: the step's row count T and its split-K partitions.
@@ -394,32 +385,35 @@ impl GpuModel {
         let (dim, q_dim, kv_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
         let t_max = MAX_STEP_TOKENS;
 
-        // Weights, uploaded once (the same struct as on the CPU, with device buffers inside):
-        // matrices in textures, vectors in storage buffers.
-        let vec = |name: &str, v: &Vec<f32>| gpu.upload(name, v).map(Param::Vec);
-        let mat = |name: &str, v: &Vec<f32>, cols| WeightTex::upload(&gpu, name, v, cols, kind.f16).map(Param::Mat);
+        // Weights, uploaded once: matrices in textures, vectors in storage buffers. The Q, K, V
+        // projections are stacked into one matrix and so are gate and up (one product each).
+        let vec = |name: &str, v: &[f32]| gpu.upload(name, v);
+        let mat = |name: &str, v: &[f32], cols| WeightTex::upload(&gpu, name, v, cols, kind.f16);
         let mut layers = vec![];
         for (l, lw) in w.layers.iter().enumerate() {
-            let m = |n: &str, v: &Vec<f32>, cols| mat(&format!("layers.{l}.{n}"), v, cols);
-            let b = |n: &str, v: &Option<Vec<f32>>| v.as_ref().map(|v| vec(&format!("layers.{l}.{n}"), v)).transpose();
-            layers.push(crate::weights::Layer {
-                attn_norm: vec(&format!("layers.{l}.attn_norm"), &lw.attn_norm)?,
-                wq: m("wq", &lw.wq, dim)?,
-                wk: m("wk", &lw.wk, dim)?,
-                wv: m("wv", &lw.wv, dim)?,
-                wo: m("wo", &lw.wo, q_dim)?,
-                bq: b("bq", &lw.bq)?,
-                bk: b("bk", &lw.bk)?,
-                bv: b("bv", &lw.bv)?,
-                bo: b("bo", &lw.bo)?,
-                ffn_norm: vec(&format!("layers.{l}.ffn_norm"), &lw.ffn_norm)?,
-                w_gate: m("w_gate", &lw.w_gate, dim)?,
-                w_up: m("w_up", &lw.w_up, dim)?,
-                w_down: m("w_down", &lw.w_down, hidden)?,
+            let name = |n: &str| format!("layers.{l}.{n}");
+            let bqkv = if lw.bq.is_some() || lw.bk.is_some() || lw.bv.is_some() {
+                let part = |b: &Option<Vec<f32>>, n: usize| b.clone().unwrap_or_else(|| vec![0.0; n]);
+                let stacked = [part(&lw.bq, q_dim), part(&lw.bk, kv_dim), part(&lw.bv, kv_dim)].concat();
+                Some(vec(&name("bq;bk;bv"), &stacked)?)
+            } else {
+                None
+            };
+            layers.push(GpuLayer {
+                attn_norm: vec(&name("attn_norm"), &lw.attn_norm)?,
+                wqkv: mat(&name("wq;wk;wv"), &[&lw.wq[..], &lw.wk, &lw.wv].concat(), dim)?,
+                bqkv,
+                wo: mat(&name("wo"), &lw.wo, q_dim)?,
+                bo: lw.bo.as_ref().map(|b| vec(&name("bo"), b)).transpose()?,
+                ffn_norm: vec(&name("ffn_norm"), &lw.ffn_norm)?,
+                w_gate_up: mat(&name("w_gate;w_up"), &[&lw.w_gate[..], &lw.w_up].concat(), dim)?,
+                w_down: mat(&name("w_down"), &lw.w_down, hidden)?,
             });
         }
         let embed = mat("embed", &w.embed, dim)?;
         let lm_head = w.lm_head.as_ref().map(|h| mat("lm_head", h, dim)).transpose()?;
+        let dummy_out2 = gpu.zeros("dummy_out2", 4)?; // the unused outputs of an unsplit product
+        let dummy_out3 = gpu.zeros("dummy_out3", 4)?;
         let norm = vec("norm", &w.norm)?;
         let rope = RopeTable::new(cfg);
         let cos = gpu.upload("rope.cos", &rope.cos)?;
@@ -482,20 +476,20 @@ impl GpuModel {
         };
         let eps = (cfg.norm_eps as f32).to_bits() as usize;
         // out (T, dim) = rmsnorm(x (T, dim)) * weight (dim,)
-        let rmsnorm = |x: &wgpu::Buffer, weight: &Param, out: &wgpu::Buffer| {
+        let rmsnorm = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer| {
             op(
                 &k.rmsnorm,
                 shape(Shape::new(dim, eps, 0, 0)),
-                &[x, weight.buf(), out],
+                &[x, weight, out],
                 Box::new(|d: Dims| [d.t, 1, 1]),
             )
         };
         // out (1, dim) = rmsnorm(x[T-1]) * weight: the one row the LM head of Logits::Last reads
-        let rmsnorm_last = |x: &wgpu::Buffer, weight: &Param, out: &wgpu::Buffer| {
+        let rmsnorm_last = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer| {
             op(
                 &k.rmsnorm,
                 shape(Shape::new(dim, eps, 1, 0)),
-                &[x, weight.buf(), out],
+                &[x, weight, out],
                 Box::new(|_| [1, 1, 1]),
             )
         };
@@ -517,23 +511,26 @@ impl GpuModel {
         };
         // out (T, n) (+)= x (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x as the texture
         // xt), or GEMV of row 0 (decode steps have one row; the LM head of the last row reads it
-        // normalised into row 0). `accumulate` adds into out (the residual stream).
+        // normalised into row 0). `store` says where rows go: out, added into out (the residual
+        // stream), or a stacked matrix's parts of `widths` to outs[0], outs[1], outs[2].
         let matmul = |gemm: bool,
                       (x, xt): (&wgpu::Buffer, &ActTex),
-                      w: &Param,
-                      bias: Option<&Param>,
-                      out: &wgpu::Buffer,
-                      accumulate: bool| {
-            let w = w.tex();
-            let kern = k.matmul(gemm, bias.is_some(), accumulate);
-            let s = shape(Shape::new(w.cols, w.rows, 0, w.rows));
+                      w: &WeightTex,
+                      bias: Option<&wgpu::Buffer>,
+                      outs: [&wgpu::Buffer; 3],
+                      store: Store,
+                      widths: [usize; 2]| {
+            let kern = k.matmul(gemm, bias.is_some(), store);
+            let s = match store {
+                Store::Split => shape(Shape::new(w.cols, w.rows, widths[0], widths[1])),
+                _ => shape(Shape::new(w.cols, w.rows, 0, w.rows)),
+            };
             let rows = w.rows;
             let grid: Grid = if gemm {
                 Box::new(move |d: Dims| [div_up(rows, 64), div_up(d.t as usize, 8), 1])
             } else {
                 Box::new(move |_| [div_up(rows, 32), 1, 1])
             };
-            let bias = bias.map_or(&dummy, Param::buf);
             Op {
                 name: kern.name.clone(),
                 pipeline: kern.pipeline.clone(),
@@ -545,13 +542,16 @@ impl GpuModel {
                     &[
                         if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) },
                         Res::Tex(&w.view),
-                        Res::Buf(bias),
-                        Res::Buf(out),
+                        Res::Buf(bias.unwrap_or(&dummy)),
+                        Res::Buf(outs[0]),
+                        Res::Buf(outs[1]),
+                        Res::Buf(outs[2]),
                     ],
                 ),
                 grid,
             }
         };
+        let one = |out| [out, &dummy_out2, &dummy_out3];
 
         // Step kinds: GEMM or GEMV matmuls; attention over one sequence's prompt or over rows.
         let body = |gemm: bool, prefill_attention: bool| -> Vec<Op> {
@@ -565,7 +565,7 @@ impl GpuModel {
                     "embed",
                     &step,
                     &shape(Shape::new(dim, 0, 0, 0)),
-                    &[Res::Tex(&embed.tex().view), Res::Buf(&x)],
+                    &[Res::Tex(&embed.view), Res::Buf(&x)],
                 ),
                 grid: Box::new(move |d: Dims| [div_up(dim, 64), d.t, 1]),
             });
@@ -575,9 +575,16 @@ impl GpuModel {
                 if gemm {
                     ops.push(to_tex(&xb, &xt_dim));
                 }
-                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.wq, layer.bq.as_ref(), &q, false));
-                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.wk, layer.bk.as_ref(), &kb, false));
-                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.wv, layer.bv.as_ref(), &vb, false));
+                // q, k, v = [Wq; Wk; Wv] · xb, one product split three ways
+                ops.push(matmul(
+                    gemm,
+                    (&xb, &xt_dim),
+                    &layer.wqkv,
+                    layer.bqkv.as_ref(),
+                    [&q, &kb, &vb],
+                    Store::Split,
+                    [q_dim, kv_dim],
+                ));
                 let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
                 ops.push(op(
                     &k.rope,
@@ -618,15 +625,31 @@ impl GpuModel {
                 if gemm {
                     ops.push(to_tex(&att, &xt_q));
                 }
-                ops.push(matmul(gemm, (&att, &xt_q), &layer.wo, layer.bo.as_ref(), &x, true));
+                ops.push(matmul(
+                    gemm,
+                    (&att, &xt_q),
+                    &layer.wo,
+                    layer.bo.as_ref(),
+                    one(&x),
+                    Store::Accumulate,
+                    [0, 0],
+                ));
 
                 // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
                 ops.push(rmsnorm(&x, &layer.ffn_norm, &xb));
                 if gemm {
                     ops.push(to_tex(&xb, &xt_dim));
                 }
-                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.w_gate, None, &hb, false));
-                ops.push(matmul(gemm, (&xb, &xt_dim), &layer.w_up, None, &hb2, false));
+                // gate, up = [W_gate; W_up] · xb, one product split two ways
+                ops.push(matmul(
+                    gemm,
+                    (&xb, &xt_dim),
+                    &layer.w_gate_up,
+                    None,
+                    [&hb, &hb2, &dummy_out3],
+                    Store::Split,
+                    [hidden, hidden],
+                ));
                 ops.push(op(
                     &k.swiglu,
                     shape(Shape::new(hidden, 0, 0, 0)),
@@ -636,7 +659,15 @@ impl GpuModel {
                 if gemm {
                     ops.push(to_tex(&hb, &xt_hidden));
                 }
-                ops.push(matmul(gemm, (&hb, &xt_hidden), &layer.w_down, None, &x, true));
+                ops.push(matmul(
+                    gemm,
+                    (&hb, &xt_hidden),
+                    &layer.w_down,
+                    None,
+                    one(&x),
+                    Store::Accumulate,
+                    [0, 0],
+                ));
             }
             ops
         };
@@ -647,12 +678,12 @@ impl GpuModel {
         // Final norm and LM head: of the last row, or of every row.
         let head_last = vec![
             rmsnorm_last(&x, &norm, &xl),
-            matmul(false, (&xl, &xt_dim), head, None, &logits, false),
+            matmul(false, (&xl, &xt_dim), head, None, one(&logits), Store::Write, [0, 0]),
         ];
         let head_all = vec![
             rmsnorm(&x, &norm, &xb),
             to_tex(&xb, &xt_dim),
-            matmul(true, (&xb, &xt_dim), head, None, &logits, false),
+            matmul(true, (&xb, &xt_dim), head, None, one(&logits), Store::Write, [0, 0]),
         ];
         let argmax = op(
             &k.argmax,
@@ -904,11 +935,11 @@ impl GpuModel {
         for c in tokens.chunks(chunk) {
             let head = if want == Logits::All { Head::All } else { Head::Last };
             let bytes = self.step(&[(seq, c)], head)?;
-            let values: &[f32] = bytemuck::cast_slice(&bytes);
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
             if want == Logits::All {
-                out.extend_from_slice(values);
+                out.extend_from_slice(&values);
             } else {
-                out = values.to_vec();
+                out = values;
             }
         }
         Ok(out)
@@ -938,7 +969,7 @@ impl GpuModel {
                 .collect();
         }
         let bytes = self.step(batch, Head::All)?;
-        let all: &[f32] = bytemuck::cast_slice(&bytes);
+        let all: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let mut end = 0;
         Ok(batch
             .iter()

@@ -99,22 +99,22 @@ const SOURCES: [(&str, &str, &[Binding]); 17] = [
     (
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write],
+        &[Uniform, Texture, Read, Write, Write, Write],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write],
+        &[Uniform, Texture, Read, Write, Write, Write],
     ),
     (
         "matmat.wgsl",
         include_str!("../../shaders/matmat.wgsl"),
-        &[Texture, Texture, Read, Write],
+        &[Texture, Texture, Read, Write, Write, Write],
     ),
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
-        &[Texture, Texture, Read, Write],
+        &[Texture, Texture, Read, Write, Write, Write],
     ),
     (
         "to_texture.wgsl",
@@ -188,6 +188,18 @@ pub const UNIFORM_X_BYTES: u64 = 65536;
 pub struct MatmulKind {
     pub f16: bool,
     pub subgroups: bool,
+}
+
+/// How a matrix kernel stores its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// out = W x (+ bias)
+    Write = 0,
+    /// out += W x (+ bias): the residual add fused into the product
+    Accumulate = 1,
+    /// W is stacked (Wq;Wk;Wv or W_gate;W_up): rows [0, c) to out, [c, c + d) to out2, the
+    /// rest to out3 (Shape c and d)
+    Split = 2,
 }
 
 pub struct Kernel {
@@ -327,8 +339,8 @@ pub struct Kernels {
     pub embed: Kernel,
     pub to_texture: Kernel,
     pub rmsnorm: Kernel,
-    /// [gemm as usize][bias as usize][accumulate as usize]: matvec / matmat with HAS_BIAS and
-    /// ACCUMULATE set; see `Kernels::matmul`.
+    /// [gemm as usize][bias as usize][store as usize]: matvec / matmat with HAS_BIAS,
+    /// ACCUMULATE and SPLIT set; see `Kernels::matmul`.
     matmuls: Vec<Kernel>,
     pub rope: Kernel,
     pub kv_write: Kernel,
@@ -342,6 +354,7 @@ pub struct Kernels {
 
 impl Kernels {
     pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind) -> Result<Self> {
+
         // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
         if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
             bail!(
@@ -370,8 +383,14 @@ impl Kernels {
                 (true, false) => "matmat_plain.wgsl",
             };
             for bias in [0.0, 1.0] {
-                for acc in [0.0, 1.0] {
-                    matmuls.push(Kernel::new(gpu, file, &[f16, ("HAS_BIAS", bias), ("ACCUMULATE", acc)])?);
+                for store in [Store::Write, Store::Accumulate, Store::Split] {
+                    let acc = (store == Store::Accumulate) as u8 as f64;
+                    let split = (store == Store::Split) as u8 as f64;
+                    matmuls.push(Kernel::new(
+                        gpu,
+                        file,
+                        &[f16, ("HAS_BIAS", bias), ("ACCUMULATE", acc), ("SPLIT", split)],
+                    )?);
                 }
             }
         }
@@ -393,11 +412,9 @@ impl Kernels {
                 },
                 &[hd, pg],
             )?,
-            attention_decode: Kernel::new(
-                gpu,
-                "attention_decode.wgsl",
-                &[hd, pg, ("WG", if gpu.is_cpu_adapter() { 8.0 } else { 64.0 })],
-            )?,
+            // 8 invocations per workgroup on a CPU adapter (one SIMD group of lavapipe: 5x faster
+            // there, `bench model --profile`), 64 on GPUs
+            attention_decode: Self::decode_attention(gpu, head_dim, page, if gpu.is_cpu_adapter() { 8 } else { 64 })?,
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             swiglu: Kernel::new(gpu, "swiglu.wgsl", &[])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
@@ -406,9 +423,21 @@ impl Kernels {
 }
 
 impl Kernels {
-    /// The matrix kernel: GEMM over all rows (`gemm`) or GEMV of the last row, with a bias, and
-    /// adding into its output (`accumulate`, the residual stream) or overwriting it.
-    pub fn matmul(&self, gemm: bool, bias: bool, accumulate: bool) -> &Kernel {
-        &self.matmuls[(gemm as usize) * 4 + (bias as usize) * 2 + accumulate as usize]
+    /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
+    /// tests run both sizes on any adapter.
+    pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32) -> Result<Kernel> {
+        assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
+        let c = [
+            ("HEAD_DIM", head_dim as f64),
+            ("PAGE", page as f64),
+            ("WG", wg as f64),
+        ];
+        Kernel::new(gpu, "attention_decode.wgsl", &c)
+    }
+
+    /// The matrix kernel: GEMM over all rows (`gemm`) or GEMV of row 0, with a bias, storing as
+    /// `store` says.
+    pub fn matmul(&self, gemm: bool, bias: bool, store: Store) -> &Kernel {
+        &self.matmuls[(gemm as usize) * 6 + (bias as usize) * 3 + store as usize]
     }
 }
