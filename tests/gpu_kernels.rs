@@ -347,37 +347,59 @@ fn config(n_heads: usize, n_kv_heads: usize, head_dim: usize, seq_len: usize) ->
     }
 }
 
+/// rope_kv: queries rotated in place, keys rotated into their cache rows, values copied beside
+/// them, at positions far into the table, against cpu::ops::rope and the CPU's cache append.
 #[test]
-fn rope_matches_cpu() {
+fn rope_kv_matches_cpu() {
     let Some(h) = harness(64) else { return };
     let mut rng = Rng::new(3);
-    for &(n_heads, hd, t, pos0) in &[(1, 2, 1, 0), (3, 64, 3, 5), (2, 128, 17, 4000)] {
-        let cfg = config(n_heads, n_heads, hd, 8192);
+    for &(n_heads, n_kv, hd, t, pos0) in &[(1, 1, 2, 1, 0), (3, 1, 64, 3, 5), (4, 2, 128, 17, 4000)] {
+        let cfg = config(n_heads, n_kv, hd, 8192);
         let table = RopeTable::new(&cfg);
-        let x = random(&mut rng, t * n_heads * hd, 4.0);
-        let mut want = x.clone();
+        let q = random(&mut rng, t * n_heads * hd, 4.0);
+        let k = random(&mut rng, t * n_kv * hd, 4.0);
+        let v = random(&mut rng, t * n_kv * hd, 4.0);
+        let (mut want_q, mut want_k) = (q.clone(), k.clone());
         for ti in 0..t {
             ops::rope(
-                &mut want[ti * n_heads * hd..(ti + 1) * n_heads * hd],
+                &mut want_q[ti * n_heads * hd..(ti + 1) * n_heads * hd],
                 pos0 + ti,
                 hd,
                 &table,
             );
+            ops::rope(&mut want_k[ti * n_kv * hd..(ti + 1) * n_kv * hd], pos0 + ti, hd, &table);
         }
-        let xb = h.up(&x);
-        let grid = [up(n_heads * hd / 2, 64), t as u32, 1];
+        let kv_dim = n_kv * hd;
+        let rows = pos0 + t; // the step's slots are pos0 .. pos0 + T
+        let (qb, kc, vc) = (h.up(&q), h.zeros(rows * kv_dim), h.zeros(rows * kv_dim));
         h.run(
-            &h.k.rope,
+            &h.k.rope_kv,
             (t, pos0, &[]),
-            Shape::new(n_heads, hd, 0, 0),
-            &[&h.up(&table.cos), &h.up(&table.sin), &xb],
-            grid,
+            Shape::new(n_heads, hd, n_kv, 0),
+            &[
+                &h.up(&table.cos),
+                &h.up(&table.sin),
+                &h.up(&k),
+                &h.up(&v),
+                &qb,
+                &kc,
+                &vc,
+            ],
+            [up((n_heads + n_kv) * hd / 2, 64), t as u32, 1],
         );
+        let what = format!("heads={n_heads}/{n_kv} hd={hd} pos0={pos0}");
+        assert_close(&format!("rope q {what}"), &h.read(&qb, q.len()), &want_q, KERNEL_VS_CPU);
+        let kc = h.read(&kc, rows * kv_dim);
         assert_close(
-            &format!("rope heads={n_heads} hd={hd} pos0={pos0}"),
-            &h.read(&xb, x.len()),
-            &want,
+            &format!("rope k in cache {what}"),
+            &kc[pos0 * kv_dim..],
+            &want_k,
             KERNEL_VS_CPU,
+        );
+        assert_eq!(
+            &h.read(&vc, rows * kv_dim)[pos0 * kv_dim..],
+            &v[..],
+            "v in cache {what}"
         );
     }
 }
@@ -561,7 +583,7 @@ fn attention_variants_match_cpu() {
 }
 
 #[test]
-fn embed_kv_write_argmax_match_cpu() {
+fn embed_and_argmax_match_cpu() {
     let Some(h) = harness(64) else { return };
     let mut rng = Rng::new(4);
     // embedding gather from the weight texture, f32 and f16 (more rows than one texture layer)
@@ -597,19 +619,6 @@ fn embed_kv_write_argmax_match_cpu() {
             assert_eq!(&got[t * dim..(t + 1) * dim], want, "token {tok} (f16: {f16})");
         }
     }
-    // kv_write: rows land in their slots (here pos0..pos0+T)
-    let (kv_dim, t, pos0) = (17, 3, 5);
-    let (k, v) = (random(&mut rng, t * kv_dim, 1.0), random(&mut rng, t * kv_dim, 1.0));
-    let (kc, vc) = (h.zeros(10 * kv_dim), h.zeros(10 * kv_dim));
-    h.run(
-        &h.k.kv_write,
-        (t, pos0, &[]),
-        Shape::new(kv_dim, 0, 0, 0),
-        &[&h.up(&k), &h.up(&v), &kc, &vc],
-        [1, t as u32, 1],
-    );
-    assert_eq!(&h.read(&kc, 10 * kv_dim)[pos0 * kv_dim..(pos0 + t) * kv_dim], &k[..]);
-    assert_eq!(&h.read(&vc, 10 * kv_dim)[pos0 * kv_dim..(pos0 + t) * kv_dim], &v[..]);
     // argmax with a tie: the first index wins, as on the CPU
     for n in [1, 3, 17, 1757, 49152] {
         let mut l = random(&mut rng, n, 1.0);
@@ -646,4 +655,11 @@ fn unsupported_head_dim_is_an_error() {
         .expect("head_dim 72 must be refused")
         .to_string();
     assert!(e.contains("multiple of 16"), "{e}");
+    // a weight row wider than a texture can hold is refused with the tensor and the limit named
+    let wide = 8 * (gpu.limits.max_texture_dimension_2d as usize + 8);
+    let e = WeightTex::upload(&gpu, "layers.0.w_down", &vec![0.0; wide], wide, true)
+        .err()
+        .expect("a row over the texture width must be refused")
+        .to_string();
+    assert!(e.contains("layers.0.w_down") && e.contains("texture width limit"), "{e}");
 }

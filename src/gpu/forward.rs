@@ -586,23 +586,12 @@ impl GpuModel {
                     [q_dim, kv_dim],
                 ));
                 let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+                // q, k = rope(q), rope(k); k, v into their cache rows
                 ops.push(op(
-                    &k.rope,
-                    shape(Shape::new(nh, hd, 0, 0)),
-                    &[&cos, &sin, &q],
-                    Box::new(move |d: Dims| [div_up(nh * hd / 2, 64), d.t, 1]),
-                ));
-                ops.push(op(
-                    &k.rope,
-                    shape(Shape::new(nkv, hd, 0, 0)),
-                    &[&cos, &sin, &kb],
-                    Box::new(move |d: Dims| [div_up(nkv * hd / 2, 64), d.t, 1]),
-                ));
-                ops.push(op(
-                    &k.kv_write,
-                    shape(Shape::new(kv_dim, 0, 0, 0)),
-                    &[&kb, &vb, &k_cache[l], &v_cache[l]],
-                    Box::new(move |d: Dims| [div_up(kv_dim, 64), d.t, 1]),
+                    &k.rope_kv,
+                    shape(Shape::new(nh, hd, nkv, 0)),
+                    &[&cos, &sin, &kb, &vb, &q, &k_cache[l], &v_cache[l]],
+                    Box::new(move |d: Dims| [div_up((nh + nkv) * hd / 2, 64), d.t, 1]),
                 ));
                 let bufs = AttnBufs {
                     q: &q,

@@ -85,7 +85,7 @@ use Binding::*;
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 17] = [
+const SOURCES: [(&str, &str, &[Binding]); 16] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -122,14 +122,9 @@ const SOURCES: [(&str, &str, &[Binding]); 17] = [
         &[Read, StorageTex],
     ),
     (
-        "rope.wgsl",
-        include_str!("../../shaders/rope.wgsl"),
-        &[Read, Read, Write],
-    ),
-    (
-        "kv_write.wgsl",
-        include_str!("../../shaders/kv_write.wgsl"),
-        &[Read, Read, Write, Write],
+        "rope_kv.wgsl",
+        include_str!("../../shaders/rope_kv.wgsl"),
+        &[Read, Read, Read, Read, Write, Write, Write],
     ),
     (
         "attention_naive.wgsl",
@@ -342,8 +337,7 @@ pub struct Kernels {
     /// [gemm as usize][bias as usize][store as usize]: matvec / matmat with HAS_BIAS,
     /// ACCUMULATE and SPLIT set; see `Kernels::matmul`.
     matmuls: Vec<Kernel>,
-    pub rope: Kernel,
-    pub kv_write: Kernel,
+    pub rope_kv: Kernel,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
     pub attention_decode: Kernel,
@@ -354,7 +348,6 @@ pub struct Kernels {
 
 impl Kernels {
     pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind) -> Result<Self> {
-
         // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
         if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
             bail!(
@@ -400,8 +393,7 @@ impl Kernels {
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             matmuls,
-            rope: Kernel::new(gpu, "rope.wgsl", &[])?,
-            kv_write: Kernel::new(gpu, "kv_write.wgsl", &[])?,
+            rope_kv: Kernel::new(gpu, "rope_kv.wgsl", &[])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
             attention_flash: Kernel::new(
                 gpu,
@@ -427,11 +419,7 @@ impl Kernels {
     /// tests run both sizes on any adapter.
     pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32) -> Result<Kernel> {
         assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
-        let c = [
-            ("HEAD_DIM", head_dim as f64),
-            ("PAGE", page as f64),
-            ("WG", wg as f64),
-        ];
+        let c = [("HEAD_DIM", head_dim as f64), ("PAGE", page as f64), ("WG", wg as f64)];
         Kernel::new(gpu, "attention_decode.wgsl", &c)
     }
 
