@@ -661,5 +661,8 @@ fn unsupported_head_dim_is_an_error() {
         .err()
         .expect("a row over the texture width must be refused")
         .to_string();
-    assert!(e.contains("layers.0.w_down") && e.contains("texture width limit"), "{e}");
+    assert!(
+        e.contains("layers.0.w_down") && e.contains("texture width limit"),
+        "{e}"
+    );
 }
