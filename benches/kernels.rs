@@ -20,25 +20,9 @@ fn main() -> anyhow::Result<()> {
         "adapter: {} | host memory bandwidth: {bandwidth:.1} GB/s",
         gpu.describe()
     );
-    println!(
-        "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9} {:>8} {:>8} {:>6} {:>9}",
-        "kernel", "variant", "matrix", "n", "d", "T", "ms", "GB/s", "GFLOP/s", "%bw", "max err"
-    );
+    println!("{}", tinfer::kernel_bench::header());
     tinfer::kernel_bench::bench_kernels(&gpu, &cfg, 64, 5, bandwidth, |r| {
-        println!(
-            "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9.3} {:>8.2} {:>8.2} {:>6.1} {:>9.2e}",
-            r.kernel,
-            r.variant,
-            r.matrix,
-            r.n,
-            r.d,
-            r.tokens,
-            r.ms,
-            r.gbps,
-            r.gflops,
-            r.of_bandwidth * 100.0,
-            r.max_abs_err
-        );
+        println!("{}", tinfer::kernel_bench::row(r));
         assert!(
             r.max_abs_err < 1e-3,
             "{} {} {}: max error {}",

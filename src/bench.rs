@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cpu::ops;
-use crate::gpu::forward::{record, Dims, Op};
+use crate::gpu::forward::{run_timed, Dims, Op};
 use crate::gpu::kernels::{
     split_plan, step_bytes, Kernel, Kernels, MatmulKind, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS,
 };
@@ -152,19 +152,8 @@ fn time_call(gpu: &Gpu, call: &Call, repeats: usize) -> Result<(f64, usize)> {
         if i > repeats {
             break;
         }
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
         let ops: Vec<&Op> = call.ops.iter().collect();
-        record(&mut enc, &ops, call.dims);
-        let t = Instant::now();
-        let idx = gpu.queue.submit(Some(enc.finish()));
-        gpu.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(idx),
-                timeout: None,
-            })
-            .map_err(|e| anyhow::anyhow!("attention bench call did not finish: {e}"))?;
-        gpu.check("attention bench call")?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let ms = run_timed(gpu, &ops, call.dims, "an attention bench call")?;
         if i == 0 {
             repeats = repeats.min((3000.0 / ms) as usize).max(1); // the first call warms up
         } else {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::cpu::ops;
-use crate::gpu::forward::{record, ActTex, Dims, Op, WeightTex};
+use crate::gpu::forward::{run_timed, ActTex, Dims, Op, WeightTex};
 use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape, Store};
 use crate::gpu::Gpu;
 use crate::sampler::Rng;
@@ -30,6 +30,31 @@ pub struct KernelRecord {
     pub gflops: f64,       // 2 n d T per second
     pub of_bandwidth: f64, // gbps over the measured host bandwidth
     pub max_abs_err: f64,  // against the CPU twin
+}
+
+/// The table's header and one row (the CLI and `cargo bench --bench kernels` print the same).
+pub fn header() -> String {
+    format!(
+        "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9} {:>8} {:>8} {:>6} {:>9}",
+        "kernel", "variant", "matrix", "n", "d", "T", "ms", "GB/s", "GFLOP/s", "%bw", "max err"
+    )
+}
+
+pub fn row(r: &KernelRecord) -> String {
+    format!(
+        "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9.3} {:>8.2} {:>8.2} {:>6.1} {:>9.2e}",
+        r.kernel,
+        r.variant,
+        r.matrix,
+        r.n,
+        r.d,
+        r.tokens,
+        r.ms,
+        r.gbps,
+        r.gflops,
+        r.of_bandwidth * 100.0,
+        r.max_abs_err
+    )
 }
 
 /// Host memory bandwidth in GB/s: all threads copying 256 MiB (bytes read + written), best of 5.
@@ -59,20 +84,10 @@ fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
 fn time_ops(gpu: &Gpu, ops: &[Op], dims: Dims, inner: usize, repeats: usize) -> Result<f64> {
     let mut times = vec![];
     for i in 0..=repeats {
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
         let all: Vec<&Op> = (0..inner).flat_map(|_| ops.iter()).collect();
-        record(&mut enc, &all, dims);
-        let t = Instant::now();
-        let idx = gpu.queue.submit(Some(enc.finish()));
-        gpu.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(idx),
-                timeout: None,
-            })
-            .map_err(|e| anyhow::anyhow!("kernel bench call did not finish: {e}"))?;
-        gpu.check("kernel bench call")?;
+        let ms = run_timed(gpu, &all, dims, "a kernel bench call")?;
         if i > 0 {
-            times.push(t.elapsed().as_secs_f64() * 1e3 / inner as f64);
+            times.push(ms / inner as f64);
         }
     }
     times.sort_by(f64::total_cmp);

@@ -898,10 +898,6 @@ fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
         gpu.describe(),
         a.shapes
     );
-    let header = format!(
-        "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9} {:>8} {:>8} {:>6} {:>9}",
-        "kernel", "variant", "matrix", "n", "d", "T", "ms", "GB/s", "GFLOP/s", "%bw", "max err"
-    );
     let print = |line: String| {
         if a.json {
             eprintln!("{line}")
@@ -909,22 +905,9 @@ fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
             println!("{line}")
         }
     };
-    print(header);
+    print(tinfer::kernel_bench::header());
     let records = tinfer::kernel_bench::bench_kernels(&gpu, &cfg, a.tokens, a.repeats, bandwidth, |r| {
-        print(format!(
-            "{:<18} {:<14} {:<12} {:>6} {:>6} {:>4} {:>9.3} {:>8.2} {:>8.2} {:>6.1} {:>9.2e}",
-            r.kernel,
-            r.variant,
-            r.matrix,
-            r.n,
-            r.d,
-            r.tokens,
-            r.ms,
-            r.gbps,
-            r.gflops,
-            r.of_bandwidth * 100.0,
-            r.max_abs_err
-        ))
+        print(tinfer::kernel_bench::row(r))
     })?;
     if a.json {
         println!(

@@ -212,6 +212,23 @@ pub fn record(encoder: &mut wgpu::CommandEncoder, ops: &[&Op], dims: Dims) {
     }
 }
 
+/// Record `ops` into a fresh encoder, submit, wait: milliseconds from submit to done (benches and
+/// profiles; the forward pass reads its result through `Gpu::submit_and_read`).
+pub fn run_timed(gpu: &Gpu, ops: &[&Op], dims: Dims, what: &str) -> Result<f64> {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    record(&mut encoder, ops, dims);
+    let start = std::time::Instant::now();
+    let index = gpu.queue.submit(Some(encoder.finish()));
+    gpu.device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .map_err(|e| anyhow::anyhow!("{what} did not finish: {e}"))?;
+    gpu.check(what)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
 /// The attention of one layer for the three kinds of step, with the buffers it reads and writes.
 pub struct AttentionOps {
     pub prefill: Vec<Op>, // rows of ONE sequence at consecutive positions
@@ -888,22 +905,11 @@ impl GpuModel {
         for name in names {
             let ops: Vec<&Op> = all.iter().copied().filter(|o| o.name == name).collect();
             let run = |reps: usize| -> Result<f64> {
-                let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
                 let repeated: Vec<&Op> = (0..reps).flat_map(|_| ops.iter().copied()).collect();
-                record(&mut encoder, &repeated, dims);
-                let start = std::time::Instant::now();
-                let index = self.gpu.queue.submit(Some(encoder.finish()));
-                self.gpu
-                    .device
-                    .poll(wgpu::PollType::Wait {
-                        submission_index: Some(index),
-                        timeout: None,
-                    })
-                    .map_err(|e| anyhow::anyhow!("profile of {name}: {e}"))?;
-                Ok(start.elapsed().as_secs_f64())
+                run_timed(&self.gpu, &repeated, dims, &format!("the profile of {name}"))
             };
             run(1)?; // warm-up
-            out.push((name.to_string(), ops.len(), run(reps)? * 1e3 / reps as f64));
+            out.push((name.to_string(), ops.len(), run(reps)? / reps as f64));
         }
         self.gpu.check("the profile")?;
         self.kv.truncate(0, pos0);
