@@ -330,7 +330,6 @@ impl Kernel {
 /// All pipelines the forward pass uses, specialised for one model (head_dim) and one KV layout
 /// (rows per page).
 pub struct Kernels {
-    pub kind: MatmulKind,
     pub embed: Kernel,
     pub to_texture: Kernel,
     pub rmsnorm: Kernel,
@@ -388,7 +387,6 @@ impl Kernels {
             }
         }
         Ok(Kernels {
-            kind,
             embed: Kernel::new(gpu, "embed.wgsl", &[f16])?,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
