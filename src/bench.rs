@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cpu::ops;
 use crate::gpu::forward::{run_timed, Dims, Op};
 use crate::gpu::kernels::{
-    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS,
+    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS,
 };
 use crate::gpu::Gpu;
 use crate::kv_cache::KvPages;
@@ -207,17 +207,10 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                         seq: seq as u32,
                     };
                     let op =
-                        |kern: &Kernel, step: &wgpu::Buffer, shape: Shape, bufs: &[&wgpu::Buffer], grid: [u32; 3]| Op {
-                            name: kern.name.clone(),
-                            pipeline: kern.pipeline.clone(),
-                            bind: kern.bind(
-                                gpu,
-                                &kern.name,
-                                step,
-                                &gpu.uniform("shape", bytemuck::bytes_of(&shape)),
-                                bufs,
-                            ),
-                            grid: Box::new(move |_| grid),
+                        |kern: &Kernel, step: &wgpu::Buffer, shape: Shape, bufs: &[&wgpu::Buffer], grid: [u32; 3]| {
+                            let res: Vec<Res> = bufs.iter().map(|b| Res::Buf(b)).collect();
+                            let shape = gpu.uniform("shape", bytemuck::bytes_of(&shape));
+                            Op::new(gpu, kern, step, &shape, &res, Box::new(move |_| grid))
                         };
                     let kv_bytes = (2 * n * kv_dim * 4) as f64;
                     for &phase in &b.phases {

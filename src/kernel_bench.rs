@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::cpu::ops;
-use crate::gpu::forward::{run_timed, ActTex, Dims, Op, WeightTex};
+use crate::gpu::forward::{run_timed, ActTex, Dims, Grid, Op, WeightTex};
 use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape, Store};
 use crate::gpu::Gpu;
 use crate::sampler::Rng;
@@ -172,25 +172,16 @@ pub fn bench_kernels(
             // GEMV of row 0
             let kern = k.matmul(false, false, Store::Write);
             let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, n, 0, n)));
-            let op = Op {
-                name: kern.name.clone(),
-                pipeline: kern.pipeline.clone(),
-                bind: kern.bind_res(
-                    gpu,
-                    "matvec",
-                    &step1,
-                    &shape,
-                    &[
-                        Res::UniformX(&xb),
-                        Res::Tex(&tex.view),
-                        Res::Buf(&bias),
-                        Res::Buf(&outb),
-                        Res::Buf(&spare[0]),
-                        Res::Buf(&spare[1]),
-                    ],
-                ),
-                grid: Box::new(move |_| [n.div_ceil(32) as u32, 1, 1]),
-            };
+            let rest = [
+                Res::Tex(&tex.view),
+                Res::Buf(&bias),
+                Res::Buf(&outb),
+                Res::Buf(&spare[0]),
+                Res::Buf(&spare[1]),
+            ];
+            let res: Vec<Res> = [Res::UniformX(&xb)].into_iter().chain(rest).collect();
+            let grid: Grid = Box::new(move |_| [n.div_ceil(32) as u32, 1, 1]);
+            let op = Op::new(gpu, kern, &step1, &shape, &res, grid);
             let dims1 = Dims { t: 1, n_splits: 1 };
             let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (n * 4) as u64)?);
@@ -216,38 +207,19 @@ pub fn bench_kernels(
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
             let to_shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, 0, 0, 0)));
-            let copy = Op {
-                name: k.to_texture.name.clone(),
-                pipeline: k.to_texture.pipeline.clone(),
-                bind: k.to_texture.bind_res(
-                    gpu,
-                    "to_texture",
-                    &step_t,
-                    &to_shape,
-                    &[Res::Buf(&xb), Res::Tex(&xt.view)],
-                ),
-                grid: Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]),
-            };
+            let grid: Grid = Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]);
+            let copy = Op::new(
+                gpu,
+                &k.to_texture,
+                &step_t,
+                &to_shape,
+                &[Res::Buf(&xb), Res::Tex(&xt.view)],
+                grid,
+            );
             let kern = k.matmul(true, false, Store::Write);
-            let op = Op {
-                name: kern.name.clone(),
-                pipeline: kern.pipeline.clone(),
-                bind: kern.bind_res(
-                    gpu,
-                    "matmat",
-                    &step_t,
-                    &shape,
-                    &[
-                        Res::Tex(&xt.view),
-                        Res::Tex(&tex.view),
-                        Res::Buf(&bias),
-                        Res::Buf(&outb),
-                        Res::Buf(&spare[0]),
-                        Res::Buf(&spare[1]),
-                    ],
-                ),
-                grid: Box::new(move |dm: Dims| [n.div_ceil(64) as u32, dm.t.div_ceil(8), 1]),
-            };
+            let res: Vec<Res> = [Res::Tex(&xt.view)].into_iter().chain(rest).collect();
+            let grid: Grid = Box::new(move |dm: Dims| [n.div_ceil(64) as u32, dm.t.div_ceil(8), 1]);
+            let op = Op::new(gpu, kern, &step_t, &shape, &res, grid);
             let dims = Dims {
                 t: tokens as u32,
                 n_splits: 1,
@@ -291,12 +263,8 @@ pub fn bench_kernels(
         let (xb, gb, ob) = (gpu.upload("x", &x)?, gpu.upload("g", &g)?, gpu.zeros("out", t * dim)?);
         let eps = (cfg.norm_eps as f32).to_bits() as usize;
         let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(dim, eps, 0, 0)));
-        let op = Op {
-            name: k.rmsnorm.name.clone(),
-            pipeline: k.rmsnorm.pipeline.clone(),
-            bind: k.rmsnorm.bind(gpu, "rmsnorm", step, &shape, &[&xb, &gb, &ob]),
-            grid: Box::new(|dm: Dims| [dm.t, 1, 1]),
-        };
+        let res = [Res::Buf(&xb), Res::Buf(&gb), Res::Buf(&ob)];
+        let op = Op::new(gpu, &k.rmsnorm, step, &shape, &res, Box::new(|dm: Dims| [dm.t, 1, 1]));
         let dims = Dims {
             t: t as u32,
             n_splits: 1,

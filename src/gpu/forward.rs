@@ -195,6 +195,25 @@ pub struct Op {
     pub grid: Grid,
 }
 
+impl Op {
+    /// `kern` bound to the step buffer, a shape uniform and `resources` (in its header's order).
+    pub fn new(
+        gpu: &Gpu,
+        kern: &Kernel,
+        step: &wgpu::Buffer,
+        shape: &wgpu::Buffer,
+        resources: &[Res],
+        grid: Grid,
+    ) -> Op {
+        Op {
+            name: kern.name.clone(),
+            pipeline: kern.pipeline.clone(),
+            bind: kern.bind_res(gpu, &kern.name, step, shape, resources),
+            grid,
+        }
+    }
+}
+
 /// Record `ops` into one compute pass.
 pub fn record(encoder: &mut wgpu::CommandEncoder, ops: &[&Op], dims: Dims) {
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -295,11 +314,9 @@ pub fn attention_ops(
     s: AttnShape,
     b: &AttnBufs,
 ) -> AttentionOps {
-    let op = |kern: &Kernel, sh: Shape, bufs: &[&wgpu::Buffer], grid: Grid| Op {
-        name: kern.name.clone(),
-        pipeline: kern.pipeline.clone(),
-        bind: kern.bind(gpu, &kern.name, step, &shape(sh), bufs),
-        grid,
+    let op = |kern: &Kernel, sh: Shape, bufs: &[&wgpu::Buffer], grid: Grid| {
+        let res: Vec<Res> = bufs.iter().map(|b| Res::Buf(b)).collect();
+        Op::new(gpu, kern, step, &shape(sh), &res, grid)
     };
     let nh = s.n_heads as u32;
     let naive = || {
@@ -485,11 +502,9 @@ impl GpuModel {
                 .or_insert_with(|| gpu.uniform("shape", bytemuck::bytes_of(&s)))
                 .clone()
         };
-        let op = |kern: &Kernel, shape: wgpu::Buffer, bufs: &[&wgpu::Buffer], grid: Grid| Op {
-            name: kern.name.clone(),
-            pipeline: kern.pipeline.clone(),
-            bind: kern.bind(&gpu, &kern.name, &step, &shape, bufs),
-            grid,
+        let op = |kern: &Kernel, shape: wgpu::Buffer, bufs: &[&wgpu::Buffer], grid: Grid| {
+            let res: Vec<Res> = bufs.iter().map(|b| Res::Buf(b)).collect();
+            Op::new(&gpu, kern, &step, &shape, &res, grid)
         };
         let eps = (cfg.norm_eps as f32).to_bits() as usize;
         // out (T, dim) = rmsnorm(x (T, dim)) * weight (dim,)
@@ -513,18 +528,14 @@ impl GpuModel {
         // xt (T, d/4) = x (T, d) as texels, before the GEMMs that read x
         let to_tex = |x: &wgpu::Buffer, xt: &ActTex| {
             let d = xt.d;
-            Op {
-                name: k.to_texture.name.clone(),
-                pipeline: k.to_texture.pipeline.clone(),
-                bind: k.to_texture.bind_res(
-                    &gpu,
-                    "to_texture",
-                    &step,
-                    &shape(Shape::new(d, 0, 0, 0)),
-                    &[Res::Buf(x), Res::Tex(&xt.view)],
-                ),
-                grid: Box::new(move |dims: Dims| [div_up(d / 4, 64), dims.t, 1]),
-            }
+            Op::new(
+                &gpu,
+                &k.to_texture,
+                &step,
+                &shape(Shape::new(d, 0, 0, 0)),
+                &[Res::Buf(x), Res::Tex(&xt.view)],
+                Box::new(move |dims: Dims| [div_up(d / 4, 64), dims.t, 1]),
+            )
         };
         // out (T, n) (+)= x (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x as the texture
         // xt), or GEMV of row 0 (decode steps have one row; the LM head of the last row reads it
@@ -548,25 +559,17 @@ impl GpuModel {
             } else {
                 Box::new(move |_| [div_up(rows, 32), 1, 1])
             };
-            Op {
-                name: kern.name.clone(),
-                pipeline: kern.pipeline.clone(),
-                bind: kern.bind_res(
-                    &gpu,
-                    &kern.name,
-                    &step,
-                    &s,
-                    &[
-                        if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) },
-                        Res::Tex(&w.view),
-                        Res::Buf(bias.unwrap_or(&dummy)),
-                        Res::Buf(outs[0]),
-                        Res::Buf(outs[1]),
-                        Res::Buf(outs[2]),
-                    ],
-                ),
-                grid,
-            }
+            let x = if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) };
+            let bias = Res::Buf(bias.unwrap_or(&dummy));
+            let res = [
+                x,
+                Res::Tex(&w.view),
+                bias,
+                Res::Buf(outs[0]),
+                Res::Buf(outs[1]),
+                Res::Buf(outs[2]),
+            ];
+            Op::new(&gpu, kern, &step, &s, &res, grid)
         };
         let one = |out| [out, &dummy_out2, &dummy_out3];
 
@@ -574,18 +577,14 @@ impl GpuModel {
         let body = |gemm: bool, prefill_attention: bool| -> Vec<Op> {
             let mut ops = vec![];
             // Token embeddings.
-            ops.push(Op {
-                name: k.embed.name.clone(),
-                pipeline: k.embed.pipeline.clone(),
-                bind: k.embed.bind_res(
-                    &gpu,
-                    "embed",
-                    &step,
-                    &shape(Shape::new(dim, 0, 0, 0)),
-                    &[Res::Tex(&embed.view), Res::Buf(&x)],
-                ),
-                grid: Box::new(move |d: Dims| [div_up(dim, 64), d.t, 1]),
-            });
+            ops.push(Op::new(
+                &gpu,
+                &k.embed,
+                &step,
+                &shape(Shape::new(dim, 0, 0, 0)),
+                &[Res::Tex(&embed.view), Res::Buf(&x)],
+                Box::new(move |d: Dims| [div_up(dim, 64), d.t, 1]),
+            ));
             for (l, layer) in layers.iter().enumerate() {
                 // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
                 ops.push(rmsnorm(&x, &layer.attn_norm, &xb));
