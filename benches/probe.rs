@@ -1,10 +1,14 @@
 //! `cargo bench --bench probe`: the experiments behind the matrix kernels' design, on the first
 //! adapter. Each `benches/probes/*.wgsl` computes out = W x for a 16384 × 576 W (one token, or 64
 //! tokens for the gemm_ probes) with x and W bound the way its first line says:
-//!   // probe: x=storage|uniform|texture w=storage32|tex32|tex16 tokens=T rows=R [nocheck] -- what
+//!   // probe: x=storage|uniform|texture w=storage32|tex32|tex16|tex16a|tex16i tokens=T rows=R [nocheck] -- what
 //! storage32: W as array<vec4f>; tex32: an Rgba32Uint texture of f32 bit patterns (d/4 texels a
-//! row); tex16: the same with 8 f16 per texel (d/8 texels a row); texture x: (d/4, T) texels.
-//! Every probe but `nocheck` ones is compared with the CPU product, then timed (best of 7).
+//! row); tex16: the same with 8 f16 per texel (d/8 texels a row); tex16a: tex16 viewed as a
+//! one-layer 2D array; tex16i: rows interleaved texel by texel in groups of 8 (as WeightTex);
+//! texture x: (d/4, T) texels. The textures can be bound sampled (texture_2d) or as read-only
+//! storage textures, as the probe declares. Every probe but `nocheck` ones is compared with the
+//! CPU product, then timed (best of 25). `PROBES=gemv_f,gemv_m` runs only the probes whose file
+//! names contain one of the words.
 //! benches/RESULTS.md explains what the numbers say about lavapipe.
 
 use std::time::Instant;
@@ -28,13 +32,21 @@ fn texture(gpu: &tinfer::gpu::Gpu, words: &[u32], width: usize, height: usize) -
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         },
         wgpu::util::TextureDataOrder::LayerMajor,
         bytemuck::cast_slice(words),
     );
     t.create_view(&Default::default())
+}
+
+/// The same texels as a one-layer 2D array (what the model's kernels bind).
+fn array_view(v: &wgpu::TextureView) -> wgpu::TextureView {
+    v.texture().create_view(&wgpu::TextureViewDescriptor {
+        dimension: Some(wgpu::TextureViewDimension::D2Array),
+        ..Default::default()
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +76,18 @@ fn main() -> anyhow::Result<()> {
     let w_storage = buf(bytemuck::cast_slice(&w), wgpu::BufferUsages::STORAGE);
     let w_tex32 = texture(&gpu, bytemuck::cast_slice(&w), D / 4, N);
     let w_tex16 = texture(&gpu, bytemuck::cast_slice(&w16), D / 8, N);
+    let w_tex16a = array_view(&w_tex16);
+    // tex16i: rows interleaved in groups of 8: texel k of row o at (k * 8 + o % 8, o / 8), so the
+    // 8 lanes of a subgroup read 128 contiguous bytes per step.
+    let texels = D / 8;
+    let mut w16i = vec![half::f16::ZERO; N * D];
+    for o in 0..N {
+        for k in 0..texels {
+            let dst = (o / 8) * texels * 64 + (k * 8 + o % 8) * 8;
+            w16i[dst..dst + 8].copy_from_slice(&w16[o * D + k * 8..o * D + k * 8 + 8]);
+        }
+    }
+    let w_tex16i = array_view(&texture(&gpu, bytemuck::cast_slice(&w16i), texels * 8, N / 8));
     let x_storage = buf(bytemuck::cast_slice(&x), wgpu::BufferUsages::STORAGE);
     let x_uniform = buf(bytemuck::cast_slice(&x[..D]), wgpu::BufferUsages::UNIFORM);
     let x_tex = texture(&gpu, bytemuck::cast_slice(&x), D / 4, 64);
@@ -76,6 +100,10 @@ fn main() -> anyhow::Result<()> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/probes");
     let mut files: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.unwrap().path()).collect();
     files.sort();
+    // PROBES=a,b runs only the probes whose names contain one of the words.
+    if let Ok(only) = std::env::var("PROBES") {
+        files.retain(|p| only.split(',').any(|w| p.to_string_lossy().contains(w)));
+    }
     println!(
         "{:<34} {:>9} {:>12} {:>10}  what",
         "probe", "ms", "GB/s of W", "max err"
@@ -112,6 +140,8 @@ fn main() -> anyhow::Result<()> {
         let w_res = match wk.as_str() {
             "storage32" => w_storage.as_entire_binding(),
             "tex32" => wgpu::BindingResource::TextureView(&w_tex32),
+            "tex16a" => wgpu::BindingResource::TextureView(&w_tex16a),
+            "tex16i" => wgpu::BindingResource::TextureView(&w_tex16i),
             _ => wgpu::BindingResource::TextureView(&w_tex16),
         };
         let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -155,7 +185,7 @@ fn main() -> anyhow::Result<()> {
             f64::NAN
         } else {
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&out, (tokens * N * 4) as u64)?);
-            let seen: Vec<f32> = if wk == "tex16" {
+            let seen: Vec<f32> = if wk.starts_with("tex16") {
                 w16.iter().map(|v| v.to_f32()).collect()
             } else {
                 w.clone()
@@ -172,12 +202,12 @@ fn main() -> anyhow::Result<()> {
             assert!(e < 1e-3, "{}: max error {e}", path.display());
             e
         };
-        let ms = (0..7)
+        let ms = (0..25)
             .map(|_| run())
             .collect::<anyhow::Result<Vec<f64>>>()?
             .into_iter()
             .fold(f64::MAX, f64::min);
-        let bytes = (N * D * if wk == "tex16" { 2 } else { 4 }) as f64;
+        let bytes = (N * D * if wk.starts_with("tex16") { 2 } else { 4 }) as f64;
         let what = head.split("-- ").nth(1).unwrap_or_default();
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         println!("{name:<34} {ms:>9.2} {:>12.2} {err:>10.1e}  {what}", bytes / ms / 1e6);

@@ -5,7 +5,8 @@
 // Bindings:
 //   0 step   storage Step          n_tokens T, token id of row t
 //   1 shape  uniform Shape         a = dim
-//   2 table  texture_2d_array<u32> (dim / per, rows, layers): row r at (r % rows, layer r / rows); per = 8 (F16) or 4
+//   2 table  texture_storage_2d_array<rgba32uint, read>: the table (rows, dim) as WeightTex lays it
+//            out (weight_row in prelude.wgsl), per = 8 f16 (F16) or 4 f32 values a texel
 //   3 x      storage rw    f32     (T_max, dim)
 // Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns).
 
@@ -15,7 +16,7 @@ override F16: bool = true;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
-@group(0) @binding(2) var table: texture_2d_array<u32>;
+@group(0) @binding(2) var table: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;
 
 @compute @workgroup_size(64)
@@ -25,9 +26,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
     if (i >= dim || t >= step.n_tokens) { return; }
     let tok = step_token(t);
-    let rows = textureDimensions(table).y;
     let per = select(4u, 8u, F16);
-    let texel = textureLoad(table, vec2<u32>(i / per, tok % rows), tok / rows, 0);
+    let r = weight_row(textureDimensions(table), dim / per, tok); // texel k at (k * r.w + r.x, r.y), layer r.z
+    let texel = textureLoad(table, vec2<u32>(i / per * r.w + r.x, r.y), r.z);
     let e = i % per;
     var v: f32;
     if (F16) {

@@ -11,8 +11,9 @@
 // Bindings:
 //   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias, d = out row stride
-//   2 x      texture_2d_array<u32> (d/4, T_max, 1): f32 bit patterns of the rows, from to_texture.wgsl
-//   3 w      texture_2d_array<u32> (d / per, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
+//   2 x      texture_storage_2d_array<rgba32uint, read> (d/4, T_max, 1): f32 bit patterns of the rows, from to_texture.wgsl
+//   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
+//            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (T_max, stride); with SPLIT (T_max, c)
 //   6 out2   storage rw    f32     with SPLIT (T_max, d), else a dummy
@@ -28,15 +29,15 @@ override SPLIT: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
-@group(0) @binding(2) var x: texture_2d_array<u32>;
-@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(2) var x: texture_storage_2d_array<rgba32uint, read>;
+@group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out3: array<f32>;
 
 fn xload(i4: u32, t: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0, 0));
+    return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
 }
 
 // Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
@@ -70,17 +71,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let d4 = shape.a / 4u;
     let texels = d4 / per4;
-    let rows = textureDimensions(w).y;
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let o = min(gid.x, n - 1u);
-    let row = o % rows;
-    let layer = o / rows;
+    let r = weight_row(textureDimensions(w), texels, o); // texel k at (k * r.w + r.x, r.y), layer r.z
     let t0 = gid.y * 8u;
     let xr = min(t0 + (lane & 7u), step.n_tokens - 1u); // lane j's token (clamped)
     var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
     var a4 = 0.0; var a5 = 0.0; var a6 = 0.0; var a7 = 0.0;
     for (var k = 0u; k < texels; k++) {
-        let t = textureLoad(w, vec2<u32>(k, row), layer, 0);
+        let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
         var wa: vec4<f32>;
         var wb = vec4<f32>(0.0);
         var xa = xload(k * per4, xr);

@@ -15,15 +15,15 @@ override SPLIT: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
-@group(0) @binding(2) var x: texture_2d_array<u32>;
-@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(2) var x: texture_storage_2d_array<rgba32uint, read>;
+@group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out3: array<f32>;
 
 fn xload(i4: u32, t: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0, 0));
+    return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
 }
 
 @compute @workgroup_size(64)
@@ -33,13 +33,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (o >= n) { return; }
     let per4 = select(1u, 2u, F16);
     let d4 = shape.a / 4u;
-    let rows = textureDimensions(w).y;
+    let r = weight_row(textureDimensions(w), d4 / per4, o); // texel k at (k * r.w + r.x, r.y), layer r.z
     let t0 = gid.y * 8u;
     var xr: array<u32, 8>;
     for (var j = 0u; j < 8u; j++) { xr[j] = min(t0 + j, step.n_tokens - 1u); }
     var acc: array<f32, 8>;
     for (var k = 0u; k < d4 / per4; k++) {
-        let t = textureLoad(w, vec2<u32>(k, o % rows), o / rows, 0);
+        let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
         for (var j = 0u; j < 8u; j++) {
             if (F16) {
                 acc[j] += dot(vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)), xload(2u * k, xr[j]))

@@ -13,7 +13,8 @@
 //   0 step   storage Step          (unused)
 //   1 shape  uniform Shape         a = d (at most 16384), b = n rows, c = offset into out and bias
 //   2 x      uniform vec4f         (4096,): the first 64 KiB of the activations, row 0 = x
-//   3 w      texture_2d_array<u32> (d / per padded to 8, rows, layers): row o at (o % rows, layer o / rows); per = 8 (F16) or 4
+//   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
+//            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (c + n,); with SPLIT (c,)
 //   6 out2   storage rw    f32     with SPLIT (d,), else a dummy
@@ -33,7 +34,7 @@ override SPLIT: bool = false;
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
-@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
@@ -77,11 +78,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let n = shape.b;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / (4u * per4);    // texels of data; the row is padded to a multiple of 8
-    let rows = textureDimensions(w).y;
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let o = min(gid.x, n - 1u);
-    let row = o % rows;
-    let layer = o / rows;
+    let r = weight_row(textureDimensions(w), texels, o); // texel k at (k * r.w + r.x, r.y), layer r.z
     let j = lane & 7u;
     var acc = vec4<f32>(0.0);
     for (var k = 0u; k < texels; k += 8u) {
@@ -93,14 +92,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             if (F16) { xb = x[(k + j) * per4 + 1u]; }
         }
         // Eight texels, unrolled: subgroupBroadcast takes a constant lane.
-        acc += texel_dot(textureLoad(w, vec2<u32>(k, row), layer, 0), subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 1u, row), layer, 0), subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 2u, row), layer, 0), subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 3u, row), layer, 0), subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 4u, row), layer, 0), subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 5u, row), layer, 0), subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 6u, row), layer, 0), subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
-        acc += texel_dot(textureLoad(w, vec2<u32>(k + 7u, row), layer, 0), subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 1u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 2u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 3u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 4u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 5u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 6u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
+        acc += texel_dot(textureLoad(w, vec2<u32>((k + 7u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
     }
     if (gid.x >= n) { return; }
     put(0u, o, acc.x + acc.y + acc.z + acc.w);

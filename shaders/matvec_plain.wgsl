@@ -16,7 +16,7 @@ override SPLIT: bool = false;
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
-@group(0) @binding(3) var w: texture_2d_array<u32>;
+@group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
@@ -53,10 +53,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (o >= n) { return; }
     let per4 = select(1u, 2u, F16);
     let d4 = shape.a / 4u;
-    let rows = textureDimensions(w).y;
+    let r = weight_row(textureDimensions(w), d4 / per4, o); // texel k at (k * r.w + r.x, r.y), layer r.z
     var acc = vec4<f32>(0.0);
     for (var k = 0u; k < d4 / per4; k++) {
-        let t = textureLoad(w, vec2<u32>(k, o % rows), o / rows, 0);
+        let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
         if (F16) {
             acc += vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * x[2u * k]
                  + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * x[2u * k + 1u];

@@ -19,3 +19,13 @@ fn step_token(t: u32) -> u32 { return step.rows[t].x; }
 fn step_pos(t: u32) -> u32 { return step.rows[t].y; }
 fn step_slot(t: u32) -> u32 { return step.rows[t].z; }
 fn step_seq(t: u32) -> u32 { return step.rows[t].w; }
+
+// Where weight row o lives in a weight texture (WeightTex in src/gpu/forward.rs) whose rows hold
+// `texels` texels of data: texel k of the row is at (k * r.w + r.x, r.y) in layer r.z. Rows are
+// padded to a multiple of 8 texels and stored in groups of g = width / padded rows, interleaved
+// texel by texel, so the g rows that neighbouring invocations compute are contiguous in memory.
+fn weight_row(size: vec2<u32>, texels: u32, o: u32) -> vec4<u32> {
+    let g = size.x / ((texels + 7u) / 8u * 8u);
+    let group = o / g;
+    return vec4<u32>(o % g, group % size.y, group / size.y, g);
+}

@@ -962,10 +962,13 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
         model.forward(&[1], tinfer::cpu::Logits::Last)?; // a position to decode at
         for t in [1, rows] {
             if let Some(p) = model.profile(t, a.repeats.max(3))? {
-                let total: f64 = p.iter().map(|r| r.2).sum();
-                eprintln!("\nprofile of one step of {t} row(s): {total:.2} ms in all");
+                let total: f64 = p.kernels.iter().map(|r| r.2).sum();
+                eprintln!(
+                    "\nprofile of one step of {t} row(s): {total:.2} ms in kernels, {:.2} ms as one submit",
+                    p.step_ms
+                );
                 eprintln!("{:>9} {:>6} {:>10}  kernel", "ms", "%", "dispatches");
-                for (name, n, ms) in &p {
+                for (name, n, ms) in &p.kernels {
                     eprintln!("{ms:>9.3} {:>6.1} {n:>10}  {name}", ms / total * 100.0);
                 }
             }

@@ -7,7 +7,7 @@ use common::*;
 
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
-use tinfer::gpu::forward::{ActTex, WeightTex};
+use tinfer::gpu::forward::{ActTex, WeightTex, ROW_GROUP};
 use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, MAX_SPLITS};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
@@ -130,7 +130,9 @@ fn round_f16(w: &[f32]) -> Vec<f32> {
 
 /// matvec / matmat in every variant (f32 and f16 texels, with and without subgroups, bias,
 /// accumulate; matmat reading x through to_texture) against cpu::ops::matmul, at sizes whose rows are not a whole number of texel
-/// chunks, with more output rows than one texture layer holds, and tokens not a multiple of 8.
+/// chunks, with more output rows than one texture layer holds, and tokens not a multiple of 8;
+/// weight textures with row groups of 1 to 8 rows (fewer than 8 where a row is too wide for the
+/// texture) and layers of a few texture rows.
 #[test]
 fn matmul_matvec_and_matmat_match_cpu() {
     let Some(h) = harness(64) else { return };
@@ -141,27 +143,30 @@ fn matmul_matvec_and_matmat_match_cpu() {
             kinds.push(MatmulKind { f16, subgroups: true });
         }
     }
-    let layer_rows = h.gpu.limits.max_texture_dimension_2d as usize + 3;
+    let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
+    let layer_rows = max_dim * ROW_GROUP + 3; // past one layer of the default layout
     let mut rng = Rng::new(1);
     for kind in kinds {
         let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
-        for (i, &(d, n, t)) in [
-            (8, 1, 1),
-            (16, 3, 3),
-            (64, 17, 17),
-            (1760, 1757, 3),
-            (576, 130, 33),
-            (1536, 576, 1),
-            (8, layer_rows, 2),
+        // (d, n, T, rows a group, texture rows a layer)
+        for (i, &(d, n, t, group, height)) in [
+            (8, 1, 1, ROW_GROUP, max_dim),
+            (16, 3, 3, 1, max_dim),
+            (64, 17, 17, 3, 2),
+            (1760, 1757, 3, ROW_GROUP, 50),
+            (576, 130, 33, ROW_GROUP, max_dim),
+            (1536, 576, 1, 5, 7),
+            (8, layer_rows, 2, ROW_GROUP, max_dim),
+            (16320, 5, 2, ROW_GROUP, max_dim), // f32: 4080 texels a row, so groups of 4
         ]
         .iter()
         .enumerate()
         {
-            let what = format!("{kind:?} d={d} n={n} T={t}");
+            let what = format!("{kind:?} d={d} n={n} T={t} group={group} height={height}");
             let w = random(&mut rng, n * d, 3.0);
             let mut x = random(&mut rng, t * d, 5.0);
             let bias = random(&mut rng, n + 5, 1.0);
-            let tex = WeightTex::upload(&h.gpu, "w", &w, d, kind.f16).unwrap();
+            let tex = WeightTex::upload_as(&h.gpu, "w", &w, d, kind.f16, group, height).unwrap();
             let w_seen = if kind.f16 { round_f16(&w) } else { w.clone() };
             let (accumulate, with_bias) = (i % 2 == 0, i % 3 != 1);
             // GEMM: all rows, at column offset 5 of rows of stride n + 5, onto `init` when accumulating
@@ -587,12 +592,13 @@ fn embed_and_argmax_match_cpu() {
     let Some(h) = harness(64) else { return };
     let mut rng = Rng::new(4);
     // embedding gather from the weight texture, f32 and f16 (more rows than one texture layer)
-    let (rows_n, dim) = (h.gpu.limits.max_texture_dimension_2d as usize + 5, 24);
+    let (rows_n, dim) = (h.gpu.limits.max_texture_dimension_2d as usize * ROW_GROUP + 5, 24);
     let table = random(&mut rng, rows_n * dim, 1.0);
     let tokens = [3u32, 19, 7, rows_n as u32 - 1, 0];
-    for f16 in [false, true] {
+    let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
+    for (f16, group, height) in [(false, ROW_GROUP, max_dim), (true, ROW_GROUP, max_dim), (true, 3, 5000)] {
         let k = Kernels::new(&h.gpu, 64, 16, MatmulKind { f16, subgroups: false }).unwrap();
-        let tex = WeightTex::upload(&h.gpu, "embed", &table, dim, f16).unwrap();
+        let tex = WeightTex::upload_as(&h.gpu, "embed", &table, dim, f16, group, height).unwrap();
         let seen = if f16 { round_f16(&table) } else { table.clone() };
         let x = h.zeros(tokens.len() * dim);
         let step_rows: Vec<Row> = tokens
@@ -616,7 +622,11 @@ fn embed_and_argmax_match_cpu() {
         let got = h.read(&x, tokens.len() * dim);
         for (t, &tok) in tokens.iter().enumerate() {
             let want = &seen[tok as usize * dim..][..dim];
-            assert_eq!(&got[t * dim..(t + 1) * dim], want, "token {tok} (f16: {f16})");
+            assert_eq!(
+                &got[t * dim..(t + 1) * dim],
+                want,
+                "token {tok} (f16: {f16}, group {group})"
+            );
         }
     }
     // argmax with a tie: the first index wins, as on the CPU

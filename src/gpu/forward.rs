@@ -25,12 +25,17 @@ use crate::model::{Attention, Dtype, KvLayout, Options};
 use crate::weights::Weights;
 
 /// A weight matrix (rows, cols) on the device: a 2D-array texture of Rgba32Uint texels, each 16
-/// bytes along a row holding 8 f16 or 4 f32 values; row r at (r % tex_rows, layer r / tex_rows).
-/// Rows are padded with zeros to a multiple of TEXEL_CHUNK texels (matvec reads whole chunks).
-/// Textures, not storage buffers: on lavapipe a texel fetch loads 16 bytes for 8 invocations in
-/// one vector gather, where a storage load costs a scalar load per invocation and component
-/// (benches/RESULTS.md); on GPUs it goes through the texture cache. No storage binding limit
-/// applies, so a large LM head needs no splitting.
+/// bytes along a row holding 8 f16 or 4 f32 values, bound as a read-only storage texture.
+/// Rows are padded with zeros to a multiple of TEXEL_CHUNK texels (matvec reads whole chunks)
+/// and stored in groups of `group` rows interleaved texel by texel: texel k of row o is at
+/// x = k * group + o % group of texture row o / group, texture rows past the layer height going
+/// to further array layers (`weight_row` in shaders/prelude.wgsl). The `group` rows that
+/// neighbouring invocations compute are then read from contiguous memory.
+/// Why textures, not storage buffers: on lavapipe a texel load fetches 16 bytes for 8 invocations
+/// at once, where a storage load costs a scalar load per invocation and component, and a storage
+/// texture skips the mip-level arithmetic of a sampled one (benches/RESULTS.md); on GPUs it goes
+/// through the texture cache. No storage binding limit applies, so a large LM head needs no
+/// splitting.
 pub struct WeightTex {
     pub view: wgpu::TextureView,
     pub rows: usize,
@@ -38,58 +43,84 @@ pub struct WeightTex {
     pub f16: bool,
 }
 
+/// Rows interleaved per texture row (the subgroup width the matrix kernels are tuned for);
+/// fewer where a row is too wide for that many in one texture row.
+pub const ROW_GROUP: usize = 8;
+
 impl WeightTex {
     pub fn upload(gpu: &Gpu, name: &str, data: &[f32], cols: usize, f16: bool) -> Result<Self> {
+        let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+        Self::upload_as(gpu, name, data, cols, f16, ROW_GROUP, max_dim)
+    }
+
+    /// `upload` with at most `group` rows interleaved and at most `height` texture rows a layer
+    /// (the tests use small values to reach several groups and layers cheaply).
+    pub fn upload_as(
+        gpu: &Gpu,
+        name: &str,
+        data: &[f32],
+        cols: usize,
+        f16: bool,
+        group: usize,
+        height: usize,
+    ) -> Result<Self> {
+        assert!(group >= 1 && height >= 1 && cols > 0 && data.len() % cols == 0);
         let rows = data.len() / cols;
         let per = if f16 { 8 } else { 4 }; // values per texel
         if cols % per != 0 {
             bail!("{name}: {cols} columns are not a multiple of {per}, which the GPU matrix kernels read per texel; use --dtype f32 (multiples of 4) or --device cpu");
         }
-        let width = (cols / per).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK;
+        let texels = (cols / per).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK; // a row, padded
         let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-        if width > max_dim {
-            bail!("{name}: a row of {cols} values is {width} texels, over this device's texture width limit of {max_dim}; use --device cpu");
+        if texels > max_dim {
+            bail!("{name}: a row of {cols} values is {texels} texels, over this device's texture width limit of {max_dim}; use --device cpu");
         }
-        let tex_rows = rows.clamp(1, max_dim);
-        let layers = rows.div_ceil(tex_rows).max(1);
+        let group = group.min(max_dim / texels);
+        let groups = rows.div_ceil(group).max(1);
+        let height = groups.min(height).min(max_dim);
+        let layers = groups.div_ceil(height);
         let max_layers = gpu.limits.max_texture_array_layers as usize;
         if layers > max_layers {
-            bail!("{name}: {rows} rows need {layers} texture layers of {tex_rows}, over this device's limit of {max_layers}; use --device cpu");
+            bail!("{name}: {rows} rows need {layers} texture layers of {height} × {group} rows, over this device's limit of {max_layers}; use --device cpu");
         }
+        let width = texels * group;
         let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(name),
             size: wgpu::Extent3d {
                 width: width as u32,
-                height: tex_rows as u32,
+                height: height as u32,
                 depth_or_array_layers: layers as u32,
             },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
-        // unpack2x16float reads them); each row padded with zero words.
-        let row_words = width * 4;
-        let mut words = vec![0u32; rows * row_words];
-        for (r, row) in data.chunks_exact(cols).enumerate() {
-            let dst = &mut words[r * row_words..];
-            if f16 {
-                for (d, p) in dst.iter_mut().zip(row.chunks_exact(2)) {
-                    *d = u32::from(half::f16::from_f32(p[0]).to_bits())
-                        | (u32::from(half::f16::from_f32(p[1]).to_bits()) << 16);
-                }
-            } else {
-                for (d, v) in dst.iter_mut().zip(row) {
-                    *d = v.to_bits();
+        // unpack2x16float reads them); padding texels and rows are zero.
+        let mut words = vec![0u32; groups * width * 4];
+        for (o, row) in data.chunks_exact(cols).enumerate() {
+            let first = (o / group * width + o % group) * 4; // word 0 of texel 0
+            for k in 0..cols / per {
+                let dst = &mut words[first + k * group * 4..][..4];
+                let src = &row[k * per..(k + 1) * per];
+                if f16 {
+                    for (d, p) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                        *d = u32::from(half::f16::from_f32(p[0]).to_bits())
+                            | (u32::from(half::f16::from_f32(p[1]).to_bits()) << 16);
+                    }
+                } else {
+                    for (d, v) in dst.iter_mut().zip(src) {
+                        *d = v.to_bits();
+                    }
                 }
             }
         }
         for layer in 0..layers {
-            let r0 = layer * tex_rows;
-            let n = tex_rows.min(rows - r0);
+            let g0 = layer * height;
+            let n = height.min(groups - g0);
             gpu.queue.write_texture(
                 wgpu::TexelCopyTextureInfo {
                     texture: &texture,
@@ -101,10 +132,10 @@ impl WeightTex {
                     },
                     aspect: wgpu::TextureAspect::All,
                 },
-                bytemuck::cast_slice(&words[r0 * row_words..(r0 + n) * row_words]),
+                bytemuck::cast_slice(&words[g0 * width * 4..(g0 + n) * width * 4]),
                 wgpu::TexelCopyBufferLayout {
                     offset: 0,
-                    bytes_per_row: Some((row_words * 4) as u32),
+                    bytes_per_row: Some((width * 16) as u32),
                     rows_per_image: Some(n as u32),
                 },
                 wgpu::Extent3d {
@@ -151,7 +182,7 @@ impl ActTex {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
+            usage: wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         });
         let view = texture.create_view(&wgpu::TextureViewDescriptor {
@@ -246,6 +277,12 @@ pub fn run_timed(gpu: &Gpu, ops: &[&Op], dims: Dims, what: &str) -> Result<f64> 
         .map_err(|e| anyhow::anyhow!("{what} did not finish: {e}"))?;
     gpu.check(what)?;
     Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Where the time of one step goes (GpuModel::profile).
+pub struct Profile {
+    pub kernels: Vec<(String, usize, f64)>, // kernel, dispatches, ms (its dispatches in one submit)
+    pub step_ms: f64,                       // the whole step in one submit
 }
 
 /// The attention of one layer for the three kinds of step, with the buffers it reads and writes.
@@ -862,7 +899,7 @@ impl GpuModel {
     /// its current end (decode when t == 1, else prefill; LM head of the last row), recorded
     /// `reps` times in one pass and timed together. Returns (kernel, dispatches per step, ms per
     /// step), slowest first. The cache rows written are given back afterwards.
-    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Vec<(String, usize, f64)>> {
+    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Profile> {
         assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0);
         let pos0 = self.kv.len(0);
         if pos0 + t > self.cfg.seq_len {
@@ -910,11 +947,15 @@ impl GpuModel {
             run(1)?; // warm-up
             out.push((name.to_string(), ops.len(), run(reps)? / reps as f64));
         }
+        // The whole step in one submit, kernels interleaved as a real step runs them.
+        let repeated: Vec<&Op> = (0..reps).flat_map(|_| all.iter().copied()).collect();
+        run_timed(&self.gpu, &all, dims, "the profiled step")?; // warm-up
+        let step_ms = run_timed(&self.gpu, &repeated, dims, "the profiled step")? / reps as f64;
         self.gpu.check("the profile")?;
         self.kv.truncate(0, pos0);
         self.kv.tables_dirty = true;
         out.sort_by(|a, b| b.2.total_cmp(&a.2));
-        Ok(out)
+        Ok(Profile { kernels: out, step_ms })
     }
 
     /// Run `tokens` of sequence `seq` at its next positions (in steps of at most

@@ -77,7 +77,7 @@ enum Binding {
     Uniform,
     Read,
     Write,
-    Texture,    // texture_2d_array<u32>: weights (see WeightTex), activations for matmat
+    Texture,    // texture_storage_2d_array<rgba32uint, read>: weights (see WeightTex), activations for matmat
     StorageTex, // texture_storage_2d_array<rgba32uint, write>: activations for matmat
 }
 use Binding::*;
@@ -231,10 +231,10 @@ impl Kernel {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
-                    Texture => wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Uint,
+                    Texture => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::ReadOnly,
+                        format: wgpu::TextureFormat::Rgba32Uint,
                         view_dimension: wgpu::TextureViewDimension::D2Array,
-                        multisampled: false,
                     },
                     StorageTex => wgpu::BindingType::StorageTexture {
                         access: wgpu::StorageTextureAccess::WriteOnly,
