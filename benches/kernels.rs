@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         gpu.describe()
     );
     println!("{}", tinfer::kernel_bench::header());
-    tinfer::kernel_bench::bench_kernels(&gpu, &cfg, 64, 5, bandwidth, |r| {
+    tinfer::kernel_bench::bench_kernels(&gpu, &cfg, 64, 5, &[], bandwidth, |r| {
         println!("{}", tinfer::kernel_bench::row(r));
         assert!(
             r.max_abs_err < 1e-3,

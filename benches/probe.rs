@@ -120,18 +120,20 @@ fn main() -> anyhow::Result<()> {
         let tokens: usize = field("tokens").parse()?;
         let rows: usize = field("rows").parse()?;
         let (xk, wk) = (field("x"), field("w"));
-        let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: None,
-            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
-        });
-        let pipe = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipe = gpu.scoped(&format!("compiling {}", path.display()), || {
+            let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: None,
+                source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+            });
+            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })?;
         let x_res = match xk.as_str() {
             "storage" => x_storage.as_entire_binding(),
             "uniform" => x_uniform.as_entire_binding(),

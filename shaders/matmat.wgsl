@@ -2,12 +2,15 @@
 // texture, x shared through subgroup broadcasts:
 //   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
 // CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
-// Dispatch: (ceil(n / 64), ceil(T / 8), 1). Each invocation computes one output row for 8 tokens:
-// every weight texel (8 f16 or 4 f32) is fetched once and used 8 times. x comes as a texture
+// Dispatch: (ceil(n / 128), ceil(T / 8), 1). Each invocation computes two output rows for 8
+// tokens: invocation i takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a
+// subgroup read the texels of 8 neighbouring rows (contiguous in the weight texture). Every
+// weight texel (8 f16 or 4 f32) is fetched once and used 8 times. x comes as a texture
 // (to_texture.wgsl copies the rows): lane j of the subgroup fetches token t0 + j's x values of
-// the current texel and `subgroupBroadcast` hands them to the other lanes. On lavapipe x from a
-// storage buffer made this kernel 4x slower (benches/RESULTS.md). Needs subgroups of at least 8
-// lanes; matmat_plain.wgsl is the same without them.
+// the current texel and `subgroupBroadcast` hands them to the other lanes, each broadcast value
+// feeding both rows. On lavapipe x from a storage buffer made this kernel 4x slower, and two rows
+// an invocation instead of one 1.5x faster (benches/RESULTS.md). Needs subgroups of at least 8
+// lanes; matmat_plain.wgsl is the same product without them.
 // Bindings:
 //   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias, d = out row stride
@@ -65,42 +68,47 @@ fn store(t: u32, o: u32, v: f32) {
     out[i] = y;
 }
 
+// acc_a[i] += wa . x_i and acc_b[i] += wb . x_i for the 8 tokens, x_i = lane i's xv.
+fn mac8(acc_a: ptr<function, array<f32, 8>>, acc_b: ptr<function, array<f32, 8>>, wa: vec4<f32>, wb: vec4<f32>, xv: vec4<f32>) {
+    var s = subgroupBroadcast(xv, 0u); (*acc_a)[0] += dot(wa, s); (*acc_b)[0] += dot(wb, s);
+    s = subgroupBroadcast(xv, 1u); (*acc_a)[1] += dot(wa, s); (*acc_b)[1] += dot(wb, s);
+    s = subgroupBroadcast(xv, 2u); (*acc_a)[2] += dot(wa, s); (*acc_b)[2] += dot(wb, s);
+    s = subgroupBroadcast(xv, 3u); (*acc_a)[3] += dot(wa, s); (*acc_b)[3] += dot(wb, s);
+    s = subgroupBroadcast(xv, 4u); (*acc_a)[4] += dot(wa, s); (*acc_b)[4] += dot(wb, s);
+    s = subgroupBroadcast(xv, 5u); (*acc_a)[5] += dot(wa, s); (*acc_b)[5] += dot(wb, s);
+    s = subgroupBroadcast(xv, 6u); (*acc_a)[6] += dot(wa, s); (*acc_b)[6] += dot(wb, s);
+    s = subgroupBroadcast(xv, 7u); (*acc_a)[7] += dot(wa, s); (*acc_b)[7] += dot(wb, s);
+}
+
+fn lo(t: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)); }
+fn hi(t: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)); }
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let n = shape.b;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
-    let d4 = shape.a / 4u;
-    let texels = d4 / per4;
+    let texels = shape.a / 4u / per4;
+    let oa = (gid.x / 8u) * 16u + (gid.x & 7u);
+    let ob = oa + 8u;
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
-    let o = min(gid.x, n - 1u);
-    let r = weight_row(textureDimensions(w), texels, o); // texel k at (k * r.w + r.x, r.y), layer r.z
+    let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
+    let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
     let t0 = gid.y * 8u;
     let xr = min(t0 + (lane & 7u), step.n_tokens - 1u); // lane j's token (clamped)
-    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
-    var a4 = 0.0; var a5 = 0.0; var a6 = 0.0; var a7 = 0.0;
+    var acc_a: array<f32, 8>;
+    var acc_b: array<f32, 8>;
     for (var k = 0u; k < texels; k++) {
-        let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
-        var wa: vec4<f32>;
-        var wb = vec4<f32>(0.0);
-        var xa = xload(k * per4, xr);
-        var xb = vec4<f32>(0.0);
+        let ta = textureLoad(w, vec2<u32>(k * ra.w + ra.x, ra.y), ra.z);
+        let tb = textureLoad(w, vec2<u32>(k * rb.w + rb.x, rb.y), rb.z);
         if (F16) {
-            wa = vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y));
-            wb = vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w));
-            xb = xload(k * per4 + 1u, xr);
+            mac8(&acc_a, &acc_b, lo(ta), lo(tb), xload(2u * k, xr));
+            mac8(&acc_a, &acc_b, hi(ta), hi(tb), xload(2u * k + 1u, xr));
         } else {
-            wa = bitcast<vec4<f32>>(t);
+            mac8(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), xload(k, xr));
         }
-        a0 += dot(wa, subgroupBroadcast(xa, 0u)) + dot(wb, subgroupBroadcast(xb, 0u));
-        a1 += dot(wa, subgroupBroadcast(xa, 1u)) + dot(wb, subgroupBroadcast(xb, 1u));
-        a2 += dot(wa, subgroupBroadcast(xa, 2u)) + dot(wb, subgroupBroadcast(xb, 2u));
-        a3 += dot(wa, subgroupBroadcast(xa, 3u)) + dot(wb, subgroupBroadcast(xb, 3u));
-        a4 += dot(wa, subgroupBroadcast(xa, 4u)) + dot(wb, subgroupBroadcast(xb, 4u));
-        a5 += dot(wa, subgroupBroadcast(xa, 5u)) + dot(wb, subgroupBroadcast(xb, 5u));
-        a6 += dot(wa, subgroupBroadcast(xa, 6u)) + dot(wb, subgroupBroadcast(xb, 6u));
-        a7 += dot(wa, subgroupBroadcast(xa, 7u)) + dot(wb, subgroupBroadcast(xb, 7u));
     }
-    if (gid.x >= n) { return; }
-    store(t0, o, a0); store(t0 + 1u, o, a1); store(t0 + 2u, o, a2); store(t0 + 3u, o, a3);
-    store(t0 + 4u, o, a4); store(t0 + 5u, o, a5); store(t0 + 6u, o, a6); store(t0 + 7u, o, a7);
+    for (var i = 0u; i < 8u; i++) {
+        if (oa < n) { store(t0 + i, oa, acc_a[i]); }
+        if (ob < n) { store(t0 + i, ob, acc_b[i]); }
+    }
 }

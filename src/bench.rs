@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cpu::ops;
 use crate::gpu::forward::{run_timed, Dims, Op};
 use crate::gpu::kernels::{
-    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_ROWS, FLASH_TILE, MAX_SPLITS,
+    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_TILE, MAX_SPLITS,
 };
 use crate::gpu::Gpu;
 use crate::kv_cache::KvPages;
@@ -280,7 +280,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                                             &step,
                                             Shape::new(n_heads, n_kv_heads, max_blocks, 0),
                                             &[&q_buf, &k_cache, &v_cache, &tables, &o],
-                                            [t.div_ceil(FLASH_ROWS) as u32, n_heads as u32, 1],
+                                            [t.div_ceil(kern.flash_rows) as u32, n_heads as u32, 1],
                                         )],
                                         Phase::Decode => {
                                             let part = gpu.zeros("part", t * n_heads * MAX_SPLITS * (hd + 2))?;

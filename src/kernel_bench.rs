@@ -108,6 +108,7 @@ pub fn bench_kernels(
     cfg: &Config,
     tokens: usize,
     repeats: usize,
+    only: &[String], // keep the "variant matrix" names containing one of these (all when empty)
     bandwidth: f64,
     mut each: impl FnMut(&KernelRecord),
 ) -> Result<Vec<KernelRecord>> {
@@ -154,6 +155,9 @@ pub fn bench_kernels(
             if kind.subgroups { "subgroups" } else { "plain" }
         );
         for &(matrix, n, d) in &shapes {
+            if !only.is_empty() && !only.iter().any(|w| format!("{variant} {matrix}").contains(w.as_str())) {
+                continue;
+            }
             let w = random(&mut rng, n * d);
             let x = random(&mut rng, tokens * d);
             let seen: Vec<f32> = if kind.f16 {
@@ -180,7 +184,7 @@ pub fn bench_kernels(
                 Res::Buf(&spare[1]),
             ];
             let res: Vec<Res> = [Res::UniformX(&xb)].into_iter().chain(rest).collect();
-            let grid: Grid = Box::new(move |_| [n.div_ceil(32) as u32, 1, 1]);
+            let grid: Grid = Box::new(move |_| Kernels::matmul_grid(kind, false, n, 1));
             let op = Op::new(gpu, kern, &step1, &shape, &res, grid);
             let dims1 = Dims { t: 1, n_splits: 1 };
             let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
@@ -218,7 +222,7 @@ pub fn bench_kernels(
             );
             let kern = k.matmul(true, false, Store::Write);
             let res: Vec<Res> = [Res::Tex(&xt.view)].into_iter().chain(rest).collect();
-            let grid: Grid = Box::new(move |dm: Dims| [n.div_ceil(64) as u32, dm.t.div_ceil(8), 1]);
+            let grid: Grid = Box::new(move |dm: Dims| Kernels::matmul_grid(kind, true, n, dm.t as usize));
             let op = Op::new(gpu, kern, &step_t, &shape, &res, grid);
             let dims = Dims {
                 t: tokens as u32,

@@ -265,6 +265,9 @@ struct ModelBenchArgs {
     /// (dispatches and milliseconds per step, on stderr).
     #[arg(long, value_name = "ROWS")]
     profile: Option<usize>,
+    /// Tokens in the cache before the profiled steps (attention grows with the context).
+    #[arg(long, value_name = "POS", default_value_t = 1)]
+    profile_at: usize,
 }
 
 #[derive(Args)]
@@ -284,6 +287,10 @@ struct KernelBenchArgs {
     /// Print the records as JSON.
     #[arg(long)]
     json: bool,
+    /// Only the variants and matrices whose "variant matrix" name contains one of these words,
+    /// e.g. "f16 subgroups w_gate,lm_head".
+    #[arg(long, value_delimiter = ',', value_name = "WORDS")]
+    only: Vec<String>,
 }
 
 #[derive(Args)]
@@ -906,7 +913,7 @@ fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
         }
     };
     print(tinfer::kernel_bench::header());
-    let records = tinfer::kernel_bench::bench_kernels(&gpu, &cfg, a.tokens, a.repeats, bandwidth, |r| {
+    let records = tinfer::kernel_bench::bench_kernels(&gpu, &cfg, a.tokens, a.repeats, &a.only, bandwidth, |r| {
         print(tinfer::kernel_bench::row(r))
     })?;
     if a.json {
@@ -959,7 +966,14 @@ fn bench_model(a: ModelBenchArgs) -> Result<()> {
         if !(1..=256).contains(&rows) {
             bail!("--profile ROWS must be 1..=256 (one step)");
         }
-        model.forward(&[1], tinfer::cpu::Logits::Last)?; // a position to decode at
+        if a.profile_at < 1 || a.profile_at + rows > model.cfg.seq_len {
+            bail!(
+                "--profile-at {} with {rows} rows does not fit the context of {}",
+                a.profile_at,
+                model.cfg.seq_len
+            );
+        }
+        model.forward(&vec![1; a.profile_at], tinfer::cpu::Logits::Last)?; // the context of the profiled steps
         for t in [1, rows] {
             if let Some(p) = model.profile(t, a.repeats.max(3))? {
                 let total: f64 = p.kernels.iter().map(|r| r.2).sum();

@@ -15,8 +15,8 @@ use anyhow::{bail, Result};
 
 use super::context::{Gpu, GpuRequest};
 use super::kernels::{
-    split_plan, step_bytes, step_size, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_ROWS, FLASH_TILE,
-    MAX_SPLITS, MAX_STEP_TOKENS, UNIFORM_X_BYTES,
+    split_plan, step_bytes, step_size, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_TILE, MAX_SPLITS,
+    MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
 use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
@@ -356,6 +356,7 @@ pub fn attention_ops(
         Op::new(gpu, kern, step, &shape(sh), &res, grid)
     };
     let nh = s.n_heads as u32;
+    let flash_rows = k.flash_rows as u32;
     let naive = || {
         op(
             &k.attention_naive,
@@ -374,7 +375,7 @@ pub fn attention_ops(
                 &k.attention_flash,
                 Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
                 &[b.q, b.k_cache, b.v_cache, b.tables, b.out],
-                Box::new(move |d: Dims| [d.t.div_ceil(FLASH_ROWS as u32), nh, 1]),
+                Box::new(move |d: Dims| [d.t.div_ceil(flash_rows), nh, 1]),
             )],
             rows: vec![
                 op(
@@ -591,11 +592,7 @@ impl GpuModel {
                 _ => shape(Shape::new(w.cols, w.rows, 0, w.rows)),
             };
             let rows = w.rows;
-            let grid: Grid = if gemm {
-                Box::new(move |d: Dims| [div_up(rows, 64), div_up(d.t as usize, 8), 1])
-            } else {
-                Box::new(move |_| [div_up(rows, 32), 1, 1])
-            };
+            let grid: Grid = Box::new(move |d: Dims| Kernels::matmul_grid(kind, gemm, rows, d.t as usize));
             let x = if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) };
             let bias = Res::Buf(bias.unwrap_or(&dummy));
             let res = [

@@ -13,7 +13,6 @@ pub const MAX_HEAD_DIM: usize = 256;
 /// Keys per tile of the flash prefill kernel; a page must be a multiple of it.
 pub const FLASH_TILE: usize = 16;
 /// Query rows per workgroup of the flash prefill kernel.
-pub const FLASH_ROWS: usize = 64;
 /// Most split-K partitions of the decode attention.
 pub const MAX_SPLITS: usize = 32;
 /// Keys per round of the decode kernel's 64 invocations (split lengths are multiples of it).
@@ -339,6 +338,7 @@ pub struct Kernels {
     pub rope_kv: Kernel,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
+    pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, or 128 with subgroups
     pub attention_decode: Kernel,
     pub attention_reduce: Kernel,
     pub swiglu: Kernel,
@@ -402,6 +402,7 @@ impl Kernels {
                 },
                 &[hd, pg],
             )?,
+            flash_rows: if kind.subgroups { 128 } else { 64 },
             // 8 invocations per workgroup on a CPU adapter (one SIMD group of lavapipe: 5x faster
             // there, `bench model --profile`), 64 on GPUs
             attention_decode: Self::decode_attention(gpu, head_dim, page, if gpu.is_cpu_adapter() { 8 } else { 64 })?,
@@ -419,6 +420,17 @@ impl Kernels {
         assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
         let c = [("HEAD_DIM", head_dim as f64), ("PAGE", page as f64), ("WG", wg as f64)];
         Kernel::new(gpu, "attention_decode.wgsl", &c)
+    }
+
+    /// The workgroups of a matrix kernel over `n` output rows and `t` tokens: matvec takes 32
+    /// rows a workgroup; matmat 8 tokens an invocation and 128 rows a workgroup (two rows an
+    /// invocation), matmat_plain 64 rows.
+    pub fn matmul_grid(kind: MatmulKind, gemm: bool, n: usize, t: usize) -> [u32; 3] {
+        match (gemm, kind.subgroups) {
+            (false, _) => [n.div_ceil(32) as u32, 1, 1],
+            (true, true) => [n.div_ceil(128) as u32, t.div_ceil(8) as u32, 1],
+            (true, false) => [n.div_ceil(64) as u32, t.div_ceil(8) as u32, 1],
+        }
     }
 
     /// The matrix kernel: GEMM over all rows (`gemm`) or GEMV of row 0, with a bias, storing as
