@@ -3,14 +3,14 @@
 // lane j of each subgroup loads the vec4s j, j + 8, ... of the key (then value) row and
 // `subgroupBroadcast` hands them to the other lanes, so a row costs one load per subgroup instead
 // of one per invocation (on lavapipe a storage load costs a scalar load per lane and component).
-// Each invocation also takes two query rows (lid and lid + 64), so every loaded key and value
-// feeds 16 rows of a subgroup: the loads dominate on lavapipe, and this halves them per row.
-// Otherwise the same FlashAttention-2 walk: BR = 128 query rows of one head per workgroup,
+// Each invocation also takes QR = 4 query rows (lid, lid + 64, ...), so every loaded key and
+// value feeds 32 rows of a subgroup: the loads dominate on lavapipe (benches/RESULTS.md).
+// Otherwise the same FlashAttention-2 walk: BR = 256 query rows of one head per workgroup,
 // keys in tiles of 16 with one block-table lookup each, running max m, sum l and accumulator acc
 // in f32 per row, rescaled once per tile; causal bound; 1/√d folded into q; query head h reads
 // KV head h / kv_mul. Needs subgroups of at least 8 lanes.
 // CPU twin: cpu::ops::attention (contiguous K/V, f64); plain twin: attention_flash.wgsl.
-// Dispatch: (ceil(T / 128), n_heads, 1); 64 invocations, two query rows each.
+// Dispatch: (ceil(T / 256), n_heads, 1); 64 invocations, QR query rows each.
 // Bindings:
 //   0 step    storage Step         n_tokens T, rows[0].pos (pos0) and .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length
@@ -23,7 +23,8 @@
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
-const BR: u32 = 128u;    // query rows per workgroup: rows lid and lid + 64 of invocation lid
+const QR: u32 = 4u;      // query rows per invocation: lid, lid + 64, lid + 128, lid + 192
+const BR: u32 = 64u * QR; // query rows per workgroup
 const TILE: u32 = 16u;   // keys per tile
 const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 
@@ -35,31 +36,29 @@ const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
-// For the 8 vec4s (or the g < 8 left) of a row chunk whose vec4 j lane j holds: acc_a += pa * row
-// and acc_b += pb * row. Unrolled, since subgroupBroadcast takes a constant lane.
-fn fma_chunk(acc_a: ptr<function, array<vec4<f32>, MAX_V4>>, acc_b: ptr<function, array<vec4<f32>, MAX_V4>>,
-             i0: u32, g: u32, mine: vec4<f32>, pa: f32, pb: f32) {
-    { let r = subgroupBroadcast(mine, 0u); (*acc_a)[i0 + 0u] += pa * r; (*acc_b)[i0 + 0u] += pb * r; }
-    if (g > 1u) { let r = subgroupBroadcast(mine, 1u); (*acc_a)[i0 + 1u] += pa * r; (*acc_b)[i0 + 1u] += pb * r; }
-    if (g > 2u) { let r = subgroupBroadcast(mine, 2u); (*acc_a)[i0 + 2u] += pa * r; (*acc_b)[i0 + 2u] += pb * r; }
-    if (g > 3u) { let r = subgroupBroadcast(mine, 3u); (*acc_a)[i0 + 3u] += pa * r; (*acc_b)[i0 + 3u] += pb * r; }
-    if (g > 4u) { let r = subgroupBroadcast(mine, 4u); (*acc_a)[i0 + 4u] += pa * r; (*acc_b)[i0 + 4u] += pb * r; }
-    if (g > 5u) { let r = subgroupBroadcast(mine, 5u); (*acc_a)[i0 + 5u] += pa * r; (*acc_b)[i0 + 5u] += pb * r; }
-    if (g > 6u) { let r = subgroupBroadcast(mine, 6u); (*acc_a)[i0 + 6u] += pa * r; (*acc_b)[i0 + 6u] += pb * r; }
-    if (g > 7u) { let r = subgroupBroadcast(mine, 7u); (*acc_a)[i0 + 7u] += pa * r; (*acc_b)[i0 + 7u] += pb * r; }
+// acc[r] += p[r] * row for the 8 vec4s (or the g < 8 left) of a row chunk whose vec4 j lane j
+// holds. Unrolled, since subgroupBroadcast takes a constant lane.
+fn fma_chunk(acc: ptr<function, array<array<vec4<f32>, MAX_V4>, QR>>, i0: u32, g: u32, mine: vec4<f32>, p: array<f32, QR>) {
+    { let v = subgroupBroadcast(mine, 0u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 0u] += p[r] * v; } }
+    if (g > 1u) { let v = subgroupBroadcast(mine, 1u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 1u] += p[r] * v; } }
+    if (g > 2u) { let v = subgroupBroadcast(mine, 2u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 2u] += p[r] * v; } }
+    if (g > 3u) { let v = subgroupBroadcast(mine, 3u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 3u] += p[r] * v; } }
+    if (g > 4u) { let v = subgroupBroadcast(mine, 4u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 4u] += p[r] * v; } }
+    if (g > 5u) { let v = subgroupBroadcast(mine, 5u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 5u] += p[r] * v; } }
+    if (g > 6u) { let v = subgroupBroadcast(mine, 6u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 6u] += p[r] * v; } }
+    if (g > 7u) { let v = subgroupBroadcast(mine, 7u); for (var r = 0u; r < QR; r++) { (*acc)[r][i0 + 7u] += p[r] * v; } }
 }
 
-// The same chunk against two query rows: da += qa * row and db += qb * row (per vec4 component).
-fn dot_chunk(qa: ptr<function, array<vec4<f32>, MAX_V4>>, qb: ptr<function, array<vec4<f32>, MAX_V4>>,
-             i0: u32, g: u32, mine: vec4<f32>, da: ptr<function, vec4<f32>>, db: ptr<function, vec4<f32>>) {
-    { let r = subgroupBroadcast(mine, 0u); *da += (*qa)[i0 + 0u] * r; *db += (*qb)[i0 + 0u] * r; }
-    if (g > 1u) { let r = subgroupBroadcast(mine, 1u); *da += (*qa)[i0 + 1u] * r; *db += (*qb)[i0 + 1u] * r; }
-    if (g > 2u) { let r = subgroupBroadcast(mine, 2u); *da += (*qa)[i0 + 2u] * r; *db += (*qb)[i0 + 2u] * r; }
-    if (g > 3u) { let r = subgroupBroadcast(mine, 3u); *da += (*qa)[i0 + 3u] * r; *db += (*qb)[i0 + 3u] * r; }
-    if (g > 4u) { let r = subgroupBroadcast(mine, 4u); *da += (*qa)[i0 + 4u] * r; *db += (*qb)[i0 + 4u] * r; }
-    if (g > 5u) { let r = subgroupBroadcast(mine, 5u); *da += (*qa)[i0 + 5u] * r; *db += (*qb)[i0 + 5u] * r; }
-    if (g > 6u) { let r = subgroupBroadcast(mine, 6u); *da += (*qa)[i0 + 6u] * r; *db += (*qb)[i0 + 6u] * r; }
-    if (g > 7u) { let r = subgroupBroadcast(mine, 7u); *da += (*qa)[i0 + 7u] * r; *db += (*qb)[i0 + 7u] * r; }
+// d[r] += q[r] * row (per vec4 component) for the same chunk.
+fn dot_chunk(q: ptr<function, array<array<vec4<f32>, MAX_V4>, QR>>, i0: u32, g: u32, mine: vec4<f32>, d: ptr<function, array<vec4<f32>, QR>>) {
+    { let v = subgroupBroadcast(mine, 0u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 0u] * v; } }
+    if (g > 1u) { let v = subgroupBroadcast(mine, 1u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 1u] * v; } }
+    if (g > 2u) { let v = subgroupBroadcast(mine, 2u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 2u] * v; } }
+    if (g > 3u) { let v = subgroupBroadcast(mine, 3u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 3u] * v; } }
+    if (g > 4u) { let v = subgroupBroadcast(mine, 4u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 4u] * v; } }
+    if (g > 5u) { let v = subgroupBroadcast(mine, 5u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 5u] * v; } }
+    if (g > 6u) { let v = subgroupBroadcast(mine, 6u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 6u] * v; } }
+    if (g > 7u) { let v = subgroupBroadcast(mine, 7u); for (var r = 0u; r < QR; r++) { (*d)[r] += (*q)[r][i0 + 7u] * v; } }
 }
 
 @compute @workgroup_size(64)
@@ -72,76 +71,61 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kv_col4 = (h / (n_heads / shape.b)) * d4; // GQA: this head's K/V columns
     let t_n = step.n_tokens;
     let t0 = wid.x * BR;
-    // rows past T compute a copy of the last row, unwritten
-    let ta = min(t0 + lid, t_n - 1u);
-    let tb = min(t0 + 64u + lid, t_n - 1u);
     let pos0 = step_pos(0u);
-    let pos_a = pos0 + ta;
-    let pos_b = pos0 + tb;
     let last_pos = pos0 + min(t0 + BR, t_n) - 1u; // uniform: the causal bound of the group
     let table = step_seq(0u) * shape.c;
     let scale = inverseSqrt(f32(HEAD_DIM));
 
-    var qa: array<vec4<f32>, MAX_V4>;
-    var qb: array<vec4<f32>, MAX_V4>;
-    for (var i = 0u; i < d4; i++) {
-        qa[i] = q[(ta * n_heads + h) * d4 + i] * scale;
-        qb[i] = q[(tb * n_heads + h) * d4 + i] * scale;
+    var t: array<u32, QR>;     // the rows; rows past T compute a copy of the last row, unwritten
+    var qv: array<array<vec4<f32>, MAX_V4>, QR>;
+    var m: array<f32, QR>;     // running max
+    var l: array<f32, QR>;     // running sum of exp(score - m)
+    var acc: array<array<vec4<f32>, MAX_V4>, QR>;
+    var sc: array<array<f32, TILE>, QR>;
+    for (var r = 0u; r < QR; r++) {
+        t[r] = min(t0 + 64u * r + lid, t_n - 1u);
+        for (var i = 0u; i < d4; i++) { qv[r][i] = q[(t[r] * n_heads + h) * d4 + i] * scale; }
+        m[r] = -3.0e38;
     }
-    var ma = -3.0e38; // running max
-    var mb = -3.0e38;
-    var la = 0.0;     // running sum of exp(score - m)
-    var lb = 0.0;
-    var acc_a: array<vec4<f32>, MAX_V4>;
-    var acc_b: array<vec4<f32>, MAX_V4>;
-    var sc_a: array<f32, TILE>;
-    var sc_b: array<f32, TILE>;
     for (var s0 = 0u; s0 <= last_pos; s0 += TILE) {
         let row0 = tables[table + s0 / PAGE] * PAGE + s0 % PAGE; // one lookup per tile
         let n = min(TILE, last_pos + 1u - s0); // keys of the tile that exist
-        var ma_new = ma;
-        var mb_new = mb;
+        var m_new = m;
         for (var c = 0u; c < n; c++) {
             let kr = (row0 + c) * kv_dim4 + kv_col4;
-            var da = vec4<f32>(0.0);
-            var db = vec4<f32>(0.0);
+            var d: array<vec4<f32>, QR>;
             for (var i0 = 0u; i0 < d4; i0 += 8u) {
                 let mine = select(vec4<f32>(0.0), k_cache[kr + min(i0 + (lane & 7u), d4 - 1u)], i0 + (lane & 7u) < d4);
-                dot_chunk(&qa, &qb, i0, d4 - i0, mine, &da, &db);
+                dot_chunk(&qv, i0, d4 - i0, mine, &d);
             }
-            let sa = select(-3.0e38, da.x + da.y + da.z + da.w, s0 + c <= pos_a);
-            let sb = select(-3.0e38, db.x + db.y + db.z + db.w, s0 + c <= pos_b);
-            sc_a[c] = sa;
-            sc_b[c] = sb;
-            ma_new = max(ma_new, sa);
-            mb_new = max(mb_new, sb);
+            for (var r = 0u; r < QR; r++) {
+                let s = select(-3.0e38, d[r].x + d[r].y + d[r].z + d[r].w, s0 + c <= pos0 + t[r]);
+                sc[r][c] = s;
+                m_new[r] = max(m_new[r], s);
+            }
         }
-        let ca = exp(ma - ma_new);
-        let cb = exp(mb - mb_new);
-        la *= ca;
-        lb *= cb;
-        for (var i = 0u; i < d4; i++) {
-            acc_a[i] *= ca;
-            acc_b[i] *= cb;
+        for (var r = 0u; r < QR; r++) {
+            let correction = exp(m[r] - m_new[r]);
+            l[r] *= correction;
+            for (var i = 0u; i < d4; i++) { acc[r][i] *= correction; }
         }
         for (var c = 0u; c < n; c++) {
-            let pa = exp(sc_a[c] - ma_new); // 0 for masked keys
-            let pb = exp(sc_b[c] - mb_new);
-            la += pa;
-            lb += pb;
+            var p: array<f32, QR>;
+            for (var r = 0u; r < QR; r++) {
+                p[r] = exp(sc[r][c] - m_new[r]); // 0 for masked keys
+                l[r] += p[r];
+            }
             let vr = (row0 + c) * kv_dim4 + kv_col4;
             for (var i0 = 0u; i0 < d4; i0 += 8u) {
                 let mine = select(vec4<f32>(0.0), v_cache[vr + min(i0 + (lane & 7u), d4 - 1u)], i0 + (lane & 7u) < d4);
-                fma_chunk(&acc_a, &acc_b, i0, d4 - i0, mine, pa, pb);
+                fma_chunk(&acc, i0, d4 - i0, mine, p);
             }
         }
-        ma = ma_new;
-        mb = mb_new;
+        m = m_new;
     }
-    if (t0 + lid < t_n) {
-        for (var i = 0u; i < d4; i++) { out[(ta * n_heads + h) * d4 + i] = acc_a[i] / la; }
-    }
-    if (t0 + 64u + lid < t_n) {
-        for (var i = 0u; i < d4; i++) { out[(tb * n_heads + h) * d4 + i] = acc_b[i] / lb; }
+    for (var r = 0u; r < QR; r++) {
+        if (t0 + 64u * r + lid < t_n) {
+            for (var i = 0u; i < d4; i++) { out[(t[r] * n_heads + h) * d4 + i] = acc[r][i] / l[r]; }
+        }
     }
 }

@@ -458,9 +458,9 @@ fn attention_variants_match_cpu() {
             let h = if hd == 64 { &h64 } else { &h128 };
             let mut rng = Rng::new(case as u64);
             let kv_dim = n_kv_heads * hd;
-            // prefill rows: the last t positions (past 128 once: both rows of an invocation of the
-            // subgroup flash kernel, and a second workgroup)
-            let t = len.min(if len == 257 && hd == 64 { 150 } else { 37 });
+            // prefill rows: the last t positions (once all 257: every query row of an invocation of
+            // the subgroup flash kernel, and a second workgroup)
+            let t = len.min(if len == 257 && hd == 64 { 257 } else { 37 });
             let pos0 = len - t;
             let q = random(&mut rng, t * n_heads * hd, 8.0);
             let k = random(&mut rng, len * kv_dim, 8.0);
@@ -554,7 +554,7 @@ fn attention_variants_match_cpu() {
                 // of 64 (GPUs) and of 8 (CPU adapters)
                 let dec8 = Kernels::decode_attention(&h.gpu, hd, kv.page, 8).unwrap();
                 let dec64 = Kernels::decode_attention(&h.gpu, hd, kv.page, 64).unwrap();
-                // (the 150-row case is there for the flash kernels; decode steps have few rows)
+                // (the 257-row case is there for the flash kernels; decode steps have few rows)
                 let decodes = if t > 64 {
                     vec![]
                 } else {

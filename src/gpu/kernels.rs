@@ -402,7 +402,7 @@ impl Kernels {
                 },
                 &[hd, pg],
             )?,
-            flash_rows: if kind.subgroups { 128 } else { 64 },
+            flash_rows: if kind.subgroups { 256 } else { 64 },
             // 8 invocations per workgroup on a CPU adapter (one SIMD group of lavapipe: 5x faster
             // there, `bench model --profile`), 64 on GPUs
             attention_decode: Self::decode_attention(gpu, head_dim, page, if gpu.is_cpu_adapter() { 8 } else { 64 })?,
