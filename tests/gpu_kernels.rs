@@ -8,7 +8,9 @@ use common::*;
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
 use tinfer::gpu::forward::{ActTex, WeightTex, ROW_GROUP};
-use tinfer::gpu::kernels::{split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, MAX_SPLITS};
+use tinfer::gpu::kernels::{
+    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_SG_ROWS, MAX_SPLITS,
+};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
@@ -528,20 +530,15 @@ fn attention_variants_match_cpu() {
                 );
                 // flash prefill with K/V rows shared through subgroup broadcasts
                 if h.gpu.has_subgroups(8) {
-                    let sg = MatmulKind {
-                        f16: false,
-                        subgroups: true,
-                    };
-                    let kern_sg = Kernels::new(&h.gpu, hd, kv.page, sg).unwrap();
-                    assert!(kern_sg.attention_flash.name.starts_with("attention_flash_sg.wgsl"));
+                    let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page).unwrap();
                     let out = h.zeros(want.len());
                     h.run_rows(
-                        &kern_sg.attention_flash,
+                        &flash_sg,
                         &rows,
                         (1, 0),
                         shape,
                         &[&q_buf, &kb, &vb, &tb, &out],
-                        [t.div_ceil(kern_sg.flash_rows) as u32, n_heads as u32, 1],
+                        [t.div_ceil(FLASH_SG_ROWS) as u32, n_heads as u32, 1],
                     );
                     assert_close(
                         &what("flash prefill (subgroups)"),

@@ -10,6 +10,8 @@ use super::context::Gpu;
 pub const MAX_STEP_TOKENS: usize = 256;
 /// Largest head_dim the attention kernels take.
 pub const MAX_HEAD_DIM: usize = 256;
+/// Query rows a workgroup of attention_flash_sg.wgsl takes (four an invocation).
+pub const FLASH_SG_ROWS: usize = 256;
 /// Keys per tile of the flash prefill kernel; a page must be a multiple of it.
 pub const FLASH_TILE: usize = 16;
 /// Query rows per workgroup of the flash prefill kernel.
@@ -366,6 +368,7 @@ impl Kernels {
             );
         }
         let f16 = ("F16", kind.f16 as u8 as f64);
+        let flash_sg = kind.subgroups && gpu.is_cpu_adapter();
         let mut matmuls = vec![];
         for gemm in [false, true] {
             let file = match (gemm, kind.subgroups) {
@@ -393,16 +396,14 @@ impl Kernels {
             matmuls,
             rope_kv: Kernel::new(gpu, "rope_kv.wgsl", &[])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
-            attention_flash: Kernel::new(
-                gpu,
-                if kind.subgroups {
-                    "attention_flash_sg.wgsl"
-                } else {
-                    "attention_flash.wgsl"
-                },
-                &[hd, pg],
-            )?,
-            flash_rows: if kind.subgroups { 256 } else { 64 },
+            // The subgroup flash kernel on CPU adapters (K/V loads dominate there; its four query
+            // rows an invocation keep large arrays a GPU would spill), the plain one on GPUs.
+            attention_flash: if flash_sg {
+                Self::flash_sg(gpu, head_dim, page)?
+            } else {
+                Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg])?
+            },
+            flash_rows: if flash_sg { FLASH_SG_ROWS } else { 64 },
             // 8 invocations per workgroup on a CPU adapter (one SIMD group of lavapipe: 5x faster
             // there, `bench model --profile`), 64 on GPUs
             attention_decode: Self::decode_attention(gpu, head_dim, page, if gpu.is_cpu_adapter() { 8 } else { 64 })?,
@@ -414,6 +415,13 @@ impl Kernels {
 }
 
 impl Kernels {
+    /// attention_flash_sg.wgsl, FLASH_SG_ROWS query rows a workgroup (tests run it on any
+    /// adapter with subgroups).
+    pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize) -> Result<Kernel> {
+        let c = [("HEAD_DIM", head_dim as f64), ("PAGE", page as f64)];
+        Kernel::new(gpu, "attention_flash_sg.wgsl", &c)
+    }
+
     /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
     /// tests run both sizes on any adapter.
     pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32) -> Result<Kernel> {
