@@ -2,12 +2,14 @@
 // position, which the final norm writes to row 0), weights in a texture:
 //   out[c + o] (+)= W[o, :] . x[0, :] + bias[c + o]
 // CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16).
-// Dispatch: (ceil(n / 64), 1, 1). One invocation per output row. The row's weights are texels of
-// 16 bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation reads the
-// same values) read in chunks of 8 texels: lane j of the subgroup loads the x values of texel j
-// and `subgroupBroadcast` hands them to the other lanes. On lavapipe a storage load costs a scalar
-// load per lane and component; uniform loads are vector gathers and the broadcasts cut them 8-fold
-// (benches/RESULTS.md: 4.1 ms against 36.7 ms for the same product with x in storage).
+// Dispatch: (ceil(n / 64), 1, 1): 32 invocations a workgroup, two output rows each: invocation i
+// takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a subgroup read the texels
+// of 8 neighbouring rows (contiguous in the weight texture). The row's weights are texels of 16
+// bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation reads the same
+// values) read in chunks of 8 texels: lane j of the subgroup loads the x values of texel j and
+// `subgroupBroadcast` hands them to the other lanes, each broadcast feeding both rows. On
+// lavapipe a storage load costs a scalar load per lane and component; uniform loads are vector
+// gathers and the broadcasts cut them 8-fold (benches/RESULTS.md: probes gemv_b, gemv_f, gemv_o).
 // Needs subgroups of at least 8 lanes; matvec_plain.wgsl is the same product without them.
 // Bindings:
 //   0 step   storage Step          (unused)
@@ -78,11 +80,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let n = shape.b;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / (4u * per4);    // texels of data; the row is padded to a multiple of 8
+    let oa = (gid.x / 8u) * 16u + (gid.x & 7u);
+    let ob = oa + 8u;
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
-    let o = min(gid.x, n - 1u);
-    let r = weight_row(textureDimensions(w), texels, o); // texel k at (k * r.w + r.x, r.y), layer r.z
+    let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
+    let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
     let j = lane & 7u;
-    var acc = vec4<f32>(0.0);
+    var acc_a = vec4<f32>(0.0);
+    var acc_b = vec4<f32>(0.0);
     for (var k = 0u; k < texels; k += 8u) {
         // lane j holds the x values of texel k + j (zero in the padding)
         var xa = vec4<f32>(0.0);
@@ -92,15 +97,31 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             if (F16) { xb = x[(k + j) * per4 + 1u]; }
         }
         // Eight texels, unrolled: subgroupBroadcast takes a constant lane.
-        acc += texel_dot(textureLoad(w, vec2<u32>((k) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 0u), subgroupBroadcast(xb, 0u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 1u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 1u), subgroupBroadcast(xb, 1u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 2u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 2u), subgroupBroadcast(xb, 2u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 3u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 3u), subgroupBroadcast(xb, 3u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 4u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 4u), subgroupBroadcast(xb, 4u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 5u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 5u), subgroupBroadcast(xb, 5u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 6u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 6u), subgroupBroadcast(xb, 6u));
-        acc += texel_dot(textureLoad(w, vec2<u32>((k + 7u) * r.w + r.x, r.y), r.z), subgroupBroadcast(xa, 7u), subgroupBroadcast(xb, 7u));
+        { let sa = subgroupBroadcast(xa, 0u); let sb = subgroupBroadcast(xb, 0u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>(k * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>(k * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 1u); let sb = subgroupBroadcast(xb, 1u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 1u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 1u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 2u); let sb = subgroupBroadcast(xb, 2u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 2u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 2u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 3u); let sb = subgroupBroadcast(xb, 3u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 3u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 3u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 4u); let sb = subgroupBroadcast(xb, 4u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 4u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 4u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 5u); let sb = subgroupBroadcast(xb, 5u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 5u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 5u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 6u); let sb = subgroupBroadcast(xb, 6u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 6u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 6u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
+        { let sa = subgroupBroadcast(xa, 7u); let sb = subgroupBroadcast(xb, 7u);
+          acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 7u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
+          acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 7u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
     }
-    if (gid.x >= n) { return; }
-    put(0u, o, acc.x + acc.y + acc.z + acc.w);
+    if (oa < n) { put(0u, oa, acc_a.x + acc_a.y + acc_a.z + acc_a.w); }
+    if (ob < n) { put(0u, ob, acc_b.x + acc_b.y + acc_b.z + acc_b.w); }
 }
