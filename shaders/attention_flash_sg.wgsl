@@ -3,8 +3,10 @@
 // lane j of each subgroup loads the vec4s j, j + 8, ... of the key (then value) row and
 // `subgroupBroadcast` hands them to the other lanes, so a row costs one load per subgroup instead
 // of one per invocation (on lavapipe a storage load costs a scalar load per lane and component).
-// Each invocation also takes QR = 4 query rows (lid, lid + 64, ...), so every loaded key and
-// value feeds 32 rows of a subgroup: the loads dominate on lavapipe (benches/RESULTS.md).
+// Each invocation also takes QR = 4 consecutive query rows (4 lid ... 4 lid + 3), so every loaded
+// key and value feeds 32 rows of a subgroup: the loads dominate on lavapipe (benches/RESULTS.md).
+// The causal bound is the subgroup's (subgroupMax of its last rows), so a subgroup of early rows
+// stops early: lavapipe runs each subgroup on its own.
 // Otherwise the same FlashAttention-2 walk: BR = 256 query rows of one head per workgroup,
 // keys in tiles of 16 with one block-table lookup each, running max m, sum l and accumulator acc
 // in f32 per row, rescaled once per tile; causal bound; 1/√d folded into q; query head h reads
@@ -23,7 +25,7 @@
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
-const QR: u32 = 4u;      // query rows per invocation: lid, lid + 64, lid + 128, lid + 192
+const QR: u32 = 4u;      // query rows per invocation: 4 lid, 4 lid + 1, 4 lid + 2, 4 lid + 3
 const BR: u32 = 64u * QR; // query rows per workgroup
 const TILE: u32 = 16u;   // keys per tile
 const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
@@ -72,7 +74,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let t_n = step.n_tokens;
     let t0 = wid.x * BR;
     let pos0 = step_pos(0u);
-    let last_pos = pos0 + min(t0 + BR, t_n) - 1u; // uniform: the causal bound of the group
+    // the causal bound of the subgroup: the position of its last row (uniform in the subgroup)
+    let last_pos = pos0 + subgroupMax(min(t0 + QR * lid + QR - 1u, t_n - 1u));
     let table = step_seq(0u) * shape.c;
     let scale = inverseSqrt(f32(HEAD_DIM));
 
@@ -83,7 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc: array<array<vec4<f32>, MAX_V4>, QR>;
     var sc: array<array<f32, TILE>, QR>;
     for (var r = 0u; r < QR; r++) {
-        t[r] = min(t0 + 64u * r + lid, t_n - 1u);
+        t[r] = min(t0 + QR * lid + r, t_n - 1u);
         for (var i = 0u; i < d4; i++) { qv[r][i] = q[(t[r] * n_heads + h) * d4 + i] * scale; }
         m[r] = -3.0e38;
     }
@@ -124,7 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m = m_new;
     }
     for (var r = 0u; r < QR; r++) {
-        if (t0 + 64u * r + lid < t_n) {
+        if (t0 + QR * lid + r < t_n) {
             for (var i = 0u; i < d4; i++) { out[(t[r] * n_heads + h) * d4 + i] = acc[r][i] / l[r]; }
         }
     }
