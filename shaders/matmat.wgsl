@@ -2,9 +2,12 @@
 // texture, x shared through subgroup broadcasts:
 //   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
 // CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
-// Dispatch: (ceil(n / 128), ceil(T / 8), 1). Each invocation computes two output rows for 8
+// With SWIGLU (W = W_gate;W_up, c rows each): out[t, j] = silu(W_gate[j] . x[t]) * (W_up[j] . x[t]),
+// the SwiGLU of the feed-forward block fused into the product (CPU twin: then cpu::ops::swiglu).
+// Dispatch: (ceil(n / 128), ceil(T / 8), 1). Each invocation computes two weight rows for 8
 // tokens: invocation i takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a
-// subgroup read the texels of 8 neighbouring rows (contiguous in the weight texture). Every
+// subgroup read the texels of 8 neighbouring rows (contiguous in the weight texture); with
+// SWIGLU gate row i and up row c + i (the same grid: ceil(2c / 128) = ceil(c / 64)). Every
 // weight texel (8 f16 or 4 f32) is fetched once and used 8 times. x comes as a texture
 // (to_texture.wgsl copies the rows): lane j of the subgroup fetches token t0 + j's x values of
 // the current texel and `subgroupBroadcast` hands them to the other lanes, each broadcast value
@@ -18,10 +21,10 @@
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
 //            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
-//   5 out    storage rw    f32     (T_max, stride); with SPLIT (T_max, c)
+//   5 out    storage rw    f32     (T_max, stride); with SPLIT and SWIGLU (T_max, c)
 //   6 out2   storage rw    f32     with SPLIT (T_max, d), else a dummy
 //   7 out3   storage rw    f32     with SPLIT (T_max, n - c - d), else a dummy
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT (as matvec.wgsl).
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU (as matvec.wgsl).
 
 // Step, Shape: shaders/prelude.wgsl
 
@@ -29,6 +32,7 @@ override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override SPLIT: bool = false;
+override SWIGLU: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -88,8 +92,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let n = shape.b;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / 4u / per4;
-    let oa = (gid.x / 8u) * 16u + (gid.x & 7u);
-    let ob = oa + 8u;
+    var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
+    var ob = oa + 8u;
+    if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
     let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
@@ -106,6 +111,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         } else {
             mac8(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), xload(k, xr));
         }
+    }
+    if (SWIGLU) {
+        let c = shape.c;
+        for (var i = 0u; i < 8u; i++) {
+            let g = acc_a[i];
+            if (gid.x < c && t0 + i < step.n_tokens) { out[(t0 + i) * c + gid.x] = g / (1.0 + exp(-g)) * acc_b[i]; }
+        }
+        return;
     }
     for (var i = 0u; i < 8u; i++) {
         if (oa < n) { store(t0 + i, oa, acc_a[i]); }

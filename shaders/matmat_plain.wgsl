@@ -1,10 +1,12 @@
 // matmat_plain.wgsl: matmat.wgsl without subgroups: every invocation fetches the x values of its
 // 8 tokens itself.
 //   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
+// or with SWIGLU out[t, j] = silu(W_gate[j] . x[t]) * (W_up[j] . x[t]).
 // CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
-// Dispatch: (ceil(n / 64), ceil(T / 8), 1). One output row for 8 tokens per invocation.
+// Dispatch: (ceil(n / 64), ceil(T / 8), 1). One output row for 8 tokens per invocation; with
+// SWIGLU one output j (gate row j and up row c + j), the invocations past c returning at once.
 // Bindings: as matmat.wgsl (x the texture to_texture.wgsl writes, w the weight texture).
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, as matmat.wgsl.
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU, as matmat.wgsl.
 
 // Step, Shape: shaders/prelude.wgsl
 
@@ -12,6 +14,7 @@ override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override SPLIT: bool = false;
+override SWIGLU: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -26,15 +29,11 @@ fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = shape.b;
-    let o = gid.x;
-    if (o >= n) { return; }
+// Row o of W against the x rows of tokens t0 .. t0 + 7 (clamped to the last token).
+fn row_dots(o: u32, t0: u32) -> array<f32, 8> {
     let per4 = select(1u, 2u, F16);
     let d4 = shape.a / 4u;
     let r = weight_row(textureDimensions(w), d4 / per4, o); // texel k at (k * r.w + r.x, r.y), layer r.z
-    let t0 = gid.y * 8u;
     var xr: array<u32, 8>;
     for (var j = 0u; j < 8u; j++) { xr[j] = min(t0 + j, step.n_tokens - 1u); }
     var acc: array<f32, 8>;
@@ -49,6 +48,27 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             }
         }
     }
+    return acc;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = shape.b;
+    let o = gid.x;
+    let t0 = gid.y * 8u;
+    if (SWIGLU) {
+        let c = shape.c;
+        if (o >= c) { return; }
+        let g = row_dots(o, t0);
+        let u = row_dots(c + o, t0);
+        for (var j = 0u; j < 8u; j++) {
+            if (t0 + j >= step.n_tokens) { break; }
+            out[(t0 + j) * c + o] = g[j] / (1.0 + exp(-g[j])) * u[j];
+        }
+        return;
+    }
+    if (o >= n) { return; }
+    let acc = row_dots(o, t0);
     for (var j = 0u; j < 8u; j++) {
         let t = t0 + j;
         if (t >= step.n_tokens) { break; }

@@ -1,30 +1,42 @@
 // matvec.wgsl: matrix-vector product of ONE row (decode steps, and the LM head of the last
 // position, which the final norm writes to row 0), weights in a texture:
-//   out[c + o] (+)= W[o, :] . x[0, :] + bias[c + o]
-// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16).
-// Dispatch: (ceil(n / 64), 1, 1): 32 invocations a workgroup, two output rows each: invocation i
+//   out[c + o] (+)= W[o, :] . x'[0, :] + bias[c + o]
+// where x' = x, or with NORM the RMS-normalised x' = x / sqrt(mean(x^2) + eps) * norm (the
+// RMSNorm before the product, fused: one dispatch fewer and no normalised copy of x).
+// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16), after
+// cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU.
+// Dispatch: (ceil(n / 64), 1, 1): 32 invocations a workgroup, two weight rows each: invocation i
 // takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a subgroup read the texels
-// of 8 neighbouring rows (contiguous in the weight texture). The row's weights are texels of 16
-// bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation reads the same
-// values) read in chunks of 8 texels: lane j of the subgroup loads the x values of texel j and
-// `subgroupBroadcast` hands them to the other lanes, each broadcast feeding both rows. On
-// lavapipe a storage load costs a scalar load per lane and component; uniform loads are vector
+// of 8 neighbouring rows (contiguous in the weight texture). With SWIGLU it takes gate row i and
+// up row c + i instead (the same grid: ceil(2c / 64) = ceil(c / 32)). The row's weights are
+// texels of 16 bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation
+// reads the same values) read in chunks of 8 texels: lane j of the subgroup loads the x values
+// of texel j and `subgroupBroadcast` hands them to the other lanes, each broadcast feeding both
+// rows. With NORM the lanes also sum the squares of the x values they load (a subgroupAdd at the
+// end gives mean(x^2)) and scale them by `norm`; the products are scaled by 1 / rms at the end.
+// On lavapipe a storage load costs a scalar load per lane and component; uniform loads are vector
 // gathers and the broadcasts cut them 8-fold (benches/RESULTS.md: probes gemv_b, gemv_f, gemv_o).
 // Needs subgroups of at least 8 lanes; matvec_plain.wgsl is the same product without them.
 // Bindings:
 //   0 step   storage Step          (unused)
 //   1 shape  uniform Shape         a = d (at most 16384), b = n rows, c = offset into out and bias
+//                                  (SPLIT, SWIGLU: the first part's rows), d = out row stride
+//                                  (SPLIT: the second part's rows)
 //   2 x      uniform vec4f         (4096,): the first 64 KiB of the activations, row 0 = x
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
 //            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
-//   5 out    storage rw    f32     (c + n,); with SPLIT (c,)
+//   5 out    storage rw    f32     (c + n,); with SPLIT and SWIGLU (c,)
 //   6 out2   storage rw    f32     with SPLIT (d,), else a dummy
 //   7 out3   storage rw    f32     with SPLIT (n - c - d,), else a dummy
+//   8 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
+//                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
+//                                  from a storage buffer they doubled the kernel's time on lavapipe)
 // Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; SPLIT (a stacked matrix,
 // Wq;Wk;Wv or W_gate;W_up, whose rows go to three or two outputs: one dispatch instead of three);
-// ACCUMULATE (add into out:
-// the residual stream, which saves an `add` dispatch).
+// ACCUMULATE (add into out: the residual stream, which saves an `add` dispatch); SWIGLU (W is
+// W_gate;W_up, c rows each: out[j] = silu(W_gate[j] . x') * (W_up[j] . x'), no bias); NORM and
+// NORM_EPS (normalise x first, as above).
 
 // Step, Shape: shaders/prelude.wgsl
 
@@ -32,6 +44,9 @@ override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override SPLIT: bool = false;
+override SWIGLU: bool = false;
+override NORM: bool = false;
+override NORM_EPS: f32 = 1e-5;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -41,6 +56,7 @@ override SPLIT: bool = false;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(8) var<uniform> norm: array<vec4<f32>, 4096>;
 
 // Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
 // [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
@@ -80,14 +96,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let n = shape.b;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / (4u * per4);    // texels of data; the row is padded to a multiple of 8
-    let oa = (gid.x / 8u) * 16u + (gid.x & 7u);
-    let ob = oa + 8u;
+    var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
+    var ob = oa + 8u;
+    if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
     let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
     let j = lane & 7u;
     var acc_a = vec4<f32>(0.0);
     var acc_b = vec4<f32>(0.0);
+    var ss = 0.0; // NORM: this lane's part of sum(x^2)
     for (var k = 0u; k < texels; k += 8u) {
         // lane j holds the x values of texel k + j (zero in the padding)
         var xa = vec4<f32>(0.0);
@@ -95,6 +113,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         if (k + j < texels) {
             xa = x[(k + j) * per4];
             if (F16) { xb = x[(k + j) * per4 + 1u]; }
+            if (NORM) {
+                ss += dot(xa, xa) + dot(xb, xb);
+                xa *= norm[(k + j) * per4];
+                if (F16) { xb *= norm[(k + j) * per4 + 1u]; }
+            }
         }
         // Eight texels, unrolled: subgroupBroadcast takes a constant lane.
         { let sa = subgroupBroadcast(xa, 0u); let sb = subgroupBroadcast(xb, 0u);
@@ -122,6 +145,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
           acc_a += texel_dot(textureLoad(w, vec2<u32>((k + 7u) * ra.w + ra.x, ra.y), ra.z), sa, sb);
           acc_b += texel_dot(textureLoad(w, vec2<u32>((k + 7u) * rb.w + rb.x, rb.y), rb.z), sa, sb); }
     }
-    if (oa < n) { put(0u, oa, acc_a.x + acc_a.y + acc_a.z + acc_a.w); }
-    if (ob < n) { put(0u, ob, acc_b.x + acc_b.y + acc_b.z + acc_b.w); }
+    var ya = acc_a.x + acc_a.y + acc_a.z + acc_a.w;
+    var yb = acc_b.x + acc_b.y + acc_b.z + acc_b.w;
+    if (NORM) {
+        // lanes 0..7 of every subgroup loaded all of x once between them
+        let inv = inverseSqrt(subgroupAdd(select(0.0, ss, lane < 8u)) / f32(shape.a) + NORM_EPS);
+        ya *= inv;
+        yb *= inv;
+    }
+    if (SWIGLU) {
+        if (gid.x < shape.c) { out[gid.x] = ya / (1.0 + exp(-ya)) * yb; }
+        return;
+    }
+    if (oa < n) { put(0u, oa, ya); }
+    if (ob < n) { put(0u, ob, yb); }
 }

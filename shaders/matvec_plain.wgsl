@@ -1,10 +1,13 @@
 // matvec_plain.wgsl: matvec.wgsl without subgroups (adapters that have none, or fewer than 8
 // lanes): every invocation loads x itself from the uniform binding.
-//   out[c + o] (+)= W[o, :] . x[0, :] + bias[c + o]
-// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16).
-// Dispatch: (ceil(n / 64), 1, 1). One invocation per output row.
-// Bindings: as matvec.wgsl (x through the uniform window, w the weight texture).
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, as matvec.wgsl.
+//   out[c + o] (+)= W[o, :] . x'[0, :] + bias[c + o]      (x' = x, or RMS-normalised with NORM)
+// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16), after
+// cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU.
+// Dispatch: (ceil(n / 64), 1, 1). One invocation per output row; with SWIGLU one per output j
+// (gate row j and up row c + j), so the invocations past c of the same grid return at once.
+// With NORM each invocation sums the squares of x itself.
+// Bindings: as matvec.wgsl (x through the uniform window, w the weight texture, norm).
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU, NORM, NORM_EPS, as matvec.wgsl.
 
 // Step, Shape: shaders/prelude.wgsl
 
@@ -12,6 +15,9 @@ override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override SPLIT: bool = false;
+override SWIGLU: bool = false;
+override NORM: bool = false;
+override NORM_EPS: f32 = 1e-5;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -21,6 +27,7 @@ override SPLIT: bool = false;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(8) var<uniform> norm: array<vec4<f32>, 4096>;
 
 // Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
 // [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
@@ -46,23 +53,48 @@ fn put(t: u32, o: u32, v: f32) {
     out[i] = y;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n = shape.b;
-    let o = gid.x;
-    if (o >= n) { return; }
+// Row o of W against x'.
+fn row_dot(o: u32) -> f32 {
     let per4 = select(1u, 2u, F16);
     let d4 = shape.a / 4u;
     let r = weight_row(textureDimensions(w), d4 / per4, o); // texel k at (k * r.w + r.x, r.y), layer r.z
     var acc = vec4<f32>(0.0);
+    var ss = 0.0;
     for (var k = 0u; k < d4 / per4; k++) {
         let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
         if (F16) {
-            acc += vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * x[2u * k]
-                 + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * x[2u * k + 1u];
+            var xa = x[2u * k];
+            var xb = x[2u * k + 1u];
+            if (NORM) {
+                ss += dot(xa, xa) + dot(xb, xb);
+                xa *= norm[2u * k];
+                xb *= norm[2u * k + 1u];
+            }
+            acc += vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * xa
+                 + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * xb;
         } else {
-            acc += bitcast<vec4<f32>>(t) * x[k];
+            var xa = x[k];
+            if (NORM) {
+                ss += dot(xa, xa);
+                xa *= norm[k];
+            }
+            acc += bitcast<vec4<f32>>(t) * xa;
         }
     }
-    put(0u, o, acc.x + acc.y + acc.z + acc.w);
+    var y = acc.x + acc.y + acc.z + acc.w;
+    if (NORM) { y *= inverseSqrt(ss / f32(shape.a) + NORM_EPS); }
+    return y;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let o = gid.x;
+    if (SWIGLU) {
+        if (o >= shape.c) { return; }
+        let g = row_dot(o);
+        out[o] = g / (1.0 + exp(-g)) * row_dot(shape.c + o);
+        return;
+    }
+    if (o >= shape.b) { return; }
+    put(0u, o, row_dot(o));
 }

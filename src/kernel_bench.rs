@@ -183,7 +183,12 @@ pub fn bench_kernels(
                 Res::Buf(&spare[0]),
                 Res::Buf(&spare[1]),
             ];
-            let res: Vec<Res> = [Res::UniformX(&xb)].into_iter().chain(rest).collect();
+            let no_norm = gpu.zeros("norm", 16384)?; // matvec's norm window, unused without NORM
+            let res: Vec<Res> = [Res::UniformX(&xb)]
+                .into_iter()
+                .chain(rest)
+                .chain([Res::UniformX(&no_norm)])
+                .collect();
             let grid: Grid = Box::new(move |_| Kernels::matmul_grid(kind, false, n, 1));
             let op = Op::new(gpu, kern, &step1, &shape, &res, grid);
             let dims1 = Dims { t: 1, n_splits: 1 };
@@ -211,13 +216,13 @@ pub fn bench_kernels(
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
             let to_shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, 0, 0, 0)));
-            let grid: Grid = Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]);
+            let grid: Grid = Box::new(move |dm: Dims| [1, dm.t, 1]);
             let copy = Op::new(
                 gpu,
                 &k.to_texture,
                 &step_t,
                 &to_shape,
-                &[Res::Buf(&xb), Res::Tex(&xt.view)],
+                &[Res::Buf(&xb), Res::Buf(&bias), Res::Tex(&xt.view)],
                 grid,
             );
             let kern = k.matmul(true, false, Store::Write);

@@ -15,6 +15,9 @@ use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
 
+/// The RMSNorm epsilon of the kernel tests.
+const EPS: f32 = 1e-5;
+
 /// The matrix-kernel variant the tests that do not exercise it compile.
 const F32_PLAIN: MatmulKind = MatmulKind {
     f16: false,
@@ -131,10 +134,12 @@ fn round_f16(w: &[f32]) -> Vec<f32> {
 }
 
 /// matvec / matmat in every variant (f32 and f16 texels, with and without subgroups, bias,
-/// accumulate; matmat reading x through to_texture) against cpu::ops::matmul, at sizes whose rows are not a whole number of texel
-/// chunks, with more output rows than one texture layer holds, and tokens not a multiple of 8;
-/// weight textures with row groups of 1 to 8 rows (fewer than 8 where a row is too wide for the
-/// texture) and layers of a few texture rows.
+/// accumulate, split, SwiGLU; matmat reading x through to_texture, plain and RMS-normalising;
+/// matvec normalising x itself) against cpu::ops::matmul (after cpu::ops::rmsnorm, before
+/// cpu::ops::swiglu), at sizes whose rows are not a whole number of texel chunks, with more
+/// output rows than one texture layer holds, and tokens not a multiple of 8; weight textures
+/// with row groups of 1 to 8 rows (fewer than 8 where a row is too wide for the texture) and
+/// layers of a few texture rows.
 #[test]
 fn matmul_matvec_and_matmat_match_cpu() {
     let Some(h) = harness(64) else { return };
@@ -150,7 +155,11 @@ fn matmul_matvec_and_matmat_match_cpu() {
     let mut rng = Rng::new(1);
     for kind in kinds {
         let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
-        // (d, n, T, rows a group, texture rows a layer)
+        let norm_gemv = |bias, store| Kernels::matmul_kernel(&h.gpu, kind, false, bias, store, Some(EPS)).unwrap();
+        let norm_split = [norm_gemv(false, Store::Split), norm_gemv(true, Store::Split)];
+        let norm_swiglu = norm_gemv(false, Store::SwiGlu);
+        let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
+                                      // (d, n, T, rows a group, texture rows a layer)
         for (i, &(d, n, t, group, height)) in [
             (8, 1, 1, ROW_GROUP, max_dim),
             (16, 3, 3, 1, max_dim),
@@ -179,13 +188,14 @@ fn matmul_matvec_and_matmat_match_cpu() {
             let xb = h.up(&x);
             let bb = h.up(&bias);
             let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
+            let dummy = h.zeros(4);
             h.run_res(
                 &k.to_texture,
                 &rows(t),
                 (1, 0),
                 Shape::new(d, 0, 0, 0),
-                &[Res::Buf(&xb), Res::Tex(&xt.view)],
-                [up(d / 4, 64), t as u32, 1],
+                &[Res::Buf(&xb), Res::Buf(&dummy), Res::Tex(&xt.view)],
+                [1, t as u32, 1],
             );
             let store = if accumulate { Store::Accumulate } else { Store::Write };
             let (o2, o3) = (h.zeros(4), h.zeros(4));
@@ -230,6 +240,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&out),
                     Res::Buf(&o2),
                     Res::Buf(&o3),
+                    Res::UniformX(&no_norm),
                 ],
                 Kernels::matmul_grid(kind, false, n, 1),
             );
@@ -252,19 +263,23 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     let outs: Vec<wgpu::Buffer> = widths.iter().map(|&m| h.zeros(tt * m)).collect();
                     let xres = if gemm { Res::Tex(&xt.view) } else { Res::UniformX(&xb) };
                     let grid = Kernels::matmul_grid(kind, gemm, n, tt);
+                    let mut res = vec![
+                        xres,
+                        Res::Tex(&tex.view),
+                        Res::Buf(&bb),
+                        Res::Buf(&outs[0]),
+                        Res::Buf(&outs[1]),
+                        Res::Buf(&outs[2]),
+                    ];
+                    if !gemm {
+                        res.push(Res::UniformX(&no_norm));
+                    }
                     h.run_res(
                         k.matmul(gemm, with_bias, Store::Split),
                         &rows(tt),
                         (1, 0),
                         Shape::new(d, n, a, b),
-                        &[
-                            xres,
-                            Res::Tex(&tex.view),
-                            Res::Buf(&bb),
-                            Res::Buf(&outs[0]),
-                            Res::Buf(&outs[1]),
-                            Res::Buf(&outs[2]),
-                        ],
+                        &res,
                         grid,
                     );
                     let mut got = vec![0.0; tt * n];
@@ -279,13 +294,99 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     let gv = if gemm { "matmat" } else { "matvec" };
                     assert_close(&format!("{gv} split {what}"), &got, &want[..tt * n], KERNEL_VS_CPU);
                 }
+                // matvec normalising x itself (NORM), split three ways: the decode steps' QKV
+                let mut gamma = random(&mut rng, d, 1.0); // no outliers: 16320-term sums stay in KERNEL_VS_CPU
+                gamma.resize(16384, 0.0);
+                let gb = h.up(&gamma);
+                let mut xn = vec![0.0; t * d];
+                ops::rmsnorm(&mut xn, &x[..t * d], &gamma[..d], EPS as f64);
+                let mut want = vec![0.0; n];
+                ops::matmul(&mut want, &xn[..d], &w_seen, with_bias.then(|| &bias[..n]), d);
+                let outs: Vec<wgpu::Buffer> = widths.iter().map(|&m| h.zeros(m)).collect();
+                h.run_res(
+                    &norm_split[with_bias as usize],
+                    &rows(1),
+                    (1, 0),
+                    Shape::new(d, n, a, b),
+                    &[
+                        Res::UniformX(&xb),
+                        Res::Tex(&tex.view),
+                        Res::Buf(&bb),
+                        Res::Buf(&outs[0]),
+                        Res::Buf(&outs[1]),
+                        Res::Buf(&outs[2]),
+                        Res::UniformX(&gb),
+                    ],
+                    Kernels::matmul_grid(kind, false, n, 1),
+                );
+                let got: Vec<f32> = outs.iter().zip(&widths).flat_map(|(o, &m)| h.read(o, m)).collect();
+                assert_close(&format!("matvec norm split {what}"), &got, &want, KERNEL_VS_CPU);
+
+                // SwiGLU of a stacked gate;up, c rows each (the first 2c rows of w): GEMM of x,
+                // GEMM of x RMS-normalised by to_texture, GEMV of x, GEMV normalising x itself
+                let c = n / 2;
+                let gate_up = WeightTex::upload_as(&h.gpu, "w", &w[..2 * c * d], d, kind.f16, group, height).unwrap();
+                let swiglu = |xs: &[f32]| {
+                    let tt = xs.len() / d;
+                    let (mut g, mut u) = (vec![0.0; tt * c], vec![0.0; tt * c]);
+                    ops::matmul(&mut g, xs, &w_seen[..c * d], None, d);
+                    ops::matmul(&mut u, xs, &w_seen[c * d..2 * c * d], None, d);
+                    ops::swiglu(&mut g, &u);
+                    g
+                };
+                let xtn = ActTex::new(&h.gpu, "xtn", d, t).unwrap();
+                h.run_res(
+                    &k.to_texture_norm,
+                    &rows(t),
+                    (1, 0),
+                    Shape::new(d, EPS.to_bits() as usize, 0, 0),
+                    &[Res::Buf(&xb), Res::Buf(&gb), Res::Tex(&xtn.view)],
+                    [1, t as u32, 1],
+                );
+                for (how, xs) in [("gemm", &xt), ("gemm norm", &xtn), ("gemv", &xt), ("gemv norm", &xt)] {
+                    let (gemm, norm) = (how.starts_with("gemm"), how.ends_with("norm"));
+                    let tt = if gemm { t } else { 1 };
+                    let want = swiglu(if norm { &xn[..tt * d] } else { &x[..tt * d] });
+                    let out = h.zeros(tt * c);
+                    let (o2, o3) = (h.zeros(4), h.zeros(4));
+                    let mut res = vec![
+                        if gemm { Res::Tex(&xs.view) } else { Res::UniformX(&xb) },
+                        Res::Tex(&gate_up.view),
+                        Res::Buf(&bb),
+                        Res::Buf(&out),
+                        Res::Buf(&o2),
+                        Res::Buf(&o3),
+                    ];
+                    if !gemm {
+                        res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
+                    }
+                    let kern = if !gemm && norm {
+                        &norm_swiglu
+                    } else {
+                        k.matmul(gemm, false, Store::SwiGlu)
+                    };
+                    h.run_res(
+                        kern,
+                        &rows(tt),
+                        (1, 0),
+                        Shape::new(d, 2 * c, c, 0),
+                        &res,
+                        Kernels::matmul_grid(kind, gemm, 2 * c, tt),
+                    );
+                    assert_close(
+                        &format!("swiglu {how} {what}"),
+                        &h.read(&out, tt * c),
+                        &want,
+                        SWIGLU_VS_CPU,
+                    );
+                }
             }
         }
     }
 }
 
 #[test]
-fn rmsnorm_swiglu_match_cpu() {
+fn rmsnorm_matches_cpu() {
     let Some(h) = harness(64) else { return };
     let mut rng = Rng::new(2);
     for &(dim, t) in &[(1, 1), (3, 3), (17, 2), (1757, 3)] {
@@ -305,24 +406,6 @@ fn rmsnorm_swiglu_match_cpu() {
         assert_close(
             &format!("rmsnorm dim={dim} T={t}"),
             &h.read(&out, t * dim),
-            &want,
-            KERNEL_VS_CPU,
-        );
-
-        let (g, u) = (random(&mut rng, t * dim, 20.0), random(&mut rng, t * dim, 3.0));
-        let mut want = g.clone();
-        ops::swiglu(&mut want, &u);
-        let gb = h.up(&g);
-        h.run(
-            &h.k.swiglu,
-            (t, 0, &[]),
-            Shape::new(dim, 0, 0, 0),
-            &[&h.up(&u), &gb],
-            [up(t * dim, 256), 1, 1],
-        );
-        assert_close(
-            &format!("swiglu n={}", t * dim),
-            &h.read(&gb, t * dim),
             &want,
             KERNEL_VS_CPU,
         );

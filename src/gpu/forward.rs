@@ -460,6 +460,12 @@ impl GpuModel {
         // Weights, uploaded once: matrices in textures, vectors in storage buffers. The Q, K, V
         // projections are stacked into one matrix and so are gate and up (one product each).
         let vec = |name: &str, v: &[f32]| gpu.upload(name, v);
+        // RMSNorm weights, which matvec reads through its 64 KiB uniform window
+        let norm_vec = |name: &str, v: &[f32]| {
+            let mut padded = v.to_vec();
+            padded.resize(v.len().max(UNIFORM_X_BYTES as usize / 4), 0.0);
+            gpu.upload(name, &padded)
+        };
         let mat = |name: &str, v: &[f32], cols| WeightTex::upload(&gpu, name, v, cols, kind.f16);
         let mut layers = vec![];
         for (l, lw) in w.layers.iter().enumerate() {
@@ -472,12 +478,12 @@ impl GpuModel {
                 None
             };
             layers.push(GpuLayer {
-                attn_norm: vec(&name("attn_norm"), &lw.attn_norm)?,
+                attn_norm: norm_vec(&name("attn_norm"), &lw.attn_norm)?,
                 wqkv: mat(&name("wq;wk;wv"), &[&lw.wq[..], &lw.wk, &lw.wv].concat(), dim)?,
                 bqkv,
                 wo: mat(&name("wo"), &lw.wo, q_dim)?,
                 bo: lw.bo.as_ref().map(|b| vec(&name("bo"), b)).transpose()?,
-                ffn_norm: vec(&name("ffn_norm"), &lw.ffn_norm)?,
+                ffn_norm: norm_vec(&name("ffn_norm"), &lw.ffn_norm)?,
                 w_gate_up: mat(&name("w_gate;w_up"), &[&lw.w_gate[..], &lw.w_up].concat(), dim)?,
                 w_down: mat(&name("w_down"), &lw.w_down, hidden)?,
             });
@@ -491,21 +497,20 @@ impl GpuModel {
         let cos = gpu.upload("rope.cos", &rope.cos)?;
         let sin = gpu.upload("rope.sin", &rope.sin)?;
         let dummy = gpu.zeros("dummy_bias", 4)?;
+        let dummy_norm = gpu.zeros("dummy_norm", UNIFORM_X_BYTES as usize / 4)?; // matvec without NORM
 
         // Activations, one row per token of a step (those matvec reads hold at least its 64 KiB
         // uniform window).
         let act = |name: &str, n: usize| gpu.zeros(name, n.max(UNIFORM_X_BYTES as usize / 4));
         let x = act("x", t_max * dim)?; // (T, dim) residual stream
-        let xb = act("xb", t_max * dim)?; // (T, dim) normalised input
         let xl = act("xl", dim)?; // (1, dim) the last row, normalised, for the LM head
         let q = gpu.zeros("q", t_max * q_dim)?; // (T, n_heads·hd)
         let kb = gpu.zeros("k", t_max * kv_dim)?; // (T, n_kv_heads·hd)
         let vb = gpu.zeros("v", t_max * kv_dim)?; // (T, n_kv_heads·hd)
         let att = act("att", t_max * q_dim)?; // (T, n_heads·hd) attention output
-        let hb = act("hb", t_max * hidden)?; // (T, hidden) gate, then SwiGLU
-        let hb2 = gpu.zeros("hb2", t_max * hidden)?; // (T, hidden) up
-                                                     // The same rows as textures, for the GEMMs of prefill and batch steps.
-        let xt_dim = ActTex::new(&gpu, "xt_dim", dim, t_max)?; // (dim/4, T) texels of xb
+        let hb = act("hb", t_max * hidden)?; // (T, hidden) SwiGLU of gate and up
+                                             // Rows as textures, for the GEMMs of prefill and batch steps.
+        let xt_dim = ActTex::new(&gpu, "xt_dim", dim, t_max)?; // (dim/4, T) texels of rmsnorm(x)
         let xt_q = ActTex::new(&gpu, "xt_q", q_dim, t_max)?; // (q_dim/4, T) texels of att
         let xt_hidden = ActTex::new(&gpu, "xt_hidden", hidden, t_max)?; // (hidden/4, T) texels of hb
         let all_rows = ((limit / (vocab as u64 * 4)) as usize).clamp(1, t_max);
@@ -545,15 +550,6 @@ impl GpuModel {
             Op::new(&gpu, kern, &step, &shape, &res, grid)
         };
         let eps = (cfg.norm_eps as f32).to_bits() as usize;
-        // out (T, dim) = rmsnorm(x (T, dim)) * weight (dim,)
-        let rmsnorm = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer| {
-            op(
-                &k.rmsnorm,
-                shape(Shape::new(dim, eps, 0, 0)),
-                &[x, weight, out],
-                Box::new(|d: Dims| [d.t, 1, 1]),
-            )
-        };
         // out (1, dim) = rmsnorm(x[T-1]) * weight: the one row the LM head of Logits::Last reads
         let rmsnorm_last = |x: &wgpu::Buffer, weight: &wgpu::Buffer, out: &wgpu::Buffer| {
             op(
@@ -563,46 +559,69 @@ impl GpuModel {
                 Box::new(|_| [1, 1, 1]),
             )
         };
-        // xt (T, d/4) = x (T, d) as texels, before the GEMMs that read x
-        let to_tex = |x: &wgpu::Buffer, xt: &ActTex| {
-            let d = xt.d;
+        // xt (T, d/4) = x (T, d) as texels, before the GEMMs that read x; with `norm`, the rows
+        // RMS-normalised on the way: xt = rmsnorm(x) * norm
+        let to_tex = |x: &wgpu::Buffer, norm: Option<&wgpu::Buffer>, xt: &ActTex| {
+            let (kern, s) = match norm {
+                Some(_) => (&k.to_texture_norm, Shape::new(xt.d, eps, 0, 0)),
+                None => (&k.to_texture, Shape::new(xt.d, 0, 0, 0)),
+            };
             Op::new(
                 &gpu,
-                &k.to_texture,
+                kern,
                 &step,
-                &shape(Shape::new(d, 0, 0, 0)),
-                &[Res::Buf(x), Res::Tex(&xt.view)],
-                Box::new(move |dims: Dims| [div_up(d / 4, 64), dims.t, 1]),
+                &shape(s),
+                &[Res::Buf(x), Res::Buf(norm.unwrap_or(&dummy)), Res::Tex(&xt.view)],
+                Box::new(move |dims: Dims| [1, dims.t, 1]),
             )
         };
-        // out (T, n) (+)= x (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x as the texture
-        // xt), or GEMV of row 0 (decode steps have one row; the LM head of the last row reads it
-        // normalised into row 0). `store` says where rows go: out, added into out (the residual
-        // stream), or a stacked matrix's parts of `widths` to outs[0], outs[1], outs[2].
+        // The GEMVs that RMS-normalise their x themselves (decode: QKV, with a bias or without;
+        // gate and up).
+        let eps32 = cfg.norm_eps as f32;
+        let norm_split =
+            [false, true].map(|bias| Kernels::matmul_kernel(&gpu, kind, false, bias, Store::Split, Some(eps32)));
+        let [norm_split, norm_split_bias] = norm_split;
+        let (norm_split, norm_split_bias) = (norm_split?, norm_split_bias?);
+        let norm_swiglu = Kernels::matmul_kernel(&gpu, kind, false, false, Store::SwiGlu, Some(eps32))?;
+        // out (T, n) (+)= x' (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x' as the texture
+        // xt, already normalised where a norm comes first), or GEMV of row 0 (decode steps have
+        // one row; the LM head of the last row reads it normalised into row 0) reading x' =
+        // rmsnorm(x) * norm itself when given a `norm`. `store` says where rows go: out, added
+        // into out (the residual stream), a stacked matrix's parts of `widths` to outs[0],
+        // outs[1], outs[2], or SwiGLU of the stacked gate and up to out.
         let matmul = |gemm: bool,
-                      (x, xt): (&wgpu::Buffer, &ActTex),
+                      (x, norm, xt): (&wgpu::Buffer, Option<&wgpu::Buffer>, &ActTex),
                       w: &WeightTex,
                       bias: Option<&wgpu::Buffer>,
                       outs: [&wgpu::Buffer; 3],
                       store: Store,
                       widths: [usize; 2]| {
-            let kern = k.matmul(gemm, bias.is_some(), store);
+            let kern = match (gemm, norm, store, bias.is_some()) {
+                (false, Some(_), Store::Split, false) => &norm_split,
+                (false, Some(_), Store::Split, true) => &norm_split_bias,
+                (false, Some(_), Store::SwiGlu, false) => &norm_swiglu,
+                (false, Some(_), ..) => unreachable!("no normalising GEMV for {store:?}"),
+                _ => k.matmul(gemm, bias.is_some(), store),
+            };
             let s = match store {
                 Store::Split => shape(Shape::new(w.cols, w.rows, widths[0], widths[1])),
+                Store::SwiGlu => shape(Shape::new(w.cols, w.rows, w.rows / 2, 0)),
                 _ => shape(Shape::new(w.cols, w.rows, 0, w.rows)),
             };
             let rows = w.rows;
             let grid: Grid = Box::new(move |d: Dims| Kernels::matmul_grid(kind, gemm, rows, d.t as usize));
-            let x = if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) };
             let bias = Res::Buf(bias.unwrap_or(&dummy));
-            let res = [
-                x,
+            let mut res = vec![
+                if gemm { Res::Tex(&xt.view) } else { Res::UniformX(x) },
                 Res::Tex(&w.view),
                 bias,
                 Res::Buf(outs[0]),
                 Res::Buf(outs[1]),
                 Res::Buf(outs[2]),
             ];
+            if !gemm {
+                res.push(Res::UniformX(norm.unwrap_or(&dummy_norm)));
+            }
             Op::new(&gpu, kern, &step, &s, &res, grid)
         };
         let one = |out| [out, &dummy_out2, &dummy_out3];
@@ -621,14 +640,14 @@ impl GpuModel {
             ));
             for (l, layer) in layers.iter().enumerate() {
                 // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-                ops.push(rmsnorm(&x, &layer.attn_norm, &xb));
+                // xb = rmsnorm(x) * attn_norm: into the GEMM's texture, or inside the GEMV
                 if gemm {
-                    ops.push(to_tex(&xb, &xt_dim));
+                    ops.push(to_tex(&x, Some(&layer.attn_norm), &xt_dim));
                 }
                 // q, k, v = [Wq; Wk; Wv] · xb, one product split three ways
                 ops.push(matmul(
                     gemm,
-                    (&xb, &xt_dim),
+                    (&x, Some(&layer.attn_norm), &xt_dim),
                     &layer.wqkv,
                     layer.bqkv.as_ref(),
                     [&q, &kb, &vb],
@@ -662,11 +681,11 @@ impl GpuModel {
                 ops.extend(if prefill_attention { attn.prefill } else { attn.rows });
                 // x += Wo · att (the residual add fused into the matmul)
                 if gemm {
-                    ops.push(to_tex(&att, &xt_q));
+                    ops.push(to_tex(&att, None, &xt_q));
                 }
                 ops.push(matmul(
                     gemm,
-                    (&att, &xt_q),
+                    (&att, None, &xt_q),
                     &layer.wo,
                     layer.bo.as_ref(),
                     one(&x),
@@ -675,32 +694,26 @@ impl GpuModel {
                 ));
 
                 // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
-                ops.push(rmsnorm(&x, &layer.ffn_norm, &xb));
+                // xb = rmsnorm(x) * ffn_norm: into the GEMM's texture, or inside the GEMV
                 if gemm {
-                    ops.push(to_tex(&xb, &xt_dim));
+                    ops.push(to_tex(&x, Some(&layer.ffn_norm), &xt_dim));
                 }
-                // gate, up = [W_gate; W_up] · xb, one product split two ways
+                // hb = silu(W_gate · xb) * (W_up · xb), one product of the stacked matrix
                 ops.push(matmul(
                     gemm,
-                    (&xb, &xt_dim),
+                    (&x, Some(&layer.ffn_norm), &xt_dim),
                     &layer.w_gate_up,
                     None,
-                    [&hb, &hb2, &dummy_out3],
-                    Store::Split,
+                    one(&hb),
+                    Store::SwiGlu,
                     [hidden, hidden],
                 ));
-                ops.push(op(
-                    &k.swiglu,
-                    shape(Shape::new(hidden, 0, 0, 0)),
-                    &[&hb2, &hb],
-                    Box::new(move |d: Dims| [div_up(d.t as usize * hidden, 256), 1, 1]),
-                ));
                 if gemm {
-                    ops.push(to_tex(&hb, &xt_hidden));
+                    ops.push(to_tex(&hb, None, &xt_hidden));
                 }
                 ops.push(matmul(
                     gemm,
-                    (&hb, &xt_hidden),
+                    (&hb, None, &xt_hidden),
                     &layer.w_down,
                     None,
                     one(&x),
@@ -717,12 +730,27 @@ impl GpuModel {
         // Final norm and LM head: of the last row, or of every row.
         let head_last = vec![
             rmsnorm_last(&x, &norm, &xl),
-            matmul(false, (&xl, &xt_dim), head, None, one(&logits), Store::Write, [0, 0]),
+            matmul(
+                false,
+                (&xl, None, &xt_dim),
+                head,
+                None,
+                one(&logits),
+                Store::Write,
+                [0, 0],
+            ),
         ];
         let head_all = vec![
-            rmsnorm(&x, &norm, &xb),
-            to_tex(&xb, &xt_dim),
-            matmul(true, (&xb, &xt_dim), head, None, one(&logits), Store::Write, [0, 0]),
+            to_tex(&x, Some(&norm), &xt_dim),
+            matmul(
+                true,
+                (&x, None, &xt_dim),
+                head,
+                None,
+                one(&logits),
+                Store::Write,
+                [0, 0],
+            ),
         ];
         let argmax = op(
             &k.argmax,

@@ -86,7 +86,7 @@ use Binding::*;
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 16] = [
+const SOURCES: [(&str, &str, &[Binding]); 15] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -100,12 +100,12 @@ const SOURCES: [(&str, &str, &[Binding]); 16] = [
     (
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write],
+        &[Uniform, Texture, Read, Write, Write, Write, Uniform],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write],
+        &[Uniform, Texture, Read, Write, Write, Write, Uniform],
     ),
     (
         "matmat.wgsl",
@@ -120,7 +120,7 @@ const SOURCES: [(&str, &str, &[Binding]); 16] = [
     (
         "to_texture.wgsl",
         include_str!("../../shaders/to_texture.wgsl"),
-        &[Read, StorageTex],
+        &[Read, Read, StorageTex],
     ),
     (
         "rope_kv.wgsl",
@@ -152,7 +152,6 @@ const SOURCES: [(&str, &str, &[Binding]); 16] = [
         include_str!("../../shaders/attention_reduce.wgsl"),
         &[Read, Write],
     ),
-    ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl"), &[Read, Write]),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), &[Read, Write]),
     ("prelude.wgsl", PRELUDE, &[]),
 ];
@@ -187,7 +186,7 @@ pub struct MatmulKind {
 }
 
 /// How a matrix kernel stores its rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Store {
     /// out = W x (+ bias)
     Write = 0,
@@ -196,8 +195,12 @@ pub enum Store {
     /// W is stacked (Wq;Wk;Wv or W_gate;W_up): rows [0, c) to out, [c, c + d) to out2, the
     /// rest to out3 (Shape c and d)
     Split = 2,
+    /// W is W_gate;W_up, c rows each (Shape c): out[t, j] = silu(W_gate[j] x) * (W_up[j] x),
+    /// the feed-forward block's SwiGLU fused into the product; no bias
+    SwiGlu = 3,
 }
 
+#[derive(Clone)]
 pub struct Kernel {
     pub name: String,
     pub pipeline: wgpu::ComputePipeline,
@@ -333,17 +336,17 @@ impl Kernel {
 pub struct Kernels {
     pub embed: Kernel,
     pub to_texture: Kernel,
+    pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
     pub rmsnorm: Kernel,
-    /// [gemm as usize][bias as usize][store as usize]: matvec / matmat with HAS_BIAS,
-    /// ACCUMULATE and SPLIT set; see `Kernels::matmul`.
-    matmuls: Vec<Kernel>,
+    /// (gemm, bias, store): matvec / matmat with HAS_BIAS, ACCUMULATE, SPLIT and SWIGLU set
+    /// (SwiGlu without a bias); see `Kernels::matmul`.
+    matmuls: std::collections::HashMap<(bool, bool, Store), Kernel>,
     pub rope_kv: Kernel,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
     pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, or 128 with subgroups
     pub attention_decode: Kernel,
     pub attention_reduce: Kernel,
-    pub swiglu: Kernel,
     pub argmax: Kernel,
 }
 
@@ -369,29 +372,23 @@ impl Kernels {
         }
         let f16 = ("F16", kind.f16 as u8 as f64);
         let flash_sg = kind.subgroups && gpu.is_cpu_adapter();
-        let mut matmuls = vec![];
+        let mut matmuls = std::collections::HashMap::new();
         for gemm in [false, true] {
-            let file = match (gemm, kind.subgroups) {
-                (false, true) => "matvec.wgsl",
-                (false, false) => "matvec_plain.wgsl",
-                (true, true) => "matmat.wgsl",
-                (true, false) => "matmat_plain.wgsl",
-            };
-            for bias in [0.0, 1.0] {
-                for store in [Store::Write, Store::Accumulate, Store::Split] {
-                    let acc = (store == Store::Accumulate) as u8 as f64;
-                    let split = (store == Store::Split) as u8 as f64;
-                    matmuls.push(Kernel::new(
-                        gpu,
-                        file,
-                        &[f16, ("HAS_BIAS", bias), ("ACCUMULATE", acc), ("SPLIT", split)],
-                    )?);
+            for bias in [false, true] {
+                for store in [Store::Write, Store::Accumulate, Store::Split, Store::SwiGlu] {
+                    if !(bias && store == Store::SwiGlu) {
+                        matmuls.insert(
+                            (gemm, bias, store),
+                            Self::matmul_kernel(gpu, kind, gemm, bias, store, None)?,
+                        );
+                    }
                 }
             }
         }
         Ok(Kernels {
             embed: Kernel::new(gpu, "embed.wgsl", &[f16])?,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
+            to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             matmuls,
             rope_kv: Kernel::new(gpu, "rope_kv.wgsl", &[])?,
@@ -408,7 +405,6 @@ impl Kernels {
             // there, `bench model --profile`), 64 on GPUs
             attention_decode: Self::decode_attention(gpu, head_dim, page, if gpu.is_cpu_adapter() { 8 } else { 64 })?,
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
-            swiglu: Kernel::new(gpu, "swiglu.wgsl", &[])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
         })
     }
@@ -444,6 +440,39 @@ impl Kernels {
     /// The matrix kernel: GEMM over all rows (`gemm`) or GEMV of row 0, with a bias, storing as
     /// `store` says.
     pub fn matmul(&self, gemm: bool, bias: bool, store: Store) -> &Kernel {
-        &self.matmuls[(gemm as usize) * 6 + (bias as usize) * 3 + store as usize]
+        assert!(!(bias && store == Store::SwiGlu), "the SwiGLU product takes no bias");
+        &self.matmuls[&(gemm, bias, store)]
+    }
+
+    /// A matrix kernel of `kind` (see `matmul`); `norm_eps` compiles the GEMV that RMS-normalises
+    /// x first (NORM, with that epsilon): the model's decode steps use it for the products
+    /// after a norm (QKV, gate and up).
+    pub fn matmul_kernel(
+        gpu: &Gpu,
+        kind: MatmulKind,
+        gemm: bool,
+        bias: bool,
+        store: Store,
+        norm_eps: Option<f32>,
+    ) -> Result<Kernel> {
+        assert!(!(gemm && norm_eps.is_some()), "only the GEMV normalises x itself");
+        let file = match (gemm, kind.subgroups) {
+            (false, true) => "matvec.wgsl",
+            (false, false) => "matvec_plain.wgsl",
+            (true, true) => "matmat.wgsl",
+            (true, false) => "matmat_plain.wgsl",
+        };
+        let flag = |on: bool| on as u8 as f64;
+        let mut c = vec![
+            ("F16", flag(kind.f16)),
+            ("HAS_BIAS", flag(bias)),
+            ("ACCUMULATE", flag(store == Store::Accumulate)),
+            ("SPLIT", flag(store == Store::Split)),
+            ("SWIGLU", flag(store == Store::SwiGlu)),
+        ];
+        if let Some(eps) = norm_eps {
+            c.extend([("NORM", 1.0), ("NORM_EPS", eps as f64)]);
+        }
+        Kernel::new(gpu, file, &c)
     }
 }
