@@ -8,7 +8,8 @@
 // Dispatch: (ceil(n / 64), 1, 1): 32 invocations a workgroup, two weight rows each: invocation i
 // takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a subgroup read the texels
 // of 8 neighbouring rows (contiguous in the weight texture). With SWIGLU it takes gate row i and
-// up row c + i instead (the same grid: ceil(2c / 64) = ceil(c / 32)). The row's weights are
+// up row c + i instead (the same grid: ceil(2c / 64) = ceil(c / 32)); with ROPE the two rows one
+// rotation pairs, i and i + HEAD_DIM / 2 of a head (head i / (HEAD_DIM / 2)). The row's weights are
 // texels of 16 bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation
 // reads the same values) read in chunks of 8 texels: lane j of the subgroup loads the x values
 // of texel j and `subgroupBroadcast` hands them to the other lanes, each broadcast feeding both
@@ -32,11 +33,16 @@
 //   8 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
+//   9 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as rope_kv.wgsl), else a dummy
+//  10 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
 // Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; SPLIT (a stacked matrix,
 // Wq;Wk;Wv or W_gate;W_up, whose rows go to three or two outputs: one dispatch instead of three);
 // ACCUMULATE (add into out: the residual stream, which saves an `add` dispatch); SWIGLU (W is
 // W_gate;W_up, c rows each: out[j] = silu(W_gate[j] . x') * (W_up[j] . x'), no bias); NORM and
-// NORM_EPS (normalise x first, as above).
+// NORM_EPS (normalise x first, as above); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d
+// key rows: the rotate-half RoPE of rope_kv.wgsl at the step's position on q and k, q to out, k
+// and v into their cache rows, out2 and out3 being k_cache and v_cache (n_blocks * PAGE, d):
+// the decode step's QKV product, RoPE and cache write in one dispatch).
 
 // Step, Shape: shaders/prelude.wgsl
 
@@ -47,6 +53,8 @@ override SPLIT: bool = false;
 override SWIGLU: bool = false;
 override NORM: bool = false;
 override NORM_EPS: f32 = 1e-5;
+override ROPE: bool = false;
+override HEAD_DIM: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -57,6 +65,8 @@ override NORM_EPS: f32 = 1e-5;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out3: array<f32>;
 @group(0) @binding(8) var<uniform> norm: array<vec4<f32>, 4096>;
+@group(0) @binding(9) var<storage, read> cos_t: array<f32>;
+@group(0) @binding(10) var<storage, read> sin_t: array<f32>;
 
 // Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
 // [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
@@ -82,6 +92,37 @@ fn put(t: u32, o: u32, v: f32) {
     out[i] = y;
 }
 
+// ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of the step's one token:
+// q and k rotated at its position, q to out, k and v into its cache row.
+fn put_rope(oa: u32, a: f32, b: f32) {
+    let half = HEAD_DIM / 2u;
+    let ob = oa + half;
+    var ya = a;
+    var yb = b;
+    if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
+    let q_dim = shape.c;
+    let kv_dim = shape.d;
+    if (oa >= q_dim + kv_dim) { // v
+        let r = oa - q_dim - kv_dim + step_slot(0u) * kv_dim;
+        out3[r] = ya;
+        out3[r + half] = yb;
+        return;
+    }
+    let i = step_pos(0u) * half + oa % HEAD_DIM;
+    let c = cos_t[i];
+    let s = sin_t[i];
+    let ra = ya * c - yb * s;
+    let rb = yb * c + ya * s;
+    if (oa < q_dim) {
+        out[oa] = ra;
+        out[ob] = rb;
+    } else { // k
+        let r = oa - q_dim + step_slot(0u) * kv_dim;
+        out2[r] = ra;
+        out2[r + half] = rb;
+    }
+}
+
 // One texel's contribution: 8 weights against (xa, xb), or 4 weights against xa.
 fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
     if (F16) {
@@ -99,6 +140,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
     var ob = oa + 8u;
     if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
+    if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
     let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
@@ -155,6 +197,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     }
     if (SWIGLU) {
         if (gid.x < shape.c) { out[gid.x] = ya / (1.0 + exp(-ya)) * yb; }
+        return;
+    }
+    if (ROPE) {
+        if (oa < n) { put_rope(oa, ya, yb); } // heads are whole: ob < n too
         return;
     }
     if (oa < n) { put(0u, oa, ya); }

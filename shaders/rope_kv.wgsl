@@ -7,6 +7,8 @@
 // (src/kv_cache.rs): row = block * PAGE + offset, whatever the layout.
 // CPU twin: cpu::ops::rope on q and k, then the cache.k[l].extend / cache.v[l].extend lines of
 // cpu::forward.
+// Used after the GEMM of prefill and batch steps; decode steps do the same inside their QKV
+// product (matvec.wgsl with ROPE).
 // Dispatch: (ceil((n_heads + n_kv_heads) * head_dim / 2 / 64), T, 1): one invocation per rotated
 // pair, query pairs first, then key pairs (each also copying the two values beside it).
 // Bindings:

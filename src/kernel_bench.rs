@@ -187,7 +187,7 @@ pub fn bench_kernels(
             let res: Vec<Res> = [Res::UniformX(&xb)]
                 .into_iter()
                 .chain(rest)
-                .chain([Res::UniformX(&no_norm)])
+                .chain([Res::UniformX(&no_norm), Res::Buf(&bias), Res::Buf(&bias)])
                 .collect();
             let grid: Grid = Box::new(move |_| Kernels::matmul_grid(kind, false, n, 1));
             let op = Op::new(gpu, kern, &step1, &shape, &res, grid);

@@ -9,7 +9,7 @@ use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
 use tinfer::gpu::forward::{ActTex, WeightTex, ROW_GROUP};
 use tinfer::gpu::kernels::{
-    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_SG_ROWS, MAX_SPLITS,
+    split_plan, step_bytes, Fusion, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_SG_ROWS, MAX_SPLITS,
 };
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
@@ -155,11 +155,14 @@ fn matmul_matvec_and_matmat_match_cpu() {
     let mut rng = Rng::new(1);
     for kind in kinds {
         let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
-        let norm_gemv = |bias, store| Kernels::matmul_kernel(&h.gpu, kind, false, bias, store, Some(EPS)).unwrap();
-        let norm_split = [norm_gemv(false, Store::Split), norm_gemv(true, Store::Split)];
-        let norm_swiglu = norm_gemv(false, Store::SwiGlu);
+        let fusion = Some(Fusion {
+            norm_eps: EPS,
+            head_dim: 64,
+        });
+        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion).unwrap();
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
-                                      // (d, n, T, rows a group, texture rows a layer)
+        let no_rope = h.zeros(4); // matvec's cos and sin tables without RoPE
+                                  // (d, n, T, rows a group, texture rows a layer)
         for (i, &(d, n, t, group, height)) in [
             (8, 1, 1, ROW_GROUP, max_dim),
             (16, 3, 3, 1, max_dim),
@@ -241,6 +244,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o2),
                     Res::Buf(&o3),
                     Res::UniformX(&no_norm),
+                    Res::Buf(&no_rope),
+                    Res::Buf(&no_rope),
                 ],
                 Kernels::matmul_grid(kind, false, n, 1),
             );
@@ -272,7 +277,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&outs[2]),
                     ];
                     if !gemm {
-                        res.push(Res::UniformX(&no_norm));
+                        res.extend([Res::UniformX(&no_norm), Res::Buf(&no_rope), Res::Buf(&no_rope)]);
                     }
                     h.run_res(
                         k.matmul(gemm, with_bias, Store::Split),
@@ -294,33 +299,12 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     let gv = if gemm { "matmat" } else { "matvec" };
                     assert_close(&format!("{gv} split {what}"), &got, &want[..tt * n], KERNEL_VS_CPU);
                 }
-                // matvec normalising x itself (NORM), split three ways: the decode steps' QKV
+                // x RMS-normalised (by to_texture's NORM and matvec's)
                 let mut gamma = random(&mut rng, d, 1.0); // no outliers: 16320-term sums stay in KERNEL_VS_CPU
                 gamma.resize(16384, 0.0);
                 let gb = h.up(&gamma);
                 let mut xn = vec![0.0; t * d];
                 ops::rmsnorm(&mut xn, &x[..t * d], &gamma[..d], EPS as f64);
-                let mut want = vec![0.0; n];
-                ops::matmul(&mut want, &xn[..d], &w_seen, with_bias.then(|| &bias[..n]), d);
-                let outs: Vec<wgpu::Buffer> = widths.iter().map(|&m| h.zeros(m)).collect();
-                h.run_res(
-                    &norm_split[with_bias as usize],
-                    &rows(1),
-                    (1, 0),
-                    Shape::new(d, n, a, b),
-                    &[
-                        Res::UniformX(&xb),
-                        Res::Tex(&tex.view),
-                        Res::Buf(&bb),
-                        Res::Buf(&outs[0]),
-                        Res::Buf(&outs[1]),
-                        Res::Buf(&outs[2]),
-                        Res::UniformX(&gb),
-                    ],
-                    Kernels::matmul_grid(kind, false, n, 1),
-                );
-                let got: Vec<f32> = outs.iter().zip(&widths).flat_map(|(o, &m)| h.read(o, m)).collect();
-                assert_close(&format!("matvec norm split {what}"), &got, &want, KERNEL_VS_CPU);
 
                 // SwiGLU of a stacked gate;up, c rows each (the first 2c rows of w): GEMM of x,
                 // GEMM of x RMS-normalised by to_texture, GEMV of x, GEMV normalising x itself
@@ -358,7 +342,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&o3),
                     ];
                     if !gemm {
-                        res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
+                        let norm = Res::UniformX(if norm { &gb } else { &no_norm });
+                        res.extend([norm, Res::Buf(&no_rope), Res::Buf(&no_rope)]);
                     }
                     let kern = if !gemm && norm {
                         &norm_swiglu
@@ -379,6 +364,96 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         &want,
                         SWIGLU_VS_CPU,
                     );
+                }
+            }
+        }
+    }
+}
+
+/// The decode steps' fused QKV GEMV (NORM + ROPE: rmsnorm, the stacked Wq;Wk;Wv product with its
+/// bias, RoPE of q and k at the step's position, k and v written to its cache row) against
+/// cpu::ops::rmsnorm, matmul and rope, in every matvec variant, with heads of 16, 32 and 64, the
+/// cache rows around the slot checked untouched.
+#[test]
+fn fused_qkv_rope_matches_cpu() {
+    let Some(h) = harness(64) else { return };
+    let mut rng = Rng::new(5);
+    for f16 in [false, true] {
+        for subgroups in [false, true] {
+            if subgroups && !h.gpu.has_subgroups(8) {
+                continue;
+            }
+            let kind = MatmulKind { f16, subgroups };
+            // (d, n_heads, n_kv_heads, head_dim, position, cache slot, bias)
+            for &(d, nh, nkv, hd, pos, slot, with_bias) in &[
+                (64, 3, 1, 16, 7, 5, true),
+                (576, 9, 3, 64, 100, 37, false),
+                (136, 2, 2, 32, 0, 0, true),
+            ] {
+                let what = format!("{kind:?} d={d} heads={nh}/{nkv}x{hd} pos={pos} slot={slot} bias={with_bias}");
+                let (q_dim, kv_dim) = (nh * hd, nkv * hd);
+                let n = q_dim + 2 * kv_dim;
+                let fusion = Some(Fusion {
+                    norm_eps: EPS,
+                    head_dim: hd,
+                });
+                let kern = Kernels::matmul_kernel(&h.gpu, kind, false, with_bias, Store::RopeKv, fusion).unwrap();
+                let w = random(&mut rng, n * d, 3.0);
+                let w_seen = if f16 { round_f16(&w) } else { w.clone() };
+                let mut x = random(&mut rng, d, 5.0);
+                let mut gamma = random(&mut rng, d, 1.0);
+                let bias = random(&mut rng, n, 1.0);
+                let table = RopeTable::new(&config(nh, nkv, hd, 128));
+                // CPU: y = W · rmsnorm(x) (+ bias); q, k = rope(q), rope(k)
+                let mut xn = vec![0.0; d];
+                ops::rmsnorm(&mut xn, &x, &gamma, EPS as f64);
+                let mut y = vec![0.0; n];
+                ops::matmul(&mut y, &xn, &w_seen, with_bias.then_some(&bias[..]), d);
+                ops::rope(&mut y[..q_dim], pos, hd, &table);
+                ops::rope(&mut y[q_dim..q_dim + kv_dim], pos, hd, &table);
+                x.resize(16384, 0.0);
+                gamma.resize(16384, 0.0);
+                let tex = WeightTex::upload(&h.gpu, "w", &w, d, f16).unwrap();
+                let (qb, kc, vc) = (
+                    h.zeros(q_dim),
+                    h.zeros((slot + 2) * kv_dim),
+                    h.zeros((slot + 2) * kv_dim),
+                );
+                let row = Row {
+                    token: 0,
+                    pos: pos as u32,
+                    slot: slot as u32,
+                    seq: 0,
+                };
+                h.run_res(
+                    &kern,
+                    &[row],
+                    (1, 0),
+                    Shape::new(d, n, q_dim, kv_dim),
+                    &[
+                        Res::UniformX(&h.up(&x)),
+                        Res::Tex(&tex.view),
+                        Res::Buf(&h.up(&bias)),
+                        Res::Buf(&qb),
+                        Res::Buf(&kc),
+                        Res::Buf(&vc),
+                        Res::UniformX(&h.up(&gamma)),
+                        Res::Buf(&h.up(&table.cos)),
+                        Res::Buf(&h.up(&table.sin)),
+                    ],
+                    Kernels::matmul_grid(kind, false, n, 1),
+                );
+                assert_close(
+                    &format!("fused q {what}"),
+                    &h.read(&qb, q_dim),
+                    &y[..q_dim],
+                    KERNEL_VS_CPU,
+                );
+                for (name, cache, part) in [("k", &kc, &y[q_dim..q_dim + kv_dim]), ("v", &vc, &y[q_dim + kv_dim..])] {
+                    let mut want = vec![0.0; (slot + 2) * kv_dim];
+                    want[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(part);
+                    let got = h.read(cache, (slot + 2) * kv_dim);
+                    assert_close(&format!("fused {name}_cache {what}"), &got, &want, KERNEL_VS_CPU);
                 }
             }
         }

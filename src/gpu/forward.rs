@@ -15,8 +15,8 @@ use anyhow::{bail, Result};
 
 use super::context::{Gpu, GpuRequest};
 use super::kernels::{
-    split_plan, step_bytes, step_size, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_TILE, MAX_SPLITS,
-    MAX_STEP_TOKENS, UNIFORM_X_BYTES,
+    split_plan, step_bytes, step_size, Fusion, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_TILE,
+    MAX_SPLITS, MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
 use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
@@ -575,20 +575,22 @@ impl GpuModel {
                 Box::new(move |dims: Dims| [1, dims.t, 1]),
             )
         };
-        // The GEMVs that RMS-normalise their x themselves (decode: QKV, with a bias or without;
-        // gate and up).
-        let eps32 = cfg.norm_eps as f32;
-        let norm_split =
-            [false, true].map(|bias| Kernels::matmul_kernel(&gpu, kind, false, bias, Store::Split, Some(eps32)));
-        let [norm_split, norm_split_bias] = norm_split;
-        let (norm_split, norm_split_bias) = (norm_split?, norm_split_bias?);
-        let norm_swiglu = Kernels::matmul_kernel(&gpu, kind, false, false, Store::SwiGlu, Some(eps32))?;
+        // The decode steps' GEMVs that RMS-normalise their x themselves: QKV with RoPE and the
+        // cache write (with a bias or without), gate and up with SwiGLU.
+        let fusion = Some(Fusion {
+            norm_eps: cfg.norm_eps as f32,
+            head_dim: cfg.head_dim,
+        });
+        let fused_qkv = Kernels::matmul_kernel(&gpu, kind, false, false, Store::RopeKv, fusion)?;
+        let fused_qkv_bias = Kernels::matmul_kernel(&gpu, kind, false, true, Store::RopeKv, fusion)?;
+        let fused_swiglu = Kernels::matmul_kernel(&gpu, kind, false, false, Store::SwiGlu, fusion)?;
         // out (T, n) (+)= x' (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x' as the texture
         // xt, already normalised where a norm comes first), or GEMV of row 0 (decode steps have
         // one row; the LM head of the last row reads it normalised into row 0) reading x' =
         // rmsnorm(x) * norm itself when given a `norm`. `store` says where rows go: out, added
         // into out (the residual stream), a stacked matrix's parts of `widths` to outs[0],
-        // outs[1], outs[2], or SwiGLU of the stacked gate and up to out.
+        // outs[1], outs[2] (with RoPE: q, k_cache, v_cache), or SwiGLU of the stacked gate and
+        // up to out.
         let matmul = |gemm: bool,
                       (x, norm, xt): (&wgpu::Buffer, Option<&wgpu::Buffer>, &ActTex),
                       w: &WeightTex,
@@ -597,14 +599,14 @@ impl GpuModel {
                       store: Store,
                       widths: [usize; 2]| {
             let kern = match (gemm, norm, store, bias.is_some()) {
-                (false, Some(_), Store::Split, false) => &norm_split,
-                (false, Some(_), Store::Split, true) => &norm_split_bias,
-                (false, Some(_), Store::SwiGlu, false) => &norm_swiglu,
+                (false, Some(_), Store::RopeKv, false) => &fused_qkv,
+                (false, Some(_), Store::RopeKv, true) => &fused_qkv_bias,
+                (false, Some(_), Store::SwiGlu, false) => &fused_swiglu,
                 (false, Some(_), ..) => unreachable!("no normalising GEMV for {store:?}"),
                 _ => k.matmul(gemm, bias.is_some(), store),
             };
             let s = match store {
-                Store::Split => shape(Shape::new(w.cols, w.rows, widths[0], widths[1])),
+                Store::Split | Store::RopeKv => shape(Shape::new(w.cols, w.rows, widths[0], widths[1])),
                 Store::SwiGlu => shape(Shape::new(w.cols, w.rows, w.rows / 2, 0)),
                 _ => shape(Shape::new(w.cols, w.rows, 0, w.rows)),
             };
@@ -620,7 +622,11 @@ impl GpuModel {
                 Res::Buf(outs[2]),
             ];
             if !gemm {
-                res.push(Res::UniformX(norm.unwrap_or(&dummy_norm)));
+                res.extend([
+                    Res::UniformX(norm.unwrap_or(&dummy_norm)),
+                    Res::Buf(&cos),
+                    Res::Buf(&sin),
+                ]);
             }
             Op::new(&gpu, kern, &step, &s, &res, grid)
         };
@@ -644,24 +650,38 @@ impl GpuModel {
                 if gemm {
                     ops.push(to_tex(&x, Some(&layer.attn_norm), &xt_dim));
                 }
-                // q, k, v = [Wq; Wk; Wv] · xb, one product split three ways
-                ops.push(matmul(
-                    gemm,
-                    (&x, Some(&layer.attn_norm), &xt_dim),
-                    &layer.wqkv,
-                    layer.bqkv.as_ref(),
-                    [&q, &kb, &vb],
-                    Store::Split,
-                    [q_dim, kv_dim],
-                ));
                 let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-                // q, k = rope(q), rope(k); k, v into their cache rows
-                ops.push(op(
-                    &k.rope_kv,
-                    shape(Shape::new(nh, hd, nkv, 0)),
-                    &[&cos, &sin, &kb, &vb, &q, &k_cache[l], &v_cache[l]],
-                    Box::new(move |d: Dims| [div_up((nh + nkv) * hd / 2, 64), d.t, 1]),
-                ));
+                if gemm {
+                    // q, k, v = [Wq; Wk; Wv] · xb, one product split three ways
+                    ops.push(matmul(
+                        gemm,
+                        (&x, None, &xt_dim),
+                        &layer.wqkv,
+                        layer.bqkv.as_ref(),
+                        [&q, &kb, &vb],
+                        Store::Split,
+                        [q_dim, kv_dim],
+                    ));
+                    // q, k = rope(q), rope(k); k, v into their cache rows
+                    ops.push(op(
+                        &k.rope_kv,
+                        shape(Shape::new(nh, hd, nkv, 0)),
+                        &[&cos, &sin, &kb, &vb, &q, &k_cache[l], &v_cache[l]],
+                        Box::new(move |d: Dims| [div_up((nh + nkv) * hd / 2, 64), d.t, 1]),
+                    ));
+                } else {
+                    // the same in one GEMV: q = rope(Wq · xb), k_cache[slot] = rope(Wk · xb),
+                    // v_cache[slot] = Wv · xb
+                    ops.push(matmul(
+                        gemm,
+                        (&x, Some(&layer.attn_norm), &xt_dim),
+                        &layer.wqkv,
+                        layer.bqkv.as_ref(),
+                        [&q, &k_cache[l], &v_cache[l]],
+                        Store::RopeKv,
+                        [q_dim, kv_dim],
+                    ));
+                }
                 let bufs = AttnBufs {
                     q: &q,
                     k_cache: &k_cache[l],

@@ -100,12 +100,12 @@ const SOURCES: [(&str, &str, &[Binding]); 15] = [
     (
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Uniform],
+        &[Uniform, Texture, Read, Write, Write, Write, Uniform, Read, Read],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Uniform],
+        &[Uniform, Texture, Read, Write, Write, Write, Uniform, Read, Read],
     ),
     (
         "matmat.wgsl",
@@ -198,6 +198,18 @@ pub enum Store {
     /// W is W_gate;W_up, c rows each (Shape c): out[t, j] = silu(W_gate[j] x) * (W_up[j] x),
     /// the feed-forward block's SwiGLU fused into the product; no bias
     SwiGlu = 3,
+    /// GEMV only, with a `Fusion`: W is Wq;Wk;Wv (Shape c query rows, d key rows): q and k
+    /// rotated (RoPE at the step's position), q to out, k and v into their cache rows (out2 =
+    /// k_cache, out3 = v_cache): the decode step's QKV, RoPE and cache write in one dispatch
+    RopeKv = 4,
+}
+
+/// What the decode steps' GEMVs do besides the product: RMS-normalise x first (the model's
+/// epsilon), and RoPE with `head_dim` for Store::RopeKv.
+#[derive(Clone, Copy, Debug)]
+pub struct Fusion {
+    pub norm_eps: f32,
+    pub head_dim: usize,
 }
 
 #[derive(Clone)]
@@ -441,21 +453,23 @@ impl Kernels {
     /// `store` says.
     pub fn matmul(&self, gemm: bool, bias: bool, store: Store) -> &Kernel {
         assert!(!(bias && store == Store::SwiGlu), "the SwiGLU product takes no bias");
+        assert!(store != Store::RopeKv, "RoPE products come from matmul_kernel");
         &self.matmuls[&(gemm, bias, store)]
     }
 
-    /// A matrix kernel of `kind` (see `matmul`); `norm_eps` compiles the GEMV that RMS-normalises
-    /// x first (NORM, with that epsilon): the model's decode steps use it for the products
-    /// after a norm (QKV, gate and up).
+    /// A matrix kernel of `kind` (see `matmul`); a `fusion` compiles the GEMV that RMS-normalises
+    /// x first (NORM) and for Store::RopeKv also applies RoPE (ROPE): the model's decode steps
+    /// use them for the products after a norm (QKV, gate and up).
     pub fn matmul_kernel(
         gpu: &Gpu,
         kind: MatmulKind,
         gemm: bool,
         bias: bool,
         store: Store,
-        norm_eps: Option<f32>,
+        fusion: Option<Fusion>,
     ) -> Result<Kernel> {
-        assert!(!(gemm && norm_eps.is_some()), "only the GEMV normalises x itself");
+        assert!(!(gemm && fusion.is_some()), "only the GEMV normalises x itself");
+        assert!(store != Store::RopeKv || fusion.is_some(), "RoPE comes with a norm");
         let file = match (gemm, kind.subgroups) {
             (false, true) => "matvec.wgsl",
             (false, false) => "matvec_plain.wgsl",
@@ -470,8 +484,11 @@ impl Kernels {
             ("SPLIT", flag(store == Store::Split)),
             ("SWIGLU", flag(store == Store::SwiGlu)),
         ];
-        if let Some(eps) = norm_eps {
-            c.extend([("NORM", 1.0), ("NORM_EPS", eps as f64)]);
+        if let Some(f) = fusion {
+            c.extend([("NORM", 1.0), ("NORM_EPS", f.norm_eps as f64)]);
+            if store == Store::RopeKv {
+                c.extend([("ROPE", 1.0), ("HEAD_DIM", f.head_dim as f64)]);
+            }
         }
         Kernel::new(gpu, file, &c)
     }
