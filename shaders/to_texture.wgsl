@@ -7,8 +7,10 @@
 // output rows, so one copy per step pays for itself many times over (benches/RESULTS.md).
 // CPU twin: none for the copy (exact); cpu::ops::rmsnorm with NORM (tests compare matmat through
 // both with the CPU).
-// Dispatch: (1, T, 1); one workgroup of 64 per token row, each invocation taking every 64th
-// texel: with NORM a strided sum of squares and a tree reduction in workgroup memory first.
+// Dispatch: (ceil(d / 4 / 64), T, 1), one invocation per (texel, token row); with NORM
+// (ceil(T / 64), 1, 1), one invocation per row: the sum of squares, then the scaled copy. (A
+// workgroup per row with a tree reduction in workgroup memory took 2.2x as long on lavapipe,
+// whose barriers are costly: `bench model --profile 256`.)
 // Bindings:
 //   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = d (a multiple of 4), b = bitcast<u32>(eps as f32) with NORM
@@ -27,33 +29,28 @@ override NORM: bool = false;
 @group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(4) var xt: texture_storage_2d_array<rgba32uint, write>;
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, WG>;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let d4 = shape.a / 4u;
-    let t = wid.y;
-    if (t >= step.n_tokens) { return; } // uniform across the workgroup
-    let row = t * d4;
-    var inv = 1.0;
-    if (NORM) {
-        var ss = 0.0;
-        for (var i = lid; i < d4; i += WG) {
-            let v = x[row + i];
-            ss += dot(v, v);
+    if (!NORM) {
+        // one texel an invocation
+        let t = gid.y;
+        if (gid.x < d4 && t < step.n_tokens) {
+            textureStore(xt, vec2<u32>(gid.x, t), 0, bitcast<vec4<u32>>(x[t * d4 + gid.x]));
         }
-        partial[lid] = ss;
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if (lid < s) { partial[lid] += partial[lid + s]; }
-            workgroupBarrier();
-        }
-        inv = inverseSqrt(partial[0] / f32(shape.a) + bitcast<f32>(shape.b));
+        return;
     }
-    for (var i = lid; i < d4; i += WG) {
-        var v = x[row + i];
-        if (NORM) { v = weight[i] * (v * inv); }
-        textureStore(xt, vec2<u32>(i, t), 0, bitcast<vec4<u32>>(v));
+    // one row an invocation: the sum of squares, then the scaled copy
+    let t = gid.x;
+    if (t >= step.n_tokens) { return; }
+    let row = t * d4;
+    var ss = 0.0;
+    for (var i = 0u; i < d4; i++) {
+        let v = x[row + i];
+        ss += dot(v, v);
+    }
+    let inv = inverseSqrt(ss / f32(shape.a) + bitcast<f32>(shape.b));
+    for (var i = 0u; i < d4; i++) {
+        textureStore(xt, vec2<u32>(i, t), 0, bitcast<vec4<u32>>(weight[i] * (x[row + i] * inv)));
     }
 }

@@ -216,7 +216,7 @@ pub fn bench_kernels(
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
             let to_shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, 0, 0, 0)));
-            let grid: Grid = Box::new(move |dm: Dims| [1, dm.t, 1]);
+            let grid: Grid = Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]);
             let copy = Op::new(
                 gpu,
                 &k.to_texture,

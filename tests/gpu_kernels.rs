@@ -198,7 +198,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                 (1, 0),
                 Shape::new(d, 0, 0, 0),
                 &[Res::Buf(&xb), Res::Buf(&dummy), Res::Tex(&xt.view)],
-                [1, t as u32, 1],
+                [up(d / 4, 64), t as u32, 1],
             );
             let store = if accumulate { Store::Accumulate } else { Store::Write };
             let (o2, o3) = (h.zeros(4), h.zeros(4));
@@ -325,7 +325,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     (1, 0),
                     Shape::new(d, EPS.to_bits() as usize, 0, 0),
                     &[Res::Buf(&xb), Res::Buf(&gb), Res::Tex(&xtn.view)],
-                    [1, t as u32, 1],
+                    [up(t, 64), 1, 1],
                 );
                 for (how, xs) in [("gemm", &xt), ("gemm norm", &xtn), ("gemv", &xt), ("gemv norm", &xt)] {
                     let (gemm, norm) = (how.starts_with("gemm"), how.ends_with("norm"));

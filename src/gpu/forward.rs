@@ -562,6 +562,7 @@ impl GpuModel {
         // xt (T, d/4) = x (T, d) as texels, before the GEMMs that read x; with `norm`, the rows
         // RMS-normalised on the way: xt = rmsnorm(x) * norm
         let to_tex = |x: &wgpu::Buffer, norm: Option<&wgpu::Buffer>, xt: &ActTex| {
+            let d = xt.d;
             let (kern, s) = match norm {
                 Some(_) => (&k.to_texture_norm, Shape::new(xt.d, eps, 0, 0)),
                 None => (&k.to_texture, Shape::new(xt.d, 0, 0, 0)),
@@ -572,7 +573,10 @@ impl GpuModel {
                 &step,
                 &shape(s),
                 &[Res::Buf(x), Res::Buf(norm.unwrap_or(&dummy)), Res::Tex(&xt.view)],
-                Box::new(move |dims: Dims| [1, dims.t, 1]),
+                match norm {
+                    Some(_) => Box::new(move |dims: Dims| [div_up(dims.t as usize, 64), 1, 1]),
+                    None => Box::new(move |dims: Dims| [div_up(d / 4, 64), dims.t, 1]),
+                },
             )
         };
         // The decode steps' GEMVs that RMS-normalise their x themselves: QKV with RoPE and the
