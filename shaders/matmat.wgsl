@@ -7,7 +7,8 @@
 // Dispatch: (ceil(n / 128), ceil(T / 8), 1). Each invocation computes two weight rows for 8
 // tokens: invocation i takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a
 // subgroup read the texels of 8 neighbouring rows (contiguous in the weight texture); with
-// SWIGLU gate row i and up row c + i (the same grid: ceil(2c / 128) = ceil(c / 64)). Every
+// SWIGLU gate row i and up row c + i (the same grid: ceil(2c / 128) = ceil(c / 64)); with ROPE
+// the two rows of a rotation pair, i and i + HEAD_DIM / 2 of a head. Every
 // weight texel (8 f16 or 4 f32) is fetched once and used 8 times. x comes as a texture
 // (to_texture.wgsl copies the rows): lane j of the subgroup fetches token t0 + j's x values of
 // the current texel and `subgroupBroadcast` hands them to the other lanes, each broadcast value
@@ -24,7 +25,11 @@
 //   5 out    storage rw    f32     (T_max, stride); with SPLIT and SWIGLU (T_max, c)
 //   6 out2   storage rw    f32     with SPLIT (T_max, d), else a dummy
 //   7 out3   storage rw    f32     with SPLIT (T_max, n - c - d), else a dummy
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU (as matvec.wgsl).
+//   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as matvec.wgsl), else a dummy
+//   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU, ROPE, HEAD_DIM (as matvec.wgsl: with ROPE
+// W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache row slot[t] of out2 and
+// out3, so the QKV product, RoPE and the cache write of a prefill step are one dispatch).
 
 // Step, Shape: shaders/prelude.wgsl
 
@@ -33,6 +38,8 @@ override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 override SPLIT: bool = false;
 override SWIGLU: bool = false;
+override ROPE: bool = false;
+override HEAD_DIM: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -42,6 +49,39 @@ override SWIGLU: bool = false;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out2: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(8) var<storage, read> cos_t: array<f32>;
+@group(0) @binding(9) var<storage, read> sin_t: array<f32>;
+
+// ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of token t: q and k
+// rotated at its position, q to out (T, c), k and v into its cache row of out2 and out3.
+fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
+    let half = HEAD_DIM / 2u;
+    let ob = oa + half;
+    var ya = a;
+    var yb = b;
+    if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
+    let q_dim = shape.c;
+    let kv_dim = shape.d;
+    if (oa >= q_dim + kv_dim) { // v
+        let r = oa - q_dim - kv_dim + step_slot(t) * kv_dim;
+        out3[r] = ya;
+        out3[r + half] = yb;
+        return;
+    }
+    let i = step_pos(t) * half + oa % HEAD_DIM;
+    let c = cos_t[i];
+    let s = sin_t[i];
+    let ra = ya * c - yb * s;
+    let rb = yb * c + ya * s;
+    if (oa < q_dim) {
+        out[t * q_dim + oa] = ra;
+        out[t * q_dim + ob] = rb;
+    } else { // k
+        let r = oa - q_dim + step_slot(t) * kv_dim;
+        out2[r] = ra;
+        out2[r + half] = rb;
+    }
+}
 
 fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
@@ -95,6 +135,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
     var ob = oa + 8u;
     if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
+    if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
     let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
@@ -117,6 +158,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         for (var i = 0u; i < 8u; i++) {
             let g = acc_a[i];
             if (gid.x < c && t0 + i < step.n_tokens) { out[(t0 + i) * c + gid.x] = g / (1.0 + exp(-g)) * acc_b[i]; }
+        }
+        return;
+    }
+    if (ROPE) {
+        for (var i = 0u; i < 8u; i++) {
+            if (oa < n && t0 + i < step.n_tokens) { put_rope(t0 + i, oa, acc_a[i], acc_b[i]); } // heads are whole: ob < n too
         }
         return;
     }

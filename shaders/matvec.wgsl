@@ -4,12 +4,13 @@
 // where x' = x, or with NORM the RMS-normalised x' = x / sqrt(mean(x^2) + eps) * norm (the
 // RMSNorm before the product, fused: one dispatch fewer and no normalised copy of x).
 // CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16), after
-// cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU.
+// cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU or cpu::ops::rope with
+// ROPE.
 // Dispatch: (ceil(n / 64), 1, 1): 32 invocations a workgroup, two weight rows each: invocation i
 // takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a subgroup read the texels
 // of 8 neighbouring rows (contiguous in the weight texture). With SWIGLU it takes gate row i and
-// up row c + i instead (the same grid: ceil(2c / 64) = ceil(c / 32)); with ROPE the two rows one
-// rotation pairs, i and i + HEAD_DIM / 2 of a head (head i / (HEAD_DIM / 2)). The row's weights are
+// up row c + i instead (the same grid: ceil(2c / 64) = ceil(c / 32)); with ROPE the two rows of
+// one rotation pair, i and i + HEAD_DIM / 2 of a head (head i / (HEAD_DIM / 2)). The row's weights are
 // texels of 16 bytes (8 f16 or 4 f32 values) along d. x is a uniform binding (every invocation
 // reads the same values) read in chunks of 8 texels: lane j of the subgroup loads the x values
 // of texel j and `subgroupBroadcast` hands them to the other lanes, each broadcast feeding both
@@ -33,14 +34,14 @@
 //   8 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
-//   9 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as rope_kv.wgsl), else a dummy
+//   9 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //  10 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
 // Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; SPLIT (a stacked matrix,
 // Wq;Wk;Wv or W_gate;W_up, whose rows go to three or two outputs: one dispatch instead of three);
 // ACCUMULATE (add into out: the residual stream, which saves an `add` dispatch); SWIGLU (W is
 // W_gate;W_up, c rows each: out[j] = silu(W_gate[j] . x') * (W_up[j] . x'), no bias); NORM and
 // NORM_EPS (normalise x first, as above); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d
-// key rows: the rotate-half RoPE of rope_kv.wgsl at the step's position on q and k, q to out, k
+// key rows: the rotate-half RoPE of cpu::ops::rope at the step's position on q and k, q to out, k
 // and v into their cache rows, out2 and out3 being k_cache and v_cache (n_blocks * PAGE, d):
 // the decode step's QKV product, RoPE and cache write in one dispatch).
 

@@ -226,7 +226,11 @@ pub fn bench_kernels(
                 grid,
             );
             let kern = k.matmul(true, false, Store::Write);
-            let res: Vec<Res> = [Res::Tex(&xt.view)].into_iter().chain(rest).collect();
+            let res: Vec<Res> = [Res::Tex(&xt.view)]
+                .into_iter()
+                .chain(rest)
+                .chain([Res::Buf(&bias), Res::Buf(&bias)])
+                .collect();
             let grid: Grid = Box::new(move |dm: Dims| Kernels::matmul_grid(kind, true, n, dm.t as usize));
             let op = Op::new(gpu, kern, &step_t, &shape, &res, grid);
             let dims = Dims {

@@ -214,6 +214,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&out),
                     Res::Buf(&o2),
                     Res::Buf(&o3),
+                    Res::Buf(&no_rope),
+                    Res::Buf(&no_rope),
                 ],
                 Kernels::matmul_grid(kind, true, n, t),
             );
@@ -277,8 +279,9 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&outs[2]),
                     ];
                     if !gemm {
-                        res.extend([Res::UniformX(&no_norm), Res::Buf(&no_rope), Res::Buf(&no_rope)]);
+                        res.push(Res::UniformX(&no_norm));
                     }
+                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope)]);
                     h.run_res(
                         k.matmul(gemm, with_bias, Store::Split),
                         &rows(tt),
@@ -342,9 +345,9 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&o3),
                     ];
                     if !gemm {
-                        let norm = Res::UniformX(if norm { &gb } else { &no_norm });
-                        res.extend([norm, Res::Buf(&no_rope), Res::Buf(&no_rope)]);
+                        res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
                     }
+                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope)]);
                     let kern = if !gemm && norm {
                         &norm_swiglu
                     } else {
@@ -370,10 +373,12 @@ fn matmul_matvec_and_matmat_match_cpu() {
     }
 }
 
-/// The decode steps' fused QKV GEMV (NORM + ROPE: rmsnorm, the stacked Wq;Wk;Wv product with its
-/// bias, RoPE of q and k at the step's position, k and v written to its cache row) against
-/// cpu::ops::rmsnorm, matmul and rope, in every matvec variant, with heads of 16, 32 and 64, the
-/// cache rows around the slot checked untouched.
+/// The fused QKV products (ROPE: the stacked Wq;Wk;Wv product with its bias, RoPE of q and k at
+/// each token's position, k and v written to its cache row), after an RMSNorm (NORM in the GEMV
+/// of a decode step, to_texture's NORM before the GEMM of a prefill step), against
+/// cpu::ops::rmsnorm, matmul and rope: every matvec and matmat variant, heads of 16, 32 and 64,
+/// 1 or T tokens (T not a multiple of 8) at scattered positions and cache slots, the cache rows
+/// no token writes checked untouched.
 #[test]
 fn fused_qkv_rope_matches_cpu() {
     let Some(h) = harness(64) else { return };
@@ -384,76 +389,111 @@ fn fused_qkv_rope_matches_cpu() {
                 continue;
             }
             let kind = MatmulKind { f16, subgroups };
-            // (d, n_heads, n_kv_heads, head_dim, position, cache slot, bias)
-            for &(d, nh, nkv, hd, pos, slot, with_bias) in &[
-                (64, 3, 1, 16, 7, 5, true),
-                (576, 9, 3, 64, 100, 37, false),
-                (136, 2, 2, 32, 0, 0, true),
+            let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
+            // (d, n_heads, n_kv_heads, head_dim, tokens, first position, bias)
+            for &(d, nh, nkv, hd, t, pos0, with_bias) in &[
+                (64, 3, 1, 16, 11, 7, true),
+                (576, 9, 3, 64, 3, 100, false),
+                (136, 2, 2, 32, 9, 0, true),
             ] {
-                let what = format!("{kind:?} d={d} heads={nh}/{nkv}x{hd} pos={pos} slot={slot} bias={with_bias}");
                 let (q_dim, kv_dim) = (nh * hd, nkv * hd);
                 let n = q_dim + 2 * kv_dim;
+                let w = random(&mut rng, n * d, 3.0);
+                let w_seen = if f16 { round_f16(&w) } else { w.clone() };
+                let mut x = random(&mut rng, t * d, 5.0);
+                let mut gamma = random(&mut rng, d, 1.0);
+                let bias = random(&mut rng, n, 1.0);
+                let table = RopeTable::new(&config(nh, nkv, hd, 128));
+                // token i at position pos0 + i, in cache slot 3i + 1 (slots 0, 2, 3, ... unwritten)
+                let rows: Vec<Row> = (0..t)
+                    .map(|i| Row {
+                        token: 0,
+                        pos: (pos0 + i) as u32,
+                        slot: (3 * i + 1) as u32,
+                        seq: 0,
+                    })
+                    .collect();
+                let cache_rows = 3 * t + 2;
+                // CPU: y = W · rmsnorm(x) (+ bias); q, k = rope(q), rope(k); k, v into the cache
+                let mut xn = vec![0.0; t * d];
+                ops::rmsnorm(&mut xn, &x, &gamma, EPS as f64);
+                let mut y = vec![0.0; t * n];
+                ops::matmul(&mut y, &xn, &w_seen, with_bias.then_some(&bias[..]), d);
+                let (mut want_q, mut want_k, mut want_v) =
+                    (vec![], vec![0.0; cache_rows * kv_dim], vec![0.0; cache_rows * kv_dim]);
+                for (i, r) in rows.iter().enumerate() {
+                    let yi = &mut y[i * n..(i + 1) * n];
+                    ops::rope(&mut yi[..q_dim], r.pos as usize, hd, &table);
+                    ops::rope(&mut yi[q_dim..q_dim + kv_dim], r.pos as usize, hd, &table);
+                    want_q.extend_from_slice(&yi[..q_dim]);
+                    let at = r.slot as usize * kv_dim;
+                    want_k[at..at + kv_dim].copy_from_slice(&yi[q_dim..q_dim + kv_dim]);
+                    want_v[at..at + kv_dim].copy_from_slice(&yi[q_dim + kv_dim..]);
+                }
+                let xb = h.up(&x);
+                x.resize(x.len().max(16384), 0.0);
+                gamma.resize(16384, 0.0);
+                let (xu, gb) = (h.up(&x), h.up(&gamma));
+                let tex = WeightTex::upload(&h.gpu, "w", &w, d, f16).unwrap();
+                let (cos, sin, bb) = (h.up(&table.cos), h.up(&table.sin), h.up(&bias));
                 let fusion = Some(Fusion {
                     norm_eps: EPS,
                     head_dim: hd,
                 });
-                let kern = Kernels::matmul_kernel(&h.gpu, kind, false, with_bias, Store::RopeKv, fusion).unwrap();
-                let w = random(&mut rng, n * d, 3.0);
-                let w_seen = if f16 { round_f16(&w) } else { w.clone() };
-                let mut x = random(&mut rng, d, 5.0);
-                let mut gamma = random(&mut rng, d, 1.0);
-                let bias = random(&mut rng, n, 1.0);
-                let table = RopeTable::new(&config(nh, nkv, hd, 128));
-                // CPU: y = W · rmsnorm(x) (+ bias); q, k = rope(q), rope(k)
-                let mut xn = vec![0.0; d];
-                ops::rmsnorm(&mut xn, &x, &gamma, EPS as f64);
-                let mut y = vec![0.0; n];
-                ops::matmul(&mut y, &xn, &w_seen, with_bias.then_some(&bias[..]), d);
-                ops::rope(&mut y[..q_dim], pos, hd, &table);
-                ops::rope(&mut y[q_dim..q_dim + kv_dim], pos, hd, &table);
-                x.resize(16384, 0.0);
-                gamma.resize(16384, 0.0);
-                let tex = WeightTex::upload(&h.gpu, "w", &w, d, f16).unwrap();
-                let (qb, kc, vc) = (
-                    h.zeros(q_dim),
-                    h.zeros((slot + 2) * kv_dim),
-                    h.zeros((slot + 2) * kv_dim),
-                );
-                let row = Row {
-                    token: 0,
-                    pos: pos as u32,
-                    slot: slot as u32,
-                    seq: 0,
-                };
-                h.run_res(
-                    &kern,
-                    &[row],
-                    (1, 0),
-                    Shape::new(d, n, q_dim, kv_dim),
-                    &[
-                        Res::UniformX(&h.up(&x)),
+                for gemm in [false, true] {
+                    let tt = if gemm { t } else { 1 };
+                    let what = format!(
+                        "{} {kind:?} d={d} heads={nh}/{nkv}x{hd} T={tt} pos0={pos0} bias={with_bias}",
+                        if gemm { "matmat" } else { "matvec" }
+                    );
+                    let kern = Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion).unwrap();
+                    let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
+                    h.run_res(
+                        &k.to_texture_norm,
+                        &rows,
+                        (1, 0),
+                        Shape::new(d, EPS.to_bits() as usize, 0, 0),
+                        &[Res::Buf(&xb), Res::Buf(&gb), Res::Tex(&xt.view)],
+                        [up(t, 64), 1, 1],
+                    );
+                    let (qb, kc, vc) = (
+                        h.zeros(tt * q_dim),
+                        h.zeros(cache_rows * kv_dim),
+                        h.zeros(cache_rows * kv_dim),
+                    );
+                    let mut res = vec![
+                        if gemm { Res::Tex(&xt.view) } else { Res::UniformX(&xu) },
                         Res::Tex(&tex.view),
-                        Res::Buf(&h.up(&bias)),
+                        Res::Buf(&bb),
                         Res::Buf(&qb),
                         Res::Buf(&kc),
                         Res::Buf(&vc),
-                        Res::UniformX(&h.up(&gamma)),
-                        Res::Buf(&h.up(&table.cos)),
-                        Res::Buf(&h.up(&table.sin)),
-                    ],
-                    Kernels::matmul_grid(kind, false, n, 1),
-                );
-                assert_close(
-                    &format!("fused q {what}"),
-                    &h.read(&qb, q_dim),
-                    &y[..q_dim],
-                    KERNEL_VS_CPU,
-                );
-                for (name, cache, part) in [("k", &kc, &y[q_dim..q_dim + kv_dim]), ("v", &vc, &y[q_dim + kv_dim..])] {
-                    let mut want = vec![0.0; (slot + 2) * kv_dim];
-                    want[slot * kv_dim..(slot + 1) * kv_dim].copy_from_slice(part);
-                    let got = h.read(cache, (slot + 2) * kv_dim);
-                    assert_close(&format!("fused {name}_cache {what}"), &got, &want, KERNEL_VS_CPU);
+                    ];
+                    if !gemm {
+                        res.push(Res::UniformX(&gb));
+                    }
+                    res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
+                    h.run_res(
+                        &kern,
+                        &rows[..tt],
+                        (1, 0),
+                        Shape::new(d, n, q_dim, kv_dim),
+                        &res,
+                        Kernels::matmul_grid(kind, gemm, n, tt),
+                    );
+                    assert_close(
+                        &format!("fused q {what}"),
+                        &h.read(&qb, tt * q_dim),
+                        &want_q[..tt * q_dim],
+                        KERNEL_VS_CPU,
+                    );
+                    let written = rows[tt - 1].slot as usize * kv_dim + kv_dim; // the GEMV writes token 0 only
+                    for (name, cache, want) in [("k", &kc, &want_k), ("v", &vc, &want_v)] {
+                        let got = h.read(cache, cache_rows * kv_dim);
+                        let mut want = want.clone();
+                        want[written..].fill(0.0);
+                        assert_close(&format!("fused {name}_cache {what}"), &got, &want, KERNEL_VS_CPU);
+                    }
                 }
             }
         }
@@ -505,63 +545,6 @@ fn config(n_heads: usize, n_kv_heads: usize, head_dim: usize, seq_len: usize) ->
         qkv_bias: false,
         o_bias: false,
         eos_token_ids: vec![],
-    }
-}
-
-/// rope_kv: queries rotated in place, keys rotated into their cache rows, values copied beside
-/// them, at positions far into the table, against cpu::ops::rope and the CPU's cache append.
-#[test]
-fn rope_kv_matches_cpu() {
-    let Some(h) = harness(64) else { return };
-    let mut rng = Rng::new(3);
-    for &(n_heads, n_kv, hd, t, pos0) in &[(1, 1, 2, 1, 0), (3, 1, 64, 3, 5), (4, 2, 128, 17, 4000)] {
-        let cfg = config(n_heads, n_kv, hd, 8192);
-        let table = RopeTable::new(&cfg);
-        let q = random(&mut rng, t * n_heads * hd, 4.0);
-        let k = random(&mut rng, t * n_kv * hd, 4.0);
-        let v = random(&mut rng, t * n_kv * hd, 4.0);
-        let (mut want_q, mut want_k) = (q.clone(), k.clone());
-        for ti in 0..t {
-            ops::rope(
-                &mut want_q[ti * n_heads * hd..(ti + 1) * n_heads * hd],
-                pos0 + ti,
-                hd,
-                &table,
-            );
-            ops::rope(&mut want_k[ti * n_kv * hd..(ti + 1) * n_kv * hd], pos0 + ti, hd, &table);
-        }
-        let kv_dim = n_kv * hd;
-        let rows = pos0 + t; // the step's slots are pos0 .. pos0 + T
-        let (qb, kc, vc) = (h.up(&q), h.zeros(rows * kv_dim), h.zeros(rows * kv_dim));
-        h.run(
-            &h.k.rope_kv,
-            (t, pos0, &[]),
-            Shape::new(n_heads, hd, n_kv, 0),
-            &[
-                &h.up(&table.cos),
-                &h.up(&table.sin),
-                &h.up(&k),
-                &h.up(&v),
-                &qb,
-                &kc,
-                &vc,
-            ],
-            [up((n_heads + n_kv) * hd / 2, 64), t as u32, 1],
-        );
-        let what = format!("heads={n_heads}/{n_kv} hd={hd} pos0={pos0}");
-        assert_close(&format!("rope q {what}"), &h.read(&qb, q.len()), &want_q, KERNEL_VS_CPU);
-        let kc = h.read(&kc, rows * kv_dim);
-        assert_close(
-            &format!("rope k in cache {what}"),
-            &kc[pos0 * kv_dim..],
-            &want_k,
-            KERNEL_VS_CPU,
-        );
-        assert_eq!(
-            &h.read(&vc, rows * kv_dim)[pos0 * kv_dim..],
-            &v[..],
-            "v in cache {what}"
-        );
     }
 }
 

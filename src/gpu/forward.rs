@@ -505,8 +505,6 @@ impl GpuModel {
         let x = act("x", t_max * dim)?; // (T, dim) residual stream
         let xl = act("xl", dim)?; // (1, dim) the last row, normalised, for the LM head
         let q = gpu.zeros("q", t_max * q_dim)?; // (T, n_heads·hd)
-        let kb = gpu.zeros("k", t_max * kv_dim)?; // (T, n_kv_heads·hd)
-        let vb = gpu.zeros("v", t_max * kv_dim)?; // (T, n_kv_heads·hd)
         let att = act("att", t_max * q_dim)?; // (T, n_heads·hd) attention output
         let hb = act("hb", t_max * hidden)?; // (T, hidden) SwiGLU of gate and up
                                              // Rows as textures, for the GEMMs of prefill and batch steps.
@@ -579,14 +577,19 @@ impl GpuModel {
                 },
             )
         };
-        // The decode steps' GEMVs that RMS-normalise their x themselves: QKV with RoPE and the
-        // cache write (with a bias or without), gate and up with SwiGLU.
+        // The products with fusions of this model: QKV with RoPE and the cache write, GEMV and
+        // GEMM, with a bias or without; the decode steps' gate and up with SwiGLU (the GEMVs
+        // RMS-normalise their x themselves).
         let fusion = Some(Fusion {
             norm_eps: cfg.norm_eps as f32,
             head_dim: cfg.head_dim,
         });
-        let fused_qkv = Kernels::matmul_kernel(&gpu, kind, false, false, Store::RopeKv, fusion)?;
-        let fused_qkv_bias = Kernels::matmul_kernel(&gpu, kind, false, true, Store::RopeKv, fusion)?;
+        let mut fused_qkv = vec![];
+        for gemm in [false, true] {
+            for bias in [false, true] {
+                fused_qkv.push(Kernels::matmul_kernel(&gpu, kind, gemm, bias, Store::RopeKv, fusion)?);
+            }
+        }
         let fused_swiglu = Kernels::matmul_kernel(&gpu, kind, false, false, Store::SwiGlu, fusion)?;
         // out (T, n) (+)= x' (T, d) · Wᵀ (+ bias): GEMM over all rows (reading x' as the texture
         // xt, already normalised where a norm comes first), or GEMV of row 0 (decode steps have
@@ -602,11 +605,10 @@ impl GpuModel {
                       outs: [&wgpu::Buffer; 3],
                       store: Store,
                       widths: [usize; 2]| {
-            let kern = match (gemm, norm, store, bias.is_some()) {
-                (false, Some(_), Store::RopeKv, false) => &fused_qkv,
-                (false, Some(_), Store::RopeKv, true) => &fused_qkv_bias,
-                (false, Some(_), Store::SwiGlu, false) => &fused_swiglu,
-                (false, Some(_), ..) => unreachable!("no normalising GEMV for {store:?}"),
+            let kern = match (gemm, norm, store) {
+                (_, _, Store::RopeKv) => &fused_qkv[gemm as usize * 2 + bias.is_some() as usize],
+                (false, Some(_), Store::SwiGlu) => &fused_swiglu,
+                (false, Some(_), _) => unreachable!("no normalising GEMV for {store:?}"),
                 _ => k.matmul(gemm, bias.is_some(), store),
             };
             let s = match store {
@@ -626,12 +628,9 @@ impl GpuModel {
                 Res::Buf(outs[2]),
             ];
             if !gemm {
-                res.extend([
-                    Res::UniformX(norm.unwrap_or(&dummy_norm)),
-                    Res::Buf(&cos),
-                    Res::Buf(&sin),
-                ]);
+                res.push(Res::UniformX(norm.unwrap_or(&dummy_norm)));
             }
+            res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
             Op::new(&gpu, kern, &step, &s, &res, grid)
         };
         let one = |out| [out, &dummy_out2, &dummy_out3];
@@ -654,38 +653,18 @@ impl GpuModel {
                 if gemm {
                     ops.push(to_tex(&x, Some(&layer.attn_norm), &xt_dim));
                 }
-                let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-                if gemm {
-                    // q, k, v = [Wq; Wk; Wv] · xb, one product split three ways
-                    ops.push(matmul(
-                        gemm,
-                        (&x, None, &xt_dim),
-                        &layer.wqkv,
-                        layer.bqkv.as_ref(),
-                        [&q, &kb, &vb],
-                        Store::Split,
-                        [q_dim, kv_dim],
-                    ));
-                    // q, k = rope(q), rope(k); k, v into their cache rows
-                    ops.push(op(
-                        &k.rope_kv,
-                        shape(Shape::new(nh, hd, nkv, 0)),
-                        &[&cos, &sin, &kb, &vb, &q, &k_cache[l], &v_cache[l]],
-                        Box::new(move |d: Dims| [div_up((nh + nkv) * hd / 2, 64), d.t, 1]),
-                    ));
-                } else {
-                    // the same in one GEMV: q = rope(Wq · xb), k_cache[slot] = rope(Wk · xb),
-                    // v_cache[slot] = Wv · xb
-                    ops.push(matmul(
-                        gemm,
-                        (&x, Some(&layer.attn_norm), &xt_dim),
-                        &layer.wqkv,
-                        layer.bqkv.as_ref(),
-                        [&q, &k_cache[l], &v_cache[l]],
-                        Store::RopeKv,
-                        [q_dim, kv_dim],
-                    ));
-                }
+                // q = rope(Wq · xb), k_cache[slot] = rope(Wk · xb), v_cache[slot] = Wv · xb: one
+                // product of the stacked matrix, RoPE and the cache write as its rows are stored
+                ops.push(matmul(
+                    gemm,
+                    (&x, Some(&layer.attn_norm), &xt_dim),
+                    &layer.wqkv,
+                    layer.bqkv.as_ref(),
+                    [&q, &k_cache[l], &v_cache[l]],
+                    Store::RopeKv,
+                    [q_dim, kv_dim],
+                ));
+                let (nh, nkv) = (cfg.n_heads, cfg.n_kv_heads);
                 let bufs = AttnBufs {
                     q: &q,
                     k_cache: &k_cache[l],

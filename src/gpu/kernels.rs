@@ -86,7 +86,7 @@ use Binding::*;
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 15] = [
+const SOURCES: [(&str, &str, &[Binding]); 14] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -110,22 +110,17 @@ const SOURCES: [(&str, &str, &[Binding]); 15] = [
     (
         "matmat.wgsl",
         include_str!("../../shaders/matmat.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read],
     ),
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read],
     ),
     (
         "to_texture.wgsl",
         include_str!("../../shaders/to_texture.wgsl"),
         &[Read, Read, StorageTex],
-    ),
-    (
-        "rope_kv.wgsl",
-        include_str!("../../shaders/rope_kv.wgsl"),
-        &[Read, Read, Read, Read, Write, Write, Write],
     ),
     (
         "attention_naive.wgsl",
@@ -198,14 +193,15 @@ pub enum Store {
     /// W is W_gate;W_up, c rows each (Shape c): out[t, j] = silu(W_gate[j] x) * (W_up[j] x),
     /// the feed-forward block's SwiGLU fused into the product; no bias
     SwiGlu = 3,
-    /// GEMV only, with a `Fusion`: W is Wq;Wk;Wv (Shape c query rows, d key rows): q and k
-    /// rotated (RoPE at the step's position), q to out, k and v into their cache rows (out2 =
-    /// k_cache, out3 = v_cache): the decode step's QKV, RoPE and cache write in one dispatch
+    /// With a `Fusion`: W is Wq;Wk;Wv (Shape c query rows, d key rows): q and k rotated (RoPE
+    /// at each row's position), q to out, k and v into their cache rows (out2 = k_cache, out3 =
+    /// v_cache): a step's QKV, RoPE and cache write in one dispatch
     RopeKv = 4,
 }
 
-/// What the decode steps' GEMVs do besides the product: RMS-normalise x first (the model's
-/// epsilon), and RoPE with `head_dim` for Store::RopeKv.
+/// What the model's products do besides the product: the GEMVs of decode steps RMS-normalise x
+/// first (the model's epsilon; GEMMs read x normalised by to_texture), and Store::RopeKv applies
+/// RoPE with `head_dim`.
 #[derive(Clone, Copy, Debug)]
 pub struct Fusion {
     pub norm_eps: f32,
@@ -353,7 +349,6 @@ pub struct Kernels {
     /// (gemm, bias, store): matvec / matmat with HAS_BIAS, ACCUMULATE, SPLIT and SWIGLU set
     /// (SwiGlu without a bias); see `Kernels::matmul`.
     matmuls: std::collections::HashMap<(bool, bool, Store), Kernel>,
-    pub rope_kv: Kernel,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
     pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, or 128 with subgroups
@@ -403,7 +398,6 @@ impl Kernels {
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             matmuls,
-            rope_kv: Kernel::new(gpu, "rope_kv.wgsl", &[])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
             // The subgroup flash kernel on CPU adapters (K/V loads dominate there; its four query
             // rows an invocation keep large arrays a GPU would spill), the plain one on GPUs.
@@ -458,8 +452,8 @@ impl Kernels {
     }
 
     /// A matrix kernel of `kind` (see `matmul`); a `fusion` compiles the GEMV that RMS-normalises
-    /// x first (NORM) and for Store::RopeKv also applies RoPE (ROPE): the model's decode steps
-    /// use them for the products after a norm (QKV, gate and up).
+    /// x first (NORM), and for Store::RopeKv the GEMV or GEMM that applies RoPE (ROPE): the
+    /// model uses them for the products after a norm (QKV, gate and up).
     pub fn matmul_kernel(
         gpu: &Gpu,
         kind: MatmulKind,
@@ -468,8 +462,10 @@ impl Kernels {
         store: Store,
         fusion: Option<Fusion>,
     ) -> Result<Kernel> {
-        assert!(!(gemm && fusion.is_some()), "only the GEMV normalises x itself");
-        assert!(store != Store::RopeKv || fusion.is_some(), "RoPE comes with a norm");
+        assert!(
+            store != Store::RopeKv || fusion.is_some(),
+            "RoPE needs the head_dim of a fusion"
+        );
         let file = match (gemm, kind.subgroups) {
             (false, true) => "matvec.wgsl",
             (false, false) => "matvec_plain.wgsl",
@@ -485,7 +481,9 @@ impl Kernels {
             ("SWIGLU", flag(store == Store::SwiGlu)),
         ];
         if let Some(f) = fusion {
-            c.extend([("NORM", 1.0), ("NORM_EPS", f.norm_eps as f64)]);
+            if !gemm {
+                c.extend([("NORM", 1.0), ("NORM_EPS", f.norm_eps as f64)]);
+            }
             if store == Store::RopeKv {
                 c.extend([("ROPE", 1.0), ("HEAD_DIM", f.head_dim as f64)]);
             }
