@@ -17,17 +17,18 @@
 // lanes; matmat_plain.wgsl is the same product without them.
 // Bindings:
 //   0 step   storage Step          n_tokens T
-//   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias, d = out row stride
+//   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias (SWIGLU,
+//                                  ROPE: the first part's rows), d = out row stride (ROPE: the key rows)
 //   2 x      texture_storage_2d_array<rgba32uint, read> (d/4, T_max, 1): f32 bit patterns of the rows, from to_texture.wgsl
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
 //            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
-//   5 out    storage rw    f32     (T_max, stride); with SPLIT and SWIGLU (T_max, c)
-//   6 out2   storage rw    f32     with SPLIT (T_max, d), else a dummy
-//   7 out3   storage rw    f32     with SPLIT (T_max, n - c - d), else a dummy
+//   5 out    storage rw    f32     (T_max, stride); with SWIGLU and ROPE (T_max, c)
+//   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
+//   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as matvec.wgsl), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU, ROPE, HEAD_DIM (as matvec.wgsl: with ROPE
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM (as matvec.wgsl: with ROPE
 // W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache row slot[t] of out2 and
 // out3, so the QKV product, RoPE and the cache write of a prefill step are one dispatch).
 
@@ -36,7 +37,6 @@
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
-override SPLIT: bool = false;
 override SWIGLU: bool = false;
 override ROPE: bool = false;
 override HEAD_DIM: u32 = 64u;
@@ -87,25 +87,10 @@ fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
 }
 
-// Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
-// [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
+// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
 fn store(t: u32, o: u32, v: f32) {
     if (t >= step.n_tokens) { return; }
     var y = v;
-    if (SPLIT) {
-        if (HAS_BIAS) { y += bias[o]; }
-        let a = shape.c;
-        let b = shape.d;
-        if (o < a) {
-            out[t * a + o] = y;
-        } else if (o < a + b) {
-            out2[t * b + o - a] = y;
-        } else {
-            let m = shape.b - a - b;
-            out3[t * m + o - a - b] = y;
-        }
-        return;
-    }
     if (HAS_BIAS) { y += bias[shape.c + o]; }
     let i = t * shape.d + shape.c + o;
     if (ACCUMULATE) { y += out[i]; }

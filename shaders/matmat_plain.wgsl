@@ -7,14 +7,13 @@
 // SWIGLU one output j (gate row j and up row c + j), with ROPE one rotation pair (rows i and
 // i + HEAD_DIM / 2 of a head), the invocations past c or n / 2 returning at once.
 // Bindings: as matmat.wgsl (x the texture to_texture.wgsl writes, w the weight texture, cos, sin).
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU, ROPE, HEAD_DIM, as matmat.wgsl.
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM, as matmat.wgsl.
 
 // Step, Shape: shaders/prelude.wgsl
 
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
-override SPLIT: bool = false;
 override SWIGLU: bool = false;
 override ROPE: bool = false;
 override HEAD_DIM: u32 = 64u;
@@ -121,19 +120,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let t = t0 + j;
         if (t >= step.n_tokens) { break; }
         var y = acc[j];
-        if (SPLIT) {
-            if (HAS_BIAS) { y += bias[o]; }
-            let a = shape.c;
-            let b = shape.d;
-            if (o < a) {
-                out[t * a + o] = y;
-            } else if (o < a + b) {
-                out2[t * b + o - a] = y;
-            } else {
-                out3[t * (n - a - b) + o - a - b] = y;
-            }
-            continue;
-        }
         if (HAS_BIAS) { y += bias[shape.c + o]; }
         let i = t * shape.d + shape.c + o;
         if (ACCUMULATE) { y += out[i]; }

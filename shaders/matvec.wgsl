@@ -22,35 +22,33 @@
 // Bindings:
 //   0 step   storage Step          (unused)
 //   1 shape  uniform Shape         a = d (at most 16384), b = n rows, c = offset into out and bias
-//                                  (SPLIT, SWIGLU: the first part's rows), d = out row stride
-//                                  (SPLIT: the second part's rows)
+//                                  (SWIGLU, ROPE: the first part's rows), d = out row stride
+//                                  (ROPE: the key rows)
 //   2 x      uniform vec4f         (4096,): the first 64 KiB of the activations, row 0 = x
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
 //            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
-//   5 out    storage rw    f32     (c + n,); with SPLIT and SWIGLU (c,)
-//   6 out2   storage rw    f32     with SPLIT (d,), else a dummy
-//   7 out3   storage rw    f32     with SPLIT (n - c - d,), else a dummy
+//   5 out    storage rw    f32     (c + n,); with SWIGLU and ROPE (c,)
+//   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
+//   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
 //   8 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
 //   9 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //  10 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS; SPLIT (a stacked matrix,
-// Wq;Wk;Wv or W_gate;W_up, whose rows go to three or two outputs: one dispatch instead of three);
+// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS;
 // ACCUMULATE (add into out: the residual stream, which saves an `add` dispatch); SWIGLU (W is
 // W_gate;W_up, c rows each: out[j] = silu(W_gate[j] . x') * (W_up[j] . x'), no bias); NORM and
 // NORM_EPS (normalise x first, as above); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d
 // key rows: the rotate-half RoPE of cpu::ops::rope at the step's position on q and k, q to out, k
-// and v into their cache rows, out2 and out3 being k_cache and v_cache (n_blocks * PAGE, d):
-// the decode step's QKV product, RoPE and cache write in one dispatch).
+// and v into their cache rows: the decode step's QKV product, RoPE and cache write in one
+// dispatch). The stacked matrices (Wq;Wk;Wv, W_gate;W_up) make one product where there were three.
 
 // Step, Shape: shaders/prelude.wgsl
 
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
-override SPLIT: bool = false;
 override SWIGLU: bool = false;
 override NORM: bool = false;
 override NORM_EPS: f32 = 1e-5;
@@ -69,24 +67,9 @@ override HEAD_DIM: u32 = 64u;
 @group(0) @binding(9) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(10) var<storage, read> sin_t: array<f32>;
 
-// Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
-// [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
+// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
 fn put(t: u32, o: u32, v: f32) {
     var y = v;
-    if (SPLIT) {
-        if (HAS_BIAS) { y += bias[o]; }
-        let a = shape.c;
-        let b = shape.d;
-        if (o < a) {
-            out[t * a + o] = y;
-        } else if (o < a + b) {
-            out2[t * b + o - a] = y;
-        } else {
-            let m = shape.b - a - b;
-            out3[t * m + o - a - b] = y;
-        }
-        return;
-    }
     if (HAS_BIAS) { y += bias[shape.c + o]; }
     let i = t * shape.d + shape.c + o;
     if (ACCUMULATE) { y += out[i]; }

@@ -8,7 +8,7 @@
 // a head), so the invocations past c or n / 2 of the same grid return at once.
 // With NORM each invocation sums the squares of x itself.
 // Bindings: as matvec.wgsl (x through the uniform window, w the weight texture, norm).
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SPLIT, SWIGLU, NORM, NORM_EPS, ROPE, HEAD_DIM, as
+// Overrides: F16, HAS_BIAS, ACCUMULATE, SWIGLU, NORM, NORM_EPS, ROPE, HEAD_DIM, as
 // matvec.wgsl.
 
 // Step, Shape: shaders/prelude.wgsl
@@ -16,7 +16,6 @@
 override F16: bool = true;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
-override SPLIT: bool = false;
 override SWIGLU: bool = false;
 override NORM: bool = false;
 override NORM_EPS: f32 = 1e-5;
@@ -35,24 +34,9 @@ override HEAD_DIM: u32 = 64u;
 @group(0) @binding(9) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(10) var<storage, read> sin_t: array<f32>;
 
-// Store row o of token t. SPLIT: the rows of a stacked matrix go to three outputs, [0, c) to out,
-// [c, c + d) to out2, the rest to out3, each (T, its width), with bias[o] of the stacked bias.
+// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
 fn put(t: u32, o: u32, v: f32) {
     var y = v;
-    if (SPLIT) {
-        if (HAS_BIAS) { y += bias[o]; }
-        let a = shape.c;
-        let b = shape.d;
-        if (o < a) {
-            out[t * a + o] = y;
-        } else if (o < a + b) {
-            out2[t * b + o - a] = y;
-        } else {
-            let m = shape.b - a - b;
-            out3[t * m + o - a - b] = y;
-        }
-        return;
-    }
     if (HAS_BIAS) { y += bias[shape.c + o]; }
     let i = t * shape.d + shape.c + o;
     if (ACCUMULATE) { y += out[i]; }

@@ -507,7 +507,8 @@ impl GpuModel {
         let q = gpu.zeros("q", t_max * q_dim)?; // (T, n_heads·hd)
         let att = act("att", t_max * q_dim)?; // (T, n_heads·hd) attention output
         let hb = act("hb", t_max * hidden)?; // (T, hidden) SwiGLU of gate and up
-                                             // Rows as textures, for the GEMMs of prefill and batch steps.
+
+        // Rows as textures, for the GEMMs of prefill and batch steps.
         let xt_dim = ActTex::new(&gpu, "xt_dim", dim, t_max)?; // (dim/4, T) texels of rmsnorm(x)
         let xt_q = ActTex::new(&gpu, "xt_q", q_dim, t_max)?; // (q_dim/4, T) texels of att
         let xt_hidden = ActTex::new(&gpu, "xt_hidden", hidden, t_max)?; // (hidden/4, T) texels of hb
@@ -595,9 +596,9 @@ impl GpuModel {
         // xt, already normalised where a norm comes first), or GEMV of row 0 (decode steps have
         // one row; the LM head of the last row reads it normalised into row 0) reading x' =
         // rmsnorm(x) * norm itself when given a `norm`. `store` says where rows go: out, added
-        // into out (the residual stream), a stacked matrix's parts of `widths` to outs[0],
-        // outs[1], outs[2] (with RoPE: q, k_cache, v_cache), or SwiGLU of the stacked gate and
-        // up to out.
+        // into out (the residual stream), Wq;Wk;Wv's rows (`widths`: q and k rows) as q,
+        // k_cache and v_cache after RoPE to outs[0], outs[1], outs[2], or SwiGLU of the stacked
+        // gate and up to out.
         let matmul = |gemm: bool,
                       (x, norm, xt): (&wgpu::Buffer, Option<&wgpu::Buffer>, &ActTex),
                       w: &WeightTex,
@@ -612,7 +613,7 @@ impl GpuModel {
                 _ => k.matmul(gemm, bias.is_some(), store),
             };
             let s = match store {
-                Store::Split | Store::RopeKv => shape(Shape::new(w.cols, w.rows, widths[0], widths[1])),
+                Store::RopeKv => shape(Shape::new(w.cols, w.rows, widths[0], widths[1])),
                 Store::SwiGlu => shape(Shape::new(w.cols, w.rows, w.rows / 2, 0)),
                 _ => shape(Shape::new(w.cols, w.rows, 0, w.rows)),
             };

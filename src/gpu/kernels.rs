@@ -184,19 +184,16 @@ pub struct MatmulKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Store {
     /// out = W x (+ bias)
-    Write = 0,
+    Write,
     /// out += W x (+ bias): the residual add fused into the product
-    Accumulate = 1,
-    /// W is stacked (Wq;Wk;Wv or W_gate;W_up): rows [0, c) to out, [c, c + d) to out2, the
-    /// rest to out3 (Shape c and d)
-    Split = 2,
+    Accumulate,
     /// W is W_gate;W_up, c rows each (Shape c): out[t, j] = silu(W_gate[j] x) * (W_up[j] x),
     /// the feed-forward block's SwiGLU fused into the product; no bias
-    SwiGlu = 3,
+    SwiGlu,
     /// With a `Fusion`: W is Wq;Wk;Wv (Shape c query rows, d key rows): q and k rotated (RoPE
     /// at each row's position), q to out, k and v into their cache rows (out2 = k_cache, out3 =
     /// v_cache): a step's QKV, RoPE and cache write in one dispatch
-    RopeKv = 4,
+    RopeKv,
 }
 
 /// What the model's products do besides the product: the GEMVs of decode steps RMS-normalise x
@@ -208,7 +205,6 @@ pub struct Fusion {
     pub head_dim: usize,
 }
 
-#[derive(Clone)]
 pub struct Kernel {
     pub name: String,
     pub pipeline: wgpu::ComputePipeline,
@@ -346,7 +342,7 @@ pub struct Kernels {
     pub to_texture: Kernel,
     pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
     pub rmsnorm: Kernel,
-    /// (gemm, bias, store): matvec / matmat with HAS_BIAS, ACCUMULATE, SPLIT and SWIGLU set
+    /// (gemm, bias, store): matvec / matmat with HAS_BIAS, ACCUMULATE and SWIGLU set
     /// (SwiGlu without a bias); see `Kernels::matmul`.
     matmuls: std::collections::HashMap<(bool, bool, Store), Kernel>,
     pub attention_naive: Kernel,
@@ -382,7 +378,7 @@ impl Kernels {
         let mut matmuls = std::collections::HashMap::new();
         for gemm in [false, true] {
             for bias in [false, true] {
-                for store in [Store::Write, Store::Accumulate, Store::Split, Store::SwiGlu] {
+                for store in [Store::Write, Store::Accumulate, Store::SwiGlu] {
                     if !(bias && store == Store::SwiGlu) {
                         matmuls.insert(
                             (gemm, bias, store),
@@ -477,7 +473,6 @@ impl Kernels {
             ("F16", flag(kind.f16)),
             ("HAS_BIAS", flag(bias)),
             ("ACCUMULATE", flag(store == Store::Accumulate)),
-            ("SPLIT", flag(store == Store::Split)),
             ("SWIGLU", flag(store == Store::SwiGlu)),
         ];
         if let Some(f) = fusion {
