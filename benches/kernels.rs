@@ -3,7 +3,7 @@
 //! twin once, then timed. The same as `tinfer bench kernels`; results go to benches/RESULTS.md.
 
 fn main() -> anyhow::Result<()> {
-    let text = tinfer::bench::synthetic_config("smollm2-135m").expect("known shapes");
+    let text = tinfer::tools::synthetic::synthetic_config("smollm2-135m").expect("known shapes");
     let cfg = tinfer::config::HfConfig::from_json(text)?.resolve()?;
     let gpu = match tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
         adapter: std::env::var("TINFER_TEST_ADAPTER").ok(),
@@ -15,14 +15,14 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let bandwidth = tinfer::kernel_bench::host_bandwidth();
+    let bandwidth = tinfer::tools::bench_kernels::host_bandwidth();
     println!(
         "adapter: {} | host memory bandwidth: {bandwidth:.1} GB/s",
         gpu.describe()
     );
-    println!("{}", tinfer::kernel_bench::header());
-    tinfer::kernel_bench::bench_kernels(&gpu, &cfg, 64, 5, &[], bandwidth, |r| {
-        println!("{}", tinfer::kernel_bench::row(r));
+    println!("{}", tinfer::tools::bench_kernels::header());
+    tinfer::tools::bench_kernels::bench_kernels(&gpu, &cfg, 64, 5, &[], bandwidth, |r| {
+        println!("{}", tinfer::tools::bench_kernels::row(r));
         assert!(
             r.max_abs_err < 1e-3,
             "{} {} {}: max error {}",

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value as Json;
+use std::path::Path;
 
 /// Upper bounds far above any real Llama-family model, so that a crafted config cannot make
 /// tinfer allocate (RoPE tables, KV caches) without limit.
@@ -80,6 +81,17 @@ impl Config {
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
         self.vocab_size * d + self.n_layers * layer + d + head
     }
+}
+
+/// Read a small JSON-ish text file, refusing anything over `max` bytes before reading it.
+pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    let len = std::fs::metadata(path)?.len();
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes is more than the {max} this file may have"
+        )));
+    }
+    std::fs::read_to_string(path)
 }
 
 /// Token ids in config files are a number, a list of numbers, or null.

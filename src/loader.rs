@@ -77,16 +77,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
         .with_context(|| format!("{}", path.display()))
 }
 
-/// Read a small JSON-ish text file, refusing anything over `max` bytes before reading it.
-pub fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
-    let len = std::fs::metadata(path)?.len();
-    if len > max {
-        return Err(std::io::Error::other(format!(
-            "{len} bytes is more than the {max} this file may have"
-        )));
-    }
-    std::fs::read_to_string(path)
-}
+pub use crate::config::read_text;
 
 fn load_dir(dir: &Path) -> Result<Loaded> {
     let config_path = dir.join("config.json");

@@ -71,15 +71,15 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let text =
-            crate::loader::read_text(&path, 512 << 20).with_context(|| format!("cannot read {}", path.display()))?;
+            crate::config::read_text(&path, 512 << 20).with_context(|| format!("cannot read {}", path.display()))?;
         let json: Json =
             serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
         let tc_path = dir.join("tokenizer_config.json");
-        let mut tc = match crate::loader::read_text(&tc_path, 64 << 20) {
+        let mut tc = match crate::config::read_text(&tc_path, 64 << 20) {
             Ok(t) => serde_json::from_str(&t).with_context(|| format!("{} is not valid JSON", tc_path.display()))?,
             Err(_) => Json::Null,
         };
-        if let Ok(t) = crate::loader::read_text(&dir.join("chat_template.jinja"), 16 << 20) {
+        if let Ok(t) = crate::config::read_text(&dir.join("chat_template.jinja"), 16 << 20) {
             if !tc.is_object() {
                 tc = Json::Object(Default::default());
             }

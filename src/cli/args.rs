@@ -1,0 +1,322 @@
+//! The command line's arguments (clap derive): every command, its flags and their help text.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use tinfer::model::{Attention, Device, Dtype, KvLayout, Options};
+use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::tools::convert::OutDtype;
+
+#[derive(Parser)]
+#[command(name = "tinfer", version, about = "A tiny LLM inference engine for Llama-family models", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
+    #[arg(long, short, env = "TINFER_MODEL", default_value = "models/smollm2-135m-instruct")]
+    pub model: PathBuf,
+    /// Where the forward pass runs: auto picks a hardware GPU when there is one, else the CPU;
+    /// gpu also accepts a CPU Vulkan adapter such as lavapipe.
+    #[arg(long, value_enum, default_value = "auto", env = "TINFER_DEVICE")]
+    pub device: Device,
+    /// Pick the GPU adapter whose name contains NAME (case-insensitive), e.g. llvmpipe or nvidia.
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
+    /// GPU attention kernels: flash (tiled prefill with online softmax, split-K decode) or naive
+    /// (scores materialised in memory; the slow twin).
+    #[arg(long, value_enum, default_value = "flash")]
+    pub attention: Attention,
+    /// GPU KV cache layout: paged (pages from a pool through block tables, shared between
+    /// sequences) or contiguous (one region of the whole context per sequence).
+    #[arg(long, value_enum, default_value = "paged")]
+    pub kv: KvLayout,
+    /// Tokens per KV page (a multiple of 16).
+    #[arg(long, default_value_t = 16)]
+    pub page: usize,
+    /// KV pool size in pages (default: enough for every sequence to reach the full context).
+    #[arg(long, value_name = "N")]
+    pub kv_blocks: Option<usize>,
+    /// KV pool size in bytes over all layers, e.g. 64MiB or 1GiB (instead of --kv-blocks).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "kv_blocks")]
+    pub kv_memory: Option<u64>,
+    /// GPU weight storage: f16 (half the bytes, f32 accumulation), f32 (matches the CPU
+    /// reference to rounding), or auto (f16 where the adapter has SHADER_F16). The CPU path
+    /// always computes in f32.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: Dtype,
+}
+
+impl ModelArgs {
+    pub fn options(&self, max_seqs: usize) -> Options {
+        Options {
+            attention: self.attention,
+            kv: self.kv,
+            page: self.page,
+            kv_blocks: self.kv_blocks,
+            kv_memory: self.kv_memory,
+            max_seqs,
+            dtype: self.dtype,
+            ..Options::default()
+        }
+    }
+}
+
+/// "4096", "64KiB", "256MiB", "2GiB" (also KB/MB/GB, as powers of 1024) -> bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[derive(Args, Clone)]
+pub struct SampleArgs {
+    /// Maximum number of tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 picks the most likely token every time (greedy, deterministic).
+    #[arg(long, short, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities add up to P (1 = no limit).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalise tokens already in the context: positive logits are divided by R, negative
+    /// multiplied (1 = off; 1.1 to 1.3 are common).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed: the same seed and settings give the same text (default: a fresh seed, printed
+    /// in the stats line).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SampleArgs {
+    pub fn sampler(&self) -> Result<Sampler> {
+        if self.temperature.is_nan()
+            || self.temperature < 0.0
+            || !(0.0..=1.0).contains(&self.top_p)
+            || !(0.0..=1.0).contains(&self.min_p)
+        {
+            bail!("--temperature must be >= 0, --top-p and --min-p between 0 and 1");
+        }
+        if self.repeat_penalty.is_nan() || self.repeat_penalty <= 0.0 {
+            bail!("--repeat-penalty must be > 0");
+        }
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(Sampler::new(SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed,
+        }))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Continue a text: stdout gets only the generated text, streamed as it is produced.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The prompt (default: read from stdin).
+        #[arg(long, short)]
+        prompt: Option<String>,
+        /// Print the prompt before the generated text.
+        #[arg(long)]
+        echo: bool,
+        /// Sample K continuations of the prompt at once: the prompt is run once and its KV pages
+        /// are shared; each step runs the K sequences in one batch. Continuation i uses seed
+        /// SEED + i. Printed one after another when all are done.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        n_seq: usize,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Chat through the model's chat template: one turn with --prompt, else an interactive session
+    /// (the KV cache is kept across turns; /reset clears the conversation, /exit or Ctrl-D ends).
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// System message (default: the template's own, if it has one).
+        #[arg(long)]
+        system: Option<String>,
+        /// One user message: print the assistant's reply and exit.
+        #[arg(long, short)]
+        prompt: Option<String>,
+        #[command(flatten)]
+        sample: SampleArgs,
+    },
+    /// Print the token ids of a text (default: read from stdin).
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+        text: Option<String>,
+    },
+    /// Mean negative log-likelihood and perplexity of a text file, in windows of --ctx tokens.
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The text file to score.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Window size in tokens (default: the model's context, so a text that fits is one window).
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Print {"mean_nll", "ppl", "n_scored"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a model: architecture, sizes, dtypes, memory, tokenizer, chat template.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks: `bench attention` times the attention variants (naive, flash, split-K) and KV
+    /// layouts (paged, contiguous) over sequence lengths, head layouts and head dims.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+    /// Convert a GGUF file to an HF model directory (dequantised safetensors + tokenizer files).
+    Convert {
+        /// The .gguf file to read.
+        input: PathBuf,
+        /// The directory to write.
+        output: PathBuf,
+        /// Element type of the written weights (f32 keeps every dequantised value exactly).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: OutDtype,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// Attention kernels on random Q/K/V: prefill (N rows over N keys) and decode (1 row over N).
+    Attention(AttentionArgs),
+    /// The matrix kernels (GEMV, GEMM) and RMSNorm at a model's shapes, every variant the adapter
+    /// runs, each checked against its CPU twin, then timed (GB/s against the measured host
+    /// memory bandwidth, GFLOP/s).
+    Kernels(KernelBenchArgs),
+    /// Whole-model speed like llama-bench: prompt processing (ppN) and token generation (tgN) in
+    /// tokens/s, median over repeats.
+    Model(ModelBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ModelBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Random weights with the shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, or of a
+    /// config.json file, instead of --model.
+    #[arg(long, value_name = "NAME|CONFIG")]
+    pub synthetic: Option<String>,
+    /// Prompt lengths to process.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    pub pp: Vec<usize>,
+    /// Generation lengths.
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub tg: Vec<usize>,
+    /// Timed runs per measurement, after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Print {"device", "adapter", "dtype", "ppN", "tgN", "dispatches_per_token", "bytes_per_token"}.
+    #[arg(long)]
+    pub json: bool,
+    /// Also time each GPU kernel of a decode step and of a prefill step of this many rows
+    /// (dispatches and milliseconds per step, on stderr).
+    #[arg(long, value_name = "ROWS")]
+    pub profile: Option<usize>,
+    /// Tokens in the cache before the profiled steps (attention grows with the context).
+    #[arg(long, value_name = "POS", default_value_t = 1)]
+    pub profile_at: usize,
+}
+
+#[derive(Args)]
+pub struct KernelBenchArgs {
+    /// Pick the GPU adapter whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
+    /// Shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, or of a config.json file.
+    #[arg(long, value_name = "NAME|CONFIG", default_value = "smollm2-135m")]
+    pub shapes: String,
+    /// Token rows of the GEMMs (prefill).
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    /// Timed calls per measurement (median), after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Print the records as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only the variants and matrices whose "variant matrix" name contains one of these words,
+    /// e.g. "f16 subgroups w_gate,lm_head".
+    #[arg(long, value_delimiter = ',', value_name = "WORDS")]
+    pub only: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct AttentionArgs {
+    /// Pick the GPU adapter whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,1024,2048,4096,8192")]
+    pub seq_lens: Vec<usize>,
+    /// Head layouts: mha (8 query heads, 8 KV heads), gqa (8 over 2), mqa (8 over 1).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mha,gqa,mqa")]
+    pub layouts: Vec<tinfer::tools::bench_attention::HeadLayout>,
+    /// Head dimensions.
+    #[arg(long, value_delimiter = ',', default_value = "64,128")]
+    pub head_dims: Vec<usize>,
+    /// Phases: prefill, decode.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "prefill,decode")]
+    pub phases: Vec<tinfer::tools::bench_attention::Phase>,
+    /// KV layouts: paged, contiguous.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "paged,contiguous")]
+    pub kv: Vec<KvLayout>,
+    /// Timed calls per measurement (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Naive prefill only up to this length (its O(N²) work makes it slow beyond).
+    #[arg(long, default_value_t = 4096)]
+    pub naive_prefill_max: usize,
+    /// Print the records as a JSON list instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw time against length for each variant into FILE (SVG).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}

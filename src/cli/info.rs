@@ -1,0 +1,148 @@
+//! `tinfer info`: what a model is and, with a GPU, what the adapter offers.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::args::ModelArgs;
+use tinfer::loader;
+use tinfer::model::Device;
+
+pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
+    let loaded = loader::load(&args.model)?;
+    let gpu = match args.device {
+        Device::Cpu => None,
+        Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true)?),
+        Device::Auto => gpu_info(args.adapter.as_deref(), args.adapter.is_some()).ok(),
+    };
+    let cfg = &loaded.cfg;
+    let n_params = cfg.n_params();
+    let tok = loaded.tokenizer.as_ref();
+    let j = json!({
+        "source": loaded.source,
+        "model_type": cfg.model_type,
+        "architectures": loaded.hf_config.get("architectures"),
+        "n_params": n_params,
+        "dim": cfg.dim,
+        "hidden_dim": cfg.hidden_dim,
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "vocab_size": cfg.vocab_size,
+        "context": cfg.seq_len,
+        "rope_theta": cfg.rope_theta,
+        "rms_norm_eps": cfg.norm_eps,
+        "tied_embeddings": cfg.tied_embeddings,
+        "qkv_bias": cfg.qkv_bias,
+        "stored_dtypes": loaded.dtypes,
+        "weights_bytes_f32": n_params * 4,
+        "kv_cache_bytes_per_token": 2 * cfg.n_layers * cfg.kv_dim() * 4,
+        "eos_token_ids": cfg.eos_token_ids,
+        "tokenizer": tok.map(|t| json!({
+            "vocab_size": t.vocab_size(),
+            "bos_token": t.bos_token,
+            "eos_token": t.eos_token,
+            "chat_template": t.chat_template.is_some(),
+        })),
+        "tokenizer_error": loaded.tokenizer_error,
+        "gpu": gpu,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    println!("model        {}", loaded.source);
+    println!(
+        "architecture {} ({} layers, dim {}, ffn {})",
+        cfg.model_type, cfg.n_layers, cfg.dim, cfg.hidden_dim
+    );
+    println!(
+        "attention    {} query heads, {} KV heads (GQA x{}), head_dim {}, rope_theta {}",
+        cfg.n_heads, cfg.n_kv_heads, cfg.kv_mul, cfg.head_dim, cfg.rope_theta
+    );
+    println!(
+        "parameters   {:.1} M{}",
+        n_params as f64 / 1e6,
+        if cfg.tied_embeddings {
+            " (LM head tied to the embedding)"
+        } else {
+            ""
+        }
+    );
+    println!("stored as    {}", loaded.dtypes);
+    println!(
+        "memory       {:.1} MiB of f32 weights; KV cache {:.1} KiB per token",
+        mib(n_params * 4),
+        2 * cfg.n_layers * cfg.kv_dim() * 4 / 1024
+    );
+    println!(
+        "context      {} tokens, vocab {}, eos ids {:?}",
+        cfg.seq_len, cfg.vocab_size, cfg.eos_token_ids
+    );
+    match tok {
+        Some(t) => println!(
+            "tokenizer    {} tokens, bos {:?}, eos {:?}, chat template: {}",
+            t.vocab_size(),
+            t.bos_token.as_deref().unwrap_or("-"),
+            t.eos_token.as_deref().unwrap_or("-"),
+            if t.chat_template.is_some() { "yes" } else { "no" }
+        ),
+        None => println!(
+            "tokenizer    none ({})",
+            loaded.tokenizer_error.as_deref().unwrap_or("")
+        ),
+    }
+    if let Some(g) = gpu {
+        let name = |k: &str| g[k].as_str().unwrap_or("").to_string();
+        println!(
+            "gpu          {} ({}, {})",
+            name("name"),
+            name("device_type"),
+            name("backend")
+        );
+        println!("             features: {}", name("features"));
+        let l = &g["limits"];
+        let n = |k: &str| l[k].as_u64().unwrap_or(0);
+        println!(
+            "             max storage binding {} MiB, max buffer {} MiB, workgroup memory {} KiB, {} invocations per workgroup",
+            n("max_storage_buffer_binding_size") >> 20,
+            n("max_buffer_size") >> 20,
+            n("max_compute_workgroup_storage_size") >> 10,
+            n("max_compute_invocations_per_workgroup")
+        );
+        println!("             adapters: {}", g["all_adapters"]);
+    }
+    Ok(())
+}
+
+/// The adapter `--device gpu` would use: name, backend, limits and features.
+pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_json::Value> {
+    let req = tinfer::gpu::GpuRequest {
+        adapter: adapter.map(str::to_string),
+        allow_cpu_adapter,
+    };
+    let gpu = tinfer::gpu::Gpu::new(&req)?;
+    let l = &gpu.limits;
+    let all: Vec<String> = tinfer::gpu::list_adapters()
+        .iter()
+        .map(tinfer::gpu::context::describe)
+        .collect();
+    Ok(json!({
+        "name": gpu.info.name,
+        "device_type": format!("{:?}", gpu.info.device_type),
+        "backend": format!("{:?}", gpu.info.backend),
+        "driver": format!("{} {}", gpu.info.driver, gpu.info.driver_info),
+        "features": format!("{:?}", gpu.adapter.features()),
+        "shader_f16": gpu.features.contains(wgpu::Features::SHADER_F16),
+        "limits": {
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_buffer_size": l.max_buffer_size,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "max_compute_workgroups_per_dimension": l.max_compute_workgroups_per_dimension,
+            "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
+        },
+        "all_adapters": all,
+    }))
+}

@@ -1,0 +1,280 @@
+//! generate, chat, tokenize, perplexity and convert: load, run, print.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::args::{BenchWhat, Cli, Command, ModelArgs};
+use tinfer::generate::{generate, generate_many, score, Generation};
+use tinfer::loader::{self, Loaded};
+use tinfer::model::{Device, Model};
+use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
+use tinfer::tools::convert::convert;
+
+pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
+    load_seqs(args, 1)
+}
+
+/// Load for up to `max_seqs` sequences alive at once.
+pub fn load_seqs(args: &ModelArgs, max_seqs: usize) -> Result<(Model, Loaded)> {
+    let mut loaded = loader::load(&args.model)?;
+    let weights = loaded.weights.take().expect("load() returns weights");
+    let model = Model::with_options(
+        loaded.cfg.clone(),
+        weights,
+        args.device,
+        args.adapter.as_deref(),
+        &args.options(max_seqs),
+    )?;
+    if args.device == Device::Auto {
+        eprintln!("device: {}", model.device_name());
+    }
+    Ok((model, loaded))
+}
+
+pub fn need_tokenizer(loaded: &Loaded) -> Result<&Tokenizer> {
+    loaded.tokenizer.as_ref().with_context(|| {
+        format!(
+            "this command needs a tokenizer: {}",
+            loaded.tokenizer_error.as_deref().unwrap_or("none found")
+        )
+    })
+}
+
+/// --prompt, or all of stdin.
+pub fn prompt_text(prompt: Option<String>) -> Result<String> {
+    if let Some(p) = prompt {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        bail!("no prompt: pass --prompt TEXT or pipe the text on stdin");
+    }
+    let mut bytes = vec![];
+    std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "stdin is not valid UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Generate and stream the decoded text to stdout.
+/// A newline ends the text when `newline` (interactive chat) or when stdout is a terminal.
+pub fn stream(
+    model: &mut Model,
+    tok: &Tokenizer,
+    prompt: &[u32],
+    context: &[u32],
+    sampler: &mut Sampler,
+    max: usize,
+    newline: bool,
+) -> Result<Generation> {
+    let mut out = std::io::stdout().lock();
+    let mut ts = TokenStream::new(tok);
+    let g = generate(model, prompt, context, sampler, max, |id| {
+        if let Some(text) = ts.push(id)? {
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
+        Ok(())
+    })?;
+    if let Some(text) = ts.finish()? {
+        out.write_all(text.as_bytes())?;
+    }
+    if newline || out.is_terminal() {
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(g)
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate {
+            model: margs,
+            prompt,
+            echo,
+            n_seq,
+            sample,
+        } => {
+            let text = prompt_text(prompt)?;
+            let mut sampler = sample.sampler()?;
+            if n_seq == 0 || n_seq > 64 {
+                bail!("--n-seq must be between 1 and 64, got {n_seq}");
+            }
+            let (mut model, loaded) = load_seqs(&margs, n_seq)?;
+            let tok = need_tokenizer(&loaded)?;
+            let ids = tok.encode(&text)?;
+            if n_seq > 1 {
+                let seed = sampler.cfg.seed;
+                let mut samplers: Vec<Sampler> = (0..n_seq as u64)
+                    .map(|i| {
+                        Sampler::new(SamplerConfig {
+                            seed: seed.wrapping_add(i),
+                            ..sampler.cfg.clone()
+                        })
+                    })
+                    .collect();
+                let (gens, kv) = generate_many(&mut model, &ids, &mut samplers, sample.max_tokens)?;
+                let mut out = std::io::stdout().lock();
+                for (i, g) in gens.iter().enumerate() {
+                    let body = tok.decode(&g.tokens, true)?;
+                    writeln!(
+                        out,
+                        "--- continuation {} (seed {}) ---",
+                        i + 1,
+                        seed.wrapping_add(i as u64)
+                    )?;
+                    writeln!(out, "{}{body}", if echo { text.as_str() } else { "" })?;
+                    eprintln!("[{}] {}", i + 1, g.stats());
+                }
+                if let Some(kv) = kv {
+                    eprintln!(
+                        "kv: {} of {} pages of {} tokens in use at the last step (the prompt's shared), {:.1}% of their rows unfilled",
+                        kv.pages_used,
+                        kv.pages,
+                        kv.page,
+                        kv.waste * 100.0
+                    );
+                }
+                return Ok(());
+            }
+            if echo {
+                print!("{text}");
+            }
+            let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens, false)?;
+            eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
+        }
+        Command::Chat {
+            model: margs,
+            system,
+            prompt,
+            sample,
+        } => {
+            let mut sampler = sample.sampler()?;
+            let (mut model, loaded) = load(&margs)?;
+            let tok = need_tokenizer(&loaded)?;
+            let mut messages: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
+            if let Some(p) = prompt {
+                messages.push(Message::new("user", &p));
+                let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
+                let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens, false)?;
+                eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
+                return Ok(());
+            }
+            chat_loop(&mut model, tok, messages, &mut sampler, sample.max_tokens)?;
+        }
+        Command::Tokenize {
+            model: margs,
+            json,
+            text,
+        } => {
+            let tok = loader::load_tokenizer(&margs.model)?;
+            let ids = tok.encode(&prompt_text(text)?)?;
+            if json {
+                println!("{}", serde_json::to_string(&ids)?);
+            } else {
+                println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+            }
+        }
+        Command::Perplexity {
+            model: margs,
+            file,
+            ctx,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+            let (mut model, loaded) = load(&margs)?;
+            let ids = need_tokenizer(&loaded)?.encode(&text)?;
+            let window = ctx.unwrap_or(model.cfg.seq_len);
+            let s = score(&mut model, &ids, window)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"mean_nll": s.mean_nll(), "ppl": s.ppl(), "n_scored": s.n_scored})
+                );
+            } else {
+                println!(
+                    "tokens: {}  scored: {}  mean NLL: {:.6}  perplexity: {:.4}",
+                    ids.len(),
+                    s.n_scored,
+                    s.mean_nll(),
+                    s.ppl()
+                );
+            }
+        }
+        Command::Info { model: margs, json } => super::info::info(&margs, json)?,
+        Command::Bench {
+            what: BenchWhat::Attention(args),
+        } => super::bench::bench_attention(args)?,
+        Command::Bench {
+            what: BenchWhat::Model(args),
+        } => super::bench::bench_model(args)?,
+        Command::Bench {
+            what: BenchWhat::Kernels(args),
+        } => super::bench::bench_kernels(args)?,
+        Command::Convert { input, output, dtype } => {
+            convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
+            eprintln!("wrote {}", output.display());
+        }
+    }
+    Ok(())
+}
+
+/// Interactive multi-turn chat. The KV cache keeps the conversation: each turn only the tokens
+/// after the longest prefix shared with what the cache holds are run.
+pub fn chat_loop(
+    model: &mut Model,
+    tok: &Tokenizer,
+    system: Vec<Message>,
+    sampler: &mut Sampler,
+    max: usize,
+) -> Result<()> {
+    let mut messages = system.clone();
+    let mut cached: Vec<u32> = vec![]; // the tokens whose K/V the cache holds
+    let stdin = std::io::stdin();
+    eprintln!("chat: type a message, /reset to start over, /exit or Ctrl-D to quit");
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).context("cannot read stdin")? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => return Ok(()),
+            "/reset" => {
+                messages = system.clone();
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", line));
+        let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
+        let mut shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+        shared = shared.min(ids.len() - 1); // run at least one token to get logits
+        model.truncate(shared);
+        cached.truncate(shared);
+        let g = match stream(model, tok, &ids[shared..], &cached, sampler, max, true) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                model.truncate(0);
+                cached.clear();
+                messages.pop();
+                continue;
+            }
+        };
+        cached.extend_from_slice(&ids[shared..]);
+        cached.extend_from_slice(&g.tokens[..g.tokens.len().saturating_sub(1)]);
+        // The last sampled token was never run through the model: it is not in the cache.
+        model.truncate(cached.len());
+        messages.push(Message::new("assistant", &tok.decode(&g.tokens, true)?));
+        eprintln!("[{}]", g.stats());
+    }
+}

@@ -1,0 +1,87 @@
+//! Leaf types every layer shares: where the forward pass runs, which attention kernels and KV
+//! layout the GPU uses, how it stores weights, and which logits a forward returns. No imports
+//! from the rest of the crate, so the CLI, the model and both backends can name them.
+
+use clap::ValueEnum;
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// A hardware GPU if there is one, else the CPU.
+    Auto,
+    /// The CPU reference path.
+    Cpu,
+    /// WGSL kernels through wgpu (a hardware GPU, or a CPU adapter such as lavapipe).
+    Gpu,
+}
+
+/// Which attention kernels the GPU runs (the CPU always runs the naive reference).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Attention {
+    /// Scores materialised in memory, softmax, then P·V (the slow twin).
+    Naive,
+    /// FlashAttention-2 tiles with online softmax for prefill, split-K (flash-decoding) for decode.
+    Flash,
+}
+
+/// How the GPU KV cache is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvLayout {
+    /// One region of the whole context per sequence.
+    Contiguous,
+    /// Pages from a shared pool through block tables; forks share their prompt's pages.
+    Paged,
+}
+
+/// How the GPU stores weight matrices (the CPU path always computes in f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// f16 where the adapter has SHADER_F16, else f32.
+    Auto,
+    /// f32 weights: the GPU matches the CPU reference to rounding.
+    F32,
+    /// f16 weights (half the bytes per token), f32 accumulation.
+    F16,
+}
+
+/// Engine options beyond the model itself.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub attention: Attention,
+    pub kv: KvLayout,
+    /// Rows per KV page (a multiple of 16).
+    pub page: usize,
+    /// KV pool size in pages; or in bytes (all layers, K and V); default: every sequence can
+    /// reach the full context.
+    pub kv_blocks: Option<usize>,
+    pub kv_memory: Option<u64>,
+    /// Most sequences alive at once.
+    pub max_seqs: usize,
+    /// Split-K decode: at least this many keys per partition.
+    pub min_split_keys: usize,
+    /// Split-K decode: workgroups the device can run at once (default: the host's threads on a
+    /// CPU adapter, 1024 on a GPU); partitions are added until rows × heads × partitions reach it.
+    pub split_workers: Option<usize>,
+    /// GPU weight storage.
+    pub dtype: Dtype,
+    /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
+    /// false forces the plain twins.
+    pub subgroups: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            attention: Attention::Flash,
+            kv: KvLayout::Paged,
+            page: 16,
+            kv_blocks: None,
+            kv_memory: None,
+            max_seqs: 1,
+            min_split_keys: 256,
+            split_workers: None,
+            dtype: Dtype::F32,
+            subgroups: true,
+        }
+    }
+}

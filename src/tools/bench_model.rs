@@ -1,0 +1,85 @@
+//! `tinfer bench model`: whole-model speed, like llama-bench.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::sampler::Rng;
+
+/// Tokens per second of one measurement: median, min and max over the repeats.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Rate {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Named rates, e.g. ("pp128", ...).
+pub type Rates = Vec<(String, Rate)>;
+
+fn rate(mut v: Vec<f64>) -> Rate {
+    v.sort_by(f64::total_cmp);
+    Rate {
+        median: v[v.len() / 2],
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
+/// Prompt processing of `n` tokens (one forward from an empty cache, in the engine's chunks) and
+/// token generation of `n` tokens (one at a time from an empty cache, greedy, the id chosen on the
+/// device), in tokens/s over `repeats` runs after a warm-up.
+pub fn bench_model(
+    model: &mut crate::model::Model,
+    pp: &[usize],
+    tg: &[usize],
+    repeats: usize,
+) -> Result<(Rates, Rates)> {
+    use crate::cpu::Logits;
+    let vocab = model.cfg.vocab_size as u64;
+    let mut rng = Rng::new(7);
+    let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
+    let mut pp_out = vec![];
+    for &n in pp {
+        let tokens = ids(n);
+        let mut rates = vec![];
+        for r in 0..repeats + 1 {
+            model.truncate(0);
+            let t = Instant::now();
+            for chunk in tokens.chunks(crate::generate::PREFILL_CHUNK) {
+                model.forward(chunk, Logits::Last)?;
+            }
+            if r > 0 {
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        pp_out.push((format!("pp{n}"), rate(rates)));
+    }
+    let mut tg_out = vec![];
+    for &n in tg {
+        let mut rates = vec![];
+        for r in 0..repeats + 1 {
+            model.truncate(0);
+            let mut tok = 1u32;
+            let t = Instant::now();
+            for _ in 0..n {
+                tok = model.forward_argmax(&[tok])?;
+            }
+            if r > 0 {
+                rates.push(n as f64 / t.elapsed().as_secs_f64());
+            }
+        }
+        tg_out.push((format!("tg{n}"), rate(rates)));
+    }
+    model.truncate(0);
+    Ok((pp_out, tg_out))
+}
+
+/// Weight bytes one decoded token reads at `bytes_per_weight` (4 for f32, 2 for f16): every matrix and vector once, one embedding row;
+/// the KV cache is not counted (it depends on the position).
+pub fn weight_bytes_per_token(cfg: &crate::config::Config, bytes_per_weight: usize) -> u64 {
+    let embed = cfg.vocab_size * cfg.dim;
+    let head = if cfg.tied_embeddings { embed } else { 0 };
+    ((cfg.n_params() - embed + cfg.dim + head) * bytes_per_weight) as u64
+}

@@ -1,0 +1,60 @@
+//! Synthetic models for benchmarks: the configs of known sizes and random weights of any shape.
+
+use crate::sampler::Rng;
+
+/// config.json of the SmolLM2 sizes, for `--synthetic NAME` (shapes only; weights are random).
+pub fn synthetic_config(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "smollm2-135m" => {
+            r#"{"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+            "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true}"#
+        }
+        "smollm2-360m" => {
+            r#"{"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+            "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 100000.0, "tie_word_embeddings": true}"#
+        }
+        "smollm2-1.7b" => {
+            r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 130000.0, "tie_word_embeddings": true}"#
+        }
+        _ => return None,
+    })
+}
+
+/// Random weights with the shapes of `cfg`: matrices uniform in ±1/√in, norms 1, biases small.
+pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights::Weights<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let mut mat = |rows: usize, cols: usize| -> Vec<f32> {
+        let a = 1.0 / (cols as f64).sqrt();
+        (0..rows * cols)
+            .map(|_| ((rng.next_f64() * 2.0 - 1.0) * a) as f32)
+            .collect()
+    };
+    let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
+    let layers = (0..cfg.n_layers)
+        .map(|_| crate::weights::Layer {
+            attn_norm: vec![1.0; d],
+            wq: mat(q, d),
+            wk: mat(kv, d),
+            wv: mat(kv, d),
+            wo: mat(d, q),
+            bq: cfg.qkv_bias.then(|| vec![0.01; q]),
+            bk: cfg.qkv_bias.then(|| vec![0.01; kv]),
+            bv: cfg.qkv_bias.then(|| vec![0.01; kv]),
+            bo: cfg.o_bias.then(|| vec![0.01; d]),
+            ffn_norm: vec![1.0; d],
+            w_gate: mat(h, d),
+            w_up: mat(h, d),
+            w_down: mat(d, h),
+        })
+        .collect();
+    crate::weights::Weights {
+        embed: mat(cfg.vocab_size, d),
+        layers,
+        norm: vec![1.0; d],
+        lm_head: (!cfg.tied_embeddings).then(|| mat(cfg.vocab_size, d)),
+    }
+}
