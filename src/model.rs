@@ -156,7 +156,7 @@ impl Model {
 
     /// Dispatches of one greedy decode step on the GPU; None on the CPU.
     /// Per-kernel time of a GPU step of `t` rows (see GpuModel::profile); None on the CPU.
-    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Option<crate::gpu::forward::Profile>> {
+    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Option<crate::gpu::model::Profile>> {
         match &mut self.backend {
             Backend::Cpu { .. } => Ok(None),
             Backend::Gpu(g) => g.profile(t, reps).map(Some),

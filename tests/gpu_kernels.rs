@@ -7,10 +7,10 @@ use common::*;
 
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
-use tinfer::gpu::forward::{ActTex, WeightTex, ROW_GROUP};
 use tinfer::gpu::kernels::{
     split_plan, step_bytes, Fusion, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_SG_ROWS, MAX_SPLITS,
 };
+use tinfer::gpu::weights::{ActTex, WeightTex, ROW_GROUP};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;

@@ -2,6 +2,8 @@
 pub mod context;
 pub mod forward;
 pub mod kernels;
+pub mod model;
+pub mod weights;
 
 pub use context::{list_adapters, Gpu, GpuRequest};
-pub use forward::GpuModel;
+pub use model::GpuModel;

@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::cpu::ops;
-use crate::gpu::forward::{run_timed, ActTex, Dims, Grid, Op, WeightTex};
+use crate::gpu::forward::{run_timed, Dims, Grid, Op};
 use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape, Store};
+use crate::gpu::weights::{ActTex, WeightTex};
 use crate::gpu::Gpu;
 use crate::sampler::Rng;
 

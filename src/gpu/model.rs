@@ -1,0 +1,299 @@
+//! The GPU model at run time: the plan built at load (src/gpu/forward.rs), and one step =
+//! write the Step buffer (and block tables), record the planned dispatches, submit, read back.
+
+use anyhow::{bail, Result};
+
+use super::context::Gpu;
+use super::forward::{record, run_timed, Dims, Op};
+use super::kernels::{split_plan, step_bytes, MatmulKind, Row, MAX_STEP_TOKENS};
+use crate::config::Config;
+use crate::cpu::Logits;
+use crate::kv_cache::KvPages;
+
+/// Where the time of one step goes (GpuModel::profile).
+pub struct Profile {
+    pub kernels: Vec<(String, usize, f64)>, // kernel, dispatches, ms (its dispatches in one submit)
+    pub step_ms: f64,                       // the whole step in one submit
+}
+
+pub struct GpuModel {
+    pub gpu: Gpu,
+    pub kind: MatmulKind, // weight dtype and matrix-kernel variant
+    pub cfg: Config,
+    pub kv: KvPages,                // which cache row holds each position of each sequence
+    pub min_split_keys: usize,      // split-K: keys per decode partition at least
+    pub workers: usize,             // workgroups the device runs at once, roughly (split-K aims at it)
+    pub k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
+    pub v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
+    pub block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
+    pub tables: wgpu::Buffer,       // (max_seqs, max_blocks) u32 block tables
+    pub max_blocks: usize,          // block-table row length
+    pub step: wgpu::Buffer,         // Step: T, split plan, rows (token, pos, slot, seq)
+    pub logits: wgpu::Buffer,       // (all_rows, vocab)
+    pub next_id: wgpu::Buffer,      // (1,) u32
+    pub staging: wgpu::Buffer,      // readback
+    pub all_rows: usize,            // most rows of logits one step can return
+    pub prefill: Vec<Op>,           // embedding + layers with GEMMs, prefill attention (one sequence, T > 1)
+    pub batch: Vec<Op>,             // embedding + layers with GEMMs, row attention (several sequences)
+    pub decode: Vec<Op>,            // embedding + layers with GEMVs, row attention (T = 1)
+    pub head_last: Vec<Op>,         // final norm + LM head of the last row
+    pub head_all: Vec<Op>,          // final norm + LM head of every row
+    pub argmax: Op,                 // greedy choice on the device
+}
+
+impl GpuModel {
+    /// The weight element type of the matrices: "f16" or "f32".
+    pub fn dtype_name(&self) -> &'static str {
+        if self.kind.f16 {
+            "f16"
+        } else {
+            "f32"
+        }
+    }
+
+    /// Dispatches of one greedy decode step (T = 1, one split-K partition).
+    pub fn dispatches_per_token(&self) -> usize {
+        let d = Dims { t: 1, n_splits: 1 };
+        let ops = self.decode.iter().chain(&self.head_last).chain([&self.argmax]);
+        ops.filter(|op| (op.grid)(d).iter().product::<u32>() > 0).count()
+    }
+
+    /// Positions held by sequence `seq`.
+    pub fn pos(&self, seq: usize) -> usize {
+        self.kv.len(seq)
+    }
+
+    /// Forget positions of `seq` from `len` on (their pages go back to the pool).
+    pub fn truncate(&mut self, seq: usize, len: usize) {
+        self.kv.truncate(seq, len);
+    }
+
+    /// A new sequence sharing every page of `parent`.
+    pub fn fork(&mut self, parent: usize) -> Result<usize> {
+        Ok(self.kv.fork(parent)?)
+    }
+
+    pub fn release(&mut self, seq: usize) {
+        self.kv.release(seq);
+    }
+
+    /// Run one step: `batch` lists (sequence, tokens) pairs, at most MAX_STEP_TOKENS tokens in
+    /// all, each sequence's tokens at its next positions. Returns the bytes read back for `head`.
+    pub fn step(&mut self, batch: &[(usize, &[u32])], head: Head) -> Result<Vec<u8>> {
+        let t: usize = batch.iter().map(|(_, toks)| toks.len()).sum();
+        assert!((1..=MAX_STEP_TOKENS).contains(&t), "a step of {t} tokens");
+        // Reserve cache rows; refuse the whole step if the pool cannot hold it.
+        let needed: usize = batch
+            .iter()
+            .map(|&(s, toks)| self.kv.blocks_needed(s, toks.len()))
+            .sum();
+        if needed > self.kv.alloc.n_free() {
+            return Err(crate::kv_cache::KvError::Full {
+                needed,
+                free: self.kv.alloc.n_free(),
+                total: self.kv.alloc.n_blocks(),
+                page: self.kv.page,
+            }
+            .into());
+        }
+        let mut rows = Vec::with_capacity(t);
+        let mut copies = vec![];
+        let mut max_len = 0;
+        for &(seq, toks) in batch {
+            let pos0 = self.kv.len(seq);
+            assert!(pos0 + toks.len() <= self.cfg.seq_len, "context overflow");
+            let (slots, c) = self.kv.append(seq, toks.len())?;
+            copies.extend(c);
+            for (i, (&token, slot)) in toks.iter().zip(slots).enumerate() {
+                rows.push(Row {
+                    token,
+                    pos: (pos0 + i) as u32,
+                    slot,
+                    seq: seq as u32,
+                });
+            }
+            max_len = max_len.max(pos0 + toks.len());
+        }
+        let gpu = &self.gpu;
+        // Split-K only pays where the rows × heads leave the device idle: aim at `workers`
+        // workgroups in all (a CPU adapter has a few threads; a GPU has many compute units).
+        let want = self.workers.div_ceil(t * self.cfg.n_heads);
+        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)));
+        gpu.queue
+            .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
+        if self.kv.tables_dirty {
+            let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
+            for s in self.kv.seq_ids() {
+                let b = self.kv.block_table(s);
+                table[s * self.max_blocks..s * self.max_blocks + b.len()].copy_from_slice(b);
+            }
+            gpu.queue.write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
+            self.kv.tables_dirty = false;
+        }
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+        // Copy-on-write of shared pages, before anything writes them.
+        let row_bytes = (self.cfg.kv_dim() * 4) as u64;
+        let page_bytes = self.kv.page as u64 * row_bytes;
+        for c in &copies {
+            for cache in self.k_cache.iter().chain(&self.v_cache) {
+                let n = c.rows as u64 * row_bytes;
+                encoder.copy_buffer_to_buffer(cache, c.src as u64 * page_bytes, &self.block_copy, 0, n);
+                encoder.copy_buffer_to_buffer(&self.block_copy, 0, cache, c.dst as u64 * page_bytes, n);
+            }
+        }
+        let body = if t == 1 {
+            &self.decode
+        } else if batch.len() == 1 {
+            &self.prefill
+        } else {
+            &self.batch
+        };
+        let (head_ops, argmax): (&[Op], Option<&Op>) = match head {
+            Head::Last => (&self.head_last, None),
+            Head::All => (&self.head_all, None),
+            Head::Argmax => (&self.head_last, Some(&self.argmax)),
+        };
+        let ops: Vec<&Op> = body.iter().chain(head_ops).chain(argmax).collect();
+        let dims = Dims {
+            t: t as u32,
+            n_splits: n_splits as u32,
+        };
+        record(&mut encoder, &ops, dims);
+        let (src, bytes) = match head {
+            Head::Last => (&self.logits, (self.cfg.vocab_size * 4) as u64),
+            Head::All => (&self.logits, (t * self.cfg.vocab_size * 4) as u64),
+            Head::Argmax => (&self.next_id, 4),
+        };
+        encoder.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
+        gpu.submit_and_read(encoder, &self.staging, bytes, "the forward step")
+    }
+
+    /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of sequence 0 at
+    /// its current end (decode when t == 1, else prefill; LM head of the last row), recorded
+    /// `reps` times in one pass and timed together. Returns (kernel, dispatches per step, ms per
+    /// step), slowest first. The cache rows written are given back afterwards.
+    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Profile> {
+        assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0);
+        let pos0 = self.kv.len(0);
+        if pos0 + t > self.cfg.seq_len {
+            bail!("a profile of {t} rows at position {pos0} exceeds the context");
+        }
+        let (slots, _) = self.kv.append(0, t)?;
+        let rows: Vec<Row> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, &slot)| Row {
+                token: (i % self.cfg.vocab_size) as u32,
+                pos: (pos0 + i) as u32,
+                slot,
+                seq: 0,
+            })
+            .collect();
+        let want = self.workers.div_ceil(t * self.cfg.n_heads);
+        let len = pos0 + t;
+        let (n_splits, split_len) = split_plan(len, self.min_split_keys.max(len.div_ceil(want)));
+        self.gpu
+            .queue
+            .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
+        let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
+        let b = self.kv.block_table(0);
+        table[..b.len()].copy_from_slice(b);
+        self.gpu
+            .queue
+            .write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
+        let body = if t == 1 { &self.decode } else { &self.prefill };
+        let all: Vec<&Op> = body.iter().chain(&self.head_last).collect();
+        let dims = Dims {
+            t: t as u32,
+            n_splits: n_splits as u32,
+        };
+        let mut names: Vec<&str> = all.iter().map(|o| o.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        let mut out = vec![];
+        for name in names {
+            let ops: Vec<&Op> = all.iter().copied().filter(|o| o.name == name).collect();
+            let run = |reps: usize| -> Result<f64> {
+                let repeated: Vec<&Op> = (0..reps).flat_map(|_| ops.iter().copied()).collect();
+                run_timed(&self.gpu, &repeated, dims, &format!("the profile of {name}"))
+            };
+            run(1)?; // warm-up
+            out.push((name.to_string(), ops.len(), run(reps)? / reps as f64));
+        }
+        // The whole step in one submit, kernels interleaved as a real step runs them.
+        let repeated: Vec<&Op> = (0..reps).flat_map(|_| all.iter().copied()).collect();
+        run_timed(&self.gpu, &all, dims, "the profiled step")?; // warm-up
+        let step_ms = run_timed(&self.gpu, &repeated, dims, "the profiled step")? / reps as f64;
+        self.gpu.check("the profile")?;
+        self.kv.truncate(0, pos0);
+        self.kv.tables_dirty = true;
+        out.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(Profile { kernels: out, step_ms })
+    }
+
+    /// Run `tokens` of sequence `seq` at its next positions (in steps of at most
+    /// MAX_STEP_TOKENS, or fewer when every row's logits are wanted and they would not fit one
+    /// buffer).
+    pub fn forward(&mut self, seq: usize, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
+        let chunk = match want {
+            Logits::Last => MAX_STEP_TOKENS,
+            Logits::All => self.all_rows,
+        };
+        let mut out = vec![];
+        for c in tokens.chunks(chunk) {
+            let head = if want == Logits::All { Head::All } else { Head::Last };
+            let bytes = self.step(&[(seq, c)], head)?;
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+            if want == Logits::All {
+                out.extend_from_slice(&values);
+            } else {
+                out = values;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run `tokens` of sequence `seq` and return the most likely next token, chosen on the
+    /// device (4 bytes read back).
+    pub fn forward_argmax(&mut self, seq: usize, tokens: &[u32]) -> Result<u32> {
+        // All but the last step's tokens only fill the cache; the last step picks the token.
+        let (head, tail) = tokens.split_at(tokens.len() - tokens.len().min(MAX_STEP_TOKENS));
+        if !head.is_empty() {
+            self.forward(seq, head, Logits::Last)?;
+        }
+        let bytes = self.step(&[(seq, tail)], Head::Argmax)?;
+        Ok(u32::from_le_bytes(bytes[..4].try_into().unwrap()))
+    }
+
+    /// One step over several sequences; the last position's logits of each, in batch order.
+    pub fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.cfg.vocab_size;
+        let t: usize = batch.iter().map(|(_, toks)| toks.len()).sum();
+        if batch.len() == 1 || t > self.all_rows.min(MAX_STEP_TOKENS) {
+            // one sequence, or too many rows for one step: sequence by sequence
+            return batch
+                .iter()
+                .map(|&(s, toks)| self.forward(s, toks, Logits::Last))
+                .collect();
+        }
+        let bytes = self.step(batch, Head::All)?;
+        let all: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut end = 0;
+        Ok(batch
+            .iter()
+            .map(|(_, toks)| {
+                end += toks.len();
+                all[(end - 1) * vocab..end * vocab].to_vec()
+            })
+            .collect())
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Head {
+    Last,
+    All,
+    Argmax,
+}
