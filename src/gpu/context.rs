@@ -32,6 +32,8 @@ pub struct Gpu {
     /// Largest buffer one storage binding may hold (the smaller of the two limits).
     pub max_binding: u64,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Compiled pipelines by kernel name (file and overrides): each compiled once per device.
+    pub pipelines: Mutex<std::collections::HashMap<String, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
 }
 
 /// What to ask for: an adapter whose name contains `adapter`, and whether a CPU adapter
@@ -126,6 +128,7 @@ impl Gpu {
             features,
             max_binding,
             errors,
+            pipelines: Default::default(),
         })
     }
 

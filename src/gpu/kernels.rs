@@ -253,6 +253,13 @@ impl Kernel {
                 count: None,
             })
             .collect();
+        if let Some((pipeline, layout)) = gpu.pipelines.lock().unwrap().get(&name) {
+            return Ok(Kernel {
+                name,
+                pipeline: pipeline.clone(),
+                layout: layout.clone(),
+            });
+        }
         let (pipeline, layout) = gpu.scoped(&format!("compiling kernel {name}"), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(file),
@@ -284,6 +291,10 @@ impl Kernel {
             });
             (pipeline, layout)
         })?;
+        gpu.pipelines
+            .lock()
+            .unwrap()
+            .insert(name.clone(), (pipeline.clone(), layout.clone()));
         Ok(Kernel { name, pipeline, layout })
     }
 
@@ -338,6 +349,8 @@ impl Kernel {
 /// All pipelines the forward pass uses, specialised for one model (head_dim) and one KV layout
 /// (rows per page).
 pub struct Kernels {
+    /// Weight dtype and matrix-kernel variant every product uses.
+    pub kind: MatmulKind,
     pub embed: Kernel,
     pub to_texture: Kernel,
     pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
@@ -389,6 +402,7 @@ impl Kernels {
             }
         }
         Ok(Kernels {
+            kind,
             embed: Kernel::new(gpu, "embed.wgsl", &[f16])?,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
@@ -485,4 +499,74 @@ impl Kernels {
         }
         Kernel::new(gpu, file, &c)
     }
+}
+
+/// What a dispatch's grid depends on: the step's row count T and its split-K partitions.
+#[derive(Clone, Copy)]
+pub struct Dims {
+    pub t: u32,
+    pub n_splits: u32,
+}
+
+pub type Grid = Box<dyn Fn(Dims) -> [u32; 3]>;
+
+/// One recorded dispatch.
+pub struct Op {
+    pub name: String, // the kernel (file and overrides), for profiles
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind: wgpu::BindGroup,
+    pub grid: Grid,
+}
+
+impl Op {
+    /// `kern` bound to the step buffer, a shape uniform and `resources` (in its header's order).
+    pub fn new(
+        gpu: &Gpu,
+        kern: &Kernel,
+        step: &wgpu::Buffer,
+        shape: &wgpu::Buffer,
+        resources: &[Res],
+        grid: Grid,
+    ) -> Op {
+        Op {
+            name: kern.name.clone(),
+            pipeline: kern.pipeline.clone(),
+            bind: kern.bind_res(gpu, &kern.name, step, shape, resources),
+            grid,
+        }
+    }
+}
+
+/// Record `ops` into one compute pass.
+pub fn record(encoder: &mut wgpu::CommandEncoder, ops: &[&Op], dims: Dims) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("forward"),
+        timestamp_writes: None,
+    });
+    for op in ops {
+        let [gx, gy, gz] = (op.grid)(dims);
+        if gx * gy * gz == 0 {
+            continue;
+        }
+        pass.set_pipeline(&op.pipeline);
+        pass.set_bind_group(0, &op.bind, &[]);
+        pass.dispatch_workgroups(gx, gy, gz);
+    }
+}
+
+/// Record `ops` into a fresh encoder, submit, wait: milliseconds from submit to done (benches and
+/// profiles; the forward pass reads its result through `Gpu::submit_and_read`).
+pub fn run_timed(gpu: &Gpu, ops: &[&Op], dims: Dims, what: &str) -> Result<f64> {
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    record(&mut encoder, ops, dims);
+    let start = std::time::Instant::now();
+    let index = gpu.queue.submit(Some(encoder.finish()));
+    gpu.device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: None,
+        })
+        .map_err(|e| anyhow::anyhow!("{what} did not finish: {e}"))?;
+    gpu.check(what)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }

@@ -1,7 +1,9 @@
 //! The GPU path: the same forward pass as `cpu/`, on WGSL compute shaders through wgpu.
+pub mod buffers;
 pub mod context;
 pub mod forward;
 pub mod kernels;
+pub mod launch;
 pub mod model;
 pub mod weights;
 

@@ -3,12 +3,20 @@
 
 use anyhow::{bail, Result};
 
-use super::context::Gpu;
-use super::forward::{record, run_timed, Dims, Op};
-use super::kernels::{split_plan, step_bytes, MatmulKind, Row, MAX_STEP_TOKENS};
-use crate::config::Config;
+use super::buffers::{Activations, KvBuffers};
+use super::context::{Gpu, GpuRequest};
+use super::forward::{record, record_head, StepKind};
+use super::kernels::{
+    record as record_ops, run_timed, split_plan, step_bytes, step_size, Dims, Kernels, MatmulKind, Op, Row, FLASH_TILE,
+    MAX_STEP_TOKENS, UNIFORM_X_BYTES,
+};
+use super::launch::{AttnShape, Fused, Launch};
+use super::weights::GpuWeights;
+use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
 use crate::kv_cache::KvPages;
+use crate::options::{Dtype, KvLayout, Options};
+use crate::weights::Weights;
 
 /// Where the time of one step goes (GpuModel::profile).
 pub struct Profile {
@@ -42,6 +50,107 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
+    /// Build the model on the device: upload the weights, allocate every buffer, compile every
+    /// pipeline and record the dispatches of each kind of step (nothing is allocated later).
+    /// `max_binding` caps storage bindings below the device's (tests reach split tables with it).
+    pub fn new(
+        cfg: &Config,
+        w: &Weights<Vec<f32>>,
+        req: &GpuRequest,
+        max_binding: Option<u64>,
+        opts: &Options,
+    ) -> Result<Self> {
+        let gpu = Gpu::new(req)?;
+        let limit = max_binding.unwrap_or(gpu.max_binding).min(gpu.max_binding);
+        for (name, v) in [
+            ("hidden_size", cfg.dim),
+            ("intermediate_size", cfg.hidden_dim),
+            ("n_heads * head_dim", cfg.q_dim()),
+        ] {
+            if v % 4 != 0 {
+                bail!("{name} = {v} is not a multiple of 4, which the GPU matmul kernels (vec4 loads) need; use --device cpu");
+            }
+            if v as u64 * 4 > UNIFORM_X_BYTES {
+                bail!("{name} = {v} is over 16384, the longest row the GPU matvec kernel reads from its 64 KiB uniform; use --device cpu");
+            }
+        }
+        let kv = kv_pool(&gpu, cfg, opts)?;
+        let kind = MatmulKind {
+            f16: match opts.dtype {
+                Dtype::F16 => true,
+                Dtype::F32 => false,
+                Dtype::Auto => gpu.features.contains(wgpu::Features::SHADER_F16),
+            },
+            subgroups: opts.subgroups && gpu.has_subgroups(8),
+        };
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind)?;
+
+        // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
+        let w = GpuWeights::upload(&gpu, cfg, w, kind.f16)?;
+        let a = Activations::new(&gpu, cfg, opts.attention, limit)?;
+        let max_blocks = kv.max_blocks_per_seq(cfg.seq_len);
+        let pool_rows = kv.alloc.n_blocks() * kv.page;
+        let kvb = KvBuffers::new(&gpu, cfg, pool_rows, kv.page, opts.max_seqs * max_blocks)?;
+        let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
+        let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
+
+        // The dispatches of each kind of step, recorded once.
+        let rope = RopeTable::new(cfg);
+        let fused = Fused {
+            norm_eps: cfg.norm_eps as f32,
+            head_dim: cfg.head_dim,
+            q_dim: cfg.q_dim(),
+            kv_dim: cfg.kv_dim(),
+            cos: gpu.upload("rope.cos", &rope.cos)?,
+            sin: gpu.upload("rope.sin", &rope.sin)?,
+        };
+        let l = Launch::new(&gpu, &k, &step, Some(fused))?;
+        let s = AttnShape {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            max_blocks,
+            score_len: cfg.seq_len,
+        };
+        let body = |kind| record(&l, cfg, &w, &a, &kvb, opts.attention, s, kind);
+        let (prefill, batch, decode) = (body(StepKind::Prefill), body(StepKind::Batch), body(StepKind::Decode));
+        let head_last = record_head(&l, cfg, &w, &a, false);
+        let head_all = record_head(&l, cfg, &w, &a, true);
+        let argmax = l.argmax(&a.logits, cfg.vocab_size, &a.next_id);
+        drop(l);
+        gpu.check("building the GPU forward pass")?;
+        let workers = opts.split_workers.unwrap_or(if gpu.is_cpu_adapter() {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            1024
+        });
+        let mut model = GpuModel {
+            kind,
+            cfg: cfg.clone(),
+            kv,
+            min_split_keys: opts.min_split_keys,
+            workers,
+            k_cache: kvb.k,
+            v_cache: kvb.v,
+            block_copy: kvb.block_copy,
+            tables: kvb.tables,
+            max_blocks,
+            logits: a.logits,
+            next_id: a.next_id,
+            all_rows: a.all_rows,
+            step,
+            staging,
+            prefill,
+            batch,
+            decode,
+            head_last,
+            head_all,
+            argmax,
+            gpu,
+        };
+        model.kv.add_seq()?; // sequence 0, the one `forward` runs
+        Ok(model)
+    }
+
     /// The weight element type of the matrices: "f16" or "f32".
     pub fn dtype_name(&self) -> &'static str {
         if self.kind.f16 {
@@ -160,7 +269,7 @@ impl GpuModel {
             t: t as u32,
             n_splits: n_splits as u32,
         };
-        record(&mut encoder, &ops, dims);
+        record_ops(&mut encoder, &ops, dims);
         let (src, bytes) = match head {
             Head::Last => (&self.logits, (self.cfg.vocab_size * 4) as u64),
             Head::All => (&self.logits, (t * self.cfg.vocab_size * 4) as u64),
@@ -296,4 +405,38 @@ pub enum Head {
     Last,
     All,
     Argmax,
+}
+
+/// The KV pool: pages of `opts.page` rows (contiguous: one page of the whole context per
+/// sequence), as many as `--kv-blocks` / `--kv-memory` say, by default enough for every
+/// sequence to reach the full context; refused when one layer's pool exceeds a storage binding.
+fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options) -> Result<KvPages> {
+    let kv_row_bytes = (cfg.kv_dim() * 4) as u64;
+    let kv = match opts.kv {
+        KvLayout::Contiguous => KvPages::contiguous(cfg.seq_len, opts.max_seqs, FLASH_TILE),
+        KvLayout::Paged => {
+            if opts.page == 0 || opts.page % FLASH_TILE != 0 {
+                bail!("--page {} must be a positive multiple of {FLASH_TILE}", opts.page);
+            }
+            let per_block = opts.page as u64 * kv_row_bytes * 2 * cfg.n_layers as u64;
+            let n_blocks = match (opts.kv_blocks, opts.kv_memory) {
+                (Some(n), _) => n,
+                (None, Some(bytes)) => (bytes / per_block) as usize,
+                (None, None) => opts.max_seqs * cfg.seq_len.div_ceil(opts.page),
+            };
+            if n_blocks == 0 {
+                bail!("the KV pool has no blocks: one block of {} tokens takes {per_block} bytes; raise --kv-blocks or --kv-memory", opts.page);
+            }
+            KvPages::new(opts.page, n_blocks, opts.max_seqs)
+        }
+    };
+    let pool_rows = kv.alloc.n_blocks() * kv.page;
+    if pool_rows as u64 * kv_row_bytes > gpu.max_binding {
+        bail!(
+            "the KV cache of one layer needs {} MiB ({pool_rows} rows of {kv_row_bytes} bytes), over the device's storage binding limit of {} MiB; lower --kv-blocks / --kv-memory or --n-seq",
+            (pool_rows as u64 * kv_row_bytes) >> 20,
+            gpu.max_binding >> 20
+        );
+    }
+    Ok(kv)
 }

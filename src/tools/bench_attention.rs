@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cpu::ops;
-use crate::gpu::forward::{run_timed, Dims, Op};
+use crate::gpu::kernels::{run_timed, Dims, Op};
 use crate::gpu::kernels::{
     split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_TILE, MAX_SPLITS,
 };

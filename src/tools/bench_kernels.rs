@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::cpu::ops;
-use crate::gpu::forward::{run_timed, Dims, Grid, Op};
+use crate::gpu::kernels::{run_timed, Dims, Grid, Op};
 use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape, Store};
 use crate::gpu::weights::{ActTex, WeightTex};
 use crate::gpu::Gpu;

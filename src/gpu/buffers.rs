@@ -1,0 +1,87 @@
+//! Every buffer a step reads or writes, declared once with its shape (llama2.c's `RunState`),
+//! allocated at load for the most rows a step carries (MAX_STEP_TOKENS).
+
+use anyhow::Result;
+
+use super::context::Gpu;
+use super::kernels::{MAX_SPLITS, MAX_STEP_TOKENS, UNIFORM_X_BYTES};
+use super::weights::ActTex;
+use crate::config::Config;
+use crate::options::Attention;
+
+type Buf = wgpu::Buffer;
+
+/// The activations of one step, a row per token (T ≤ MAX_STEP_TOKENS). Those a GEMV reads hold
+/// at least its 64 KiB uniform window.
+pub struct Activations {
+    pub x: Buf,            // (T, dim) residual stream
+    pub xl: Buf,           // (1, dim) the last row, normalised, for the LM head
+    pub q: Buf,            // (T, n_heads·hd) queries after RoPE
+    pub att: Buf,          // (T, n_heads·hd) attention output
+    pub hb: Buf,           // (T, hidden) silu(gate) * up
+    pub xt_dim: ActTex,    // (T, dim/4 texels) rmsnorm(x), for the GEMMs that read it
+    pub xt_q: ActTex,      // (T, q_dim/4 texels) att, for the Wo GEMM
+    pub xt_hidden: ActTex, // (T, hidden/4 texels) hb, for the W_down GEMM
+    pub part: Buf,         // (T, n_heads, MAX_SPLITS, hd + 2) split-K partials: acc, m, l
+    pub scores: Buf,       // naive attention: (T, n_heads, seq_len); flash: unused (1,)
+    pub logits: Buf,       // (all_rows, vocab)
+    pub next_id: Buf,      // (1,) u32 the device's argmax
+    pub all_rows: usize,   // most rows of logits one step returns (the logits buffer's rows)
+}
+
+impl Activations {
+    /// Buffers for `cfg`; `max_binding` caps the logits buffer (rows of all-position logits).
+    pub fn new(gpu: &Gpu, cfg: &Config, attention: Attention, max_binding: u64) -> Result<Self> {
+        let (dim, q_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.hidden_dim, cfg.vocab_size);
+        let t = MAX_STEP_TOKENS;
+        let act = |name: &str, n: usize| gpu.zeros(name, n.max(UNIFORM_X_BYTES as usize / 4));
+        let all_rows = ((max_binding / (vocab as u64 * 4)) as usize).clamp(1, t);
+        Ok(Activations {
+            x: act("x", t * dim)?,
+            xl: act("xl", dim)?,
+            q: gpu.zeros("q", t * q_dim)?,
+            att: act("att", t * q_dim)?,
+            hb: act("hb", t * hidden)?,
+            xt_dim: ActTex::new(gpu, "xt_dim", dim, t)?,
+            xt_q: ActTex::new(gpu, "xt_q", q_dim, t)?,
+            xt_hidden: ActTex::new(gpu, "xt_hidden", hidden, t)?,
+            part: gpu.zeros("part", t * cfg.n_heads * MAX_SPLITS * (cfg.head_dim + 2))?,
+            scores: match attention {
+                Attention::Naive => gpu.zeros("scores", t * cfg.n_heads * cfg.seq_len).map_err(|e| {
+                    e.context(
+                        "naive attention materialises (256 rows × n_heads × context) scores; use --attention flash",
+                    )
+                })?,
+                Attention::Flash => gpu.zeros("scores", 1)?,
+            },
+            logits: gpu.zeros("logits", all_rows * vocab)?,
+            next_id: gpu.zeros("next_id", 1)?,
+            all_rows,
+        })
+    }
+}
+
+/// The KV cache: per layer a pool of pages, `kv_cache::KvPages` saying which row holds what.
+pub struct KvBuffers {
+    pub k: Vec<Buf>,     // n_layers × (pool rows, kv_dim)
+    pub v: Vec<Buf>,     // n_layers × (pool rows, kv_dim)
+    pub tables: Buf,     // (max_seqs, max_blocks) u32 block tables
+    pub block_copy: Buf, // (page, kv_dim) staging for copy-on-write of a shared page
+}
+
+impl KvBuffers {
+    pub fn new(gpu: &Gpu, cfg: &Config, pool_rows: usize, page: usize, tables: usize) -> Result<Self> {
+        let kv_dim = cfg.kv_dim();
+        let per_layer = |name: &str| -> Result<Vec<Buf>> {
+            (0..cfg.n_layers)
+                .map(|l| gpu.zeros(&format!("{name}.{l}"), pool_rows * kv_dim))
+                .collect()
+        };
+        Ok(KvBuffers {
+            k: per_layer("k_cache")?,
+            v: per_layer("v_cache")?,
+            tables: gpu.zeros("tables", tables)?,
+            block_copy: gpu.zeros("block_copy", page * kv_dim)?,
+        })
+    }
+}

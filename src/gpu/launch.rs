@@ -1,0 +1,312 @@
+//! Typed launchers: one method per kernel family, each owning its kernel's binding order, its
+//! Shape uniform and its grid, so that a caller says what to compute (`matmul(x, w, bias,
+//! Epilogue::Add(&x))`) and never restates a binding list. The forward pass (gpu/forward.rs),
+//! `bench attention`, `bench kernels` and the kernel tests all record through these.
+//! Each method returns the `Op`s of one call site; the bind groups are made here, once, at load.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::context::Gpu;
+use super::kernels::{
+    Dims, Fusion, Grid, Kernel, Kernels, MatmulKind, Op, Res, Shape, Store, MAX_SPLITS, UNIFORM_X_BYTES,
+};
+use super::weights::{ActTex, WeightTex};
+use crate::options::Attention;
+
+type Buf = wgpu::Buffer;
+
+/// What a matrix product reads as x.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    /// GEMV of row 0 (decode steps, the LM head of the last row): x through matvec's uniform
+    /// window; with `norm`, x' = rmsnorm(x) * norm computed by the GEMV itself.
+    Gemv { x: &'a Buf, norm: Option<&'a Buf> },
+    /// GEMM over all rows of the step: x read from the texture `to_texture` wrote (normalised
+    /// there where a norm comes first).
+    Gemm(&'a ActTex),
+}
+
+/// Where a matrix product's rows go (the epilogue fused into the product).
+#[derive(Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// out = W x (+ bias)
+    Write(&'a Buf),
+    /// out += W x (+ bias): the residual add
+    Add(&'a Buf),
+    /// W = W_gate;W_up: out[t, j] = silu(W_gate[j] x) * (W_up[j] x)
+    SwiGlu(&'a Buf),
+    /// W = Wq;Wk;Wv: q = rope(Wq x), k_cache[slot] = rope(Wk x), v_cache[slot] = Wv x
+    RopeKv {
+        q: &'a Buf,
+        k_cache: &'a Buf,
+        v_cache: &'a Buf,
+    },
+}
+
+/// The model facts the fused products need: RMSNorm's epsilon, RoPE's head_dim, query and key
+/// rows of the stacked QKV matrix, and the host-computed RoPE tables (config::RopeTable).
+pub struct Fused {
+    pub norm_eps: f32,
+    pub head_dim: usize,
+    pub q_dim: usize,
+    pub kv_dim: usize,
+    pub cos: Buf, // (seq_len, head_dim / 2)
+    pub sin: Buf, // (seq_len, head_dim / 2)
+}
+
+/// The buffers of one attention call site (shapes in the kernels' headers).
+pub struct AttnBufs<'a> {
+    pub q: &'a Buf,       // (T, n_heads, head_dim)
+    pub k_cache: &'a Buf, // (pool rows, n_kv_heads, head_dim)
+    pub v_cache: &'a Buf, // (pool rows, n_kv_heads, head_dim)
+    pub tables: &'a Buf,  // (max_seqs, max_blocks) u32 block tables
+    pub out: &'a Buf,     // (T, n_heads, head_dim)
+    pub scores: &'a Buf,  // naive only: (T, n_heads, score_len)
+    pub part: &'a Buf,    // split-K partials: (T, n_heads, MAX_SPLITS, head_dim + 2)
+}
+
+/// Sizes an attention call site needs in its Shape uniform.
+#[derive(Clone, Copy)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub max_blocks: usize, // block-table row length
+    pub score_len: usize,  // naive: length of a score row (the context)
+}
+
+/// Which attention a step runs: over one sequence's consecutive new rows (prefill), or over
+/// rows of any sequences (decode, batches: split-K).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AttnRows {
+    Prefill,
+    Rows,
+}
+
+/// The launchers of one recording: the kernels, the Step buffer every dispatch reads, and the
+/// Shape uniforms (shared between call sites with equal shapes).
+pub struct Launch<'a> {
+    pub gpu: &'a Gpu,
+    pub k: &'a Kernels,
+    pub kind: MatmulKind,
+    pub step: &'a Buf,
+    /// The model's facts and the fused products' kernels: (gemm, bias, store) -> kernel
+    /// (RoPE products, GEMM and GEMV; the normalising SwiGLU GEMV).
+    fused: Option<(Fused, HashMap<(bool, bool, Store), Kernel>)>,
+    shapes: RefCell<HashMap<Shape, Buf>>,
+    dummy: Buf,      // (4,) a bias or table a kernel does not read
+    spare: [Buf; 2], // (4,) each: the outputs an unsplit product does not write
+    dummy_norm: Buf, // matvec's norm window without NORM
+}
+
+impl<'a> Launch<'a> {
+    /// Launchers over `k`'s kernels, every dispatch reading `step`; `fused` (the model's facts)
+    /// compiles the fused products the forward pass uses.
+    pub fn new(gpu: &'a Gpu, k: &'a Kernels, step: &'a Buf, fused: Option<Fused>) -> anyhow::Result<Self> {
+        let fused = match fused {
+            None => None,
+            Some(f) => {
+                let fusion = Some(Fusion {
+                    norm_eps: f.norm_eps,
+                    head_dim: f.head_dim,
+                });
+                let mut kernels = HashMap::new();
+                for gemm in [false, true] {
+                    for bias in [false, true] {
+                        let kern = Kernels::matmul_kernel(gpu, k.kind, gemm, bias, Store::RopeKv, fusion)?;
+                        kernels.insert((gemm, bias, Store::RopeKv), kern);
+                    }
+                }
+                let swiglu = Kernels::matmul_kernel(gpu, k.kind, false, false, Store::SwiGlu, fusion)?;
+                kernels.insert((false, false, Store::SwiGlu), swiglu);
+                Some((f, kernels))
+            }
+        };
+        Ok(Launch {
+            gpu,
+            k,
+            kind: k.kind,
+            step,
+            fused,
+            shapes: RefCell::default(),
+            dummy: gpu.zeros("dummy", 4)?,
+            spare: [gpu.zeros("spare_out2", 4)?, gpu.zeros("spare_out3", 4)?],
+            dummy_norm: gpu.zeros("dummy_norm", UNIFORM_X_BYTES as usize / 4)?,
+        })
+    }
+
+    fn shape(&self, s: Shape) -> Buf {
+        let mut shapes = self.shapes.borrow_mut();
+        shapes
+            .entry(s)
+            .or_insert_with(|| self.gpu.uniform("shape", bytemuck::bytes_of(&s)))
+            .clone()
+    }
+
+    fn op(&self, kern: &Kernel, s: Shape, res: &[Res], grid: Grid) -> Op {
+        Op::new(self.gpu, kern, self.step, &self.shape(s), res, grid)
+    }
+
+    fn bufs<'b>(bufs: &[&'b Buf]) -> Vec<Res<'b>> {
+        bufs.iter().map(|b| Res::Buf(b)).collect()
+    }
+
+    /// x (T, dim) = embed[token of each row]: embed.wgsl.
+    pub fn embed(&self, table: &WeightTex, x: &Buf) -> Op {
+        let dim = table.cols;
+        let grid: Grid = Box::new(move |d: Dims| [dim.div_ceil(64) as u32, d.t, 1]);
+        self.op(
+            &self.k.embed,
+            Shape::new(dim, 0, 0, 0),
+            &[Res::Tex(&table.view), Res::Buf(x)],
+            grid,
+        )
+    }
+
+    /// out (1, d) = rmsnorm(x[T-1]) * weight: rmsnorm.wgsl on the last row only (the one row
+    /// the LM head of `Want::Last` reads).
+    pub fn rmsnorm_last(&self, x: &Buf, weight: &Buf, out: &Buf, d: usize, eps: f32) -> Op {
+        let s = Shape::new(d, eps.to_bits() as usize, 1, 0);
+        self.op(
+            &self.k.rmsnorm,
+            s,
+            &Self::bufs(&[x, weight, out]),
+            Box::new(|_| [1, 1, 1]),
+        )
+    }
+
+    /// out (T, d) = rmsnorm(x) * weight, every row: rmsnorm.wgsl.
+    pub fn rmsnorm(&self, x: &Buf, weight: &Buf, out: &Buf, d: usize, eps: f32) -> Op {
+        let s = Shape::new(d, eps.to_bits() as usize, 0, 0);
+        self.op(
+            &self.k.rmsnorm,
+            s,
+            &Self::bufs(&[x, weight, out]),
+            Box::new(|d: Dims| [d.t, 1, 1]),
+        )
+    }
+
+    /// xt (T, d/4 texels) = x (T, d), or rmsnorm(x) * norm with `norm`: to_texture.wgsl, the
+    /// copy before a GEMM. Returns the GEMM's input.
+    pub fn to_texture<'b>(&self, x: &Buf, norm: Option<(&Buf, f32)>, xt: &'b ActTex) -> (Op, Input<'b>) {
+        let d = xt.d;
+        let (kern, s, grid): (&Kernel, Shape, Grid) = match norm {
+            Some((_, eps)) => (
+                &self.k.to_texture_norm,
+                Shape::new(d, eps.to_bits() as usize, 0, 0),
+                Box::new(|dims: Dims| [dims.t.div_ceil(64), 1, 1]),
+            ),
+            None => (
+                &self.k.to_texture,
+                Shape::new(d, 0, 0, 0),
+                Box::new(move |dims: Dims| [(d / 4).div_ceil(64) as u32, dims.t, 1]),
+            ),
+        };
+        let w = norm.map_or(&self.dummy, |(w, _)| w);
+        let op = self.op(kern, s, &[Res::Buf(x), Res::Buf(w), Res::Tex(&xt.view)], grid);
+        (op, Input::Gemm(xt))
+    }
+
+    /// A product of x with W (rows, cols) (+ bias), its rows stored as `epi` says: matvec.wgsl /
+    /// matmat.wgsl (or their _plain twins). A normalising GEMV and the RoPE epilogue need the
+    /// model's facts (`Launch::new` with `Fused`).
+    pub fn matmul(&self, x: Input, w: &WeightTex, bias: Option<&Buf>, epi: Epilogue) -> Op {
+        let gemm = matches!(x, Input::Gemm(_));
+        let norm = match x {
+            Input::Gemv { norm, .. } => norm,
+            Input::Gemm(_) => None,
+        };
+        let (store, outs) = match epi {
+            Epilogue::Write(o) => (Store::Write, [o, &self.spare[0], &self.spare[1]]),
+            Epilogue::Add(o) => (Store::Accumulate, [o, &self.spare[0], &self.spare[1]]),
+            Epilogue::SwiGlu(o) => (Store::SwiGlu, [o, &self.spare[0], &self.spare[1]]),
+            Epilogue::RopeKv { q, k_cache, v_cache } => (Store::RopeKv, [q, k_cache, v_cache]),
+        };
+        let (f, kern) = if norm.is_some() || store == Store::RopeKv {
+            let (f, kernels) = self
+                .fused
+                .as_ref()
+                .expect("a normalising or RoPE product needs the model's facts");
+            let kern = kernels.get(&(gemm, bias.is_some(), store));
+            (
+                Some(f),
+                kern.unwrap_or_else(|| panic!("no fused product for {store:?}")),
+            )
+        } else {
+            (None, self.k.matmul(gemm, bias.is_some(), store))
+        };
+        let s = match (store, f) {
+            (Store::RopeKv, Some(f)) => Shape::new(w.cols, w.rows, f.q_dim, f.kv_dim),
+            (Store::SwiGlu, _) => Shape::new(w.cols, w.rows, w.rows / 2, 0),
+            _ => Shape::new(w.cols, w.rows, 0, w.rows),
+        };
+        let (kind, rows) = (self.kind, w.rows);
+        let grid: Grid = Box::new(move |d: Dims| Kernels::matmul_grid(kind, gemm, rows, d.t as usize));
+        let (cos, sin) = f.map_or((&self.dummy, &self.dummy), |f| (&f.cos, &f.sin));
+        let mut res = vec![
+            match x {
+                Input::Gemv { x, .. } => Res::UniformX(x),
+                Input::Gemm(xt) => Res::Tex(&xt.view),
+            },
+            Res::Tex(&w.view),
+            Res::Buf(bias.unwrap_or(&self.dummy)),
+            Res::Buf(outs[0]),
+            Res::Buf(outs[1]),
+            Res::Buf(outs[2]),
+        ];
+        if !gemm {
+            res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
+        }
+        res.extend([Res::Buf(cos), Res::Buf(sin)]);
+        self.op(kern, s, &res, grid)
+    }
+
+    /// attention of the step's rows over the cache: naive (scores in memory), or flash (tiles
+    /// with an online softmax for a prefill; split-K partitions and a log-sum-exp reduce for
+    /// rows of any sequences).
+    pub fn attention(&self, kind: Attention, rows: AttnRows, s: AttnShape, b: &AttnBufs) -> Vec<Op> {
+        let nh = s.n_heads as u32;
+        match (kind, rows) {
+            (Attention::Naive, _) => vec![self.op(
+                &self.k.attention_naive,
+                Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, s.score_len),
+                &Self::bufs(&[b.q, b.k_cache, b.v_cache, b.tables, b.scores, b.out]),
+                Box::new(move |d: Dims| [nh, d.t, 1]),
+            )],
+            (Attention::Flash, AttnRows::Prefill) => {
+                let flash_rows = self.k.flash_rows as u32;
+                vec![self.op(
+                    &self.k.attention_flash,
+                    Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
+                    &Self::bufs(&[b.q, b.k_cache, b.v_cache, b.tables, b.out]),
+                    Box::new(move |d: Dims| [d.t.div_ceil(flash_rows), nh, 1]),
+                )]
+            }
+            (Attention::Flash, AttnRows::Rows) => vec![
+                self.op(
+                    &self.k.attention_decode,
+                    Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, MAX_SPLITS),
+                    &Self::bufs(&[b.q, b.k_cache, b.v_cache, b.tables, b.part, b.out]),
+                    Box::new(move |d: Dims| [nh, d.t, d.n_splits]),
+                ),
+                self.op(
+                    &self.k.attention_reduce,
+                    Shape::new(s.n_heads, 0, 0, MAX_SPLITS),
+                    &Self::bufs(&[b.part, b.out]),
+                    Box::new(move |d: Dims| if d.n_splits > 1 { [nh, d.t, 1] } else { [0, 0, 0] }),
+                ),
+            ],
+        }
+    }
+
+    /// next_id (1,) u32 = argmax of logits row 0 (the first on ties): argmax.wgsl.
+    pub fn argmax(&self, logits: &Buf, vocab: usize, next_id: &Buf) -> Op {
+        let s = Shape::new(vocab, 0, 0, 0);
+        self.op(
+            &self.k.argmax,
+            s,
+            &Self::bufs(&[logits, next_id]),
+            Box::new(|_| [1, 1, 1]),
+        )
+    }
+}
