@@ -11,7 +11,6 @@ use super::buffers::{Activations, KvBuffers};
 use super::kernels::Op;
 use super::launch::{AttnBufs, AttnRows, AttnShape, Epilogue, Input, Launch};
 use super::weights::{ActTex, GpuWeights};
-use crate::config::Config;
 use crate::options::Attention;
 
 /// The kinds of step, each recorded once.
@@ -29,7 +28,6 @@ pub enum StepKind {
 /// stream x (the LM head is `record_head`).
 pub fn record(
     l: &Launch,
-    cfg: &Config,
     w: &GpuWeights,
     a: &Activations,
     kv: &KvBuffers,
@@ -46,7 +44,7 @@ pub fn record(
     let mut r = Rec {
         l,
         gemm,
-        eps: cfg.norm_eps as f32,
+        eps: l.norm_eps(),
         ops: vec![],
     };
     r.ops.push(l.embed(&w.embed, &a.x)); // x = embed[tokens]
@@ -84,8 +82,8 @@ pub fn record(
 
 /// Final norm and LM head: logits (1, vocab) of the last row (a GEMV of its normalised copy
 /// xl), or logits (T, vocab) of every row (a GEMM).
-pub fn record_head(l: &Launch, cfg: &Config, w: &GpuWeights, a: &Activations, all_rows: bool) -> Vec<Op> {
-    let eps = cfg.norm_eps as f32;
+pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, all_rows: bool) -> Vec<Op> {
+    let eps = l.norm_eps();
     let head = w.lm_head.as_ref().unwrap_or(&w.embed);
     if all_rows {
         let (copy, xn) = l.to_texture(&a.x, Some((&w.norm, eps)), &a.xt_dim);
@@ -93,7 +91,7 @@ pub fn record_head(l: &Launch, cfg: &Config, w: &GpuWeights, a: &Activations, al
     } else {
         let xn = Input::Gemv { x: &a.xl, norm: None };
         vec![
-            l.rmsnorm_last(&a.x, &w.norm, &a.xl, cfg.dim, eps),
+            l.rmsnorm_last(&a.x, &w.norm, &a.xl, w.embed.cols, eps),
             l.matmul(xn, head, None, Epilogue::Write(&a.logits)),
         ]
     }

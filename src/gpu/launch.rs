@@ -83,6 +83,9 @@ pub enum AttnRows {
     Rows,
 }
 
+/// The fused products' kernels by (gemm, bias, store).
+type FusedKernels = HashMap<(bool, bool, Store), Kernel>;
+
 /// The launchers of one recording: the kernels, the Step buffer every dispatch reads, and the
 /// Shape uniforms (shared between call sites with equal shapes).
 pub struct Launch<'a> {
@@ -92,7 +95,7 @@ pub struct Launch<'a> {
     pub step: &'a Buf,
     /// The model's facts and the fused products' kernels: (gemm, bias, store) -> kernel
     /// (RoPE products, GEMM and GEMV; the normalising SwiGLU GEMV).
-    fused: Option<(Fused, HashMap<(bool, bool, Store), Kernel>)>,
+    fused: Option<(Fused, FusedKernels)>,
     shapes: RefCell<HashMap<Shape, Buf>>,
     dummy: Buf,      // (4,) a bias or table a kernel does not read
     spare: [Buf; 2], // (4,) each: the outputs an unsplit product does not write
@@ -133,6 +136,11 @@ impl<'a> Launch<'a> {
             spare: [gpu.zeros("spare_out2", 4)?, gpu.zeros("spare_out3", 4)?],
             dummy_norm: gpu.zeros("dummy_norm", UNIFORM_X_BYTES as usize / 4)?,
         })
+    }
+
+    /// RMSNorm's epsilon (the model's facts, from `Launch::new`).
+    pub fn norm_eps(&self) -> f32 {
+        self.fused.as_ref().expect("the model's facts").0.norm_eps
     }
 
     fn shape(&self, s: Shape) -> Buf {

@@ -111,10 +111,10 @@ impl GpuModel {
             max_blocks,
             score_len: cfg.seq_len,
         };
-        let body = |kind| record(&l, cfg, &w, &a, &kvb, opts.attention, s, kind);
+        let body = |kind| record(&l, &w, &a, &kvb, opts.attention, s, kind);
         let (prefill, batch, decode) = (body(StepKind::Prefill), body(StepKind::Batch), body(StepKind::Decode));
-        let head_last = record_head(&l, cfg, &w, &a, false);
-        let head_all = record_head(&l, cfg, &w, &a, true);
+        let head_last = record_head(&l, &w, &a, false);
+        let head_all = record_head(&l, &w, &a, true);
         let argmax = l.argmax(&a.logits, cfg.vocab_size, &a.next_id);
         drop(l);
         gpu.check("building the GPU forward pass")?;

@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use crate::cpu::ops;
 use crate::gpu::kernels::{run_timed, Dims, Op};
-use crate::gpu::kernels::{
-    split_plan, step_bytes, Kernel, Kernels, MatmulKind, Res, Row, Shape, FLASH_TILE, MAX_SPLITS,
-};
+use crate::gpu::kernels::{split_plan, step_bytes, Kernels, MatmulKind, Row, FLASH_TILE, MAX_SPLITS};
+use crate::gpu::launch::{AttnBufs, AttnRows, AttnShape, Launch};
 use crate::gpu::Gpu;
 use crate::kv_cache::KvPages;
+use crate::options::Attention;
 use crate::sampler::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -204,12 +204,12 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                         slot: 0,
                         seq: seq as u32,
                     };
-                    let op =
-                        |kern: &Kernel, step: &wgpu::Buffer, shape: Shape, bufs: &[&wgpu::Buffer], grid: [u32; 3]| {
-                            let res: Vec<Res> = bufs.iter().map(|b| Res::Buf(b)).collect();
-                            let shape = gpu.uniform("shape", bytemuck::bytes_of(&shape));
-                            Op::new(gpu, kern, step, &shape, &res, Box::new(move |_| grid))
-                        };
+                    let shape = AttnShape {
+                        n_heads,
+                        n_kv_heads,
+                        max_blocks,
+                        score_len: n,
+                    };
                     let kv_bytes = (2 * n * kv_dim * 4) as f64;
                     for &phase in &b.phases {
                         // query rows: all N (prefill) or the last (decode)
@@ -247,13 +247,20 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                                         )?;
                                         let qc = gpu.upload("q", &q[r0 * q_dim..(r0 + rows) * q_dim])?;
                                         let oc = gpu.zeros("out", rows * q_dim)?;
-                                        ops.push(op(
-                                            &kern.attention_naive,
-                                            &step,
-                                            Shape::new(n_heads, n_kv_heads, max_blocks, n),
-                                            &[&qc, &k_cache, &v_cache, &tables, &scores, &oc],
-                                            [n_heads as u32, rows as u32, 1],
-                                        ));
+                                        let l = Launch::new(gpu, &kern, &step, None)?;
+                                        let bufs = AttnBufs {
+                                            q: &qc,
+                                            k_cache: &k_cache,
+                                            v_cache: &v_cache,
+                                            tables: &tables,
+                                            out: &oc,
+                                            scores: &scores,
+                                            part: &scores, // unused by the naive kernel
+                                        };
+                                        let mut chunk_ops = l.attention(Attention::Naive, AttnRows::Rows, shape, &bufs);
+                                        // each chunk is a call of its own `rows` rows
+                                        chunk_ops[0].grid = Box::new(move |_| [n_heads as u32, rows as u32, 1]);
+                                        ops.extend(chunk_ops);
                                         outs.push((oc, rows));
                                     }
                                     Call {
@@ -272,38 +279,28 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                                         &bytemuck::pod_collect_to_vec::<u8, f32>(&step_bytes(&rs, n_splits, split_len)),
                                     )?;
                                     let o = gpu.zeros("out", t * q_dim)?;
-                                    let ops = match phase {
-                                        Phase::Prefill => vec![op(
-                                            &kern.attention_flash,
-                                            &step,
-                                            Shape::new(n_heads, n_kv_heads, max_blocks, 0),
-                                            &[&q_buf, &k_cache, &v_cache, &tables, &o],
-                                            [t.div_ceil(kern.flash_rows) as u32, n_heads as u32, 1],
-                                        )],
-                                        Phase::Decode => {
-                                            let part = gpu.zeros("part", t * n_heads * MAX_SPLITS * (hd + 2))?;
-                                            if n_splits > 1 {
-                                                mem = (t * n_heads * n_splits * (hd + 2) * 4) as u64;
-                                            }
-                                            let mut ops = vec![op(
-                                                &kern.attention_decode,
-                                                &step,
-                                                Shape::new(n_heads, n_kv_heads, max_blocks, MAX_SPLITS),
-                                                &[&q_buf, &k_cache, &v_cache, &tables, &part, &o],
-                                                [n_heads as u32, t as u32, n_splits as u32],
-                                            )];
-                                            if n_splits > 1 {
-                                                ops.push(op(
-                                                    &kern.attention_reduce,
-                                                    &step,
-                                                    Shape::new(n_heads, 0, 0, MAX_SPLITS),
-                                                    &[&part, &o],
-                                                    [n_heads as u32, t as u32, 1],
-                                                ));
-                                            }
-                                            ops
-                                        }
+                                    let part = match phase {
+                                        Phase::Decode => gpu.zeros("part", t * n_heads * MAX_SPLITS * (hd + 2))?,
+                                        Phase::Prefill => gpu.zeros("part", 1)?,
                                     };
+                                    if phase == Phase::Decode && n_splits > 1 {
+                                        mem = (t * n_heads * n_splits * (hd + 2) * 4) as u64;
+                                    }
+                                    let bufs = AttnBufs {
+                                        q: &q_buf,
+                                        k_cache: &k_cache,
+                                        v_cache: &v_cache,
+                                        tables: &tables,
+                                        out: &o,
+                                        scores: &part, // unused by the flash kernels
+                                        part: &part,
+                                    };
+                                    let rows = match phase {
+                                        Phase::Prefill => AttnRows::Prefill,
+                                        Phase::Decode => AttnRows::Rows,
+                                    };
+                                    let l = Launch::new(gpu, &kern, &step, None)?;
+                                    let ops = l.attention(Attention::Flash, rows, shape, &bufs);
                                     Call {
                                         ops,
                                         dims: Dims {

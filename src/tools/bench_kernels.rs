@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::cpu::ops;
-use crate::gpu::kernels::{run_timed, Dims, Grid, Op};
-use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Res, Row, Shape, Store};
+use crate::gpu::kernels::{run_timed, Dims, Op};
+use crate::gpu::kernels::{step_bytes, Kernels, MatmulKind, Row};
+use crate::gpu::launch::{Epilogue, Input, Launch};
 use crate::gpu::weights::{ActTex, WeightTex};
 use crate::gpu::Gpu;
 use crate::sampler::Rng;
@@ -150,6 +151,10 @@ pub fn bench_kernels(
     };
     for kind in kinds {
         let k = Kernels::new(gpu, cfg.head_dim, 16, kind)?;
+        let (l1, lt) = (
+            Launch::new(gpu, &k, &step1, None)?,
+            Launch::new(gpu, &k, &step_t, None)?,
+        );
         let variant = format!(
             "{} {}",
             if kind.f16 { "f16" } else { "f32" },
@@ -170,28 +175,10 @@ pub fn bench_kernels(
             let mut xpad = x.clone();
             xpad.resize(xpad.len().max(16384), 0.0);
             let xb = gpu.upload("x", &xpad)?;
-            let bias = gpu.zeros("bias", 4)?;
-            let spare = [gpu.zeros("out2", 4)?, gpu.zeros("out3", 4)?]; // unsplit: unused outputs
             let outb = gpu.zeros("out", tokens * n)?;
             let weight_bytes = tex.bytes() as f64;
             // GEMV of row 0
-            let kern = k.matmul(false, false, Store::Write);
-            let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, n, 0, n)));
-            let rest = [
-                Res::Tex(&tex.view),
-                Res::Buf(&bias),
-                Res::Buf(&outb),
-                Res::Buf(&spare[0]),
-                Res::Buf(&spare[1]),
-            ];
-            let no_norm = gpu.zeros("norm", 16384)?; // matvec's norm window, unused without NORM
-            let res: Vec<Res> = [Res::UniformX(&xb)]
-                .into_iter()
-                .chain(rest)
-                .chain([Res::UniformX(&no_norm), Res::Buf(&bias), Res::Buf(&bias)])
-                .collect();
-            let grid: Grid = Box::new(move |_| Kernels::matmul_grid(kind, false, n, 1));
-            let op = Op::new(gpu, kern, &step1, &shape, &res, grid);
+            let op = l1.matmul(Input::Gemv { x: &xb, norm: None }, &tex, None, Epilogue::Write(&outb));
             let dims1 = Dims { t: 1, n_splits: 1 };
             let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (n * 4) as u64)?);
@@ -216,24 +203,8 @@ pub fn bench_kernels(
             );
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
-            let to_shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(d, 0, 0, 0)));
-            let grid: Grid = Box::new(move |dm: Dims| [(d / 4).div_ceil(64) as u32, dm.t, 1]);
-            let copy = Op::new(
-                gpu,
-                &k.to_texture,
-                &step_t,
-                &to_shape,
-                &[Res::Buf(&xb), Res::Buf(&bias), Res::Tex(&xt.view)],
-                grid,
-            );
-            let kern = k.matmul(true, false, Store::Write);
-            let res: Vec<Res> = [Res::Tex(&xt.view)]
-                .into_iter()
-                .chain(rest)
-                .chain([Res::Buf(&bias), Res::Buf(&bias)])
-                .collect();
-            let grid: Grid = Box::new(move |dm: Dims| Kernels::matmul_grid(kind, true, n, dm.t as usize));
-            let op = Op::new(gpu, kern, &step_t, &shape, &res, grid);
+            let (copy, xin) = lt.to_texture(&xb, None, &xt);
+            let op = lt.matmul(xin, &tex, None, Epilogue::Write(&outb));
             let dims = Dims {
                 t: tokens as u32,
                 n_splits: 1,
@@ -275,10 +246,7 @@ pub fn bench_kernels(
         let x = random(&mut rng, t * dim);
         let g = random(&mut rng, dim);
         let (xb, gb, ob) = (gpu.upload("x", &x)?, gpu.upload("g", &g)?, gpu.zeros("out", t * dim)?);
-        let eps = (cfg.norm_eps as f32).to_bits() as usize;
-        let shape = gpu.uniform("shape", bytemuck::bytes_of(&Shape::new(dim, eps, 0, 0)));
-        let res = [Res::Buf(&xb), Res::Buf(&gb), Res::Buf(&ob)];
-        let op = Op::new(gpu, &k.rmsnorm, step, &shape, &res, Box::new(|dm: Dims| [dm.t, 1, 1]));
+        let op = Launch::new(gpu, &k, step, None)?.rmsnorm(&xb, &gb, &ob, dim, cfg.norm_eps as f32);
         let dims = Dims {
             t: t as u32,
             n_splits: 1,
