@@ -386,10 +386,10 @@ impl GpuModel {
                 Res::Buf(outs[1]),
                 Res::Buf(outs[2]),
             ];
+            res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
             if !gemm {
                 res.push(Res::UniformX(norm.unwrap_or(&dummy_norm)));
             }
-            res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
             Op::new(&gpu, kern, &step, &s, &res, grid)
         };
         let one = |out| [out, &dummy_out2, &dummy_out3];

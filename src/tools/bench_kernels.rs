@@ -188,7 +188,7 @@ pub fn bench_kernels(
             let res: Vec<Res> = [Res::UniformX(&xb)]
                 .into_iter()
                 .chain(rest)
-                .chain([Res::UniformX(&no_norm), Res::Buf(&bias), Res::Buf(&bias)])
+                .chain([Res::Buf(&bias), Res::Buf(&bias), Res::UniformX(&no_norm)])
                 .collect();
             let grid: Grid = Box::new(move |_| Kernels::matmul_grid(kind, false, n, 1));
             let op = Op::new(gpu, kern, &step1, &shape, &res, grid);
