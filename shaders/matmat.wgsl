@@ -28,73 +28,23 @@
 //   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as matvec.wgsl), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM (as matvec.wgsl: with ROPE
-// W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache row slot[t] of out2 and
-// out3, so the QKV product, RoPE and the cache write of a prefill step are one dispatch).
+//            (4 to 9 are declared, and written, by lib/epilogue.wgsl)
+// Overrides: F16; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl (as
+// matvec.wgsl: with ROPE W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache
+// row slot[t] of out2 and out3, so the QKV product, RoPE and the cache write of a prefill step
+// are one dispatch).
 
-// Step, Shape: shaders/prelude.wgsl
+// Step, Shape: shaders/prelude.wgsl; outputs, store functions: shaders/lib/epilogue.wgsl
 
 override F16: bool = true;
-override HAS_BIAS: bool = false;
-override ACCUMULATE: bool = false;
-override SWIGLU: bool = false;
-override ROPE: bool = false;
-override HEAD_DIM: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var x: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
-@group(0) @binding(8) var<storage, read> cos_t: array<f32>;
-@group(0) @binding(9) var<storage, read> sin_t: array<f32>;
-
-// ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of token t: q and k
-// rotated at its position, q to out (T, c), k and v into its cache row of out2 and out3.
-fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
-    let half = HEAD_DIM / 2u;
-    let ob = oa + half;
-    var ya = a;
-    var yb = b;
-    if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
-    let q_dim = shape.c;
-    let kv_dim = shape.d;
-    if (oa >= q_dim + kv_dim) { // v
-        let r = oa - q_dim - kv_dim + step_slot(t) * kv_dim;
-        out3[r] = ya;
-        out3[r + half] = yb;
-        return;
-    }
-    let i = step_pos(t) * half + oa % HEAD_DIM;
-    let c = cos_t[i];
-    let s = sin_t[i];
-    let ra = ya * c - yb * s;
-    let rb = yb * c + ya * s;
-    if (oa < q_dim) {
-        out[t * q_dim + oa] = ra;
-        out[t * q_dim + ob] = rb;
-    } else { // k
-        let r = oa - q_dim + step_slot(t) * kv_dim;
-        out2[r] = ra;
-        out2[r + half] = rb;
-    }
-}
 
 fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
-}
-
-// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
-fn store(t: u32, o: u32, v: f32) {
-    if (t >= step.n_tokens) { return; }
-    var y = v;
-    if (HAS_BIAS) { y += bias[shape.c + o]; }
-    let i = t * shape.d + shape.c + o;
-    if (ACCUMULATE) { y += out[i]; }
-    out[i] = y;
 }
 
 // acc_a[i] += wa . x_i and acc_b[i] += wb . x_i for the 8 tokens, x_i = lane i's xv.
@@ -138,22 +88,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             mac8(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), xload(k, xr));
         }
     }
-    if (SWIGLU) {
-        let c = shape.c;
-        for (var i = 0u; i < 8u; i++) {
-            let g = acc_a[i];
-            if (gid.x < c && t0 + i < step.n_tokens) { out[(t0 + i) * c + gid.x] = g / (1.0 + exp(-g)) * acc_b[i]; }
-        }
-        return;
-    }
-    if (ROPE) {
-        for (var i = 0u; i < 8u; i++) {
-            if (oa < n && t0 + i < step.n_tokens) { put_rope(t0 + i, oa, acc_a[i], acc_b[i]); } // heads are whole: ob < n too
-        }
-        return;
-    }
     for (var i = 0u; i < 8u; i++) {
-        if (oa < n) { store(t0 + i, oa, acc_a[i]); }
-        if (ob < n) { store(t0 + i, ob, acc_b[i]); }
+        if (t0 + i < step.n_tokens) { put2(t0 + i, oa, ob, acc_a[i], acc_b[i]); }
     }
 }

@@ -31,81 +31,32 @@
 //   5 out    storage rw    f32     (c + n,); with SWIGLU and ROPE (c,)
 //   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
 //   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
-//   8 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
+//   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
+//   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
+//            (4 to 9 are declared, and written, by lib/epilogue.wgsl)
+//  10 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
-//   9 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
-//  10 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); HAS_BIAS;
-// ACCUMULATE (add into out: the residual stream, which saves an `add` dispatch); SWIGLU (W is
-// W_gate;W_up, c rows each: out[j] = silu(W_gate[j] . x') * (W_up[j] . x'), no bias); NORM and
-// NORM_EPS (normalise x first, as above); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d
-// key rows: the rotate-half RoPE of cpu::ops::rope at the step's position on q and k, q to out, k
-// and v into their cache rows: the decode step's QKV product, RoPE and cache write in one
-// dispatch). The stacked matrices (Wq;Wk;Wv, W_gate;W_up) make one product where there were three.
+// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); NORM and NORM_EPS (normalise x
+// first, as above); from lib/epilogue.wgsl: HAS_BIAS; ACCUMULATE (add into out: the residual
+// stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each: out[j] =
+// silu(W_gate[j] . x') * (W_up[j] . x'), no bias); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query
+// rows and d key rows: the rotate-half RoPE of cpu::ops::rope at the step's position on q and k,
+// q to out, k and v into their cache rows: the decode step's QKV product, RoPE and cache write
+// in one dispatch). The stacked matrices (Wq;Wk;Wv, W_gate;W_up) make one product where there
+// were three.
 
-// Step, Shape: shaders/prelude.wgsl
+// Step, Shape: shaders/prelude.wgsl; outputs, store functions: shaders/lib/epilogue.wgsl
 
 override F16: bool = true;
-override HAS_BIAS: bool = false;
-override ACCUMULATE: bool = false;
-override SWIGLU: bool = false;
 override NORM: bool = false;
 override NORM_EPS: f32 = 1e-5;
-override ROPE: bool = false;
-override HEAD_DIM: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
-@group(0) @binding(8) var<uniform> norm: array<vec4<f32>, 4096>;
-@group(0) @binding(9) var<storage, read> cos_t: array<f32>;
-@group(0) @binding(10) var<storage, read> sin_t: array<f32>;
-
-// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
-fn put(t: u32, o: u32, v: f32) {
-    var y = v;
-    if (HAS_BIAS) { y += bias[shape.c + o]; }
-    let i = t * shape.d + shape.c + o;
-    if (ACCUMULATE) { y += out[i]; }
-    out[i] = y;
-}
-
-// ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of the step's one token:
-// q and k rotated at its position, q to out, k and v into its cache row.
-fn put_rope(oa: u32, a: f32, b: f32) {
-    let half = HEAD_DIM / 2u;
-    let ob = oa + half;
-    var ya = a;
-    var yb = b;
-    if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
-    let q_dim = shape.c;
-    let kv_dim = shape.d;
-    if (oa >= q_dim + kv_dim) { // v
-        let r = oa - q_dim - kv_dim + step_slot(0u) * kv_dim;
-        out3[r] = ya;
-        out3[r + half] = yb;
-        return;
-    }
-    let i = step_pos(0u) * half + oa % HEAD_DIM;
-    let c = cos_t[i];
-    let s = sin_t[i];
-    let ra = ya * c - yb * s;
-    let rb = yb * c + ya * s;
-    if (oa < q_dim) {
-        out[oa] = ra;
-        out[ob] = rb;
-    } else { // k
-        let r = oa - q_dim + step_slot(0u) * kv_dim;
-        out2[r] = ra;
-        out2[r + half] = rb;
-    }
-}
+@group(0) @binding(10) var<uniform> norm: array<vec4<f32>, 4096>;
 
 // One texel's contribution: 8 weights against (xa, xb), or 4 weights against xa.
 fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
@@ -179,14 +130,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         ya *= inv;
         yb *= inv;
     }
-    if (SWIGLU) {
-        if (gid.x < shape.c) { out[gid.x] = ya / (1.0 + exp(-ya)) * yb; }
-        return;
-    }
-    if (ROPE) {
-        if (oa < n) { put_rope(oa, ya, yb); } // heads are whole: ob < n too
-        return;
-    }
-    if (oa < n) { put(0u, oa, ya); }
-    if (ob < n) { put(0u, ob, yb); }
+    put2(0u, oa, ob, ya, yb);
 }

@@ -2,77 +2,28 @@
 // lanes): every invocation loads x itself from the uniform binding.
 //   out[c + o] (+)= W[o, :] . x'[0, :] + bias[c + o]      (x' = x, or RMS-normalised with NORM)
 // CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16), after
-// cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU.
+// cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU or cpu::ops::rope with
+// ROPE.
 // Dispatch: (ceil(n / 64), 1, 1). One invocation per output row; with SWIGLU one per output j
 // (gate row j and up row c + j), with ROPE one per rotation pair (rows i and i + HEAD_DIM / 2 of
 // a head), so the invocations past c or n / 2 of the same grid return at once.
 // With NORM each invocation sums the squares of x itself.
-// Bindings: as matvec.wgsl (x through the uniform window, w the weight texture, norm).
-// Overrides: F16, HAS_BIAS, ACCUMULATE, SWIGLU, NORM, NORM_EPS, ROPE, HEAD_DIM, as
-// matvec.wgsl.
+// Bindings: as matvec.wgsl: 0 step, 1 shape, 2 x through the uniform window, 3 w the weight
+// texture, 4 to 9 bias, out, out2, out3, cos, sin (declared by lib/epilogue.wgsl), 10 norm.
+// Overrides: F16, NORM, NORM_EPS; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from
+// lib/epilogue.wgsl; as matvec.wgsl.
 
-// Step, Shape: shaders/prelude.wgsl
+// Step, Shape: shaders/prelude.wgsl; outputs, store functions: shaders/lib/epilogue.wgsl
 
 override F16: bool = true;
-override HAS_BIAS: bool = false;
-override ACCUMULATE: bool = false;
-override SWIGLU: bool = false;
 override NORM: bool = false;
 override NORM_EPS: f32 = 1e-5;
-override ROPE: bool = false;
-override HEAD_DIM: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
-@group(0) @binding(8) var<uniform> norm: array<vec4<f32>, 4096>;
-@group(0) @binding(9) var<storage, read> cos_t: array<f32>;
-@group(0) @binding(10) var<storage, read> sin_t: array<f32>;
-
-// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
-fn put(t: u32, o: u32, v: f32) {
-    var y = v;
-    if (HAS_BIAS) { y += bias[shape.c + o]; }
-    let i = t * shape.d + shape.c + o;
-    if (ACCUMULATE) { y += out[i]; }
-    out[i] = y;
-}
-
-// ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of the step's one token:
-// q and k rotated at its position, q to out, k and v into its cache row (as matvec.wgsl).
-fn put_rope(oa: u32, a: f32, b: f32) {
-    let half = HEAD_DIM / 2u;
-    let ob = oa + half;
-    var ya = a;
-    var yb = b;
-    if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
-    let q_dim = shape.c;
-    let kv_dim = shape.d;
-    if (oa >= q_dim + kv_dim) { // v
-        let r = oa - q_dim - kv_dim + step_slot(0u) * kv_dim;
-        out3[r] = ya;
-        out3[r + half] = yb;
-        return;
-    }
-    let i = step_pos(0u) * half + oa % HEAD_DIM;
-    let c = cos_t[i];
-    let s = sin_t[i];
-    let ra = ya * c - yb * s;
-    let rb = yb * c + ya * s;
-    if (oa < q_dim) {
-        out[oa] = ra;
-        out[ob] = rb;
-    } else { // k
-        let r = oa - q_dim + step_slot(0u) * kv_dim;
-        out2[r] = ra;
-        out2[r + half] = rb;
-    }
-}
+@group(0) @binding(10) var<uniform> norm: array<vec4<f32>, 4096>;
 
 // Row o of W against x'.
 fn row_dot(o: u32) -> f32 {
@@ -113,14 +64,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (SWIGLU) {
         if (o >= shape.c) { return; }
         let g = row_dot(o);
-        out[o] = g / (1.0 + exp(-g)) * row_dot(shape.c + o);
+        put_swiglu(0u, o, g, row_dot(shape.c + o));
         return;
     }
     if (ROPE) {
         let half = HEAD_DIM / 2u;
         let oa = (o / half) * HEAD_DIM + o % half;
         if (oa >= shape.b) { return; }
-        put_rope(oa, row_dot(oa), row_dot(oa + half));
+        put_rope(0u, oa, row_dot(oa), row_dot(oa + half));
         return;
     }
     if (o >= shape.b) { return; }

@@ -245,9 +245,9 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&out),
                     Res::Buf(&o2),
                     Res::Buf(&o3),
+                    Res::Buf(&no_rope),
+                    Res::Buf(&no_rope),
                     Res::UniformX(&no_norm),
-                    Res::Buf(&no_rope),
-                    Res::Buf(&no_rope),
                 ],
                 Kernels::matmul_grid(kind, false, n, 1),
             );
@@ -301,10 +301,10 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&o2),
                         Res::Buf(&o3),
                     ];
+                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope)]);
                     if !gemm {
                         res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
                     }
-                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope)]);
                     let kern = if !gemm && norm {
                         &norm_swiglu
                     } else {
@@ -426,10 +426,10 @@ fn fused_qkv_rope_matches_cpu() {
                         Res::Buf(&kc),
                         Res::Buf(&vc),
                     ];
+                    res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
                     if !gemm {
                         res.push(Res::UniformX(&gb));
                     }
-                    res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
                     h.run_res(
                         &kern,
                         &rows[..tt],

@@ -84,6 +84,10 @@ enum Binding {
 use Binding::*;
 
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+/// The outputs (bindings 4 to 9) and store functions of the four matrix kernels, appended to
+/// them only.
+const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
+const EPILOGUE_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_plain.wgsl", "matmat.wgsl", "matmat_plain.wgsl"];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
 const SOURCES: [(&str, &str, &[Binding]); 14] = [
@@ -100,12 +104,12 @@ const SOURCES: [(&str, &str, &[Binding]); 14] = [
     (
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Uniform, Read, Read],
+        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Uniform],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Uniform, Read, Read],
+        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Uniform],
     ),
     (
         "matmat.wgsl",
@@ -151,13 +155,20 @@ const SOURCES: [(&str, &str, &[Binding]); 14] = [
     ("prelude.wgsl", PRELUDE, &[]),
 ];
 
-/// Every kernel's file name and full source (the prelude appended), for validation without a
-/// device. The prelude itself is checked as part of each kernel.
+/// Every kernel's file name and full source, for validation without a device. The prelude and
+/// lib/epilogue.wgsl are checked as part of the kernels they are appended to.
 pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
     SOURCES
         .iter()
         .filter(|(n, _, _)| *n != "prelude.wgsl")
-        .map(|(n, s, _)| (*n, format!("{s}\n{PRELUDE}")))
+        .map(|(n, s, _)| (*n, full_source(n, s)))
+}
+
+/// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels,
+/// then the prelude (whole files, concatenated).
+fn full_source(file: &str, src: &str) -> String {
+    let lib = if EPILOGUE_KERNELS.contains(&file) { EPILOGUE } else { "" };
+    format!("{src}\n{lib}\n{PRELUDE}")
 }
 
 /// A resource a kernel binds: a buffer or a weight texture's view.
@@ -263,7 +274,7 @@ impl Kernel {
         let (pipeline, layout) = gpu.scoped(&format!("compiling kernel {name}"), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(format!("{src}\n{PRELUDE}").into()),
+                source: wgpu::ShaderSource::Wgsl(full_source(file, src).into()),
             };
             let module = unsafe {
                 gpu.device

@@ -262,10 +262,10 @@ impl<'a> Launch<'a> {
             Res::Buf(outs[1]),
             Res::Buf(outs[2]),
         ];
+        res.extend([Res::Buf(cos), Res::Buf(sin)]);
         if !gemm {
             res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
         }
-        res.extend([Res::Buf(cos), Res::Buf(sin)]);
         self.op(kern, s, &res, grid)
     }
 

@@ -1,0 +1,101 @@
+// lib/epilogue.wgsl: appended whole to the four matrix kernels (matvec.wgsl, matvec_plain.wgsl,
+// matmat.wgsl, matmat_plain.wgsl; src/gpu/kernels.rs), after the kernel and before prelude.wgsl:
+// the outputs they write and how they store what a product gives, so the four kernels compute
+// rows and leave the storing to these functions. The kernel declares step and shape (bindings 0
+// and 1, types from prelude.wgsl), x and w (2 and 3), and its own bindings from 10 on.
+//   put(t, o, v)             out[t, c + o] (+)= v + bias[c + o]: a plain row (stride d)
+//   put_swiglu(t, j, g, u)   out[t, j] = silu(g) * u (stride c): gate row j and up row c + j
+//   put_rope(t, oa, a, b)    rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv of token t, RoPE applied,
+//                            q to out, k and v into the token's cache rows
+//   put2(t, oa, ob, a, b)    two rows of token t in whichever of the three ways the overrides
+//                            say (the subgroup kernels' rows: SWIGLU j and c + j, ROPE a pair)
+// CPU twin: the store of cpu::ops::matmul (with its bias; ACCUMULATE: the residual add after it),
+// cpu::ops::swiglu with SWIGLU, cpu::ops::rope and the KV cache write with ROPE.
+// Bindings (the same numbers in the four kernels; each kernel's header gives the shapes):
+//   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
+//   5 out    storage rw    f32     (T, d): rows at column offset c; with SWIGLU and ROPE (T, c)
+//   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
+//   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
+//   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
+//   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
+// Shape: b = n rows, c = column offset into out and bias (SWIGLU, ROPE: the first part's rows,
+// c = q_dim with ROPE), d = out row stride (ROPE: the key rows, kv_dim).
+// Overrides: HAS_BIAS (add bias[c + o]; with ROPE bias[o]); ACCUMULATE (add into out: the
+// residual stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each, no
+// bias); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d key rows: the rotate-half RoPE of
+// cpu::ops::rope at the token's position on q and k, k and v into cache row slot[t]).
+// Dispatch: none; the kernels' functions.
+
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+override SWIGLU: bool = false;
+override ROPE: bool = false;
+override HEAD_DIM: u32 = 64u;
+
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(8) var<storage, read> cos_t: array<f32>;
+@group(0) @binding(9) var<storage, read> sin_t: array<f32>;
+
+// Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
+fn put(t: u32, o: u32, v: f32) {
+    var y = v;
+    if (HAS_BIAS) { y += bias[shape.c + o]; }
+    let i = t * shape.d + shape.c + o;
+    if (ACCUMULATE) { y += out[i]; }
+    out[i] = y;
+}
+
+// SWIGLU: store output j of token t from gate row j (g) and up row c + j (u).
+fn put_swiglu(t: u32, j: u32, g: f32, u: f32) {
+    out[t * shape.c + j] = g / (1.0 + exp(-g)) * u;
+}
+
+// ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of token t: q and k
+// rotated at its position, q to out (T, c), k and v into its cache row of out2 and out3.
+fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
+    let half = HEAD_DIM / 2u;
+    let ob = oa + half;
+    var ya = a;
+    var yb = b;
+    if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
+    let q_dim = shape.c;
+    let kv_dim = shape.d;
+    if (oa >= q_dim + kv_dim) { // v
+        let r = oa - q_dim - kv_dim + step_slot(t) * kv_dim;
+        out3[r] = ya;
+        out3[r + half] = yb;
+        return;
+    }
+    let i = step_pos(t) * half + oa % HEAD_DIM;
+    let c = cos_t[i];
+    let s = sin_t[i];
+    let ra = ya * c - yb * s;
+    let rb = yb * c + ya * s;
+    if (oa < q_dim) {
+        out[t * q_dim + oa] = ra;
+        out[t * q_dim + ob] = rb;
+    } else { // k
+        let r = oa - q_dim + step_slot(t) * kv_dim;
+        out2[r] = ra;
+        out2[r + half] = rb;
+    }
+}
+
+// Store rows oa and ob of token t (values a, b) as the overrides say: with SWIGLU output oa
+// (oa = j, ob = c + j; nothing past c), with ROPE the rotation pair oa, ob = oa + HEAD_DIM / 2
+// (heads are whole: nothing past n), else two plain rows, each only below n.
+fn put2(t: u32, oa: u32, ob: u32, a: f32, b: f32) {
+    if (SWIGLU) {
+        if (oa < shape.c) { put_swiglu(t, oa, a, b); }
+        return;
+    }
+    if (ROPE) {
+        if (oa < shape.b) { put_rope(t, oa, a, b); }
+        return;
+    }
+    if (oa < shape.b) { put(t, oa, a); }
+    if (ob < shape.b) { put(t, ob, b); }
+}
