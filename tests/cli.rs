@@ -178,6 +178,59 @@ fn chat_tokenize_perplexity_info_convert() {
     assert!(ok(&["info", "--model", out_dir.to_str().unwrap()]).contains("F16 x"));
 }
 
+/// `tinfer chat --prompt` on SmolLM2 prints exactly HF's greedy reply to the golden chat prompt
+/// (temperature 0 is the default): the reply only comes out right if the ChatML template, with its
+/// default system message, was rendered and tokenized as HF does (`chat_template_renders_as_hf` in
+/// tests/smollm2.rs checks the ids), generation stops at <|im_end|>, and special tokens are not
+/// printed. The golden rendered text tokenized by `tinfer tokenize` gives the golden ids.
+#[test]
+fn chat_matches_hf_greedy_reply() {
+    let Some(dir) = smollm2_dir() else { return };
+    let index = read_json(&fixtures().join("smollm2/index.json"));
+    let p = index["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "chat_capital")
+        .unwrap();
+    let messages = p["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.len(),
+        1,
+        "one user turn, the template's default system message"
+    );
+    assert_eq!(messages[0]["role"], "user");
+    let greedy = &p["greedy"];
+    assert_eq!(greedy["stopped_at_eos"], true, "HF's reply ends at <|im_end|>");
+    let n = greedy["n_new"].as_u64().unwrap().to_string();
+    let model = dir.to_str().unwrap();
+    let reply = ok(&[
+        "chat",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--prompt",
+        messages[0]["content"].as_str().unwrap(),
+        "-n",
+        &n,
+    ]);
+    assert_eq!(
+        reply,
+        greedy["text_skip_special"].as_str().unwrap(),
+        "greedy chat reply"
+    );
+    let rendered: Vec<u32> = serde_json::from_str(&ok(&[
+        "tokenize",
+        "--model",
+        model,
+        "--json",
+        p["text"].as_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(rendered, ids(&p["ids"]), "the rendered template's ids");
+}
+
 #[test]
 fn bad_model_paths_and_files() {
     let dir = tmp("bad");
