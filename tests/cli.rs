@@ -689,6 +689,56 @@ fn bench_attention_json_and_svg() {
     assert!(plot.starts_with("<svg") && plot.contains("polyline"));
 }
 
+/// `bench kernels` checks each kernel against its CPU twin before timing it: at the tiny model's
+/// shapes every variant validates within the default tolerance and is timed; with `--max-err 0`
+/// (an f32 GPU sum of 576 terms never equals the CPU's in every one of 192 outputs) the first
+/// kernel is refused, named, with exit code 2, and nothing is timed.
+#[test]
+fn bench_kernels_refuses_kernels_that_do_not_validate() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let cfg = fixtures().join("tiny-qwen2/config.json");
+    let base = ["bench", "kernels", "--tokens", "3", "--repeats", "1"];
+    let j: serde_json::Value = serde_json::from_str(&ok(
+        &[&base[..], &["--shapes", cfg.to_str().unwrap(), "--json"]].concat()
+    ))
+    .unwrap();
+    let records = j["records"].as_array().unwrap();
+    assert!(records.len() >= 2 * 2 * 5 + 2, "{j}");
+    for r in records {
+        assert!(r["ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["max_abs_err"].as_f64().unwrap() < 1e-3, "{r}");
+    }
+    let args = [
+        &base[..],
+        &[
+            "--shapes",
+            "smollm2-135m",
+            "--only",
+            "f32 plain wk/wv",
+            "--max-err",
+            "0",
+        ],
+    ]
+    .concat();
+    let out = tinfer(&args, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "matvec f32 plain wk/wv (192x576) does not validate",
+        "got",
+        "want",
+        "max error",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("wk/wv"),
+        "a refused kernel was timed"
+    );
+}
+
 /// `bench model`: the llama-bench-like numbers as JSON, on a checkpoint and on random weights
 /// with a config's shapes, f32 and f16 (the CPU always computes in f32); `--profile` times each
 /// kernel of a step.
