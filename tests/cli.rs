@@ -178,6 +178,59 @@ fn chat_tokenize_perplexity_info_convert() {
     assert!(ok(&["info", "--model", out_dir.to_str().unwrap()]).contains("F16 x"));
 }
 
+/// `tinfer chat --prompt` on SmolLM2 prints exactly HF's greedy reply to the golden chat prompt
+/// (temperature 0 is the default): the reply only comes out right if the ChatML template, with its
+/// default system message, was rendered and tokenized as HF does (`chat_template_renders_as_hf` in
+/// tests/smollm2.rs checks the ids), generation stops at <|im_end|>, and special tokens are not
+/// printed. The golden rendered text tokenized by `tinfer tokenize` gives the golden ids.
+#[test]
+fn chat_matches_hf_greedy_reply() {
+    let Some(dir) = smollm2_dir() else { return };
+    let index = read_json(&fixtures().join("smollm2/index.json"));
+    let p = index["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "chat_capital")
+        .unwrap();
+    let messages = p["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.len(),
+        1,
+        "one user turn, the template's default system message"
+    );
+    assert_eq!(messages[0]["role"], "user");
+    let greedy = &p["greedy"];
+    assert_eq!(greedy["stopped_at_eos"], true, "HF's reply ends at <|im_end|>");
+    let n = greedy["n_new"].as_u64().unwrap().to_string();
+    let model = dir.to_str().unwrap();
+    let reply = ok(&[
+        "chat",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--prompt",
+        messages[0]["content"].as_str().unwrap(),
+        "-n",
+        &n,
+    ]);
+    assert_eq!(
+        reply,
+        greedy["text_skip_special"].as_str().unwrap(),
+        "greedy chat reply"
+    );
+    let rendered: Vec<u32> = serde_json::from_str(&ok(&[
+        "tokenize",
+        "--model",
+        model,
+        "--json",
+        p["text"].as_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(rendered, ids(&p["ids"]), "the rendered template's ids");
+}
+
 #[test]
 fn bad_model_paths_and_files() {
     let dir = tmp("bad");
@@ -634,6 +687,56 @@ fn bench_attention_json_and_svg() {
     }
     let plot = std::fs::read_to_string(&svg).unwrap();
     assert!(plot.starts_with("<svg") && plot.contains("polyline"));
+}
+
+/// `bench kernels` checks each kernel against its CPU twin before timing it: at the tiny model's
+/// shapes every variant validates within the default tolerance and is timed; with `--max-err 0`
+/// (an f32 GPU sum of 576 terms never equals the CPU's in every one of 192 outputs) the first
+/// kernel is refused, named, with exit code 2, and nothing is timed.
+#[test]
+fn bench_kernels_refuses_kernels_that_do_not_validate() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let cfg = fixtures().join("tiny-qwen2/config.json");
+    let base = ["bench", "kernels", "--tokens", "3", "--repeats", "1"];
+    let j: serde_json::Value = serde_json::from_str(&ok(
+        &[&base[..], &["--shapes", cfg.to_str().unwrap(), "--json"]].concat()
+    ))
+    .unwrap();
+    let records = j["records"].as_array().unwrap();
+    assert!(records.len() >= 2 * 2 * 5 + 2, "{j}");
+    for r in records {
+        assert!(r["ms"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["max_abs_err"].as_f64().unwrap() < 1e-3, "{r}");
+    }
+    let args = [
+        &base[..],
+        &[
+            "--shapes",
+            "smollm2-135m",
+            "--only",
+            "f32 plain wk/wv",
+            "--max-err",
+            "0",
+        ],
+    ]
+    .concat();
+    let out = tinfer(&args, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "matvec f32 plain wk/wv (192x576) does not validate",
+        "got",
+        "want",
+        "max error",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("wk/wv"),
+        "a refused kernel was timed"
+    );
 }
 
 /// `bench model`: the llama-bench-like numbers as JSON, on a checkpoint and on random weights

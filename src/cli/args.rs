@@ -285,6 +285,10 @@ pub struct KernelBenchArgs {
     /// e.g. "f16 subgroups w_gate,lm_head".
     #[arg(long, value_delimiter = ',', value_name = "WORDS")]
     pub only: Vec<String>,
+    /// Refuse to time (exit 2) a kernel whose output is off its CPU twin's by more than
+    /// TOL × (1 + |want|) anywhere.
+    #[arg(long, value_name = "TOL", default_value_t = tinfer::tools::bench_kernels::VALIDATE_TOL)]
+    pub max_err: f64,
 }
 
 #[derive(Args)]

@@ -127,8 +127,8 @@ pub fn bench_attention(a: AttentionArgs) -> Result<()> {
 }
 
 pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
-    if a.repeats == 0 || !(1..=256).contains(&a.tokens) {
-        bail!("--repeats must be at least 1 and --tokens 1..=256");
+    if a.repeats == 0 || !(1..=256).contains(&a.tokens) || a.max_err.is_nan() || a.max_err < 0.0 {
+        bail!("--repeats must be at least 1, --tokens 1..=256 and --max-err at least 0");
     }
     let text = match tinfer::tools::synthetic::synthetic_config(&a.shapes) {
         Some(t) => t.to_string(),
@@ -158,10 +158,16 @@ pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
         }
     };
     print(tinfer::tools::bench_kernels::header());
-    let records =
-        tinfer::tools::bench_kernels::bench_kernels(&gpu, &cfg, a.tokens, a.repeats, &a.only, bandwidth, |r| {
-            print(tinfer::tools::bench_kernels::row(r))
-        })?;
+    let records = tinfer::tools::bench_kernels::bench_kernels(
+        &gpu,
+        &cfg,
+        a.tokens,
+        a.repeats,
+        &a.only,
+        bandwidth,
+        a.max_err,
+        |r| print(tinfer::tools::bench_kernels::row(r)),
+    )?;
     if a.json {
         println!(
             "{}",

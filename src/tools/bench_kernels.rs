@@ -1,12 +1,13 @@
 //! `tinfer bench kernels` (and `cargo bench --bench kernels`): every matrix-kernel variant at a
-//! model's shapes, each validated once against its CPU twin, then timed; GEMVs report GB/s of
+//! model's shapes, each validated once against its CPU twin (a kernel that does not validate is
+//! an error, never timed), then timed; GEMVs report GB/s of
 //! weights read against the machine's measured memory bandwidth, GEMMs GFLOP/s. The engine's
 //! defaults are the winners here (subgroup kernels where the adapter has them, f16 where it has
 //! SHADER_F16); benches/RESULTS.md records the runs.
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -96,15 +97,45 @@ fn time_ops(gpu: &Gpu, ops: &[Op], dims: Dims, inner: usize, repeats: usize) -> 
     Ok(times[times.len() / 2])
 }
 
-fn max_err(got: &[f32], want: &[f32]) -> f64 {
-    got.iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs() as f64)
-        .fold(0.0, f64::max)
+/// How far a kernel's output may be from its CPU twin's, |got - want| <= tol × (1 + |want|),
+/// before `bench kernels` refuses to time it. The twin multiplies the weights the kernel sees
+/// (rounded to f16 for the f16 variants), so what is left is f32 accumulation in another order
+/// against the CPU's: around 1e-5 relative at these sizes. The kernel tests hold the same kernels to
+/// the same bound (KERNEL_VS_CPU: 1e-4 absolute + 1e-4 relative); a wrong row, texel or unpacking
+/// errs by order 1.
+pub const VALIDATE_TOL: f64 = 1e-4;
+
+/// The largest |got - want|, or an error naming the kernel, the worst element outside
+/// `tol` × (1 + |want|) and the largest error (NaN counts as infinitely wrong).
+pub fn validate(what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<f64> {
+    if got.len() != want.len() {
+        bail!("{what}: {} outputs, the CPU twin has {}", got.len(), want.len());
+    }
+    let (mut max, mut worst) = (0.0f64, None::<(usize, f64)>);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs();
+        let err = if err.is_nan() { f64::INFINITY } else { err };
+        max = max.max(err);
+        let excess = err / (1.0 + (w as f64).abs());
+        if excess > tol && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        bail!(
+            "{what} does not validate against the CPU, so it is not timed: [{i}] got {} want {}; max error {max:.3e} (tolerance {tol:.0e} × (1 + |want|))",
+            got[i],
+            want[i]
+        );
+    }
+    Ok(max)
 }
 
 /// The matrix kernels at `cfg`'s shapes (GEMV, and GEMM over `tokens` rows), every variant the
-/// adapter runs, plus RMSNorm; `bandwidth` (GB/s) scales `of_bandwidth`.
+/// adapter runs, plus RMSNorm; `bandwidth` (GB/s) scales `of_bandwidth`. Each kernel first runs
+/// once against its CPU twin: one outside `tol` (`VALIDATE_TOL` unless a caller asks otherwise)
+/// ends the bench with an error.
+#[allow(clippy::too_many_arguments)]
 pub fn bench_kernels(
     gpu: &Gpu,
     cfg: &Config,
@@ -112,6 +143,7 @@ pub fn bench_kernels(
     repeats: usize,
     only: &[String], // keep the "variant matrix" names containing one of these (all when empty)
     bandwidth: f64,
+    tol: f64,
     mut each: impl FnMut(&KernelRecord),
 ) -> Result<Vec<KernelRecord>> {
     let (dim, hidden, q_dim, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim());
@@ -180,10 +212,12 @@ pub fn bench_kernels(
             // GEMV of row 0
             let op = l1.matmul(Input::Gemv { x: &xb, norm: None }, &tex, None, Epilogue::Write(&outb));
             let dims1 = Dims { t: 1, n_splits: 1 };
-            let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
+            run_timed(gpu, &[&op], dims1, "a kernel bench check")?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (n * 4) as u64)?);
             let mut want = vec![0.0; n];
             ops::matmul(&mut want, &x[..d], &seen, None, d);
+            let err = validate(&format!("matvec {variant} {matrix} ({n}x{d})"), &got, &want, tol)?;
+            let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
             let gbps = weight_bytes / ms / 1e6;
             push(
                 KernelRecord {
@@ -197,7 +231,7 @@ pub fn bench_kernels(
                     gbps,
                     gflops: (2 * n * d) as f64 / ms / 1e6,
                     of_bandwidth: gbps / bandwidth,
-                    max_abs_err: max_err(&got, &want),
+                    max_abs_err: err,
                 },
                 &mut out,
             );
@@ -209,10 +243,13 @@ pub fn bench_kernels(
                 t: tokens as u32,
                 n_splits: 1,
             };
-            let ms = time_ops(gpu, &[copy, op], dims, 1, repeats)?;
+            run_timed(gpu, &[&copy, &op], dims, "a kernel bench check")?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (tokens * n * 4) as u64)?);
             let mut want = vec![0.0; tokens * n];
             ops::matmul(&mut want, &x, &seen, None, d);
+            let what = format!("to_texture+matmat {variant} {matrix} ({n}x{d}, {tokens} tokens)");
+            let err = validate(&what, &got, &want, tol)?;
+            let ms = time_ops(gpu, &[copy, op], dims, 1, repeats)?;
             let gbps = weight_bytes / ms / 1e6;
             push(
                 KernelRecord {
@@ -226,7 +263,7 @@ pub fn bench_kernels(
                     gbps,
                     gflops: (2 * n * d * tokens) as f64 / ms / 1e6,
                     of_bandwidth: gbps / bandwidth,
-                    max_abs_err: max_err(&got, &want),
+                    max_abs_err: err,
                 },
                 &mut out,
             );
@@ -251,10 +288,12 @@ pub fn bench_kernels(
             t: t as u32,
             n_splits: 1,
         };
-        let ms = time_ops(gpu, std::slice::from_ref(&op), dims, 4, repeats)?;
+        run_timed(gpu, &[&op], dims, "a kernel bench check")?;
         let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&ob, (t * dim * 4) as u64)?);
         let mut want = vec![0.0; t * dim];
         ops::rmsnorm(&mut want, &x, &g, cfg.norm_eps);
+        let err = validate(&format!("rmsnorm f32 attn_norm ({dim}, {t} tokens)"), &got, &want, tol)?;
+        let ms = time_ops(gpu, std::slice::from_ref(&op), dims, 4, repeats)?;
         let gbps = (2 * t * dim * 4) as f64 / ms / 1e6;
         push(
             KernelRecord {
@@ -268,7 +307,7 @@ pub fn bench_kernels(
                 gbps,
                 gflops: 0.0,
                 of_bandwidth: gbps / bandwidth,
-                max_abs_err: max_err(&got, &want),
+                max_abs_err: err,
             },
             &mut out,
         );

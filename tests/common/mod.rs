@@ -329,6 +329,11 @@ pub fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Ve
     out
 }
 
+/// TINFER_REQUIRE_GPU=1 (CI): what a test would skip for want of a GPU or a GPU feature fails.
+pub fn require_gpu() -> bool {
+    std::env::var("TINFER_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
 /// A GPU adapter to test on (a hardware GPU or lavapipe), or None (test skipped) when the machine
 /// has none. With TINFER_REQUIRE_GPU=1 (CI) a missing adapter fails the test instead.
 pub fn gpu_request() -> Option<tinfer::gpu::GpuRequest> {
@@ -339,7 +344,7 @@ pub fn gpu_request() -> Option<tinfer::gpu::GpuRequest> {
     };
     match tinfer::gpu::Gpu::new(&req) {
         Ok(_) => Some(req),
-        Err(e) if std::env::var("TINFER_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+        Err(e) if require_gpu() => {
             panic!("TINFER_REQUIRE_GPU=1 but no GPU adapter could be opened: {e:#}")
         }
         Err(e) => {

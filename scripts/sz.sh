@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Line budget (after tinygrad's sz.py): counts the lines of src/**/*.rs and shaders/**/*.wgsl that
+# are neither blank nor comments (first non-space characters `//`, so `///` and `//!` too), per file
+# and per folder, split into CORE (the engine) and TOOLS (src/main.rs, src/cli/, src/tools/,
+# src/serve/). Exits 1 when the core exceeds the budget.
+# Usage: scripts/sz.sh [budget]   (default 9000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+budget="${1:-9000}"
+
+mapfile -t files < <(find src shaders -type f \( -name '*.rs' -o -name '*.wgsl' \) | LC_ALL=C sort)
+awk -v budget="$budget" '
+    function tool(f) { return f == "src/main.rs" || f ~ /^src\/(cli|tools|serve)\// }
+    FNR == 1 { files[++nf] = FILENAME; n[FILENAME] = 0 }
+    !/^[ \t]*$/ && !/^[ \t]*\/\// { n[FILENAME]++ }
+    END {
+        printf "%-40s %6s  %s\n", "file", "lines", "part"
+        for (i = 1; i <= nf; i++) {
+            f = files[i]; part = tool(f) ? "tools" : "core"
+            printf "%-40s %6d  %s\n", f, n[f], part
+            d = f; sub(/\/[^\/]*$/, "", d)
+            if (!(d in dir)) dirs[++nd] = d
+            dir[d] += n[f]
+            if (!(d in dpart)) dpart[d] = part; else if (dpart[d] != part) dpart[d] = "mixed"
+            if (part == "core") core += n[f]; else tools += n[f]
+        }
+        printf "\n%-40s %6s  %s\n", "folder (its own files)", "lines", "part"
+        for (i = 1; i <= nd; i++) printf "%-40s %6d  %s\n", dirs[i] "/", dir[dirs[i]], dpart[dirs[i]]
+        over = core > budget
+        printf "\ncore %d / %d lines, tools %d lines: %s\n", core, budget, tools, over ? "OVER BUDGET" : "ok"
+        exit over
+    }' "${files[@]}"
