@@ -23,7 +23,7 @@ use super::weights::{ActTex, GpuWeights, WeightTex};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::model::{Attention, Dtype, KvLayout, Options};
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// What a dispatch's grid depends on: the step's row count T and its split-K partitions.
 #[derive(Clone, Copy)]
@@ -183,7 +183,7 @@ pub fn attention_ops(
 impl GpuModel {
     pub fn new(
         cfg: &Config,
-        w: &Weights<Vec<f32>>,
+        w: &Weights<Tensor>,
         req: &GpuRequest,
         max_binding: Option<u64>,
         opts: &Options,
