@@ -267,3 +267,34 @@ pub fn unpermute_rows<T: Copy>(data: &mut [T], rows: usize, row_len: usize, n_he
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_names_round_trip() {
+        let a = Arch::for_gguf("llama").unwrap();
+        assert!(std::ptr::eq(a, Arch::for_hf("qwen2").unwrap()));
+        assert_eq!(a.gguf_to_hf("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            a.gguf_to_hf("blk.12.attn_k.bias").unwrap(),
+            "model.layers.12.self_attn.k_proj.bias"
+        );
+        assert_eq!(a.parse_gguf("blk.3.ffn_up.weight"), Some((Field::WUp, 3)));
+        for bad in [
+            "blk.x.attn_q.weight",
+            "blk.0.attn_qkv.weight",
+            "output.bias",
+            "blk.0.token_embd.weight",
+        ] {
+            assert_eq!(a.parse_gguf(bad), None, "{bad}");
+        }
+        assert_eq!(a.gguf_heads(Field::Wk), Some(Heads::KeyValue));
+        assert_eq!(a.gguf_heads(Field::Wv), None);
+        // every field has exactly one name
+        for f in Field::GLOBAL.iter().chain(&Field::LAYER) {
+            assert_eq!(a.names.iter().filter(|e| e.0 == *f).count(), 1, "{f:?}");
+        }
+    }
+}

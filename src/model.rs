@@ -26,7 +26,7 @@ pub struct Model {
 
 enum Backend {
     Cpu {
-        weights: Weights<Tensor>,
+        weights: Box<Weights<Tensor>>,
         rope: RopeTable,
         caches: Vec<Option<KvCache>>, // (max_seqs,) one contiguous cache per live sequence
     },
@@ -77,7 +77,11 @@ impl Model {
         caches[0] = Some(KvCache::new(&cfg));
         Ok(Model {
             cfg,
-            backend: Backend::Cpu { weights, rope, caches },
+            backend: Backend::Cpu {
+                weights: Box::new(weights),
+                rope,
+                caches,
+            },
         })
     }
 
