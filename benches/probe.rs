@@ -194,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             };
             let mut want = vec![0.0; tokens * N];
             for t in 0..tokens {
-                tinfer::cpu::ops::matmul(&mut want[t * N..(t + 1) * N], &x[t * D..(t + 1) * D], &seen, None, D);
+                tinfer::cpu::ops::matmul_f32(&mut want[t * N..(t + 1) * N], &x[t * D..(t + 1) * D], &seen, None, D);
             }
             let e = got
                 .iter()

@@ -14,10 +14,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use half::{bf16, f16};
 use serde_json::{json, Value as Json};
+
+pub use crate::arch::unpermute_rows;
+use crate::arch::{Arch, Heads};
+pub use crate::weights::Format;
+use crate::weights::Tensor;
 
 /// Limits that no real checkpoint comes near; they stop hostile counts before any allocation.
 const MAX_DIMS: usize = 4;
@@ -106,42 +111,25 @@ impl fmt::Display for Value {
     }
 }
 
-/// The tensor element types tinfer can dequantise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GgmlType {
-    F32,
-    F16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-    BF16,
-}
+/// The tensor element types tinfer can dequantise: the weights' [`Format`] under ggml's name.
+pub type GgmlType = Format;
 
-impl GgmlType {
+impl Format {
+    /// The format of a GGUF `ggml_type` id (ggml.h's enum).
     fn from_u32(t: u32) -> Result<Self> {
         Ok(match t {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
-            30 => GgmlType::BF16,
+            0 => Format::F32,
+            1 => Format::F16,
+            2 => Format::Q4_0,
+            3 => Format::Q4_1,
+            8 => Format::Q8_0,
+            30 => Format::BF16,
             _ => bail!(
                 "unsupported tensor type {t} ({}); tinfer reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1: \
                  re-quantise the model to one of these with llama.cpp's llama-quantize",
                 ggml_type_name(t)
             ),
         })
-    }
-    /// (elements per block, bytes per block)
-    pub fn block(self) -> (u64, u64) {
-        match self {
-            GgmlType::F32 => (1, 4),
-            GgmlType::F16 | GgmlType::BF16 => (1, 2),
-            GgmlType::Q4_0 => (32, 18),
-            GgmlType::Q4_1 => (32, 20),
-            GgmlType::Q8_0 => (32, 34),
-        }
     }
 }
 
@@ -152,12 +140,6 @@ fn ggml_type_name(t: u32) -> &'static str {
         "I32", "I64", "F64", "IQ1_M", "BF16",
     ];
     NAMES.get(t as usize).copied().unwrap_or("unknown")
-}
-
-impl fmt::Display for GgmlType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
-    }
 }
 
 /// One entry of the tensor table; `offset` is relative to the start of the data section.
@@ -186,7 +168,7 @@ pub struct Gguf {
     pub version: u32,
     pub metadata: BTreeMap<String, Value>,
     pub tensors: Vec<TensorInfo>,
-    data: Bytes,
+    data: Arc<Bytes>,
     data_start: usize,
 }
 
@@ -194,6 +176,12 @@ pub struct Gguf {
 enum Bytes {
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
 }
 
 impl std::ops::Deref for Bytes {
@@ -375,6 +363,7 @@ impl Gguf {
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
                 .with_context(|| format!("tensor {name:?}: shape {ne:?} overflows"))?;
             let (block_elems, block_bytes) = ty.block();
+            let (block_elems, block_bytes) = (block_elems as u64, block_bytes as u64);
             if ne[0] % block_elems != 0 {
                 bail!(
                     "tensor {name:?}: row length {} is not a multiple of the {ty} block size {block_elems}",
@@ -426,7 +415,7 @@ impl Gguf {
             metadata,
             tensors,
             data_start: data_start as usize,
-            data,
+            data: Arc::new(data),
         })
     }
 
@@ -545,13 +534,19 @@ impl Gguf {
         }))
     }
 
-    /// Every tensor as (HF name, HF shape, f32 values in HF row order). Q/K rows are un-permuted
-    /// so HF's rotate-half RoPE applies (see [`unpermute_rows`]).
+    /// This file's architecture (names and layout facts).
+    pub fn arch(&self) -> Result<&'static Arch> {
+        let name = self.architecture()?;
+        Arch::for_gguf(name).with_context(|| format!("architecture {name:?} is not supported from GGUF"))
+    }
+
+    /// Every tensor with its HF name. Fails on tensors the architecture does not name.
     pub fn hf_tensors(&self) -> Result<Vec<(String, &TensorInfo)>> {
+        let arch = self.arch()?;
         let mut out = Vec::with_capacity(self.tensors.len());
         let mut unknown = Vec::new();
         for t in &self.tensors {
-            match hf_name(&t.name) {
+            match arch.gguf_to_hf(&t.name) {
                 Some(n) => out.push((n, t)),
                 None => unknown.push(t.name.as_str()),
             }
@@ -565,30 +560,49 @@ impl Gguf {
         Ok(out)
     }
 
-    /// Dequantise a tensor and put it in HF row order.
-    pub fn hf_tensor_data(&self, t: &TensorInfo, cfg: &Json) -> Result<Vec<f32>> {
-        let mut data = self.dequantize(t);
-        let heads = |key: &str| cfg[key].as_u64().unwrap_or(0) as usize;
-        let n_head = if t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_q.bias") {
-            heads("num_attention_heads")
-        } else if t.name.ends_with("attn_k.weight") || t.name.ends_with("attn_k.bias") {
-            heads("num_key_value_heads")
-        } else {
-            return Ok(data);
+    /// One tensor in HF shape and row order, as stored: the file's bytes, mapped, except for
+    /// the Q/K tensors GGUF stores permuted, whose rows (whole rows of blocks) are put back in
+    /// HF order in an owned copy (see [`unpermute_rows`]). `cfg` is [`Gguf::hf_config`].
+    pub fn hf_tensor(&self, t: &TensorInfo, cfg: &Json) -> Result<Tensor> {
+        let shape = t.hf_shape();
+        let start = self.data_start + t.offset as usize;
+        let arch = self.arch()?;
+        let heads = arch.parse_gguf(&t.name).and_then(|(f, _)| arch.gguf_heads(f));
+        let Some(heads) = heads else {
+            return Tensor::mapped(t.ty, shape, self.data.clone(), start, t.n_bytes as usize)
+                .map_err(|e| anyhow::anyhow!("tensor {:?}: {e}", t.name));
         };
-        let rows = *t.ne.get(1).unwrap_or(&1) as usize;
+        let n_head = cfg[match heads {
+            Heads::Query => "num_attention_heads",
+            Heads::KeyValue => "num_key_value_heads",
+        }]
+        .as_u64()
+        .unwrap_or(0) as usize;
+        // A matrix permutes rows of ne[0] values; a bias (one dimension) permutes single values.
         let (rows, row_len) = if t.ne.len() == 1 {
             (t.ne[0] as usize, 1)
         } else {
-            (rows, t.ne[0] as usize)
+            (t.n_elements() as usize / t.ne[0] as usize, t.ne[0] as usize)
         };
         ensure!(
             n_head > 0 && rows % n_head == 0 && (rows / n_head) % 2 == 0,
             "tensor {:?}: {rows} rows do not split into {n_head} heads of even size",
             t.name
         );
-        unpermute_rows(&mut data, rows, row_len, n_head);
-        Ok(data)
+        let row_bytes = t.ty.bytes_for(row_len).with_context(|| {
+            format!(
+                "tensor {:?}: {} rows of {row_len} values cannot be reordered",
+                t.name, t.ty
+            )
+        })?;
+        let mut bytes = self.tensor_bytes(t).to_vec();
+        unpermute_rows(&mut bytes, rows, row_bytes, n_head);
+        Tensor::owned(t.ty, shape, bytes).map_err(|e| anyhow::anyhow!("tensor {:?}: {e}", t.name))
+    }
+
+    /// Dequantise a tensor to f32 in HF row order.
+    pub fn hf_tensor_data(&self, t: &TensorInfo, cfg: &Json) -> Result<Vec<f32>> {
+        Ok(self.hf_tensor(t, cfg)?.to_f32())
     }
 
     /// `tokenizer.json` (HF tokenizers format) synthesised from the `tokenizer.ggml.*` metadata.
@@ -713,94 +727,19 @@ impl Gguf {
 
 /// GGUF tensor name -> HF tensor name (llama architecture).
 pub fn hf_name(gguf: &str) -> Option<String> {
-    Some(match gguf {
-        "token_embd.weight" => "model.embed_tokens.weight".into(),
-        "output_norm.weight" => "model.norm.weight".into(),
-        "output.weight" => "lm_head.weight".into(),
-        _ => {
-            let rest = gguf.strip_prefix("blk.")?;
-            let (layer, rest) = rest.split_once('.')?;
-            let layer: usize = layer.parse().ok()?;
-            let (part, kind) = rest.rsplit_once('.')?;
-            if kind != "weight" && kind != "bias" {
-                return None;
-            }
-            let hf = match part {
-                "attn_norm" => "input_layernorm",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "ffn_norm" => "post_attention_layernorm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                _ => return None,
-            };
-            format!("model.layers.{layer}.{hf}.{kind}")
-        }
-    })
-}
-
-/// Undo llama.cpp's Q/K row permutation. Its converter reorders each head's rows so that
-/// interleaved RoPE (pairs 2i, 2i+1) computes what HF's rotate-half RoPE (pairs i, i + d/2)
-/// computes on the original rows: GGUF row `h*d + 2i + j` holds HF row `h*d + j*d/2 + i`.
-pub fn unpermute_rows(data: &mut [f32], rows: usize, row_len: usize, n_head: usize) {
-    assert_eq!(data.len(), rows * row_len);
-    let d = rows / n_head;
-    let src = data.to_vec();
-    for h in 0..n_head {
-        for i in 0..d / 2 {
-            for j in 0..2 {
-                let gguf_row = h * d + 2 * i + j;
-                let hf_row = h * d + j * d / 2 + i;
-                data[hf_row * row_len..(hf_row + 1) * row_len]
-                    .copy_from_slice(&src[gguf_row * row_len..(gguf_row + 1) * row_len]);
-            }
-        }
-    }
+    crate::arch::LLAMA.gguf_to_hf(gguf)
 }
 
 /// Dequantise raw tensor bytes of type `ty` to f32 (computed in f32, as ggml does).
 pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let (block_elems, block_bytes) = ty.block();
     assert_eq!(
-        bytes.len() as u64 % block_bytes,
+        bytes.len() % block_bytes,
         0,
         "{ty} data is not a whole number of blocks"
     );
-    let n = bytes.len() / block_bytes as usize * block_elems as usize;
-    let mut out = Vec::with_capacity(n);
-    let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
-    match ty {
-        GgmlType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))),
-        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16_at(b, 0))),
-        GgmlType::BF16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        GgmlType::Q8_0 => {
-            for b in bytes.chunks_exact(34) {
-                let d = f16_at(b, 0);
-                out.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
-            }
-        }
-        GgmlType::Q4_0 => {
-            for b in bytes.chunks_exact(18) {
-                let (d, qs) = (f16_at(b, 0), &b[2..]);
-                out.extend(qs.iter().map(|&q| ((q & 0xF) as i32 - 8) as f32 * d));
-                out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
-            }
-        }
-        GgmlType::Q4_1 => {
-            for b in bytes.chunks_exact(20) {
-                let (d, m, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..]);
-                out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
-                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
-            }
-        }
-    }
+    let mut out = vec![0f32; bytes.len() / block_bytes * block_elems];
+    ty.decode(bytes, &mut out);
     out
 }
 

@@ -1,23 +1,25 @@
 //! Loading a model: an HF directory (config.json + safetensors, single or sharded, + tokenizer
-//! files) or a `.gguf` file. This is the one place that knows checkpoint tensor names.
+//! files) or a `.gguf` file. Tensor names come from `arch.rs`; tensors stay in the file's format,
+//! memory-mapped (`weights::Tensor`): nothing is converted to f32 here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
 
+use crate::arch::{Arch, Field};
 use crate::config::{token_ids, Config, HfConfig};
 use crate::gguf::{Gguf, TensorInfo};
 use crate::tokenizer::Tokenizer;
-use crate::weights::{Layer, Weights};
+use crate::weights::{Format, Tensor, Weights};
 
-/// Where tensors come from: HF names, HF shapes, f32 values in HF row order.
+/// Where tensors come from: HF names, HF shapes, tensors in HF row order (as stored).
 pub trait TensorSource {
     fn shapes(&self) -> BTreeMap<String, Vec<usize>>;
-    fn load(&self, name: &str) -> Result<Vec<f32>>;
+    fn load(&self, name: &str) -> Result<Tensor>;
     /// The stored dtypes, for `info` (e.g. "F32" or "Q4_1 x 210, F32 x 61").
     fn dtypes(&self) -> String;
 }
@@ -27,7 +29,7 @@ pub struct Loaded {
     pub cfg: Config,
     pub hf_config: Json,
     /// Taken by the model that runs them.
-    pub weights: Option<Weights<Vec<f32>>>,
+    pub weights: Option<Weights<Tensor>>,
     pub tokenizer: Option<Tokenizer>,
     /// Why there is no tokenizer, to say when a command needs one.
     pub tokenizer_error: Option<String>,
@@ -167,69 +169,47 @@ fn add_generation_eos(cfg: &mut Config, path: &Path, tok: Option<&Tokenizer>) ->
     Ok(())
 }
 
-/// THE table from checkpoint names to fields. Every missing tensor, wrong shape and unexpected
-/// tensor is collected and reported in one error.
-pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<f32>>> {
+/// Every field of `cfg`'s weights by its checkpoint name (from `arch`). Every missing tensor,
+/// wrong shape and unexpected tensor is collected and reported in one error.
+pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tensor>> {
+    let arch = Arch::for_hf(&cfg.model_type)
+        .with_context(|| format!("no tensor names for model_type {:?}", cfg.model_type))?;
     let shapes = src.shapes();
     let mut problems: Vec<String> = vec![];
     let mut used = BTreeSet::new();
-    let (d, q, kv, h, v) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
-    let mut get = |name: String, shape: &[usize], required: bool| -> Option<Vec<f32>> {
+    let mut loaded = BTreeMap::new();
+    let fields = Field::GLOBAL
+        .iter()
+        .map(|&f| (f, 0))
+        .chain((0..cfg.n_layers).flat_map(|l| Field::LAYER.iter().map(move |&f| (f, l))));
+    for (f, l) in fields {
+        if !f.present(cfg) {
+            continue;
+        }
+        let (name, shape) = (arch.hf_name(f, l), f.shape(cfg));
         match shapes.get(&name) {
-            None if required => {
-                problems.push(format!("missing tensor {name} {shape:?}"));
-                None
-            }
-            None => None,
-            Some(s) if s != shape => {
-                problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"));
-                None
+            None => problems.push(format!("missing tensor {name} {shape:?}")),
+            Some(s) if *s != shape => {
+                problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"))
             }
             Some(_) => {
                 used.insert(name.clone());
                 match src.load(&name) {
-                    Ok(x) => Some(x),
-                    Err(e) => {
-                        problems.push(format!("tensor {name}: {e:#}"));
-                        None
+                    Ok(x) => {
+                        loaded.insert((f as usize, l), x);
                     }
+                    Err(e) => problems.push(format!("tensor {name}: {e:#}")),
                 }
             }
         }
-    };
-    let embed = get("model.embed_tokens.weight".into(), &[v, d], true);
-    let norm = get("model.norm.weight".into(), &[d], true);
-    let lm_head = if cfg.tied_embeddings {
-        None
-    } else {
-        get("lm_head.weight".into(), &[v, d], true)
-    };
-    let mut layers = vec![];
-    for l in 0..cfg.n_layers {
-        let p = |s: &str| format!("model.layers.{l}.{s}");
-        let bias = cfg.qkv_bias;
-        layers.push((
-            get(p("input_layernorm.weight"), &[d], true),
-            get(p("self_attn.q_proj.weight"), &[q, d], true),
-            get(p("self_attn.k_proj.weight"), &[kv, d], true),
-            get(p("self_attn.v_proj.weight"), &[kv, d], true),
-            get(p("self_attn.o_proj.weight"), &[d, q], true),
-            get(p("self_attn.q_proj.bias"), &[q], bias),
-            get(p("self_attn.k_proj.bias"), &[kv], bias),
-            get(p("self_attn.v_proj.bias"), &[kv], bias),
-            get(p("self_attn.o_proj.bias"), &[d], cfg.o_bias),
-            get(p("post_attention_layernorm.weight"), &[d], true),
-            get(p("mlp.gate_proj.weight"), &[h, d], true),
-            get(p("mlp.up_proj.weight"), &[h, d], true),
-            get(p("mlp.down_proj.weight"), &[d, h], true),
-        ));
     }
     // Tensors the model would silently ignore mean the architecture is not what we think
     // (rotary inv_freq buffers and a tied model's redundant lm_head are harmless).
+    let lm_head = arch.hf_name(Field::LmHead, 0);
     let unexpected: Vec<&String> = shapes
         .keys()
         .filter(|n| {
-            let harmless = n.ends_with("rotary_emb.inv_freq") || (*n == "lm_head.weight" && cfg.tied_embeddings);
+            let harmless = arch.hf_ignored(n) || (**n == lm_head && cfg.tied_embeddings);
             !used.contains(*n) && !harmless
         })
         .collect();
@@ -250,38 +230,15 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Vec<
         }
         bail!("{msg}");
     }
-    let layers = layers
-        .into_iter()
-        .map(|(an, wq, wk, wv, wo, bq, bk, bv, bo, fnm, wg, wu, wd)| Layer {
-            attn_norm: an.unwrap(),
-            wq: wq.unwrap(),
-            wk: wk.unwrap(),
-            wv: wv.unwrap(),
-            wo: wo.unwrap(),
-            bq,
-            bk,
-            bv,
-            bo,
-            ffn_norm: fnm.unwrap(),
-            w_gate: wg.unwrap(),
-            w_up: wu.unwrap(),
-            w_down: wd.unwrap(),
-        })
-        .collect();
-    Ok(Weights {
-        embed: embed.unwrap(),
-        layers,
-        norm: norm.unwrap(),
-        lm_head,
-    })
+    Ok(Weights::from_fn(cfg.n_layers, |f, l| loaded.remove(&(f as usize, l))).expect("every present field was loaded"))
 }
 
 /// Memory-mapped safetensors: `model.safetensors`, or shards listed in
 /// `model.safetensors.index.json`.
 pub struct Safetensors {
-    maps: Vec<(PathBuf, memmap2::Mmap)>,
-    /// tensor name -> (index into maps, shape, dtype)
-    index: BTreeMap<String, (usize, Vec<usize>, Dtype)>,
+    maps: Vec<(PathBuf, Arc<memmap2::Mmap>)>,
+    /// tensor name -> (index into maps, shape, dtype, byte range in the file)
+    index: BTreeMap<String, (usize, Vec<usize>, Dtype, std::ops::Range<usize>)>,
 }
 
 impl Safetensors {
@@ -342,14 +299,16 @@ impl Safetensors {
             let st = SafeTensors::deserialize(&mmap)
                 .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
             for (name, view) in st.tensors() {
+                let start = view.data().as_ptr() as usize - mmap.as_ptr() as usize;
+                let range = start..start + view.data().len();
                 if index
-                    .insert(name.clone(), (i, view.shape().to_vec(), view.dtype()))
+                    .insert(name.clone(), (i, view.shape().to_vec(), view.dtype(), range))
                     .is_some()
                 {
                     bail!("tensor {name} appears in more than one shard ({})", path.display());
                 }
             }
-            maps.push((path, mmap));
+            maps.push((path, Arc::new(mmap)));
         }
         Ok(Safetensors { maps, index })
     }
@@ -357,38 +316,30 @@ impl Safetensors {
 
 impl TensorSource for Safetensors {
     fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
-        self.index.iter().map(|(n, (_, s, _))| (n.clone(), s.clone())).collect()
+        self.index
+            .iter()
+            .map(|(n, (_, s, _, _))| (n.clone(), s.clone()))
+            .collect()
     }
 
-    fn load(&self, name: &str) -> Result<Vec<f32>> {
-        let (i, _, _) = self.index.get(name).with_context(|| format!("no tensor {name}"))?;
+    fn load(&self, name: &str) -> Result<Tensor> {
+        let (i, shape, dtype, range) = self.index.get(name).with_context(|| format!("no tensor {name}"))?;
         let (path, mmap) = &self.maps[*i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let view = st
-            .tensor(name)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let b = view.data();
-        Ok(match view.dtype() {
-            Dtype::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => b
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => b
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let format = match dtype {
+            Dtype::F32 => Format::F32,
+            Dtype::F16 => Format::F16,
+            Dtype::BF16 => Format::BF16,
             dt => {
                 bail!("dtype {dt:?} is not supported (tinfer reads F32, F16 and BF16 safetensors)")
             }
-        })
+        };
+        let file: crate::weights::SharedBytes = mmap.clone();
+        Tensor::mapped(format, shape.clone(), file, range.start, range.len())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     fn dtypes(&self) -> String {
-        count_dtypes(self.index.values().map(|(_, _, d)| format!("{d:?}")))
+        count_dtypes(self.index.values().map(|(_, _, d, _)| format!("{d:?}")))
     }
 }
 
@@ -404,7 +355,7 @@ fn count_dtypes(it: impl Iterator<Item = String>) -> String {
         .join(", ")
 }
 
-/// A GGUF file seen through HF names, dequantised to f32, Q/K rows un-permuted.
+/// A GGUF file seen through HF names, tensors as stored (mapped), Q/K rows put in HF order.
 pub struct GgufSource<'a> {
     gguf: &'a Gguf,
     hf_config: &'a Json,
@@ -425,9 +376,9 @@ impl TensorSource for GgufSource<'_> {
     fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
         self.by_name.iter().map(|(n, t)| (n.clone(), t.hf_shape())).collect()
     }
-    fn load(&self, name: &str) -> Result<Vec<f32>> {
+    fn load(&self, name: &str) -> Result<Tensor> {
         let t = self.by_name.get(name).with_context(|| format!("no tensor {name}"))?;
-        self.gguf.hf_tensor_data(t, self.hf_config)
+        self.gguf.hf_tensor(t, self.hf_config)
     }
     fn dtypes(&self) -> String {
         count_dtypes(self.by_name.values().map(|t| t.ty.to_string()))

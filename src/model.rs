@@ -7,7 +7,7 @@ use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache, Logits};
 use crate::gpu::{GpuModel, GpuRequest};
 pub use crate::options::{Attention, Device, Dtype, KvLayout, Options};
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +26,7 @@ pub struct Model {
 
 enum Backend {
     Cpu {
-        weights: Weights<Vec<f32>>,
+        weights: Box<Weights<Tensor>>,
         rope: RopeTable,
         caches: Vec<Option<KvCache>>, // (max_seqs,) one contiguous cache per live sequence
     },
@@ -35,14 +35,14 @@ enum Backend {
 
 impl Model {
     /// Build the model on `device`; `adapter` picks a GPU adapter by name substring.
-    pub fn new(cfg: Config, weights: Weights<Vec<f32>>, device: Device, adapter: Option<&str>) -> Result<Self> {
+    pub fn new(cfg: Config, weights: Weights<Tensor>, device: Device, adapter: Option<&str>) -> Result<Self> {
         Self::with_options(cfg, weights, device, adapter, &Options::default())
     }
 
     /// Build the model on `device` with engine options (attention kernels, KV layout, sequences).
     pub fn with_options(
         cfg: Config,
-        weights: Weights<Vec<f32>>,
+        weights: Weights<Tensor>,
         device: Device,
         adapter: Option<&str>,
         opts: &Options,
@@ -77,7 +77,11 @@ impl Model {
         caches[0] = Some(KvCache::new(&cfg));
         Ok(Model {
             cfg,
-            backend: Backend::Cpu { weights, rope, caches },
+            backend: Backend::Cpu {
+                weights: Box::new(weights),
+                rope,
+                caches,
+            },
         })
     }
 
@@ -85,7 +89,7 @@ impl Model {
     /// exercise tables split by rows).
     pub fn new_gpu_with_binding_limit(
         cfg: Config,
-        weights: &Weights<Vec<f32>>,
+        weights: &Weights<Tensor>,
         req: &GpuRequest,
         max_binding: u64,
     ) -> Result<Self> {

@@ -1,6 +1,11 @@
 //! The model's parameters, with short math names and shapes beside them. Checkpoint tensor names
-//! appear only in `loader.rs`. Generic over the storage `T`: the GPU holds the same struct with
-//! device buffers in place of vectors.
+//! live in `arch.rs`. Generic over the storage `T`: the loader fills it with [`Tensor`]s (matrices
+//! as stored in the file, memory-mapped), the GPU holds the same struct shape with device buffers.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use half::{bf16, f16};
 
 /// One transformer block. Matrices are row-major [out, in], as in HF checkpoints: y = W x.
 #[derive(Clone, Debug)]
@@ -32,5 +37,453 @@ impl<T> Weights<T> {
     /// The LM head: its own matrix, or the embedding when they are tied.
     pub fn lm_head(&self) -> &T {
         self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+}
+
+/// How a tensor's elements are stored, by GGUF's type names (`ggml_type` in ggml.h). The block
+/// layouts are those of ggml-quants.c (`dequantize_row_q8_0`, `_q4_0`, `_q4_1`) and the GGUF spec;
+/// all little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// 4-byte IEEE float.
+    F32,
+    /// 2-byte IEEE half.
+    F16,
+    /// 2-byte bfloat16 (the high half of an f32).
+    BF16,
+    /// Blocks of 32: f16 scale d, 32 × i8 q; x = q·d. 34 bytes.
+    Q8_0,
+    /// Blocks of 32: f16 scale d, 16 bytes of nibbles; element j < 16 is the low nibble of byte
+    /// j, element 16 + j its high nibble; x = (q - 8)·d. 18 bytes.
+    Q4_0,
+    /// Blocks of 32: f16 scale d, f16 minimum m, 16 bytes of nibbles (as Q4_0); x = q·d + m.
+    /// 20 bytes.
+    Q4_1,
+}
+
+impl Format {
+    /// (elements per block, bytes per block); a plain float is a block of one.
+    pub fn block(self) -> (usize, usize) {
+        match self {
+            Format::F32 => (1, 4),
+            Format::F16 | Format::BF16 => (1, 2),
+            Format::Q4_0 => (32, 18),
+            Format::Q4_1 => (32, 20),
+            Format::Q8_0 => (32, 34),
+        }
+    }
+
+    /// Bytes that `n` elements take; None when `n` is not a whole number of blocks.
+    pub fn bytes_for(self, n: usize) -> Option<usize> {
+        let (be, bb) = self.block();
+        (n % be == 0).then_some(n / be * bb)
+    }
+
+    /// Decode whole blocks of `bytes` into `out` (`out.len()` elements; computed in f32, as ggml
+    /// does, so the values are exactly those of llama.cpp's dequantisation).
+    pub fn decode(self, bytes: &[u8], out: &mut [f32]) {
+        assert_eq!(
+            Some(bytes.len()),
+            self.bytes_for(out.len()),
+            "{self:?}: {} bytes do not hold {} values",
+            bytes.len(),
+            out.len()
+        );
+        let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+        match self {
+            Format::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes(b.try_into().unwrap());
+                }
+            }
+            Format::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16_at(b, 0);
+                }
+            }
+            Format::BF16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            Format::Q8_0 => {
+                for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(34)) {
+                    let d = f16_at(b, 0);
+                    for (o, &q) in o.iter_mut().zip(&b[2..]) {
+                        *o = q as i8 as f32 * d;
+                    }
+                }
+            }
+            Format::Q4_0 => {
+                for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(18)) {
+                    let (d, qs) = (f16_at(b, 0), &b[2..]);
+                    for (j, &q) in qs.iter().enumerate() {
+                        o[j] = ((q & 0xF) as i32 - 8) as f32 * d;
+                        o[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
+                    }
+                }
+            }
+            Format::Q4_1 => {
+                for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(20)) {
+                    let (d, m, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..]);
+                    for (j, &q) in qs.iter().enumerate() {
+                        o[j] = (q & 0xF) as f32 * d + m;
+                        o[j + 16] = (q >> 4) as f32 * d + m;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// A file's bytes shared by every tensor that lives in it (a memory map, or owned bytes in tests).
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+#[derive(Clone)]
+enum Storage {
+    /// `len` bytes at `start` of a mapped file: nothing copied.
+    Mapped {
+        file: SharedBytes,
+        start: usize,
+        len: usize,
+    },
+    /// Bytes transformed at load (GGUF Q/K rows put in HF order).
+    Owned(Vec<u8>),
+    /// f32 values (synthetic and test tensors, transformed F32 tensors): always aligned.
+    F32(Vec<f32>),
+}
+
+/// A tensor as stored: `shape` outermost first (HF order, e.g. (rows, cols) = (out, in) for a
+/// matrix, (n,) for a vector), elements in `format`, rows contiguous, each row a whole number of
+/// blocks. Matrices stay in their file format; rows are decoded to f32 where they are used.
+#[derive(Clone)]
+pub struct Tensor {
+    pub format: Format,
+    pub shape: Vec<usize>,
+    bytes: Storage,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor({:?}, {:?}, {} bytes)",
+            self.format,
+            self.shape,
+            self.n_bytes()
+        )
+    }
+}
+
+impl Tensor {
+    /// A tensor of `shape` whose bytes are `file[start..start + len]` (checked: the range must
+    /// be inside the file, hold exactly the shape's elements, and each row whole blocks).
+    pub fn mapped(
+        format: Format,
+        shape: Vec<usize>,
+        file: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        let t = Tensor {
+            format,
+            shape,
+            bytes: Storage::Mapped { file, start, len },
+        };
+        t.check()?;
+        let file_len = match &t.bytes {
+            Storage::Mapped { file, .. } => (**file).as_ref().len(),
+            _ => unreachable!(),
+        };
+        if start.checked_add(len).is_none_or(|end| end > file_len) {
+            return Err(format!(
+                "bytes {start}..+{len} are past the end of the file ({file_len})"
+            ));
+        }
+        Ok(t)
+    }
+
+    /// A tensor of `shape` owning `bytes` in `format` (checked as [`Tensor::mapped`]).
+    pub fn owned(format: Format, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self, String> {
+        let bytes = if format == Format::F32 {
+            Storage::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            )
+        } else {
+            Storage::Owned(bytes)
+        };
+        let t = Tensor { format, shape, bytes };
+        t.check()?;
+        Ok(t)
+    }
+
+    /// An F32 tensor holding `values` (synthetic weights, tests).
+    pub fn from_f32(shape: Vec<usize>, values: Vec<f32>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "from_f32: shape {shape:?}"
+        );
+        Tensor {
+            format: Format::F32,
+            shape,
+            bytes: Storage::F32(values),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let n: usize = self.shape.iter().product();
+        let row = self.format.bytes_for(self.cols());
+        if row.is_none() {
+            let be = self.format.block().0;
+            return Err(format!(
+                "{} rows of {} values are not whole {:?} blocks of {be}",
+                self.rows(),
+                self.cols(),
+                self.format
+            ));
+        }
+        let want = self.format.bytes_for(n).unwrap_or(usize::MAX);
+        if self.n_bytes() != want {
+            return Err(format!(
+                "{:?} {:?} needs {want} bytes, has {}",
+                self.format,
+                self.shape,
+                self.n_bytes()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stored bytes, rows one after another.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Storage::Mapped { file, start, len } => &(**file).as_ref()[*start..*start + *len],
+            Storage::Owned(v) => v,
+            Storage::F32(v) => bytemuck::cast_slice(v),
+        }
+    }
+
+    /// Size of the stored bytes.
+    pub fn n_bytes(&self) -> usize {
+        match &self.bytes {
+            Storage::Mapped { len, .. } => *len,
+            Storage::Owned(v) => v.len(),
+            Storage::F32(v) => v.len() * 4,
+        }
+    }
+
+    /// Elements in the tensor.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements per row: the innermost dimension (a vector is one row).
+    pub fn cols(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    /// Rows: the product of the outer dimensions (1 for a vector).
+    pub fn rows(&self) -> usize {
+        self.shape[..self.shape.len().saturating_sub(1)].iter().product()
+    }
+
+    /// Bytes per row.
+    pub fn row_bytes(&self) -> usize {
+        self.format.bytes_for(self.cols()).expect("checked at construction")
+    }
+
+    /// Decode row `i` into `out` (`cols()` values).
+    pub fn row_f32(&self, i: usize, out: &mut [f32]) {
+        assert!(i < self.rows(), "row {i} of {}", self.rows());
+        let rb = self.row_bytes();
+        self.format.decode(&self.bytes()[i * rb..(i + 1) * rb], out);
+    }
+
+    /// The values, row-major, as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        if let Some(v) = self.as_f32() {
+            return v.to_vec();
+        }
+        let mut out = vec![0f32; self.len()];
+        self.format.decode(self.bytes(), &mut out);
+        out
+    }
+
+    /// The values without a copy when they are stored as aligned f32 on a little-endian host.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        if let Storage::F32(v) = &self.bytes {
+            return Some(v);
+        }
+        if self.format != Format::F32 || cfg!(target_endian = "big") {
+            return None;
+        }
+        bytemuck::try_cast_slice(self.bytes()).ok()
+    }
+
+    /// The values as f32: borrowed when [`Tensor::as_f32`] can, decoded otherwise (for vectors).
+    pub fn f32s(&self) -> Cow<'_, [f32]> {
+        match self.as_f32() {
+            Some(v) => Cow::Borrowed(v),
+            None => Cow::Owned(self.to_f32()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::Rng;
+
+    /// Valid random bytes of `n` values in `format` (finite f16 scales, any quants).
+    fn random_bytes(format: Format, n: usize, rng: &mut Rng) -> Vec<u8> {
+        let mut byte = || (rng.next_f64() * 256.0) as u8;
+        let f16 =
+            |rng_byte: &mut dyn FnMut() -> u8| half::f16::from_f32((rng_byte() as f32 - 128.0) / 64.0).to_le_bytes();
+        let (be, bb) = format.block();
+        let mut out = vec![];
+        for _ in 0..n / be {
+            match format {
+                Format::F32 => out.extend(((byte() as f32 - 128.0) / 7.0).to_le_bytes()),
+                Format::F16 => out.extend(f16(&mut byte)),
+                Format::BF16 => out.extend(half::bf16::from_f32((byte() as f32 - 128.0) / 3.0).to_le_bytes()),
+                Format::Q8_0 | Format::Q4_0 => {
+                    out.extend(f16(&mut byte));
+                    (2..bb).for_each(|_| out.push(byte()));
+                }
+                Format::Q4_1 => {
+                    out.extend(f16(&mut byte));
+                    out.extend(f16(&mut byte));
+                    (4..bb).for_each(|_| out.push(byte()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The decoders as written before `Format::decode` (whole blocks, appended in order): an
+    /// independent reference for the element order within a block.
+    fn reference(format: Format, bytes: &[u8]) -> Vec<f32> {
+        let f16_at = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+        let mut out = vec![];
+        match format {
+            Format::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()))),
+            Format::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16_at(b, 0))),
+            Format::BF16 => out.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            Format::Q8_0 => {
+                for b in bytes.chunks_exact(34) {
+                    out.extend(b[2..].iter().map(|&q| q as i8 as f32 * f16_at(b, 0)));
+                }
+            }
+            Format::Q4_0 => {
+                for b in bytes.chunks_exact(18) {
+                    let (d, qs) = (f16_at(b, 0), &b[2..]);
+                    out.extend(qs.iter().map(|&q| ((q & 0xF) as i32 - 8) as f32 * d));
+                    out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
+                }
+            }
+            Format::Q4_1 => {
+                for b in bytes.chunks_exact(20) {
+                    let (d, m, qs) = (f16_at(b, 0), f16_at(b, 2), &b[4..]);
+                    out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
+                    out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+                }
+            }
+        }
+        out
+    }
+
+    const FORMATS: [Format; 6] = [
+        Format::F32,
+        Format::F16,
+        Format::BF16,
+        Format::Q8_0,
+        Format::Q4_0,
+        Format::Q4_1,
+    ];
+
+    #[test]
+    fn rows_decode_as_the_whole_tensor() {
+        let mut rng = Rng::new(7);
+        for format in FORMATS {
+            let be = format.block().0;
+            // awkward shapes: odd row counts, rows of 1 or 3 blocks (37 values for plain floats)
+            for (rows, cols) in [(1, be), (7, 3 * be), (13, if be == 1 { 37 } else { 96 })] {
+                let bytes = random_bytes(format, rows * cols, &mut rng);
+                let want = reference(format, &bytes);
+                let t = Tensor::owned(format, vec![rows, cols], bytes.clone()).unwrap();
+                assert_eq!((t.rows(), t.cols(), t.n_bytes()), (rows, cols, bytes.len()));
+                let whole = t.to_f32();
+                assert_eq!(whole.len(), want.len());
+                assert!(
+                    whole.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{format}"
+                );
+                let mut row = vec![0f32; cols];
+                for i in 0..rows {
+                    t.row_f32(i, &mut row);
+                    let w = &want[i * cols..(i + 1) * cols];
+                    assert!(
+                        row.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{format} {rows}x{cols} row {i}"
+                    );
+                }
+                // the same bytes mapped at an odd offset of a shared file decode the same
+                let mut file = vec![0xAAu8; 3];
+                file.extend(&bytes);
+                file.extend([0x55u8; 5]);
+                let shared: SharedBytes = Arc::new(file);
+                let m = Tensor::mapped(format, vec![rows, cols], shared, 3, bytes.len()).unwrap();
+                assert!(m.to_f32().iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert_eq!(m.as_f32(), None, "an unaligned view is refused");
+            }
+        }
+    }
+
+    #[test]
+    fn f32_views_are_zero_copy() {
+        let values: Vec<f32> = (0..24).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let t = Tensor::from_f32(vec![4, 6], values.clone());
+        assert_eq!(t.as_f32(), Some(&values[..]));
+        // mapped at an aligned offset: the view points into the file
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let words: Vec<u32> = [vec![0u32; 2], bytemuck::cast_slice::<u8, u32>(&bytes).to_vec()].concat();
+        let file: Vec<u8> = bytemuck::cast_slice(&words).to_vec();
+        let shared: SharedBytes = Arc::new(file);
+        let m = Tensor::mapped(Format::F32, vec![4, 6], shared.clone(), 8, 96).unwrap();
+        if let Some(v) = m.as_f32() {
+            assert_eq!(v, &values[..]);
+            assert_eq!(v.as_ptr() as usize, (*shared).as_ref().as_ptr() as usize + 8);
+        }
+        assert_eq!(m.to_f32(), values);
+        assert!(matches!(m.f32s(), Cow::Borrowed(_)) || m.as_f32().is_none());
+        assert_eq!(Tensor::from_f32(vec![5], vec![1.0; 5]).rows(), 1);
+    }
+
+    #[test]
+    fn bad_shapes_are_refused() {
+        let shared: SharedBytes = Arc::new(vec![0u8; 100]);
+        // rows that are not whole blocks, byte counts that do not match, ranges past the end
+        assert!(Tensor::mapped(Format::Q8_0, vec![2, 16], shared.clone(), 0, 34).is_err());
+        assert!(Tensor::mapped(Format::F32, vec![2, 4], shared.clone(), 0, 36).is_err());
+        assert!(Tensor::mapped(Format::F16, vec![2, 20], shared.clone(), 40, 80).is_err());
+        assert!(Tensor::mapped(Format::F16, vec![2, 20], shared, 20, 80).is_ok());
     }
 }

@@ -264,3 +264,65 @@ fn every_truncation_is_an_error() {
     }
     assert!(Gguf::from_bytes(bytes).is_ok());
 }
+
+/// Q/K rows of a quantised GGUF are put in HF order by moving whole rows of blocks: the result
+/// decodes to exactly the old route's values (dequantise everything, then un-permute f32 rows);
+/// other tensors stay mapped (no copy).
+#[test]
+fn quantised_qk_rows_unpermute_like_f32_rows() {
+    let mut rng = tinfer::sampler::Rng::new(3);
+    let (n_head, n_kv, hd, dim) = (4usize, 2usize, 8usize, 64usize);
+    let mut block = |ty: u32, n_blocks: usize| -> Vec<u8> {
+        let mut out = vec![];
+        for _ in 0..n_blocks {
+            let scale = half::f16::from_f32(rng.next_f64() as f32 + 0.1).to_le_bytes();
+            out.extend(scale);
+            if ty == 3 {
+                out.extend(half::f16::from_f32(rng.next_f64() as f32 - 0.5).to_le_bytes());
+                // Q4_1 min
+            }
+            let quants = if ty == 8 { 32 } else { 16 }; // Q8_0: 32 bytes; Q4_1: 16 bytes of nibbles
+            out.extend((0..quants).map(|_| (rng.next_f64() * 256.0) as u8));
+        }
+        out
+    };
+    let q = block(8, n_head * hd * dim / 32);
+    let k = block(3, n_kv * hd * dim / 32);
+    let v = block(8, n_kv * hd * dim / 32);
+    let tensors = [
+        ("blk.0.attn_q.weight", 8, n_head, &q),
+        ("blk.0.attn_k.weight", 3, n_kv, &k),
+        ("blk.0.attn_v.weight", 8, 0, &v),
+    ];
+    let bytes = write::gguf_bytes(
+        &[("general.architecture", Value::String("llama".into()))],
+        &tensors
+            .iter()
+            .map(|(name, ty, heads, data)| write::Tensor {
+                name: name.to_string(),
+                ne: vec![dim as u64, (heads.max(&n_kv) * hd) as u64],
+                ggml_type: *ty,
+                data: data.to_vec(),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let g = Gguf::from_bytes(bytes).unwrap();
+    let cfg = serde_json::json!({"num_attention_heads": n_head, "num_key_value_heads": n_kv});
+    for (name, ty, heads, data) in tensors {
+        let info = g.tensor(name).unwrap();
+        let t = g.hf_tensor(info, &cfg).unwrap();
+        let ty = if ty == 8 { GgmlType::Q8_0 } else { GgmlType::Q4_1 };
+        assert_eq!((t.format, t.rows(), t.cols()), (ty, heads.max(n_kv) * hd, dim));
+        let mut want = dequantize(ty, data);
+        if heads > 0 {
+            unpermute_rows(&mut want, heads * hd, dim, heads);
+        }
+        assert_eq!(t.to_f32(), want, "{name}");
+        assert_eq!(g.hf_tensor_data(info, &cfg).unwrap(), want, "{name}");
+        assert_eq!(
+            t.bytes().as_ptr() == g.tensor_bytes(info).as_ptr(),
+            heads == 0,
+            "{name}: mapped"
+        );
+    }
+}

@@ -14,6 +14,12 @@ use tinfer::gpu::weights::{ActTex, WeightTex, ROW_GROUP};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
+use tinfer::weights::Tensor;
+
+/// An F32 matrix of rows of `d` values.
+fn mat(w: &[f32], d: usize) -> Tensor {
+    Tensor::from_f32(vec![w.len() / d, d], w.to_vec())
+}
 
 /// The RMSNorm epsilon of the kernel tests.
 const EPS: f32 = 1e-5;
@@ -197,13 +203,13 @@ fn matmul_matvec_and_matmat_match_cpu() {
             let w = random(&mut rng, n * d, 3.0);
             let mut x = random(&mut rng, t * d, 5.0);
             let bias = random(&mut rng, n + 5, 1.0);
-            let tex = WeightTex::upload_as(&h.gpu, "w", &w, d, kind.f16, group, height).unwrap();
+            let tex = WeightTex::upload_as(&h.gpu, "w", &[&mat(&w, d)], kind.f16, group, height).unwrap();
             let w_seen = if kind.f16 { round_f16(&w) } else { w.clone() };
             let (accumulate, with_bias) = (i % 2 == 0, i % 3 != 1);
             // GEMM: all rows, at column offset 5 of rows of stride n + 5, onto `init` when accumulating
             let init = random(&mut rng, t * (n + 5), 2.0);
             let mut want = vec![0.0; t * n];
-            ops::matmul(&mut want, &x, &w_seen, with_bias.then(|| &bias[5..]), d);
+            ops::matmul_f32(&mut want, &x, &w_seen, with_bias.then(|| &bias[5..]), d);
             let out = h.up(&init);
             let xb = h.up(&x);
             let bb = h.up(&bias);
@@ -248,7 +254,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             x.resize(x.len().max(16384), 0.0);
             let xb = h.up(&x);
             let mut want = vec![0.0; n];
-            ops::matmul(&mut want, &x[..d], &w_seen, with_bias.then(|| &bias[5..]), d);
+            ops::matmul_f32(&mut want, &x[..d], &w_seen, with_bias.then(|| &bias[5..]), d);
             let out = h.up(&init[..n + 5]);
             h.run_res(
                 k.matmul(false, with_bias, store),
@@ -286,12 +292,13 @@ fn matmul_matvec_and_matmat_match_cpu() {
                 // SwiGLU of a stacked gate;up, c rows each (the first 2c rows of w): GEMM of x,
                 // GEMM of x RMS-normalised by to_texture, GEMV of x, GEMV normalising x itself
                 let c = n / 2;
-                let gate_up = WeightTex::upload_as(&h.gpu, "w", &w[..2 * c * d], d, kind.f16, group, height).unwrap();
+                let gate_up =
+                    WeightTex::upload_as(&h.gpu, "w", &[&mat(&w[..2 * c * d], d)], kind.f16, group, height).unwrap();
                 let swiglu = |xs: &[f32]| {
                     let tt = xs.len() / d;
                     let (mut g, mut u) = (vec![0.0; tt * c], vec![0.0; tt * c]);
-                    ops::matmul(&mut g, xs, &w_seen[..c * d], None, d);
-                    ops::matmul(&mut u, xs, &w_seen[c * d..2 * c * d], None, d);
+                    ops::matmul_f32(&mut g, xs, &w_seen[..c * d], None, d);
+                    ops::matmul_f32(&mut u, xs, &w_seen[c * d..2 * c * d], None, d);
                     ops::swiglu(&mut g, &u);
                     g
                 };
@@ -393,7 +400,7 @@ fn fused_qkv_rope_matches_cpu() {
                 let mut xn = vec![0.0; t * d];
                 ops::rmsnorm(&mut xn, &x, &gamma, EPS as f64);
                 let mut y = vec![0.0; t * n];
-                ops::matmul(&mut y, &xn, &w_seen, with_bias.then_some(&bias[..]), d);
+                ops::matmul_f32(&mut y, &xn, &w_seen, with_bias.then_some(&bias[..]), d);
                 let (mut want_q, mut want_k, mut want_v) =
                     (vec![], vec![0.0; cache_rows * kv_dim], vec![0.0; cache_rows * kv_dim]);
                 for (i, r) in rows.iter().enumerate() {
@@ -409,7 +416,7 @@ fn fused_qkv_rope_matches_cpu() {
                 x.resize(x.len().max(16384), 0.0);
                 gamma.resize(16384, 0.0);
                 let (xu, gb) = (h.up(&x), h.up(&gamma));
-                let tex = WeightTex::upload(&h.gpu, "w", &w, d, f16).unwrap();
+                let tex = WeightTex::upload(&h.gpu, "w", &[&mat(&w, d)], f16).unwrap();
                 let (cos, sin, bb) = (h.up(&table.cos), h.up(&table.sin), h.up(&bias));
                 let fusion = Some(Fusion {
                     norm_eps: EPS,
@@ -716,7 +723,7 @@ fn embed_and_argmax_match_cpu() {
     let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
     for (f16, group, height) in [(false, ROW_GROUP, max_dim), (true, ROW_GROUP, max_dim), (true, 3, 5000)] {
         let k = Kernels::new(&h.gpu, 64, 16, MatmulKind { f16, subgroups: false }).unwrap();
-        let tex = WeightTex::upload_as(&h.gpu, "embed", &table, dim, f16, group, height).unwrap();
+        let tex = WeightTex::upload_as(&h.gpu, "embed", &[&mat(&table, dim)], f16, group, height).unwrap();
         let seen = if f16 { round_f16(&table) } else { table.clone() };
         let x = h.zeros(tokens.len() * dim);
         let step_rows: Vec<Row> = tokens
@@ -785,7 +792,7 @@ fn unsupported_head_dim_is_an_error() {
     assert!(e.contains("multiple of 16"), "{e}");
     // a weight row wider than a texture can hold is refused with the tensor and the limit named
     let wide = 8 * (gpu.limits.max_texture_dimension_2d as usize + 8);
-    let e = WeightTex::upload(&gpu, "layers.0.w_down", &vec![0.0; wide], wide, true)
+    let e = WeightTex::upload(&gpu, "layers.0.w_down", &[&mat(&vec![0.0; wide], wide)], true)
         .err()
         .expect("a row over the texture width must be refused")
         .to_string();

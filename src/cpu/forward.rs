@@ -4,7 +4,7 @@
 
 use super::ops::{add, attention, matmul, rmsnorm, rope, swiglu};
 use crate::config::{Config, RopeTable};
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// Keys and values of every position so far, per layer. Grows as tokens are added.
 #[derive(Clone)]
@@ -43,7 +43,7 @@ pub enum Logits {
 
 pub fn forward(
     cfg: &Config,
-    w: &Weights<Vec<f32>>,
+    w: &Weights<Tensor>,
     rope_table: &RopeTable,
     cache: &mut KvCache,
     tokens: &[u32],
@@ -72,15 +72,18 @@ pub fn forward(
     for (t, &tok) in tokens.iter().enumerate() {
         let tok = tok as usize;
         assert!(tok < cfg.vocab_size, "token id {tok} >= vocab {}", cfg.vocab_size);
-        x[t * dim..(t + 1) * dim].copy_from_slice(&w.embed[tok * dim..(tok + 1) * dim]);
+        w.embed.row_f32(tok, &mut x[t * dim..(t + 1) * dim]);
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
+        // Norm weights and biases as f32 (borrowed when stored as f32, else decoded: small)
+        let (bq, bk) = (layer.bq.as_ref().map(Tensor::f32s), layer.bk.as_ref().map(Tensor::f32s));
+        let (bv, bo) = (layer.bv.as_ref().map(Tensor::f32s), layer.bo.as_ref().map(Tensor::f32s));
         // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
-        rmsnorm(&mut xb, &x, &layer.attn_norm, cfg.norm_eps);
-        matmul(&mut q, &xb, &layer.wq, layer.bq.as_deref(), dim);
-        matmul(&mut k, &xb, &layer.wk, layer.bk.as_deref(), dim);
-        matmul(&mut v, &xb, &layer.wv, layer.bv.as_deref(), dim);
+        rmsnorm(&mut xb, &x, &layer.attn_norm.f32s(), cfg.norm_eps);
+        matmul(&mut q, &xb, &layer.wq, bq.as_deref(), dim);
+        matmul(&mut k, &xb, &layer.wk, bk.as_deref(), dim);
+        matmul(&mut v, &xb, &layer.wv, bv.as_deref(), dim);
         for t in 0..t_n {
             rope(&mut q[t * q_dim..(t + 1) * q_dim], pos + t, hd, rope_table);
             rope(&mut k[t * kv_dim..(t + 1) * kv_dim], pos + t, hd, rope_table);
@@ -97,11 +100,11 @@ pub fn forward(
             cfg.n_kv_heads,
             hd,
         );
-        matmul(&mut xb, &att, &layer.wo, layer.bo.as_deref(), q_dim);
+        matmul(&mut xb, &att, &layer.wo, bo.as_deref(), q_dim);
         add(&mut x, &xb);
 
         // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
-        rmsnorm(&mut xb, &x, &layer.ffn_norm, cfg.norm_eps);
+        rmsnorm(&mut xb, &x, &layer.ffn_norm.f32s(), cfg.norm_eps);
         matmul(&mut hb, &xb, &layer.w_gate, None, dim);
         matmul(&mut hb2, &xb, &layer.w_up, None, dim);
         swiglu(&mut hb, &hb2);
@@ -116,7 +119,7 @@ pub fn forward(
         Logits::All => &x[..],
     };
     let mut xn = vec![0f32; rows.len()];
-    rmsnorm(&mut xn, rows, &w.norm, cfg.norm_eps);
+    rmsnorm(&mut xn, rows, &w.norm.f32s(), cfg.norm_eps);
     let mut logits = vec![0f32; rows.len() / dim * cfg.vocab_size];
     matmul(&mut logits, &xn, w.lm_head(), None, dim);
     logits

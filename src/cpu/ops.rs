@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::config::RopeTable;
+use crate::weights::Tensor;
 
 /// Σ a[i]·b[i] with f64 accumulation (8 lanes, summed at the end).
 #[inline(always)]
@@ -48,28 +49,71 @@ const TOKEN_TILE: usize = 16;
 /// Output rows per task when T = 1 (decode).
 const ROW_TILE: usize = 64;
 
-/// out (T, n) = x (T, d) · wᵀ, w (n, d), plus bias (n,) if given.
-pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize) {
-    let n = w.len() / d;
-    let t_n = x.len() / d;
-    assert!(
-        w.len() == n * d && x.len() == t_n * d && out.len() == t_n * n,
-        "matmul shapes"
+/// out (T, n) = x (T, d) · wᵀ, w (n, d) in any format, plus bias (n,) if given. F32 weights
+/// are read in place; other formats are decoded one row at a time into a per-task buffer, and
+/// every dot product is the same [`dot`] either way.
+pub fn matmul(out: &mut [f32], x: &[f32], w: &Tensor, bias: Option<&[f32]>, d: usize) {
+    assert_eq!(
+        w.cols(),
+        d,
+        "matmul: weight rows of {} values, input rows of {d}",
+        w.cols()
     );
+    match w.as_f32() {
+        Some(w) => matmul_f32(out, x, w, bias, d),
+        None => matmul_rows(out, x, bias, d, w.rows(), Rows::Decode(w)),
+    }
+}
+
+/// [`matmul`] of an f32 matrix w (n, d) given as a slice.
+pub fn matmul_f32(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>, d: usize) {
+    assert_eq!(w.len() % d, 0, "matmul shapes");
+    matmul_rows(out, x, bias, d, w.len() / d, Rows::F32(w))
+}
+
+/// Where [`matmul`] reads weight rows from.
+enum Rows<'w> {
+    /// f32 values in place.
+    F32(&'w [f32]),
+    /// Decoded into a scratch buffer, one row at a time.
+    Decode(&'w Tensor),
+}
+
+impl Rows<'_> {
+    /// Row `o` of `d` values.
+    #[inline(always)]
+    fn get<'a>(&'a self, o: usize, d: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            Rows::F32(w) => &w[o * d..(o + 1) * d],
+            Rows::Decode(t) => {
+                buf.resize(d, 0.0);
+                t.row_f32(o, buf);
+                buf
+            }
+        }
+    }
+}
+
+/// The loops of [`matmul`] over `n` weight rows.
+fn matmul_rows(out: &mut [f32], x: &[f32], bias: Option<&[f32]>, d: usize, n: usize, w: Rows) {
+    let t_n = x.len() / d;
+    assert!(x.len() == t_n * d && out.len() == t_n * n, "matmul shapes");
     let b = |o: usize| bias.map_or(0.0, |b| b[o]);
     if t_n == 1 {
         out.par_chunks_mut(ROW_TILE).enumerate().for_each(|(c, out)| {
+            let mut buf = vec![];
             for (j, y) in out.iter_mut().enumerate() {
                 let o = c * ROW_TILE + j;
-                *y = dot(x, &w[o * d..(o + 1) * d]) + b(o);
+                *y = dot(x, w.get(o, d, &mut buf)) + b(o);
             }
         });
     } else {
         out.par_chunks_mut(TOKEN_TILE * n)
             .zip(x.par_chunks(TOKEN_TILE * d))
             .for_each(|(out, x)| {
+                let mut buf = vec![];
                 for o in 0..n {
-                    let row = &w[o * d..(o + 1) * d];
+                    let row = w.get(o, d, &mut buf);
                     for (t, xt) in x.chunks_exact(d).enumerate() {
                         out[t * n + o] = dot(xt, row) + b(o);
                     }
@@ -192,11 +236,23 @@ mod tests {
         let w: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let x: Vec<f32> = (0..t * d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let wt = Tensor::from_f32(vec![n, d], w.clone());
         let mut all = vec![0.0; t * n];
-        matmul(&mut all, &x, &w, Some(&bias), d);
+        matmul(&mut all, &x, &wt, Some(&bias), d);
+        // the decoding path gives what the f32 path gives on the decoded values
+        let w16: Vec<u8> = w.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        let wt16 = Tensor::owned(crate::weights::Format::F16, vec![n, d], w16).unwrap();
+        let w16 = Tensor::from_f32(vec![n, d], wt16.to_f32());
+        let (mut ya, mut yb) = (vec![0.0; t * n], vec![0.0; t * n]);
+        matmul(&mut ya, &x, &wt16, Some(&bias), d);
+        matmul(&mut yb, &x, &w16, Some(&bias), d);
+        assert_eq!(ya, yb, "decoded rows vs f32");
+        matmul(&mut ya[..n], &x[..d], &wt16, Some(&bias), d);
+        matmul(&mut yb[..n], &x[..d], &w16, Some(&bias), d);
+        assert_eq!(ya[..n], yb[..n], "decoded rows vs f32, one token");
         for ti in 0..t {
             let mut one = vec![0.0; n];
-            matmul(&mut one, &x[ti * d..(ti + 1) * d], &w, Some(&bias), d);
+            matmul(&mut one, &x[ti * d..(ti + 1) * d], &wt, Some(&bias), d);
             assert_eq!(&all[ti * n..(ti + 1) * n], &one[..], "token {ti}");
             for o in 0..n {
                 let naive: f64 =

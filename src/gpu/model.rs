@@ -16,7 +16,7 @@ use crate::config::{Config, RopeTable};
 use crate::cpu::Logits;
 use crate::kv_cache::KvPages;
 use crate::options::{Dtype, KvLayout, Options};
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
 pub struct Profile {
@@ -55,7 +55,7 @@ impl GpuModel {
     /// `max_binding` caps storage bindings below the device's (tests reach split tables with it).
     pub fn new(
         cfg: &Config,
-        w: &Weights<Vec<f32>>,
+        w: &Weights<Tensor>,
         req: &GpuRequest,
         max_binding: Option<u64>,
         opts: &Options,

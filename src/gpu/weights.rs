@@ -5,8 +5,9 @@ use anyhow::{bail, Result};
 
 use super::context::Gpu;
 use super::kernels::UNIFORM_X_BYTES;
+use crate::arch::Arch;
 use crate::config::Config;
-use crate::weights::Weights;
+use crate::weights::{Tensor, Weights};
 
 /// A weight matrix (rows, cols) on the device: a 2D-array texture of Rgba32Uint texels, each 16
 /// bytes along a row holding 8 f16 or 4 f32 values, bound as a read-only storage texture.
@@ -32,24 +33,20 @@ pub struct WeightTex {
 pub const ROW_GROUP: usize = 8;
 
 impl WeightTex {
-    pub fn upload(gpu: &Gpu, name: &str, data: &[f32], cols: usize, f16: bool) -> Result<Self> {
+    /// Upload the rows of `parts` one after another (a stacked matrix when there are several;
+    /// all have the same columns), each row decoded from its stored format to f32 and then
+    /// written as f32 or f16 (rounded from that f32) texel words.
+    pub fn upload(gpu: &Gpu, name: &str, parts: &[&Tensor], f16: bool) -> Result<Self> {
         let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-        Self::upload_as(gpu, name, data, cols, f16, ROW_GROUP, max_dim)
+        Self::upload_as(gpu, name, parts, f16, ROW_GROUP, max_dim)
     }
 
     /// `upload` with at most `group` rows interleaved and at most `height` texture rows a layer
     /// (the tests use small values to reach several groups and layers cheaply).
-    pub fn upload_as(
-        gpu: &Gpu,
-        name: &str,
-        data: &[f32],
-        cols: usize,
-        f16: bool,
-        group: usize,
-        height: usize,
-    ) -> Result<Self> {
-        assert!(group >= 1 && height >= 1 && cols > 0 && data.len() % cols == 0);
-        let rows = data.len() / cols;
+    pub fn upload_as(gpu: &Gpu, name: &str, parts: &[&Tensor], f16: bool, group: usize, height: usize) -> Result<Self> {
+        let cols = parts[0].cols();
+        assert!(group >= 1 && height >= 1 && cols > 0 && parts.iter().all(|p| p.cols() == cols));
+        let rows: usize = parts.iter().map(|p| p.rows()).sum();
         let per = if f16 { 8 } else { 4 }; // values per texel
         if cols % per != 0 {
             bail!("{name}: {cols} columns are not a multiple of {per}, which the GPU matrix kernels read per texel; use --dtype f32 (multiples of 4) or --device cpu");
@@ -85,7 +82,16 @@ impl WeightTex {
         // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
         // unpack2x16float reads them); padding texels and rows are zero.
         let mut words = vec![0u32; groups * width * 4];
-        for (o, row) in data.chunks_exact(cols).enumerate() {
+        let mut buf = vec![0f32; cols];
+        let all_rows = parts.iter().flat_map(|p| (0..p.rows()).map(move |i| (*p, i)));
+        for (o, (part, i)) in all_rows.enumerate() {
+            let row = match part.as_f32() {
+                Some(v) => &v[i * cols..(i + 1) * cols],
+                None => {
+                    part.row_f32(i, &mut buf);
+                    &buf[..]
+                }
+            };
             let first = (o / group * width + o % group) * 4; // word 0 of texel 0
             for k in 0..cols / per {
                 let dst = &mut words[first + k * group * 4..][..4];
@@ -203,42 +209,49 @@ pub struct GpuWeights {
 
 impl GpuWeights {
     /// Upload `w` (f16 texels when `f16`), stacking Wq;Wk;Wv and W_gate;W_up.
-    pub fn upload(gpu: &Gpu, cfg: &Config, w: &Weights<Vec<f32>>, f16: bool) -> Result<Self> {
-        let (dim, q_dim, kv_dim, hidden) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
+    pub fn upload(gpu: &Gpu, cfg: &Config, w: &Weights<Tensor>, f16: bool) -> Result<Self> {
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         // Weights, uploaded once: matrices in textures, vectors in storage buffers. The Q, K, V
         // projections are stacked into one matrix and so are gate and up (one product each).
-        let vec = |name: &str, v: &[f32]| gpu.upload(name, v);
+        let arch = Arch::for_hf(&cfg.model_type).unwrap_or(&crate::arch::LLAMA);
+        let vec = |name: &str, v: &Tensor| gpu.upload(name, &v.f32s());
         // RMSNorm weights, which matvec reads through its 64 KiB uniform window
-        let norm_vec = |name: &str, v: &[f32]| {
-            let mut padded = v.to_vec();
+        let norm_vec = |name: &str, v: &Tensor| {
+            let mut padded = v.to_f32();
             padded.resize(v.len().max(UNIFORM_X_BYTES as usize / 4), 0.0);
             gpu.upload(name, &padded)
         };
-        let mat = |name: &str, v: &[f32], cols| WeightTex::upload(gpu, name, v, cols, f16);
+        let mat = |name: &str, parts: &[&Tensor]| WeightTex::upload(gpu, name, parts, f16);
         let mut layers = vec![];
         for (l, lw) in w.layers.iter().enumerate() {
             let name = |n: &str| format!("layers.{l}.{n}");
+            let stack = |fields: &[crate::arch::Field]| -> Vec<&Tensor> {
+                fields
+                    .iter()
+                    .map(|&f| lw.field(f).expect("stacked matrices exist"))
+                    .collect()
+            };
             let bqkv = if lw.bq.is_some() || lw.bk.is_some() || lw.bv.is_some() {
-                let part = |b: &Option<Vec<f32>>, n: usize| b.clone().unwrap_or_else(|| vec![0.0; n]);
+                let part = |b: &Option<Tensor>, n: usize| b.as_ref().map_or_else(|| vec![0.0; n], Tensor::to_f32);
                 let stacked = [part(&lw.bq, q_dim), part(&lw.bk, kv_dim), part(&lw.bv, kv_dim)].concat();
-                Some(vec(&name("bq;bk;bv"), &stacked)?)
+                Some(gpu.upload(&name("bq;bk;bv"), &stacked)?)
             } else {
                 None
             };
             layers.push(GpuLayer {
                 attn_norm: norm_vec(&name("attn_norm"), &lw.attn_norm)?,
-                wqkv: mat(&name("wq;wk;wv"), &[&lw.wq[..], &lw.wk, &lw.wv].concat(), dim)?,
+                wqkv: mat(&name("wq;wk;wv"), &stack(&arch.stack_qkv))?,
                 bqkv,
-                wo: mat(&name("wo"), &lw.wo, q_dim)?,
+                wo: mat(&name("wo"), &[&lw.wo])?,
                 bo: lw.bo.as_ref().map(|b| vec(&name("bo"), b)).transpose()?,
                 ffn_norm: norm_vec(&name("ffn_norm"), &lw.ffn_norm)?,
-                w_gate_up: mat(&name("w_gate;w_up"), &[&lw.w_gate[..], &lw.w_up].concat(), dim)?,
-                w_down: mat(&name("w_down"), &lw.w_down, hidden)?,
+                w_gate_up: mat(&name("w_gate;w_up"), &stack(&arch.stack_gate_up))?,
+                w_down: mat(&name("w_down"), &[&lw.w_down])?,
             });
         }
-        let embed = mat("embed", &w.embed, dim)?;
-        let lm_head = w.lm_head.as_ref().map(|h| mat("lm_head", h, dim)).transpose()?;
-        let norm = gpu.upload("norm", &w.norm)?;
+        let embed = mat("embed", &[&w.embed])?;
+        let lm_head = w.lm_head.as_ref().map(|h| mat("lm_head", &[h])).transpose()?;
+        let norm = vec("norm", &w.norm)?;
         Ok(GpuWeights {
             layers,
             embed,

@@ -203,7 +203,12 @@ pub fn bench_kernels(
             } else {
                 w.clone()
             };
-            let tex = WeightTex::upload(gpu, matrix, &w, d, kind.f16)?;
+            let tex = WeightTex::upload(
+                gpu,
+                matrix,
+                &[&crate::weights::Tensor::from_f32(vec![n, d], w.clone())],
+                kind.f16,
+            )?;
             let mut xpad = x.clone();
             xpad.resize(xpad.len().max(16384), 0.0);
             let xb = gpu.upload("x", &xpad)?;
@@ -215,7 +220,7 @@ pub fn bench_kernels(
             run_timed(gpu, &[&op], dims1, "a kernel bench check")?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (n * 4) as u64)?);
             let mut want = vec![0.0; n];
-            ops::matmul(&mut want, &x[..d], &seen, None, d);
+            ops::matmul_f32(&mut want, &x[..d], &seen, None, d);
             let err = validate(&format!("matvec {variant} {matrix} ({n}x{d})"), &got, &want, tol)?;
             let ms = time_ops(gpu, std::slice::from_ref(&op), dims1, 4, repeats)?;
             let gbps = weight_bytes / ms / 1e6;
@@ -246,7 +251,7 @@ pub fn bench_kernels(
             run_timed(gpu, &[&copy, &op], dims, "a kernel bench check")?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (tokens * n * 4) as u64)?);
             let mut want = vec![0.0; tokens * n];
-            ops::matmul(&mut want, &x, &seen, None, d);
+            ops::matmul_f32(&mut want, &x, &seen, None, d);
             let what = format!("to_texture+matmat {variant} {matrix} ({n}x{d}, {tokens} tokens)");
             let err = validate(&what, &got, &want, tol)?;
             let ms = time_ops(gpu, &[copy, op], dims, 1, repeats)?;

@@ -1,6 +1,7 @@
 //! Synthetic models for benchmarks: the configs of known sizes and random weights of any shape.
 
 use crate::sampler::Rng;
+use crate::weights::Tensor;
 
 /// config.json of the SmolLM2 sizes, for `--synthetic NAME` (shapes only; weights are random).
 pub fn synthetic_config(name: &str) -> Option<&'static str> {
@@ -25,27 +26,29 @@ pub fn synthetic_config(name: &str) -> Option<&'static str> {
 }
 
 /// Random weights with the shapes of `cfg`: matrices uniform in ±1/√in, norms 1, biases small.
-pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights::Weights<Vec<f32>> {
+pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights::Weights<Tensor> {
     let mut rng = Rng::new(seed);
-    let mut mat = |rows: usize, cols: usize| -> Vec<f32> {
+    let mut mat = |rows: usize, cols: usize| -> Tensor {
         let a = 1.0 / (cols as f64).sqrt();
-        (0..rows * cols)
+        let v = (0..rows * cols)
             .map(|_| ((rng.next_f64() * 2.0 - 1.0) * a) as f32)
-            .collect()
+            .collect();
+        Tensor::from_f32(vec![rows, cols], v)
     };
+    let vector = |n: usize, x: f32| Tensor::from_f32(vec![n], vec![x; n]);
     let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let layers = (0..cfg.n_layers)
         .map(|_| crate::weights::Layer {
-            attn_norm: vec![1.0; d],
+            attn_norm: vector(d, 1.0),
             wq: mat(q, d),
             wk: mat(kv, d),
             wv: mat(kv, d),
             wo: mat(d, q),
-            bq: cfg.qkv_bias.then(|| vec![0.01; q]),
-            bk: cfg.qkv_bias.then(|| vec![0.01; kv]),
-            bv: cfg.qkv_bias.then(|| vec![0.01; kv]),
-            bo: cfg.o_bias.then(|| vec![0.01; d]),
-            ffn_norm: vec![1.0; d],
+            bq: cfg.qkv_bias.then(|| vector(q, 0.01)),
+            bk: cfg.qkv_bias.then(|| vector(kv, 0.01)),
+            bv: cfg.qkv_bias.then(|| vector(kv, 0.01)),
+            bo: cfg.o_bias.then(|| vector(d, 0.01)),
+            ffn_norm: vector(d, 1.0),
             w_gate: mat(h, d),
             w_up: mat(h, d),
             w_down: mat(d, h),
@@ -54,7 +57,7 @@ pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights:
     crate::weights::Weights {
         embed: mat(cfg.vocab_size, d),
         layers,
-        norm: vec![1.0; d],
+        norm: vector(d, 1.0),
         lm_head: (!cfg.tied_embeddings).then(|| mat(cfg.vocab_size, d)),
     }
 }

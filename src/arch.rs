@@ -1,0 +1,300 @@
+//! Per-architecture facts, in one table each: checkpoint (HF) and GGUF tensor names for every
+//! field of `weights::Weights`, the row order GGUF stores Q/K in, and which matrices the GPU
+//! stacks into one product. Only the Llama family exists today (HF model_type llama, mistral,
+//! qwen2, smollm; GGUF architecture "llama"); a new architecture is a new `Arch` value.
+
+use crate::config::Config;
+use crate::weights::{Layer, Weights};
+
+/// A field of `Weights` / `Layer`, by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Embed,
+    Norm,
+    LmHead,
+    AttnNorm,
+    Wq,
+    Wk,
+    Wv,
+    Wo,
+    Bq,
+    Bk,
+    Bv,
+    Bo,
+    FfnNorm,
+    WGate,
+    WUp,
+    WDown,
+}
+
+impl Field {
+    pub const GLOBAL: [Field; 3] = [Field::Embed, Field::Norm, Field::LmHead];
+    pub const LAYER: [Field; 13] = [
+        Field::AttnNorm,
+        Field::Wq,
+        Field::Wk,
+        Field::Wv,
+        Field::Wo,
+        Field::Bq,
+        Field::Bk,
+        Field::Bv,
+        Field::Bo,
+        Field::FfnNorm,
+        Field::WGate,
+        Field::WUp,
+        Field::WDown,
+    ];
+
+    /// The HF shape `cfg` implies, outermost first.
+    pub fn shape(self, cfg: &Config) -> Vec<usize> {
+        let (d, q, kv, h, v) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
+        match self {
+            Field::Embed | Field::LmHead => vec![v, d],
+            Field::Norm | Field::AttnNorm | Field::FfnNorm | Field::Bo => vec![d],
+            Field::Wq => vec![q, d],
+            Field::Wk | Field::Wv => vec![kv, d],
+            Field::Wo => vec![d, q],
+            Field::Bq => vec![q],
+            Field::Bk | Field::Bv => vec![kv],
+            Field::WGate | Field::WUp => vec![h, d],
+            Field::WDown => vec![d, h],
+        }
+    }
+
+    /// Whether a model with `cfg` has this tensor (it must then be present; otherwise absent).
+    pub fn present(self, cfg: &Config) -> bool {
+        match self {
+            Field::LmHead => !cfg.tied_embeddings,
+            Field::Bq | Field::Bk | Field::Bv => cfg.qkv_bias,
+            Field::Bo => cfg.o_bias,
+            _ => true,
+        }
+    }
+
+    /// Whether this is a per-layer field.
+    pub fn per_layer(self) -> bool {
+        !Self::GLOBAL.contains(&self)
+    }
+}
+
+/// How many heads a tensor's rows split into, for GGUF's Q/K row permutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heads {
+    Query,
+    KeyValue,
+}
+
+/// One architecture's names and layout facts.
+pub struct Arch {
+    /// GGUF `general.architecture`.
+    pub gguf_arch: &'static str,
+    /// HF `model_type` values it covers.
+    pub hf_model_types: &'static [&'static str],
+    /// (field, HF name, GGUF name); per-layer names are suffixes after `model.layers.{l}.` and
+    /// `blk.{l}.`.
+    pub names: &'static [(Field, &'static str, &'static str)],
+    /// Fields whose rows GGUF stores permuted per head (llama.cpp's convert_hf_to_gguf.py
+    /// `LlamaModel.permute` on q_proj / k_proj), to be put back in HF order at load.
+    pub gguf_permuted: &'static [(Field, Heads)],
+    /// The GPU's stacked products: rows of these matrices one after another (Wq; Wk; Wv).
+    pub stack_qkv: [Field; 3],
+    /// W_gate; W_up.
+    pub stack_gate_up: [Field; 2],
+    /// HF tensors that may be present and are ignored (rotary inv_freq buffers).
+    pub hf_ignored_suffixes: &'static [&'static str],
+}
+
+pub const LLAMA: Arch = Arch {
+    gguf_arch: "llama",
+    hf_model_types: &["llama", "mistral", "qwen2", "smollm", "smollm2"],
+    names: &[
+        (Field::Embed, "model.embed_tokens.weight", "token_embd.weight"),
+        (Field::Norm, "model.norm.weight", "output_norm.weight"),
+        (Field::LmHead, "lm_head.weight", "output.weight"),
+        (Field::AttnNorm, "input_layernorm.weight", "attn_norm.weight"),
+        (Field::Wq, "self_attn.q_proj.weight", "attn_q.weight"),
+        (Field::Wk, "self_attn.k_proj.weight", "attn_k.weight"),
+        (Field::Wv, "self_attn.v_proj.weight", "attn_v.weight"),
+        (Field::Wo, "self_attn.o_proj.weight", "attn_output.weight"),
+        (Field::Bq, "self_attn.q_proj.bias", "attn_q.bias"),
+        (Field::Bk, "self_attn.k_proj.bias", "attn_k.bias"),
+        (Field::Bv, "self_attn.v_proj.bias", "attn_v.bias"),
+        (Field::Bo, "self_attn.o_proj.bias", "attn_output.bias"),
+        (Field::FfnNorm, "post_attention_layernorm.weight", "ffn_norm.weight"),
+        (Field::WGate, "mlp.gate_proj.weight", "ffn_gate.weight"),
+        (Field::WUp, "mlp.up_proj.weight", "ffn_up.weight"),
+        (Field::WDown, "mlp.down_proj.weight", "ffn_down.weight"),
+    ],
+    gguf_permuted: &[
+        (Field::Wq, Heads::Query),
+        (Field::Bq, Heads::Query),
+        (Field::Wk, Heads::KeyValue),
+        (Field::Bk, Heads::KeyValue),
+    ],
+    stack_qkv: [Field::Wq, Field::Wk, Field::Wv],
+    stack_gate_up: [Field::WGate, Field::WUp],
+    hf_ignored_suffixes: &["rotary_emb.inv_freq"],
+};
+
+const ARCHS: [&Arch; 1] = [&LLAMA];
+
+impl Arch {
+    /// The architecture of an HF `model_type`.
+    pub fn for_hf(model_type: &str) -> Option<&'static Arch> {
+        ARCHS.into_iter().find(|a| a.hf_model_types.contains(&model_type))
+    }
+
+    /// The architecture of a GGUF `general.architecture`.
+    pub fn for_gguf(arch: &str) -> Option<&'static Arch> {
+        ARCHS.into_iter().find(|a| a.gguf_arch == arch)
+    }
+
+    fn entry(&self, f: Field) -> (&'static str, &'static str) {
+        let &(_, hf, gguf) = self.names.iter().find(|e| e.0 == f).expect("every field is named");
+        (hf, gguf)
+    }
+
+    /// The HF checkpoint name of field `f` (of layer `layer` for per-layer fields).
+    pub fn hf_name(&self, f: Field, layer: usize) -> String {
+        let hf = self.entry(f).0;
+        if f.per_layer() {
+            format!("model.layers.{layer}.{hf}")
+        } else {
+            hf.to_string()
+        }
+    }
+
+    /// A GGUF tensor name -> (field, layer).
+    pub fn parse_gguf(&self, name: &str) -> Option<(Field, usize)> {
+        if let Some(&(f, _, _)) = self.names.iter().find(|e| !e.0.per_layer() && e.2 == name) {
+            return Some((f, 0));
+        }
+        let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+        let layer: usize = layer.parse().ok()?;
+        let &(f, _, _) = self.names.iter().find(|e| e.0.per_layer() && e.2 == rest)?;
+        Some((f, layer))
+    }
+
+    /// GGUF tensor name -> HF tensor name.
+    pub fn gguf_to_hf(&self, name: &str) -> Option<String> {
+        self.parse_gguf(name).map(|(f, l)| self.hf_name(f, l))
+    }
+
+    /// Whether GGUF stores `f`'s rows permuted, and over which heads.
+    pub fn gguf_heads(&self, f: Field) -> Option<Heads> {
+        self.gguf_permuted.iter().find(|e| e.0 == f).map(|e| e.1)
+    }
+
+    /// Whether an HF tensor name is harmless to ignore.
+    pub fn hf_ignored(&self, name: &str) -> bool {
+        self.hf_ignored_suffixes.iter().any(|s| name.ends_with(s))
+    }
+}
+
+impl<T> Layer<T> {
+    /// The layer's tensor for a per-layer field (None for an absent bias).
+    pub fn field(&self, f: Field) -> Option<&T> {
+        match f {
+            Field::AttnNorm => Some(&self.attn_norm),
+            Field::Wq => Some(&self.wq),
+            Field::Wk => Some(&self.wk),
+            Field::Wv => Some(&self.wv),
+            Field::Wo => Some(&self.wo),
+            Field::Bq => self.bq.as_ref(),
+            Field::Bk => self.bk.as_ref(),
+            Field::Bv => self.bv.as_ref(),
+            Field::Bo => self.bo.as_ref(),
+            Field::FfnNorm => Some(&self.ffn_norm),
+            Field::WGate => Some(&self.w_gate),
+            Field::WUp => Some(&self.w_up),
+            Field::WDown => Some(&self.w_down),
+            Field::Embed | Field::Norm | Field::LmHead => None,
+        }
+    }
+
+    /// Build a layer from a function giving each field's tensor (None for absent ones).
+    pub fn from_fn(mut get: impl FnMut(Field) -> Option<T>) -> Option<Self> {
+        Some(Layer {
+            attn_norm: get(Field::AttnNorm)?,
+            wq: get(Field::Wq)?,
+            wk: get(Field::Wk)?,
+            wv: get(Field::Wv)?,
+            wo: get(Field::Wo)?,
+            bq: get(Field::Bq),
+            bk: get(Field::Bk),
+            bv: get(Field::Bv),
+            bo: get(Field::Bo),
+            ffn_norm: get(Field::FfnNorm)?,
+            w_gate: get(Field::WGate)?,
+            w_up: get(Field::WUp)?,
+            w_down: get(Field::WDown)?,
+        })
+    }
+}
+
+impl<T> Weights<T> {
+    /// Build weights from a function giving each (field, layer)'s tensor.
+    pub fn from_fn(n_layers: usize, mut get: impl FnMut(Field, usize) -> Option<T>) -> Option<Self> {
+        let layers = (0..n_layers)
+            .map(|l| Layer::from_fn(|f| get(f, l)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Weights {
+            embed: get(Field::Embed, 0)?,
+            layers,
+            norm: get(Field::Norm, 0)?,
+            lm_head: get(Field::LmHead, 0),
+        })
+    }
+}
+
+/// Undo llama.cpp's Q/K row permutation on `rows` rows of `row_len` items (f32 values, or the
+/// bytes of a row of blocks: whole rows move, so any storage format works). Its converter
+/// reorders each head's rows so that interleaved RoPE (pairs 2i, 2i+1) computes what HF's
+/// rotate-half RoPE (pairs i, i + d/2) computes on the original rows: GGUF row `h*d + 2i + j`
+/// holds HF row `h*d + j*d/2 + i`.
+pub fn unpermute_rows<T: Copy>(data: &mut [T], rows: usize, row_len: usize, n_head: usize) {
+    assert_eq!(data.len(), rows * row_len);
+    let d = rows / n_head;
+    let src = data.to_vec();
+    for h in 0..n_head {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let gguf_row = h * d + 2 * i + j;
+                let hf_row = h * d + j * d / 2 + i;
+                data[hf_row * row_len..(hf_row + 1) * row_len]
+                    .copy_from_slice(&src[gguf_row * row_len..(gguf_row + 1) * row_len]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama_names_round_trip() {
+        let a = Arch::for_gguf("llama").unwrap();
+        assert!(std::ptr::eq(a, Arch::for_hf("qwen2").unwrap()));
+        assert_eq!(a.gguf_to_hf("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            a.gguf_to_hf("blk.12.attn_k.bias").unwrap(),
+            "model.layers.12.self_attn.k_proj.bias"
+        );
+        assert_eq!(a.parse_gguf("blk.3.ffn_up.weight"), Some((Field::WUp, 3)));
+        for bad in [
+            "blk.x.attn_q.weight",
+            "blk.0.attn_qkv.weight",
+            "output.bias",
+            "blk.0.token_embd.weight",
+        ] {
+            assert_eq!(a.parse_gguf(bad), None, "{bad}");
+        }
+        assert_eq!(a.gguf_heads(Field::Wk), Some(Heads::KeyValue));
+        assert_eq!(a.gguf_heads(Field::Wv), None);
+        // every field has exactly one name
+        for f in Field::GLOBAL.iter().chain(&Field::LAYER) {
+            assert_eq!(a.names.iter().filter(|e| e.0 == *f).count(), 1, "{f:?}");
+        }
+    }
+}
