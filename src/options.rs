@@ -85,3 +85,25 @@ impl Default for Options {
         }
     }
 }
+
+/// Which positions' logits a forward returns, per sequence of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Only the last position's (vocab_size,): prefill before sampling, decode.
+    Last,
+    /// Every position's (T, vocab_size): scoring (perplexity, tests).
+    All,
+    /// The last n positions' (n, vocab_size), 1 <= n <= T: checking drafted tokens.
+    LastN(usize),
+}
+
+impl Want {
+    /// Rows returned for a run of `t` tokens.
+    pub fn rows(self, t: usize) -> usize {
+        match self {
+            Want::Last => 1,
+            Want::All => t,
+            Want::LastN(n) => n,
+        }
+    }
+}

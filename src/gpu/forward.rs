@@ -522,7 +522,7 @@ impl GpuModel {
         );
         gpu.check("building the GPU forward pass")?;
         let is_cpu = gpu.is_cpu_adapter();
-        let mut model = GpuModel {
+        let model = GpuModel {
             gpu,
             kind,
             cfg: cfg.clone(),
@@ -550,7 +550,6 @@ impl GpuModel {
             head_all,
             argmax,
         };
-        model.kv.add_seq()?; // sequence 0, the one `forward` runs
         Ok(model)
     }
 }
