@@ -1,17 +1,18 @@
 //! tinfer: a tiny LLM inference engine. Modules in reading order: a token goes from the CLI
-//! (`main.rs`) through the tokenizer into `generate`, which calls `Model::forward` (the device
-//! seam), which runs `cpu::forward` over the weights the loader read.
+//! (`main.rs`) through the tokenizer into the `engine` (`Engine::step`: schedule, forward,
+//! sample), which calls `Model::forward` (the device seam), which runs `cpu::forward` over the
+//! weights the loader read.
 
 pub mod arch; // per architecture: checkpoint and GGUF names, Q/K row order, stacking
 pub mod config; // config.json -> Config (resolved, validated); RoPE tables
 pub mod cpu; // the reference forward pass
-pub mod generate; // prefill + decode loop, stop conditions; perplexity scoring
+pub mod engine; // sequences, Engine::step (prefill chunks, batched decode, stops); perplexity
 pub mod gguf; // GGUF reader: metadata, tensors, dequantisation, tokenizer, chat template
 pub mod gpu; // the same forward pass on WGSL kernels through wgpu
 pub mod kv_cache; // paged KV bookkeeping: block allocator, block tables, slots, sharing
 pub mod loader; // safetensors / GGUF -> Weights<Tensor> (names from arch.rs)
-pub mod model; // the device seam: forward(tokens) -> logits
-pub mod options; // leaf types: Device, Attention, KvLayout, Dtype, Options
+pub mod model; // the device seam: sequences (new_seq/fork/truncate/release), forward(&Batch)
+pub mod options; // leaf types: Device, Attention, KvLayout, Dtype, Options, Want
 pub mod sampler; // greedy / temperature / top-k / top-p / min-p / repetition penalty
 pub mod tokenizer; // HF tokenizers, streaming decode, chat templates
 pub mod weights; // Weights / Layer with shapes; Tensor (format, shape, mapped bytes)

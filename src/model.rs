@@ -1,12 +1,14 @@
-//! The one device seam: a model with its KV cache, and `forward(tokens) -> logits`.
+//! The one device seam: a model with the KV caches of its sequences. A sequence is made with
+//! `new_seq` (or `fork`), shortened with `truncate` and ended with `release`; `forward` runs one
+//! batch of (sequence, next tokens, rows wanted) and returns the logits asked for.
 //! Inputs are checked here (Result with a clear message); inside, the hot path asserts.
 
 use anyhow::{bail, Result};
 
 use crate::config::{Config, RopeTable};
-use crate::cpu::{self, ops::argmax, KvCache, Logits};
+use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
-pub use crate::options::{Attention, Device, Dtype, KvLayout, Options};
+pub use crate::options::{Attention, Batch, Device, Dtype, Entry, KvLayout, Options, SeqId, Want};
 use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.
@@ -18,6 +20,9 @@ pub struct KvUsage {
     /// Fraction of the rows in used pages that hold no position (partly filled last pages).
     pub waste: f64,
 }
+
+/// Logits of the rows an entry asked for, (rows, vocab_size) row-major.
+pub type Logits = Vec<f32>;
 
 pub struct Model {
     pub cfg: Config,
@@ -73,8 +78,7 @@ impl Model {
             });
         }
         let rope = RopeTable::new(&cfg);
-        let mut caches = vec![None; opts.max_seqs];
-        caches[0] = Some(KvCache::new(&cfg));
+        let caches = vec![None; opts.max_seqs];
         Ok(Model {
             cfg,
             backend: Backend::Cpu {
@@ -108,62 +112,68 @@ impl Model {
         }
     }
 
-    /// Positions already in the KV cache of sequence 0 (the one `forward` runs).
-    pub fn pos(&self) -> usize {
-        self.pos_of(0)
-    }
-
-    /// Positions already in the KV cache of sequence `seq`.
-    pub fn pos_of(&self, seq: usize) -> usize {
-        match &self.backend {
-            Backend::Cpu { caches, .. } => caches[seq].as_ref().expect("live sequence").len,
-            Backend::Gpu(g) => g.pos(seq),
-        }
-    }
-
-    /// Forget positions of sequence 0 from `len` on (keep a shared prefix); 0 empties the cache.
-    pub fn truncate(&mut self, len: usize) {
-        let kv_dim = self.cfg.kv_dim();
+    /// A new, empty sequence (the lowest free id).
+    pub fn new_seq(&mut self) -> Result<SeqId> {
         match &mut self.backend {
             Backend::Cpu { caches, .. } => {
-                let cache = caches[0].as_mut().expect("sequence 0 lives");
-                cache.truncate(len.min(cache.len), kv_dim)
+                let id = free_slot(caches)?;
+                caches[id] = Some(KvCache::new(&self.cfg));
+                Ok(SeqId(id))
             }
-            Backend::Gpu(g) => g.truncate(0, len),
+            Backend::Gpu(g) => Ok(SeqId(g.kv.add_seq()?)),
         }
     }
 
     /// A new sequence that continues `parent`: it holds the same positions (on the GPU with a
-    /// paged cache, the same pages, shared until written). Returns its id.
-    pub fn fork(&mut self, parent: usize) -> Result<usize> {
+    /// paged cache, the same pages, shared until written).
+    pub fn fork(&mut self, parent: SeqId) -> Result<SeqId> {
+        self.live(parent)?;
         match &mut self.backend {
             Backend::Cpu { caches, .. } => {
-                let copy = caches[parent].clone().expect("live parent");
-                let id = caches.iter().position(Option::is_none).ok_or_else(|| {
-                    anyhow::anyhow!("too many sequences: all {} are in use; raise --n-seq", caches.len())
-                })?;
-                caches[id] = Some(copy);
-                Ok(id)
+                let id = free_slot(caches)?;
+                caches[id] = caches[parent.0].clone();
+                Ok(SeqId(id))
             }
-            Backend::Gpu(g) => g.fork(parent),
+            Backend::Gpu(g) => Ok(SeqId(g.kv.fork(parent.0)?)),
         }
     }
 
-    /// End sequence `seq` (not 0) and free its cache.
-    pub fn release(&mut self, seq: usize) {
-        assert!(seq != 0, "sequence 0 is never released");
+    /// Positions held in the KV cache of `seq`.
+    pub fn len(&self, seq: SeqId) -> usize {
+        match &self.backend {
+            Backend::Cpu { caches, .. } => caches[seq.0].as_ref().expect("live sequence").len,
+            Backend::Gpu(g) => g.kv.len(seq.0),
+        }
+    }
+
+    /// Forget positions of `seq` from `len` on (keep a shared prefix); 0 empties it.
+    pub fn truncate(&mut self, seq: SeqId, len: usize) {
+        let kv_dim = self.cfg.kv_dim();
         match &mut self.backend {
-            Backend::Cpu { caches, .. } => caches[seq] = None,
-            Backend::Gpu(g) => g.release(seq),
+            Backend::Cpu { caches, .. } => {
+                let cache = caches[seq.0].as_mut().expect("live sequence");
+                cache.truncate(len.min(cache.len), kv_dim)
+            }
+            Backend::Gpu(g) => g.kv.truncate(seq.0, len),
         }
     }
 
-    /// Dispatches of one greedy decode step on the GPU; None on the CPU.
-    /// Per-kernel time of a GPU step of `t` rows (see GpuModel::profile); None on the CPU.
-    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Option<crate::gpu::model::Profile>> {
+    /// End `seq` and free its cache (on the GPU, its pages no other sequence shares).
+    pub fn release(&mut self, seq: SeqId) {
+        match &mut self.backend {
+            Backend::Cpu { caches, .. } => {
+                assert!(caches[seq.0].take().is_some(), "release of a dead sequence {seq:?}")
+            }
+            Backend::Gpu(g) => g.kv.release(seq.0),
+        }
+    }
+
+    /// Per-kernel time of a GPU step of `t` rows at the end of `seq` (see GpuModel::profile);
+    /// None on the CPU.
+    pub fn profile(&mut self, seq: SeqId, t: usize, reps: usize) -> Result<Option<crate::gpu::model::Profile>> {
         match &mut self.backend {
             Backend::Cpu { .. } => Ok(None),
-            Backend::Gpu(g) => g.profile(t, reps).map(Some),
+            Backend::Gpu(g) => g.profile(seq.0, t, reps).map(Some),
         }
     }
 
@@ -175,6 +185,7 @@ impl Model {
         }
     }
 
+    /// Dispatches of one greedy decode step on the GPU; None on the CPU.
     pub fn dispatches_per_token(&self) -> Option<usize> {
         match &self.backend {
             Backend::Cpu { .. } => None,
@@ -195,79 +206,92 @@ impl Model {
         }
     }
 
-    fn check(&self, seq: usize, tokens: &[u32]) -> Result<()> {
-        if tokens.is_empty() {
-            bail!("nothing to run: the token list is empty");
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            bail!(
-                "token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
-            );
-        }
-        let pos = self.pos_of(seq);
-        if pos + tokens.len() > self.cfg.seq_len {
-            bail!(
-                "context full: {pos} tokens in the cache + {} new exceed the model's context of {} tokens",
-                tokens.len(),
-                self.cfg.seq_len
-            );
+    fn live(&self, seq: SeqId) -> Result<()> {
+        let live = match &self.backend {
+            Backend::Cpu { caches, .. } => caches.get(seq.0).is_some_and(Option::is_some),
+            Backend::Gpu(g) => g.kv.seq_ids().any(|s| s == seq.0),
+        };
+        if !live {
+            bail!("sequence {} is not live (never made, or released)", seq.0);
         }
         Ok(())
     }
 
-    /// Run `tokens` at the next positions of sequence 0; logits for the last position or for all.
-    pub fn forward(&mut self, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
-        self.check(0, tokens)?;
-        match &mut self.backend {
-            Backend::Cpu { weights, rope, caches } => Ok(cpu::forward(
-                &self.cfg,
-                weights,
-                rope,
-                caches[0].as_mut().unwrap(),
-                tokens,
-                want,
-            )),
-            Backend::Gpu(g) => g.forward(0, tokens, want),
+    fn check(&self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            bail!("nothing to run: the batch is empty");
         }
-    }
-
-    /// Run `tokens` on sequence 0 and return the most likely next token (the first on ties).
-    /// The GPU picks it on the device and reads back only the id.
-    pub fn forward_argmax(&mut self, tokens: &[u32]) -> Result<u32> {
-        self.check(0, tokens)?;
-        match &mut self.backend {
-            Backend::Cpu { weights, rope, caches } => Ok(argmax(&cpu::forward(
-                &self.cfg,
-                weights,
-                rope,
-                caches[0].as_mut().unwrap(),
-                tokens,
-                Logits::Last,
-            )) as u32),
-            Backend::Gpu(g) => g.forward_argmax(0, tokens),
-        }
-    }
-
-    /// One forward over several sequences, each (sequence, its next tokens): on the GPU one
-    /// pass where it fits (each row with its own position and block table). Returns the last
-    /// position's logits of each, in order.
-    pub fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
-        for (i, &(seq, toks)) in batch.iter().enumerate() {
-            self.check(seq, toks)?;
-            if batch[..i].iter().any(|&(s, _)| s == seq) {
-                bail!("sequence {seq} appears twice in one batch");
+        for (i, e) in batch.iter().enumerate() {
+            self.live(e.seq)?;
+            if batch[..i].iter().any(|o| o.seq == e.seq) {
+                bail!("sequence {} appears twice in one batch", e.seq.0);
+            }
+            if e.tokens.is_empty() {
+                bail!("nothing to run: the token list is empty");
+            }
+            if let Want::LastN(n) = e.want {
+                if n == 0 || n > e.tokens.len() {
+                    bail!("LastN({n}) asks for 1 to {} rows (the tokens run)", e.tokens.len());
+                }
+            }
+            if let Some(&bad) = e.tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                bail!(
+                    "token id {bad} is outside the vocabulary (size {})",
+                    self.cfg.vocab_size
+                );
+            }
+            let pos = self.len(e.seq);
+            if pos + e.tokens.len() > self.cfg.seq_len {
+                bail!(
+                    "context full: {pos} tokens in the cache + {} new exceed the model's context of {} tokens",
+                    e.tokens.len(),
+                    self.cfg.seq_len
+                );
             }
         }
+        Ok(())
+    }
+
+    /// Run each entry's tokens at the next positions of its sequence; per entry, the logits of
+    /// the rows it wants, in batch order. On the GPU several sequences run as one step where
+    /// they fit; a long entry runs in steps.
+    pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Logits>> {
+        self.check(batch)?;
         match &mut self.backend {
             Backend::Cpu { weights, rope, caches } => Ok(batch
                 .iter()
-                .map(|&(seq, toks)| {
-                    let cache = caches[seq].as_mut().expect("live sequence");
-                    cpu::forward(&self.cfg, weights, rope, cache, toks, Logits::Last)
+                .map(|e| {
+                    let cache = caches[e.seq.0].as_mut().expect("live sequence");
+                    cpu::forward(&self.cfg, weights, rope, cache, e.tokens, e.want)
                 })
                 .collect()),
-            Backend::Gpu(g) => g.forward_batch(batch),
+            Backend::Gpu(g) => g.forward(batch),
         }
     }
+
+    /// `forward` of entries that each want `Last`, then the most likely next token of each (the
+    /// first on ties). The GPU picks it on the device for a batch of one sequence and reads back
+    /// only the id: greedy decoding's step.
+    pub fn forward_argmax(&mut self, batch: &Batch) -> Result<Vec<u32>> {
+        if let Some(e) = batch.iter().find(|e| e.want != Want::Last) {
+            bail!(
+                "forward_argmax picks from the last row: sequence {} wants {:?}",
+                e.seq.0,
+                e.want
+            );
+        }
+        self.check(batch)?;
+        match &mut self.backend {
+            Backend::Gpu(g) if batch.len() == 1 => Ok(vec![g.forward_argmax(batch[0].seq.0, batch[0].tokens)?]),
+            _ => Ok(self.forward(batch)?.iter().map(|l| argmax(l) as u32).collect()),
+        }
+    }
+}
+
+/// The lowest free slot of the CPU's caches.
+fn free_slot(caches: &[Option<KvCache>]) -> Result<usize> {
+    caches
+        .iter()
+        .position(Option::is_none)
+        .ok_or_else(|| anyhow::anyhow!("too many sequences: all {} are in use; raise --n-seq", caches.len()))
 }

@@ -85,3 +85,41 @@ impl Default for Options {
         }
     }
 }
+
+/// Which positions' logits a forward returns, per sequence of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Only the last position's (vocab_size,): prefill before sampling, decode.
+    Last,
+    /// Every position's (T, vocab_size): scoring (perplexity, tests).
+    All,
+    /// The last n positions' (n, vocab_size), 1 <= n <= T: checking drafted tokens.
+    LastN(usize),
+}
+
+impl Want {
+    /// Rows returned for a run of `t` tokens.
+    pub fn rows(self, t: usize) -> usize {
+        match self {
+            Want::Last => 1,
+            Want::All => t,
+            Want::LastN(n) => n,
+        }
+    }
+}
+
+/// A live sequence: its KV cache (on the GPU, its block-table row). Made by `Model::new_seq` or
+/// `Model::fork`, ended by `Model::release`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(pub usize);
+
+/// One entry of a batch: run `tokens` at the next positions of `seq`, return the rows `want`s.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+    pub want: Want,
+}
+
+/// What one `forward` runs: each sequence at most once.
+pub type Batch<'a> = [Entry<'a>];

@@ -4,10 +4,9 @@
 mod common;
 use common::*;
 
-use tinfer::cpu::Logits;
 use tinfer::gguf::{dequantize, unpermute_rows, write, GgmlType, Gguf, Value};
 use tinfer::loader;
-use tinfer::model::{Device, Model};
+use tinfer::model::{Device, Model, Want};
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -149,8 +148,9 @@ fn gguf_route_equals_safetensors_route() {
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 % 256) as u32).collect();
     let mut ma = Model::new(a.cfg.clone(), a.weights.take().unwrap(), Device::Cpu, None).unwrap();
     let mut mb = Model::new(b.cfg.clone(), b.weights.take().unwrap(), Device::Cpu, None).unwrap();
-    let la = ma.forward(&tokens, Logits::All).unwrap();
-    let lb = mb.forward(&tokens, Logits::All).unwrap();
+    let (sa, sb) = (ma.new_seq().unwrap(), mb.new_seq().unwrap());
+    let la = ma.fwd(sa, &tokens, Want::All).unwrap();
+    let lb = mb.fwd(sb, &tokens, Want::All).unwrap();
     assert_eq!(la, lb);
     // and the synthesised tokenizer is byte-level over the 256 tokens
     let tok = a.tokenizer.as_ref().expect("tokenizer from GGUF metadata");

@@ -5,10 +5,7 @@
 mod common;
 use common::*;
 
-use tinfer::cpu::Logits;
-use tinfer::generate::generate;
-use tinfer::model::{Attention, Device, Dtype, KvLayout, Model, Options};
-use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::model::{Attention, Device, Dtype, Entry, KvLayout, Model, Options, Want};
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -18,8 +15,9 @@ fn tiny_logits_match_hf(name: &str) {
     for input in ["random", "arange"] {
         let tokens = ids(&golden["inputs"][input]["ids"]);
         let (_, want) = read_npy(&fixtures().join(name).join(format!("{input}.logits.npy")));
-        m.truncate(0);
-        let got = m.forward(&tokens, Logits::All).unwrap();
+        let s = m.new_seq().unwrap();
+        let got = m.fwd(s, &tokens, Want::All).unwrap();
+        m.release(s);
         assert_close(&format!("gpu {name} {input}"), &got, &want, TINY_VS_HF);
     }
     // KV-cache decoding on the device, step by step against HF.
@@ -44,23 +42,24 @@ fn prefill_equals_single_steps_and_cpu() {
     };
     let (mut c, _) = cpu_model(&fixtures().join("tiny-qwen2"));
     let tokens: Vec<u32> = (0..37).map(|i| (i * 71 + 5) % 256).collect();
-    let all = g.forward(&tokens, Logits::All).unwrap();
-    g.truncate(0);
+    let (gs, cs) = (g.new_seq().unwrap(), c.new_seq().unwrap());
+    let all = g.fwd(gs, &tokens, Want::All).unwrap();
+    g.truncate(gs, 0);
     let mut steps = vec![];
     for &t in &tokens {
-        steps.extend(g.forward(&[t], Logits::Last).unwrap());
+        steps.extend(g.fwd(gs, &[t], Want::Last).unwrap());
     }
     assert_close("gpu prefill vs single steps", &all, &steps, GPU_PREFILL_VS_DECODE);
-    let cpu = c.forward(&tokens, Logits::All).unwrap();
+    let cpu = c.fwd(cs, &tokens, Want::All).unwrap();
     assert_close("gpu vs cpu", &all, &cpu, TINY_VS_HF);
     // the device's argmax after a prefill equals the CPU's choice
-    g.truncate(0);
-    c.truncate(0);
-    assert_eq!(g.forward_argmax(&tokens).unwrap(), c.forward_argmax(&tokens).unwrap());
+    g.truncate(gs, 0);
+    c.truncate(cs, 0);
+    assert_eq!(g.argmax_of(gs, &tokens).unwrap(), c.argmax_of(cs, &tokens).unwrap());
 }
 
-/// With a tiny binding limit a step can return only a few rows of logits, so `Logits::All` runs
-/// in several steps: the results are the same as in one.
+/// With a tiny binding limit a step can return only a few rows of logits, so `Want::All` (and
+/// `LastN`) runs in several steps: the results are the same as in one.
 #[test]
 fn logits_split_over_steps_give_the_same_logits() {
     let Some(req) = gpu_request() else { return };
@@ -70,10 +69,16 @@ fn logits_split_over_steps_give_the_same_logits() {
     let mut split = Model::new_gpu_with_binding_limit(l.cfg.clone(), &w, &req, 4096).unwrap();
     let mut whole = Model::new_gpu_with_binding_limit(l.cfg.clone(), &w, &req, 1 << 30).unwrap();
     let tokens: Vec<u32> = (0..11).map(|i| (i * 29 + 3) % 256).collect();
-    let a = split.forward(&tokens, Logits::All).unwrap();
-    let b = whole.forward(&tokens, Logits::All).unwrap();
+    let (ss, sw) = (split.new_seq().unwrap(), whole.new_seq().unwrap());
+    let a = split.fwd(ss, &tokens, Want::All).unwrap();
+    let b = whole.fwd(sw, &tokens, Want::All).unwrap();
     assert_eq!(a.len(), tokens.len() * 256);
     assert_close("split vs whole", &a, &b, EXACT);
+    for n in [1, 4, 11] {
+        split.truncate(ss, 0);
+        let last = split.fwd(ss, &tokens, Want::LastN(n)).unwrap();
+        assert_close(&format!("split LastN({n}) vs All"), &last, &a[(11 - n) * 256..], EXACT);
+    }
 }
 
 /// The f16 weights (f32 accumulation) against HF on the tiny models at every position, within
@@ -99,15 +104,16 @@ fn f16_weights_match_hf_and_plain_kernels() {
         for input in ["random", "arange"] {
             let tokens = ids(&golden["inputs"][input]["ids"]);
             let (_, want) = read_npy(&dir.join(format!("{input}.logits.npy")));
-            m.truncate(0);
-            let got = m.forward(&tokens, Logits::All).unwrap();
+            let (s, ps) = (m.new_seq().unwrap(), p.new_seq().unwrap());
+            let got = m.fwd(s, &tokens, Want::All).unwrap();
+            m.release(s);
             assert_close(&format!("f16 {name} {input}"), &got, &want, F16_VS_HF);
             eprintln!(
                 "f16 {name} {input}: max |error| vs HF {:.2e}",
                 max_abs_diff(&got, &want)
             );
-            let got_plain = p.forward(&tokens, Logits::All).unwrap();
-            p.truncate(0);
+            let got_plain = p.fwd(ps, &tokens, Want::All).unwrap();
+            p.release(ps);
             assert_close(
                 &format!("plain vs subgroup kernels, {name} {input}"),
                 &got_plain,
@@ -153,10 +159,8 @@ fn smollm2_f16_gpu_matches_hf() {
         .iter()
         .find(|p| p["kind"] == "chat")
         .unwrap();
-    let mut sampler = Sampler::new(SamplerConfig::default());
-    m.truncate(0);
-    let out = generate(&mut m, &ids(&chat["ids"]), &[], &mut sampler, 32, |_| Ok(())).unwrap();
-    let text = loaded.tokenizer.as_ref().unwrap().decode(&out.tokens, true).unwrap();
+    let (_, out) = greedy(m, &ids(&chat["ids"]), 32);
+    let text = loaded.tokenizer.as_ref().unwrap().decode(&out, true).unwrap();
     assert_eq!(text, chat["expect"]["text"].as_str().unwrap());
 }
 
@@ -177,7 +181,7 @@ fn smollm2_gpu_matches_hf() {
 #[test]
 fn smollm2_gpu_generate_and_cpu_agree() {
     let Some(dir) = smollm2_dir() else { return };
-    let Some((mut g, loaded)) = gpu_model(&dir) else { return };
+    let Some((g, loaded)) = gpu_model(&dir) else { return };
     let idx = read_json(&fixtures().join("smollm2/index.json"));
     let chat = idx["prompts"]
         .as_array()
@@ -185,16 +189,15 @@ fn smollm2_gpu_generate_and_cpu_agree() {
         .iter()
         .find(|p| p["kind"] == "chat")
         .unwrap();
-    let mut sampler = Sampler::new(SamplerConfig::default());
-    let out = generate(&mut g, &ids(&chat["ids"]), &[], &mut sampler, 32, |_| Ok(())).unwrap();
-    let text = loaded.tokenizer.as_ref().unwrap().decode(&out.tokens, true).unwrap();
+    let (mut g, out) = greedy(g, &ids(&chat["ids"]), 32);
+    let text = loaded.tokenizer.as_ref().unwrap().decode(&out, true).unwrap();
     assert_eq!(text, chat["expect"]["text"].as_str().unwrap());
 
     let (mut c, _) = cpu_model(&dir);
     let prompt = ids(&idx["prompts"][0]["ids"]);
-    g.truncate(0);
-    let a = g.forward(&prompt, Logits::Last).unwrap();
-    let b = c.forward(&prompt, Logits::Last).unwrap();
+    let (gs, cs) = (g.new_seq().unwrap(), c.new_seq().unwrap());
+    let a = g.fwd(gs, &prompt, Want::Last).unwrap();
+    let b = c.fwd(cs, &prompt, Want::Last).unwrap();
     assert_close("smollm2 gpu vs cpu", &a, &b, SMOLLM2_VS_HF);
     eprintln!("smollm2 prose: gpu vs cpu max |diff| {:.2e}", max_abs_diff(&a, &b));
 }
@@ -218,9 +221,10 @@ fn attention_variants_and_kv_layouts_give_the_same_logits() {
     let tokens: Vec<u32> = (0..300).map(|i| (i * 37 + 11) % 256).collect();
     let run = |attention, kv| {
         let (mut m, _) = gpu_model_with(&dir, &opts(attention, kv, 1))?;
-        let mut out = m.forward(&tokens[..290], Logits::All).unwrap();
+        let s = m.new_seq().unwrap();
+        let mut out = m.fwd(s, &tokens[..290], Want::All).unwrap();
         for &t in &tokens[290..] {
-            out.extend(m.forward(&[t], Logits::Last).unwrap());
+            out.extend(m.fwd(s, &[t], Want::Last).unwrap());
         }
         Some(out)
     };
@@ -267,18 +271,28 @@ fn forked_sequences_share_pages_and_match_unshared_ones() {
         )
         .unwrap()
     };
-    shared.forward(&prompt, Logits::Last).unwrap();
-    cpu.forward(&prompt, Logits::Last).unwrap();
-    let (a, b) = (shared.fork(0).unwrap(), shared.fork(0).unwrap());
-    assert_eq!((cpu.fork(0).unwrap(), cpu.fork(0).unwrap()), (a, b));
+    let s0 = shared.new_seq().unwrap();
+    assert_eq!(cpu.new_seq().unwrap(), s0);
+    shared.fwd(s0, &prompt, Want::Last).unwrap();
+    cpu.fwd(s0, &prompt, Want::Last).unwrap();
+    let (a, b) = (shared.fork(s0).unwrap(), shared.fork(s0).unwrap());
+    assert_eq!((cpu.fork(s0).unwrap(), cpu.fork(s0).unwrap()), (a, b));
     let pages_after_fork = shared.kv_usage().unwrap().pages_used;
     assert_eq!(pages_after_fork, 5, "forks share the prompt's 5 pages");
     let mut steps = vec![];
     for step in 0..20u32 {
         let toks = [[step % 256], [(step * 7 + 1) % 256], [(step * 13 + 2) % 256]];
-        let batch = [(0, &toks[0][..]), (a, &toks[1][..]), (b, &toks[2][..])];
-        let got = shared.forward_batch(&batch).unwrap();
-        let want = cpu.forward_batch(&batch).unwrap();
+        let batch: Vec<Entry> = [s0, a, b]
+            .iter()
+            .zip(&toks)
+            .map(|(&seq, t)| Entry {
+                seq,
+                tokens: t,
+                want: Want::Last,
+            })
+            .collect();
+        let got = shared.forward(&batch).unwrap();
+        let want = cpu.forward(&batch).unwrap();
         for i in 0..3 {
             assert_close(
                 &format!("step {step} sequence {i}: gpu batch vs cpu"),
@@ -299,9 +313,10 @@ fn forked_sequences_share_pages_and_match_unshared_ones() {
         .map(|&i| (i, steps.iter().map(move |(t, _)| t[i][0])))
     {
         let (mut alone, _) = gpu_model_with(&dir, &opts(Attention::Flash, KvLayout::Paged, 1)).unwrap();
-        alone.forward(&prompt, Logits::Last).unwrap();
+        let s = alone.new_seq().unwrap();
+        alone.fwd(s, &prompt, Want::Last).unwrap();
         for (step, tok) in seq_tokens.enumerate() {
-            let got = alone.forward(&[tok], Logits::Last).unwrap();
+            let got = alone.fwd(s, &[tok], Want::Last).unwrap();
             assert_close(
                 &format!("sequence {i} step {step}: alone vs shared"),
                 &got,
@@ -327,11 +342,12 @@ fn kv_cache_full_is_an_error() {
     let Some((mut m, _)) = gpu_model_with(&dir, &o) else {
         return;
     };
-    m.forward(&[1; 20], Logits::Last).unwrap();
-    let e = m.forward(&[1; 20], Logits::Last).unwrap_err().to_string();
+    let s = m.new_seq().unwrap();
+    m.fwd(s, &[1; 20], Want::Last).unwrap();
+    let e = m.fwd(s, &[1; 20], Want::Last).unwrap_err().to_string();
     assert!(e.contains("KV cache full") && e.contains("--kv-blocks"), "{e}");
-    assert_eq!(m.pos(), 20);
-    m.forward(&[1; 12], Logits::Last).unwrap(); // what still fits the two pages
+    assert_eq!(m.len(s), 20);
+    m.fwd(s, &[1; 12], Want::Last).unwrap(); // what still fits the two pages
 }
 
 /// A prompt filling the whole context (8192 positions, 512 pages, split-K over 32 partitions on
@@ -348,14 +364,32 @@ fn a_prompt_as_long_as_the_context_works() {
     let (mut g, _) = gpu_model(&dir).unwrap();
     let (mut c, _) = cpu_model(&dir);
     let tokens: Vec<u32> = (0..8192u32).map(|i| (i * 7919 + i / 3) % 256).collect();
-    let got = g.forward(&tokens[..8190], Logits::Last).unwrap();
-    let want = c.forward(&tokens[..8190], Logits::Last).unwrap();
+    let (gs, cs) = (g.new_seq().unwrap(), c.new_seq().unwrap());
+    let got = g.fwd(gs, &tokens[..8190], Want::Last).unwrap();
+    let want = c.fwd(cs, &tokens[..8190], Want::Last).unwrap();
     assert_close("8190-token prompt: gpu vs cpu", &got, &want, TINY_VS_HF);
     for &t in &tokens[8190..] {
-        let got = g.forward(&[t], Logits::Last).unwrap();
-        let want = c.forward(&[t], Logits::Last).unwrap();
+        let got = g.fwd(gs, &[t], Want::Last).unwrap();
+        let want = c.fwd(cs, &[t], Want::Last).unwrap();
         assert_close("decode at the end of the context", &got, &want, TINY_VS_HF);
     }
-    let e = g.forward(&[1], Logits::Last).unwrap_err().to_string();
+    let e = g.fwd(gs, &[1], Want::Last).unwrap_err().to_string();
     assert!(e.contains("context full"), "{e}");
+}
+
+/// The sequence lifecycle on the GPU, paged (forks share pages, copy on write) and contiguous:
+/// random new_seq / fork / truncate / release and batched forwards give the logits of fresh
+/// sequences that ran the same tokens in one prefill, and releasing every sequence frees every
+/// page.
+#[test]
+fn sequence_lifecycle_matches_fresh_runs() {
+    let dir = fixtures().join("tiny-qwen2");
+    for (kv, seed) in [(KvLayout::Paged, 3), (KvLayout::Contiguous, 4)] {
+        let Some((mut m, _)) = gpu_model_with(&dir, &opts(Attention::Flash, kv, 4)) else {
+            return;
+        };
+        let (mut fresh, _) = gpu_model_with(&dir, &opts(Attention::Flash, kv, 1)).unwrap();
+        // at most 3 live in a pool of 4 contexts: sequences sharing a page each count a copy
+        check_seq_lifecycle(&mut m, &mut fresh, 3, 80, seed, GPU_PREFILL_VS_DECODE);
+    }
 }

@@ -6,11 +6,9 @@ mod common;
 use common::*;
 
 use serde_json::Value as Json;
-use tinfer::cpu::Logits;
-use tinfer::generate::{generate, score};
+use tinfer::engine::score::score;
 use tinfer::loader::{self, Loaded};
-use tinfer::model::{Device, Model};
-use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::model::{Device, Model, Want};
 use tinfer::tokenizer::{Message, TokenStream};
 
 fn load(path: &std::path::Path) -> (Model, Loaded) {
@@ -106,17 +104,16 @@ fn logits_nll_and_greedy_match_hf() {
         }
         check_golden_prompt(&mut m, p, "cpu");
         let (cont, tie) = greedy_and_tie(p);
-        m.truncate(0);
-        let mut sampler = Sampler::new(SamplerConfig::default());
-        let got = generate(&mut m, &prompt, &[], &mut sampler, 32, |_| Ok(())).unwrap();
+        let got;
+        (m, got) = greedy(m, &prompt, 32);
         let n = tie.min(cont.len());
         assert_eq!(
-            got.tokens[..n.min(got.tokens.len())],
+            got[..n.min(got.len())],
             cont[..n],
             "{name}: greedy ids before the near-tie at step {tie}"
         );
         if tie >= cont.len() {
-            assert_eq!(got.tokens, cont, "{name}: greedy ids");
+            assert_eq!(got, cont, "{name}: greedy ids");
         }
         if prompt.len() > 1 {
             let s = score(&mut m, &prompt, prompt.len()).unwrap();
@@ -137,9 +134,10 @@ fn gguf_route_equals_converted_directory() {
     let (mut a, la) = load(&gguf);
     let (mut b, _) = load(&dir);
     assert_eq!(a.cfg, b.cfg);
+    let (sa, sb) = (a.new_seq().unwrap(), b.new_seq().unwrap());
     assert_eq!(
-        a.forward(&prompt, Logits::Last).unwrap(),
-        b.forward(&prompt, Logits::Last).unwrap()
+        a.fwd(sa, &prompt, Want::Last).unwrap(),
+        b.fwd(sb, &prompt, Want::Last).unwrap()
     );
     let ta = la.tokenizer.as_ref().unwrap();
     let tb = loader::load_tokenizer(&dir).unwrap();

@@ -4,10 +4,9 @@
 mod common;
 use common::*;
 
-use tinfer::cpu::Logits;
-use tinfer::generate::score;
+use tinfer::engine::score::score;
 use tinfer::loader;
-use tinfer::model::{Device, Model};
+use tinfer::model::{Device, Model, Want};
 
 fn model(name: &str) -> Model {
     let mut l = loader::load(&fixtures().join(name)).unwrap();
@@ -21,8 +20,9 @@ fn logits_at_every_position(name: &str) {
         let tokens = ids(&golden["inputs"][input]["ids"]);
         let (shape, want) = read_npy(&fixtures().join(name).join(format!("{input}.logits.npy")));
         assert_eq!(shape, [tokens.len(), m.cfg.vocab_size]);
-        m.truncate(0);
-        let got = m.forward(&tokens, Logits::All).unwrap();
+        let s = m.new_seq().unwrap();
+        let got = m.fwd(s, &tokens, Want::All).unwrap();
+        m.release(s);
         assert_close(&format!("{name} {input} logits"), &got, &want, TINY_VS_HF);
         // mean NLL over the same positions, through the perplexity path
         let s = score(&mut m, &tokens, tokens.len()).unwrap();
@@ -67,33 +67,40 @@ fn chunked_prefill_equals_one_pass() {
     let golden = read_json(&fixtures().join("tiny-qwen2/golden.json"));
     let tokens = ids(&golden["inputs"]["random"]["ids"]);
     let mut m = model("tiny-qwen2");
-    let whole = m.forward(&tokens, Logits::All).unwrap();
+    let s = m.new_seq().unwrap();
+    let whole = m.fwd(s, &tokens, Want::All).unwrap();
     for chunk in [1, 3, 17] {
-        m.truncate(0);
+        m.truncate(s, 0);
         let mut parts = vec![];
         for c in tokens.chunks(chunk) {
-            parts.extend(m.forward(c, Logits::All).unwrap());
+            parts.extend(m.fwd(s, c, Want::All).unwrap());
         }
         assert_eq!(parts.len(), whole.len());
         let d = max_abs_diff(&parts, &whole);
         assert!(d == 0.0, "chunks of {chunk}: max difference {d:e} from one pass");
     }
     // Truncating to a prefix and re-running the rest gives the same logits again.
-    m.truncate(10);
-    let tail = m.forward(&tokens[10..], Logits::All).unwrap();
+    m.truncate(s, 10);
+    let tail = m.fwd(s, &tokens[10..], Want::All).unwrap();
     assert_eq!(tail, whole[10 * m.cfg.vocab_size..]);
 }
 
 #[test]
 fn forward_rejects_bad_input() {
     let mut m = model("tiny-llama-gqa");
-    let e = m.forward(&[300], Logits::Last).unwrap_err().to_string();
+    let s = m.new_seq().unwrap();
+    let e = m.fwd(s, &[300], Want::Last).unwrap_err().to_string();
     assert!(e.contains("outside the vocabulary"), "{e}");
-    let e = m.forward(&[], Logits::Last).unwrap_err().to_string();
+    let e = m.fwd(s, &[], Want::Last).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
     let long = vec![1u32; m.cfg.seq_len + 1];
-    let e = m.forward(&long, Logits::Last).unwrap_err().to_string();
+    let e = m.fwd(s, &long, Want::Last).unwrap_err().to_string();
     assert!(e.contains("context full"), "{e}");
+    let e = m.fwd(s, &[1, 2], Want::LastN(3)).unwrap_err().to_string();
+    assert!(e.contains("LastN(3)"), "{e}");
+    m.release(s);
+    let e = m.fwd(s, &[1], Want::Last).unwrap_err().to_string();
+    assert!(e.contains("not live"), "{e}");
 }
 
 /// The tiny fixtures carry a byte-level tokenizer (id = byte) so the CLI can run them; the
@@ -103,5 +110,21 @@ fn tiny_fixture_tokenizers_are_byte_level() {
     for name in ["tiny-llama-gqa", "tiny-qwen2"] {
         let committed = read_json(&fixtures().join(name).join("tokenizer.json"));
         assert_eq!(committed, byte_tokenizer_json(), "{name}/tokenizer.json");
+    }
+}
+
+/// The sequence lifecycle on the CPU: random new_seq / fork / truncate / release and batched
+/// forwards give exactly the logits of fresh sequences that ran the same tokens.
+#[test]
+fn sequence_lifecycle_matches_fresh_runs() {
+    for (name, seed) in [("tiny-llama-gqa", 1), ("tiny-qwen2", 2)] {
+        let mut l = loader::load(&fixtures().join(name)).unwrap();
+        let opts = tinfer::model::Options {
+            max_seqs: 4,
+            ..Default::default()
+        };
+        let mut m = Model::with_options(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu, None, &opts).unwrap();
+        let mut fresh = model(name);
+        check_seq_lifecycle(&mut m, &mut fresh, 4, 120, seed, EXACT);
     }
 }

@@ -225,9 +225,15 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                 model.cfg.seq_len
             );
         }
-        model.forward(&vec![1; a.profile_at], tinfer::cpu::Logits::Last)?; // the context of the profiled steps
+        let seq = model.new_seq()?;
+        let context = vec![1; a.profile_at]; // the context of the profiled steps
+        model.forward(&[tinfer::model::Entry {
+            seq,
+            tokens: &context,
+            want: tinfer::model::Want::Last,
+        }])?;
         for t in [1, rows] {
-            if let Some(p) = model.profile(t, a.repeats.max(3))? {
+            if let Some(p) = model.profile(seq, t, a.repeats.max(3))? {
                 let total: f64 = p.kernels.iter().map(|r| r.2).sum();
                 eprintln!(
                     "\nprofile of one step of {t} row(s): {total:.2} ms in kernels, {:.2} ms as one submit",
@@ -239,7 +245,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                 }
             }
         }
-        model.truncate(0);
+        model.release(seq);
     }
     let dtype = model.dtype_name();
     let bytes = tinfer::tools::bench_model::weight_bytes_per_token(&model.cfg, if dtype == "f16" { 2 } else { 4 });

@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::args::{BenchWhat, Cli, Command, ModelArgs};
-use tinfer::generate::{generate, generate_many, score, Generation};
+use tinfer::engine::score::score;
+use tinfer::engine::{Engine, Sequence, Stop};
 use tinfer::loader::{self, Loaded};
 use tinfer::model::{Device, Model};
 use tinfer::sampler::{Sampler, SamplerConfig};
@@ -61,26 +62,19 @@ pub fn prompt_text(prompt: Option<String>) -> Result<String> {
     })
 }
 
-/// Generate and stream the decoded text to stdout.
+/// Step the engine until sequence `h` finishes, streaming its decoded text to stdout.
 /// A newline ends the text when `newline` (interactive chat) or when stdout is a terminal.
-pub fn stream(
-    model: &mut Model,
-    tok: &Tokenizer,
-    prompt: &[u32],
-    context: &[u32],
-    sampler: &mut Sampler,
-    max: usize,
-    newline: bool,
-) -> Result<Generation> {
+pub fn stream(engine: &mut Engine, h: usize, tok: &Tokenizer, newline: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut ts = TokenStream::new(tok);
-    let g = generate(model, prompt, context, sampler, max, |id| {
-        if let Some(text) = ts.push(id)? {
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
+    while !engine.get(h).is_finished() {
+        for (_, id) in engine.step()?.into_iter().filter(|&(s, _)| s == h) {
+            if let Some(text) = ts.push(id)? {
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+            }
         }
-        Ok(())
-    })?;
+    }
     if let Some(text) = ts.finish()? {
         out.write_all(text.as_bytes())?;
     }
@@ -88,7 +82,7 @@ pub fn stream(
         writeln!(out)?;
     }
     out.flush()?;
-    Ok(g)
+    Ok(())
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -101,11 +95,11 @@ pub fn run(cli: Cli) -> Result<()> {
             sample,
         } => {
             let text = prompt_text(prompt)?;
-            let mut sampler = sample.sampler()?;
+            let sampler = sample.sampler()?;
             if n_seq == 0 || n_seq > 64 {
                 bail!("--n-seq must be between 1 and 64, got {n_seq}");
             }
-            let (mut model, loaded) = load_seqs(&margs, n_seq)?;
+            let (model, loaded) = load_seqs(&margs, n_seq)?;
             let tok = need_tokenizer(&loaded)?;
             let ids = tok.encode(&text)?;
             if n_seq > 1 {
@@ -118,7 +112,12 @@ pub fn run(cli: Cli) -> Result<()> {
                         })
                     })
                     .collect();
-                let (gens, kv) = generate_many(&mut model, &ids, &mut samplers, sample.max_tokens)?;
+                let first = samplers.remove(0);
+                let stop = Stop::new(&model.cfg, sample.max_tokens);
+                let mut engine = Engine::new(model);
+                let seqs = engine.run(Sequence::new(ids, first, stop).with_forks(samplers))?;
+                let gens: Vec<_> = seqs.iter().map(Sequence::generation).collect();
+                let kv = engine.kv_usage();
                 let mut out = std::io::stdout().lock();
                 for (i, g) in gens.iter().enumerate() {
                     let body = tok.decode(&g.tokens, true)?;
@@ -145,8 +144,12 @@ pub fn run(cli: Cli) -> Result<()> {
             if echo {
                 print!("{text}");
             }
-            let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens, false)?;
-            eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
+            let stop = Stop::new(&model.cfg, sample.max_tokens);
+            let mut engine = Engine::new(model);
+            let h = engine.add(Sequence::new(ids, sampler, stop))?;
+            stream(&mut engine, h, tok, false)?;
+            let s = engine.take(h);
+            eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
         }
         Command::Chat {
             model: margs,
@@ -154,18 +157,22 @@ pub fn run(cli: Cli) -> Result<()> {
             prompt,
             sample,
         } => {
-            let mut sampler = sample.sampler()?;
-            let (mut model, loaded) = load(&margs)?;
+            let sampler = sample.sampler()?;
+            let (model, loaded) = load(&margs)?;
             let tok = need_tokenizer(&loaded)?;
+            let stop = Stop::new(&model.cfg, sample.max_tokens);
+            let mut engine = Engine::new(model);
             let mut messages: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
             if let Some(p) = prompt {
                 messages.push(Message::new("user", &p));
                 let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
-                let g = stream(&mut model, tok, &ids, &[], &mut sampler, sample.max_tokens, false)?;
-                eprintln!("{} | seed {}", g.stats(), sampler.cfg.seed);
+                let h = engine.add(Sequence::new(ids, sampler, stop))?;
+                stream(&mut engine, h, tok, false)?;
+                let s = engine.take(h);
+                eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
                 return Ok(());
             }
-            chat_loop(&mut model, tok, messages, &mut sampler, sample.max_tokens)?;
+            chat_loop(&mut engine, tok, messages, sampler, stop)?;
         }
         Command::Tokenize {
             model: margs,
@@ -225,16 +232,17 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// Interactive multi-turn chat. The KV cache keeps the conversation: each turn only the tokens
-/// after the longest prefix shared with what the cache holds are run.
+/// Interactive multi-turn chat. One sequence keeps the conversation: each turn only the tokens
+/// after the longest prefix shared with what its cache holds are run.
 pub fn chat_loop(
-    model: &mut Model,
+    engine: &mut Engine,
     tok: &Tokenizer,
     system: Vec<Message>,
-    sampler: &mut Sampler,
-    max: usize,
+    mut sampler: Sampler,
+    stop: Stop,
 ) -> Result<()> {
     let mut messages = system.clone();
+    let id = engine.model.new_seq()?;
     let mut cached: Vec<u32> = vec![]; // the tokens whose K/V the cache holds
     let stdin = std::io::stdin();
     eprintln!("chat: type a message, /reset to start over, /exit or Ctrl-D to quit");
@@ -258,22 +266,30 @@ pub fn chat_loop(
         let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
         let mut shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
         shared = shared.min(ids.len() - 1); // run at least one token to get logits
-        model.truncate(shared);
+        engine.model.truncate(id, shared);
         cached.truncate(shared);
-        let g = match stream(model, tok, &ids[shared..], &cached, sampler, max, true) {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                model.truncate(0);
-                cached.clear();
-                messages.pop();
-                continue;
+        let seq = Sequence::new(ids[shared..].to_vec(), sampler, stop.clone()).continuing(id, cached.clone());
+        let (s, result) = match engine.validate(&seq) {
+            Err(e) => (seq, Err(e)),
+            Ok(()) => {
+                let h = engine.add(seq)?;
+                let r = stream(engine, h, tok, true);
+                (engine.take(h), r)
             }
         };
+        let g = s.generation();
+        sampler = s.sampler;
+        if let Err(e) = result {
+            eprintln!("error: {e:#}");
+            engine.model.truncate(id, 0);
+            cached.clear();
+            messages.pop();
+            continue;
+        }
         cached.extend_from_slice(&ids[shared..]);
         cached.extend_from_slice(&g.tokens[..g.tokens.len().saturating_sub(1)]);
         // The last sampled token was never run through the model: it is not in the cache.
-        model.truncate(cached.len());
+        engine.model.truncate(id, cached.len());
         messages.push(Message::new("assistant", &tok.decode(&g.tokens, true)?));
         eprintln!("[{}]", g.stats());
     }

@@ -4,6 +4,7 @@
 
 use super::ops::{add, attention, matmul, rmsnorm, rope, swiglu};
 use crate::config::{Config, RopeTable};
+use crate::options::Want;
 use crate::weights::{Tensor, Weights};
 
 /// Keys and values of every position so far, per layer. Grows as tokens are added.
@@ -32,22 +33,13 @@ impl KvCache {
     }
 }
 
-/// Which positions' logits to compute.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// Only the last position's (vocab_size,): prefill before sampling.
-    Last,
-    /// Every position's (T, vocab_size): scoring (perplexity, tests).
-    All,
-}
-
 pub fn forward(
     cfg: &Config,
     w: &Weights<Tensor>,
     rope_table: &RopeTable,
     cache: &mut KvCache,
     tokens: &[u32],
-    want: Logits,
+    want: Want,
 ) -> Vec<f32> {
     let (dim, hd, q_dim, kv_dim, hidden) = (cfg.dim, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let t_n = tokens.len();
@@ -114,10 +106,7 @@ pub fn forward(
     cache.len += t_n;
 
     // Final norm and LM head, for the rows asked for.
-    let rows = match want {
-        Logits::Last => &x[(t_n - 1) * dim..],
-        Logits::All => &x[..],
-    };
+    let rows = &x[(t_n - want.rows(t_n)) * dim..];
     let mut xn = vec![0f32; rows.len()];
     rmsnorm(&mut xn, rows, &w.norm.f32s(), cfg.norm_eps);
     let mut logits = vec![0f32; rows.len() / dim * cfg.vocab_size];

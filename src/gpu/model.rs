@@ -13,7 +13,7 @@ use super::kernels::{
 use super::launch::{AttnShape, Fused, Launch};
 use super::weights::GpuWeights;
 use crate::config::{Config, RopeTable};
-use crate::cpu::Logits;
+use crate::options::{Batch, Want};
 use crate::kv_cache::KvPages;
 use crate::options::{Dtype, KvLayout, Options};
 use crate::weights::{Tensor, Weights};
@@ -123,7 +123,7 @@ impl GpuModel {
         } else {
             1024
         });
-        let mut model = GpuModel {
+        Ok(GpuModel {
             kind,
             cfg: cfg.clone(),
             kv,
@@ -146,9 +146,7 @@ impl GpuModel {
             head_all,
             argmax,
             gpu,
-        };
-        model.kv.add_seq()?; // sequence 0, the one `forward` runs
-        Ok(model)
+        })
     }
 
     /// The weight element type of the matrices: "f16" or "f32".
@@ -165,25 +163,6 @@ impl GpuModel {
         let d = Dims { t: 1, n_splits: 1 };
         let ops = self.decode.iter().chain(&self.head_last).chain([&self.argmax]);
         ops.filter(|op| (op.grid)(d).iter().product::<u32>() > 0).count()
-    }
-
-    /// Positions held by sequence `seq`.
-    pub fn pos(&self, seq: usize) -> usize {
-        self.kv.len(seq)
-    }
-
-    /// Forget positions of `seq` from `len` on (their pages go back to the pool).
-    pub fn truncate(&mut self, seq: usize, len: usize) {
-        self.kv.truncate(seq, len);
-    }
-
-    /// A new sequence sharing every page of `parent`.
-    pub fn fork(&mut self, parent: usize) -> Result<usize> {
-        Ok(self.kv.fork(parent)?)
-    }
-
-    pub fn release(&mut self, seq: usize) {
-        self.kv.release(seq);
     }
 
     /// Run one step: `batch` lists (sequence, tokens) pairs, at most MAX_STEP_TOKENS tokens in
@@ -279,17 +258,17 @@ impl GpuModel {
         gpu.submit_and_read(encoder, &self.staging, bytes, "the forward step")
     }
 
-    /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of sequence 0 at
+    /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of sequence `seq` at
     /// its current end (decode when t == 1, else prefill; LM head of the last row), recorded
     /// `reps` times in one pass and timed together. Returns (kernel, dispatches per step, ms per
     /// step), slowest first. The cache rows written are given back afterwards.
-    pub fn profile(&mut self, t: usize, reps: usize) -> Result<Profile> {
+    pub fn profile(&mut self, seq: usize, t: usize, reps: usize) -> Result<Profile> {
         assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0);
-        let pos0 = self.kv.len(0);
+        let pos0 = self.kv.len(seq);
         if pos0 + t > self.cfg.seq_len {
             bail!("a profile of {t} rows at position {pos0} exceeds the context");
         }
-        let (slots, _) = self.kv.append(0, t)?;
+        let (slots, _) = self.kv.append(seq, t)?;
         let rows: Vec<Row> = slots
             .iter()
             .enumerate()
@@ -297,7 +276,7 @@ impl GpuModel {
                 token: (i % self.cfg.vocab_size) as u32,
                 pos: (pos0 + i) as u32,
                 slot,
-                seq: 0,
+                seq: seq as u32,
             })
             .collect();
         let want = self.workers.div_ceil(t * self.cfg.n_heads);
@@ -307,8 +286,8 @@ impl GpuModel {
             .queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
         let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
-        let b = self.kv.block_table(0);
-        table[..b.len()].copy_from_slice(b);
+        let b = self.kv.block_table(seq);
+        table[seq * self.max_blocks..seq * self.max_blocks + b.len()].copy_from_slice(b);
         self.gpu
             .queue
             .write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
@@ -336,30 +315,40 @@ impl GpuModel {
         run_timed(&self.gpu, &all, dims, "the profiled step")?; // warm-up
         let step_ms = run_timed(&self.gpu, &repeated, dims, "the profiled step")? / reps as f64;
         self.gpu.check("the profile")?;
-        self.kv.truncate(0, pos0);
+        self.kv.truncate(seq, pos0);
         self.kv.tables_dirty = true;
         out.sort_by(|a, b| b.2.total_cmp(&a.2));
         Ok(Profile { kernels: out, step_ms })
     }
 
-    /// Run `tokens` of sequence `seq` at its next positions (in steps of at most
-    /// MAX_STEP_TOKENS, or fewer when every row's logits are wanted and they would not fit one
-    /// buffer).
-    pub fn forward(&mut self, seq: usize, tokens: &[u32], want: Logits) -> Result<Vec<f32>> {
-        let chunk = match want {
-            Logits::Last => MAX_STEP_TOKENS,
-            Logits::All => self.all_rows,
+    /// Run `tokens` of sequence `seq` at its next positions, in steps of at most
+    /// MAX_STEP_TOKENS, or of `all_rows` when more than the last row's logits are wanted (so each
+    /// step's rows fit the logits buffer). Returns the rows `want`s.
+    fn forward_one(&mut self, seq: usize, tokens: &[u32], want: Want) -> Result<Vec<f32>> {
+        let vocab = self.cfg.vocab_size;
+        let first = tokens.len() - want.rows(tokens.len()); // the first row wanted
+        let chunk = if want == Want::Last {
+            MAX_STEP_TOKENS
+        } else {
+            self.all_rows
         };
         let mut out = vec![];
+        let mut start = 0;
         for c in tokens.chunks(chunk) {
-            let head = if want == Logits::All { Head::All } else { Head::Last };
-            let bytes = self.step(&[(seq, c)], head)?;
-            let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-            if want == Logits::All {
-                out.extend_from_slice(&values);
+            let end = start + c.len();
+            // Steps before the rows wanted only fill the cache (their last row is read back).
+            let head = if want != Want::Last && end > first {
+                Head::All
             } else {
-                out = values;
+                Head::Last
+            };
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(&self.step(&[(seq, c)], head)?);
+            match head {
+                Head::All => out.extend_from_slice(&values[(first.max(start) - start) * vocab..]),
+                _ if want == Want::Last => out = values,
+                _ => {} // a step before the rows wanted
             }
+            start = end;
         }
         Ok(out)
     }
@@ -370,31 +359,33 @@ impl GpuModel {
         // All but the last step's tokens only fill the cache; the last step picks the token.
         let (head, tail) = tokens.split_at(tokens.len() - tokens.len().min(MAX_STEP_TOKENS));
         if !head.is_empty() {
-            self.forward(seq, head, Logits::Last)?;
+            self.forward_one(seq, head, Want::Last)?;
         }
         let bytes = self.step(&[(seq, tail)], Head::Argmax)?;
         Ok(u32::from_le_bytes(bytes[..4].try_into().unwrap()))
     }
 
-    /// One step over several sequences; the last position's logits of each, in batch order.
-    pub fn forward_batch(&mut self, batch: &[(usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
+    /// A batch: one step over every sequence where its rows fit one step, else sequence by
+    /// sequence. Per entry the rows it wants, in batch order.
+    pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>> {
         let vocab = self.cfg.vocab_size;
-        let t: usize = batch.iter().map(|(_, toks)| toks.len()).sum();
+        let t: usize = batch.iter().map(|e| e.tokens.len()).sum();
         if batch.len() == 1 || t > self.all_rows.min(MAX_STEP_TOKENS) {
             // one sequence, or too many rows for one step: sequence by sequence
             return batch
                 .iter()
-                .map(|&(s, toks)| self.forward(s, toks, Logits::Last))
+                .map(|e| self.forward_one(e.seq.0, e.tokens, e.want))
                 .collect();
         }
-        let bytes = self.step(batch, Head::All)?;
+        let rows: Vec<(usize, &[u32])> = batch.iter().map(|e| (e.seq.0, e.tokens)).collect();
+        let bytes = self.step(&rows, Head::All)?;
         let all: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let mut end = 0;
         Ok(batch
             .iter()
-            .map(|(_, toks)| {
-                end += toks.len();
-                all[(end - 1) * vocab..end * vocab].to_vec()
+            .map(|e| {
+                end += e.tokens.len();
+                all[(end - e.want.rows(e.tokens.len())) * vocab..end * vocab].to_vec()
             })
             .collect())
     }

@@ -36,7 +36,8 @@ pub fn bench_model(
     tg: &[usize],
     repeats: usize,
 ) -> Result<(Rates, Rates)> {
-    use crate::cpu::Logits;
+    use crate::model::{Entry, Want};
+    let seq = model.new_seq()?;
     let vocab = model.cfg.vocab_size as u64;
     let mut rng = Rng::new(7);
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab) as u32).collect() };
@@ -45,10 +46,14 @@ pub fn bench_model(
         let tokens = ids(n);
         let mut rates = vec![];
         for r in 0..repeats + 1 {
-            model.truncate(0);
+            model.truncate(seq, 0);
             let t = Instant::now();
-            for chunk in tokens.chunks(crate::generate::PREFILL_CHUNK) {
-                model.forward(chunk, Logits::Last)?;
+            for chunk in tokens.chunks(crate::engine::PREFILL_CHUNK) {
+                model.forward(&[Entry {
+                    seq,
+                    tokens: chunk,
+                    want: Want::Last,
+                }])?;
             }
             if r > 0 {
                 rates.push(n as f64 / t.elapsed().as_secs_f64());
@@ -60,11 +65,16 @@ pub fn bench_model(
     for &n in tg {
         let mut rates = vec![];
         for r in 0..repeats + 1 {
-            model.truncate(0);
+            model.truncate(seq, 0);
             let mut tok = 1u32;
             let t = Instant::now();
             for _ in 0..n {
-                tok = model.forward_argmax(&[tok])?;
+                let entry = Entry {
+                    seq,
+                    tokens: &[tok],
+                    want: Want::Last,
+                };
+                tok = model.forward_argmax(&[entry])?[0];
             }
             if r > 0 {
                 rates.push(n as f64 / t.elapsed().as_secs_f64());
@@ -72,7 +82,7 @@ pub fn bench_model(
         }
         tg_out.push((format!("tg{n}"), rate(rates)));
     }
-    model.truncate(0);
+    model.release(seq);
     Ok((pp_out, tg_out))
 }
 

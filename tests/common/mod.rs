@@ -5,7 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value as Json};
+use tinfer::engine::{Engine, Sequence, Stop};
 use tinfer::gguf::{write, Value};
+use tinfer::model::{Entry, Model, SeqId, Want};
+use tinfer::sampler::{Sampler, SamplerConfig};
 
 /// The repository root: where the tests were built, or TINFER_ROOT (prebuilt test binaries
 /// run on another machine, as scripts/gpu-check.sh does).
@@ -434,8 +437,9 @@ pub fn check_golden_prompt_within(m: &mut tinfer::model::Model, p: &Json, label:
     let (cont, tie) = greedy_and_tie_within(p, tol.abs);
     let mut seq = prompt.clone();
     seq.extend(&cont);
-    m.truncate(0);
-    let all = m.forward(&seq, tinfer::cpu::Logits::All).unwrap();
+    let s = m.new_seq().unwrap();
+    let all = m.fwd(s, &seq, Want::All).unwrap();
+    m.release(s);
     let row = |i: usize| &all[i * vocab..(i + 1) * vocab];
     let last = row(prompt.len() - 1);
     let (_, want) = read_npy(&fixtures().join(format!("smollm2/{}.last_logits.npy", p["name"].as_str().unwrap())));
@@ -482,8 +486,8 @@ pub fn check_golden_prompt_within(m: &mut tinfer::model::Model, p: &Json, label:
 /// equal HF's (checked in turn against HF's full forward) and so do the chosen ids.
 pub fn check_kv_decode(m: &mut tinfer::model::Model, name: &str, label: &str) {
     let g = &read_json(&fixtures().join(name).join("golden.json"))["greedy_kv_cache"];
-    m.truncate(0);
-    let mut logits = m.forward(&ids(&g["prompt_ids"]), tinfer::cpu::Logits::Last).unwrap();
+    let s = m.new_seq().unwrap();
+    let mut logits = m.fwd(s, &ids(&g["prompt_ids"]), Want::Last).unwrap();
     for (step, &want) in ids(&g["new_ids"]).iter().enumerate() {
         let want_logits: Vec<f32> = floats(&g["step_logits"][step]).iter().map(|&x| x as f32).collect();
         assert_close(
@@ -497,6 +501,126 @@ pub fn check_kv_decode(m: &mut tinfer::model::Model, name: &str, label: &str) {
             want,
             "{label} {name}: greedy id at step {step}"
         );
-        logits = m.forward(&[want], tinfer::cpu::Logits::Last).unwrap();
+        logits = m.fwd(s, &[want], Want::Last).unwrap();
+    }
+    m.release(s);
+}
+
+/// Tests' shorthand for a batch of one sequence.
+pub trait Run {
+    /// The rows `want`s of running `tokens` on `seq`.
+    fn fwd(&mut self, seq: SeqId, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>>;
+    /// The most likely next token after `tokens` on `seq` (on the GPU, picked on the device).
+    fn argmax_of(&mut self, seq: SeqId, tokens: &[u32]) -> anyhow::Result<u32>;
+}
+
+impl Run for Model {
+    fn fwd(&mut self, seq: SeqId, tokens: &[u32], want: Want) -> anyhow::Result<Vec<f32>> {
+        Ok(self.forward(&[Entry { seq, tokens, want }])?.remove(0))
+    }
+    fn argmax_of(&mut self, seq: SeqId, tokens: &[u32]) -> anyhow::Result<u32> {
+        let want = Want::Last;
+        Ok(self.forward_argmax(&[Entry { seq, tokens, want }])?[0])
+    }
+}
+
+/// Greedy generation of at most `max` tokens after `prompt` through the engine, in a new
+/// sequence; gives the model back.
+pub fn greedy(m: Model, prompt: &[u32], max: usize) -> (Model, Vec<u32>) {
+    let stop = Stop::new(&m.cfg, max);
+    let mut e = Engine::new(m);
+    let seq = Sequence::new(prompt.to_vec(), Sampler::new(SamplerConfig::default()), stop);
+    let out = e.run(seq).unwrap().remove(0).output;
+    (e.into_model(), out)
+}
+
+/// Property check of the sequence lifecycle: `steps` random operations on `m` (new_seq, fork,
+/// truncate, release, and batched forwards over some live sequences, each wanting Last, All or
+/// LastN), at most `max_seqs` live. Every row returned equals the same row of a fresh sequence
+/// of `fresh` that ran the sequence's whole history in one forward, within `tol`; a fork holds
+/// its parent's positions; in the end every sequence is released and no KV page is in use.
+pub fn check_seq_lifecycle(m: &mut Model, fresh: &mut Model, max_seqs: usize, steps: usize, seed: u64, tol: Tol) {
+    let mut rng = tinfer::sampler::Rng::new(seed);
+    let (vocab, ctx) = (m.cfg.vocab_size, m.cfg.seq_len);
+    let mut live: Vec<(SeqId, Vec<u32>)> = vec![]; // each live sequence and the tokens it holds
+    let mut forwards = 0;
+    for step in 0..steps {
+        let r = rng.next_u64() as usize;
+        let pick = (r / 8) % live.len().max(1);
+        match r % 8 {
+            0 if live.len() < max_seqs => {
+                let s = m.new_seq().unwrap();
+                assert!(live.iter().all(|l| l.0 != s), "step {step}: {s:?} is already live");
+                assert_eq!(m.len(s), 0);
+                live.push((s, vec![]));
+            }
+            1 if live.len() < max_seqs && !live.is_empty() => {
+                let (parent, held) = live[pick].clone();
+                let f = m.fork(parent).unwrap();
+                assert_eq!(m.len(f), held.len(), "step {step}: a fork holds its parent's positions");
+                live.push((f, held));
+            }
+            2 if !live.is_empty() => {
+                let len = (r / 256) % (live[pick].1.len() + 1);
+                m.truncate(live[pick].0, len);
+                live[pick].1.truncate(len);
+                assert_eq!(m.len(live[pick].0), len);
+            }
+            3 if !live.is_empty() => {
+                m.release(live.remove(pick).0);
+            }
+            _ if !live.is_empty() => {
+                // a batch over some live sequences, each with a few new tokens
+                let mut runs: Vec<(usize, Vec<u32>, Want)> = vec![];
+                for (i, (_, held)) in live.iter().enumerate() {
+                    let r = rng.next_u64() as usize;
+                    let n = (1 + r % 9).min(ctx - held.len());
+                    if n == 0 || (r / 16) % 3 == 0 {
+                        continue;
+                    }
+                    let toks: Vec<u32> = (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
+                    let want = [Want::Last, Want::All, Want::LastN(1 + (r / 64) % n)][(r / 512) % 3];
+                    runs.push((i, toks, want));
+                }
+                if runs.is_empty() {
+                    continue;
+                }
+                let batch: Vec<Entry> = runs
+                    .iter()
+                    .map(|(i, toks, want)| Entry {
+                        seq: live[*i].0,
+                        tokens: toks,
+                        want: *want,
+                    })
+                    .collect();
+                let got = m.forward(&batch).unwrap();
+                forwards += 1;
+                for ((i, toks, want), got) in runs.iter().zip(&got) {
+                    live[*i].1.extend(toks);
+                    let held = &live[*i].1;
+                    assert_eq!(m.len(live[*i].0), held.len());
+                    let s = fresh.new_seq().unwrap();
+                    let all = fresh.fwd(s, held, Want::All).unwrap();
+                    fresh.release(s);
+                    let rows = want.rows(toks.len());
+                    assert_eq!(
+                        got.len(),
+                        rows * vocab,
+                        "step {step}: {want:?} of {} tokens",
+                        toks.len()
+                    );
+                    let label = format!("step {step}: {:?} {want:?} vs a fresh sequence", live[*i].0);
+                    assert_close(&label, got, &all[(held.len() - rows) * vocab..], tol);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(forwards >= steps / 8, "only {forwards} forwards in {steps} steps");
+    for (s, _) in live {
+        m.release(s);
+    }
+    if let Some(u) = m.kv_usage() {
+        assert_eq!(u.pages_used, 0, "every page is free once every sequence is released");
     }
 }

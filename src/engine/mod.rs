@@ -1,0 +1,222 @@
+//! The engine: sequences in, tokens out. `step` = schedule (which sequences run now), run one
+//! batch through `Model::forward`, post-process (sample, append, check stops, release).
+
+pub mod score;
+pub mod sequence;
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+pub use self::sequence::{Generation, Sequence, Status, Stop, StopReason};
+use crate::model::{Entry, KvUsage, Model, Want};
+
+/// Prompt tokens run per step: bounds the activations a long prompt needs at once.
+pub const PREFILL_CHUNK: usize = 256;
+
+pub struct Engine {
+    pub model: Model,
+    seqs: Vec<Option<Sequence>>, // by handle, in the order added; None once taken back
+    usage: Option<KvUsage>,      // the KV pool after the last forward
+}
+
+impl Engine {
+    pub fn new(model: Model) -> Self {
+        Engine {
+            model,
+            seqs: vec![],
+            usage: None,
+        }
+    }
+
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
+    /// Whether `seq` can be added: a prompt that fits what is left of its context.
+    pub fn validate(&self, seq: &Sequence) -> Result<()> {
+        let ctx = self.model.cfg.seq_len;
+        let used = seq.id.map_or(0, |id| self.model.len(id));
+        if used + seq.prompt.len() > ctx {
+            bail!(
+                "the prompt is {} tokens but the model's context holds {ctx} ({used} already used): shorten the prompt",
+                seq.prompt.len(),
+            );
+        }
+        if seq.prompt.is_empty() {
+            bail!("the prompt is empty: give some text with --prompt or on stdin");
+        }
+        Ok(())
+    }
+
+    /// Queue `seq`; returns its handle.
+    pub fn add(&mut self, mut seq: Sequence) -> Result<usize> {
+        self.validate(&seq)?;
+        if seq.id.is_none() {
+            seq.id = Some(self.model.new_seq()?);
+        }
+        seq.status = Status::Waiting;
+        seq.added = Instant::now();
+        self.seqs.push(Some(seq));
+        Ok(self.seqs.len() - 1)
+    }
+
+    pub fn get(&self, handle: usize) -> &Sequence {
+        self.seqs[handle].as_ref().expect("a sequence not taken back")
+    }
+
+    /// Take `handle` out of the engine (finished or not); its cache is released unless it is
+    /// kept.
+    pub fn take(&mut self, handle: usize) -> Sequence {
+        let seq = self.seqs[handle].take().expect("a sequence not taken back");
+        if !seq.keep && !seq.is_finished() {
+            self.model.release(seq.id.expect("added"));
+        }
+        seq
+    }
+
+    /// Nothing waiting or running.
+    pub fn is_idle(&self) -> bool {
+        self.seqs.iter().flatten().all(Sequence::is_finished)
+    }
+
+    /// The KV pool's use after the last forward; None on the CPU.
+    pub fn kv_usage(&self) -> Option<KvUsage> {
+        self.usage
+    }
+
+    /// Add `seq`, step until it (and its forks) finish, and take them back, `seq` first.
+    pub fn run(&mut self, seq: Sequence) -> Result<Vec<Sequence>> {
+        let h = self.add(seq)?;
+        while !self.is_idle() {
+            self.step()?;
+        }
+        let forked = self.get(h).forked.clone();
+        Ok([h].iter().chain(&forked).map(|&f| self.take(f)).collect())
+    }
+
+    /// One step: the next prompt chunk of the first waiting sequence if there is one (prefill
+    /// first), else one token of every running sequence in one batch. Returns the tokens produced,
+    /// (handle, token), in handle order.
+    pub fn step(&mut self) -> Result<Vec<(usize, u32)>> {
+        if let Some(h) = self
+            .seqs
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.status == Status::Waiting))
+        {
+            return self.prefill(h);
+        }
+        let running: Vec<usize> = (0..self.seqs.len())
+            .filter(|&h| self.seqs[h].as_ref().is_some_and(|s| s.status == Status::Running))
+            .collect();
+        if running.is_empty() {
+            return Ok(vec![]);
+        }
+        let last: Vec<[u32; 1]> = running.iter().map(|&h| [*self.get(h).output.last().unwrap()]).collect();
+        let batch: Vec<Entry> = running
+            .iter()
+            .zip(&last)
+            .map(|(&h, t)| Entry {
+                seq: self.get(h).id.unwrap(),
+                tokens: t,
+                want: Want::Last,
+            })
+            .collect();
+        let picks = self.pick(&batch, &running)?;
+        Ok(self.post(&running, picks))
+    }
+
+    /// Run the next prompt chunk of `h`; the last chunk gives its first token (and its forks').
+    fn prefill(&mut self, h: usize) -> Result<Vec<(usize, u32)>> {
+        let s = self.seqs[h].as_ref().unwrap();
+        let (start, id) = (s.prefilled, s.id.unwrap());
+        let end = s.prompt.len().min(start + PREFILL_CHUNK);
+        let chunk = s.prompt[start..end].to_vec();
+        let entry = [Entry {
+            seq: id,
+            tokens: &chunk,
+            want: Want::Last,
+        }];
+        if end < s.prompt.len() {
+            self.model.forward(&entry)?;
+            self.usage = self.model.kv_usage().or(self.usage);
+            self.seqs[h].as_mut().unwrap().prefilled = end;
+            return Ok(vec![]);
+        }
+        // The prompt's end: fork it, then each sequence picks its first token from its logits.
+        let forks = std::mem::take(&mut self.seqs[h].as_mut().unwrap().forks);
+        let greedy = self.get(h).sampler.is_greedy() && forks.iter().all(|f| f.is_greedy());
+        let picks = if greedy {
+            Pick::Ids(self.model.forward_argmax(&entry)?)
+        } else {
+            Pick::Logits(self.model.forward(&entry)?)
+        };
+        self.usage = self.model.kv_usage().or(self.usage);
+        let now = Instant::now();
+        let mut group = vec![h];
+        for sampler in forks {
+            let fork = self.model.fork(id)?;
+            let p = self.get(h);
+            let mut f = Sequence::new(p.prompt.clone(), sampler, p.stop.clone());
+            f.id = Some(fork);
+            f.context = p.context.clone();
+            f.added = p.added;
+            group.push(self.seqs.len());
+            self.seqs.push(Some(f));
+        }
+        for &g in &group {
+            let s = self.seqs[g].as_mut().unwrap();
+            s.prefilled = s.prompt.len();
+            s.status = Status::Running;
+            s.first = Some(now);
+        }
+        self.seqs[h].as_mut().unwrap().forked = group[1..].to_vec();
+        let picks = match picks {
+            Pick::Ids(ids) => Pick::Ids(vec![ids[0]; group.len()]),
+            Pick::Logits(l) => Pick::Logits(vec![l[0].clone(); group.len()]),
+        };
+        Ok(self.post(&group, picks))
+    }
+
+    /// Run `batch` (one entry per handle of `hs`) and choose each next token: on the device
+    /// when every sampler is greedy (only ids come back), else from the logits.
+    fn pick(&mut self, batch: &[Entry], hs: &[usize]) -> Result<Pick> {
+        let greedy = hs.iter().all(|&h| self.get(h).sampler.is_greedy());
+        let p = if greedy {
+            Pick::Ids(self.model.forward_argmax(batch)?)
+        } else {
+            Pick::Logits(self.model.forward(batch)?)
+        };
+        self.usage = self.model.kv_usage().or(self.usage);
+        Ok(p)
+    }
+
+    /// Sample (where logits came back), append, check stops, release the finished.
+    fn post(&mut self, hs: &[usize], picks: Pick) -> Vec<(usize, u32)> {
+        let mut out = vec![];
+        for (i, &h) in hs.iter().enumerate() {
+            let s = self.seqs[h].as_mut().unwrap();
+            let token = match &picks {
+                Pick::Ids(ids) => ids[i],
+                Pick::Logits(l) => {
+                    let history = s.history();
+                    s.sampler.sample(&l[i], &history)
+                }
+            };
+            let id = s.id.unwrap();
+            if s.push(token, self.model.len(id)) {
+                out.push((h, token));
+            }
+            if s.is_finished() && !s.keep {
+                self.model.release(id);
+            }
+        }
+        out
+    }
+}
+
+/// What a forward gave each sequence: its next token (greedy, on the device) or its logits.
+enum Pick {
+    Ids(Vec<u32>),
+    Logits(Vec<Vec<f32>>),
+}

@@ -1,0 +1,192 @@
+//! What a request is: its sequence in the model, its tokens (prompt and output), its sampler,
+//! when it stops, and where it stands.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::model::SeqId;
+use crate::sampler::Sampler;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end token (not included in the output).
+    Eos,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Prompt tokens still to run.
+    Waiting,
+    /// Decoding: its last output token is still to run.
+    Running,
+    Finished(StopReason),
+}
+
+/// The stop rules: end tokens, the output budget, the end of the context.
+#[derive(Clone, Debug)]
+pub struct Stop {
+    pub eos: Vec<u32>,
+    pub max_tokens: usize,
+    /// Positions the context holds (the model's seq_len).
+    pub context: usize,
+}
+
+impl Stop {
+    /// The model's end tokens and context, and `max_tokens`.
+    pub fn new(cfg: &Config, max_tokens: usize) -> Self {
+        Stop {
+            eos: cfg.eos_token_ids.clone(),
+            max_tokens,
+            context: cfg.seq_len,
+        }
+    }
+}
+
+pub struct Sequence {
+    /// Its KV cache in the model: made when the engine takes it, or an existing one it continues.
+    pub id: Option<SeqId>,
+    /// Tokens the cache already holds before the prompt (for the repetition penalty).
+    pub context: Vec<u32>,
+    pub prompt: Vec<u32>,
+    pub output: Vec<u32>,
+    pub sampler: Sampler,
+    pub stop: Stop,
+    pub status: Status,
+    /// Keep the cache when finished (the caller truncates or releases it); else the engine
+    /// releases it.
+    pub keep: bool,
+    /// After the prompt, fork once per sampler: each fork shares the prompt's cache and samples
+    /// its first token from the same logits.
+    pub forks: Vec<Sampler>,
+    /// Engine handles of the forks made, in the order of `forks`.
+    pub forked: Vec<usize>,
+    /// Prompt tokens run so far.
+    pub prefilled: usize,
+    /// Timings: added, first token produced, finished.
+    pub(crate) added: Instant,
+    pub(crate) first: Option<Instant>,
+    pub(crate) finished: Option<Instant>,
+}
+
+impl Sequence {
+    /// A new request: run `prompt` in a new sequence, then generate.
+    pub fn new(prompt: Vec<u32>, sampler: Sampler, stop: Stop) -> Self {
+        Sequence {
+            id: None,
+            context: vec![],
+            prompt,
+            output: vec![],
+            sampler,
+            stop,
+            status: Status::Waiting,
+            keep: false,
+            forks: vec![],
+            forked: vec![],
+            prefilled: 0,
+            added: Instant::now(),
+            first: None,
+            finished: None,
+        }
+    }
+
+    /// Continue sequence `id`, whose cache holds `context`, and keep it when finished.
+    pub fn continuing(mut self, id: SeqId, context: Vec<u32>) -> Self {
+        self.id = Some(id);
+        self.context = context;
+        self.keep = true;
+        self
+    }
+
+    /// After the prompt, fork it once per sampler (`generate --n-seq`).
+    pub fn with_forks(mut self, samplers: Vec<Sampler>) -> Self {
+        self.forks = samplers;
+        self
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status, Status::Finished(_))
+    }
+
+    /// Every token so far: context, prompt, output (what the repetition penalty looks at).
+    pub fn history(&self) -> Vec<u32> {
+        [&self.context[..], &self.prompt, &self.output].concat()
+    }
+
+    /// Take the token just produced, with `cached` positions in the cache: stop before it (no
+    /// budget, or an end token), or append it and stop after it when the budget or the context
+    /// is used up. The one stop rule of every path. Returns whether it was appended.
+    pub fn push(&mut self, token: u32, cached: usize) -> bool {
+        let s = &self.stop;
+        if self.output.len() >= s.max_tokens {
+            self.finish(StopReason::MaxTokens);
+            return false;
+        }
+        if s.eos.contains(&token) {
+            self.finish(StopReason::Eos);
+            return false;
+        }
+        self.output.push(token);
+        if self.output.len() >= s.max_tokens {
+            self.finish(StopReason::MaxTokens);
+        } else if cached >= s.context {
+            self.finish(StopReason::ContextFull);
+        }
+        true
+    }
+
+    fn finish(&mut self, r: StopReason) {
+        self.status = Status::Finished(r);
+        self.finished = Some(Instant::now());
+    }
+
+    /// The output and its timings.
+    pub fn generation(&self) -> Generation {
+        let now = Instant::now();
+        let first = self.first.unwrap_or(now);
+        Generation {
+            tokens: self.output.clone(),
+            stop: match self.status {
+                Status::Finished(r) => r,
+                _ => StopReason::MaxTokens,
+            },
+            prompt_tokens: self.prompt.len(),
+            prompt_time: first - self.added,
+            gen_time: self.finished.unwrap_or(now) - first,
+        }
+    }
+}
+
+/// A finished generation: its tokens, why it stopped, and how fast it went.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+    pub prompt_time: Duration,
+    pub gen_time: Duration,
+}
+
+impl Generation {
+    /// "prompt: 24 tokens, 180.2 tok/s | generated: 32 tokens, 25.1 tok/s | stop: Eos"
+    pub fn stats(&self) -> String {
+        let rate = |n: usize, d: Duration| {
+            if d.as_secs_f64() > 0.0 {
+                n as f64 / d.as_secs_f64()
+            } else {
+                0.0
+            }
+        };
+        format!(
+            "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | stop: {:?}",
+            self.prompt_tokens,
+            rate(self.prompt_tokens, self.prompt_time),
+            self.tokens.len(),
+            rate(self.tokens.len(), self.gen_time),
+            self.stop
+        )
+    }
+}
