@@ -115,8 +115,9 @@ fn gguf_route_matches_hf_logits() {
     let prompts = index["prompts"].as_array().unwrap();
     for name in ["single_token", "prose"] {
         let p = prompts.iter().find(|p| p["name"] == name).unwrap();
-        m.truncate(0);
-        let got = m.forward(&ids(&p["ids"]), Logits::Last).unwrap();
+        let seq = m.new_seq().unwrap();
+        let got = m.fwd(seq, &ids(&p["ids"]), Want::Last).unwrap();
+        m.release(seq);
         let (_, want) = read_npy(&fixtures().join(format!("smollm2/{name}.last_logits.npy")));
         assert_close(
             &format!("GGUF route, {name}: last logits vs HF"),
