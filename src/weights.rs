@@ -346,7 +346,20 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::Rng;
+    /// xorshift64: random test bytes without importing the sampler (which imports cpu::ops,
+    /// which imports this module).
+    struct Rng(u64);
+    impl Rng {
+        fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+        fn next_f64(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
 
     /// Valid random bytes of `n` values in `format` (finite f16 scales, any quants).
     fn random_bytes(format: Format, n: usize, rng: &mut Rng) -> Vec<u8> {

@@ -143,7 +143,10 @@ fn files_stay_small() {
     rust_files(&src, &mut files);
     let lines = |f: &Path| std::fs::read_to_string(f).unwrap().lines().count();
     let main = lines(&src.join("main.rs"));
-    assert!(main <= 150, "src/main.rs has {main} lines (at most 150: parse, dispatch, exit codes)");
+    assert!(
+        main <= 150,
+        "src/main.rs has {main} lines (at most 150: parse, dispatch, exit codes)"
+    );
     let big: Vec<String> = files
         .iter()
         .filter(|f| lines(f) > 700)
@@ -155,7 +158,14 @@ fn files_stay_small() {
 #[test]
 fn the_cycle_finder_finds_cycles() {
     // The checks above pass on a good tree; this shows the parser sees both kinds of edge.
-    let known: BTreeSet<String> = ["a", "b", "gpu", "gpu::x", "gpu::y"].iter().map(|s| s.to_string()).collect();
-    let deps = imports("use crate::b::Thing;\nuse super::y::{Z};\n// crate::a ignored", "gpu::x", &known);
+    let known: BTreeSet<String> = ["a", "b", "gpu", "gpu::x", "gpu::y"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let deps = imports(
+        "use crate::b::Thing;\nuse super::y::{Z};\n// crate::a ignored",
+        "gpu::x",
+        &known,
+    );
     assert_eq!(deps, ["b", "gpu::y"].iter().map(|s| s.to_string()).collect());
 }

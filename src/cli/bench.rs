@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::args::{AttentionArgs, KernelBenchArgs, ModelBenchArgs};
-use super::run::load;
+use super::load::load;
 use tinfer::loader;
 use tinfer::model::Model;
 

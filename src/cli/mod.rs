@@ -4,6 +4,7 @@
 pub mod args;
 mod bench;
 mod info;
+mod load;
 mod run;
 
 pub use run::run;

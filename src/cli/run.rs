@@ -5,44 +5,14 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::args::{BenchWhat, Cli, Command, ModelArgs};
+use super::args::{BenchWhat, Cli, Command};
+use super::load::{load, load_seqs, need_tokenizer};
 use tinfer::engine::score::score;
 use tinfer::engine::{Engine, Sequence, Stop};
-use tinfer::loader::{self, Loaded};
-use tinfer::model::{Device, Model};
+use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
 use tinfer::tools::convert::convert;
-
-pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
-    load_seqs(args, 1)
-}
-
-/// Load for up to `max_seqs` sequences alive at once.
-pub fn load_seqs(args: &ModelArgs, max_seqs: usize) -> Result<(Model, Loaded)> {
-    let mut loaded = loader::load(&args.model)?;
-    let weights = loaded.weights.take().expect("load() returns weights");
-    let model = Model::with_options(
-        loaded.cfg.clone(),
-        weights,
-        args.device,
-        args.adapter.as_deref(),
-        &args.options(max_seqs),
-    )?;
-    if args.device == Device::Auto {
-        eprintln!("device: {}", model.device_name());
-    }
-    Ok((model, loaded))
-}
-
-pub fn need_tokenizer(loaded: &Loaded) -> Result<&Tokenizer> {
-    loaded.tokenizer.as_ref().with_context(|| {
-        format!(
-            "this command needs a tokenizer: {}",
-            loaded.tokenizer_error.as_deref().unwrap_or("none found")
-        )
-    })
-}
 
 /// --prompt, or all of stdin.
 pub fn prompt_text(prompt: Option<String>) -> Result<String> {

@@ -13,8 +13,8 @@ use super::kernels::{
 use super::launch::{AttnShape, Fused, Launch};
 use super::weights::GpuWeights;
 use crate::config::{Config, RopeTable};
-use crate::options::{Batch, Want};
 use crate::kv_cache::KvPages;
+use crate::options::{Batch, Want};
 use crate::options::{Dtype, KvLayout, Options};
 use crate::weights::{Tensor, Weights};
 
