@@ -1,7 +1,9 @@
 //! tinfer: a tiny LLM inference engine. Modules in reading order: a token goes from the CLI
-//! (`main.rs`) through the tokenizer into the `engine` (`Engine::step`: schedule, forward,
-//! sample), which calls `Model::forward` (the device seam), which runs `cpu::forward` over the
-//! weights the loader read.
+//! (`main.rs`, `cli/`, part of the binary only) through the tokenizer into the `engine`
+//! (`Engine::step`: schedule, forward, sample), which calls `Model::forward(&Batch)` (the device
+//! seam), which runs `cpu::forward` or replays `gpu::forward`'s recording over the
+//! `Weights<Tensor>` the loader mapped from the file. `tools` (benchmarks, synthetic models,
+//! convert) sits beside the core, which never imports it.
 
 pub mod arch; // per architecture: checkpoint and GGUF names, Q/K row order, stacking
 pub mod config; // config.json -> Config (resolved, validated); RoPE tables

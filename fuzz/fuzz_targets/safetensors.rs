@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
                 .try_fold(1usize, |a, &d| a.checked_mul(d))
                 .is_some_and(|n| n <= 1 << 20)
             {
-                let _ = st.load(&name);
+                if let Ok(t) = st.load(&name) {
+                    let _ = t.to_f32();
+                }
             }
         }
         let _ = st.dtypes();
