@@ -130,16 +130,7 @@ pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
     if a.repeats == 0 || !(1..=256).contains(&a.tokens) || a.max_err.is_nan() || a.max_err < 0.0 {
         bail!("--repeats must be at least 1, --tokens 1..=256 and --max-err at least 0");
     }
-    let text = match tinfer::tools::synthetic::synthetic_config(&a.shapes) {
-        Some(t) => t.to_string(),
-        None => loader::read_text(std::path::Path::new(&a.shapes), 1 << 20).with_context(|| {
-            format!(
-                "--shapes {}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json",
-                a.shapes
-            )
-        })?,
-    };
-    let cfg = tinfer::config::HfConfig::from_json(&text)?.resolve()?;
+    let cfg = shapes("--shapes", &a.shapes)?;
     let gpu = tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
         adapter: a.adapter,
         allow_cpu_adapter: true,
@@ -185,15 +176,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
     }
     let (mut model, source) = match &a.synthetic {
         Some(name) => {
-            let text = match tinfer::tools::synthetic::synthetic_config(name) {
-                Some(t) => t.to_string(),
-                None => loader::read_text(std::path::Path::new(name), 1 << 20).with_context(|| {
-                    format!(
-                        "--synthetic {name}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json"
-                    )
-                })?,
-            };
-            let cfg = tinfer::config::HfConfig::from_json(&text)?.resolve()?;
+            let cfg = shapes("--synthetic", name)?;
             let weights = tinfer::tools::synthetic::random_weights(&cfg, 1);
             let opts = a.model.options(1);
             let m = Model::with_options(cfg, weights, a.model.device, a.model.adapter.as_deref(), &opts)?;
@@ -276,4 +259,16 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The config of a known size (smollm2-135m, -360m, -1.7b) or of a config.json file, for
+/// `flag` (--shapes, --synthetic).
+fn shapes(flag: &str, name: &str) -> Result<tinfer::config::Config> {
+    let text = match tinfer::tools::synthetic::synthetic_config(name) {
+        Some(t) => t.to_string(),
+        None => loader::read_text(std::path::Path::new(name), 1 << 20).with_context(|| {
+            format!("{flag} {name}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json")
+        })?,
+    };
+    tinfer::config::HfConfig::from_json(&text)?.resolve()
 }
