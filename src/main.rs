@@ -1,5 +1,6 @@
 //! The `tinfer` command line: parse, dispatch (src/cli/), map errors to exit codes.
-//! Exit codes: 0 success, 1 usage error, 2 bad model or input, 3 GPU error.
+//! Exit codes: 0 success, 1 usage error, 2 bad model or input, 3 GPU error, 130 Ctrl-C; a write
+//! to a closed pipe ends the process quietly (SIGPIPE), as it ends `cat`.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ mod cli;
 use cli::args::Cli;
 
 fn main() -> ExitCode {
+    cli::signals::default_sigpipe();
     // Vulkan loaders and Mesa complain on stderr when XDG_RUNTIME_DIR is unset (headless
     // machines, CI); give them a private directory so only tinfer's own messages remain.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -32,10 +34,18 @@ fn main() -> ExitCode {
     };
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::signals::Interrupted>() => ExitCode::from(cli::signals::EXIT_INTERRUPTED),
         Err(e) => {
             eprintln!("error: {e:#}");
             let device = e.chain().any(|c| c.is::<tinfer::gpu::context::DeviceError>());
-            ExitCode::from(if device { 3 } else { 2 })
+            let usage = e.chain().any(|c| c.is::<cli::args::Usage>());
+            ExitCode::from(if device {
+                3
+            } else if usage {
+                1
+            } else {
+                2
+            })
         }
     }
 }

@@ -135,6 +135,18 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Whether text like `<|im_start|>` is read as its special token (the default, as HF's
+    /// tokenizers do) or as plain text (HF's `split_special_tokens=True`, `tokenize --no-special`).
+    pub fn set_parse_special(&mut self, parse: bool) {
+        self.inner.set_encode_special_tokens(!parse);
+    }
+
+    /// The text of one token as decoding shows it (special tokens included), e.g. " Paris".
+    /// A byte-level token that is part of a UTF-8 character reads as U+FFFD.
+    pub fn piece(&self, id: u32) -> Result<String> {
+        self.decode(&[id], false)
+    }
+
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         no_panic("decoding", || {
             self.inner

@@ -16,11 +16,80 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A usage mistake (a flag's value out of range, flags that do not go together): exit code 1,
+/// like clap's own parse errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Fail with a usage error (exit code 1).
+macro_rules! usage {
+    ($($t:tt)*) => { return Err(anyhow::Error::new($crate::cli::args::Usage(format!($($t)*)))) };
+}
+pub(crate) use usage;
+
+/// The model a command reads.
+#[derive(Args, Clone)]
+pub struct ModelPath {
+    /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
+    /// Default: $TINFER_MODEL, else SmolLM2-135M-Instruct where scripts/fetch-model.sh puts it
+    /// (the per-user data directory, then models/ in the current directory and in the checkout
+    /// tinfer was built from).
+    #[arg(long, short, env = "TINFER_MODEL", value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+impl ModelPath {
+    /// The path given, or the first default that exists; the error lists the paths tried.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.model {
+            return Ok(p.clone());
+        }
+        let tried = default_model_paths();
+        if let Some(p) = tried.iter().find(|p| p.exists()) {
+            return Ok(p.clone());
+        }
+        let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "no --model given and the default model is not in any of: {}. Run scripts/fetch-model.sh \
+             (it fetches SmolLM2-135M-Instruct into the first), set TINFER_MODEL, or pass --model PATH",
+            list.join(", ")
+        )
+    }
+}
+
+/// Name of the default model's directory.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// Where the default model is looked for, in order: $TINFER_DATA_DIR/models (else the per-user
+/// data directory: $XDG_DATA_HOME/tinfer/models or ~/.local/share/tinfer/models on Linux),
+/// ./models, and models/ of the checkout this binary was built from.
+pub fn default_model_paths() -> Vec<PathBuf> {
+    let data = std::env::var_os("TINFER_DATA_DIR")
+        .map(PathBuf::from)
+        .or_else(|| dirs::data_dir().map(|d| d.join("tinfer")));
+    let mut paths: Vec<PathBuf> = data.into_iter().map(|d| d.join("models").join(DEFAULT_MODEL)).collect();
+    paths.push(PathBuf::from("models").join(DEFAULT_MODEL));
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(DEFAULT_MODEL);
+    if !paths.contains(&checkout) {
+        paths.push(checkout);
+    }
+    paths
+}
+
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
-    #[arg(long, short, env = "TINFER_MODEL", default_value = "models/smollm2-135m-instruct")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub path: ModelPath,
     /// Where the forward pass runs: auto picks a hardware GPU when there is one, else the CPU;
     /// gpu also accepts a CPU Vulkan adapter such as lavapipe.
     #[arg(long, value_enum, default_value = "auto", env = "TINFER_DEVICE")]
@@ -83,71 +152,149 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// How a command that runs the model uses the CPU and the context.
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// CPU threads: the CPU forward's thread pool (and lavapipe's, LP_NUM_THREADS). Default:
+    /// one per core. (llama-cli's -t; the temperature is --temperature / --temp.)
+    #[arg(long, short = 't', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Context size in tokens, at most the model's own (default: the model's); a smaller one
+    /// needs less KV memory.
+    #[arg(long, short = 'c', value_name = "N")]
+    pub ctx_size: Option<usize>,
+}
+
+impl RunArgs {
+    /// Set the CPU threads for the whole process; call before anything starts a thread pool.
+    pub fn apply_threads(&self) -> Result<()> {
+        let Some(n) = self.threads else { return Ok(()) };
+        if n == 0 || n > 1024 {
+            usage!("--threads must be between 1 and 1024, got {n}");
+        }
+        if std::env::var_os("LP_NUM_THREADS").is_none() {
+            std::env::set_var("LP_NUM_THREADS", n.to_string());
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {n} CPU threads: {e}"))
+    }
+}
+
+/// Where the prompt comes from, and whether to show what the model receives.
+#[derive(Args, Clone)]
+pub struct PromptArgs {
+    /// The prompt (default: read from stdin).
+    #[arg(long, short, conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from FILE (UTF-8).
+    #[arg(long, short, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Print the prompt the model receives (after the chat template) and its tokens, id and
+    /// text of each, on stderr.
+    #[arg(long)]
+    pub verbose_prompt: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct SampleArgs {
-    /// Maximum number of tokens to generate.
-    #[arg(long, short = 'n', default_value_t = 256)]
-    pub max_tokens: usize,
+    /// Maximum number of tokens to generate; -1: until an end token or the end of the context.
+    #[arg(
+        long,
+        short = 'n',
+        default_value_t = 256,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub max_tokens: i64,
     /// Sampling temperature; 0 picks the most likely token every time (greedy, deterministic).
-    #[arg(long, short, default_value_t = 0.0)]
+    #[arg(long, visible_alias = "temp", default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Sample only among the K most likely tokens (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub top_k: i64,
     /// Sample only among the most likely tokens whose probabilities add up to P (1 = no limit).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Drop tokens less likely than P times the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Penalise tokens already in the context: positive logits are divided by R, negative
     /// multiplied (1 = off; 1.1 to 1.3 are common).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
-    /// Random seed: the same seed and settings give the same text (default: a fresh seed, printed
-    /// in the stats line).
+    /// Random seed: the same seed and settings give the same text; -1 or none: a fresh seed,
+    /// printed in the stats line.
+    #[arg(long, short = 's', allow_negative_numbers = true)]
+    pub seed: Option<i64>,
+    /// Do not stop at the model's end tokens, and never sample them (llama-cli's --ignore-eos).
     #[arg(long)]
-    pub seed: Option<u64>,
+    pub ignore_eos: bool,
+    /// Stop when the text contains STRING (repeatable); the stop string is not printed.
+    #[arg(long, value_name = "STRING")]
+    pub stop: Vec<String>,
 }
 
 impl SampleArgs {
     pub fn sampler(&self) -> Result<Sampler> {
-        if self.temperature.is_nan()
-            || self.temperature < 0.0
-            || !(0.0..=1.0).contains(&self.top_p)
-            || !(0.0..=1.0).contains(&self.min_p)
-        {
-            bail!("--temperature must be >= 0, --top-p and --min-p between 0 and 1");
+        let t = self.temperature;
+        if !t.is_finite() || t < 0.0 {
+            usage!("--temperature must be a number >= 0 (0 = greedy), got {t}");
         }
-        if self.repeat_penalty.is_nan() || self.repeat_penalty <= 0.0 {
-            bail!("--repeat-penalty must be > 0");
+        for (name, v) in [("--top-p", self.top_p), ("--min-p", self.min_p)] {
+            if !(0.0..=1.0).contains(&v) {
+                usage!("{name} must be between 0 and 1, got {v}");
+            }
         }
-        let seed = self.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
+        if self.top_k < 0 {
+            usage!("--top-k must be >= 0 (0 = no limit), got {}", self.top_k);
+        }
+        let r = self.repeat_penalty;
+        if !r.is_finite() || r <= 0.0 {
+            usage!("--repeat-penalty must be a number > 0 (1 = off), got {r}");
+        }
+        if self.max_tokens < -1 {
+            usage!(
+                "-n/--max-tokens must be >= 0, or -1 for no limit, got {}",
+                self.max_tokens
+            );
+        }
+        let seed = match self.seed {
+            None | Some(-1) => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
+                .unwrap_or(0),
+            Some(s) if s < 0 => usage!("--seed must be >= 0, or -1 for a random seed, got {s}"),
+            Some(s) => s as u64,
+        };
         Ok(Sampler::new(SamplerConfig {
-            temperature: self.temperature,
-            top_k: self.top_k,
+            temperature: t,
+            top_k: self.top_k as usize,
             top_p: self.top_p,
             min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
+            repeat_penalty: r,
             seed,
         }))
+    }
+
+    /// The output budget: -1 is no limit (the context ends it).
+    pub fn max_tokens(&self) -> usize {
+        usize::try_from(self.max_tokens).unwrap_or(usize::MAX)
     }
 }
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Continue a text: stdout gets only the generated text, streamed as it is produced.
+    /// Continue a text: stdout gets only the generated text, streamed as it is produced, and a
+    /// final newline; the stats go to stderr.
     Generate {
         #[command(flatten)]
         model: ModelArgs,
-        /// The prompt (default: read from stdin).
-        #[arg(long, short)]
-        prompt: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        input: PromptArgs,
         /// Print the prompt before the generated text.
         #[arg(long)]
         echo: bool,
@@ -159,33 +306,47 @@ pub enum Command {
         #[command(flatten)]
         sample: SampleArgs,
     },
-    /// Chat through the model's chat template: one turn with --prompt, else an interactive session
-    /// (the KV cache is kept across turns; /reset clears the conversation, /exit or Ctrl-D ends).
+    /// Chat through the model's chat template: one turn with --prompt or --file, else an
+    /// interactive session (the KV cache is kept across turns; /help lists the commands; Ctrl-C
+    /// stops a reply, Ctrl-C at the prompt or Ctrl-D ends).
     Chat {
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        input: PromptArgs,
         /// System message (default: the template's own, if it has one).
         #[arg(long)]
         system: Option<String>,
-        /// One user message: print the assistant's reply and exit.
-        #[arg(long, short)]
-        prompt: Option<String>,
+        /// When the conversation outgrows the context, fail the turn instead of dropping the
+        /// oldest messages (the system message is always kept).
+        #[arg(long)]
+        no_context_shift: bool,
         #[command(flatten)]
         sample: SampleArgs,
     },
     /// Print the token ids of a text (default: read from stdin).
     Tokenize {
         #[command(flatten)]
-        model: ModelArgs,
-        /// Print a JSON array.
+        model: ModelPath,
+        /// Print a JSON array (of {"id", "piece"} objects with --pieces).
         #[arg(long)]
         json: bool,
+        /// Print each id with its token's text ("id<TAB>piece" per line).
+        #[arg(long)]
+        pieces: bool,
+        /// Treat special-token text such as <|im_start|> as plain text, not as the special token.
+        #[arg(long)]
+        no_special: bool,
         text: Option<String>,
     },
     /// Mean negative log-likelihood and perplexity of a text file, in windows of --ctx tokens.
     Perplexity {
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
         /// The text file to score.
         #[arg(long, short)]
         file: PathBuf,

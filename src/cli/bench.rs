@@ -184,7 +184,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
         }
         None => {
             let (m, _) = load(&a.model)?;
-            (m, a.model.model.display().to_string())
+            (m, a.model.path.resolve()?.display().to_string())
         }
     };
     let longest = a.pp.iter().chain(&a.tg).max().copied().unwrap_or(0);

@@ -8,7 +8,7 @@ use tinfer::loader;
 use tinfer::model::Device;
 
 pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
-    let loaded = loader::load(&args.model)?;
+    let loaded = loader::load(&args.path.resolve()?)?;
     let gpu = match args.device {
         Device::Cpu => None,
         Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true)?),

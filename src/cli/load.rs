@@ -2,18 +2,29 @@
 
 use anyhow::{Context, Result};
 
-use super::args::ModelArgs;
+use super::args::{usage, ModelArgs, RunArgs};
 use tinfer::loader::{self, Loaded};
 use tinfer::model::{Device, Model};
 use tinfer::tokenizer::Tokenizer;
 
+/// Load for one sequence, with the model's own context and the default threads.
 pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
-    load_seqs(args, 1)
+    load_seqs(args, None, 1)
 }
 
-/// Load for up to `max_seqs` sequences alive at once.
-pub fn load_seqs(args: &ModelArgs, max_seqs: usize) -> Result<(Model, Loaded)> {
-    let mut loaded = loader::load(&args.model)?;
+/// Load for up to `max_seqs` sequences alive at once, with `run`'s threads and context size.
+pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Result<(Model, Loaded)> {
+    if let Some(run) = run {
+        run.apply_threads()?;
+    }
+    let mut loaded = loader::load(&args.path.resolve()?)?;
+    if let Some(n) = run.and_then(|r| r.ctx_size) {
+        let own = loaded.cfg.seq_len;
+        if n == 0 || n > own {
+            usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}");
+        }
+        loaded.cfg.seq_len = n;
+    }
     let weights = loaded.weights.take().expect("load() returns weights");
     let model = Model::with_options(
         loaded.cfg.clone(),

@@ -1,10 +1,12 @@
-//! The command line: arguments (`args`), the commands that run a model (`run`), `info`, and the
-//! benchmark front ends (`bench`). Part of the binary only; the library never imports it.
+//! The command line: arguments (`args`), the commands that run a model (`run`, `chat`), Ctrl-C
+//! and closed pipes (`signals`), `info`, and the benchmark front ends (`bench`). Part of the binary only; the library never imports it.
 
 pub mod args;
 mod bench;
+mod chat;
 mod info;
 mod load;
 mod run;
+pub mod signals;
 
 pub use run::run;

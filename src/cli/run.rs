@@ -1,26 +1,48 @@
-//! generate, chat, tokenize, perplexity and convert: load, run, print.
+//! generate, tokenize, perplexity and convert: check the input, load, run, print; the
+//! streaming driver `drive` that `generate` and `chat` share.
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Write};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::args::{BenchWhat, Cli, Command};
-use super::load::{load, load_seqs, need_tokenizer};
+use super::args::{usage, BenchWhat, Cli, Command, PromptArgs, SampleArgs};
+use super::load::{load_seqs, need_tokenizer};
+use super::signals::{self, Interrupted, Phase};
 use tinfer::engine::score::score;
-use tinfer::engine::{Engine, Sequence, Stop};
+use tinfer::engine::{Engine, Sequence, Stop, StopReason, StopStrings};
 use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
 use tinfer::tools::convert::convert;
 
-/// --prompt, or all of stdin.
-pub fn prompt_text(prompt: Option<String>) -> Result<String> {
-    if let Some(p) = prompt {
-        return Ok(p);
+/// The prompt: --prompt, --file, or all of stdin. Checked before any model is loaded: an empty
+/// prompt is refused here.
+pub fn prompt_text(input: &PromptArgs) -> Result<String> {
+    let text = if let Some(p) = &input.prompt {
+        p.clone()
+    } else if let Some(path) = &input.file {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read the prompt file {}", path.display()))?;
+        String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "the prompt file {} is not UTF-8 text (invalid byte at offset {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?
+    } else {
+        stdin_text()?
+    };
+    if text.is_empty() {
+        bail!("the prompt is empty: give some text with --prompt, --file or on stdin");
     }
+    Ok(text)
+}
+
+/// All of stdin as UTF-8; refused when stdin is a terminal (nothing was piped).
+fn stdin_text() -> Result<String> {
     if std::io::stdin().is_terminal() {
-        bail!("no prompt: pass --prompt TEXT or pipe the text on stdin");
+        bail!("no prompt: pass --prompt TEXT or --file FILE, or pipe the text on stdin");
     }
     let mut bytes = vec![];
     std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
@@ -32,48 +54,142 @@ pub fn prompt_text(prompt: Option<String>) -> Result<String> {
     })
 }
 
-/// Step the engine until sequence `h` finishes, streaming its decoded text to stdout.
-/// A newline ends the text when `newline` (interactive chat) or when stdout is a terminal.
-pub fn stream(engine: &mut Engine, h: usize, tok: &Tokenizer, newline: bool) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    let mut ts = TokenStream::new(tok);
-    while !engine.get(h).is_finished() {
-        for (_, id) in engine.step()?.into_iter().filter(|&(s, _)| s == h) {
-            if let Some(text) = ts.push(id)? {
-                out.write_all(text.as_bytes())?;
-                out.flush()?;
+/// `--verbose-prompt`: the text the model receives and its tokens, on stderr.
+pub fn show_prompt(tok: &Tokenizer, text: &str, ids: &[u32]) -> Result<()> {
+    eprintln!("prompt ({} tokens):\n{text}\n--- tokens:", ids.len());
+    for &id in ids {
+        eprintln!("{id:>8} -> {:?}", tok.piece(id)?);
+    }
+    eprintln!("---");
+    Ok(())
+}
+
+/// Step the engine until every sequence of `hs` is finished, passing each one's text (by its
+/// index in `hs`) to `out` as it becomes whole, stop strings cut (see `StopStrings`); tokens a
+/// sequence already has (forks made by the prompt's forward) come first. Ctrl-C ends them all
+/// (`StopReason::Cancelled`). Returns whether Ctrl-C was pressed.
+pub fn drive(
+    engine: &mut Engine,
+    hs: &[usize],
+    tok: &Tokenizer,
+    stops: &[String],
+    mut out: impl FnMut(usize, &str) -> Result<()>,
+) -> Result<bool> {
+    let mut streams: Vec<(TokenStream, StopStrings)> = hs
+        .iter()
+        .map(|_| (TokenStream::new(tok), StopStrings::new(stops)))
+        .collect();
+    let mut feed = |engine: &mut Engine, i: usize, id: u32| -> Result<()> {
+        let (ts, stop) = &mut streams[i];
+        if let Some(text) = ts.push(id)? {
+            out(i, &stop.push(&text))?;
+            if stop.hit() {
+                engine.finish(hs[i], StopReason::StopString);
+            }
+        }
+        Ok(())
+    };
+    for (i, &h) in hs.iter().enumerate() {
+        for id in engine.get(h).output.clone() {
+            feed(engine, i, id)?;
+        }
+    }
+    signals::set_phase(Phase::Generating);
+    let mut interrupted = false;
+    while !hs.iter().all(|&h| engine.get(h).is_finished()) {
+        if signals::interrupted() {
+            interrupted = true;
+            hs.iter().for_each(|&h| engine.finish(h, StopReason::Cancelled));
+            break;
+        }
+        for (h, id) in engine.step()? {
+            if let Some(i) = hs.iter().position(|&x| x == h) {
+                feed(engine, i, id)?;
             }
         }
     }
-    if let Some(text) = ts.finish()? {
+    signals::set_phase(Phase::Exit);
+    for (i, (ts, stop)) in streams.iter_mut().enumerate() {
+        if !stop.hit() {
+            let tail = ts.finish()?.unwrap_or_default();
+            out(i, &(stop.push(&tail) + &stop.finish()))?;
+        }
+    }
+    Ok(interrupted || signals::interrupted())
+}
+
+/// Writes generated text to stdout as it comes and remembers whether it ends a line.
+pub struct Printer {
+    at_line_start: bool,
+}
+
+impl Printer {
+    pub fn new() -> Self {
+        Printer { at_line_start: true }
+    }
+
+    pub fn print(&mut self, text: &str) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
+        out.flush()?;
+        self.at_line_start = text.ends_with('\n');
+        Ok(())
     }
-    if newline || out.is_terminal() {
-        writeln!(out)?;
+
+    /// End the text with a newline, so what follows (the stats, a prompt) starts a line.
+    pub fn end_line(&mut self) -> Result<()> {
+        if !self.at_line_start {
+            self.print("\n")?;
+        }
+        Ok(())
     }
-    out.flush()?;
-    Ok(())
+}
+
+/// What `generate` and `chat` check before loading anything: the sampler, the prompt.
+fn stop_rule(model: &tinfer::model::Model, sample: &SampleArgs) -> (Stop, Vec<u32>) {
+    let mut stop = Stop::new(&model.cfg, sample.max_tokens());
+    let mut banned = vec![];
+    if sample.ignore_eos {
+        banned = std::mem::take(&mut stop.eos);
+    }
+    (stop, banned)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate {
             model: margs,
-            prompt,
+            run,
+            input,
             echo,
             n_seq,
             sample,
         } => {
-            let text = prompt_text(prompt)?;
             let sampler = sample.sampler()?;
             if n_seq == 0 || n_seq > 64 {
-                bail!("--n-seq must be between 1 and 64, got {n_seq}");
+                usage!("--n-seq must be between 1 and 64, got {n_seq}");
             }
-            let (model, loaded) = load_seqs(&margs, n_seq)?;
+            let text = prompt_text(&input)?;
+            if n_seq > 1 && sampler.is_greedy() {
+                eprintln!(
+                    "warning: --n-seq {n_seq} with greedy decoding (temperature 0) gives {n_seq} identical continuations; \
+                     set --temperature to sample different ones"
+                );
+            }
+            signals::install();
+            let (model, loaded) = load_seqs(&margs, Some(&run), n_seq)?;
             let tok = need_tokenizer(&loaded)?;
             let ids = tok.encode(&text)?;
+            if input.verbose_prompt {
+                show_prompt(tok, &text, &ids)?;
+            }
+            let (stop, banned) = stop_rule(&model, &sample);
+            let seed = sampler.cfg.seed;
+            let mut engine = Engine::new(model);
             if n_seq > 1 {
-                let seed = sampler.cfg.seed;
                 let mut samplers: Vec<Sampler> = (0..n_seq as u64)
                     .map(|i| {
                         Sampler::new(SamplerConfig {
@@ -83,21 +199,32 @@ pub fn run(cli: Cli) -> Result<()> {
                     })
                     .collect();
                 let first = samplers.remove(0);
-                let stop = Stop::new(&model.cfg, sample.max_tokens);
-                let mut engine = Engine::new(model);
-                let seqs = engine.run(Sequence::new(ids, first, stop).with_forks(samplers))?;
-                let gens: Vec<_> = seqs.iter().map(Sequence::generation).collect();
+                let seq = Sequence::new(ids, first, stop).with_forks(samplers).with_banned(banned);
+                let h = engine.add(seq)?;
+                // The forks exist once the prompt has run: step until they do.
+                while engine.get(h).status == tinfer::engine::Status::Waiting {
+                    engine.step()?;
+                    if signals::interrupted() {
+                        break;
+                    }
+                }
+                let hs: Vec<usize> = [h].into_iter().chain(engine.get(h).forked.clone()).collect();
+                let mut texts = vec![String::new(); hs.len()];
+                let interrupted = drive(&mut engine, &hs, tok, &sample.stop, |i, t| {
+                    texts[i] += t;
+                    Ok(())
+                })?;
                 let kv = engine.kv_usage();
                 let mut out = std::io::stdout().lock();
-                for (i, g) in gens.iter().enumerate() {
-                    let body = tok.decode(&g.tokens, true)?;
+                for (i, &h) in hs.iter().enumerate() {
+                    let g = engine.take(h).generation();
                     writeln!(
                         out,
                         "--- continuation {} (seed {}) ---",
                         i + 1,
                         seed.wrapping_add(i as u64)
                     )?;
-                    writeln!(out, "{}{body}", if echo { text.as_str() } else { "" })?;
+                    writeln!(out, "{}{}", if echo { text.as_str() } else { "" }, texts[i])?;
                     eprintln!("[{}] {}", i + 1, g.stats());
                 }
                 if let Some(kv) = kv {
@@ -109,63 +236,104 @@ pub fn run(cli: Cli) -> Result<()> {
                         kv.waste * 100.0
                     );
                 }
+                if interrupted {
+                    return Err(Interrupted.into());
+                }
                 return Ok(());
             }
+            let mut printer = Printer::new();
             if echo {
-                print!("{text}");
+                printer.print(&text)?;
             }
-            let stop = Stop::new(&model.cfg, sample.max_tokens);
-            let mut engine = Engine::new(model);
-            let h = engine.add(Sequence::new(ids, sampler, stop))?;
-            stream(&mut engine, h, tok, false)?;
+            let h = engine.add(Sequence::new(ids, sampler, stop).with_banned(banned))?;
+            let interrupted = drive(&mut engine, &[h], tok, &sample.stop, |_, t| printer.print(t))?;
+            printer.end_line()?;
             let s = engine.take(h);
             eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
+            if interrupted {
+                return Err(Interrupted.into());
+            }
         }
         Command::Chat {
             model: margs,
+            run,
+            input,
             system,
-            prompt,
+            no_context_shift,
             sample,
         } => {
             let sampler = sample.sampler()?;
-            let (model, loaded) = load(&margs)?;
+            let one_turn = if input.prompt.is_some() || input.file.is_some() {
+                Some(prompt_text(&input)?)
+            } else {
+                None
+            };
+            signals::install();
+            let (model, loaded) = load_seqs(&margs, Some(&run), 1)?;
             let tok = need_tokenizer(&loaded)?;
-            let stop = Stop::new(&model.cfg, sample.max_tokens);
+            let (stop, banned) = stop_rule(&model, &sample);
             let mut engine = Engine::new(model);
-            let mut messages: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
-            if let Some(p) = prompt {
-                messages.push(Message::new("user", &p));
-                let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
-                let h = engine.add(Sequence::new(ids, sampler, stop))?;
-                stream(&mut engine, h, tok, false)?;
-                let s = engine.take(h);
-                eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
-                return Ok(());
+            let system: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
+            let chat = super::chat::Chat {
+                tok,
+                system,
+                stop,
+                banned,
+                stops: sample.stop.clone(),
+                verbose_prompt: input.verbose_prompt,
+                context_shift: !no_context_shift,
+            };
+            match one_turn {
+                Some(text) => chat.one_turn(&mut engine, sampler, &text)?,
+                None => chat.repl(&mut engine, sampler)?,
             }
-            chat_loop(&mut engine, tok, messages, sampler, stop)?;
         }
         Command::Tokenize {
-            model: margs,
+            model,
             json,
+            pieces,
+            no_special,
             text,
         } => {
-            let tok = loader::load_tokenizer(&margs.model)?;
-            let ids = tok.encode(&prompt_text(text)?)?;
-            if json {
-                println!("{}", serde_json::to_string(&ids)?);
-            } else {
-                println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+            let text = match text {
+                Some(t) => t,
+                None => stdin_text()?,
+            };
+            let mut tok = loader::load_tokenizer(&model.resolve()?)?;
+            tok.set_parse_special(!no_special);
+            let ids = tok.encode(&text)?;
+            let mut out = std::io::stdout().lock();
+            match (json, pieces) {
+                (true, false) => writeln!(out, "{}", serde_json::to_string(&ids)?)?,
+                (true, true) => {
+                    let list: Vec<_> = ids
+                        .iter()
+                        .map(|&id| Ok(json!({"id": id, "piece": tok.piece(id)?})))
+                        .collect::<Result<_>>()?;
+                    writeln!(out, "{}", serde_json::to_string(&list)?)?;
+                }
+                (false, true) => {
+                    for &id in &ids {
+                        writeln!(out, "{id}\t{:?}", tok.piece(id)?)?;
+                    }
+                }
+                (false, false) => writeln!(
+                    out,
+                    "{}",
+                    ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
+                )?,
             }
         }
         Command::Perplexity {
             model: margs,
+            run,
             file,
             ctx,
             json,
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
-            let (mut model, loaded) = load(&margs)?;
+            let (mut model, loaded) = load_seqs(&margs, Some(&run), 1)?;
             let ids = need_tokenizer(&loaded)?.encode(&text)?;
             let window = ctx.unwrap_or(model.cfg.seq_len);
             let s = score(&mut model, &ids, window)?;
@@ -200,67 +368,4 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Interactive multi-turn chat. One sequence keeps the conversation: each turn only the tokens
-/// after the longest prefix shared with what its cache holds are run.
-pub fn chat_loop(
-    engine: &mut Engine,
-    tok: &Tokenizer,
-    system: Vec<Message>,
-    mut sampler: Sampler,
-    stop: Stop,
-) -> Result<()> {
-    let mut messages = system.clone();
-    let id = engine.model.new_seq()?;
-    let mut cached: Vec<u32> = vec![]; // the tokens whose K/V the cache holds
-    let stdin = std::io::stdin();
-    eprintln!("chat: type a message, /reset to start over, /exit or Ctrl-D to quit");
-    loop {
-        eprint!("> ");
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).context("cannot read stdin")? == 0 {
-            return Ok(());
-        }
-        let line = line.trim_end_matches(['\n', '\r']);
-        match line.trim() {
-            "" => continue,
-            "/exit" | "/quit" => return Ok(()),
-            "/reset" => {
-                messages = system.clone();
-                continue;
-            }
-            _ => {}
-        }
-        messages.push(Message::new("user", line));
-        let ids = tok.encode_raw(&tok.apply_chat_template(&messages, true)?)?;
-        let mut shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-        shared = shared.min(ids.len() - 1); // run at least one token to get logits
-        engine.model.truncate(id, shared);
-        cached.truncate(shared);
-        let seq = Sequence::new(ids[shared..].to_vec(), sampler, stop.clone()).continuing(id, cached.clone());
-        let (s, result) = match engine.validate(&seq) {
-            Err(e) => (seq, Err(e)),
-            Ok(()) => {
-                let h = engine.add(seq)?;
-                let r = stream(engine, h, tok, true);
-                (engine.take(h), r)
-            }
-        };
-        let g = s.generation();
-        sampler = s.sampler;
-        if let Err(e) = result {
-            eprintln!("error: {e:#}");
-            engine.model.truncate(id, 0);
-            cached.clear();
-            messages.pop();
-            continue;
-        }
-        cached.extend_from_slice(&ids[shared..]);
-        cached.extend_from_slice(&g.tokens[..g.tokens.len().saturating_sub(1)]);
-        // The last sampled token was never run through the model: it is not in the cache.
-        engine.model.truncate(id, cached.len());
-        messages.push(Message::new("assistant", &tok.decode(&g.tokens, true)?));
-        eprintln!("[{}]", g.stats());
-    }
 }

@@ -3,12 +3,14 @@
 
 pub mod score;
 pub mod sequence;
+pub mod stop_strings;
 
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 
 pub use self::sequence::{Generation, Sequence, Status, Stop, StopReason};
+pub use self::stop_strings::StopStrings;
 use crate::model::{Entry, KvUsage, Model, Want};
 
 /// Prompt tokens run per step: bounds the activations a long prompt needs at once.
@@ -75,6 +77,19 @@ impl Engine {
         seq
     }
 
+    /// End `handle` now with `reason` (a stop string seen, Ctrl-C): it produces nothing more and
+    /// its cache is released unless it is kept. Finished sequences are left as they are.
+    pub fn finish(&mut self, handle: usize, reason: StopReason) {
+        let s = self.seqs[handle].as_mut().expect("a sequence not taken back");
+        if s.is_finished() {
+            return;
+        }
+        s.finish(reason);
+        if !s.keep {
+            self.model.release(s.id.expect("added"));
+        }
+    }
+
     /// Nothing waiting or running.
     pub fn is_idle(&self) -> bool {
         self.seqs.iter().flatten().all(Sequence::is_finished)
@@ -123,6 +138,9 @@ impl Engine {
             })
             .collect();
         let picks = self.pick(&batch, &running)?;
+        for &h in &running {
+            self.seqs[h].as_mut().unwrap().decode_steps += 1;
+        }
         Ok(self.post(&running, picks))
     }
 
@@ -145,7 +163,8 @@ impl Engine {
         }
         // The prompt's end: fork it, then each sequence picks its first token from its logits.
         let forks = std::mem::take(&mut self.seqs[h].as_mut().unwrap().forks);
-        let greedy = self.get(h).sampler.is_greedy() && forks.iter().all(|f| f.is_greedy());
+        let greedy =
+            self.get(h).sampler.is_greedy() && self.get(h).banned.is_empty() && forks.iter().all(|f| f.is_greedy());
         let picks = if greedy {
             Pick::Ids(self.model.forward_argmax(&entry)?)
         } else {
@@ -157,7 +176,7 @@ impl Engine {
         for sampler in forks {
             let fork = self.model.fork(id)?;
             let p = self.get(h);
-            let mut f = Sequence::new(p.prompt.clone(), sampler, p.stop.clone());
+            let mut f = Sequence::new(p.prompt.clone(), sampler, p.stop.clone()).with_banned(p.banned.clone());
             f.id = Some(fork);
             f.context = p.context.clone();
             f.added = p.added;
@@ -181,7 +200,9 @@ impl Engine {
     /// Run `batch` (one entry per handle of `hs`) and choose each next token: on the device
     /// when every sampler is greedy (only ids come back), else from the logits.
     fn pick(&mut self, batch: &[Entry], hs: &[usize]) -> Result<Pick> {
-        let greedy = hs.iter().all(|&h| self.get(h).sampler.is_greedy());
+        let greedy = hs
+            .iter()
+            .all(|&h| self.get(h).sampler.is_greedy() && self.get(h).banned.is_empty());
         let p = if greedy {
             Pick::Ids(self.model.forward_argmax(batch)?)
         } else {
@@ -198,9 +219,19 @@ impl Engine {
             let s = self.seqs[h].as_mut().unwrap();
             let token = match &picks {
                 Pick::Ids(ids) => ids[i],
-                Pick::Logits(l) => {
+                Pick::Logits(l) if s.banned.is_empty() => {
                     let history = s.history();
                     s.sampler.sample(&l[i], &history)
+                }
+                Pick::Logits(l) => {
+                    let mut logits = l[i].clone();
+                    for &t in &s.banned {
+                        if let Some(x) = logits.get_mut(t as usize) {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                    let history = s.history();
+                    s.sampler.sample(&logits, &history)
                 }
             };
             let id = s.id.unwrap();

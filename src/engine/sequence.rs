@@ -15,6 +15,10 @@ pub enum StopReason {
     MaxTokens,
     /// The context window is full.
     ContextFull,
+    /// The text reached one of the caller's stop strings (`--stop`), which is not output.
+    StopString,
+    /// The caller ended it early (Ctrl-C, a client that went away).
+    Cancelled,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +70,11 @@ pub struct Sequence {
     pub forked: Vec<usize>,
     /// Prompt tokens run so far.
     pub prefilled: usize,
+    /// Tokens never sampled (their logits set to -inf first): the end tokens under
+    /// `--ignore-eos`, like llama.cpp's `--ignore-eos` (a logit bias of -inf).
+    pub banned: Vec<u32>,
+    /// Decode steps run (forwards after the prompt's), for the decode rate.
+    pub(crate) decode_steps: usize,
     /// Timings: added, first token produced, finished.
     pub(crate) added: Instant,
     pub(crate) first: Option<Instant>,
@@ -87,6 +96,8 @@ impl Sequence {
             forks: vec![],
             forked: vec![],
             prefilled: 0,
+            banned: vec![],
+            decode_steps: 0,
             added: Instant::now(),
             first: None,
             finished: None,
@@ -138,7 +149,14 @@ impl Sequence {
         true
     }
 
-    fn finish(&mut self, r: StopReason) {
+    /// Never produce `tokens` (see `banned`).
+    pub fn with_banned(mut self, tokens: Vec<u32>) -> Self {
+        self.banned = tokens;
+        self
+    }
+
+    /// End it now (its cache is released by the engine as for any finished sequence).
+    pub(crate) fn finish(&mut self, r: StopReason) {
         self.status = Status::Finished(r);
         self.finished = Some(Instant::now());
     }
@@ -154,6 +172,7 @@ impl Sequence {
                 _ => StopReason::MaxTokens,
             },
             prompt_tokens: self.prompt.len(),
+            decode_steps: self.decode_steps,
             prompt_time: first - self.added,
             gen_time: self.finished.unwrap_or(now) - first,
         }
@@ -166,26 +185,35 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub stop: StopReason,
     pub prompt_tokens: usize,
+    /// Forwards after the prompt's (the prompt's forward gives the first token).
+    pub decode_steps: usize,
     pub prompt_time: Duration,
     pub gen_time: Duration,
 }
 
 impl Generation {
-    /// "prompt: 24 tokens, 180.2 tok/s | generated: 32 tokens, 25.1 tok/s | stop: Eos"
+    /// "prompt: 24 tokens, 180.2 tok/s | generated: 32 tokens | decode: 25.1 tok/s over 32 steps |
+    /// stop: Eos". The first generated token comes out of the prompt's forward, so the decode
+    /// rate is decode steps (one per later token, plus the one that produced the end token) over
+    /// their time.
     pub fn stats(&self) -> String {
-        let rate = |n: usize, d: Duration| {
-            if d.as_secs_f64() > 0.0 {
-                n as f64 / d.as_secs_f64()
-            } else {
-                0.0
-            }
+        let steps = self.decode_steps;
+        let secs = self.gen_time.as_secs_f64();
+        let decode = if steps == 0 || secs <= 0.0 {
+            "decode: no steps".to_string()
+        } else {
+            format!("decode: {:.1} tok/s over {steps} steps", steps as f64 / secs)
+        };
+        let prompt_secs = self.prompt_time.as_secs_f64();
+        let prompt_rate = if prompt_secs > 0.0 {
+            self.prompt_tokens as f64 / prompt_secs
+        } else {
+            0.0
         };
         format!(
-            "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | stop: {:?}",
+            "prompt: {} tokens, {prompt_rate:.1} tok/s | generated: {} tokens | {decode} | stop: {:?}",
             self.prompt_tokens,
-            rate(self.prompt_tokens, self.prompt_time),
             self.tokens.len(),
-            rate(self.tokens.len(), self.gen_time),
             self.stop
         )
     }
