@@ -9,8 +9,8 @@ use std::io::BufRead;
 
 use anyhow::Result;
 
-use super::run::{drive, show_prompt, Printer};
 use super::signals::{self, Interrupted};
+use super::stream::{drive, show_prompt, Printer};
 use tinfer::engine::{Engine, Sequence, Stop, StopReason};
 use tinfer::sampler::Sampler;
 use tinfer::tokenizer::{Message, Tokenizer};

@@ -1,5 +1,6 @@
 //! The command line: arguments (`args`), the commands that run a model (`run`, `chat`), Ctrl-C
-//! and closed pipes (`signals`), `info`, and the benchmark front ends (`bench`). Part of the binary only; the library never imports it.
+//! and closed pipes (`signals`), streaming text (`stream`), `info`, and the benchmark front ends
+//! (`bench`). Part of the binary only; the library never imports it.
 
 pub mod args;
 mod bench;
@@ -8,5 +9,6 @@ mod info;
 mod load;
 mod run;
 pub mod signals;
+mod stream;
 
 pub use run::run;

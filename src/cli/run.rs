@@ -1,5 +1,4 @@
-//! generate, tokenize, perplexity and convert: check the input, load, run, print; the
-//! streaming driver `drive` that `generate` and `chat` share.
+//! generate, chat, tokenize, perplexity and convert: check the input, load, run, print.
 
 use std::io::{IsTerminal, Read, Write};
 
@@ -8,12 +7,13 @@ use serde_json::json;
 
 use super::args::{usage, BenchWhat, Cli, Command, PromptArgs, SampleArgs};
 use super::load::{load_seqs, need_tokenizer};
-use super::signals::{self, Interrupted, Phase};
+use super::signals::{self, Interrupted};
+use super::stream::{drive, show_prompt, Printer};
 use tinfer::engine::score::score;
-use tinfer::engine::{Engine, Sequence, Stop, StopReason, StopStrings};
+use tinfer::engine::{Engine, Sequence, Stop};
 use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
-use tinfer::tokenizer::{Message, TokenStream, Tokenizer};
+use tinfer::tokenizer::Message;
 use tinfer::tools::convert::convert;
 
 /// The prompt: --prompt, --file, or all of stdin. Checked before any model is loaded: an empty
@@ -54,101 +54,8 @@ fn stdin_text() -> Result<String> {
     })
 }
 
-/// `--verbose-prompt`: the text the model receives and its tokens, on stderr.
-pub fn show_prompt(tok: &Tokenizer, text: &str, ids: &[u32]) -> Result<()> {
-    eprintln!("prompt ({} tokens):\n{text}\n--- tokens:", ids.len());
-    for &id in ids {
-        eprintln!("{id:>8} -> {:?}", tok.piece(id)?);
-    }
-    eprintln!("---");
-    Ok(())
-}
-
-/// Step the engine until every sequence of `hs` is finished, passing each one's text (by its
-/// index in `hs`) to `out` as it becomes whole, stop strings cut (see `StopStrings`); tokens a
-/// sequence already has (forks made by the prompt's forward) come first. Ctrl-C ends them all
-/// (`StopReason::Cancelled`). Returns whether Ctrl-C was pressed.
-pub fn drive(
-    engine: &mut Engine,
-    hs: &[usize],
-    tok: &Tokenizer,
-    stops: &[String],
-    mut out: impl FnMut(usize, &str) -> Result<()>,
-) -> Result<bool> {
-    let mut streams: Vec<(TokenStream, StopStrings)> = hs
-        .iter()
-        .map(|_| (TokenStream::new(tok), StopStrings::new(stops)))
-        .collect();
-    let mut feed = |engine: &mut Engine, i: usize, id: u32| -> Result<()> {
-        let (ts, stop) = &mut streams[i];
-        if let Some(text) = ts.push(id)? {
-            out(i, &stop.push(&text))?;
-            if stop.hit() {
-                engine.finish(hs[i], StopReason::StopString);
-            }
-        }
-        Ok(())
-    };
-    for (i, &h) in hs.iter().enumerate() {
-        for id in engine.get(h).output.clone() {
-            feed(engine, i, id)?;
-        }
-    }
-    signals::set_phase(Phase::Generating);
-    let mut interrupted = false;
-    while !hs.iter().all(|&h| engine.get(h).is_finished()) {
-        if signals::interrupted() {
-            interrupted = true;
-            hs.iter().for_each(|&h| engine.finish(h, StopReason::Cancelled));
-            break;
-        }
-        for (h, id) in engine.step()? {
-            if let Some(i) = hs.iter().position(|&x| x == h) {
-                feed(engine, i, id)?;
-            }
-        }
-    }
-    signals::set_phase(Phase::Exit);
-    for (i, (ts, stop)) in streams.iter_mut().enumerate() {
-        if !stop.hit() {
-            let tail = ts.finish()?.unwrap_or_default();
-            out(i, &(stop.push(&tail) + &stop.finish()))?;
-        }
-    }
-    Ok(interrupted || signals::interrupted())
-}
-
-/// Writes generated text to stdout as it comes and remembers whether it ends a line.
-pub struct Printer {
-    at_line_start: bool,
-}
-
-impl Printer {
-    pub fn new() -> Self {
-        Printer { at_line_start: true }
-    }
-
-    pub fn print(&mut self, text: &str) -> Result<()> {
-        if text.is_empty() {
-            return Ok(());
-        }
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
-        self.at_line_start = text.ends_with('\n');
-        Ok(())
-    }
-
-    /// End the text with a newline, so what follows (the stats, a prompt) starts a line.
-    pub fn end_line(&mut self) -> Result<()> {
-        if !self.at_line_start {
-            self.print("\n")?;
-        }
-        Ok(())
-    }
-}
-
-/// What `generate` and `chat` check before loading anything: the sampler, the prompt.
+/// The stop rule of `generate` and `chat`: the model's end tokens (banned instead of stopping
+/// with --ignore-eos), the output budget, the context.
 fn stop_rule(model: &tinfer::model::Model, sample: &SampleArgs) -> (Stop, Vec<u32>) {
     let mut stop = Stop::new(&model.cfg, sample.max_tokens());
     let mut banned = vec![];
