@@ -33,13 +33,18 @@ fn cmd(args: &[&str]) -> Command {
     c
 }
 
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = cmd(args)
+/// `tinfer args` with stdin, stdout and stderr piped.
+fn spawn(args: &[&str]) -> Child {
+    cmd(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = spawn(args);
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -55,17 +60,7 @@ fn ok(args: &[&str]) -> (String, String) {
 
 /// A run that must fail with `code` and mention every needle on stderr.
 fn fails(args: &[&str], code: i32, needles: &[&str]) {
-    let out = run(args, b"");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "tinfer {args:?}: exit code; stderr: {err}"
-    );
-    assert!(!err.contains("panicked"), "tinfer {args:?} panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "tinfer {args:?}: stderr should mention {n:?}: {err}");
-    }
+    assert_failed(args, &run(args, b""), code, needles);
 }
 
 /// A child whose stdout and stderr are collected by threads as they arrive.
@@ -77,12 +72,7 @@ struct Live {
 
 impl Live {
     fn spawn(args: &[&str]) -> Live {
-        let mut child = cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(args);
         let collect = |mut r: Box<dyn Read + Send>| {
             let buf = Arc::new(Mutex::new(vec![]));
             let b = buf.clone();

@@ -624,3 +624,17 @@ pub fn check_seq_lifecycle(m: &mut Model, fresh: &mut Model, max_seqs: usize, st
         assert_eq!(u.pages_used, 0, "every page is free once every sequence is released");
     }
 }
+
+/// Check a finished `tinfer args` run: exit code `code`, no panic, every needle on stderr.
+pub fn assert_failed(args: &[&str], out: &std::process::Output, code: i32, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "tinfer {args:?}: exit code; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "tinfer {args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "tinfer {args:?}: stderr should mention {n:?}: {err}");
+    }
+}
