@@ -16,7 +16,8 @@ pub mod loader; // safetensors / GGUF -> Weights<Tensor> (names from arch.rs)
 pub mod model; // the device seam: sequences (new_seq/fork/truncate/release), forward(&Batch)
 pub mod options; // leaf types: Device, Attention, KvLayout, Dtype, Options, Want
 pub mod sampler; // greedy / temperature / top-k / top-p / min-p / repetition penalty
-pub mod tokenizer; // HF tokenizers, streaming decode, chat templates
+pub mod template; // chat templates rendered as transformers' jinja2 environment renders them
+pub mod tokenizer; // HF tokenizers, streaming decode, chat inputs
 pub mod weights; // Weights / Layer with shapes; Tensor (format, shape, mapped bytes)
 
 // -- tools: benchmarks, synthetic models, conversion; the core above never imports them --

@@ -1,6 +1,6 @@
 //! The HF `tokenizers` library behind a small wrapper: encode, decode, streaming decode that never
-//! emits half a UTF-8 character, and chat templates rendered with minijinja from the model's own
-//! template (as HF's `apply_chat_template` renders them with jinja2).
+//! emits half a UTF-8 character, and the chat template's inputs as HF's `apply_chat_template`
+//! passes them (template.rs renders it as transformers' jinja2 environment does).
 
 use std::path::Path;
 
@@ -8,20 +8,42 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-/// Most template instructions one chat render may run before it is stopped as runaway. SmolLM2's
-/// ChatML template renders 1000 messages well within it (see the test below); a nested loop of
-/// 10^5 × 10^5 is stopped in well under a second.
-const TEMPLATE_FUEL: u64 = 2_000_000;
-
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Jinja chat template from tokenizer_config.json (or chat_template.jinja).
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
+    /// The special tokens transformers passes to every template (its `special_tokens_map`:
+    /// bos/eos/unk/sep/pad/cls/mask tokens and `additional_special_tokens`), as set in
+    /// tokenizer_config.json, in that order.
+    pub special_tokens: serde_json::Map<String, Json>,
 }
 
-/// One chat message: role ("system", "user", "assistant") and content.
+/// What one chat render gets, as transformers' `apply_chat_template(conversation, tools=...,
+/// documents=..., add_generation_prompt=..., **kwargs)` passes it. Messages are JSON objects kept
+/// as given (key order too): `role`, `content` (a string, or a list of parts), `tool_calls`,
+/// `tool_call_id`, `name`, `reasoning_content`...
+#[derive(Clone, Debug, Default)]
+pub struct Chat {
+    /// A JSON array of message objects.
+    pub messages: Json,
+    /// Tool definitions (JSON schemas, `{"type": "function", "function": {...}}`); `None` is
+    /// passed to the template as `none`, as transformers does.
+    pub tools: Option<Json>,
+    /// Documents for retrieval-augmented templates; `None` is `none`.
+    pub documents: Option<Json>,
+    /// End with the assistant's turn opener.
+    pub add_generation_prompt: bool,
+    /// Extra template variables (transformers' `**kwargs`: `enable_thinking`, `date_string`...);
+    /// they override the special tokens of the same name.
+    pub extra: serde_json::Map<String, Json>,
+    /// What `strftime_now` formats; `None` is the local time now (a fixed time for tests).
+    pub now: Option<chrono::NaiveDateTime>,
+}
+
+/// One plain chat message: role ("system", "user", "assistant") and content. Tool calls and
+/// other fields go through [`Chat`] as JSON.
 #[derive(Clone, Debug, Serialize)]
 pub struct Message {
     pub role: String,
@@ -29,6 +51,7 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message with this role and content.
     pub fn new(role: &str, content: &str) -> Self {
         Message {
             role: role.into(),
@@ -105,11 +128,33 @@ impl Tokenizer {
                 .map(str::to_string),
             _ => None,
         };
+        let mut special_tokens = serde_json::Map::new();
+        for name in [
+            "bos_token",
+            "eos_token",
+            "unk_token",
+            "sep_token",
+            "pad_token",
+            "cls_token",
+            "mask_token",
+        ] {
+            if let Some(t) = token_str(tokenizer_config.get(name)) {
+                special_tokens.insert(name.into(), Json::String(t));
+            }
+        }
+        if let Some(Json::Array(list)) = tokenizer_config.get("additional_special_tokens") {
+            let list = list
+                .iter()
+                .filter_map(|t| token_str(Some(t)).map(Json::String))
+                .collect();
+            special_tokens.insert("additional_special_tokens".into(), Json::Array(list));
+        }
         Ok(Tokenizer {
             inner,
             chat_template,
             bos_token: token_str(tokenizer_config.get("bos_token")),
             eos_token: token_str(tokenizer_config.get("eos_token")),
+            special_tokens,
         })
     }
 
@@ -171,41 +216,40 @@ impl Tokenizer {
         self.eos_token.as_deref().and_then(|t| self.token_to_id(t))
     }
 
-    /// Render the chat template for `messages`, ending with the assistant's turn opener when
-    /// `add_generation_prompt`. Uses jinja2's settings as HF does (trim_blocks, lstrip_blocks).
+    /// Render the chat template for plain `messages`, ending with the assistant's turn opener
+    /// when `add_generation_prompt`: [`Tokenizer::render_chat`] with no tools.
     pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        no_panic("rendering the chat template", || {
-            self.render_chat_template(messages, add_generation_prompt)
+        self.render_chat(&Chat {
+            messages: serde_json::to_value(messages)?,
+            add_generation_prompt,
+            ..Chat::default()
         })
     }
 
-    fn render_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    /// Render the model's chat template as transformers' `apply_chat_template(tokenize=False)`
+    /// does: the template gets the special tokens, then `chat.extra`, then `messages`, `tools`,
+    /// `documents` and `add_generation_prompt`.
+    pub fn render_chat(&self, chat: &Chat) -> Result<String> {
         let template = self
             .chat_template
             .as_deref()
             .context("this model has no chat template (tokenizer_config.json has no chat_template); use `generate`")?;
-        let mut env = minijinja::Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        // A template from a model directory is untrusted: bound the work it may do (a real chat
-        // template uses a few thousand instructions per message).
-        env.set_fuel(Some(TEMPLATE_FUEL));
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template("chat", template)
-            .map_err(|e| anyhow!("the model's chat template does not parse: {e}"))?;
-        let ctx = minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.clone().unwrap_or_default(),
-            eos_token => self.eos_token.clone().unwrap_or_default(),
-        };
-        env.get_template("chat")?
-            .render(ctx)
-            .map_err(|e| anyhow!("rendering the chat template failed: {e}"))
+        if !chat.messages.is_array() {
+            return Err(anyhow!(
+                "chat messages must be a JSON array of objects, not {}",
+                chat.messages
+            ));
+        }
+        let mut ctx = self.special_tokens.clone();
+        ctx.extend(chat.extra.clone());
+        ctx.insert("messages".into(), chat.messages.clone());
+        ctx.insert("tools".into(), chat.tools.clone().unwrap_or(Json::Null));
+        ctx.insert("documents".into(), chat.documents.clone().unwrap_or(Json::Null));
+        ctx.insert("add_generation_prompt".into(), Json::Bool(chat.add_generation_prompt));
+        let ctx = Json::Object(ctx);
+        no_panic("rendering the chat template", || {
+            crate::template::render(template, &ctx, chat.now)
+        })
     }
 }
 
@@ -274,5 +318,29 @@ mod tests {
             .collect();
         let out = tok.apply_chat_template(&msgs, true).unwrap();
         assert_eq!(out.matches("<|im_start|>").count(), 1002);
+    }
+
+    /// transformers' context: special tokens from the config, kwargs, tools passed as none when
+    /// absent, messages as arbitrary JSON objects in their own key order.
+    #[test]
+    fn render_chat_passes_what_transformers_passes() {
+        let template =
+            "{{ bos_token }}|{{ unk_token }}|{{ tools is none }}|{{ documents is none }}|{{ enable_thinking }}|\
+            {% for m in messages %}{{ m|tojson }}{% endfor %}|{{ add_generation_prompt }}";
+        let tok_json = serde_json::json!({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}});
+        let config =
+            serde_json::json!({"chat_template": template, "bos_token": {"content": "<s>"}, "unk_token": "<unk>"});
+        let tok = Tokenizer::from_json(&tok_json, &config).unwrap();
+        let mut chat = Chat {
+            messages: serde_json::from_str(r#"[{"role": "assistant", "content": null, "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": {"z": 1, "a": 2}}}]}]"#).unwrap(),
+            ..Chat::default()
+        };
+        chat.extra.insert("enable_thinking".into(), Json::Bool(false));
+        let want = r#"<s>|<unk>|True|True|False|{"role": "assistant", "content": null, "tool_calls": [{"id": "1", "function": {"name": "f", "arguments": {"z": 1, "a": 2}}}]}|False"#;
+        assert_eq!(tok.render_chat(&chat).unwrap(), want);
+        chat.tools = Some(serde_json::json!([]));
+        assert!(tok.render_chat(&chat).unwrap().contains("|False|True|"));
+        chat.messages = serde_json::json!({"role": "user"});
+        assert!(tok.render_chat(&chat).unwrap_err().to_string().contains("JSON array"));
     }
 }
