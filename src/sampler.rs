@@ -119,7 +119,7 @@ impl Sampler {
     /// Greedy with nothing that looks at the context: the most likely token, which the device
     /// can pick itself.
     pub fn is_greedy(&self) -> bool {
-        !(self.cfg.temperature >= GREEDY_BELOW) && self.cfg.repeat_penalty == 1.0
+        greedy_temperature(self.cfg.temperature) && self.cfg.repeat_penalty == 1.0
     }
 
     /// The next token, given the logits and the tokens so far (for the repetition penalty).
@@ -150,7 +150,7 @@ impl Sampler {
             }
         }
         let t = c.temperature;
-        if !(t >= GREEDY_BELOW) {
+        if greedy_temperature(t) {
             return argmax(&logits) as u32;
         }
         // Candidates with their scaled logit x = l / T, most likely first (ties: lower id first).
@@ -218,6 +218,11 @@ impl Sampler {
         }
         cand[keep - 1].0
     }
+}
+
+/// Temperatures that sample greedily: below `GREEDY_BELOW`, and NaN (which means nothing).
+fn greedy_temperature(t: f32) -> bool {
+    t.is_nan() || t < GREEDY_BELOW
 }
 
 /// HF's `RepetitionPenaltyLogitsProcessor`: a negative logit is multiplied by the penalty, any
@@ -589,143 +594,6 @@ mod tests {
                 msg.as_deref().is_some_and(|m| m.starts_with(want)),
                 "case {i}: {cfg:?} gave {msg:?}, want {want:?}"
             );
-        }
-    }
-}
-
-/// Property tests: random logits (with huge, infinite and NaN values) and random settings.
-#[cfg(test)]
-mod props {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn logit() -> impl Strategy<Value = f32> {
-        prop_oneof![
-            8 => -30.0f32..30.0,
-            1 => prop::sample::select(vec![f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -f32::MAX, 1e30, -1e30, 0.0, f32::NAN]),
-            1 => prop::sample::select(vec![1.0f32, 2.0]), // exact ties
-        ]
-    }
-
-    fn temperature() -> impl Strategy<Value = f32> {
-        prop_oneof![
-            prop::sample::select(vec![
-                0.0f32,
-                1e-38,
-                1e-30,
-                f32::MIN_POSITIVE,
-                1e-7,
-                GREEDY_BELOW,
-                1e-5,
-                1e30,
-                f32::MAX,
-                f32::INFINITY
-            ]),
-            0.01f32..5.0,
-        ]
-    }
-
-    fn config() -> impl Strategy<Value = SamplerConfig> {
-        (
-            temperature(),
-            0usize..12,
-            prop_oneof![Just(1.0f32), 0.0f32..=1.0],
-            prop_oneof![Just(0.0f32), 0.0f32..=1.0],
-            prop::sample::select(vec![1.0f32, 1.3, 0.5, 1e38, f32::INFINITY]),
-            any::<u64>(),
-        )
-            .prop_map(
-                |(temperature, top_k, top_p, min_p, repeat_penalty, seed)| SamplerConfig {
-                    temperature,
-                    top_k,
-                    top_p,
-                    min_p,
-                    repeat_penalty,
-                    seed,
-                },
-            )
-    }
-
-    /// The logits the filters see: NaN as -inf, then the repetition penalty.
-    fn penalised(logits: &[f32], context: &[u32], p: f32) -> Vec<f32> {
-        let mut l: Vec<f32> = logits
-            .iter()
-            .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x })
-            .collect();
-        let mut seen = vec![false; l.len()];
-        for &t in context {
-            let t = t as usize;
-            if t < l.len() && !seen[t] && p != 1.0 {
-                seen[t] = true;
-                l[t] = penalise(l[t], p);
-            }
-        }
-        l
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-
-        /// Every draw is in range, possible, and survives top-k, top-p and min-p.
-        #[test]
-        fn draws_are_valid_and_survive_the_filters(
-            logits in prop::collection::vec(logit(), 1..24),
-            context in prop::collection::vec(0u32..30, 0..6),
-            cfg in config(),
-        ) {
-            let id = Sampler::new(cfg.clone()).sample(&logits, &context) as usize;
-            prop_assert!(id < logits.len(), "id {} of {} logits", id, logits.len());
-            let l = penalised(&logits, &context, cfg.repeat_penalty);
-            let (t, n) = (cfg.temperature as f64, l.len());
-            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            prop_assert!(!logits[id].is_nan() || logits.iter().all(|x| x.is_nan()), "drew NaN logit {}: {:?}", id, logits);
-            if !(cfg.temperature >= GREEDY_BELOW) {
-                prop_assert_eq!(id, argmax(&l), "T {} is greedy: {:?}", cfg.temperature, l);
-                return Ok(());
-            }
-            // Possible: the max when the max is infinite, else a finite logit.
-            if max.is_infinite() {
-                prop_assert_eq!(l[id], max, "id {} of {:?}", id, l);
-            } else {
-                prop_assert!(l[id].is_finite(), "id {} of {:?}", id, l);
-            }
-            // Rank: the tokens strictly ahead (higher scaled logit, or equal with a lower id).
-            let x = |i: usize| if l[i].is_infinite() { l[i] as f64 } else { l[i] as f64 / t };
-            let ahead: Vec<usize> = (0..n).filter(|&i| x(i) > x(id) || (x(i) == x(id) && i < id)).collect();
-            if cfg.top_k > 0 {
-                prop_assert!(ahead.len() < cfg.top_k, "rank {} with top-k {}: {:?}", ahead.len(), cfg.top_k, l);
-            }
-            if max.is_finite() {
-                // Probabilities over the top-k set, in f64 (the scaled logits do not overflow).
-                let mut order: Vec<usize> = (0..n).collect();
-                order.sort_by(|&a, &b| x(b).total_cmp(&x(a)).then(a.cmp(&b)));
-                if cfg.top_k > 0 { order.truncate(cfg.top_k); }
-                let xm = x(order[0]);
-                let w = |i: usize| (x(i) - xm).exp();
-                let z: f64 = order.iter().map(|&i| w(i)).sum();
-                let mass_ahead: f64 = ahead.iter().filter(|i| order.contains(i)).map(|&i| w(i) / z).sum();
-                if cfg.top_p < 1.0 {
-                    prop_assert!(mass_ahead < cfg.top_p as f64 + 1e-6 || ahead.is_empty(),
-                        "mass ahead {} >= top-p {}: id {} of {:?}", mass_ahead, cfg.top_p, id, l);
-                }
-                if cfg.min_p > 0.0 {
-                    prop_assert!(w(id) >= cfg.min_p as f64 * (1.0 - 1e-9),
-                        "p ratio {} < min-p {}: id {} of {:?}", w(id), cfg.min_p, id, l);
-                }
-            }
-        }
-
-        /// As T -> 0 the draw is the argmax (ties to the lowest id), whatever the filters.
-        #[test]
-        fn tiny_temperature_is_the_argmax(
-            logits in prop::collection::vec(logit(), 1..24),
-            t in prop::sample::select(vec![1e-38f32, 1e-30, f32::MIN_POSITIVE]),
-            cfg in config(),
-        ) {
-            let cfg = SamplerConfig { temperature: t, repeat_penalty: 1.0, ..cfg };
-            let id = Sampler::new(cfg).sample(&logits, &[]) as usize;
-            let l = penalised(&logits, &[], 1.0);
-            prop_assert_eq!(id, argmax(&l), "T {}: {:?}", t, logits);
         }
     }
 }
