@@ -14,6 +14,9 @@ pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
 /// Load for up to `max_seqs` sequences alive at once.
 pub fn load_seqs(args: &ModelArgs, max_seqs: usize) -> Result<(Model, Loaded)> {
     let mut loaded = loader::load(&args.model)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
     let weights = loaded.weights.take().expect("load() returns weights");
     let model = Model::with_options(
         loaded.cfg.clone(),
