@@ -35,6 +35,10 @@ pub struct Loaded {
     pub tokenizer_error: Option<String>,
     pub source: String,
     pub dtypes: String,
+    /// What tinfer had to assume because the file leaves it out (GGUF tokenizer metadata: see
+    /// `gguf::VocabFacts`), one line each: the key, the assumption, what the user can do.
+    /// Commands print them on stderr as `warning: ...`.
+    pub warnings: Vec<String>,
 }
 
 /// Load a model from an HF directory or a `.gguf` file.
@@ -110,6 +114,7 @@ fn load_dir(dir: &Path) -> Result<Loaded> {
         tokenizer_error,
         source: dir.display().to_string(),
         dtypes: src.dtypes(),
+        warnings: vec![],
     })
 }
 
@@ -131,13 +136,9 @@ fn load_gguf(path: &Path) -> Result<Loaded> {
         Ok(t) => (Some(t), None),
         Err(e) => (None, Some(format!("{}: {e:#}", path.display()))),
     };
-    if let Some(ids) = gguf.hf_generation_config().get("eos_token_id") {
-        for id in token_ids(Some(ids)) {
-            if !cfg.eos_token_ids.contains(&id) {
-                cfg.eos_token_ids.push(id);
-            }
-        }
-    }
+    // Generation stops at the end-of-generation set: eos, eot, eom, or llama.cpp's fallback.
+    let facts = gguf.vocab_facts();
+    cfg.eos_token_ids = facts.eog;
     let dtypes = src.dtypes();
     Ok(Loaded {
         cfg,
@@ -147,6 +148,7 @@ fn load_gguf(path: &Path) -> Result<Loaded> {
         tokenizer_error,
         source: path.display().to_string(),
         dtypes,
+        warnings: facts.warnings,
     })
 }
 

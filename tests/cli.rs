@@ -817,3 +817,31 @@ fn bench_model_json() {
         &["--synthetic gpt-5"],
     );
 }
+
+/// A GGUF with incomplete tokenizer metadata (the tiny fixture has no token types, bos or eos):
+/// model commands print one `warning:` line per guess on stderr, `info` lists them.
+#[test]
+fn gguf_metadata_warnings_are_printed_and_listed() {
+    let g = tmp("gguf-warnings");
+    let m = g.join("tiny.gguf");
+    std::fs::write(&m, tiny_gguf_bytes()).unwrap();
+    let m = m.to_str().unwrap();
+    let out = tinfer(
+        &["generate", "--model", m, "--prompt", "hi", "-n", "2", "--device", "cpu"],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert_eq!(warnings.len(), 3, "{err}");
+    assert!(
+        warnings[1].starts_with("warning: tokenizer.ggml.eos_token_id is missing"),
+        "{err}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&["info", "--model", m, "--json", "--device", "cpu"])).unwrap();
+    assert_eq!(info["warnings"].as_array().map(Vec::len), Some(3), "{info}");
+    assert!(
+        ok(&["info", "--model", m, "--device", "cpu"]).contains("warning      tokenizer.ggml.token_type is missing")
+    );
+}

@@ -327,3 +327,258 @@ fn quantised_qk_rows_unpermute_like_f32_rows() {
         );
     }
 }
+
+// --- Incomplete tokenizer metadata: llama.cpp's fallbacks, each with its warning ---
+
+const FIX: &str = "re-convert the model with a current llama.cpp (convert_hf_to_gguf.py), or pass its HF directory";
+
+/// The metadata of a byte-level vocabulary (ids 0-255 the bytes, then <|endoftext|> 256,
+/// <|im_start|> 257, <|im_end|> 258) with every tokenizer key llama.cpp's converter writes.
+fn vocab_metadata() -> Vec<(&'static str, Value)> {
+    let mut tokens: Vec<Value> = byte_level_chars()
+        .iter()
+        .map(|c| Value::String(c.to_string()))
+        .collect();
+    let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+    tokens.extend(specials.iter().map(|s| Value::String(s.to_string())));
+    let types = (0..259).map(|i| Value::I32(if i < 256 { 1 } else { 3 })).collect();
+    vec![
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("gpt2".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens)),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.merges", Value::Array(vec![])),
+        ("tokenizer.ggml.bos_token_id", Value::U32(256)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(258)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+    ]
+}
+
+/// `vocab_metadata` less the keys `drop`, with `set` added or replacing, as a GGUF.
+fn vocab_gguf(drop: &[&str], set: Vec<(&'static str, Value)>) -> Gguf {
+    let mut md = vocab_metadata();
+    md.retain(|(k, _)| !drop.contains(k) && !set.iter().any(|(s, _)| s == k));
+    md.extend(set);
+    Gguf::from_bytes(write::gguf_bytes(&md, &[])).unwrap()
+}
+
+fn tokenizer(g: &Gguf) -> tinfer::tokenizer::Tokenizer {
+    tinfer::tokenizer::Tokenizer::from_json(&g.hf_tokenizer_json().unwrap(), &g.hf_tokenizer_config(64)).unwrap()
+}
+
+#[test]
+fn complete_tokenizer_metadata_gives_no_warnings() {
+    let g = vocab_gguf(&[], vec![]);
+    let f = g.vocab_facts();
+    assert_eq!(f.warnings, Vec::<String>::new());
+    assert_eq!(
+        (f.bos, f.eos, f.add_bos, f.add_eos),
+        (Some(256), Some(258), false, false)
+    );
+    assert_eq!(f.eog, [258], "eos only: the vocabulary's other end texts are not added");
+    assert_eq!(g.hf_generation_config()["eos_token_id"], 258);
+    // Specials are recognised, no BOS is added.
+    assert_eq!(
+        tokenizer(&g).encode("<|im_start|>hi<|im_end|>").unwrap(),
+        [257, 104, 105, 258]
+    );
+    // eot and eom ids join the end-of-generation set (llama.cpp always counts them), silently.
+    let g = vocab_gguf(
+        &[],
+        vec![
+            ("tokenizer.ggml.eot_token_id", Value::U32(256)),
+            ("tokenizer.ggml.eom_token_id", Value::U32(257)),
+        ],
+    );
+    assert_eq!(
+        (g.vocab_facts().eog, g.vocab_facts().warnings.len()),
+        (vec![256, 257, 258], 0)
+    );
+    assert_eq!(
+        g.hf_generation_config()["eos_token_id"],
+        serde_json::json!([256, 257, 258])
+    );
+}
+
+/// Each missing key: the exact warning, the value assumed, and what tokenizing gives.
+#[test]
+fn each_missing_tokenizer_key_is_a_warning_with_llama_cpp_fallback() {
+    // tokenizer.ggml.pre: llama.cpp warns and uses "default"; tinfer keeps GPT-2's split.
+    let f = vocab_gguf(&["tokenizer.ggml.pre"], vec![]).vocab_facts();
+    assert_eq!(
+        f.warnings,
+        [format!(
+            "tokenizer.ggml.pre is missing: splitting text with GPT-2's byte-level pre-tokenizer (llama.cpp warns \
+             too and uses its own \"default\" split), so prompts may tokenize unlike the original model; {FIX}"
+        )]
+    );
+    // eos: the end-of-generation set is the vocabulary's tokens with llama.cpp's end texts.
+    let g = vocab_gguf(&["tokenizer.ggml.eos_token_id"], vec![]);
+    let f = g.vocab_facts();
+    assert_eq!(
+        f.warnings,
+        [format!(
+            "tokenizer.ggml.eos_token_id is missing: stopping at the end-of-generation tokens found by their text, \
+             \"<|endoftext|>\" (256), \"<|im_end|>\" (258), as llama.cpp does; {FIX}"
+        )]
+    );
+    assert_eq!((f.eos, f.eog.clone()), (None, vec![256, 258]));
+    assert_eq!(g.hf_generation_config()["eos_token_id"], serde_json::json!([256, 258]));
+    // eos out of range counts as missing.
+    let f = vocab_gguf(&[], vec![("tokenizer.ggml.eos_token_id", Value::U32(259))]).vocab_facts();
+    assert_eq!(
+        f.warnings[0],
+        format!("tokenizer.ggml.eos_token_id 259 is out of range (vocabulary of 259): ignoring it; {FIX}")
+    );
+    assert_eq!((f.warnings.len(), f.eog.clone()), (2, vec![256, 258]));
+    // No eos and no known end text: nothing stops generation but the length.
+    let mut md = vocab_metadata();
+    md.retain(|(k, _)| *k != "tokenizer.ggml.eos_token_id");
+    md[2].1 = Value::Array(
+        byte_level_chars()
+            .iter()
+            .map(|c| Value::String(c.to_string()))
+            .collect(),
+    );
+    md[3].1 = Value::Array(vec![Value::I32(1); 256]);
+    md.retain(|(k, _)| *k != "tokenizer.ggml.bos_token_id");
+    let f = Gguf::from_bytes(write::gguf_bytes(&md, &[])).unwrap().vocab_facts();
+    assert_eq!(f.eog, Vec::<u32>::new());
+    assert_eq!(
+        f.warnings,
+        [
+            format!(
+                "tokenizer.ggml.bos_token_id is missing: no BOS token (llama.cpp would assume id 11 for a BPE \
+                 vocabulary); {FIX}"
+            ),
+            format!(
+                "tokenizer.ggml.eos_token_id is missing and no known end-of-generation text is in the vocabulary: \
+                 generation stops only at --max-tokens or the end of the context; {FIX}"
+            ),
+        ]
+    );
+    // bos missing while add_bos_token asks for it: none is added.
+    let g = vocab_gguf(
+        &["tokenizer.ggml.bos_token_id"],
+        vec![("tokenizer.ggml.add_bos_token", Value::Bool(true))],
+    );
+    assert_eq!(
+        g.vocab_facts().warnings,
+        [format!(
+            "tokenizer.ggml.bos_token_id is missing: no BOS token although add_bos_token is true (llama.cpp would \
+             assume id 11 for a BPE vocabulary); {FIX}"
+        )]
+    );
+    assert_eq!(tokenizer(&g).encode("hi").unwrap(), [104, 105]);
+    // add_bos_token missing: llama.cpp's BPE default, false.
+    let g = vocab_gguf(&["tokenizer.ggml.add_bos_token"], vec![]);
+    assert_eq!(
+        g.vocab_facts().warnings,
+        [format!(
+            "tokenizer.ggml.add_bos_token is missing: not adding BOS \"<|endoftext|>\" (256) to prompts, llama.cpp's \
+             default for BPE vocabularies; {FIX}"
+        )]
+    );
+    assert_eq!(tokenizer(&g).encode("hi").unwrap(), [104, 105]);
+    // token_type missing: all normal, except the end texts llama.cpp makes control.
+    let g = vocab_gguf(&["tokenizer.ggml.token_type"], vec![]);
+    let f = g.vocab_facts();
+    assert_eq!(
+        f.warnings,
+        [format!(
+            "tokenizer.ggml.token_type is missing: every token is plain text except the end-of-generation tokens \
+             \"<|endoftext|>\" (256), \"<|im_end|>\" (258), as in llama.cpp, so special tokens such as <|im_start|> \
+             written in a prompt are split like text; {FIX}"
+        )]
+    );
+    assert_eq!(f.made_control, [256, 258]);
+    let ids = tokenizer(&g).encode("<|im_start|>hi<|im_end|>").unwrap();
+    assert_eq!(
+        ids.len(),
+        12 + 2 + 1,
+        "<|im_start|> as 12 bytes, h, i, then <|im_end|>: {ids:?}"
+    );
+    assert_eq!(ids[12..], [104, 105, 258]);
+    // An end text typed as normal: made control, with a warning.
+    let mut types: Vec<Value> = (0..259).map(|i| Value::I32(if i < 256 { 1 } else { 3 })).collect();
+    types[258] = Value::I32(1);
+    let f = vocab_gguf(&[], vec![("tokenizer.ggml.token_type", Value::Array(types))]).vocab_facts();
+    assert_eq!(
+        f.warnings,
+        [format!(
+            "tokenizer.ggml.token_type marks \"<|im_end|>\" (258) as not control: treating them as control tokens, \
+             as llama.cpp does (the file's token types are probably wrong); {FIX}"
+        )]
+    );
+}
+
+#[test]
+fn add_bos_and_add_eos_tokens_are_added() {
+    let g = vocab_gguf(
+        &[],
+        vec![
+            ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+            ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+        ],
+    );
+    assert_eq!(g.vocab_facts().warnings.len(), 0);
+    assert_eq!(tokenizer(&g).encode("hi").unwrap(), [256, 104, 105, 258]);
+    assert_eq!(
+        tokenizer(&g).encode_raw("hi").unwrap(),
+        [104, 105],
+        "a rendered template gets none"
+    );
+    // An unknown pre-tokenizer is still a clear error (a later issue adds qwen2, llama3, ...).
+    let e = vocab_gguf(&[], vec![("tokenizer.ggml.pre", Value::String("qwen2".into()))])
+        .hf_tokenizer_json()
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("pre-tokenizer \"qwen2\" is not supported from GGUF"),
+        "{e}"
+    );
+}
+
+/// The loader passes the warnings on and stops at the end-of-generation set: the tiny fixture
+/// GGUF has no token types, bos or eos.
+#[test]
+fn loader_reports_warnings_and_the_end_of_generation_set() {
+    let dir = std::env::temp_dir().join(format!("tinfer-gguf-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny.gguf");
+    std::fs::write(&path, tiny_gguf_bytes()).unwrap();
+    let l = loader::load(&path).unwrap();
+    let keys: Vec<&str> = l.warnings.iter().map(|w| w.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.token_type"
+        ],
+        "{:#?}",
+        l.warnings
+    );
+    assert_eq!(l.cfg.eos_token_ids, Vec::<u32>::new());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The real SmolLM2 GGUF has every key: no warnings, and it stops at <|im_end|> (2) as HF's
+/// generation_config.json says. Without its eos key it would stop at <|endoftext|> and <|im_end|>.
+#[test]
+fn smollm2_gguf_has_no_warnings_and_stops_at_im_end() {
+    let Some(path) = smollm2_gguf() else { return };
+    let l = loader::load(&path).unwrap();
+    assert_eq!(l.warnings, Vec::<String>::new());
+    assert_eq!(l.cfg.eos_token_ids, [2]);
+    let g = Gguf::open(&path).unwrap();
+    let md: Vec<(&str, Value)> = g
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer.") && *k != "tokenizer.ggml.eos_token_id")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let f = Gguf::from_bytes(write::gguf_bytes(&md, &[])).unwrap().vocab_facts();
+    assert_eq!(f.eog, [0, 2]);
+    assert_eq!(f.warnings.len(), 1, "{:?}", f.warnings);
+}

@@ -45,6 +45,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
             "chat_template": t.chat_template.is_some(),
         })),
         "tokenizer_error": loaded.tokenizer_error,
+        "warnings": loaded.warnings,
         "gpu": gpu,
     });
     if as_json {
@@ -92,6 +93,9 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
             "tokenizer    none ({})",
             loaded.tokenizer_error.as_deref().unwrap_or("")
         ),
+    }
+    for w in &loaded.warnings {
+        println!("warning      {w}");
     }
     if let Some(g) = gpu {
         let name = |k: &str| g[k].as_str().unwrap_or("").to_string();

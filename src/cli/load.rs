@@ -13,11 +13,15 @@ pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
 }
 
 /// Load for up to `max_seqs` sequences alive at once, with `run`'s threads and context size.
+/// Warnings about what the loader had to guess go to stderr.
 pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Result<(Model, Loaded)> {
     if let Some(run) = run {
         run.apply_threads()?;
     }
     let mut loaded = loader::load(&args.path.resolve()?)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(n) = run.and_then(|r| r.ctx_size) {
         let own = loaded.cfg.seq_len;
         if n == 0 || n > own {

@@ -206,7 +206,17 @@ impl Engine {
         let p = if greedy {
             Pick::Ids(self.model.forward_argmax(batch)?)
         } else {
-            Pick::Logits(self.model.forward(batch)?)
+            let logits = self.model.forward(batch)?;
+            // A NaN logit means a broken model or device: say so rather than sample around it.
+            for (row, l) in logits.iter().enumerate() {
+                if let Some(id) = l.iter().position(|x| x.is_nan()) {
+                    bail!(
+                        "the model produced a NaN logit (batch row {row}, token id {id}): its weights or \
+                         the device's arithmetic are broken; try --device cpu or --dtype f32"
+                    );
+                }
+            }
+            Pick::Logits(logits)
         };
         self.usage = self.model.kv_usage().or(self.usage);
         Ok(p)

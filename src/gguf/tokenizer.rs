@@ -6,7 +6,162 @@ use serde_json::{json, Value as Json};
 
 use super::{Gguf, Value};
 
+/// Token texts llama.cpp counts as end of generation wherever they appear in a vocabulary
+/// (llama.cpp `src/llama-vocab.cpp`, `llama_vocab::impl::load`, the list after "maintain a list
+/// of tokens that cause end-of-generation").
+pub const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
+];
+
+/// The special tokens of a GGUF vocabulary, with llama.cpp's fallbacks where the
+/// `tokenizer.ggml.*` metadata leaves something out (`llama_vocab::impl::load`), and one warning
+/// line for each guess.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VocabFacts {
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    /// Prepend BOS / append EOS when encoding.
+    pub add_bos: bool,
+    pub add_eos: bool,
+    /// End-of-generation ids, lowest first: eos, eot and eom where the file names them (llama.cpp
+    /// always counts these); without an eos, the vocabulary's tokens with an `EOG_TEXTS` text.
+    pub eog: Vec<u32>,
+    /// Tokens with an `EOG_TEXTS` text that the file does not mark as control tokens: made
+    /// control, as llama.cpp does ("control-looking token ... its type will be overridden").
+    pub made_control: Vec<u32>,
+    /// Each: the key that is missing or wrong, what tinfer assumed, what the user can do.
+    pub warnings: Vec<String>,
+}
+
 impl Gguf {
+    /// The vocabulary's special tokens and what tinfer had to assume; see `VocabFacts`.
+    pub fn vocab_facts(&self) -> VocabFacts {
+        let mut f = VocabFacts::default();
+        let Some(tokens) = self.get("tokenizer.ggml.tokens").and_then(Value::as_array) else {
+            return f; // no vocabulary: the tokenizer's own error says so
+        };
+        let n = tokens.len();
+        let text = |id: u32| tokens.get(id as usize).and_then(Value::as_str).unwrap_or("");
+        let fix = "re-convert the model with a current llama.cpp (convert_hf_to_gguf.py), or pass its HF directory";
+        let w = &mut f.warnings;
+        // An id key: None when missing; out of range counts as missing, with a warning.
+        let id = |key: &str, w: &mut Vec<String>| {
+            let v = self.get(key).and_then(Value::as_u64)?;
+            if v < n as u64 {
+                return Some(v as u32);
+            }
+            w.push(format!(
+                "{key} {v} is out of range (vocabulary of {n}): ignoring it; {fix}"
+            ));
+            None
+        };
+        let model = self.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
+        if model == "gpt2" && self.get("tokenizer.ggml.pre").is_none() {
+            w.push(format!(
+                "tokenizer.ggml.pre is missing: splitting text with GPT-2's byte-level pre-tokenizer \
+                 (llama.cpp warns too and uses its own \"default\" split), so prompts may tokenize unlike the \
+                 original model; {fix}"
+            ));
+        }
+        f.bos = id("tokenizer.ggml.bos_token_id", w);
+        f.eos = id("tokenizer.ggml.eos_token_id", w);
+        let eot = id("tokenizer.ggml.eot_token_id", w);
+        let eom = id("tokenizer.ggml.eom_token_id", w);
+        let flag = |key: &str| self.get(key).and_then(Value::as_bool);
+        f.add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(false);
+        f.add_eos = flag("tokenizer.ggml.add_eos_token").unwrap_or(false);
+        match (f.bos, flag("tokenizer.ggml.add_bos_token")) {
+            (None, add) if self.get("tokenizer.ggml.bos_token_id").is_none() => w.push(format!(
+                "tokenizer.ggml.bos_token_id is missing: no BOS token{} (llama.cpp would assume id 11 for a \
+                 BPE vocabulary); {fix}",
+                if add == Some(true) {
+                    " although add_bos_token is true"
+                } else {
+                    ""
+                }
+            )),
+            (Some(b), None) => w.push(format!(
+                "tokenizer.ggml.add_bos_token is missing: not adding BOS {:?} ({b}) to prompts, llama.cpp's \
+                 default for BPE vocabularies; {fix}",
+                text(b)
+            )),
+            _ => {}
+        }
+        if f.add_eos && f.eos.is_none() {
+            w.push(format!(
+                "tokenizer.ggml.add_eos_token is true but there is no EOS token: adding none; {fix}"
+            ));
+        }
+        let by_text: Vec<u32> = (0..n as u32).filter(|&i| EOG_TEXTS.contains(&text(i))).collect();
+        f.eog = [f.eos, eot, eom].into_iter().flatten().collect();
+        if f.eos.is_none() {
+            let found: Vec<String> = by_text.iter().map(|&i| format!("{:?} ({i})", text(i))).collect();
+            w.push(if found.is_empty() {
+                format!(
+                    "tokenizer.ggml.eos_token_id is missing and no known end-of-generation text is in the \
+                     vocabulary: generation stops only at --max-tokens or the end of the context; {fix}"
+                )
+            } else {
+                format!(
+                    "tokenizer.ggml.eos_token_id is missing: stopping at the end-of-generation tokens found by \
+                     their text, {}, as llama.cpp does; {fix}",
+                    found.join(", ")
+                )
+            });
+            f.eog.extend(&by_text);
+        }
+        f.eog.sort_unstable();
+        f.eog.dedup();
+        let types = self.get("tokenizer.ggml.token_type").and_then(Value::as_array);
+        let ty = |i: u32| {
+            types
+                .and_then(|t| t.get(i as usize))
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+        };
+        f.made_control = by_text.iter().copied().filter(|&i| ty(i) != 3).collect();
+        let listed: Vec<String> = f.made_control.iter().map(|&i| format!("{:?} ({i})", text(i))).collect();
+        if types.is_none() {
+            w.push(format!(
+                "tokenizer.ggml.token_type is missing: every token is plain text{}, as in llama.cpp, so \
+                 special tokens such as <|im_start|> written in a prompt are split like text; {fix}",
+                if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" except the end-of-generation tokens {}", listed.join(", "))
+                }
+            ));
+        } else if !listed.is_empty() {
+            w.push(format!(
+                "tokenizer.ggml.token_type marks {} as not control: treating them as control tokens, as \
+                 llama.cpp does (the file's token types are probably wrong); {fix}",
+                listed.join(", ")
+            ));
+        }
+        f
+    }
+
     /// `tokenizer.json` (HF tokenizers format) synthesised from the `tokenizer.ggml.*` metadata.
     pub fn hf_tokenizer_json(&self) -> Result<Json> {
         let model = self.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
@@ -22,12 +177,16 @@ impl Gguf {
             .get("tokenizer.ggml.merges")
             .and_then(Value::as_array)
             .context("tokenizer.ggml.merges is missing or not an array")?;
+        let facts = self.vocab_facts();
         let mut vocab = serde_json::Map::with_capacity(tokens.len());
         let mut added = Vec::new();
         for (id, tok) in tokens.iter().enumerate() {
             let s = tok.as_str().with_context(|| format!("token {id} is not a string"))?;
             // llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
-            let ty = types.and_then(|t| t.get(id)).and_then(Value::as_u64).unwrap_or(1);
+            let mut ty = types.and_then(|t| t.get(id)).and_then(Value::as_u64).unwrap_or(1);
+            if facts.made_control.contains(&(id as u32)) {
+                ty = 3;
+            }
             if ty == 3 || ty == 4 {
                 added.push(json!({
                     "id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
@@ -58,26 +217,38 @@ impl Gguf {
                  supply the model's HF tokenizer.json instead"
             ),
         };
-        let bos = self.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64);
-        let add_bos = self
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let post_processor = match (add_bos, bos) {
-            (true, Some(bos)) => {
-                let bos_tok = tokens
-                    .get(bos as usize)
-                    .and_then(Value::as_str)
-                    .context("bos_token_id out of range")?;
-                json!({"type": "TemplateProcessing",
-                    "single": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                    "pair": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                             {"SpecialToken": {"id": bos_tok, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-                    "special_tokens": {bos_tok: {"id": bos_tok, "ids": [bos], "tokens": [bos_tok]}}})
-            }
-            _ => {
-                json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
-            }
+        // BOS before and EOS after each sequence, where the file asks for them (TemplateProcessing);
+        // otherwise the byte-level post-processor HF's GPT-2 tokenizer uses.
+        let special = |id: Option<u32>, add: bool| {
+            id.filter(|_| add)
+                .map(|i| (i, tokens[i as usize].as_str().unwrap_or("")))
+        };
+        let (bos, eos) = (special(facts.bos, facts.add_bos), special(facts.eos, facts.add_eos));
+        let post_processor = if bos.is_none() && eos.is_none() {
+            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+        } else {
+            let tok = |t: Option<(u32, &str)>, type_id: u32| {
+                t.map(|(_, s)| json!({"SpecialToken": {"id": s, "type_id": type_id}}))
+            };
+            let seq = |name: &str, type_id: u32| Some(json!({"Sequence": {"id": name, "type_id": type_id}}));
+            let single: Vec<Json> = [tok(bos, 0), seq("A", 0), tok(eos, 0)].into_iter().flatten().collect();
+            let pair: Vec<Json> = [
+                tok(bos, 0),
+                seq("A", 0),
+                tok(eos, 0),
+                tok(bos, 1),
+                seq("B", 1),
+                tok(eos, 1),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let specials: serde_json::Map<String, Json> = [bos, eos]
+                .into_iter()
+                .flatten()
+                .map(|(i, s)| (s.to_string(), json!({"id": s, "ids": [i], "tokens": [s]})))
+                .collect();
+            json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
         };
         Ok(json!({
             "version": "1.0",
@@ -99,29 +270,36 @@ impl Gguf {
     /// `tokenizer_config.json`: special tokens and the chat template.
     pub fn hf_tokenizer_config(&self, context_len: u64) -> Json {
         let tokens = self.get("tokenizer.ggml.tokens").and_then(Value::as_array);
-        let tok = |key: &str| {
-            let id = self.get(key).and_then(Value::as_u64)?;
-            tokens?.get(id as usize)?.as_str().map(str::to_string)
-        };
+        let facts = self.vocab_facts();
+        let text = |id: Option<u64>| tokens?.get(id? as usize)?.as_str().map(str::to_string);
+        let tok = |key: &str| text(self.get(key).and_then(Value::as_u64));
         json!({
             "tokenizer_class": "GPT2Tokenizer",
-            "bos_token": tok("tokenizer.ggml.bos_token_id"),
-            "eos_token": tok("tokenizer.ggml.eos_token_id"),
+            "bos_token": text(facts.bos.map(u64::from)),
+            "eos_token": text(facts.eos.map(u64::from)),
             "pad_token": tok("tokenizer.ggml.padding_token_id"),
             "unk_token": tok("tokenizer.ggml.unknown_token_id"),
-            "add_bos_token": self.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false),
+            "add_bos_token": facts.add_bos,
+            "add_eos_token": facts.add_eos,
             "clean_up_tokenization_spaces": false,
             "model_max_length": context_len,
             "chat_template": self.get("tokenizer.chat_template").and_then(Value::as_str),
         })
     }
 
-    /// `generation_config.json`: the ids generation starts and stops on.
+    /// `generation_config.json`: the ids generation starts and stops on (`eos_token_id`: the
+    /// end-of-generation set of `vocab_facts`, one id or a list, as HF writes it).
     pub fn hf_generation_config(&self) -> Json {
         let id = |key: &str| self.get(key).and_then(Value::as_u64);
+        let facts = self.vocab_facts();
+        let eos = match facts.eog[..] {
+            [] => Json::Null,
+            [one] => json!(one),
+            _ => json!(facts.eog),
+        };
         json!({
-            "bos_token_id": id("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": id("tokenizer.ggml.eos_token_id"),
+            "bos_token_id": facts.bos,
+            "eos_token_id": eos,
             "pad_token_id": id("tokenizer.ggml.padding_token_id"),
         })
     }
