@@ -41,10 +41,10 @@ pub fn render(source: &str, context: &Json, now: Option<NaiveDateTime>) -> Resul
     let source = translate_source(source);
     let template = env
         .template_from_str(&source)
-        .map_err(|e| anyhow!("the model's chat template does not parse: {e:#}"))?;
+        .map_err(|e| anyhow!("the model's chat template does not parse: {e}"))?;
     template
         .render(Value::from_serialize(context))
-        .map_err(|e| anyhow!("rendering the chat template failed: {e:#}"))
+        .map_err(|e| anyhow!("rendering the chat template failed: {e}"))
 }
 
 /// transformers' environment, on minijinja.
