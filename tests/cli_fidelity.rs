@@ -215,6 +215,24 @@ fn ctrl_c_in_chat_stops_the_reply_then_exits_at_the_prompt() {
 }
 
 #[test]
+fn ctrl_c_while_loading_or_at_the_first_prompt_exits_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let m = tiny("sigint-early", json!({}));
+    for delay_ms in [0, 30, 150] {
+        let mut live = Live::spawn(&["chat", "--model", &m, "--device", "cpu"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        live.sigint();
+        let status = live.wait();
+        // before the handler is installed SIGINT's default action ends it; after, exit 130
+        assert!(
+            status.code() == Some(130) || status.signal() == Some(libc::SIGINT),
+            "{delay_ms} ms: {status:?}; stderr: {}",
+            live.stderr()
+        );
+    }
+}
+
+#[test]
 fn a_closed_pipe_ends_the_process_quietly() {
     use std::os::unix::process::ExitStatusExt;
     let m = tiny("pipe", json!({"max_position_embeddings": 131072}));
@@ -341,8 +359,39 @@ fn llama_cli_flags() {
     // stdout ends with a newline before the stats; a one-token run has no decode rate
     let (one, err) = with(&["-n", "1"]);
     assert!(one.ends_with('\n') && one.chars().count() == 2, "{one:?}");
-    assert!(err.contains("generated: 1 tokens | decode: no steps"), "{err}");
-    assert!(err.contains("decode: no steps") || err.contains("over"), "{err}");
+    assert!(err.contains("generated: 1 token | decode: no steps"), "{err}");
+    let (_, err) = with(&["-n", "2"]);
+    assert!(
+        err.contains("generated: 2 tokens | decode: ") && err.contains("tok/s over 1 step |"),
+        "{err}"
+    );
+    // -t -1: one thread per core, as llama-cli's default
+    let (threads, _) = with(&["-n", "12", "-t", "-1"]);
+    assert_eq!(threads, greedy);
+    fails(&[&base[..], &["--stop", ""]].concat(), 1, &["must not be empty"]);
+    // a prompt piped in (echo adds a newline) or read from a file ending in one: the same as -p
+    let piped = run(
+        &["generate", "--model", &m, "--device", "cpu", "-n", "12"],
+        b"The cat\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout),
+        greedy,
+        "stdin's final newline is dropped"
+    );
+    std::fs::write(d.join("nl.txt"), "The cat\n").unwrap();
+    let (from_file, _) = ok(&[
+        "generate",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "-f",
+        d.join("nl.txt").to_str().unwrap(),
+        "-n",
+        "12",
+    ]);
+    assert_eq!(from_file, greedy, "a prompt file's final newline is dropped");
     let (_, err) = with(&["-n", "12"]);
     assert!(err.contains("decode: ") && err.contains("tok/s over 11 steps"), "{err}");
 }

@@ -152,13 +152,48 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// A string with llama-cli's escapes (`string_process_escapes`): \n, \r, \t, \\, \", \' and
+/// \xHH (a byte; the result must be UTF-8); any other backslash stays as it is. Empty is refused.
+pub fn parse_escapes(s: &str) -> Result<String, String> {
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' || i + 1 == b.len() {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let (byte, len) = match b[i + 1] {
+            b'n' => (b'\n', 2),
+            b'r' => (b'\r', 2),
+            b't' => (b'\t', 2),
+            b'\\' => (b'\\', 2),
+            b'"' => (b'"', 2),
+            b'\'' => (b'\'', 2),
+            b'x' => match s.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(byte) => (byte, 4),
+                None => (b'\\', 1),
+            },
+            _ => (b'\\', 1),
+        };
+        out.push(byte);
+        i += len;
+    }
+    let text = String::from_utf8(out).map_err(|_| format!("{s:?}: its \\x escapes do not make UTF-8 text"))?;
+    if text.is_empty() {
+        return Err("a stop string must not be empty".into());
+    }
+    Ok(text)
+}
+
 /// How a command that runs the model uses the CPU and the context.
 #[derive(Args, Clone)]
 pub struct RunArgs {
-    /// CPU threads: the CPU forward's thread pool (and lavapipe's, LP_NUM_THREADS). Default:
+    /// CPU threads: the CPU forward's thread pool (and lavapipe's, LP_NUM_THREADS); -1 or none:
     /// one per core. (llama-cli's -t; the temperature is --temperature / --temp.)
-    #[arg(long, short = 't', value_name = "N")]
-    pub threads: Option<usize>,
+    #[arg(long, short = 't', value_name = "N", allow_negative_numbers = true)]
+    pub threads: Option<i64>,
     /// Context size in tokens, at most the model's own (default: the model's); a smaller one
     /// needs less KV memory.
     #[arg(long, short = 'c', value_name = "N")]
@@ -168,10 +203,13 @@ pub struct RunArgs {
 impl RunArgs {
     /// Set the CPU threads for the whole process; call before anything starts a thread pool.
     pub fn apply_threads(&self) -> Result<()> {
-        let Some(n) = self.threads else { return Ok(()) };
-        if n == 0 || n > 1024 {
-            usage!("--threads must be between 1 and 1024, got {n}");
-        }
+        let n = match self.threads {
+            None | Some(-1) => return Ok(()),
+            Some(n) if !(1..=1024).contains(&n) => {
+                usage!("--threads must be between 1 and 1024, or -1 for one per core, got {n}")
+            }
+            Some(n) => n as usize,
+        };
         if std::env::var_os("LP_NUM_THREADS").is_none() {
             std::env::set_var("LP_NUM_THREADS", n.to_string());
         }
@@ -185,10 +223,10 @@ impl RunArgs {
 /// Where the prompt comes from, and whether to show what the model receives.
 #[derive(Args, Clone)]
 pub struct PromptArgs {
-    /// The prompt (default: read from stdin).
+    /// The prompt (default: read from stdin; one final newline is dropped, as `echo` adds it).
     #[arg(long, short, conflicts_with = "file")]
     pub prompt: Option<String>,
-    /// Read the prompt from FILE (UTF-8).
+    /// Read the prompt from FILE (UTF-8; one final newline is dropped, as llama-cli does).
     #[arg(long, short, value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Print the prompt the model receives (after the chat template) and its tokens, id and
@@ -231,8 +269,9 @@ pub struct SampleArgs {
     /// Do not stop at the model's end tokens, and never sample them (llama-cli's --ignore-eos).
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Stop when the text contains STRING (repeatable); the stop string is not printed.
-    #[arg(long, value_name = "STRING")]
+    /// Stop when the text contains STRING (repeatable); the stop string is not printed. Escapes
+    /// are read as llama-cli reads them: \n, \r, \t, \\, \", \' and \xHH.
+    #[arg(long, value_name = "STRING", value_parser = parse_escapes)]
     pub stop: Vec<String>,
 }
 
@@ -339,6 +378,7 @@ pub enum Command {
         /// Treat special-token text such as <|im_start|> as plain text, not as the special token.
         #[arg(long)]
         no_special: bool,
+        /// The text (default: read from stdin, all of it).
         text: Option<String>,
     },
     /// Mean negative log-likelihood and perplexity of a text file, in windows of --ctx tokens.
@@ -484,4 +524,24 @@ pub struct AttentionArgs {
     /// Draw time against length for each variant into FILE (SVG).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_escapes;
+
+    #[test]
+    fn stop_strings_read_llama_cli_escapes() {
+        assert_eq!(parse_escapes(r"\n\n").unwrap(), "\n\n");
+        assert_eq!(parse_escapes(r#"a\tb\\c\"d\'e\r"#).unwrap(), "a\tb\\c\"d'e\r");
+        assert_eq!(parse_escapes(r"\x41\x7a").unwrap(), "Az");
+        assert_eq!(
+            parse_escapes(r"\q \x4 end\").unwrap(),
+            r"\q \x4 end\",
+            "unknown escapes stay"
+        );
+        assert_eq!(parse_escapes("ü\\n").unwrap(), "ü\n");
+        assert!(parse_escapes(r"\xff").is_err(), "not UTF-8");
+        assert!(parse_escapes("").is_err(), "empty");
+    }
 }

@@ -33,6 +33,14 @@ pub fn prompt_text(input: &PromptArgs) -> Result<String> {
     } else {
         stdin_text()?
     };
+    // A file or a pipe ends with a newline that was never meant as part of the prompt (`echo`
+    // adds one); llama-cli drops it from -f files too.
+    let text = if input.prompt.is_some() {
+        text
+    } else {
+        let t = text.strip_suffix('\n').unwrap_or(&text);
+        t.strip_suffix('\r').unwrap_or(t).to_string()
+    };
     if text.is_empty() {
         bail!("the prompt is empty: give some text with --prompt, --file or on stdin");
     }

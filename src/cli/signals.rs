@@ -43,9 +43,15 @@ pub fn install() {
             if PHASE.load(Ordering::SeqCst) == Phase::Generating as u8 {
                 INTERRUPTED.store(true, Ordering::SeqCst);
             } else {
-                // A fresh line so the shell's prompt does not start after ours.
-                eprintln!();
-                std::process::exit(EXIT_INTERRUPTED.into());
+                // A fresh line so the shell's prompt does not start after ours, then _exit as
+                // llama-cli does: no atexit handlers or library destructors that could wait on
+                // the main thread (it may be mid-load), nothing buffered to lose (text is
+                // flushed as it is written).
+                // SAFETY: write(2) and _exit(2) are async-signal-safe and take no locks.
+                unsafe {
+                    libc::write(2, b"\n".as_ptr().cast(), 1);
+                    libc::_exit(EXIT_INTERRUPTED.into());
+                }
             }
         });
     });

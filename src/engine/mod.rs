@@ -40,8 +40,13 @@ impl Engine {
         let ctx = self.model.cfg.seq_len;
         let used = seq.id.map_or(0, |id| self.model.len(id));
         if used + seq.prompt.len() > ctx {
+            let already = if used > 0 {
+                format!(" ({used} already used)")
+            } else {
+                String::new()
+            };
             bail!(
-                "the prompt is {} tokens but the model's context holds {ctx} ({used} already used): shorten the prompt",
+                "the prompt is {} tokens but the model's context holds {ctx}{already}: shorten the prompt",
                 seq.prompt.len(),
             );
         }

@@ -171,7 +171,8 @@ impl Sequence {
                 Status::Finished(r) => r,
                 _ => StopReason::MaxTokens,
             },
-            prompt_tokens: self.prompt.len(),
+            // the prompt tokens run (all, unless it was cancelled during the prompt)
+            prompt_tokens: self.prefilled,
             decode_steps: self.decode_steps,
             prompt_time: first - self.added,
             gen_time: self.finished.unwrap_or(now) - first,
@@ -193,16 +194,21 @@ pub struct Generation {
 
 impl Generation {
     /// "prompt: 24 tokens, 180.2 tok/s | generated: 32 tokens | decode: 25.1 tok/s over 32 steps |
-    /// stop: Eos". The first generated token comes out of the prompt's forward, so the decode
+    /// stop: Eos" (prompt: the tokens run, fewer than the prompt's when cancelled during it). The first generated token comes out of the prompt's forward, so the decode
     /// rate is decode steps (one per later token, plus the one that produced the end token) over
     /// their time.
     pub fn stats(&self) -> String {
         let steps = self.decode_steps;
         let secs = self.gen_time.as_secs_f64();
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         let decode = if steps == 0 || secs <= 0.0 {
             "decode: no steps".to_string()
         } else {
-            format!("decode: {:.1} tok/s over {steps} steps", steps as f64 / secs)
+            format!(
+                "decode: {:.1} tok/s over {}",
+                steps as f64 / secs,
+                plural(steps, "step")
+            )
         };
         let prompt_secs = self.prompt_time.as_secs_f64();
         let prompt_rate = if prompt_secs > 0.0 {
@@ -211,9 +217,9 @@ impl Generation {
             0.0
         };
         format!(
-            "prompt: {} tokens, {prompt_rate:.1} tok/s | generated: {} tokens | {decode} | stop: {:?}",
-            self.prompt_tokens,
-            self.tokens.len(),
+            "prompt: {}, {prompt_rate:.1} tok/s | generated: {} | {decode} | stop: {:?}",
+            plural(self.prompt_tokens, "token"),
+            plural(self.tokens.len(), "token"),
             self.stop
         )
     }
