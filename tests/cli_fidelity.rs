@@ -215,6 +215,26 @@ fn ctrl_c_in_chat_stops_the_reply_then_exits_at_the_prompt() {
 }
 
 #[test]
+fn a_quick_second_ctrl_c_during_a_reply_exits() {
+    let m = tiny("sigint-twice", json!({"max_position_embeddings": 131072}));
+    let mut live = Live::spawn(&["chat", "--model", &m, "--device", "cpu", "-n", "-1", "--ignore-eos"]);
+    live.wait_for("the prompt", |_, err| err.contains("> "));
+    live.send("hello\n");
+    live.wait_for("a reply", |out, _| out.len() > 20);
+    live.sigint();
+    // 20 ms apart: two signals sent at once may reach the process as one
+    std::thread::sleep(Duration::from_millis(20));
+    live.sigint();
+    let status = live.wait();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "two Ctrl-C in a row exit; stderr: {}",
+        live.stderr()
+    );
+}
+
+#[test]
 fn ctrl_c_while_loading_or_at_the_first_prompt_exits_at_once() {
     use std::os::unix::process::ExitStatusExt;
     let m = tiny("sigint-early", json!({}));
@@ -369,6 +389,56 @@ fn llama_cli_flags() {
     let (threads, _) = with(&["-n", "12", "-t", "-1"]);
     assert_eq!(threads, greedy);
     fails(&[&base[..], &["--stop", ""]].concat(), 1, &["must not be empty"]);
+    // values that start with '-' are values; a flag given twice: the last one counts
+    let (dash, _) = ok(&["generate", "--model", &m, "--device", "cpu", "-p", "- item", "-n", "4"]);
+    let (dash_eq, _) = ok(&["generate", "--model", &m, "--device", "cpu", "-p=- item", "-n", "4"]);
+    assert_eq!(dash, dash_eq);
+    ok(&[
+        &base[..],
+        &["-n", "3", "--stop", "--", "--temp", "0.9", "--temperature", "0"],
+    ]
+    .concat());
+    assert_eq!(with(&["-n", "12", "--temp", "0.9", "--temp", "0"]).0, greedy);
+    ok(&["tokenize", "--model", &m, "-5"]);
+    ok(&[
+        "chat", "--model", &m, "--device", "cpu", "--system", "-terse", "-p", "hi", "-n", "2",
+    ]);
+    // seeds up to 2^64 - 1
+    let (_, err) = with(&["-n", "2", "--temp", "1", "-s", "18446744073709551615"]);
+    assert!(err.contains("| seed 18446744073709551615"), "{err}");
+    fails(
+        &[&base[..], &["-s", "18446744073709551616"]].concat(),
+        1,
+        &["not a seed"],
+    );
+    // -p reads llama-cli's escapes (\n is a newline) unless --no-escape; a file is taken as it is
+    let (_, err) = ok(&[
+        "generate",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "-p",
+        r"a\nb",
+        "-n",
+        "1",
+        "--verbose-prompt",
+    ]);
+    assert!(err.contains("prompt (3 tokens):\na\nb\n"), "{err}");
+    let (_, err) = ok(&[
+        "generate",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "-p",
+        r"a\nb",
+        "-n",
+        "1",
+        "--verbose-prompt",
+        "--no-escape",
+    ]);
+    assert!(err.contains("prompt (4 tokens):\na\\nb\n"), "{err}");
     // a prompt piped in (echo adds a newline) or read from a file ending in one: the same as -p
     let piped = run(
         &["generate", "--model", &m, "--device", "cpu", "-n", "12"],

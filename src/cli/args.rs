@@ -11,6 +11,7 @@ use tinfer::tools::convert::OutDtype;
 
 #[derive(Parser)]
 #[command(name = "tinfer", version, about = "A tiny LLM inference engine for Llama-family models", long_about = None)]
+#[command(args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -153,8 +154,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A string with llama-cli's escapes (`string_process_escapes`): \n, \r, \t, \\, \", \' and
-/// \xHH (a byte; the result must be UTF-8); any other backslash stays as it is. Empty is refused.
-pub fn parse_escapes(s: &str) -> Result<String, String> {
+/// \xHH (a byte; the result must be UTF-8); any other backslash stays as it is.
+pub fn process_escapes(s: &str) -> Result<String, String> {
     let mut out: Vec<u8> = Vec::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
@@ -180,11 +181,34 @@ pub fn parse_escapes(s: &str) -> Result<String, String> {
         out.push(byte);
         i += len;
     }
-    let text = String::from_utf8(out).map_err(|_| format!("{s:?}: its \\x escapes do not make UTF-8 text"))?;
-    if text.is_empty() {
-        return Err("a stop string must not be empty".into());
+    String::from_utf8(out).map_err(|_| format!("{s:?}: its \\x escapes do not make UTF-8 text"))
+}
+
+/// `--seed`: a number, or -1 for a fresh one.
+#[derive(Clone, Copy, Debug)]
+pub enum Seed {
+    Fixed(u64),
+    Random,
+}
+
+fn parse_seed(s: &str) -> Result<Seed, String> {
+    if s.trim() == "-1" {
+        return Ok(Seed::Random);
     }
-    Ok(text)
+    s.trim().parse::<u64>().map(Seed::Fixed).map_err(|_| {
+        format!("{s:?} is not a seed: use a whole number from 0 to 18446744073709551615, or -1 for a random one")
+    })
+}
+
+/// A fresh seed: the clock's nanoseconds mixed with the process id (runs started together
+/// differ, and --n-seq's SEED+i of one run do not land on another's).
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = tinfer::sampler::Rng::new(nanos ^ (u64::from(std::process::id()) << 32));
+    rng.next_u64()
 }
 
 /// How a command that runs the model uses the CPU and the context.
@@ -210,6 +234,10 @@ impl RunArgs {
             }
             Some(n) => n as usize,
         };
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        if n > cores {
+            eprintln!("warning: --threads {n} is more than the {cores} cores here: expect it to be slower, not faster");
+        }
         if std::env::var_os("LP_NUM_THREADS").is_none() {
             std::env::set_var("LP_NUM_THREADS", n.to_string());
         }
@@ -224,9 +252,14 @@ impl RunArgs {
 #[derive(Args, Clone)]
 pub struct PromptArgs {
     /// The prompt (default: read from stdin; one final newline is dropped, as `echo` adds it).
-    #[arg(long, short, conflicts_with = "file")]
+    /// Escapes typed here (\n, \t, \\, \xHH) are read as llama-cli reads them, unless
+    /// --no-escape; a prompt from a file or stdin is taken as it is.
+    #[arg(long, short, conflicts_with = "file", allow_hyphen_values = true)]
     pub prompt: Option<String>,
-    /// Read the prompt from FILE (UTF-8; one final newline is dropped, as llama-cli does).
+    /// Take --prompt and --stop as typed, backslashes and all.
+    #[arg(long)]
+    pub no_escape: bool,
+    /// Read the prompt from FILE (UTF-8; one final "\n" is dropped, as llama-cli does).
     #[arg(long, short, value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Print the prompt the model receives (after the chat template) and its tokens, id and
@@ -262,16 +295,16 @@ pub struct SampleArgs {
     /// multiplied (1 = off; 1.1 to 1.3 are common).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
-    /// Random seed: the same seed and settings give the same text; -1 or none: a fresh seed,
-    /// printed in the stats line.
-    #[arg(long, short = 's', allow_negative_numbers = true)]
-    pub seed: Option<i64>,
+    /// Random seed (0 to 2^64-1): the same seed and settings give the same text; -1 or none: a
+    /// fresh seed, printed in the stats line.
+    #[arg(long, short = 's', allow_negative_numbers = true, value_parser = parse_seed)]
+    pub seed: Option<Seed>,
     /// Do not stop at the model's end tokens, and never sample them (llama-cli's --ignore-eos).
     #[arg(long)]
     pub ignore_eos: bool,
     /// Stop when the text contains STRING (repeatable); the stop string is not printed. Escapes
     /// are read as llama-cli reads them: \n, \r, \t, \\, \", \' and \xHH.
-    #[arg(long, value_name = "STRING", value_parser = parse_escapes)]
+    #[arg(long, value_name = "STRING", allow_hyphen_values = true)]
     pub stop: Vec<String>,
 }
 
@@ -300,12 +333,8 @@ impl SampleArgs {
             );
         }
         let seed = match self.seed {
-            None | Some(-1) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-            Some(s) if s < 0 => usage!("--seed must be >= 0, or -1 for a random seed, got {s}"),
-            Some(s) => s as u64,
+            None | Some(Seed::Random) => random_seed(),
+            Some(Seed::Fixed(s)) => s,
         };
         Ok(Sampler::new(SamplerConfig {
             temperature: t,
@@ -315,6 +344,23 @@ impl SampleArgs {
             repeat_penalty: r,
             seed,
         }))
+    }
+
+    /// The stop strings, escapes read unless `no_escape`; an empty one is a usage error.
+    pub fn stops(&self, no_escape: bool) -> Result<Vec<String>> {
+        let mut out = vec![];
+        for stop in &self.stop {
+            let s = if no_escape {
+                stop.clone()
+            } else {
+                process_escapes(stop).map_err(|e| anyhow::Error::new(Usage(format!("--stop {e}"))))?
+            };
+            if s.is_empty() {
+                usage!("--stop needs a string: an empty one would stop before anything is generated (it must not be empty)");
+            }
+            out.push(s);
+        }
+        Ok(out)
     }
 
     /// The output budget: -1 is no limit (the context ends it).
@@ -356,7 +402,7 @@ pub enum Command {
         #[command(flatten)]
         input: PromptArgs,
         /// System message (default: the template's own, if it has one).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         system: Option<String>,
         /// When the conversation outgrows the context, fail the turn instead of dropping the
         /// oldest messages (the system message is always kept).
@@ -379,6 +425,7 @@ pub enum Command {
         #[arg(long)]
         no_special: bool,
         /// The text (default: read from stdin, all of it).
+        #[arg(allow_hyphen_values = true)]
         text: Option<String>,
     },
     /// Mean negative log-likelihood and perplexity of a text file, in windows of --ctx tokens.
@@ -528,20 +575,20 @@ pub struct AttentionArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_escapes;
+    use super::process_escapes;
 
     #[test]
-    fn stop_strings_read_llama_cli_escapes() {
-        assert_eq!(parse_escapes(r"\n\n").unwrap(), "\n\n");
-        assert_eq!(parse_escapes(r#"a\tb\\c\"d\'e\r"#).unwrap(), "a\tb\\c\"d'e\r");
-        assert_eq!(parse_escapes(r"\x41\x7a").unwrap(), "Az");
+    fn llama_cli_escapes() {
+        assert_eq!(process_escapes(r"\n\n").unwrap(), "\n\n");
+        assert_eq!(process_escapes(r#"a\tb\\c\"d\'e\r"#).unwrap(), "a\tb\\c\"d'e\r");
+        assert_eq!(process_escapes(r"\x41\x7a").unwrap(), "Az");
         assert_eq!(
-            parse_escapes(r"\q \x4 end\").unwrap(),
+            process_escapes(r"\q \x4 end\").unwrap(),
             r"\q \x4 end\",
             "unknown escapes stay"
         );
-        assert_eq!(parse_escapes("ü\\n").unwrap(), "ü\n");
-        assert!(parse_escapes(r"\xff").is_err(), "not UTF-8");
-        assert!(parse_escapes("").is_err(), "empty");
+        assert_eq!(process_escapes("ü\\n").unwrap(), "ü\n");
+        assert!(process_escapes(r"\xff").is_err(), "not UTF-8");
+        assert_eq!(process_escapes("").unwrap(), "");
     }
 }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::args::{usage, BenchWhat, Cli, Command, PromptArgs, SampleArgs};
+use super::args::{process_escapes, usage, BenchWhat, Cli, Command, PromptArgs, SampleArgs, Usage};
 use super::load::{load_seqs, need_tokenizer};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
@@ -20,7 +20,11 @@ use tinfer::tools::convert::convert;
 /// prompt is refused here.
 pub fn prompt_text(input: &PromptArgs) -> Result<String> {
     let text = if let Some(p) = &input.prompt {
-        p.clone()
+        if input.no_escape {
+            p.clone()
+        } else {
+            process_escapes(p).map_err(|e| anyhow::Error::new(Usage(format!("--prompt {e}"))))?
+        }
     } else if let Some(path) = &input.file {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read the prompt file {}", path.display()))?;
         String::from_utf8(bytes).map_err(|e| {
@@ -34,12 +38,10 @@ pub fn prompt_text(input: &PromptArgs) -> Result<String> {
         stdin_text()?
     };
     // A file or a pipe ends with a newline that was never meant as part of the prompt (`echo`
-    // adds one); llama-cli drops it from -f files too.
-    let text = if input.prompt.is_some() {
-        text
-    } else {
-        let t = text.strip_suffix('\n').unwrap_or(&text);
-        t.strip_suffix('\r').unwrap_or(t).to_string()
+    // adds one); llama-cli drops it from -f files too (only the "\n").
+    let text = match (&input.prompt, text.strip_suffix('\n')) {
+        (None, Some(t)) => t.to_string(),
+        _ => text,
     };
     if text.is_empty() {
         bail!("the prompt is empty: give some text with --prompt, --file or on stdin");
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
             sample,
         } => {
             let sampler = sample.sampler()?;
+            let stops = sample.stops(input.no_escape)?;
             if n_seq == 0 || n_seq > 64 {
                 usage!("--n-seq must be between 1 and 64, got {n_seq}");
             }
@@ -125,7 +128,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 let hs: Vec<usize> = [h].into_iter().chain(engine.get(h).forked.clone()).collect();
                 let mut texts = vec![String::new(); hs.len()];
-                let interrupted = drive(&mut engine, &hs, tok, &sample.stop, |i, t| {
+                let interrupted = drive(&mut engine, &hs, tok, &stops, |i, t| {
                     texts[i] += t;
                     Ok(())
                 })?;
@@ -161,7 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 printer.print(&text)?;
             }
             let h = engine.add(Sequence::new(ids, sampler, stop).with_banned(banned))?;
-            let interrupted = drive(&mut engine, &[h], tok, &sample.stop, |_, t| printer.print(t))?;
+            let interrupted = drive(&mut engine, &[h], tok, &stops, |_, t| printer.print(t))?;
             printer.end_line()?;
             let s = engine.take(h);
             eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
@@ -178,6 +181,7 @@ pub fn run(cli: Cli) -> Result<()> {
             sample,
         } => {
             let sampler = sample.sampler()?;
+            let stops = sample.stops(input.no_escape)?;
             let one_turn = if input.prompt.is_some() || input.file.is_some() {
                 Some(prompt_text(&input)?)
             } else {
@@ -194,7 +198,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 system,
                 stop,
                 banned,
-                stops: sample.stop.clone(),
+                stops,
                 verbose_prompt: input.verbose_prompt,
                 context_shift: !no_context_shift,
             };

@@ -40,9 +40,10 @@ pub fn install() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = ctrlc::set_handler(|| {
-            if PHASE.load(Ordering::SeqCst) == Phase::Generating as u8 {
-                INTERRUPTED.store(true, Ordering::SeqCst);
-            } else {
+            // While generating, the first Ctrl-C asks the generation to stop (the caller sees
+            // `interrupted()`); a second one before it has stopped exits, as at the prompt.
+            let asked = INTERRUPTED.swap(true, Ordering::SeqCst);
+            if exits(PHASE.load(Ordering::SeqCst), asked) {
                 // A fresh line so the shell's prompt does not start after ours, then _exit as
                 // llama-cli does: no atexit handlers or library destructors that could wait on
                 // the main thread (it may be mid-load), nothing buffered to lose (text is
@@ -55,6 +56,12 @@ pub fn install() {
             }
         });
     });
+}
+
+/// Whether a Ctrl-C in `phase` ends the process, given whether one has already asked the
+/// generation to stop (`asked`): only the first Ctrl-C while generating does not.
+fn exits(phase: u8, asked: bool) -> bool {
+    phase != Phase::Generating as u8 || asked
 }
 
 /// Say what Ctrl-C does from now on; entering `Generating` clears an earlier interrupt.
@@ -81,3 +88,19 @@ impl std::fmt::Display for Interrupted {
 }
 
 impl std::error::Error for Interrupted {}
+
+#[cfg(test)]
+mod tests {
+    use super::{exits, Phase};
+
+    #[test]
+    fn the_first_ctrl_c_while_generating_stops_it_any_other_exits() {
+        assert!(!exits(Phase::Generating as u8, false));
+        assert!(
+            exits(Phase::Generating as u8, true),
+            "a second Ctrl-C before the reply stopped"
+        );
+        assert!(exits(Phase::Exit as u8, false), "at the prompt or while loading");
+        assert!(exits(Phase::Exit as u8, true));
+    }
+}

@@ -12,7 +12,11 @@ use tinfer::tokenizer::{TokenStream, Tokenizer};
 
 /// `--verbose-prompt`: the text the model receives and its tokens, on stderr.
 pub fn show_prompt(tok: &Tokenizer, text: &str, ids: &[u32]) -> Result<()> {
-    eprintln!("prompt ({} tokens):\n{text}\n--- tokens:", ids.len());
+    let n = ids.len();
+    eprintln!(
+        "prompt ({n} token{}):\n{text}\n--- tokens:",
+        if n == 1 { "" } else { "s" }
+    );
     for &id in ids {
         eprintln!("{id:>8} -> {:?}", tok.piece(id)?);
     }
