@@ -6,10 +6,12 @@
 //! Python's `str()` does (`None`, `True`, `{'a': 1}`, `1e+16`), `tojson` is `json.dumps`, string
 //! methods follow Python (character offsets, `str.title`, `split()` on whitespace runs), `length`
 //! of an undefined value is 0, string literals unescape as Python's (`\<newline>`) and
-//! `{% generation %}` renders its body. What is left (tests/templates.rs lists each as a known
+//! `{% generation %}` renders its body; `replace`, `int`, `float` and `round` take jinja2's
+//! arguments (filters.rs). What is left (tests/templates.rs lists each as a known
 //! difference): tuples are lists (`(1, 2)` prints `[1, 2]` and equals `[1, 2]`), iterating over
 //! `none` gives nothing where Python raises, `tojson` of a generator works, and `~` writes floats,
-//! lists and dicts as minijinja does (`1e20` as `100000000000000000000.0`).
+//! lists and dicts as minijinja does (`1e20` as `100000000000000000000.0`); Python's `'%s' % x`
+//! formatting is an error (minijinja has no hook for the operator).
 //! tests/templates.rs compares renders byte for byte with jinja2's (scripts/make-template-cases.py).
 
 use anyhow::{anyhow, Result};
@@ -19,6 +21,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use serde_json::Value as Json;
 use std::fmt::Write;
 
+mod filters;
 mod python;
 use python::{escape, indent, jinja_title, join, length, py_str, py_strip, python_method, tojson, truncate};
 
@@ -96,6 +99,10 @@ fn environment(now: NaiveDateTime) -> Environment<'static> {
         matches!(v.kind(), ValueKind::Number | ValueKind::Bool)
     });
     env.add_filter("truncate", truncate);
+    env.add_filter("replace", filters::replace);
+    env.add_filter("int", filters::int);
+    env.add_filter("float", filters::float);
+    env.add_filter("round", filters::round);
     env.add_filter("escape", escape);
     env.add_filter("e", escape);
     env
