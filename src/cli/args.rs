@@ -220,7 +220,7 @@ pub struct RunArgs {
     pub threads: Option<i64>,
     /// Context size in tokens, at most the model's own (default: the model's); a smaller one
     /// needs less KV memory.
-    #[arg(long, short = 'c', value_name = "N")]
+    #[arg(long, short = 'c', value_name = "N", allow_negative_numbers = true)]
     pub ctx_size: Option<usize>,
 }
 

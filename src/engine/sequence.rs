@@ -173,6 +173,7 @@ impl Sequence {
             },
             // the prompt tokens run (all, unless it was cancelled during the prompt)
             prompt_tokens: self.prefilled,
+            prompt_len: self.prompt.len(),
             decode_steps: self.decode_steps,
             prompt_time: first - self.added,
             gen_time: self.finished.unwrap_or(now) - first,
@@ -186,6 +187,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub stop: StopReason,
     pub prompt_tokens: usize,
+    /// Tokens in the prompt (more than `prompt_tokens` when cancelled during it).
+    pub prompt_len: usize,
     /// Forwards after the prompt's (the prompt's forward gives the first token).
     pub decode_steps: usize,
     pub prompt_time: Duration,
@@ -217,8 +220,13 @@ impl Generation {
             0.0
         };
         format!(
-            "prompt: {}, {prompt_rate:.1} tok/s | generated: {} | {decode} | stop: {:?}",
-            plural(self.prompt_tokens, "token"),
+            "prompt: {}{}, {prompt_rate:.1} tok/s | generated: {} | {decode} | stop: {:?}",
+            if self.prompt_tokens < self.prompt_len {
+                format!("{} of ", self.prompt_tokens)
+            } else {
+                String::new()
+            },
+            plural(self.prompt_len, "token"),
             plural(self.tokens.len(), "token"),
             self.stop
         )
