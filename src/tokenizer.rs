@@ -233,7 +233,7 @@ impl Tokenizer {
         let template = self
             .chat_template
             .as_deref()
-            .context("this model has no chat template (tokenizer_config.json has no chat_template); use `generate`")?;
+            .context("this model has no chat template (no chat_template in tokenizer_config.json or chat_template.jinja, no tokenizer.chat_template in a GGUF file); use `generate`")?;
         if !chat.messages.is_array() {
             return Err(anyhow!(
                 "chat messages must be a JSON array of objects, not {}",
