@@ -179,13 +179,19 @@ fn ctrl_c_stops_generate_prints_stats_and_exits_130() {
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
 
-#[test]
-fn ctrl_c_in_chat_stops_the_reply_then_exits_at_the_prompt() {
-    let m = tiny("sigint-chat", json!({"max_position_embeddings": 131072}));
+/// An interactive chat on a long-context tiny model, replying (without end) to "hello".
+fn chat_replying(name: &str) -> Live {
+    let m = tiny(name, json!({"max_position_embeddings": 131072}));
     let mut live = Live::spawn(&["chat", "--model", &m, "--device", "cpu", "-n", "-1", "--ignore-eos"]);
     live.wait_for("the prompt", |_, err| err.contains("> "));
     live.send("hello\n");
     live.wait_for("a reply", |out, _| out.len() > 20);
+    live
+}
+
+#[test]
+fn ctrl_c_in_chat_stops_the_reply_then_exits_at_the_prompt() {
+    let mut live = chat_replying("sigint-chat");
     live.sigint();
     live.wait_for("the reply to stop and a new prompt", |_, err| {
         err.contains("[interrupted") && err.trim_end().ends_with('>')
@@ -216,11 +222,7 @@ fn ctrl_c_in_chat_stops_the_reply_then_exits_at_the_prompt() {
 
 #[test]
 fn a_quick_second_ctrl_c_during_a_reply_exits() {
-    let m = tiny("sigint-twice", json!({"max_position_embeddings": 131072}));
-    let mut live = Live::spawn(&["chat", "--model", &m, "--device", "cpu", "-n", "-1", "--ignore-eos"]);
-    live.wait_for("the prompt", |_, err| err.contains("> "));
-    live.send("hello\n");
-    live.wait_for("a reply", |out, _| out.len() > 20);
+    let mut live = chat_replying("sigint-twice");
     live.sigint();
     // 20 ms apart: two signals sent at once may reach the process as one
     std::thread::sleep(Duration::from_millis(20));
@@ -330,19 +332,23 @@ fn llama_cli_flags() {
     fails(&[&base[..], &["-t", "0"]].concat(), 1, &["--threads"]);
     // -f / --file
     let d = tmp("flags-file");
+    let from_file = |name: &str| {
+        let path = d.join(name);
+        ok(&[
+            "generate",
+            "--model",
+            &m,
+            "--device",
+            "cpu",
+            "-f",
+            path.to_str().unwrap(),
+            "-n",
+            "12",
+        ])
+    };
     std::fs::write(d.join("p.txt"), "The cat").unwrap();
-    let (from_file, _) = ok(&[
-        "generate",
-        "--model",
-        &m,
-        "--device",
-        "cpu",
-        "-f",
-        d.join("p.txt").to_str().unwrap(),
-        "-n",
-        "12",
-    ]);
-    assert_eq!(from_file, greedy);
+    let (text, _) = from_file("p.txt");
+    assert_eq!(text, greedy);
     // -n -1: until the context is full; -c limits the context
     let (_, err) = with(&["-n", "-1", "-c", "40"]);
     assert!(
@@ -412,32 +418,24 @@ fn llama_cli_flags() {
         &["not a seed"],
     );
     // -p reads llama-cli's escapes (\n is a newline) unless --no-escape; a file is taken as it is
-    let (_, err) = ok(&[
-        "generate",
-        "--model",
-        &m,
-        "--device",
-        "cpu",
-        "-p",
-        r"a\nb",
-        "-n",
-        "1",
-        "--verbose-prompt",
-    ]);
+    let shown = |extra: &[&str]| {
+        let args = [
+            "generate",
+            "--model",
+            &m,
+            "--device",
+            "cpu",
+            "-p",
+            r"a\nb",
+            "-n",
+            "1",
+            "--verbose-prompt",
+        ];
+        ok(&[&args[..], extra].concat()).1
+    };
+    let err = shown(&[]);
     assert!(err.contains("prompt (3 tokens):\na\nb\n"), "{err}");
-    let (_, err) = ok(&[
-        "generate",
-        "--model",
-        &m,
-        "--device",
-        "cpu",
-        "-p",
-        r"a\nb",
-        "-n",
-        "1",
-        "--verbose-prompt",
-        "--no-escape",
-    ]);
+    let err = shown(&["--no-escape"]);
     assert!(err.contains("prompt (4 tokens):\na\\nb\n"), "{err}");
     // a prompt piped in (echo adds a newline) or read from a file ending in one: the same as -p
     let piped = run(
@@ -450,18 +448,8 @@ fn llama_cli_flags() {
         "stdin's final newline is dropped"
     );
     std::fs::write(d.join("nl.txt"), "The cat\n").unwrap();
-    let (from_file, _) = ok(&[
-        "generate",
-        "--model",
-        &m,
-        "--device",
-        "cpu",
-        "-f",
-        d.join("nl.txt").to_str().unwrap(),
-        "-n",
-        "12",
-    ]);
-    assert_eq!(from_file, greedy, "a prompt file's final newline is dropped");
+    let (text_nl, _) = from_file("nl.txt");
+    assert_eq!(text_nl, greedy, "a prompt file's final newline is dropped");
     let (_, err) = with(&["-n", "12"]);
     assert!(err.contains("decode: ") && err.contains("tok/s over 11 steps"), "{err}");
 }
