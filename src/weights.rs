@@ -43,6 +43,7 @@ impl<T> Weights<T> {
 /// How a tensor's elements are stored, by GGUF's type names (`ggml_type` in ggml.h). The block
 /// layouts are those of ggml-quants.c (`dequantize_row_q8_0`, `_q4_0`, `_q4_1`) and the GGUF spec;
 /// all little-endian.
+#[allow(non_camel_case_types)] // GGUF's type names (Q4_K), as llama.cpp spells them
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     /// 4-byte IEEE float.
@@ -59,6 +60,21 @@ pub enum Format {
     /// Blocks of 32: f16 scale d, f16 minimum m, 16 bytes of nibbles (as Q4_0); x = q·d + m.
     /// 20 bytes.
     Q4_1,
+    /// Blocks of 32: f16 d, 4 bytes qh (bit j: the 5th bit of element j), 16 bytes of nibbles
+    /// (as Q4_0); x = (q - 16)·d. 22 bytes.
+    Q5_0,
+    /// Blocks of 32: f16 d, f16 m, qh, nibbles (as Q5_0); x = q·d + m. 24 bytes.
+    Q5_1,
+    /// Super-blocks of 256 = 8 sub-blocks of 32: f16 d, f16 dmin, 12 bytes of 6-bit sub-block
+    /// scales and mins, 128 bytes of nibbles (each 32 bytes: a sub-block pair, low then high
+    /// nibbles); x = d·sc·q - dmin·m. 144 bytes.
+    Q4_K,
+    /// Super-blocks of 256: f16 d, f16 dmin, 12 bytes of scales and mins (as Q4_K), 32 bytes qh
+    /// (the 5th bits), 128 bytes of nibbles (as Q4_K); x = d·sc·q - dmin·m. 176 bytes.
+    Q5_K,
+    /// Super-blocks of 256 = 16 sub-blocks of 16: 128 bytes of low nibbles, 64 bytes of high
+    /// 2-bit pairs, 16 × i8 scales, f16 d; x = d·sc·(q - 32). 210 bytes.
+    Q6_K,
 }
 
 impl Format {
@@ -70,6 +86,11 @@ impl Format {
             Format::Q4_0 => (32, 18),
             Format::Q4_1 => (32, 20),
             Format::Q8_0 => (32, 34),
+            Format::Q5_0 => (32, 22),
+            Format::Q5_1 => (32, 24),
+            Format::Q4_K => (256, 144),
+            Format::Q5_K => (256, 176),
+            Format::Q6_K => (256, 210),
         }
     }
 
@@ -80,7 +101,8 @@ impl Format {
     }
 
     /// Decode whole blocks of `bytes` into `out` (`out.len()` elements; computed in f32, as ggml
-    /// does, so the values are exactly those of llama.cpp's dequantisation).
+    /// does, so the values are exactly those of llama.cpp's dequantisation: ggml-quants.c's
+    /// `dequantize_row_*`).
     pub fn decode(self, bytes: &[u8], out: &mut [f32]) {
         assert_eq!(
             Some(bytes.len()),
@@ -132,7 +154,91 @@ impl Format {
                     }
                 }
             }
+            Format::Q5_0 | Format::Q5_1 => {
+                let bb = self.block().1;
+                for (o, b) in out.chunks_exact_mut(32).zip(bytes.chunks_exact(bb)) {
+                    let (d, m, at) = match self {
+                        Format::Q5_1 => (f16_at(b, 0), f16_at(b, 2), 4),
+                        _ => (f16_at(b, 0), 0.0, 2),
+                    };
+                    let qh = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+                    for (j, &q) in b[at + 4..].iter().enumerate() {
+                        let lo = (q & 0xF) as u32 | ((qh >> j) << 4) & 0x10;
+                        let hi = (q >> 4) as u32 | (qh >> (j + 12)) & 0x10;
+                        if self == Format::Q5_0 {
+                            o[j] = (lo as i32 - 16) as f32 * d;
+                            o[j + 16] = (hi as i32 - 16) as f32 * d;
+                        } else {
+                            o[j] = lo as f32 * d + m;
+                            o[j + 16] = hi as f32 * d + m;
+                        }
+                    }
+                }
+            }
+            Format::Q4_K | Format::Q5_K => {
+                let bb = self.block().1;
+                for (o, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(bb)) {
+                    let (d, dmin, scales) = (f16_at(b, 0), f16_at(b, 2), &b[4..16]);
+                    let (qh, qs) = match self {
+                        Format::Q5_K => (Some(&b[16..48]), &b[48..]),
+                        _ => (None, &b[16..]),
+                    };
+                    // 64 values per step: sub-blocks 2i (low nibbles) and 2i + 1 (high nibbles)
+                    for i in 0..4 {
+                        let q = &qs[32 * i..32 * i + 32];
+                        for half in 0..2 {
+                            let (sc, m) = k_scale_min(2 * i + half, scales);
+                            let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                            for l in 0..32 {
+                                let mut v = if half == 0 { q[l] & 0xF } else { q[l] >> 4 };
+                                if let Some(qh) = qh {
+                                    v += ((qh[l] >> (2 * i + half)) & 1) << 4;
+                                }
+                                o[64 * i + 32 * half + l] = d1 * v as f32 - m1;
+                            }
+                        }
+                    }
+                }
+            }
+            Format::Q6_K => {
+                for (o, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(210)) {
+                    let d = f16_at(b, 208);
+                    for n in 0..2 {
+                        let (ql, qh, sc) = (
+                            &b[64 * n..64 * n + 64],
+                            &b[128 + 32 * n..160 + 32 * n],
+                            &b[192 + 8 * n..200 + 8 * n],
+                        );
+                        let y = &mut o[128 * n..128 * n + 128];
+                        for l in 0..32 {
+                            let is = l / 16;
+                            let q = |low: u8, shift: u32| (low | ((qh[l] >> shift) & 3) << 4) as i32 - 32;
+                            let q1 = q(ql[l] & 0xF, 0);
+                            let q2 = q(ql[l + 32] & 0xF, 2);
+                            let q3 = q(ql[l] >> 4, 4);
+                            let q4 = q(ql[l + 32] >> 4, 6);
+                            y[l] = d * sc[is] as i8 as f32 * q1 as f32;
+                            y[l + 32] = d * sc[is + 2] as i8 as f32 * q2 as f32;
+                            y[l + 64] = d * sc[is + 4] as i8 as f32 * q3 as f32;
+                            y[l + 96] = d * sc[is + 6] as i8 as f32 * q4 as f32;
+                        }
+                    }
+                }
+            }
         }
+    }
+}
+
+/// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K super-block from its 12
+/// packed bytes (ggml-quants.c's `get_scale_min_k4`).
+fn k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -377,10 +483,18 @@ mod tests {
                     out.extend(f16(&mut byte));
                     (2..bb).for_each(|_| out.push(byte()));
                 }
-                Format::Q4_1 => {
+                Format::Q4_1 | Format::Q5_1 | Format::Q4_K | Format::Q5_K => {
                     out.extend(f16(&mut byte));
                     out.extend(f16(&mut byte));
                     (4..bb).for_each(|_| out.push(byte()));
+                }
+                Format::Q5_0 => {
+                    out.extend(f16(&mut byte));
+                    (2..bb).for_each(|_| out.push(byte()));
+                }
+                Format::Q6_K => {
+                    (0..bb - 2).for_each(|_| out.push(byte()));
+                    out.extend(f16(&mut byte));
                 }
             }
         }
@@ -419,17 +533,29 @@ mod tests {
                     out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
                 }
             }
+            // Checked bit for bit against llama.cpp's and gguf-py's values in tests/gguf.rs;
+            // here they only serve the row-slicing tests.
+            Format::Q5_0 | Format::Q5_1 | Format::Q4_K | Format::Q5_K | Format::Q6_K => {
+                let (be, bb) = format.block();
+                out = vec![0.0; bytes.len() / bb * be];
+                format.decode(bytes, &mut out);
+            }
         }
         out
     }
 
-    const FORMATS: [Format; 6] = [
+    const FORMATS: [Format; 11] = [
         Format::F32,
         Format::F16,
         Format::BF16,
         Format::Q8_0,
         Format::Q4_0,
         Format::Q4_1,
+        Format::Q5_0,
+        Format::Q5_1,
+        Format::Q4_K,
+        Format::Q5_K,
+        Format::Q6_K,
     ];
 
     #[test]
@@ -438,7 +564,7 @@ mod tests {
         for format in FORMATS {
             let be = format.block().0;
             // awkward shapes: odd row counts, rows of 1 or 3 blocks (37 values for plain floats)
-            for (rows, cols) in [(1, be), (7, 3 * be), (13, if be == 1 { 37 } else { 96 })] {
+            for (rows, cols) in [(1, be), (7, 3 * be), (13, if be == 1 { 37 } else { 3 * be })] {
                 let bytes = random_bytes(format, rows * cols, &mut rng);
                 let want = reference(format, &bytes);
                 let t = Tensor::owned(format, vec![rows, cols], bytes.clone()).unwrap();

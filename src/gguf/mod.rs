@@ -122,11 +122,16 @@ impl Format {
             1 => Format::F16,
             2 => Format::Q4_0,
             3 => Format::Q4_1,
+            6 => Format::Q5_0,
+            7 => Format::Q5_1,
             8 => Format::Q8_0,
+            12 => Format::Q4_K,
+            13 => Format::Q5_K,
+            14 => Format::Q6_K,
             30 => Format::BF16,
             _ => bail!(
-                "unsupported tensor type {t} ({}); tinfer reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1: \
-                 re-quantise the model to one of these with llama.cpp's llama-quantize",
+                "unsupported tensor type {t} ({}); tinfer reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, \
+                 Q5_1, Q4_K, Q5_K and Q6_K: re-quantise the model to one of these with llama.cpp's llama-quantize",
                 ggml_type_name(t)
             ),
         })
