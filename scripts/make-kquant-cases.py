@@ -6,7 +6,7 @@ Two sources, both independent of tinfer:
   values llama.cpp decodes (../shared/golden/qwen2.5-coder-0.5b/dequant.json, made by the team's
   reference run: bit exact against the HF f32 checkpoint and gguf-py);
 - "random": random blocks of every type (f16 scales finite) decoded by gguf-py's numpy
-  `gguf.quants.dequantize` (pip install gguf), for the types no real file here holds (Q5_1, Q5_K).
+  `gguf.quants.dequantize` (pip install gguf), for the types no real file here holds (Q5_1, Q5_K, Q2_K, Q3_K).
 Values are stored as f32 bit patterns so the comparison is exact.
 """
 import json, os, struct, sys
@@ -15,8 +15,8 @@ from gguf import GGMLQuantizationType as T, quants
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 GOLDEN = os.path.join(ROOT, "..", "shared", "golden", "qwen2.5-coder-0.5b", "dequant.json")
-BLOCK = {"Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
-F16_AT = {"Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
+BLOCK = {"Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210), "Q2_K": (256, 84), "Q3_K": (256, 110)}
+F16_AT = {"Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208], "Q2_K": [80, 82], "Q3_K": [108]}
 
 def bits(values):
     return [struct.unpack("<I", struct.pack("<f", float(v)))[0] for v in values]

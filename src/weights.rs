@@ -75,6 +75,12 @@ pub enum Format {
     /// Super-blocks of 256 = 16 sub-blocks of 16: 128 bytes of low nibbles, 64 bytes of high
     /// 2-bit pairs, 16 × i8 scales, f16 d; x = d·sc·(q - 32). 210 bytes.
     Q6_K,
+    /// Super-blocks of 256 = 16 sub-blocks of 16: 16 bytes of 4-bit scale and min pairs, 64
+    /// bytes of 2-bit quants, f16 d, f16 dmin; x = d·sc·q - dmin·m. 84 bytes.
+    Q2_K,
+    /// Super-blocks of 256 = 16 sub-blocks of 16: 32 bytes hmask (the 3rd bits), 64 bytes of
+    /// 2-bit quants, 12 bytes of 6-bit scales, f16 d; x = d·(sc - 32)·(q - 4·!h). 110 bytes.
+    Q3_K,
 }
 
 impl Format {
@@ -91,6 +97,8 @@ impl Format {
             Format::Q4_K => (256, 144),
             Format::Q5_K => (256, 176),
             Format::Q6_K => (256, 210),
+            Format::Q2_K => (256, 84),
+            Format::Q3_K => (256, 110),
         }
     }
 
@@ -200,6 +208,32 @@ impl Format {
                     }
                 }
             }
+            Format::Q2_K => {
+                for (o, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(84)) {
+                    let (scales, qs, d, dmin) = (&b[..16], &b[16..80], f16_at(b, 80), f16_at(b, 82));
+                    decode_2bit(qs, o, |i, q, _| {
+                        let sc = scales[i / 16];
+                        let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+                        dl * q as f32 - ml
+                    });
+                }
+            }
+            Format::Q3_K => {
+                for (o, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(110)) {
+                    let (hmask, qs, packed, d) = (&b[..32], &b[32..96], &b[96..108], f16_at(b, 108));
+                    // 16 six-bit scales: low 4 bits from bytes 0..8, high 2 bits from bytes 8..12
+                    let scale = |j: usize| {
+                        let low = (packed[j % 8] >> (4 * (j / 8))) & 0xF;
+                        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+                        (low | high << 4) as i32 - 32
+                    };
+                    decode_2bit(qs, o, |i, q, l| {
+                        let dl = d * scale(i / 16) as f32;
+                        let h = hmask[l] >> (i / 32) & 1; // bit m = 1 << (i / 32)
+                        dl * (q as i32 - if h == 1 { 0 } else { 4 }) as f32
+                    });
+                }
+            }
             Format::Q6_K => {
                 for (o, b) in out.chunks_exact_mut(256).zip(bytes.chunks_exact(210)) {
                     let d = f16_at(b, 208);
@@ -224,6 +258,21 @@ impl Format {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Q2_K and Q3_K: 256 values from 64 bytes of 2-bit quants `qs` in ggml's order (two halves of
+/// 128; in each, four shifts over 32 bytes; 16 values per scale), `value(i, q, l)` giving
+/// element `i`'s value from its 2-bit quant `q` and its byte index `l` within the 32.
+fn decode_2bit(qs: &[u8], out: &mut [f32], mut value: impl FnMut(usize, u8, usize) -> f32) {
+    for n in 0..2 {
+        let q = &qs[32 * n..32 * n + 32];
+        for shift in 0..4 {
+            for l in 0..32 {
+                let i = 128 * n + 32 * shift + l;
+                out[i] = value(i, (q[l] >> (2 * shift)) & 3, l);
             }
         }
     }
@@ -492,8 +541,13 @@ mod tests {
                     out.extend(f16(&mut byte));
                     (2..bb).for_each(|_| out.push(byte()));
                 }
-                Format::Q6_K => {
+                Format::Q6_K | Format::Q3_K => {
                     (0..bb - 2).for_each(|_| out.push(byte()));
+                    out.extend(f16(&mut byte));
+                }
+                Format::Q2_K => {
+                    (0..bb - 4).for_each(|_| out.push(byte()));
+                    out.extend(f16(&mut byte));
                     out.extend(f16(&mut byte));
                 }
             }
@@ -535,7 +589,7 @@ mod tests {
             }
             // Checked bit for bit against llama.cpp's and gguf-py's values in tests/gguf.rs;
             // here they only serve the row-slicing tests.
-            Format::Q5_0 | Format::Q5_1 | Format::Q4_K | Format::Q5_K | Format::Q6_K => {
+            Format::Q5_0 | Format::Q5_1 | Format::Q2_K | Format::Q3_K | Format::Q4_K | Format::Q5_K | Format::Q6_K => {
                 let (be, bb) = format.block();
                 out = vec![0.0; bytes.len() / bb * be];
                 format.decode(bytes, &mut out);
@@ -544,7 +598,7 @@ mod tests {
         out
     }
 
-    const FORMATS: [Format; 11] = [
+    const FORMATS: [Format; 13] = [
         Format::F32,
         Format::F16,
         Format::BF16,
@@ -553,6 +607,8 @@ mod tests {
         Format::Q4_1,
         Format::Q5_0,
         Format::Q5_1,
+        Format::Q2_K,
+        Format::Q3_K,
         Format::Q4_K,
         Format::Q5_K,
         Format::Q6_K,

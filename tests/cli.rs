@@ -382,20 +382,20 @@ fn bad_prompts_and_arguments() {
 #[test]
 fn gguf_with_unknown_quantisation_is_named() {
     use tinfer::gguf::{write, Value};
-    let dir = tmp("q3k");
+    let dir = tmp("iq2");
     let md = [("general.architecture", Value::String("llama".into()))];
     let t = write::Tensor {
         name: "token_embd.weight".into(),
         ne: vec![256, 1],
-        ggml_type: 11,
-        data: vec![0; 110],
+        ggml_type: 16,
+        data: vec![0; 66],
     };
-    std::fs::write(dir.join("q3k.gguf"), write::gguf_bytes(&md, &[t])).unwrap();
+    std::fs::write(dir.join("iq2.gguf"), write::gguf_bytes(&md, &[t])).unwrap();
     fails(
-        &["info", "--model", dir.join("q3k.gguf").to_str().unwrap()],
+        &["info", "--model", dir.join("iq2.gguf").to_str().unwrap()],
         None,
         2,
-        &["Q3_K", "unsupported tensor type"],
+        &["IQ2_XXS", "unsupported tensor type"],
     );
     let _ = Path::new("");
 }

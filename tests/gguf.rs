@@ -212,9 +212,9 @@ fn tensor(name: &str, ne: Vec<u64>, ty: u32, data: Vec<u8>) -> write::Tensor {
 fn broken_tensor_tables_are_named() {
     let md = [("general.architecture", Value::String("llama".into()))];
     let f32s = |n: usize| vec![0u8; 4 * n];
-    // unknown type: Q3_K is named
-    let e = err(write::gguf_bytes(&md, &[tensor("a", vec![256], 11, vec![0; 110])]));
-    assert!(e.contains("Q3_K"), "{e}");
+    // unknown type: IQ2_XXS is named
+    let e = err(write::gguf_bytes(&md, &[tensor("a", vec![256], 16, vec![0; 66])]));
+    assert!(e.contains("IQ2_XXS"), "{e}");
     // a dimension of 0
     let e = err(write::gguf_bytes(&md, &[tensor("a", vec![4, 0], 0, vec![])]));
     assert!(e.contains("dimension of 0"), "{e}");
@@ -600,6 +600,8 @@ fn block_decoders_match_llama_cpp_and_gguf_py_bit_for_bit() {
             "Q4_K" => Format::Q4_K,
             "Q5_K" => Format::Q5_K,
             "Q6_K" => Format::Q6_K,
+            "Q2_K" => Format::Q2_K,
+            "Q3_K" => Format::Q3_K,
             other => panic!("unexpected type {other}"),
         };
         let hex = case["hex"].as_str().unwrap();
@@ -628,5 +630,5 @@ fn block_decoders_match_llama_cpp_and_gguf_py_bit_for_bit() {
         }
         types.insert(ty);
     }
-    assert_eq!(types.len(), 6, "every new type is covered: {types:?}");
+    assert_eq!(types.len(), 8, "every new type is covered: {types:?}");
 }

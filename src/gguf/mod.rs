@@ -125,13 +125,15 @@ impl Format {
             6 => Format::Q5_0,
             7 => Format::Q5_1,
             8 => Format::Q8_0,
+            10 => Format::Q2_K,
+            11 => Format::Q3_K,
             12 => Format::Q4_K,
             13 => Format::Q5_K,
             14 => Format::Q6_K,
             30 => Format::BF16,
             _ => bail!(
                 "unsupported tensor type {t} ({}); tinfer reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, \
-                 Q5_1, Q4_K, Q5_K and Q6_K: re-quantise the model to one of these with llama.cpp's llama-quantize",
+                 Q5_1, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K: re-quantise the model to one of these with llama.cpp's llama-quantize",
                 ggml_type_name(t)
             ),
         })
