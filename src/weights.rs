@@ -270,9 +270,9 @@ fn decode_2bit(qs: &[u8], out: &mut [f32], mut value: impl FnMut(usize, u8, usiz
     for n in 0..2 {
         let q = &qs[32 * n..32 * n + 32];
         for shift in 0..4 {
-            for l in 0..32 {
+            for (l, &byte) in q.iter().enumerate() {
                 let i = 128 * n + 32 * shift + l;
-                out[i] = value(i, (q[l] >> (2 * shift)) & 3, l);
+                out[i] = value(i, (byte >> (2 * shift)) & 3, l);
             }
         }
     }
