@@ -632,3 +632,27 @@ fn block_decoders_match_llama_cpp_and_gguf_py_bit_for_bit() {
     }
     assert_eq!(types.len(), 8, "every new type is covered: {types:?}");
 }
+
+/// Qwen2.5-Coder's tokenizer built from its GGUF metadata (the `qwen2` pre-tokenizer, NFC as HF's
+/// tokenizer.json does) against HF's ids on the 69 golden cases (code, chat markup, CJK, emoji,
+/// whitespace runs, digits), and decoding back to the text HF decodes.
+#[test]
+fn qwen2_tokenizer_from_gguf_matches_hf() {
+    let Some(path) = qwen_coder_gguf() else { return };
+    let tok = loader::load_tokenizer(&path).unwrap();
+    let cases = read_json(&fixtures().join("qwen2.5-coder/tokenizer_cases.json"));
+    let mut n = 0;
+    for case in cases["cases"].as_array().unwrap() {
+        let (name, text) = (case["name"].as_str().unwrap(), case["text"].as_str().unwrap());
+        let want = ids(&case["ids"]);
+        let got = tok.encode(text).unwrap();
+        assert_eq!(got, want, "{name}: ids of {text:?}");
+        assert_eq!(
+            tok.decode(&got, false).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "{name}: decoded"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 69);
+}

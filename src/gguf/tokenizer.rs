@@ -54,6 +54,12 @@ pub struct VocabFacts {
     pub warnings: Vec<String>,
 }
 
+/// The split regex of Qwen2's tokenizer.json (HF), which llama.cpp's "qwen2" pre-tokenizer
+/// also uses: contractions, letters with one leading non-letter, single digits, punctuation runs,
+/// newlines, spaces.
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 impl Gguf {
     /// The vocabulary's special tokens and what tinfer had to assume; see `VocabFacts`.
     pub fn vocab_facts(&self) -> VocabFacts {
@@ -212,10 +218,23 @@ impl Gguf {
                 {"type": "Digits", "individual_digits": true},
                 byte_level,
             ]}),
+            // Qwen2's tokenizer.json: its split regex (digits one by one), then bytes to
+            // characters without GPT-2's regex.
+            "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+            ]}),
             _ => bail!(
-                "pre-tokenizer {pre:?} is not supported from GGUF (tinfer knows \"smollm\" and \"gpt2\"); \
+                "pre-tokenizer {pre:?} is not supported from GGUF (tinfer knows \"smollm\", \"qwen2\" and \"gpt2\"); \
                  supply the model's HF tokenizer.json instead"
             ),
+        };
+        // Qwen2's tokenizer.json NFC-normalises the text (GGUF files do not record it; llama.cpp
+        // skips it, HF does not).
+        let normalizer = if pre == "qwen2" {
+            json!({"type": "NFC"})
+        } else {
+            Json::Null
         };
         // BOS before and EOS after each sequence, where the file asks for them (TemplateProcessing);
         // otherwise the byte-level post-processor HF's GPT-2 tokenizer uses.
@@ -255,7 +274,7 @@ impl Gguf {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": null,
+            "normalizer": normalizer,
             "pre_tokenizer": pre_tokenizer,
             "post_processor": post_processor,
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},

@@ -638,3 +638,24 @@ pub fn assert_failed(args: &[&str], out: &std::process::Output, code: i32, needl
         assert!(err.contains(n), "tinfer {args:?}: stderr should mention {n:?}: {err}");
     }
 }
+
+/// Qwen2.5-Coder-0.5B-Instruct's Q4_K_M GGUF (`scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct`),
+/// or None (test skipped) when it has not been fetched; with TINFER_REQUIRE_MODEL=1 (CI) a missing
+/// file fails the test instead.
+pub fn qwen_coder_gguf() -> Option<PathBuf> {
+    let path = root().join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("TINFER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!(
+            "TINFER_REQUIRE_MODEL=1 but {} is missing: run scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} not found (run scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct)",
+        path.display()
+    );
+    None
+}
