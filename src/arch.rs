@@ -136,7 +136,17 @@ pub const LLAMA: Arch = Arch {
     hf_ignored_suffixes: &["rotary_emb.inv_freq"],
 };
 
-const ARCHS: [&Arch; 1] = [&LLAMA];
+/// Qwen2 in GGUF: the Llama names (with q/k/v biases), but llama.cpp's converter leaves Q/K rows
+/// in HF order (it runs Qwen2 with NEOX-style RoPE, HF's rotate-half pairing). HF checkpoints
+/// of model_type qwen2 load through `LLAMA`.
+pub const QWEN2: Arch = Arch {
+    gguf_arch: "qwen2",
+    hf_model_types: &[],
+    gguf_permuted: &[],
+    ..LLAMA
+};
+
+const ARCHS: [&Arch; 2] = [&LLAMA, &QWEN2];
 
 impl Arch {
     /// The architecture of an HF `model_type`.

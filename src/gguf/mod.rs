@@ -465,12 +465,16 @@ impl Gguf {
     /// The HF `config.json` this checkpoint corresponds to (llama architecture only).
     pub fn hf_config(&self) -> Result<Json> {
         let arch = self.architecture()?;
-        if arch != "llama" {
+        if Arch::for_gguf(arch).is_none() {
             bail!(
-                "architecture {arch:?} is not supported from GGUF (only \"llama\", which covers Llama, SmolLM and Mistral); \
-                 convert the original checkpoint to safetensors instead"
+                "architecture {arch:?} is not supported from GGUF (tinfer runs \"llama\", which covers Llama, SmolLM and \
+                 Mistral, and \"qwen2\"); convert the original checkpoint to safetensors instead"
             );
         }
+        let (architecture, model_type) = match arch {
+            "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
+            _ => ("LlamaForCausalLM", "llama"),
+        };
         let k = |s: &str| format!("{arch}.{s}");
         let dim = self.req_u64(&k("embedding_length"))?;
         let n_heads = self.req_u64(&k("attention.head_count"))?;
@@ -519,8 +523,8 @@ impl Gguf {
             .unwrap_or(10000.0);
         let tok_id = |key: &str| self.get(key).and_then(Value::as_u64);
         Ok(json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+            "architectures": [architecture],
+            "model_type": model_type,
             "hidden_size": dim,
             "intermediate_size": self.req_u64(&k("feed_forward_length"))?,
             "num_hidden_layers": self.req_u64(&k("block_count"))?,
@@ -532,7 +536,8 @@ impl Gguf {
             "rms_norm_eps": eps,
             "rope_theta": theta,
             "hidden_act": "silu",
-            "attention_bias": self.tensor("blk.0.attn_q.bias").is_some(),
+            // qwen2's q/k/v biases come with its model_type; attention_bias is llama's (o too)
+            "attention_bias": model_type == "llama" && self.tensor("blk.0.attn_q.bias").is_some(),
             "mlp_bias": false,
             "tie_word_embeddings": self.tensor("output.weight").is_none(),
             "bos_token_id": tok_id("tokenizer.ggml.bos_token_id"),
