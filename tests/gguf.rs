@@ -528,13 +528,13 @@ fn add_bos_and_add_eos_tokens_are_added() {
         [104, 105],
         "a rendered template gets none"
     );
-    // An unknown pre-tokenizer is still a clear error (a later issue adds qwen2, llama3, ...).
-    let e = vocab_gguf(&[], vec![("tokenizer.ggml.pre", Value::String("qwen2".into()))])
+    // An unknown pre-tokenizer is still a clear error.
+    let e = vocab_gguf(&[], vec![("tokenizer.ggml.pre", Value::String("deepseek-llm".into()))])
         .hf_tokenizer_json()
         .unwrap_err();
     assert!(
         e.to_string()
-            .contains("pre-tokenizer \"qwen2\" is not supported from GGUF"),
+            .contains("pre-tokenizer \"deepseek-llm\" is not supported from GGUF"),
         "{e}"
     );
 }
@@ -676,4 +676,13 @@ fn qwen2_coder_gguf_matches_hf_on_the_cpu() {
             "qwen2.5-coder",
         );
     }
+}
+
+/// An architecture tinfer does not run is refused by name, with what it runs.
+#[test]
+fn unknown_architectures_are_refused_by_name() {
+    let md = [("general.architecture", Value::String("gemma3".into()))];
+    let g = Gguf::from_bytes(write::gguf_bytes(&md, &[])).unwrap();
+    let e = g.hf_config().unwrap_err().to_string();
+    assert!(e.contains("\"gemma3\" is not supported") && e.contains("qwen2"), "{e}");
 }
