@@ -655,28 +655,25 @@ fn the_default_model_is_found_from_anywhere() {
     let m = tiny_model_dir(&data.join("models").join("smollm2-135m-instruct"), json!({}));
     assert!(m.exists());
     let elsewhere = tmp("cwd");
-    let out = cmd(&["tokenize", "ab"])
-        .env("TINFER_DATA_DIR", &data)
-        .current_dir(&elsewhere)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "97 98\n");
+    // `tokenize ab` from another directory with this data directory: the tiny model's ids
+    let tokenize_ab = |extra: &[&str]| {
+        let out = cmd(&[&["tokenize"], extra, &["ab"]].concat())
+            .env("TINFER_DATA_DIR", &data)
+            .current_dir(&elsewhere)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra:?}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "97 98\n", "{extra:?}");
+    };
+    tokenize_ab(&[]);
     // A fetched model's name: the file under that name in the data directory.
     std::fs::write(
         data.join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
         tiny_gguf_bytes(),
     )
     .unwrap();
-    let out = cmd(&["tokenize", "--model", "qwen2.5-coder-0.5b-instruct", "ab"])
-        .env("TINFER_DATA_DIR", &data)
-        .current_dir(&elsewhere)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "97 98\n");
+    tokenize_ab(&["--model", "qwen2.5-coder-0.5b-instruct"]);
     // Nothing anywhere: the error names the paths tried.
     if !Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/smollm2-135m-instruct")
