@@ -120,11 +120,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 let seq = Sequence::new(ids, first, stop).with_forks(samplers).with_banned(banned);
                 let h = engine.add(seq)?;
                 // The forks exist once the prompt has run: step until they do.
+                // (Ctrl-C meanwhile exits at once: the reply has not begun.)
                 while engine.get(h).status == tinfer::engine::Status::Waiting {
                     engine.step()?;
-                    if signals::interrupted() {
-                        break;
-                    }
                 }
                 let hs: Vec<usize> = [h].into_iter().chain(engine.get(h).forked.clone()).collect();
                 let mut texts = vec![String::new(); hs.len()];

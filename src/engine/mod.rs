@@ -142,7 +142,8 @@ impl Engine {
                 want: Want::Last,
             })
             .collect();
-        let picks = self.pick(&batch, &running)?;
+        let greedy = running.iter().all(|&h| self.get(h).greedy_on_device());
+        let picks = self.forward(&batch, greedy)?;
         for &h in &running {
             self.seqs[h].as_mut().unwrap().decode_steps += 1;
         }
@@ -168,14 +169,8 @@ impl Engine {
         }
         // The prompt's end: fork it, then each sequence picks its first token from its logits.
         let forks = std::mem::take(&mut self.seqs[h].as_mut().unwrap().forks);
-        let greedy =
-            self.get(h).sampler.is_greedy() && self.get(h).banned.is_empty() && forks.iter().all(|f| f.is_greedy());
-        let picks = if greedy {
-            Pick::Ids(self.model.forward_argmax(&entry)?)
-        } else {
-            Pick::Logits(self.model.forward(&entry)?)
-        };
-        self.usage = self.model.kv_usage().or(self.usage);
+        let greedy = self.get(h).greedy_on_device() && forks.iter().all(|f| f.is_greedy());
+        let picks = self.forward(&entry, greedy)?;
         let now = Instant::now();
         let mut group = vec![h];
         for sampler in forks {
@@ -202,12 +197,9 @@ impl Engine {
         Ok(self.post(&group, picks))
     }
 
-    /// Run `batch` (one entry per handle of `hs`) and choose each next token: on the device
-    /// when every sampler is greedy (only ids come back), else from the logits.
-    fn pick(&mut self, batch: &[Entry], hs: &[usize]) -> Result<Pick> {
-        let greedy = hs
-            .iter()
-            .all(|&h| self.get(h).sampler.is_greedy() && self.get(h).banned.is_empty());
+    /// Run `batch`: the next ids chosen on the device when `greedy` (only ids come back), else
+    /// the logits, refused when one is NaN.
+    fn forward(&mut self, batch: &[Entry], greedy: bool) -> Result<Pick> {
         let p = if greedy {
             Pick::Ids(self.model.forward_argmax(batch)?)
         } else {
@@ -234,19 +226,26 @@ impl Engine {
             let s = self.seqs[h].as_mut().unwrap();
             let token = match &picks {
                 Pick::Ids(ids) => ids[i],
-                Pick::Logits(l) if s.banned.is_empty() => {
-                    let history = s.history();
-                    s.sampler.sample(&l[i], &history)
-                }
                 Pick::Logits(l) => {
-                    let mut logits = l[i].clone();
-                    for &t in &s.banned {
-                        if let Some(x) = logits.get_mut(t as usize) {
-                            *x = f32::NEG_INFINITY;
-                        }
-                    }
+                    let masked: Vec<f32>;
+                    let logits = if s.banned.is_empty() {
+                        &l[i]
+                    } else {
+                        masked = l[i]
+                            .iter()
+                            .enumerate()
+                            .map(|(t, &x)| {
+                                if s.banned.contains(&(t as u32)) {
+                                    f32::NEG_INFINITY
+                                } else {
+                                    x
+                                }
+                            })
+                            .collect();
+                        &masked
+                    };
                     let history = s.history();
-                    s.sampler.sample(&logits, &history)
+                    s.sampler.sample(logits, &history)
                 }
             };
             let id = s.id.unwrap();

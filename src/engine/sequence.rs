@@ -118,6 +118,11 @@ impl Sequence {
         self
     }
 
+    /// Its next token can be chosen on the device: greedy, and nothing banned.
+    pub fn greedy_on_device(&self) -> bool {
+        self.sampler.is_greedy() && self.banned.is_empty()
+    }
+
     pub fn is_finished(&self) -> bool {
         matches!(self.status, Status::Finished(_))
     }
