@@ -394,61 +394,36 @@ fn sequence_lifecycle_matches_fresh_runs() {
     }
 }
 
-/// Qwen2.5-Coder-0.5B from its Q4_K_M GGUF on the GPU with f32 weights: the same checks against
-/// HF as the CPU's (last logits within 1e-3, greedy text, mean NLL within 1e-4), on a code and a
-/// chat prompt. The KV pool is capped at 64 MiB (the model's 32K context would take 805 MB).
+/// Qwen2.5-Coder-0.5B from its Q4_K_M GGUF on the GPU, on a code and a chat prompt: with f32
+/// weights the same checks against HF as the CPU's (last logits within 1e-3, greedy text, mean
+/// NLL within 1e-4); with f16 weights within F16_VS_HF (greedy equal up to the near-ties that
+/// tolerance allows). The KV pool is capped at 64 MiB (the model's 32K context would take 805 MB).
 #[test]
-fn qwen2_coder_gguf_on_the_gpu_with_f32_weights_matches_hf() {
+fn qwen2_coder_gguf_on_the_gpu_matches_hf() {
     let Some(path) = qwen_coder_gguf() else { return };
-    let opts = Options {
-        dtype: Dtype::F32,
-        kv_memory: Some(64 << 20),
-        ..Options::default()
-    };
-    let Some((mut m, _)) = gpu_model_with(&path, &opts) else {
-        return;
-    };
-    assert_eq!(m.dtype_name(), "f32");
     let index = read_json(&fixtures().join("qwen2.5-coder/index.json"));
-    for p in index["prompts"].as_array().unwrap() {
-        check_golden_prompt_from(
-            &mut m,
-            p,
-            "qwen2.5-coder gpu f32",
-            SMOLLM2_VS_HF,
-            NLL_VS_HF,
-            "qwen2.5-coder",
-        );
-    }
-}
-
-/// The same with f16 weights: within F16_VS_HF of HF's logits, greedy equal up to the near-ties
-/// that tolerance allows.
-#[test]
-fn qwen2_coder_gguf_on_the_gpu_with_f16_weights_is_close_to_hf() {
-    let Some(path) = qwen_coder_gguf() else { return };
-    let opts = Options {
-        dtype: Dtype::F16,
-        kv_memory: Some(64 << 20),
-        ..Options::default()
-    };
-    let Some((mut m, _)) = gpu_model_with(&path, &opts) else {
-        return;
-    };
-    if m.dtype_name() != "f16" {
-        eprintln!("SKIPPED: the adapter has no SHADER_F16");
-        return;
-    }
-    let index = read_json(&fixtures().join("qwen2.5-coder/index.json"));
-    for p in index["prompts"].as_array().unwrap() {
-        let worst = check_golden_prompt_from(
-            &mut m,
-            p,
-            "qwen2.5-coder gpu f16",
-            F16_VS_HF,
-            F16_NLL_VS_HF,
-            "qwen2.5-coder",
-        );
-        eprintln!("worst |error| {worst:.3}");
+    for (dtype, tol, nll_tol) in [
+        (Dtype::F32, SMOLLM2_VS_HF, NLL_VS_HF),
+        (Dtype::F16, F16_VS_HF, F16_NLL_VS_HF),
+    ] {
+        let opts = Options {
+            dtype,
+            kv_memory: Some(64 << 20),
+            ..Options::default()
+        };
+        let Some((mut m, _)) = gpu_model_with(&path, &opts) else {
+            return;
+        };
+        let name = m.dtype_name();
+        assert!(dtype != Dtype::F32 || name == "f32", "--dtype f32 gave {name}");
+        if dtype == Dtype::F16 && name != "f16" {
+            eprintln!("SKIPPED: f16 weights, the adapter has no SHADER_F16");
+            continue;
+        }
+        for p in index["prompts"].as_array().unwrap() {
+            let label = format!("qwen2.5-coder gpu {name}");
+            let worst = check_golden_prompt_from(&mut m, p, &label, tol, nll_tol, "qwen2.5-coder");
+            eprintln!("{label}: worst |error| {worst:.3}");
+        }
     }
 }
