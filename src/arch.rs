@@ -1,7 +1,7 @@
 //! Per-architecture facts, in one table each: checkpoint (HF) and GGUF tensor names for every
 //! field of `weights::Weights`, the row order GGUF stores Q/K in, and which matrices the GPU
-//! stacks into one product. Only the Llama family exists today (HF model_type llama, mistral,
-//! qwen2, smollm; GGUF architecture "llama"); a new architecture is a new `Arch` value.
+//! stacks into one product. The Llama family (HF model_type llama, mistral, qwen2, qwen3, smollm;
+//! GGUF architectures "llama", "qwen2", "qwen3"); a new architecture is a new `Arch` value.
 
 use crate::config::Config;
 use crate::weights::{Layer, Weights};
@@ -21,6 +21,8 @@ pub enum Field {
     Bk,
     Bv,
     Bo,
+    QNorm,
+    KNorm,
     FfnNorm,
     WGate,
     WUp,
@@ -29,7 +31,7 @@ pub enum Field {
 
 impl Field {
     pub const GLOBAL: [Field; 3] = [Field::Embed, Field::Norm, Field::LmHead];
-    pub const LAYER: [Field; 13] = [
+    pub const LAYER: [Field; 15] = [
         Field::AttnNorm,
         Field::Wq,
         Field::Wk,
@@ -39,6 +41,8 @@ impl Field {
         Field::Bk,
         Field::Bv,
         Field::Bo,
+        Field::QNorm,
+        Field::KNorm,
         Field::FfnNorm,
         Field::WGate,
         Field::WUp,
@@ -56,6 +60,7 @@ impl Field {
             Field::Wo => vec![d, q],
             Field::Bq => vec![q],
             Field::Bk | Field::Bv => vec![kv],
+            Field::QNorm | Field::KNorm => vec![cfg.head_dim],
             Field::WGate | Field::WUp => vec![h, d],
             Field::WDown => vec![d, h],
         }
@@ -67,6 +72,7 @@ impl Field {
             Field::LmHead => !cfg.tied_embeddings,
             Field::Bq | Field::Bk | Field::Bv => cfg.qkv_bias,
             Field::Bo => cfg.o_bias,
+            Field::QNorm | Field::KNorm => cfg.qk_norm,
             _ => true,
         }
     }
@@ -120,6 +126,8 @@ pub const LLAMA: Arch = Arch {
         (Field::Bk, "self_attn.k_proj.bias", "attn_k.bias"),
         (Field::Bv, "self_attn.v_proj.bias", "attn_v.bias"),
         (Field::Bo, "self_attn.o_proj.bias", "attn_output.bias"),
+        (Field::QNorm, "self_attn.q_norm.weight", "attn_q_norm.weight"),
+        (Field::KNorm, "self_attn.k_norm.weight", "attn_k_norm.weight"),
         (Field::FfnNorm, "post_attention_layernorm.weight", "ffn_norm.weight"),
         (Field::WGate, "mlp.gate_proj.weight", "ffn_gate.weight"),
         (Field::WUp, "mlp.up_proj.weight", "ffn_up.weight"),
@@ -146,7 +154,16 @@ pub const QWEN2: Arch = Arch {
     ..LLAMA
 };
 
-const ARCHS: [&Arch; 2] = [&LLAMA, &QWEN2];
+/// Qwen3: Llama's names plus q_norm / k_norm (RMSNorm over each head of q and k, before RoPE),
+/// no biases; GGUF rows in HF order as for Qwen2 (llama.cpp runs it with NEOX RoPE).
+pub const QWEN3: Arch = Arch {
+    gguf_arch: "qwen3",
+    hf_model_types: &["qwen3"],
+    gguf_permuted: &[],
+    ..LLAMA
+};
+
+const ARCHS: [&Arch; 3] = [&LLAMA, &QWEN2, &QWEN3];
 
 impl Arch {
     /// The architecture of an HF `model_type`.
@@ -214,6 +231,8 @@ impl<T> Layer<T> {
             Field::Bk => self.bk.as_ref(),
             Field::Bv => self.bv.as_ref(),
             Field::Bo => self.bo.as_ref(),
+            Field::QNorm => self.q_norm.as_ref(),
+            Field::KNorm => self.k_norm.as_ref(),
             Field::FfnNorm => Some(&self.ffn_norm),
             Field::WGate => Some(&self.w_gate),
             Field::WUp => Some(&self.w_up),
@@ -234,6 +253,8 @@ impl<T> Layer<T> {
             bk: get(Field::Bk),
             bv: get(Field::Bv),
             bo: get(Field::Bo),
+            q_norm: get(Field::QNorm),
+            k_norm: get(Field::KNorm),
             ffn_norm: get(Field::FfnNorm)?,
             w_gate: get(Field::WGate)?,
             w_up: get(Field::WUp)?,

@@ -2,7 +2,7 @@
 //! field for field (everything optional that HF lets be optional), and [`Config`] holds the
 //! resolved numbers the forward pass uses, after [`HfConfig::resolve`] has checked them.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 use serde_json::Value as Json;
 use std::path::Path;
@@ -42,6 +42,10 @@ pub struct HfConfig {
     pub use_sliding_window: Option<bool>,
     pub bos_token_id: Option<Json>,
     pub eos_token_id: Option<Json>,
+    pub partial_rotary_factor: Option<f64>,
+    /// Not an HF key: llama.cpp's `rope_freqs` tensor of a GGUF (Llama 3.1's scaling in the form
+    /// its converter stores), carried here so that a converted directory keeps it.
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 /// Resolved configuration: the numbers the forward pass reads.
@@ -59,9 +63,11 @@ pub struct Config {
     pub seq_len: usize, // context length
     pub norm_eps: f64,
     pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
     pub tied_embeddings: bool,
     pub qkv_bias: bool, // q/k/v projections have biases (qwen2, llama with attention_bias)
     pub o_bias: bool,   // o_proj has a bias (llama with attention_bias)
+    pub qk_norm: bool,  // RMSNorm over each head of q and k before RoPE (qwen3)
     /// Token ids that end generation (from config.json; generation_config.json may add more).
     pub eos_token_ids: Vec<u32>,
 }
@@ -112,7 +118,7 @@ impl HfConfig {
     /// wrong and what to do.
     pub fn resolve(&self) -> Result<Config> {
         let model_type = self.model_type.clone().unwrap_or_else(|| "llama".into());
-        let known = ["llama", "mistral", "qwen2", "smollm", "smollm2"];
+        let known = ["llama", "mistral", "qwen2", "qwen3", "smollm", "smollm2"];
         if !known.contains(&model_type.as_str()) {
             bail!(
                 "model_type {model_type:?} is not supported: tinfer runs {} (Llama-family decoders)",
@@ -175,19 +181,14 @@ impl HfConfig {
             bail!("config.json: mlp_bias = true is not supported");
         }
         let rope_params = self.rope_parameters.as_ref();
-        for scaling in [self.rope_scaling.as_ref(), rope_params] {
-            let ty = scaling
-                .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
-                .and_then(Json::as_str);
-            if let Some(ty) = ty.filter(|t| *t != "default") {
-                bail!("config.json: RoPE scaling {ty:?} is not supported (only the default RoPE)");
-            }
-        }
         let rope_theta = rope_params
             .and_then(|p| p.get("rope_theta"))
             .and_then(Json::as_f64)
             .or(self.rope_theta)
             .unwrap_or(10000.0);
+        if let Some(f) = self.partial_rotary_factor.filter(|f| *f != 1.0) {
+            bail!("config.json: partial_rotary_factor {f} is not supported (RoPE over the whole head only)");
+        }
         let mut seq_len = self.max_position_embeddings.unwrap_or(2048);
         // A sliding window shorter than the context changes attention beyond it; tinfer
         // implements full attention, so it limits the context to the window (exact within it).
@@ -210,7 +211,17 @@ impl HfConfig {
         if !positive(eps) || !positive(rope_theta) {
             bail!("config.json: rms_norm_eps ({eps}) and rope_theta ({rope_theta}) must be positive numbers");
         }
+        // transformers 5 keeps the scaling in rope_parameters, older files in rope_scaling.
+        let scaling = rope_params.filter(|p| p.get("rope_type").is_some()).or(self.rope_scaling.as_ref());
+        let mut rope_scaling = RopeScaling::from_hf(scaling, seq_len)?;
+        if let Some(f) = &self.rope_freq_factors {
+            ensure!(rope_scaling == RopeScaling::None, "config.json: rope_freq_factors and a RoPE scaling type together");
+            ensure!(f.len() == head_dim / 2 && f.iter().all(|x| x.is_finite() && *x > 0.0),
+                "config.json: rope_freq_factors must be {} positive numbers (head_dim / 2)", head_dim / 2);
+            rope_scaling = RopeScaling::FreqFactors(f.clone());
+        }
         let attention_bias = self.attention_bias.unwrap_or(false);
+        let qk_norm = model_type == "qwen3";
         let qkv_bias = model_type == "qwen2" || attention_bias;
         Ok(Config {
             model_type,
@@ -225,9 +236,11 @@ impl HfConfig {
             seq_len,
             norm_eps: eps,
             rope_theta,
+            rope_scaling,
             tied_embeddings: self.tie_word_embeddings.unwrap_or(false),
             qkv_bias,
             o_bias: attention_bias,
+            qk_norm,
             eos_token_ids: token_ids(self.eos_token_id.as_ref()),
         })
     }
@@ -274,7 +287,10 @@ mod tests {
             (r#", "model_type": "gpt2""#, "model_type"),
             (r#", "hidden_act": "gelu""#, "hidden_act"),
             (r#", "head_dim": 15"#, "head_dim"),
-            (r#", "rope_scaling": {"rope_type": "yarn"}"#, "yarn"),
+            (r#", "rope_scaling": {"rope_type": "yarn"}"#, "factor"),
+            (r#", "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}"#, "dynamic"),
+            (r#", "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}"#, "longrope"),
+            (r#", "partial_rotary_factor": 0.5"#, "partial_rotary_factor"),
             (
                 r#", "max_position_embeddings": 1099511627776"#,
                 "max_position_embeddings",
@@ -295,10 +311,92 @@ mod tests {
     }
 }
 
+/// RoPE scaling: how a checkpoint stretches RoPE's frequencies past its training context. Read
+/// from HF `rope_parameters` / `rope_scaling` (transformers' `modeling_rope_utils.py`:
+/// `_compute_linear_scaling_rope_parameters`, `_compute_llama3_parameters`,
+/// `_compute_yarn_parameters`) and from GGUF (`*.rope.scaling.*`, the `rope_freqs` tensor), and
+/// applied once, to the host cos/sin tables (`RopeTable`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Position interpolation: inv_freq / factor.
+    Linear { factor: f64 },
+    /// Llama 3.1: wavelengths over original_max / low_freq_factor divided by factor, under
+    /// original_max / high_freq_factor kept, a linear blend between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max: f64,
+    },
+    /// YaRN (Peng et al. 2023): a ramp from extrapolated to interpolated frequencies between
+    /// beta_fast and beta_slow rotations over original_max, and cos/sin times attention_factor.
+    Yarn {
+        factor: f64,
+        original_max: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: f64,
+        truncate: bool,
+    },
+    /// llama.cpp's `rope_freqs` tensor (head_dim / 2 values): inv_freq[i] / factors[i].
+    FreqFactors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// From an HF rope_scaling / rope_parameters object (None or type "default": no scaling).
+    /// `max_pos` (max_position_embeddings) stands in for a missing original_max_position_embeddings.
+    pub fn from_hf(s: Option<&Json>, max_pos: usize) -> Result<Self> {
+        let Some(s) = s else { return Ok(RopeScaling::None) };
+        let ty = s.get("rope_type").or_else(|| s.get("type")).and_then(Json::as_str).unwrap_or("default");
+        let num = |k: &str| s.get(k).and_then(Json::as_f64);
+        let pos = |k: &str, default: Option<f64>| -> Result<f64> {
+            let v = num(k).or(default).with_context(|| format!("config.json: RoPE scaling {ty:?} needs {k}"))?;
+            ensure!(v.is_finite() && v > 0.0, "config.json: RoPE scaling {ty:?}: {k} = {v} must be positive");
+            Ok(v)
+        };
+        let original_max = || pos("original_max_position_embeddings", Some(max_pos as f64));
+        Ok(match ty {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear { factor: pos("factor", None)? },
+            "llama3" => {
+                let (low, high) = (pos("low_freq_factor", None)?, pos("high_freq_factor", None)?);
+                ensure!(high > low, "config.json: llama3 RoPE needs high_freq_factor > low_freq_factor");
+                RopeScaling::Llama3 {
+                    factor: pos("factor", None)?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max: original_max()?,
+                }
+            }
+            "yarn" => {
+                let factor = pos("factor", None)?;
+                let mscale = |m: f64| if factor <= 1.0 { 1.0 } else { 0.1 * m * factor.ln() + 1.0 };
+                let attention_factor = match (num("attention_factor"), num("mscale"), num("mscale_all_dim")) {
+                    (Some(a), _, _) => a,
+                    (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => mscale(m) / mscale(all),
+                    _ => mscale(1.0),
+                };
+                RopeScaling::Yarn {
+                    factor,
+                    original_max: original_max()?,
+                    beta_fast: pos("beta_fast", Some(32.0))?,
+                    beta_slow: pos("beta_slow", Some(1.0))?,
+                    attention_factor,
+                    truncate: s.get("truncate").and_then(Json::as_bool).unwrap_or(true),
+                }
+            }
+            other => bail!(
+                "config.json: RoPE scaling {other:?} is not supported (tinfer implements default, linear, llama3 and yarn)"
+            ),
+        })
+    }
+}
+
 /// RoPE cos/sin tables, computed once on the host. Rotate-half pairing (i, i + head_dim/2), as
 /// HF checkpoints expect. The angle `pos * inv_freq` is rounded to f32 exactly as HF computes
 /// it (inv_freq and the product are f32 there, which matters at long positions), then cos/sin
-/// are evaluated in f64 and rounded once.
+/// are evaluated in f64, scaled by the attention factor (YaRN's, else 1) and rounded once.
 #[derive(Clone, Debug)]
 pub struct RopeTable {
     pub half: usize,   // head_dim / 2
@@ -310,22 +408,75 @@ impl RopeTable {
     pub fn new(cfg: &Config) -> Self {
         let half = cfg.head_dim / 2;
         let inv_freq = Self::inv_freq(cfg);
+        let scale = match cfg.rope_scaling {
+            RopeScaling::Yarn { attention_factor, .. } => attention_factor as f32 as f64,
+            _ => 1.0,
+        };
         let mut cos = Vec::with_capacity(cfg.seq_len * half);
         let mut sin = Vec::with_capacity(cfg.seq_len * half);
         for pos in 0..cfg.seq_len {
             for &f in &inv_freq {
                 let angle = (pos as f32 * f) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+                cos.push((angle.cos() as f32 as f64 * scale) as f32);
+                sin.push((angle.sin() as f32 as f64 * scale) as f32);
             }
         }
         RopeTable { half, cos, sin }
     }
 
-    /// inv_freq[i] = 1 / theta^(2i / head_dim), rounded to f32.
+    /// inv_freq[i] = 1 / theta^(2i / head_dim), scaled as `cfg.rope_scaling` says, rounded to f32.
     pub fn inv_freq(cfg: &Config) -> Vec<f32> {
+        let d = cfg.head_dim as f64;
+        let base = |i: usize| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d);
+        let tau = std::f64::consts::TAU;
         (0..cfg.head_dim / 2)
-            .map(|i| (1.0 / cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim as f64)) as f32)
+            .map(|i| {
+                let f = base(i);
+                let scaled = match &cfg.rope_scaling {
+                    RopeScaling::None => f,
+                    RopeScaling::Linear { factor } => f / factor,
+                    RopeScaling::FreqFactors(k) => f / k[i] as f64,
+                    RopeScaling::Llama3 {
+                        factor,
+                        low_freq_factor: lo,
+                        high_freq_factor: hi,
+                        original_max: l,
+                    } => {
+                        let wavelen = tau / f;
+                        if wavelen < l / hi {
+                            f
+                        } else if wavelen > l / lo {
+                            f / factor
+                        } else {
+                            let s = (l / wavelen - lo) / (hi - lo);
+                            (1.0 - s) * f / factor + s * f
+                        }
+                    }
+                    RopeScaling::Yarn {
+                        factor,
+                        original_max,
+                        beta_fast,
+                        beta_slow,
+                        truncate,
+                        ..
+                    } => {
+                        // the dimension at which a frequency turns `rot` times over original_max
+                        let corr = |rot: f64| d * (original_max / (rot * tau)).ln() / (2.0 * cfg.rope_theta.ln());
+                        let (mut low, mut high) = (corr(*beta_fast), corr(*beta_slow));
+                        if *truncate {
+                            (low, high) = (low.floor(), high.ceil());
+                        }
+                        let (low, mut high) = (low.max(0.0), high.min(d - 1.0));
+                        if low == high {
+                            high += 0.001;
+                        }
+                        let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                        let extrapolate = 1.0 - ramp;
+                        f / factor * (1.0 - extrapolate) + f * extrapolate
+                    }
+                };
+                scaled as f32
+            })
             .collect()
     }
 }

@@ -19,6 +19,8 @@ pub struct Layer<T> {
     pub bk: Option<T>, // (n_kv_heads * head_dim,)
     pub bv: Option<T>, // (n_kv_heads * head_dim,)
     pub bo: Option<T>, // (dim,)                   llama attention_bias only
+    pub q_norm: Option<T>, // (head_dim,)          qwen3: RMSNorm of each query head before RoPE
+    pub k_norm: Option<T>, // (head_dim,)          qwen3: the same for each key head
     pub ffn_norm: T,   // (dim,)
     pub w_gate: T,     // (hidden_dim, dim)
     pub w_up: T,       // (hidden_dim, dim)

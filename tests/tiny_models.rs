@@ -128,3 +128,66 @@ fn sequence_lifecycle_matches_fresh_runs() {
         check_seq_lifecycle(&mut m, &mut fresh, 4, 120, seed, EXACT);
     }
 }
+
+#[test]
+fn tiny_qwen3_logits_match_hf() {
+    logits_at_every_position("tiny-qwen3");
+}
+
+#[test]
+fn tiny_llama3_rope_logits_match_hf() {
+    logits_at_every_position("tiny-llama3-rope");
+}
+
+#[test]
+fn tiny_qwen2_yarn_logits_match_hf() {
+    logits_at_every_position("tiny-qwen2-yarn");
+}
+
+#[test]
+fn tiny_qwen3_and_scaled_rope_kv_cache_decode_matches_hf() {
+    for name in ["tiny-qwen3", "tiny-llama3-rope", "tiny-qwen2-yarn"] {
+        kv_cache_decode(name);
+    }
+}
+
+/// The scaled-RoPE models over 300 positions (past original_max_position_embeddings = 64, where
+/// the scaling matters most): logits at every position, the mean NLL, and 16 greedy steps after
+/// the whole input with the KV cache. Logits are compared, not argmaxes (near-ties at llama3
+/// position 275 and yarn position 124, golden README).
+#[test]
+fn scaled_rope_long_input_matches_hf() {
+    for name in ["tiny-llama3-rope", "tiny-qwen2-yarn"] {
+        let dir = fixtures().join(name);
+        let long = &read_json(&dir.join("golden.json"))["long"];
+        let tokens = ids(&long["ids"]);
+        let mut m = model(name);
+        let (shape, want) = read_npy(&dir.join("long.logits.npy"));
+        assert_eq!(shape, [300, m.cfg.vocab_size]);
+        let s = m.new_seq().unwrap();
+        let got = m.fwd(s, &tokens, Want::All).unwrap();
+        assert_close(&format!("{name} long logits"), &got, &want, TINY_VS_HF);
+        m.release(s);
+        let nll = score(&mut m, &tokens, tokens.len()).unwrap().mean_nll();
+        let want_nll = long["mean_nll"].as_f64().unwrap();
+        assert!((nll - want_nll).abs() < NLL_VS_HF, "{name} long: nll {nll} vs {want_nll}");
+        // greedy continuation: the step logits before each new token
+        let g = &long["greedy_kv_cache"];
+        assert_eq!(ids(&g["prompt_ids"]), tokens);
+        let (_, steps) = read_npy(&dir.join("long_greedy.step_logits.npy"));
+        let v = m.cfg.vocab_size;
+        let s = m.new_seq().unwrap();
+        let mut logits = m.fwd(s, &tokens, Want::Last).unwrap();
+        for (step, &next) in ids(&g["new_ids"]).iter().enumerate() {
+            assert_close(
+                &format!("{name} long greedy step {step}"),
+                &logits,
+                &steps[step * v..(step + 1) * v],
+                TINY_VS_HF,
+            );
+            assert_eq!(tinfer::cpu::ops::argmax(&logits) as u32, next, "{name} long greedy step {step}");
+            logits = m.fwd(s, &[next], Want::Last).unwrap();
+        }
+        m.release(s);
+    }
+}

@@ -76,6 +76,12 @@ pub fn forward(
         matmul(&mut q, &xb, &layer.wq, bq.as_deref(), dim);
         matmul(&mut k, &xb, &layer.wk, bk.as_deref(), dim);
         matmul(&mut v, &xb, &layer.wv, bv.as_deref(), dim);
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            // Qwen3: RMSNorm over each head of q and of k (weights of head_dim), before RoPE
+            let (q_in, k_in) = (q.clone(), k.clone());
+            rmsnorm(&mut q, &q_in, &qn.f32s(), cfg.norm_eps);
+            rmsnorm(&mut k, &k_in, &kn.f32s(), cfg.norm_eps);
+        }
         for t in 0..t_n {
             rope(&mut q[t * q_dim..(t + 1) * q_dim], pos + t, hd, rope_table);
             rope(&mut k[t * kv_dim..(t + 1) * kv_dim], pos + t, hd, rope_table);

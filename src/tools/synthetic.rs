@@ -48,6 +48,8 @@ pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights:
             bk: cfg.qkv_bias.then(|| vector(kv, 0.01)),
             bv: cfg.qkv_bias.then(|| vector(kv, 0.01)),
             bo: cfg.o_bias.then(|| vector(d, 0.01)),
+            q_norm: cfg.qk_norm.then(|| vector(cfg.head_dim, 1.0)),
+            k_norm: cfg.qk_norm.then(|| vector(cfg.head_dim, 1.0)),
             ffn_norm: vector(d, 1.0),
             w_gate: mat(h, d),
             w_up: mat(h, d),
