@@ -212,12 +212,20 @@ impl HfConfig {
             bail!("config.json: rms_norm_eps ({eps}) and rope_theta ({rope_theta}) must be positive numbers");
         }
         // transformers 5 keeps the scaling in rope_parameters, older files in rope_scaling.
-        let scaling = rope_params.filter(|p| p.get("rope_type").is_some()).or(self.rope_scaling.as_ref());
+        let scaling = rope_params
+            .filter(|p| p.get("rope_type").is_some())
+            .or(self.rope_scaling.as_ref());
         let mut rope_scaling = RopeScaling::from_hf(scaling, seq_len)?;
         if let Some(f) = &self.rope_freq_factors {
-            ensure!(rope_scaling == RopeScaling::None, "config.json: rope_freq_factors and a RoPE scaling type together");
-            ensure!(f.len() == head_dim / 2 && f.iter().all(|x| x.is_finite() && *x > 0.0),
-                "config.json: rope_freq_factors must be {} positive numbers (head_dim / 2)", head_dim / 2);
+            ensure!(
+                rope_scaling == RopeScaling::None,
+                "config.json: rope_freq_factors and a RoPE scaling type together"
+            );
+            ensure!(
+                f.len() == head_dim / 2 && f.iter().all(|x| x.is_finite() && *x > 0.0),
+                "config.json: rope_freq_factors must be {} positive numbers (head_dim / 2)",
+                head_dim / 2
+            );
             rope_scaling = RopeScaling::FreqFactors(f.clone());
         }
         let attention_bias = self.attention_bias.unwrap_or(false);
@@ -288,8 +296,14 @@ mod tests {
             (r#", "hidden_act": "gelu""#, "hidden_act"),
             (r#", "head_dim": 15"#, "head_dim"),
             (r#", "rope_scaling": {"rope_type": "yarn"}"#, "factor"),
-            (r#", "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}"#, "dynamic"),
-            (r#", "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}"#, "longrope"),
+            (
+                r#", "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}"#,
+                "dynamic",
+            ),
+            (
+                r#", "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}"#,
+                "longrope",
+            ),
             (r#", "partial_rotary_factor": 0.5"#, "partial_rotary_factor"),
             (
                 r#", "max_position_embeddings": 1099511627776"#,
@@ -320,7 +334,9 @@ mod tests {
 pub enum RopeScaling {
     None,
     /// Position interpolation: inv_freq / factor.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1: wavelengths over original_max / low_freq_factor divided by factor, under
     /// original_max / high_freq_factor kept, a linear blend between.
     Llama3 {
@@ -348,11 +364,20 @@ impl RopeScaling {
     /// `max_pos` (max_position_embeddings) stands in for a missing original_max_position_embeddings.
     pub fn from_hf(s: Option<&Json>, max_pos: usize) -> Result<Self> {
         let Some(s) = s else { return Ok(RopeScaling::None) };
-        let ty = s.get("rope_type").or_else(|| s.get("type")).and_then(Json::as_str).unwrap_or("default");
+        let ty = s
+            .get("rope_type")
+            .or_else(|| s.get("type"))
+            .and_then(Json::as_str)
+            .unwrap_or("default");
         let num = |k: &str| s.get(k).and_then(Json::as_f64);
         let pos = |k: &str, default: Option<f64>| -> Result<f64> {
-            let v = num(k).or(default).with_context(|| format!("config.json: RoPE scaling {ty:?} needs {k}"))?;
-            ensure!(v.is_finite() && v > 0.0, "config.json: RoPE scaling {ty:?}: {k} = {v} must be positive");
+            let v = num(k)
+                .or(default)
+                .with_context(|| format!("config.json: RoPE scaling {ty:?} needs {k}"))?;
+            ensure!(
+                v.is_finite() && v > 0.0,
+                "config.json: RoPE scaling {ty:?}: {k} = {v} must be positive"
+            );
             Ok(v)
         };
         let original_max = || pos("original_max_position_embeddings", Some(max_pos as f64));

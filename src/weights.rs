@@ -10,21 +10,21 @@ use half::{bf16, f16};
 /// One transformer block. Matrices are row-major [out, in], as in HF checkpoints: y = W x.
 #[derive(Clone, Debug)]
 pub struct Layer<T> {
-    pub attn_norm: T,  // (dim,)
-    pub wq: T,         // (n_heads * head_dim, dim)
-    pub wk: T,         // (n_kv_heads * head_dim, dim)
-    pub wv: T,         // (n_kv_heads * head_dim, dim)
-    pub wo: T,         // (dim, n_heads * head_dim)
-    pub bq: Option<T>, // (n_heads * head_dim,)    qwen2 / attention_bias
-    pub bk: Option<T>, // (n_kv_heads * head_dim,)
-    pub bv: Option<T>, // (n_kv_heads * head_dim,)
-    pub bo: Option<T>, // (dim,)                   llama attention_bias only
+    pub attn_norm: T,      // (dim,)
+    pub wq: T,             // (n_heads * head_dim, dim)
+    pub wk: T,             // (n_kv_heads * head_dim, dim)
+    pub wv: T,             // (n_kv_heads * head_dim, dim)
+    pub wo: T,             // (dim, n_heads * head_dim)
+    pub bq: Option<T>,     // (n_heads * head_dim,)    qwen2 / attention_bias
+    pub bk: Option<T>,     // (n_kv_heads * head_dim,)
+    pub bv: Option<T>,     // (n_kv_heads * head_dim,)
+    pub bo: Option<T>,     // (dim,)                   llama attention_bias only
     pub q_norm: Option<T>, // (head_dim,)          qwen3: RMSNorm of each query head before RoPE
     pub k_norm: Option<T>, // (head_dim,)          qwen3: the same for each key head
-    pub ffn_norm: T,   // (dim,)
-    pub w_gate: T,     // (hidden_dim, dim)
-    pub w_up: T,       // (hidden_dim, dim)
-    pub w_down: T,     // (dim, hidden_dim)
+    pub ffn_norm: T,       // (dim,)
+    pub w_gate: T,         // (hidden_dim, dim)
+    pub w_up: T,           // (hidden_dim, dim)
+    pub w_down: T,         // (dim, hidden_dim)
 }
 
 #[derive(Clone, Debug)]

@@ -686,3 +686,89 @@ fn unknown_architectures_are_refused_by_name() {
     let e = g.hf_config().unwrap_err().to_string();
     assert!(e.contains("\"gemma3\" is not supported") && e.contains("qwen2"), "{e}");
 }
+
+/// A tiny fixture written as GGUF of `arch` (with extra metadata / tensors), loaded, run at every
+/// position of the golden "random" input: the logits against HF's.
+fn gguf_tiny_matches_hf(name: &str, arch: &str, md: Vec<(&str, Value)>, extra: Vec<write::Tensor>) {
+    let dir = std::env::temp_dir().join(format!("tinfer-gguf-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.gguf"));
+    std::fs::write(&path, tiny_gguf(name, arch, md, extra)).unwrap();
+    let mut l = loader::load(&path).unwrap_or_else(|e| panic!("{name} as GGUF: {e:#}"));
+    let mut m = Model::new(l.cfg.clone(), l.weights.take().unwrap(), Device::Cpu, None).unwrap();
+    let golden = read_json(&fixtures().join(name).join("golden.json"));
+    let tokens = ids(&golden["inputs"]["random"]["ids"]);
+    let (_, want) = read_npy(&fixtures().join(name).join("random.logits.npy"));
+    let s = m.new_seq().unwrap();
+    let got = m.fwd(s, &tokens, Want::All).unwrap();
+    assert_close(&format!("{name} from a {arch} GGUF"), &got, &want, TINY_VS_HF);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Qwen3 in GGUF: architecture "qwen3", attn_q_norm / attn_k_norm, Q/K rows in HF order.
+#[test]
+fn qwen3_gguf_matches_hf() {
+    gguf_tiny_matches_hf("tiny-qwen3", "qwen3", vec![], vec![]);
+}
+
+/// Llama 3.1 RoPE scaling the way llama.cpp's converter stores it: a `rope_freqs` tensor of
+/// per-frequency divisors (convert_hf_to_gguf.py, LlamaModel: 1 for short wavelengths, factor
+/// for long ones, 1 / ((1 - s) / factor + s) between), written here from that definition.
+#[test]
+fn llama3_rope_freqs_gguf_matches_hf() {
+    let (theta, d, factor, lo, hi, l) = (500000f64, 16, 8.0, 1.0, 4.0, 64.0);
+    let factors: Vec<f32> = (0..d / 2)
+        .map(|i| {
+            let wavelen = 2.0 * std::f64::consts::PI * theta.powf(2.0 * i as f64 / d as f64);
+            if wavelen < l / hi {
+                1.0
+            } else if wavelen > l / lo {
+                factor as f32
+            } else {
+                let s = (l / wavelen - lo) / (hi - lo);
+                (1.0 / ((1.0 - s) / factor + s)) as f32
+            }
+        })
+        .collect();
+    let t = write::Tensor {
+        name: "rope_freqs.weight".into(),
+        ne: vec![(d / 2) as u64],
+        ggml_type: 0,
+        data: factors.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    gguf_tiny_matches_hf("tiny-llama3-rope", "llama", vec![], vec![t]);
+}
+
+/// YaRN from GGUF metadata: `qwen2.rope.scaling.type` yarn, factor, original_context_length.
+#[test]
+fn yarn_gguf_matches_hf() {
+    let md = vec![
+        ("rope.scaling.type", Value::String("yarn".into())),
+        ("rope.scaling.factor", Value::F32(4.0)),
+        ("rope.scaling.original_context_length", Value::U32(64)),
+    ];
+    gguf_tiny_matches_hf("tiny-qwen2-yarn", "qwen2", md, vec![]);
+}
+
+/// RoPE scalings tinfer does not reproduce are refused by name, never run unscaled.
+#[test]
+fn unsupported_gguf_rope_scaling_is_refused() {
+    for (md, needle) in [
+        (
+            vec![("rope.scaling.type", Value::String("longrope".into()))],
+            "longrope",
+        ),
+        (
+            vec![
+                ("rope.scaling.type", Value::String("yarn".into())),
+                ("rope.scaling.factor", Value::F32(4.0)),
+                ("rope.scaling.attn_factor", Value::F32(0.7)),
+            ],
+            "attn_factor",
+        ),
+    ] {
+        let g = Gguf::from_bytes(tiny_gguf("tiny-qwen2", "qwen2", md, vec![])).unwrap();
+        let e = format!("{:#}", g.hf_config().unwrap_err());
+        assert!(e.contains(needle), "{e}");
+    }
+}

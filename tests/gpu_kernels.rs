@@ -523,9 +523,11 @@ fn config(n_heads: usize, n_kv_heads: usize, head_dim: usize, seq_len: usize) ->
         seq_len,
         norm_eps: 1e-5,
         rope_theta: 10000.0,
+        rope_scaling: tinfer::config::RopeScaling::None,
         tied_embeddings: true,
         qkv_bias: false,
         o_bias: false,
+        qk_norm: false,
         eos_token_ids: vec![],
     }
 }

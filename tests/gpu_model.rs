@@ -34,6 +34,72 @@ fn tiny_qwen2_gpu_matches_hf() {
     tiny_logits_match_hf("tiny-qwen2");
 }
 
+#[test]
+fn tiny_qwen3_and_scaled_rope_gpu_match_hf() {
+    for name in ["tiny-qwen3", "tiny-llama3-rope", "tiny-qwen2-yarn"] {
+        tiny_logits_match_hf(name);
+    }
+}
+
+/// The scaled-RoPE models over 300 positions (past their original 64-position context): every
+/// position's logits against HF, and the decode path at the end against the CPU.
+#[test]
+fn scaled_rope_long_input_on_the_gpu_matches_hf() {
+    for name in ["tiny-llama3-rope", "tiny-qwen2-yarn"] {
+        let dir = fixtures().join(name);
+        let Some((mut m, _)) = gpu_model(&dir) else {
+            return;
+        };
+        let tokens = ids(&read_json(&dir.join("golden.json"))["long"]["ids"]);
+        let (_, want) = read_npy(&dir.join("long.logits.npy"));
+        let s = m.new_seq().unwrap();
+        let got = m.fwd(s, &tokens, Want::All).unwrap();
+        assert_close(&format!("gpu {name} long logits"), &got, &want, TINY_VS_HF);
+        m.release(s);
+    }
+}
+
+/// Qwen3 with head_dim 32 over 4 query heads at hidden 64 (q_dim 128 != hidden, like Qwen3-0.6B's
+/// 16 x 128 over 1024), distinct q/k norm weights and q/k/v biases: the GPU's prefill and decode
+/// against the CPU, f32 weights.
+#[test]
+fn qwen3_shapes_with_wide_heads_match_the_cpu() {
+    let Some(req) = gpu_request() else {
+        return;
+    };
+    let cfg = tinfer::config::HfConfig::from_json(
+        r#"{"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 256,
+            "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "attention_bias": true, "rope_theta": 1e6}"#,
+    )
+    .unwrap()
+    .resolve()
+    .unwrap();
+    assert_eq!(cfg.q_dim(), 128);
+    let mut w = tinfer::tools::synthetic::random_weights(&cfg, 7);
+    for (l, layer) in w.layers.iter_mut().enumerate() {
+        let norm = |k: usize| {
+            (0..32)
+                .map(|i| 0.5 + ((i * 7 + k * 13 + l) % 11) as f32 / 10.0)
+                .collect()
+        };
+        layer.q_norm = Some(tinfer::weights::Tensor::from_f32(vec![32], norm(1)));
+        layer.k_norm = Some(tinfer::weights::Tensor::from_f32(vec![32], norm(2)));
+    }
+    let mut g = Model::new(cfg.clone(), w.clone(), Device::Gpu, req.adapter.as_deref()).unwrap();
+    let mut c = Model::new(cfg, w, Device::Cpu, None).unwrap();
+    let tokens: Vec<u32> = (0..45u32).map(|i| (i * 37 + 11) % 256).collect();
+    let (gs, cs) = (g.new_seq().unwrap(), c.new_seq().unwrap());
+    let got = g.fwd(gs, &tokens[..40], Want::All).unwrap();
+    let want = c.fwd(cs, &tokens[..40], Want::All).unwrap();
+    assert_close("qwen3 wide heads: gpu prefill vs cpu", &got, &want, TINY_VS_HF);
+    for &t in &tokens[40..] {
+        let got = g.fwd(gs, &[t], Want::Last).unwrap();
+        let want = c.fwd(cs, &[t], Want::Last).unwrap();
+        assert_close("qwen3 wide heads: gpu decode vs cpu", &got, &want, TINY_VS_HF);
+    }
+}
+
 /// Prefill of n tokens gives the logits that n single-token steps give, and both equal the CPU's.
 #[test]
 fn prefill_equals_single_steps_and_cpu() {
@@ -93,7 +159,7 @@ fn f16_weights_match_hf_and_plain_kernels() {
         subgroups: false,
         ..f16.clone()
     };
-    for name in ["tiny-llama-gqa", "tiny-qwen2"] {
+    for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-qwen3", "tiny-qwen2-yarn"] {
         let dir = fixtures().join(name);
         let Some((mut m, _)) = gpu_model_with(&dir, &f16) else {
             return;

@@ -12,7 +12,10 @@ use tinfer::config::{Config, HfConfig, RopeScaling, RopeTable};
 fn config(extra: &str) -> Config {
     let base = r#""hidden_size": 256, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 4, "vocab_size": 16, "max_position_embeddings": 4096"#;
-    HfConfig::from_json(&format!("{{{base}{extra}}}")).unwrap().resolve().unwrap()
+    HfConfig::from_json(&format!("{{{base}{extra}}}"))
+        .unwrap()
+        .resolve()
+        .unwrap()
 }
 
 /// f32 tolerance for a table value that went through f32 rounding of inv_freq and the angle.
@@ -23,14 +26,29 @@ fn check_table(what: &str, cfg: &Config, inv: &[f64], attn: f64) {
     let t = RopeTable::new(cfg);
     let got_inv: Vec<f32> = RopeTable::inv_freq(cfg);
     let inv32: Vec<f32> = inv.iter().map(|&x| x as f32).collect();
-    assert_close(&format!("{what} inv_freq"), &got_inv, &inv32, Tol { abs: 0.0, rel: 1e-6 });
+    assert_close(
+        &format!("{what} inv_freq"),
+        &got_inv,
+        &inv32,
+        Tol { abs: 0.0, rel: 1e-6 },
+    );
     let h = cfg.head_dim / 2;
     for pos in [0, 1, 17, 63, 64, 65, 1000, 4095] {
         let angle = |i: usize| (pos as f32 * inv32[i]) as f64; // HF's f32 angle
         let want_cos: Vec<f32> = (0..h).map(|i| (angle(i).cos() * attn) as f32).collect();
         let want_sin: Vec<f32> = (0..h).map(|i| (angle(i).sin() * attn) as f32).collect();
-        assert_close(&format!("{what} cos at {pos}"), &t.cos[pos * h..(pos + 1) * h], &want_cos, TABLE);
-        assert_close(&format!("{what} sin at {pos}"), &t.sin[pos * h..(pos + 1) * h], &want_sin, TABLE);
+        assert_close(
+            &format!("{what} cos at {pos}"),
+            &t.cos[pos * h..(pos + 1) * h],
+            &want_cos,
+            TABLE,
+        );
+        assert_close(
+            &format!("{what} sin at {pos}"),
+            &t.sin[pos * h..(pos + 1) * h],
+            &want_sin,
+            TABLE,
+        );
     }
 }
 
@@ -65,8 +83,15 @@ fn llama3_scaling_follows_the_formula() {
         .collect();
     // some frequencies of each kind at head_dim 64
     let kept = inv.iter().zip(default_inv(5e5, 64)).filter(|(a, b)| **a == *b).count();
-    let divided = inv.iter().zip(default_inv(5e5, 64)).filter(|(a, b)| **a == *b / 8.0).count();
-    assert!(kept > 0 && divided > 0 && kept + divided < 32, "{kept} kept, {divided} divided");
+    let divided = inv
+        .iter()
+        .zip(default_inv(5e5, 64))
+        .filter(|(a, b)| **a == *b / 8.0)
+        .count();
+    assert!(
+        kept > 0 && divided > 0 && kept + divided < 32,
+        "{kept} kept, {divided} divided"
+    );
     check_table("llama3", &cfg, &inv, 1.0);
 }
 
@@ -81,7 +106,7 @@ fn yarn_scaling_follows_the_formula() {
             r#", "head_dim": {d}, "rope_theta": {theta}, "rope_scaling": {{"rope_type": "yarn", "factor": {factor},
                 "original_max_position_embeddings": {l}}}"#
         ));
-        let corr = |r: f64| d as f64 * (l / (2.0 * PI * r)).ln() / (2.0 * (theta as f64).ln());
+        let corr = |r: f64| d as f64 * (l / (2.0 * PI * r)).ln() / (2.0 * theta.ln());
         let (low, high) = (corr(32.0).floor().max(0.0), corr(1.0).ceil().min(d as f64 - 1.0));
         let inv: Vec<f64> = default_inv(theta, d)
             .into_iter()
@@ -91,7 +116,7 @@ fn yarn_scaling_follows_the_formula() {
                 f / factor * ramp + f * (1.0 - ramp)
             })
             .collect();
-        let attn = 0.1 * (factor as f64).ln() + 1.0;
+        let attn = 0.1 * factor.ln() + 1.0;
         check_table(&format!("yarn theta {theta} factor {factor}"), &cfg, &inv, attn);
         // an explicit attention_factor replaces the computed one
         let cfg = config(&format!(
@@ -107,13 +132,19 @@ fn yarn_scaling_follows_the_formula() {
 #[test]
 fn rope_freq_factors_divide_each_frequency() {
     let factors: Vec<f32> = (0..32).map(|i| 1.0 + i as f32 / 4.0).collect();
-    let cfg = config(&format!(r#", "rope_theta": 500000.0, "rope_freq_factors": {factors:?}"#));
-    let inv: Vec<f64> = default_inv(5e5, 64).iter().zip(&factors).map(|(f, k)| f / *k as f64).collect();
+    let cfg = config(&format!(
+        r#", "rope_theta": 500000.0, "rope_freq_factors": {factors:?}"#
+    ));
+    let inv: Vec<f64> = default_inv(5e5, 64)
+        .iter()
+        .zip(&factors)
+        .map(|(f, k)| f / *k as f64)
+        .collect();
     check_table("rope_freqs", &cfg, &inv, 1.0);
-    let e = HfConfig::from_json(&format!(
-        r#"{{"hidden_size": 256, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-            "vocab_size": 16, "rope_freq_factors": [1.0, 2.0]}}"#
-    ))
+    let e = HfConfig::from_json(
+        r#"{"hidden_size": 256, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+            "vocab_size": 16, "rope_freq_factors": [1.0, 2.0]}"#,
+    )
     .unwrap()
     .resolve()
     .unwrap_err()
@@ -128,7 +159,9 @@ fn scaled_rope_tables_match_hf() {
     for (name, want_inv, attn) in [
         (
             "tiny-llama3-rope",
-            [1.0, 0.0794030, 0.00470075, 9.11583e-4, 1.76777e-4, 3.42810e-5, 6.64787e-6, 1.28917e-6],
+            [
+                1.0, 0.0794030, 0.00470075, 9.11583e-4, 1.76777e-4, 3.42810e-5, 6.64787e-6, 1.28917e-6,
+            ],
             1.0,
         ),
         (
@@ -142,11 +175,25 @@ fn scaled_rope_tables_match_hf() {
         let cfg = HfConfig::from_json(&text).unwrap().resolve().unwrap();
         let inv = RopeTable::inv_freq(&cfg);
         let (_, hf_inv) = read_npy(&dir.join("rope.inv_freq.npy"));
-        assert_close(&format!("{name} inv_freq vs HF"), &inv, &hf_inv, Tol { abs: 0.0, rel: 1e-6 });
+        assert_close(
+            &format!("{name} inv_freq vs HF"),
+            &inv,
+            &hf_inv,
+            Tol { abs: 0.0, rel: 1e-6 },
+        );
         let readme: Vec<f32> = want_inv.iter().map(|&x| x as f32).collect();
-        assert_close(&format!("{name} inv_freq vs README"), &inv, &readme, Tol { abs: 0.0, rel: 2e-5 });
+        assert_close(
+            &format!("{name} inv_freq vs README"),
+            &inv,
+            &readme,
+            Tol { abs: 0.0, rel: 2e-5 },
+        );
         let t = RopeTable::new(&cfg);
-        assert!((t.cos[0] as f64 - attn).abs() < 1e-6, "{name}: cos(0) = {} (attention factor {attn})", t.cos[0]);
+        assert!(
+            (t.cos[0] as f64 - attn).abs() < 1e-6,
+            "{name}: cos(0) = {} (attention factor {attn})",
+            t.cos[0]
+        );
         for (file, table) in [("long.rope_cos.npy", &t.cos), ("long.rope_sin.npy", &t.sin)] {
             let (shape, hf) = read_npy(&dir.join(file));
             assert_eq!(shape, [300, 16]);
@@ -154,8 +201,18 @@ fn scaled_rope_tables_match_hf() {
             // each step of the llama3 / yarn formula to f32, tinfer rounds the f64 result once,
             // so inv_freq may differ by an ulp (checked above), and the f32 angle pos·inv_freq
             // then by one ulp of itself: 2^-15 for angles up to 299 radians.
-            let ours: Vec<f32> = (0..300).flat_map(|p| [&table[p * 8..(p + 1) * 8]; 2].concat()).collect();
-            assert_close(&format!("{name} {file}"), &ours, &hf, Tol { abs: 2f64.powi(-15) * attn, rel: 0.0 });
+            let ours: Vec<f32> = (0..300)
+                .flat_map(|p| [&table[p * 8..(p + 1) * 8]; 2].concat())
+                .collect();
+            assert_close(
+                &format!("{name} {file}"),
+                &ours,
+                &hf,
+                Tol {
+                    abs: 2f64.powi(-15) * attn,
+                    rel: 0.0,
+                },
+            );
         }
     }
 }

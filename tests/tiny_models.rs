@@ -170,7 +170,10 @@ fn scaled_rope_long_input_matches_hf() {
         m.release(s);
         let nll = score(&mut m, &tokens, tokens.len()).unwrap().mean_nll();
         let want_nll = long["mean_nll"].as_f64().unwrap();
-        assert!((nll - want_nll).abs() < NLL_VS_HF, "{name} long: nll {nll} vs {want_nll}");
+        assert!(
+            (nll - want_nll).abs() < NLL_VS_HF,
+            "{name} long: nll {nll} vs {want_nll}"
+        );
         // greedy continuation: the step logits before each new token
         let g = &long["greedy_kv_cache"];
         assert_eq!(ids(&g["prompt_ids"]), tokens);
@@ -185,7 +188,11 @@ fn scaled_rope_long_input_matches_hf() {
                 &steps[step * v..(step + 1) * v],
                 TINY_VS_HF,
             );
-            assert_eq!(tinfer::cpu::ops::argmax(&logits) as u32, next, "{name} long greedy step {step}");
+            assert_eq!(
+                tinfer::cpu::ops::argmax(&logits) as u32,
+                next,
+                "{name} long greedy step {step}"
+            );
             logits = m.fwd(s, &[next], Want::Last).unwrap();
         }
         m.release(s);

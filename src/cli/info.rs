@@ -17,6 +17,13 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
     let cfg = &loaded.cfg;
     let n_params = cfg.n_params();
     let tok = loaded.tokenizer.as_ref();
+    let rope_scaling = match &cfg.rope_scaling {
+        tinfer::config::RopeScaling::None => "none".to_string(),
+        tinfer::config::RopeScaling::FreqFactors(f) => {
+            format!("rope_freqs ({} divisors, {:.3}..{:.3})", f.len(), f[0], f[f.len() - 1])
+        }
+        s => format!("{s:?}"),
+    };
     let j = json!({
         "source": loaded.source,
         "model_type": cfg.model_type,
@@ -31,6 +38,8 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         "vocab_size": cfg.vocab_size,
         "context": cfg.seq_len,
         "rope_theta": cfg.rope_theta,
+        "rope_scaling": rope_scaling,
+        "qk_norm": cfg.qk_norm,
         "rms_norm_eps": cfg.norm_eps,
         "tied_embeddings": cfg.tied_embeddings,
         "qkv_bias": cfg.qkv_bias,
@@ -59,8 +68,13 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         cfg.model_type, cfg.n_layers, cfg.dim, cfg.hidden_dim
     );
     println!(
-        "attention    {} query heads, {} KV heads (GQA x{}), head_dim {}, rope_theta {}",
-        cfg.n_heads, cfg.n_kv_heads, cfg.kv_mul, cfg.head_dim, cfg.rope_theta
+        "attention    {} query heads, {} KV heads (GQA x{}), head_dim {}{}, rope_theta {}, RoPE scaling {rope_scaling}",
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.kv_mul,
+        cfg.head_dim,
+        if cfg.qk_norm { " (q/k norm)" } else { "" },
+        cfg.rope_theta
     );
     println!(
         "parameters   {:.1} M{}",

@@ -26,6 +26,8 @@ use crate::weights::Tensor;
 
 /// Limits that no real checkpoint comes near; they stop hostile counts before any allocation.
 const MAX_DIMS: usize = 4;
+/// llama.cpp's per-frequency RoPE divisors (Llama 3.1 scaling), read into the config.
+const ROPE_FREQS: &str = "rope_freqs.weight";
 const MAX_STRING_LEN: u64 = 1 << 26; // 64 MiB: chat templates are kilobytes
 const MAX_ARRAY_DEPTH: usize = 2;
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -463,16 +465,77 @@ impl Gguf {
     }
 
     /// The HF `config.json` this checkpoint corresponds to (llama architecture only).
+    /// HF's rope_scaling from `{arch}.rope.scaling.*` (llama.cpp's names: type none / linear /
+    /// yarn, factor, original_context_length, yarn_beta_fast / _slow), or null. A scaling
+    /// tinfer cannot reproduce exactly is refused by name.
+    fn rope_scaling(&self, arch: &str) -> Result<Json> {
+        let key = |s: &str| format!("{arch}.rope.scaling.{s}");
+        let num = |s: &str| self.get(&key(s)).and_then(Value::as_f64);
+        let factor = num("factor").or_else(|| self.get(&format!("{arch}.rope.scale_linear")).and_then(Value::as_f64));
+        let ty = self
+            .get(&key("type"))
+            .and_then(Value::as_str)
+            .unwrap_or(if factor.is_some() { "linear" } else { "none" });
+        for k in [
+            "attn_factor",
+            "yarn_attn_factor",
+            "yarn_ext_factor",
+            "yarn_log_multiplier",
+        ] {
+            if let Some(v) = num(k).filter(|v| !(k == "yarn_ext_factor" && *v < 0.0) && *v != 1.0) {
+                bail!(
+                    "{} = {v} is not supported (tinfer computes YaRN's attention factor as transformers does)",
+                    key(k)
+                );
+            }
+        }
+        Ok(match ty {
+            "none" => Json::Null,
+            "linear" if factor.is_some_and(|f| f == 1.0) => Json::Null,
+            "linear" => json!({"rope_type": "linear", "factor": factor}),
+            "yarn" => json!({
+                "rope_type": "yarn", "factor": factor,
+                "original_max_position_embeddings": num("original_context_length"),
+                "beta_fast": num("yarn_beta_fast"), "beta_slow": num("yarn_beta_slow"),
+            }),
+            other => bail!(
+                "{} {other:?} is not supported (tinfer implements none, linear and yarn)",
+                key("type")
+            ),
+        })
+    }
+
+    /// llama.cpp's `rope_freqs.weight` (f32, head_dim / 2): the divisors its converter stores
+    /// for Llama 3.1's RoPE scaling, or null.
+    fn rope_freq_factors(&self) -> Result<Json> {
+        let Some(t) = self.tensor(ROPE_FREQS) else {
+            return Ok(Json::Null);
+        };
+        ensure!(
+            t.ty == Format::F32 && t.ne.len() == 1,
+            "tensor {ROPE_FREQS} is {} {:?}, not a f32 vector",
+            t.ty,
+            t.ne
+        );
+        let v: Vec<f32> = self
+            .tensor_bytes(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Ok(json!(v))
+    }
+
     pub fn hf_config(&self) -> Result<Json> {
         let arch = self.architecture()?;
         if Arch::for_gguf(arch).is_none() {
             bail!(
                 "architecture {arch:?} is not supported from GGUF (tinfer runs \"llama\", which covers Llama, SmolLM and \
-                 Mistral, and \"qwen2\"); convert the original checkpoint to safetensors instead"
+                 Mistral, \"qwen2\" and \"qwen3\"); `tinfer tokenize` and `tinfer info` still read its tokenizer"
             );
         }
         let (architecture, model_type) = match arch {
             "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
+            "qwen3" => ("Qwen3ForCausalLM", "qwen3"),
             _ => ("LlamaForCausalLM", "llama"),
         };
         let k = |s: &str| format!("{arch}.{s}");
@@ -495,16 +558,7 @@ impl Gguf {
                 "partial RoPE (rope.dimension_count {rd} != head_dim {head_dim}) is not supported"
             );
         }
-        if self
-            .get(&k("rope.scaling.type"))
-            .and_then(Value::as_str)
-            .is_some_and(|s| s != "none")
-        {
-            bail!(
-                "RoPE scaling ({:?}) is not supported",
-                self.get(&k("rope.scaling.type")).unwrap().to_string()
-            );
-        }
+        let rope_scaling = self.rope_scaling(arch)?;
         let n_vocab = match self.get(&k("vocab_size")).and_then(Value::as_u64) {
             Some(v) => v,
             None => self
@@ -537,7 +591,9 @@ impl Gguf {
             "rope_theta": theta,
             "hidden_act": "silu",
             // qwen2's q/k/v biases come with its model_type; attention_bias is llama's (o too)
-            "attention_bias": model_type == "llama" && self.tensor("blk.0.attn_q.bias").is_some(),
+            "attention_bias": model_type != "qwen2" && self.tensor("blk.0.attn_q.bias").is_some(),
+            "rope_scaling": rope_scaling,
+            "rope_freq_factors": self.rope_freq_factors()?,
             "mlp_bias": false,
             "tie_word_embeddings": self.tensor("output.weight").is_none(),
             "bos_token_id": tok_id("tokenizer.ggml.bos_token_id"),
@@ -557,7 +613,7 @@ impl Gguf {
         let arch = self.arch()?;
         let mut out = Vec::with_capacity(self.tensors.len());
         let mut unknown = Vec::new();
-        for t in &self.tensors {
+        for t in self.tensors.iter().filter(|t| t.name != ROPE_FREQS) {
             match arch.gguf_to_hf(&t.name) {
                 Some(n) => out.push((n, t)),
                 None => unknown.push(t.name.as_str()),

@@ -17,6 +17,7 @@ pub struct Activations {
     pub x: Buf,            // (T, dim) residual stream
     pub xl: Buf,           // (1, dim) the last row, normalised, for the LM head
     pub q: Buf,            // (T, n_heads·hd) queries after RoPE
+    pub qkv: Buf,          // (T, q_dim + 2 kv_dim) the QKV product's rows, when q/k are normed (Qwen3); else (4,)
     pub att: Buf,          // (T, n_heads·hd) attention output
     pub hb: Buf,           // (T, hidden) silu(gate) * up
     pub xt_dim: ActTex,    // (T, dim/4 texels) rmsnorm(x), for the GEMMs that read it
@@ -40,6 +41,7 @@ impl Activations {
             x: act("x", t * dim)?,
             xl: act("xl", dim)?,
             q: gpu.zeros("q", t * q_dim)?,
+            qkv: gpu.zeros("qkv", if cfg.qk_norm { t * (q_dim + 2 * cfg.kv_dim()) } else { 4 })?,
             att: act("att", t * q_dim)?,
             hb: act("hb", t * hidden)?,
             xt_dim: ActTex::new(gpu, "xt_dim", dim, t)?,

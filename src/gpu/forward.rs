@@ -51,13 +51,22 @@ pub fn record(
     for (i, lw) in w.layers.iter().enumerate() {
         let (k_cache, v_cache) = (&kv.k[i], &kv.v[i]);
         // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+        // (Qwen3: rope(q_norm(Wq·norm(x))), rope(k_norm(Wk·norm(x))))
         let xb = r.input(&a.x, Some(&lw.attn_norm), &a.xt_dim);
         let qkv = Epilogue::RopeKv {
             q: &a.q,
             k_cache,
             v_cache,
         }; // k, v straight into the cache
-        r.ops.push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), qkv));
+        match &lw.qk_norm {
+            // Qwen3: q;k;v rows first, then each head of q and k normalised and rotated
+            Some(qk_norm) => {
+                r.ops
+                    .push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), Epilogue::Write(&a.qkv)));
+                r.ops.push(l.qk_norm_rope(&a.qkv, qk_norm, &a.q, k_cache, v_cache));
+            }
+            None => r.ops.push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), qkv)),
+        }
         let b = AttnBufs {
             q: &a.q,
             k_cache,

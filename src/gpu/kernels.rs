@@ -90,7 +90,7 @@ const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
 const EPILOGUE_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_plain.wgsl", "matmat.wgsl", "matmat_plain.wgsl"];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 14] = [
+const SOURCES: [(&str, &str, &[Binding]); 15] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -120,6 +120,11 @@ const SOURCES: [(&str, &str, &[Binding]); 14] = [
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
         &[Texture, Texture, Read, Write, Write, Write, Read, Read],
+    ),
+    (
+        "qk_norm_rope.wgsl",
+        include_str!("../../shaders/qk_norm_rope.wgsl"),
+        &[Read, Read, Write, Write, Write, Read, Read],
     ),
     (
         "to_texture.wgsl",
@@ -366,6 +371,7 @@ pub struct Kernels {
     pub to_texture: Kernel,
     pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
     pub rmsnorm: Kernel,
+    pub qk_norm_rope: Kernel,
     /// (gemm, bias, store): matvec / matmat with HAS_BIAS, ACCUMULATE and SWIGLU set
     /// (SwiGlu without a bias); see `Kernels::matmul`.
     matmuls: std::collections::HashMap<(bool, bool, Store), Kernel>,
@@ -418,6 +424,7 @@ impl Kernels {
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
+            qk_norm_rope: Kernel::new(gpu, "qk_norm_rope.wgsl", &[hd])?,
             matmuls,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
             // The subgroup flash kernel on CPU adapters (K/V loads dominate there; its four query

@@ -51,6 +51,9 @@ pub struct Fused {
     pub head_dim: usize,
     pub q_dim: usize,
     pub kv_dim: usize,
+    /// q and k are RMS-normalised per head before RoPE (Qwen3): the QKV product writes plain
+    /// rows (GEMV variants with the input norm are compiled for it) and `qk_norm_rope` follows.
+    pub qk_norm: bool,
     pub cos: Buf, // (seq_len, head_dim / 2)
     pub sin: Buf, // (seq_len, head_dim / 2)
 }
@@ -119,6 +122,10 @@ impl<'a> Launch<'a> {
                         let kern = Kernels::matmul_kernel(gpu, k.kind, gemm, bias, Store::RopeKv, fusion)?;
                         kernels.insert((gemm, bias, Store::RopeKv), kern);
                     }
+                }
+                for bias in [false, true].into_iter().filter(|_| f.qk_norm) {
+                    let kern = Kernels::matmul_kernel(gpu, k.kind, false, bias, Store::Write, fusion)?;
+                    kernels.insert((false, bias, Store::Write), kern);
                 }
                 let swiglu = Kernels::matmul_kernel(gpu, k.kind, false, false, Store::SwiGlu, fusion)?;
                 kernels.insert((false, false, Store::SwiGlu), swiglu);
@@ -191,6 +198,20 @@ impl<'a> Launch<'a> {
             s,
             &Self::bufs(&[x, weight, out]),
             Box::new(|d: Dims| [d.t, 1, 1]),
+        )
+    }
+
+    /// Qwen3's attention input from the QKV product's rows qkv (T, q_dim + 2 kv_dim): each head
+    /// of q and k RMS-normalised (qk_norm (2, head_dim): q_norm; k_norm) and rotated, q to `q`,
+    /// k and v into their cache rows: qk_norm_rope.wgsl.
+    pub fn qk_norm_rope(&self, qkv: &Buf, qk_norm: &Buf, q: &Buf, k_cache: &Buf, v_cache: &Buf) -> Op {
+        let f = &self.fused.as_ref().expect("the model's facts").0;
+        let heads = ((f.q_dim + 2 * f.kv_dim) / f.head_dim) as u32;
+        self.op(
+            &self.k.qk_norm_rope,
+            Shape::new(f.q_dim, f.kv_dim, f.norm_eps.to_bits() as usize, 0),
+            &Self::bufs(&[qkv, qk_norm, q, k_cache, v_cache, &f.cos, &f.sin]),
+            Box::new(move |d: Dims| [heads, d.t, 1]),
         )
     }
 

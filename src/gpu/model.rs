@@ -101,6 +101,7 @@ impl GpuModel {
             head_dim: cfg.head_dim,
             q_dim: cfg.q_dim(),
             kv_dim: cfg.kv_dim(),
+            qk_norm: cfg.qk_norm,
             cos: gpu.upload("rope.cos", &rope.cos)?,
             sin: gpu.upload("rope.sin", &rope.sin)?,
         };

@@ -189,14 +189,15 @@ pub const TEXEL_CHUNK: usize = 8;
 /// One transformer block on the device: `weights::Layer` with the Q, K, V projections stacked
 /// into one matrix and gate and up into another (each one product, split three or two ways).
 pub struct GpuLayer {
-    pub attn_norm: wgpu::Buffer,    // (dim,)
-    pub wqkv: WeightTex,            // (q_dim + 2 kv_dim, dim): Wq; Wk; Wv
-    pub bqkv: Option<wgpu::Buffer>, // (q_dim + 2 kv_dim,) bq; bk; bv (zeros for a missing part)
-    pub wo: WeightTex,              // (dim, q_dim)
-    pub bo: Option<wgpu::Buffer>,   // (dim,)
-    pub ffn_norm: wgpu::Buffer,     // (dim,)
-    pub w_gate_up: WeightTex,       // (2 hidden, dim): W_gate; W_up
-    pub w_down: WeightTex,          // (dim, hidden)
+    pub attn_norm: wgpu::Buffer,       // (dim,)
+    pub wqkv: WeightTex,               // (q_dim + 2 kv_dim, dim): Wq; Wk; Wv
+    pub bqkv: Option<wgpu::Buffer>,    // (q_dim + 2 kv_dim,) bq; bk; bv (zeros for a missing part)
+    pub wo: WeightTex,                 // (dim, q_dim)
+    pub bo: Option<wgpu::Buffer>,      // (dim,)
+    pub qk_norm: Option<wgpu::Buffer>, // (2, head_dim) q_norm; k_norm (Qwen3)
+    pub ffn_norm: wgpu::Buffer,        // (dim,)
+    pub w_gate_up: WeightTex,          // (2 hidden, dim): W_gate; W_up
+    pub w_down: WeightTex,             // (dim, hidden)
 }
 
 /// The model's weights on the device, each matrix once (tied LM head: `lm_head` is None).
@@ -244,6 +245,10 @@ impl GpuWeights {
                 bqkv,
                 wo: mat(&name("wo"), &[&lw.wo])?,
                 bo: lw.bo.as_ref().map(|b| vec(&name("bo"), b)).transpose()?,
+                qk_norm: match (&lw.q_norm, &lw.k_norm) {
+                    (Some(q), Some(k)) => Some(gpu.upload(&name("q_norm;k_norm"), &[q.to_f32(), k.to_f32()].concat())?),
+                    _ => None,
+                },
                 ffn_norm: norm_vec(&name("ffn_norm"), &lw.ffn_norm)?,
                 w_gate_up: mat(&name("w_gate;w_up"), &stack(&arch.stack_gate_up))?,
                 w_down: mat(&name("w_down"), &[&lw.w_down])?,

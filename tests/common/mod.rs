@@ -228,12 +228,18 @@ pub fn tiny_model_dir(dir: &Path, overrides: Json) -> PathBuf {
 /// F32 tensors with GGUF names, Q/K rows permuted for interleaved RoPE, llama metadata, and the
 /// byte-level tokenizer.
 pub fn tiny_gguf_bytes() -> Vec<u8> {
-    let src = fixtures().join("tiny-llama-gqa");
+    tiny_gguf("tiny-llama-gqa", "llama", vec![], vec![])
+}
+
+/// A tiny fixture `name` as a GGUF of architecture `arch` (Q/K rows permuted for "llama" only,
+/// as llama.cpp's converter does), with extra metadata (keys after "{arch}.") and tensors.
+pub fn tiny_gguf(name: &str, arch: &str, extra_md: Vec<(&str, Value)>, extra: Vec<write::Tensor>) -> Vec<u8> {
+    let src = fixtures().join(name);
     let cfg = read_json(&src.join("config.json"));
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let n = |k: &str| cfg[k].as_u64().unwrap();
-    let mut tensors = vec![];
+    let mut tensors = extra;
     for (hf, view) in st.tensors() {
         let gguf = gguf_name(&hf);
         let shape = view.shape().to_vec();
@@ -249,7 +255,7 @@ pub fn tiny_gguf_bytes() -> Vec<u8> {
         } else {
             0
         };
-        if heads > 0 {
+        if heads > 0 && arch == "llama" {
             data = permute_rows(&data, shape[0], shape.get(1).copied().unwrap_or(1), heads as usize);
         }
         tensors.push(write::Tensor {
@@ -263,28 +269,35 @@ pub fn tiny_gguf_bytes() -> Vec<u8> {
         .iter()
         .map(|c| Value::String(c.to_string()))
         .collect();
-    let md = vec![
-        ("general.architecture", Value::String("llama".into())),
+    let u = |k: &str| Value::U32(n(k) as u32);
+    let mut arch_md = vec![
+        ("context_length", u("max_position_embeddings")),
+        ("embedding_length", u("hidden_size")),
+        ("block_count", u("num_hidden_layers")),
+        ("feed_forward_length", u("intermediate_size")),
+        ("attention.head_count", u("num_attention_heads")),
+        ("attention.head_count_kv", u("num_key_value_heads")),
+        ("attention.key_length", u("head_dim")),
+        (
+            "attention.layer_norm_rms_epsilon",
+            Value::F32(cfg["rms_norm_eps"].as_f64().unwrap() as f32),
+        ),
+        ("rope.freq_base", Value::F32(cfg["rope_theta"].as_f64().unwrap() as f32)),
+    ];
+    if cfg["head_dim"].is_null() {
+        arch_md.retain(|(k, _)| *k != "attention.key_length");
+    }
+    arch_md.extend(extra_md);
+    let arch_md: Vec<(String, Value)> = arch_md.into_iter().map(|(k, v)| (format!("{arch}.{k}"), v)).collect();
+    let mut md = vec![
+        ("general.architecture", Value::String(arch.into())),
         ("general.alignment", Value::U32(32)),
-        ("llama.context_length", Value::U32(n("max_position_embeddings") as u32)),
-        ("llama.embedding_length", Value::U32(n("hidden_size") as u32)),
-        ("llama.block_count", Value::U32(n("num_hidden_layers") as u32)),
-        ("llama.feed_forward_length", Value::U32(n("intermediate_size") as u32)),
-        (
-            "llama.attention.head_count",
-            Value::U32(n("num_attention_heads") as u32),
-        ),
-        (
-            "llama.attention.head_count_kv",
-            Value::U32(n("num_key_value_heads") as u32),
-        ),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.rope.freq_base", Value::F32(10000.0)),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
         ("tokenizer.ggml.pre", Value::String("smollm".into())),
         ("tokenizer.ggml.tokens", Value::Array(tokens)),
         ("tokenizer.ggml.merges", Value::Array(vec![])),
     ];
+    md.extend(arch_md.iter().map(|(k, v)| (k.as_str(), v.clone())));
     write::gguf_bytes(&md, &tensors)
 }
 
@@ -305,6 +318,8 @@ fn gguf_name(hf: &str) -> String {
         ("self_attn.k_proj", "attn_k"),
         ("self_attn.v_proj", "attn_v"),
         ("self_attn.o_proj", "attn_output"),
+        ("self_attn.q_norm", "attn_q_norm"),
+        ("self_attn.k_norm", "attn_k_norm"),
         ("post_attention_layernorm", "ffn_norm"),
         ("mlp.gate_proj", "ffn_gate"),
         ("mlp.up_proj", "ffn_up"),
