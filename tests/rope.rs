@@ -101,7 +101,7 @@ fn llama3_scaling_follows_the_formula() {
 /// cos/sin times 0.1 ln(factor) + 1.
 #[test]
 fn yarn_scaling_follows_the_formula() {
-    for (theta, factor, l, d) in [(1e6, 4.0, 32768.0, 64usize), (1e4, 8.0, 2048.0, 128)] {
+    for (theta, factor, l, d) in [(1e6f64, 4.0f64, 32768.0, 64usize), (1e4, 8.0, 2048.0, 128)] {
         let cfg = config(&format!(
             r#", "head_dim": {d}, "rope_theta": {theta}, "rope_scaling": {{"rope_type": "yarn", "factor": {factor},
                 "original_max_position_embeddings": {l}}}"#
