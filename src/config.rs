@@ -40,6 +40,8 @@ pub struct HfConfig {
     pub hidden_act: Option<String>,
     pub sliding_window: Option<Json>,
     pub use_sliding_window: Option<bool>,
+    /// transformers 5: "full_attention" / "sliding_attention" per layer.
+    pub layer_types: Option<Vec<String>>,
     pub bos_token_id: Option<Json>,
     pub eos_token_id: Option<Json>,
     pub partial_rotary_factor: Option<f64>,
@@ -189,11 +191,22 @@ impl HfConfig {
         if let Some(f) = self.partial_rotary_factor.filter(|f| *f != 1.0) {
             bail!("config.json: partial_rotary_factor {f} is not supported (RoPE over the whole head only)");
         }
+        if let Some(t) = self
+            .layer_types
+            .iter()
+            .flatten()
+            .find(|t| !["full_attention", "sliding_attention"].contains(&t.as_str()))
+        {
+            bail!(
+                "config.json: layer type {t:?} is not supported (tinfer runs full and sliding-window attention layers)"
+            );
+        }
         let mut seq_len = self.max_position_embeddings.unwrap_or(2048);
         // A sliding window shorter than the context changes attention beyond it; tinfer
         // implements full attention, so it limits the context to the window (exact within it).
         if let Some(w) = self.sliding_window.as_ref().and_then(Json::as_u64) {
-            let used = self.use_sliding_window.unwrap_or(model_type == "mistral");
+            let sliding_layers = self.layer_types.iter().flatten().any(|t| t == "sliding_attention");
+            let used = self.use_sliding_window.unwrap_or(model_type == "mistral") || sliding_layers;
             if used && (w as usize) < seq_len {
                 seq_len = w as usize;
             }
@@ -306,6 +319,10 @@ mod tests {
             ),
             (r#", "partial_rotary_factor": 0.5"#, "partial_rotary_factor"),
             (
+                r#", "layer_types": ["linear_attention", "full_attention"]"#,
+                "linear_attention",
+            ),
+            (
                 r#", "max_position_embeddings": 1099511627776"#,
                 "max_position_embeddings",
             ),
@@ -322,6 +339,11 @@ mod tests {
     fn mistral_window_limits_context() {
         let c = cfg(r#", "model_type": "mistral", "max_position_embeddings": 32768, "sliding_window": 4096"#).unwrap();
         assert_eq!(c.seq_len, 4096);
+        let layers = r#", "layer_types": ["full_attention", "sliding_attention"]"#;
+        let c = cfg(&format!(
+            r#", "model_type": "qwen3", "sliding_window": 1024, "max_position_embeddings": 4096{layers}"#
+        ));
+        assert_eq!(c.unwrap().seq_len, 1024);
     }
 }
 
