@@ -467,8 +467,8 @@ impl Gguf {
         let arch = self.architecture()?;
         if Arch::for_gguf(arch).is_none() {
             bail!(
-                "architecture {arch:?} is not supported from GGUF (tinfer runs \"llama\", which covers Llama, SmolLM and \
-                 Mistral, and \"qwen2\"); convert the original checkpoint to safetensors instead"
+                "architecture {arch:?} is not supported (tinfer runs \"llama\", which covers Llama, SmolLM and Mistral, \
+                 and \"qwen2\"); `tinfer tokenize` and `tinfer info` still read the file's tokenizer"
             );
         }
         let (architecture, model_type) = match arch {
