@@ -157,7 +157,7 @@ fn spm_gguf(extra: &[&str], set: Vec<(&'static str, Value)>) -> Gguf {
 #[test]
 fn sentencepiece_vocabularies_tokenize_from_scores() {
     let g = spm_gguf(&[], vec![]);
-    assert_eq!(g.vocab_facts().add_bos, true, "llama.cpp's default for SentencePiece");
+    assert!(g.vocab_facts().add_bos, "llama.cpp's default for SentencePiece");
     let tok = tokenizer(&g);
     let (sp_a, ab, sp_ab, sp, b) = (259, 260, 261, 262, 264);
     assert_eq!(tok.encode("ab ab").unwrap(), [1, sp_ab, sp_ab]);
