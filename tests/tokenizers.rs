@@ -256,3 +256,32 @@ fn gemma3_tokenizer_from_gguf_matches_hf() {
     assert!(bad.is_empty(), "{} failures:\n{}", bad.len(), bad.join("\n"));
     assert_eq!(cases["cases"].as_array().unwrap().len(), 40);
 }
+
+/// Llama 2's SentencePiece vocabulary as llama.cpp ships it for its tokenizer tests
+/// (`models/ggml-vocab-llama-spm.gguf`, Llama 2 licence, not in this repository: copy it to
+/// models/ to run this) against the ids llama.cpp's `.out` file lists for its 47 test strings
+/// (HF's Llama 2 tokenizer, without BOS; tests/fixtures/llama-spm/, from llama.cpp c392e50).
+#[test]
+fn llama2_sentencepiece_matches_llama_cpp_test_ids() {
+    let path = root().join("models/ggml-vocab-llama-spm.gguf");
+    if !path.exists() {
+        eprintln!(
+            "SKIPPED: {} not found (llama.cpp's models/ggml-vocab-llama-spm.gguf)",
+            path.display()
+        );
+        return;
+    }
+    let tok = loader::load_tokenizer(&path).unwrap();
+    let dir = fixtures().join("llama-spm");
+    let inp = std::fs::read_to_string(dir.join("ggml-vocab-llama-spm.gguf.inp")).unwrap();
+    let out = std::fs::read_to_string(dir.join("ggml-vocab-llama-spm.gguf.out")).unwrap();
+    let texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    let want: Vec<Vec<u32>> = (out
+        .lines()
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect()))
+    .collect();
+    assert_eq!(texts.len(), want.len() + 1, "the .inp ends with a separator");
+    for (text, want) in texts.iter().zip(&want) {
+        assert_eq!(&tok.encode_raw(text).unwrap(), want, "{text:?}");
+    }
+}
