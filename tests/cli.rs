@@ -400,6 +400,61 @@ fn gguf_with_unknown_quantisation_is_named() {
     let _ = Path::new("");
 }
 
+/// A GGUF of an architecture tinfer does not run (here "gemma3", with a small SentencePiece
+/// vocabulary): `tokenize` and `info` read its tokenizer, `generate` refuses it by name in one line.
+#[test]
+fn unrunnable_architectures_still_tokenize() {
+    use tinfer::gguf::{write, Value};
+    let dir = tmp("gemma3");
+    let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>"].map(String::from).to_vec();
+    tokens.extend((0..256).map(|b| format!("<0x{b:02X}>")));
+    tokens.extend(["\u{2581}", "h", "i", "hi", "\u{2581}hi"].map(String::from));
+    let n = tokens.len();
+    let md = [
+        ("general.architecture", Value::String("gemma3".into())),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array((0..n).map(|i| Value::F32(-(i as f32))).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array((0..n).map(|i| Value::I32(if i < 3 { 3 } else { 1 })).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+    ];
+    let path = dir.join("g.gguf");
+    std::fs::write(&path, write::gguf_bytes(&md, &[])).unwrap();
+    let p = path.to_str().unwrap();
+    assert_eq!(
+        ok(&["tokenize", "--model", p, "hi hi"]).trim(),
+        format!("2 {} {}", n - 1, n - 1)
+    );
+    let info = ok(&["info", "--model", p]);
+    assert!(
+        info.contains("architecture gemma3: tinfer cannot run it")
+            && info.contains(&format!("tokenizer    {n} tokens")),
+        "{info}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&ok(&["info", "--json", "--model", p])).unwrap();
+    assert_eq!(
+        (j["runnable"].clone(), j["tokenizer"]["vocab_size"].clone()),
+        (json!(false), json!(n))
+    );
+    fails(
+        &["generate", "--model", p, "-p", "hi"],
+        None,
+        2,
+        &["architecture \"gemma3\" is not supported"],
+    );
+}
+
 /// `--device gpu` without any Vulkan driver: exit code 3 and a message that says how to get one.
 #[test]
 fn gpu_without_adapter_is_explained() {

@@ -1,14 +1,22 @@
 //! `tinfer info`: what a model is and, with a GPU, what the adapter offers.
 
+use std::path::Path;
+
 use anyhow::Result;
 use serde_json::json;
 
 use super::args::ModelArgs;
+use tinfer::gguf::Gguf;
 use tinfer::loader;
 use tinfer::model::Device;
+use tinfer::tokenizer::Tokenizer;
 
 pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
-    let loaded = loader::load(&args.path.resolve()?)?;
+    let path = args.path.resolve()?;
+    let loaded = match loader::load(&path) {
+        Ok(l) => l,
+        Err(e) => return unrunnable_info(&path, e, as_json),
+    };
     let gpu = match args.device {
         Device::Cpu => None,
         Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true)?),
@@ -47,12 +55,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         "weights_bytes_f32": n_params * 4,
         "kv_cache_bytes_per_token": 2 * cfg.n_layers * cfg.kv_dim() * 4,
         "eos_token_ids": cfg.eos_token_ids,
-        "tokenizer": tok.map(|t| json!({
-            "vocab_size": t.vocab_size(),
-            "bos_token": t.bos_token,
-            "eos_token": t.eos_token,
-            "chat_template": t.chat_template.is_some(),
-        })),
+        "tokenizer": tok.map(tokenizer_json),
         "tokenizer_error": loaded.tokenizer_error,
         "warnings": loaded.warnings,
         "gpu": gpu,
@@ -95,22 +98,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         "context      {} tokens, vocab {}, eos ids {:?}",
         cfg.seq_len, cfg.vocab_size, cfg.eos_token_ids
     );
-    match tok {
-        Some(t) => println!(
-            "tokenizer    {} tokens, bos {:?}, eos {:?}, chat template: {}",
-            t.vocab_size(),
-            t.bos_token.as_deref().unwrap_or("-"),
-            t.eos_token.as_deref().unwrap_or("-"),
-            if t.chat_template.is_some() { "yes" } else { "no" }
-        ),
-        None => println!(
-            "tokenizer    none ({})",
-            loaded.tokenizer_error.as_deref().unwrap_or("")
-        ),
-    }
-    for w in &loaded.warnings {
-        println!("warning      {w}");
-    }
+    print_tokenizer(tok, loaded.tokenizer_error.as_deref(), &loaded.warnings);
     if let Some(g) = gpu {
         let name = |k: &str| g[k].as_str().unwrap_or("").to_string();
         println!(
@@ -131,6 +119,74 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         );
         println!("             adapters: {}", g["all_adapters"]);
     }
+    Ok(())
+}
+
+fn tokenizer_json(t: &Tokenizer) -> serde_json::Value {
+    json!({
+        "vocab_size": t.vocab_size(),
+        "bos_token": t.bos_token,
+        "eos_token": t.eos_token,
+        "chat_template": t.chat_template.is_some(),
+    })
+}
+
+fn print_tokenizer(tok: Option<&Tokenizer>, error: Option<&str>, warnings: &[String]) {
+    match tok {
+        Some(t) => println!(
+            "tokenizer    {} tokens, bos {:?}, eos {:?}, chat template: {}",
+            t.vocab_size(),
+            t.bos_token.as_deref().unwrap_or("-"),
+            t.eos_token.as_deref().unwrap_or("-"),
+            if t.chat_template.is_some() { "yes" } else { "no" }
+        ),
+        None => println!("tokenizer    none ({})", error.unwrap_or("")),
+    }
+    for w in warnings {
+        println!("warning      {w}");
+    }
+}
+
+/// A GGUF file of an architecture tinfer does not run (`load`'s error): what its metadata says,
+/// and its tokenizer, which `tokenize` can still use. Any other load error is returned as it is.
+fn unrunnable_info(path: &Path, load_error: anyhow::Error, as_json: bool) -> Result<()> {
+    let Some(gguf) = path.is_file().then(|| Gguf::open(path).ok()).flatten() else {
+        return Err(load_error);
+    };
+    let arch = match gguf.architecture() {
+        Ok(a) if gguf.arch().is_err() => a.to_string(),
+        _ => return Err(load_error),
+    };
+    let (tok, tok_error) = match loader::load_tokenizer(path) {
+        Ok(t) => (Some(t), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let warnings = gguf.vocab_facts().warnings;
+    let meta = |k: &str| gguf.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    if as_json {
+        let j = json!({
+            "source": path.display().to_string(),
+            "architecture": arch,
+            "name": meta("general.name"),
+            "license": meta("general.license"),
+            "runnable": false,
+            "error": format!("{load_error:#}"),
+            "tokenizer": tok.as_ref().map(tokenizer_json),
+            "tokenizer_error": tok_error,
+            "warnings": warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+        return Ok(());
+    }
+    println!("model        {}", path.display());
+    println!("architecture {arch}: tinfer cannot run it (`tokenize` works)");
+    println!("error        {load_error:#}");
+    for (label, key) in [("name         ", "general.name"), ("license      ", "general.license")] {
+        if let Some(v) = meta(key) {
+            println!("{label}{v}");
+        }
+    }
+    print_tokenizer(tok.as_ref(), tok_error.as_deref(), &warnings);
     Ok(())
 }
 

@@ -529,8 +529,8 @@ impl Gguf {
         let arch = self.architecture()?;
         if Arch::for_gguf(arch).is_none() {
             bail!(
-                "architecture {arch:?} is not supported from GGUF (tinfer runs \"llama\", which covers Llama, SmolLM and \
-                 Mistral, \"qwen2\" and \"qwen3\"); `tinfer tokenize` and `tinfer info` still read its tokenizer"
+                "architecture {arch:?} is not supported (tinfer runs \"llama\", which covers Llama, SmolLM and Mistral, \
+                 \"qwen2\" and \"qwen3\"); `tinfer tokenize` and `tinfer info` still read the file's tokenizer"
             );
         }
         let (architecture, model_type) = match arch {

@@ -60,6 +60,26 @@ pub struct VocabFacts {
 const QWEN2_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The split regex of Llama 3's tokenizer.json (HF), which llama.cpp's LLAMA3, DBRX and SMAUG
+/// pre-tokenizers also use (`src/llama-vocab.cpp`, `llm_tokenizer_bpe`): Qwen2's, with numbers in
+/// runs of up to three digits.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The `tokenizer.ggml.pre` names llama.cpp reads as LLAMA3 (`llama_vocab::impl::load`): the
+/// Llama 3 split, whole words found in the vocabulary taken as they are (`ignore_merges`), and
+/// BOS added when the file does not say.
+pub const LLAMA3_PRE: &[&str] = &[
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+];
+
 impl Gguf {
     /// The vocabulary's special tokens and what tinfer had to assume; see `VocabFacts`.
     pub fn vocab_facts(&self) -> VocabFacts {
@@ -95,7 +115,10 @@ impl Gguf {
         let eot = id("tokenizer.ggml.eot_token_id", w);
         let eom = id("tokenizer.ggml.eom_token_id", w);
         let flag = |key: &str| self.get(key).and_then(Value::as_bool);
-        f.add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(false);
+        // llama.cpp adds BOS by default for SentencePiece and the LLAMA3 pre-tokenizers.
+        let pre = self.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("");
+        let bos_default = model == "llama" || LLAMA3_PRE.contains(&pre);
+        f.add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(bos_default);
         f.add_eos = flag("tokenizer.ggml.add_eos_token").unwrap_or(false);
         match (f.bos, flag("tokenizer.ggml.add_bos_token")) {
             (None, add) if self.get("tokenizer.ggml.bos_token_id").is_none() => w.push(format!(
@@ -108,9 +131,11 @@ impl Gguf {
                 }
             )),
             (Some(b), None) => w.push(format!(
-                "tokenizer.ggml.add_bos_token is missing: not adding BOS {:?} ({b}) to prompts, llama.cpp's \
-                 default for BPE vocabularies; {fix}",
-                text(b)
+                "tokenizer.ggml.add_bos_token is missing: {} BOS {:?} ({b}) to prompts, llama.cpp's \
+                 default for {} vocabularies; {fix}",
+                if bos_default { "adding" } else { "not adding" },
+                text(b),
+                if bos_default { "these" } else { "BPE" }
             )),
             _ => {}
         }
@@ -168,26 +193,48 @@ impl Gguf {
         f
     }
 
-    /// `tokenizer.json` (HF tokenizers format) synthesised from the `tokenizer.ggml.*` metadata.
+    /// `tokenizer.json` (HF tokenizers format) synthesised from the `tokenizer.ggml.*` metadata:
+    /// byte-level BPE ("gpt2") with the pre-tokenizer `tokenizer.ggml.pre` names, or SentencePiece
+    /// BPE ("llama": Llama 2, Mistral, Gemma) as transformers' `integrations/ggml.py` rebuilds it
+    /// (`GGUFLlamaConverter`, `GGUFGemmaConverter`): merges derived from the vocabulary (`spm_merges`),
+    /// byte fallback, spaces as "▁", and a "▁" before the text where `tokenizer.ggml.add_space_prefix`
+    /// (llama.cpp's default: true) asks for it, as llama.cpp does (`llm_tokenizer_spm`).
     pub fn hf_tokenizer_json(&self) -> Result<Json> {
         let model = self.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("");
-        if model != "gpt2" {
-            bail!("tokenizer model {model:?} is not supported from GGUF (only byte-level BPE, \"gpt2\"); supply an HF tokenizer.json");
-        }
+        let spm = match model {
+            "gpt2" => false,
+            "llama" => true,
+            _ => bail!(
+                "tokenizer model {model:?} is not supported from GGUF (tinfer reads byte-level BPE, \"gpt2\", and \
+                 SentencePiece BPE, \"llama\"); supply the model's HF tokenizer.json instead"
+            ),
+        };
         let tokens = self
             .get("tokenizer.ggml.tokens")
             .and_then(Value::as_array)
             .context("tokenizer.ggml.tokens is missing or not an array")?;
         let types = self.get("tokenizer.ggml.token_type").and_then(Value::as_array);
-        let merges = self
-            .get("tokenizer.ggml.merges")
-            .and_then(Value::as_array)
-            .context("tokenizer.ggml.merges is missing or not an array")?;
+        let mut texts: Vec<String> = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, t)| {
+                t.as_str()
+                    .map(str::to_string)
+                    .with_context(|| format!("token {id} is not a string"))
+            })
+            .collect::<Result<_>>()?;
+        // Gemma writes its runs of spaces as spaces, where SentencePiece writes "▁"; transformers
+        // respells them and ranks merges by position (its scores are -1000 there, not ranks).
+        let gemma = spm && texts.iter().any(|t| t.contains(' ') && t.trim().is_empty());
+        if gemma {
+            for t in texts.iter_mut().filter(|t| t.contains(' ') && t.trim().is_empty()) {
+                *t = "\u{2581}".repeat(t.chars().count());
+            }
+        }
         let facts = self.vocab_facts();
         let mut vocab = serde_json::Map::with_capacity(tokens.len());
         let mut added = Vec::new();
-        for (id, tok) in tokens.iter().enumerate() {
-            let s = tok.as_str().with_context(|| format!("token {id} is not a string"))?;
+        for (id, s) in texts.iter().enumerate() {
             // llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
             let mut ty = types.and_then(|t| t.get(id)).and_then(Value::as_u64).unwrap_or(1);
             if facts.made_control.contains(&(id as u32)) {
@@ -199,52 +246,85 @@ impl Gguf {
                     "normalized": ty == 4, "special": ty == 3,
                 }));
             }
-            vocab.insert(s.to_string(), json!(id));
+            vocab.insert(s.clone(), json!(id));
         }
-        let merges: Vec<&str> = merges
-            .iter()
-            .enumerate()
-            .map(|(i, m)| m.as_str().with_context(|| format!("merge {i} is not a string")))
-            .collect::<Result<_>>()?;
+        let merges: Vec<Json> = if spm {
+            let scores: Vec<f32> = match self.get("tokenizer.ggml.scores").and_then(Value::as_array) {
+                Some(s) => s.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                None => bail!("tokenizer.ggml.scores is missing: a SentencePiece vocabulary needs them for its merges"),
+            };
+            spm_merges(&texts, &scores, gemma)
+                .into_iter()
+                .map(|(a, b)| json!([a, b]))
+                .collect()
+        } else {
+            let merges = self
+                .get("tokenizer.ggml.merges")
+                .and_then(Value::as_array)
+                .context("tokenizer.ggml.merges is missing or not an array")?;
+            (merges.iter().enumerate())
+                .map(|(i, m)| {
+                    m.as_str()
+                        .map(|s| json!(s))
+                        .with_context(|| format!("merge {i} is not a string"))
+                })
+                .collect::<Result<_>>()?
+        };
         let byte_level =
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
         let pre = self
             .get("tokenizer.ggml.pre")
             .and_then(Value::as_str)
             .unwrap_or("default");
+        // Split with a regex, then bytes to characters without GPT-2's regex (Qwen2's and Llama 3's
+        // tokenizer.json).
+        let split = |re: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
+            ]})
+        };
+        let add_space = self
+            .get("tokenizer.ggml.add_space_prefix")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let pre_tokenizer = match pre {
+            _ if spm => Json::Null, // llama.cpp reads no pre-tokenizer for SentencePiece
             "default" | "gpt-2" | "gpt2" => byte_level.clone(),
             "smollm" => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Digits", "individual_digits": true},
                 byte_level,
             ]}),
-            // Qwen2's tokenizer.json: its split regex (digits one by one), then bytes to
-            // characters without GPT-2's regex.
-            "qwen2" => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
-                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
-            ]}),
+            "qwen2" => split(QWEN2_SPLIT),
+            p if LLAMA3_PRE.contains(&p) || p == "dbrx" || p == "smaug-bpe" => split(LLAMA3_SPLIT),
             _ => bail!(
-                "pre-tokenizer {pre:?} is not supported from GGUF (tinfer knows \"smollm\", \"qwen2\" and \"gpt2\"); \
-                 supply the model's HF tokenizer.json instead"
+                "pre-tokenizer {pre:?} is not supported from GGUF (tinfer knows \"gpt2\", \"smollm\", \"qwen2\", and \
+                 \"llama-bpe\" with llama.cpp's other names for it); supply the model's HF tokenizer.json instead"
             ),
         };
-        // Qwen2's tokenizer.json NFC-normalises the text (GGUF files do not record it; llama.cpp
-        // skips it, HF does not).
-        let normalizer = if pre == "qwen2" {
-            json!({"type": "NFC"})
-        } else {
-            Json::Null
+        // SentencePiece: spaces as "▁", and one before each stretch of text (the start and after
+        // each special token, as llama.cpp and Llama 2's tokenizer.json do) where asked. Qwen2's
+        // tokenizer.json NFC-normalises the text (GGUF files do not record it; llama.cpp skips it).
+        let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+        let normalizer = match (spm, add_space) {
+            (true, true) => {
+                json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+            }
+            (true, false) => replace,
+            _ if pre == "qwen2" => json!({"type": "NFC"}),
+            _ => Json::Null,
         };
         // BOS before and EOS after each sequence, where the file asks for them (TemplateProcessing);
         // otherwise the byte-level post-processor HF's GPT-2 tokenizer uses.
-        let special = |id: Option<u32>, add: bool| {
-            id.filter(|_| add)
-                .map(|i| (i, tokens[i as usize].as_str().unwrap_or("")))
-        };
+        let special = |id: Option<u32>, add: bool| id.filter(|_| add).map(|i| (i, texts[i as usize].as_str()));
         let (bos, eos) = (special(facts.bos, facts.add_bos), special(facts.eos, facts.add_eos));
         let post_processor = if bos.is_none() && eos.is_none() {
-            json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+            match spm {
+                true => Json::Null,
+                false => {
+                    json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+                }
+            }
         } else {
             let tok = |t: Option<(u32, &str)>, type_id: u32| {
                 t.map(|(_, s)| json!({"SpecialToken": {"id": s, "type_id": type_id}}))
@@ -269,6 +349,21 @@ impl Gguf {
                 .collect();
             json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
         };
+        // SentencePiece: <0xNN> tokens to bytes, then "▁" to spaces, less the prefix space.
+        let decoder = match spm {
+            true => json!({"type": "Sequence", "decoders": [
+                {"type": "ByteFallback"},
+                {"type": "Fuse"},
+                {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+                {"type": "Strip", "content": " ", "start": add_space as usize, "stop": 0},
+            ]}),
+            false => json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+        };
+        let unk = self
+            .get("tokenizer.ggml.unknown_token_id")
+            .and_then(Value::as_u64)
+            .filter(|_| spm);
+        let unk = unk.and_then(|i| texts.get(i as usize));
         Ok(json!({
             "version": "1.0",
             "truncation": null,
@@ -277,11 +372,11 @@ impl Gguf {
             "normalizer": normalizer,
             "pre_tokenizer": pre_tokenizer,
             "post_processor": post_processor,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "decoder": decoder,
             "model": {
-                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                "vocab": vocab, "merges": merges,
+                "type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": spm, "byte_fallback": spm,
+                "ignore_merges": LLAMA3_PRE.contains(&pre), "vocab": vocab, "merges": merges,
             },
         }))
     }
@@ -322,4 +417,33 @@ impl Gguf {
             "pad_token_id": id("tokenizer.ggml.padding_token_id"),
         })
     }
+}
+
+/// The merges of a SentencePiece BPE vocabulary, which GGUF files do not store, rebuilt as
+/// transformers' `GGUFTokenizerSkeleton` (`integrations/ggml.py`) does: every split of a token
+/// into two tokens, the merged token's rank first (its score, or for Gemma its position), then the
+/// halves' scores, highest first.
+fn spm_merges<'a>(tokens: &'a [String], scores: &[f32], by_position: bool) -> Vec<(&'a str, &'a str)> {
+    use std::cmp::Ordering::Equal;
+    let index: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+    let score = |i: usize| scores.get(i).copied().unwrap_or(0.0);
+    let rank = |i: usize| if by_position { -(i as f32) } else { score(i) };
+    let mut m: Vec<(usize, usize, usize)> = vec![]; // (merged, left, right), by merged then split
+    for (i, t) in tokens.iter().enumerate().filter(|&(i, t)| index[t.as_str()] == i) {
+        for (k, _) in t.char_indices().skip(1) {
+            if let (Some(&l), Some(&r)) = (index.get(&t[..k]), index.get(&t[k..])) {
+                m.push((i, l, r));
+            }
+        }
+    }
+    let desc = |a: f32, b: f32| b.partial_cmp(&a).unwrap_or(Equal);
+    m.sort_by(|a, b| {
+        (desc(rank(a.0), rank(b.0)).then(a.0.cmp(&b.0)))
+            .then(desc(score(a.1), score(b.1)))
+            .then(desc(score(a.2), score(b.2)))
+    });
+    m.into_iter()
+        .map(|(_, l, r)| (tokens[l].as_str(), tokens[r].as_str()))
+        .collect()
 }

@@ -668,6 +668,27 @@ pub fn assert_failed(args: &[&str], out: &std::process::Output, code: i32, needl
     }
 }
 
+/// Gemma 3 270M's Q4_K_M GGUF (`scripts/fetch-model.sh gemma3-270m`; Gemma licence, never in the
+/// repository), or None (test skipped, with a message) when it has not been fetched. CI does not
+/// fetch it: TINFER_REQUIRE_MODEL does not apply, TINFER_REQUIRE_GEMMA=1 makes it required.
+pub fn gemma3_gguf() -> Option<PathBuf> {
+    let path = root().join("models/gemma-3-270m-q4_k_m.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("TINFER_REQUIRE_GEMMA").is_ok_and(|v| v == "1") {
+        panic!(
+            "TINFER_REQUIRE_GEMMA=1 but {} is missing: run scripts/fetch-model.sh gemma3-270m",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} not found (run scripts/fetch-model.sh gemma3-270m)",
+        path.display()
+    );
+    None
+}
+
 /// Qwen2.5-Coder-0.5B-Instruct's Q4_K_M GGUF (`scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct`),
 /// or None (test skipped) when it has not been fetched; with TINFER_REQUIRE_MODEL=1 (CI) a missing
 /// file fails the test instead.
