@@ -282,7 +282,7 @@ fn decode_2bit(qs: &[u8], out: &mut [f32], mut value: impl FnMut(usize, u8, usiz
 
 /// The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K / Q5_K super-block from its 12
 /// packed bytes (ggml-quants.c's `get_scale_min_k4`).
-fn k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
