@@ -849,7 +849,11 @@ fn gguf_metadata_warnings_are_printed_and_listed() {
 /// Parse JSON logits (a list of numbers) back to f32: serde_json writes each f32 in its shortest
 /// round-trip form, so this is exact.
 fn json_row(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 /// `tinfer logits`: the .npy file (header, shape (vocab,) or (T, vocab), rows) equals what the
@@ -879,7 +883,15 @@ fn logits_npy_json_table_and_ids() {
 
     // the last position only, from ids on the command line and from a file
     let last = dir.join("last.npy");
-    ok(&["logits", "--model", &m, "--ids", "65, 66,32 99", "--out", last.to_str().unwrap()]);
+    ok(&[
+        "logits",
+        "--model",
+        &m,
+        "--ids",
+        "65, 66,32 99",
+        "--out",
+        last.to_str().unwrap(),
+    ]);
     let (shape, got) = read_npy(&last);
     assert_eq!(shape, vec![vocab]);
     assert_close("logits --ids .npy vs the library", &got, &want[3 * vocab..], EXACT);
@@ -894,13 +906,23 @@ fn logits_npy_json_table_and_ids() {
     ]))
     .unwrap();
     assert_eq!(j["ids"], json!([65, 66, 32, 99]));
-    assert_close("logits --json vs the library", &json_row(&j["logits"]), &want[3 * vocab..], EXACT);
+    assert_close(
+        "logits --json vs the library",
+        &json_row(&j["logits"]),
+        &want[3 * vocab..],
+        EXACT,
+    );
     let j: serde_json::Value =
         serde_json::from_str(&ok(&["logits", "--model", &m, "--prompt", "AB c", "--json", "--all"])).unwrap();
     let rows = j["logits"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for (t, r) in rows.iter().enumerate() {
-        assert_close(&format!("logits --json --all row {t}"), &json_row(r), &want[t * vocab..(t + 1) * vocab], EXACT);
+        assert_close(
+            &format!("logits --json --all row {t}"),
+            &json_row(r),
+            &want[t * vocab..(t + 1) * vocab],
+            EXACT,
+        );
     }
 
     // the table: a header per position, then the top K with the best first
@@ -916,7 +938,16 @@ fn logits_npy_json_table_and_ids() {
     let long: Vec<u32> = (0..300).map(|i| (i * 7 % 256) as u32).collect();
     let list: Vec<String> = long.iter().map(|i| i.to_string()).collect();
     let long_npy = dir.join("long.npy");
-    ok(&["logits", "--model", &m, "--ids", &list.join(","), "--all", "--out", long_npy.to_str().unwrap()]);
+    ok(&[
+        "logits",
+        "--model",
+        &m,
+        "--ids",
+        &list.join(","),
+        "--all",
+        "--out",
+        long_npy.to_str().unwrap(),
+    ]);
     let (shape, got) = read_npy(&long_npy);
     assert_eq!(shape, vec![300, vocab]);
     let s = lib.new_seq().unwrap();
@@ -924,18 +955,58 @@ fn logits_npy_json_table_and_ids() {
     lib.release(s);
     assert_close("logits --all over two chunks vs one forward", &got, &want, TINY_VS_HF);
 
-    fails(&["logits", "--model", &m, "--ids", "1,x,3"], None, 1, &["\"x\"", "item 2", "not a token id"]);
-    fails(&["logits", "--model", &m, "--ids", "1,-2"], None, 1, &["\"-2\"", "not a token id"]);
-    fails(&["logits", "--model", &m, "--ids", "5,256"], None, 1, &["256", "item 2", "outside the vocabulary", "255"]);
+    fails(
+        &["logits", "--model", &m, "--ids", "1,x,3"],
+        None,
+        1,
+        &["\"x\"", "item 2", "not a token id"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "1,-2"],
+        None,
+        1,
+        &["\"-2\"", "not a token id"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "5,256"],
+        None,
+        1,
+        &["256", "item 2", "outside the vocabulary", "255"],
+    );
     fails(&["logits", "--model", &m, "--ids", " , "], None, 1, &["no token ids"]);
     std::fs::write(dir.join("empty.txt"), "\n").unwrap();
     let empty = dir.join("empty.txt");
-    fails(&["logits", "--model", &m, "--ids-file", empty.to_str().unwrap()], None, 1, &["no token ids"]);
-    fails(&["logits", "--model", &m, "--ids-file", "/nonexistent/ids"], None, 2, &["cannot read the ids file"]);
-    fails(&["logits", "--model", &m, "--ids", "1", "--prompt", "x"], None, 1, &["--prompt"]);
-    fails(&["logits", "--model", &m, "--ids", "1", "--top", "0"], None, 1, &["--top"]);
+    fails(
+        &["logits", "--model", &m, "--ids-file", empty.to_str().unwrap()],
+        None,
+        1,
+        &["no token ids"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids-file", "/nonexistent/ids"],
+        None,
+        2,
+        &["cannot read the ids file"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "1", "--prompt", "x"],
+        None,
+        1,
+        &["--prompt"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "1", "--top", "0"],
+        None,
+        1,
+        &["--top"],
+    );
     let (_d, short) = tiny("logits-short", json!({"max_position_embeddings": 8}));
-    fails(&["logits", "--model", &short, "--prompt", "0123456789"], None, 1, &["10 tokens", "context of 8"]);
+    fails(
+        &["logits", "--model", &short, "--prompt", "0123456789"],
+        None,
+        1,
+        &["10 tokens", "context of 8"],
+    );
 }
 
 /// `tinfer logits --device gpu` gives the CPU's logits (tiny Qwen2 model, every position).
@@ -949,7 +1020,15 @@ fn logits_on_the_gpu_match_the_cpu() {
     let mut rows = vec![];
     for device in ["cpu", "gpu"] {
         let npy = dir.join(format!("{device}.npy"));
-        let args = ["logits", "--model", m.to_str().unwrap(), "--device", device, "--dtype", "f32"];
+        let args = [
+            "logits",
+            "--model",
+            m.to_str().unwrap(),
+            "--device",
+            device,
+            "--dtype",
+            "f32",
+        ];
         let out = npy.to_str().unwrap();
         ok(&[&args[..], &["--ids", "1,5,9,200,3,17", "--all", "--out", out]].concat());
         rows.push(read_npy(&npy));
@@ -967,7 +1046,10 @@ fn perplexity_chunks_scores_the_first_windows() {
     std::fs::write(&file, "the quick brown fox").unwrap();
     let run = |extra: &[&str]| -> serde_json::Value {
         let f = file.to_str().unwrap();
-        serde_json::from_str(&ok(&[&["perplexity", "--model", &m, "--file", f, "--json"], extra].concat())).unwrap()
+        serde_json::from_str(&ok(
+            &[&["perplexity", "--model", &m, "--file", f, "--json"], extra].concat()
+        ))
+        .unwrap()
     };
     // windows of 5 tokens: 19 tokens; the first two windows score 4 + 4
     let two = run(&["--ctx", "5", "--chunks", "2"]);
@@ -977,6 +1059,32 @@ fn perplexity_chunks_scores_the_first_windows() {
     let ten = run(&["--ctx", "5"]);
     assert_eq!(ten["n_scored"], 8);
     assert_eq!(two["mean_nll"], ten["mean_nll"]);
-    fails(&["perplexity", "--model", &m, "--file", file.to_str().unwrap(), "--chunks", "0"], None, 1, &["--chunks"]);
-    fails(&["perplexity", "--model", &m, "--file", file.to_str().unwrap(), "--ctx", "1"], None, 1, &["--ctx"]);
+    fails(
+        &[
+            "perplexity",
+            "--model",
+            &m,
+            "--file",
+            file.to_str().unwrap(),
+            "--chunks",
+            "0",
+        ],
+        None,
+        1,
+        &["--chunks"],
+    );
+    fails(
+        &[
+            "perplexity",
+            "--model",
+            &m,
+            "--file",
+            file.to_str().unwrap(),
+            "--ctx",
+            "1",
+        ],
+        None,
+        1,
+        &["--ctx"],
+    );
 }

@@ -6,8 +6,8 @@ use common::*;
 
 use tinfer::gguf::{dequantize, unpermute_rows, write, GgmlType, Gguf, Value};
 use tinfer::loader;
-use tinfer::tokenizer::Message;
 use tinfer::model::{Device, Model, Want};
+use tinfer::tokenizer::Message;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -706,7 +706,11 @@ fn qwen2_prompts_render_and_tokenize_as_hf() {
                 .iter()
                 .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
                 .collect();
-            assert_eq!(tok.apply_chat_template(&messages, true).unwrap(), text, "{name}: rendered chat");
+            assert_eq!(
+                tok.apply_chat_template(&messages, true).unwrap(),
+                text,
+                "{name}: rendered chat"
+            );
         }
         assert_eq!(tok.encode(text).unwrap(), ids(&p["ids"]), "{name}: ids of {text:?}");
         kinds.push(p["kind"].as_str().unwrap().to_string());
@@ -725,7 +729,15 @@ fn qwen2_coder_all_position_logits_match_hf_on_the_cpu() {
     let prompt = ids(&g["ids"]);
     assert_eq!(prompt.len(), 16);
     let (mut m, loaded) = cpu_model(&path);
-    assert_eq!(loaded.tokenizer.as_ref().unwrap().encode(g["text"].as_str().unwrap()).unwrap(), prompt);
+    assert_eq!(
+        loaded
+            .tokenizer
+            .as_ref()
+            .unwrap()
+            .encode(g["text"].as_str().unwrap())
+            .unwrap(),
+        prompt
+    );
     let vocab = m.cfg.vocab_size;
     let s = m.new_seq().unwrap();
     let all = m.fwd(s, &prompt, Want::All).unwrap();
@@ -734,19 +746,34 @@ fn qwen2_coder_all_position_logits_match_hf_on_the_cpu() {
     let mut worst = 0f64;
     for (t, r) in g["rows"].as_array().unwrap().iter().enumerate() {
         let row = &all[t * vocab..(t + 1) * vocab];
-        worst = worst.max(check_reduced_row(&format!("internals position {t}"), row, r, SMOLLM2_VS_HF));
+        worst = worst.max(check_reduced_row(
+            &format!("internals position {t}"),
+            row,
+            r,
+            SMOLLM2_VS_HF,
+        ));
         let top = r["top_values"].as_array().unwrap();
         if top[0].as_f64().unwrap() - top[1].as_f64().unwrap() > 2.0 * SMOLLM2_VS_HF.abs {
-            assert_eq!(tinfer::cpu::ops::argmax(row) as u32, argmax[t], "internals position {t}: argmax");
+            assert_eq!(
+                tinfer::cpu::ops::argmax(row) as u32,
+                argmax[t],
+                "internals position {t}: argmax"
+            );
         }
     }
     let nll: f64 = (0..15)
-        .map(|t| tinfer::cpu::ops::logsumexp(&all[t * vocab..(t + 1) * vocab]) - all[t * vocab + prompt[t + 1] as usize] as f64)
+        .map(|t| {
+            tinfer::cpu::ops::logsumexp(&all[t * vocab..(t + 1) * vocab])
+                - all[t * vocab + prompt[t + 1] as usize] as f64
+        })
         .sum::<f64>()
         / 15.0;
     let want = g["all_position_logits"]["mean_nll"].as_f64().unwrap();
     assert!((nll - want).abs() < NLL_VS_HF, "internals mean NLL {nll} vs HF {want}");
-    eprintln!("internals: 16 positions, worst |error| vs HF {worst:.2e}, mean NLL error {:.2e}", (nll - want).abs());
+    eprintln!(
+        "internals: 16 positions, worst |error| vs HF {worst:.2e}, mean NLL error {:.2e}",
+        (nll - want).abs()
+    );
 }
 
 /// Perplexity of argparse.py through `score` on the CPU against HF (`check_argparse_nll`): the

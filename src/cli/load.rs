@@ -63,7 +63,11 @@ pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<M
 pub fn fit_context(loaded: &mut Loaded, run: &RunArgs, n: usize) -> Result<()> {
     let ctx = loaded.cfg.seq_len;
     if n > ctx {
-        let which = if run.ctx_size.is_some() { "--ctx-size" } else { "the model's context" };
+        let which = if run.ctx_size.is_some() {
+            "--ctx-size"
+        } else {
+            "the model's context"
+        };
         usage!("{n} tokens do not fit in {which} of {ctx} tokens");
     }
     if run.ctx_size.is_none() {

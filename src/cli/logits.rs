@@ -32,10 +32,17 @@ pub struct LogitsArgs {
 /// Token ids separated by commas and/or whitespace; `what` names their source in errors.
 fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>> {
     let mut ids = vec![];
-    for (i, word) in s.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()).enumerate() {
+    for (i, word) in s
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .enumerate()
+    {
         match word.parse::<u32>() {
             Ok(id) => ids.push(id),
-            Err(_) => usage!("{what}: {word:?} (item {}) is not a token id (a whole number >= 0)", i + 1),
+            Err(_) => usage!(
+                "{what}: {word:?} (item {}) is not a token id (a whole number >= 0)",
+                i + 1
+            ),
         }
     }
     if ids.is_empty() {
@@ -47,15 +54,25 @@ fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>> {
 /// Where the rows go.
 enum Sink {
     Npy(BufWriter<File>),
-    Json { out: BufWriter<std::io::StdoutLock<'static>>, rows: usize, all: bool },
-    Table { top: usize },
+    Json {
+        out: BufWriter<std::io::StdoutLock<'static>>,
+        rows: usize,
+        all: bool,
+    },
+    Table {
+        top: usize,
+    },
 }
 
 /// The header of a float32 little-endian C-order .npy file of `shape` (format version 1.0: magic,
 /// version, header length, a Python dict literal padded with spaces to a multiple of 64 bytes).
 pub fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
@@ -74,12 +91,17 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     let given = match (&a.ids, &a.ids_file) {
         (Some(s), _) => Some(parse_ids(s, "--ids")?),
         (None, Some(p)) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read the ids file {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("cannot read the ids file {}", p.display()))?;
             Some(parse_ids(&text, &format!("--ids-file {}", p.display()))?)
         }
         (None, None) => None,
     };
-    let text = if given.is_none() { Some(prompt_text(&a.input)?) } else { None };
+    let text = if given.is_none() {
+        Some(prompt_text(&a.input)?)
+    } else {
+        None
+    };
     let mut loaded = prepare(&a.model, Some(&a.run))?;
     let ids = match (given, &text) {
         (Some(ids), _) => ids,
@@ -88,7 +110,11 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     };
     let vocab = loaded.cfg.vocab_size;
     if let Some((i, &bad)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
-        usage!("token id {bad} (item {}) is outside the vocabulary: ids go from 0 to {}", i + 1, vocab - 1);
+        usage!(
+            "token id {bad} (item {}) is outside the vocabulary: ids go from 0 to {}",
+            i + 1,
+            vocab - 1
+        );
     }
     fit_context(&mut loaded, &a.run, ids.len())?;
     let mut model = build(&a.model, &mut loaded, 1)?;
@@ -114,7 +140,11 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
             if a.all {
                 out.write_all(b"[")?;
             }
-            Sink::Json { out, rows: 0, all: a.all }
+            Sink::Json {
+                out,
+                rows: 0,
+                all: a.all,
+            }
         }
         None => Sink::Table { top: a.top },
     };
@@ -122,7 +152,13 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
     let n_chunks = ids.len().div_ceil(PREFILL_CHUNK);
     for (c, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
         let want = if a.all { Want::All } else { Want::Last };
-        let logits = model.forward(&[Entry { seq, tokens: chunk, want }])?.remove(0);
+        let logits = model
+            .forward(&[Entry {
+                seq,
+                tokens: chunk,
+                want,
+            }])?
+            .remove(0);
         if !a.all && c + 1 < n_chunks {
             continue; // only the last chunk's last row is wanted
         }
@@ -162,7 +198,14 @@ impl Sink {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "position {pos}: token {id} {}", piece(id)?)?;
                 for (rank, &i) in order.iter().enumerate() {
-                    writeln!(out, "  {:>3} {:>8} {:<24} {:>11.5}", rank + 1, i, piece(i as u32)?, row[i])?;
+                    writeln!(
+                        out,
+                        "  {:>3} {:>8} {:<24} {:>11.5}",
+                        rank + 1,
+                        i,
+                        piece(i as u32)?,
+                        row[i]
+                    )?;
                 }
             }
         }

@@ -99,7 +99,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
             signals::install();
+            let started = std::time::Instant::now();
             let (model, loaded) = load_seqs(&margs, Some(&run), n_seq)?;
+            // files read, weights converted and uploaded, GPU pipelines built
+            let load_secs = started.elapsed().as_secs_f64();
             let tok = need_tokenizer(&loaded)?;
             let ids = tok.encode(&text)?;
             if input.verbose_prompt {
@@ -166,7 +169,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let interrupted = drive(&mut engine, &[h], tok, &stops, |_, t| printer.print(t))?;
             printer.end_line()?;
             let s = engine.take(h);
-            eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
+            eprintln!(
+                "{} | seed {} | load: {load_secs:.2} s",
+                s.generation().stats(),
+                s.sampler.cfg.seed
+            );
             if interrupted {
                 return Err(Interrupted.into());
             }

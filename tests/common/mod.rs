@@ -513,8 +513,30 @@ pub fn check_reduced_row(what: &str, got: &[f32], r: &Json, tol: Tol) -> f64 {
     let pick = |cols: &[u32]| -> Vec<f32> { cols.iter().map(|&c| got[c as usize]).collect() };
     let (cols, top) = (ids(&r["cols"]), ids(&r["top_ids"]));
     let (sample, top_values) = (f32s(&r["sample"]), f32s(&r["top_values"]));
-    assert_close(&format!("{what}: {} sampled columns", cols.len()), &pick(&cols), &sample, tol);
-    assert_close(&format!("{what}: HF's top {} ids", top.len()), &pick(&top), &top_values, tol);
+    // name the vocabulary column of the worst value ([i] in a failure is its place in the list)
+    let worst_col = |cs: &[u32], want: &[f32]| {
+        let d: Vec<f64> = cs
+            .iter()
+            .zip(want)
+            .map(|(&c, &w)| (got[c as usize] as f64 - w as f64).abs())
+            .collect();
+        cs[(0..d.len()).max_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap()]
+    };
+    let n = cols.len();
+    let c = worst_col(&cols, &sample);
+    assert_close(
+        &format!("{what}: {n} sampled columns (worst: id {c})"),
+        &pick(&cols),
+        &sample,
+        tol,
+    );
+    let c = worst_col(&top, &top_values);
+    assert_close(
+        &format!("{what}: HF's top {} ids (worst: id {c})", top.len()),
+        &pick(&top),
+        &top_values,
+        tol,
+    );
     let mut worst = max_abs_diff(&pick(&cols), &sample).max(max_abs_diff(&pick(&top), &top_values));
     let max = got.iter().cloned().fold(f32::MIN, f32::max);
     let lse = tinfer::cpu::ops::logsumexp(got);
@@ -725,7 +747,13 @@ pub fn long_tests() -> bool {
 /// against HF's mean NLL; else the first 513 tokens, whose 512 targets see the same prefixes in
 /// a causal model, against HF's mean over the first 512 targets of the 2048 window. Within
 /// NLL_VS_HF (or `nll_tol`). Returns (tokens scored, error).
-pub fn check_argparse_nll(m: &mut Model, tok: &tinfer::tokenizer::Tokenizer, label: &str, full: bool, nll_tol: f64) -> (usize, f64) {
+pub fn check_argparse_nll(
+    m: &mut Model,
+    tok: &tinfer::tokenizer::Tokenizer,
+    label: &str,
+    full: bool,
+    nll_tol: f64,
+) -> (usize, f64) {
     let dir = fixtures().join("qwen2.5-coder");
     let text = std::fs::read_to_string(dir.join("argparse_2048.txt")).unwrap();
     let lc = read_json(&dir.join("long_context.json"));
@@ -739,8 +767,15 @@ pub fn check_argparse_nll(m: &mut Model, tok: &tinfer::tokenizer::Tokenizer, lab
     let s = tinfer::engine::score::score(m, &ids[..n], n).unwrap();
     assert_eq!(s.n_scored, n - 1);
     let err = (s.mean_nll() - want).abs();
-    assert!(err < nll_tol, "{label}: argparse {n} tokens: mean NLL {} vs HF {want}", s.mean_nll());
-    eprintln!("{label}: argparse {n} tokens: mean NLL {:.10} (HF {want:.10}), error {err:.2e}", s.mean_nll());
+    assert!(
+        err < nll_tol,
+        "{label}: argparse {n} tokens: mean NLL {} vs HF {want}",
+        s.mean_nll()
+    );
+    eprintln!(
+        "{label}: argparse {n} tokens: mean NLL {:.10} (HF {want:.10}), error {err:.2e}",
+        s.mean_nll()
+    );
     (n, err)
 }
 
@@ -755,6 +790,9 @@ pub fn check_greedy_from_2000(m: Model, tok: &tinfer::tokenizer::Tokenizer, labe
     let want = ids(&g["new_ids"]);
     let (m, got) = greedy(m, &prompt, want.len());
     let first = got.iter().zip(&want).position(|(a, b)| a != b);
-    assert_eq!(got, want, "{label}: greedy after 2000 tokens differs first at step {first:?}");
+    assert_eq!(
+        got, want,
+        "{label}: greedy after 2000 tokens differs first at step {first:?}"
+    );
     m
 }
