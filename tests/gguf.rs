@@ -777,8 +777,8 @@ fn qwen2_coder_all_position_logits_match_hf_on_the_cpu() {
 }
 
 /// Perplexity of argparse.py through `score` on the CPU against HF (`check_argparse_nll`): the
-/// first 512 targets always, all 2047 with TINFER_LONG_TESTS=1 (measured: 4.4 min on 2 busy
-/// cores), each within 1e-4.
+/// first 512 targets always (20 s on 2 quiet cores), all 2047 with TINFER_LONG_TESTS=1 (1.5 min),
+/// each within 1e-4.
 #[test]
 fn qwen2_coder_perplexity_matches_hf_on_the_cpu() {
     let Some(path) = qwen_coder_gguf() else { return };
