@@ -900,3 +900,246 @@ fn gguf_metadata_warnings_are_printed_and_listed() {
         ok(&["info", "--model", m, "--device", "cpu"]).contains("warning      tokenizer.ggml.token_type is missing")
     );
 }
+
+/// Parse JSON logits (a list of numbers) back to f32: serde_json writes each f32 in its shortest
+/// round-trip form, so this is exact.
+fn json_row(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// `tinfer logits`: the .npy file (header, shape (vocab,) or (T, vocab), rows) equals what the
+/// library's forward gives on the same ids, across more than one prompt chunk; --json has the
+/// same values; the table lists the top tokens; --ids, --ids-file and a text give the same
+/// logits; bad ids are usage errors (exit 1) that name the bad item.
+#[test]
+fn logits_npy_json_table_and_ids() {
+    let (d, m) = tiny("logits", json!({}));
+    let dir = tmp("logits-out");
+    let npy = dir.join("all.npy");
+    let npy_s = npy.to_str().unwrap();
+    ok(&["logits", "--model", &m, "--prompt", "AB c", "--all", "--out", npy_s]);
+    let bytes = std::fs::read(&npy).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    assert_eq!((10 + header_len) % 64, 0, "numpy pads the header to 64 bytes");
+    assert_eq!(bytes[10 + header_len - 1], b'\n');
+    let (shape, all) = read_npy(&npy);
+    let (mut lib, _) = cpu_model(&d);
+    let vocab = lib.cfg.vocab_size;
+    assert_eq!(shape, vec![4, vocab]);
+    let s = lib.new_seq().unwrap();
+    let want = lib.fwd(s, &[65, 66, 32, 99], tinfer::model::Want::All).unwrap();
+    lib.release(s);
+    assert_close("logits --all .npy vs the library", &all, &want, EXACT);
+
+    // the last position only, from ids on the command line and from a file
+    let last = dir.join("last.npy");
+    ok(&[
+        "logits",
+        "--model",
+        &m,
+        "--ids",
+        "65, 66,32 99",
+        "--out",
+        last.to_str().unwrap(),
+    ]);
+    let (shape, got) = read_npy(&last);
+    assert_eq!(shape, vec![vocab]);
+    assert_close("logits --ids .npy vs the library", &got, &want[3 * vocab..], EXACT);
+    std::fs::write(dir.join("ids.txt"), "65\n66 32,99\n").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "logits",
+        "--model",
+        &m,
+        "--ids-file",
+        dir.join("ids.txt").to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(j["ids"], json!([65, 66, 32, 99]));
+    assert_close(
+        "logits --json vs the library",
+        &json_row(&j["logits"]),
+        &want[3 * vocab..],
+        EXACT,
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&["logits", "--model", &m, "--prompt", "AB c", "--json", "--all"])).unwrap();
+    let rows = j["logits"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for (t, r) in rows.iter().enumerate() {
+        assert_close(
+            &format!("logits --json --all row {t}"),
+            &json_row(r),
+            &want[t * vocab..(t + 1) * vocab],
+            EXACT,
+        );
+    }
+
+    // the table: a header per position, then the top K with the best first
+    let table = ok(&["logits", "--model", &m, "--prompt", "AB c", "--all", "--top", "3"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4 * 4, "{table}");
+    assert!(lines[12].starts_with("position 3: token 99 \"c\""), "{table}");
+    let best = tinfer::cpu::ops::argmax(&want[3 * vocab..]);
+    let first: Vec<&str> = lines[13].split_whitespace().collect();
+    assert_eq!((first[0], first[1]), ("1", best.to_string().as_str()), "{table}");
+
+    // a prompt longer than one prefill chunk: rows stream chunk by chunk
+    let long: Vec<u32> = (0..300).map(|i| (i * 7 % 256) as u32).collect();
+    let list: Vec<String> = long.iter().map(|i| i.to_string()).collect();
+    let long_npy = dir.join("long.npy");
+    ok(&[
+        "logits",
+        "--model",
+        &m,
+        "--ids",
+        &list.join(","),
+        "--all",
+        "--out",
+        long_npy.to_str().unwrap(),
+    ]);
+    let (shape, got) = read_npy(&long_npy);
+    assert_eq!(shape, vec![300, vocab]);
+    let s = lib.new_seq().unwrap();
+    let want = lib.fwd(s, &long, tinfer::model::Want::All).unwrap();
+    lib.release(s);
+    assert_close("logits --all over two chunks vs one forward", &got, &want, TINY_VS_HF);
+
+    fails(
+        &["logits", "--model", &m, "--ids", "1,x,3"],
+        None,
+        1,
+        &["\"x\"", "item 2", "not a token id"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "1,-2"],
+        None,
+        1,
+        &["\"-2\"", "not a token id"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "5,256"],
+        None,
+        1,
+        &["256", "item 2", "outside the vocabulary", "255"],
+    );
+    fails(&["logits", "--model", &m, "--ids", " , "], None, 1, &["no token ids"]);
+    std::fs::write(dir.join("empty.txt"), "\n").unwrap();
+    let empty = dir.join("empty.txt");
+    fails(
+        &["logits", "--model", &m, "--ids-file", empty.to_str().unwrap()],
+        None,
+        1,
+        &["no token ids"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids-file", "/nonexistent/ids"],
+        None,
+        2,
+        &["cannot read the ids file"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "1", "--prompt", "x"],
+        None,
+        1,
+        &["--prompt"],
+    );
+    fails(
+        &["logits", "--model", &m, "--ids", "1", "--top", "0"],
+        None,
+        1,
+        &["--top"],
+    );
+    let (_d, short) = tiny("logits-short", json!({"max_position_embeddings": 8}));
+    fails(
+        &["logits", "--model", &short, "--prompt", "0123456789"],
+        None,
+        1,
+        &["10 tokens", "context of 8"],
+    );
+}
+
+/// `tinfer logits --device gpu` gives the CPU's logits (tiny Qwen2 model, every position).
+#[test]
+fn logits_on_the_gpu_match_the_cpu() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let m = fixtures().join("tiny-qwen2");
+    let dir = tmp("logits-gpu");
+    let mut rows = vec![];
+    for device in ["cpu", "gpu"] {
+        let npy = dir.join(format!("{device}.npy"));
+        let args = [
+            "logits",
+            "--model",
+            m.to_str().unwrap(),
+            "--device",
+            device,
+            "--dtype",
+            "f32",
+        ];
+        let out = npy.to_str().unwrap();
+        ok(&[&args[..], &["--ids", "1,5,9,200,3,17", "--all", "--out", out]].concat());
+        rows.push(read_npy(&npy));
+    }
+    assert_eq!(rows[0].0, rows[1].0);
+    assert_close("logits gpu vs cpu", &rows[1].1, &rows[0].1, TINY_VS_HF);
+}
+
+/// `perplexity --chunks N` scores only the first N windows.
+#[test]
+fn perplexity_chunks_scores_the_first_windows() {
+    let (_d, m) = tiny("ppl-chunks", json!({}));
+    let dir = tmp("ppl-chunks-out");
+    let file = dir.join("text.txt");
+    std::fs::write(&file, "the quick brown fox").unwrap();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let f = file.to_str().unwrap();
+        serde_json::from_str(&ok(
+            &[&["perplexity", "--model", &m, "--file", f, "--json"], extra].concat()
+        ))
+        .unwrap()
+    };
+    // windows of 5 tokens: 19 tokens; the first two windows score 4 + 4
+    let two = run(&["--ctx", "5", "--chunks", "2"]);
+    assert_eq!(two["n_scored"], 8);
+    // ... and equal a file holding just those 10 tokens
+    std::fs::write(&file, "the quick ").unwrap();
+    let ten = run(&["--ctx", "5"]);
+    assert_eq!(ten["n_scored"], 8);
+    assert_eq!(two["mean_nll"], ten["mean_nll"]);
+    fails(
+        &[
+            "perplexity",
+            "--model",
+            &m,
+            "--file",
+            file.to_str().unwrap(),
+            "--chunks",
+            "0",
+        ],
+        None,
+        1,
+        &["--chunks"],
+    );
+    fails(
+        &[
+            "perplexity",
+            "--model",
+            &m,
+            "--file",
+            file.to_str().unwrap(),
+            "--ctx",
+            "1",
+        ],
+        None,
+        1,
+        &["--ctx"],
+    );
+}

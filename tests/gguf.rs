@@ -7,6 +7,7 @@ use common::*;
 use tinfer::gguf::{dequantize, unpermute_rows, write, GgmlType, Gguf, Value};
 use tinfer::loader;
 use tinfer::model::{Device, Model, Want};
+use tinfer::tokenizer::Message;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -771,4 +772,102 @@ fn unsupported_gguf_rope_scaling_is_refused() {
         let e = format!("{:#}", g.hf_config().unwrap_err());
         assert!(e.contains(needle), "{e}");
     }
+
+/// The shared Qwen2.5-Coder prompts as HF tokenizes them: a text prompt's ids from its text; a
+/// chat prompt's messages rendered through the GGUF's chat template (ChatML with Qwen's default
+/// system message when there is none, several turns, CJK) to exactly HF's text, then its ids.
+#[test]
+fn qwen2_prompts_render_and_tokenize_as_hf() {
+    let Some(path) = qwen_coder_gguf() else { return };
+    let tok = loader::load_tokenizer(&path).unwrap();
+    let index = read_json(&fixtures().join("qwen2.5-coder/index.json"));
+    let mut kinds = vec![];
+    for p in index["prompts"].as_array().unwrap() {
+        let (name, text) = (p["name"].as_str().unwrap(), p["text"].as_str().unwrap());
+        if p["kind"] == "chat" {
+            let messages: Vec<Message> = p["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+                .collect();
+            assert_eq!(
+                tok.apply_chat_template(&messages, true).unwrap(),
+                text,
+                "{name}: rendered chat"
+            );
+        }
+        assert_eq!(tok.encode(text).unwrap(), ids(&p["ids"]), "{name}: ids of {text:?}");
+        kinds.push(p["kind"].as_str().unwrap().to_string());
+    }
+    assert_eq!(kinds.iter().filter(|k| *k == "chat").count(), 4, "{kinds:?}");
+    assert_eq!(kinds.len(), 8);
+}
+
+/// Every position's logits of the 16-token internals prompt on the CPU against HF's
+/// [16, 151936] (reduced: see `check_reduced_row`) within 1e-3, each position's argmax where HF's
+/// top-1/top-2 margin exceeds twice that, and the mean NLL within 1e-4.
+#[test]
+fn qwen2_coder_all_position_logits_match_hf_on_the_cpu() {
+    let Some(path) = qwen_coder_gguf() else { return };
+    let g = read_json(&fixtures().join("qwen2.5-coder/internals_logits.json"));
+    let prompt = ids(&g["ids"]);
+    assert_eq!(prompt.len(), 16);
+    let (mut m, loaded) = cpu_model(&path);
+    assert_eq!(
+        loaded
+            .tokenizer
+            .as_ref()
+            .unwrap()
+            .encode(g["text"].as_str().unwrap())
+            .unwrap(),
+        prompt
+    );
+    let vocab = m.cfg.vocab_size;
+    let s = m.new_seq().unwrap();
+    let all = m.fwd(s, &prompt, Want::All).unwrap();
+    m.release(s);
+    let argmax = ids(&g["all_position_logits"]["argmax"]);
+    let mut worst = 0f64;
+    for (t, r) in g["rows"].as_array().unwrap().iter().enumerate() {
+        let row = &all[t * vocab..(t + 1) * vocab];
+        worst = worst.max(check_reduced_row(
+            &format!("internals position {t}"),
+            row,
+            r,
+            SMOLLM2_VS_HF,
+        ));
+        let top = r["top_values"].as_array().unwrap();
+        if top[0].as_f64().unwrap() - top[1].as_f64().unwrap() > 2.0 * SMOLLM2_VS_HF.abs {
+            assert_eq!(
+                tinfer::cpu::ops::argmax(row) as u32,
+                argmax[t],
+                "internals position {t}: argmax"
+            );
+        }
+    }
+    let nll: f64 = (0..15)
+        .map(|t| {
+            tinfer::cpu::ops::logsumexp(&all[t * vocab..(t + 1) * vocab])
+                - all[t * vocab + prompt[t + 1] as usize] as f64
+        })
+        .sum::<f64>()
+        / 15.0;
+    let want = g["all_position_logits"]["mean_nll"].as_f64().unwrap();
+    assert!((nll - want).abs() < NLL_VS_HF, "internals mean NLL {nll} vs HF {want}");
+    eprintln!(
+        "internals: 16 positions, worst |error| vs HF {worst:.2e}, mean NLL error {:.2e}",
+        (nll - want).abs()
+    );
+}
+
+/// Perplexity of argparse.py through `score` on the CPU against HF (`check_argparse_nll`): the
+/// first 512 targets always (20 s on 2 quiet cores), all 2047 with TINFER_LONG_TESTS=1 (1.5 min),
+/// each within 1e-4.
+#[test]
+fn qwen2_coder_perplexity_matches_hf_on_the_cpu() {
+    let Some(path) = qwen_coder_gguf() else { return };
+    let (mut m, loaded) = cpu_model(&path);
+    let tok = loaded.tokenizer.as_ref().unwrap();
+    check_argparse_nll(&mut m, tok, "qwen2.5-coder cpu", long_tests(), NLL_VS_HF);
 }

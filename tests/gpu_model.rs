@@ -493,3 +493,24 @@ fn qwen2_coder_gguf_on_the_gpu_matches_hf() {
         }
     }
 }
+
+/// Perplexity of argparse.py on the GPU with f32 weights against HF (`check_argparse_nll`: the
+/// first 512 targets always, all 2047 with TINFER_LONG_TESTS=1), then HF's 32 greedy tokens after
+/// the first 2000 tokens (with TINFER_LONG_TESTS=1).
+#[test]
+fn qwen2_coder_gpu_perplexity_and_long_greedy_match_hf() {
+    let Some(path) = qwen_coder_gguf() else { return };
+    let opts = Options {
+        dtype: Dtype::F32,
+        kv_memory: Some(64 << 20),
+        ..Options::default()
+    };
+    let Some((mut m, loaded)) = gpu_model_with(&path, &opts) else {
+        return;
+    };
+    let tok = loaded.tokenizer.as_ref().unwrap();
+    check_argparse_nll(&mut m, tok, "qwen2.5-coder gpu f32", long_tests(), NLL_VS_HF);
+    if long_tests() {
+        check_greedy_from_2000(m, tok, "qwen2.5-coder gpu f32");
+    }
+}

@@ -457,9 +457,42 @@ pub enum Command {
         /// Window size in tokens (default: the model's context, so a text that fits is one window).
         #[arg(long)]
         ctx: Option<usize>,
+        /// Score only the first N windows (llama-perplexity's --chunks): `--ctx 8192 --chunks 1`
+        /// scores exactly the first 8192 tokens of a longer text.
+        #[arg(long, value_name = "N")]
+        chunks: Option<usize>,
         /// Print {"mean_nll", "ppl", "n_scored"} as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// The logits of a prompt's last position (every position with --all): the top tokens as a
+    /// table, all of them as JSON, or a float32 .npy file.
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        input: PromptArgs,
+        /// Token ids instead of a text, e.g. 1,2,3 (commas or spaces between them).
+        #[arg(long, value_name = "IDS", conflicts_with_all = ["prompt", "file", "ids_file"], allow_hyphen_values = true)]
+        ids: Option<String>,
+        /// Read token ids from FILE (separated by whitespace or commas).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "file"])]
+        ids_file: Option<PathBuf>,
+        /// Every position's logits (T rows), not only the last one's.
+        #[arg(long)]
+        all: bool,
+        /// Write the logits to FILE as a float32 little-endian .npy of shape (vocab,), or
+        /// (T, vocab) with --all.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Print {"ids": [...], "logits": [...]} (a list of lists with --all).
+        #[arg(long, conflicts_with = "out")]
+        json: bool,
+        /// Tokens per position in the table.
+        #[arg(long, default_value_t = 10, value_name = "K")]
+        top: usize,
     },
     /// Describe a model: architecture, sizes, dtypes, memory, tokenizer, chat template.
     Info {

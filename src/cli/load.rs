@@ -15,6 +15,15 @@ pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
 /// Load for up to `max_seqs` sequences alive at once, with `run`'s threads and context size.
 /// Warnings about what the loader had to guess go to stderr.
 pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Result<(Model, Loaded)> {
+    let mut loaded = prepare(args, run)?;
+    let model = build(args, &mut loaded, max_seqs)?;
+    Ok((model, loaded))
+}
+
+/// The first half of `load_seqs`: threads set, files read, --ctx-size applied; no model yet, so
+/// a command that knows how many tokens it will run can cut `cfg.seq_len` to them first (the GPU
+/// sizes its KV pool by it).
+pub fn prepare(args: &ModelArgs, run: Option<&RunArgs>) -> Result<Loaded> {
     if let Some(run) = run {
         run.apply_threads()?;
     }
@@ -29,6 +38,11 @@ pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Re
         }
         loaded.cfg.seq_len = n;
     }
+    Ok(loaded)
+}
+
+/// The second half: the weights onto the device.
+pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<Model> {
     let weights = loaded.weights.take().expect("load() returns weights");
     let model = Model::with_options(
         loaded.cfg.clone(),
@@ -40,7 +54,26 @@ pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Re
     if args.device == Device::Auto {
         eprintln!("device: {}", model.device_name());
     }
-    Ok((model, loaded))
+    Ok(model)
+}
+
+/// Cut the context to the `n` tokens a command will run, unless --ctx-size set it: a 32K-token
+/// model scoring 2K tokens then keeps a 2K-token KV pool on the GPU, not a 32K one. Refuses a
+/// run longer than the context.
+pub fn fit_context(loaded: &mut Loaded, run: &RunArgs, n: usize) -> Result<()> {
+    let ctx = loaded.cfg.seq_len;
+    if n > ctx {
+        let which = if run.ctx_size.is_some() {
+            "--ctx-size"
+        } else {
+            "the model's context"
+        };
+        usage!("{n} tokens do not fit in {which} of {ctx} tokens");
+    }
+    if run.ctx_size.is_none() {
+        loaded.cfg.seq_len = n.max(1);
+    }
+    Ok(())
 }
 
 pub fn need_tokenizer(loaded: &Loaded) -> Result<&Tokenizer> {

@@ -1,4 +1,4 @@
-//! The command line: arguments (`args`), the commands that run a model (`run`, `chat`), Ctrl-C
+//! The command line: arguments (`args`), the commands that run a model (`run`, `chat`, `logits`), Ctrl-C
 //! and closed pipes (`signals`), streaming text (`stream`), `info`, and the benchmark front ends
 //! (`bench`). Part of the binary only; the library never imports it.
 
@@ -7,6 +7,7 @@ mod bench;
 mod chat;
 mod info;
 mod load;
+mod logits;
 mod run;
 pub mod signals;
 mod stream;

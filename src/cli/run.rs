@@ -1,4 +1,5 @@
-//! generate, chat, tokenize, perplexity and convert: check the input, load, run, print.
+//! generate, chat, tokenize, perplexity and convert: check the input, load, run, print (logits
+//! in logits.rs).
 
 use std::io::{IsTerminal, Read, Write};
 
@@ -6,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::args::{process_escapes, usage, BenchWhat, Cli, Command, PromptArgs, SampleArgs, Usage};
-use super::load::{load_seqs, need_tokenizer};
+use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
 use tinfer::engine::score::score;
@@ -98,7 +99,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
             signals::install();
+            let started = std::time::Instant::now();
             let (model, loaded) = load_seqs(&margs, Some(&run), n_seq)?;
+            // files read, weights converted and uploaded, GPU pipelines built
+            let load_secs = started.elapsed().as_secs_f64();
             let tok = need_tokenizer(&loaded)?;
             let ids = tok.encode(&text)?;
             if input.verbose_prompt {
@@ -165,7 +169,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let interrupted = drive(&mut engine, &[h], tok, &stops, |_, t| printer.print(t))?;
             printer.end_line()?;
             let s = engine.take(h);
-            eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
+            eprintln!(
+                "{} | seed {} | load: {load_secs:.2} s",
+                s.generation().stats(),
+                s.sampler.cfg.seed
+            );
             if interrupted {
                 return Err(Interrupted.into());
             }
@@ -246,14 +254,27 @@ pub fn run(cli: Cli) -> Result<()> {
             run,
             file,
             ctx,
+            chunks,
             json,
         } => {
+            if chunks == Some(0) {
+                usage!("--chunks must be at least 1");
+            }
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
-            let (mut model, loaded) = load_seqs(&margs, Some(&run), 1)?;
+            let mut loaded = prepare(&margs, Some(&run))?;
             let ids = need_tokenizer(&loaded)?.encode(&text)?;
-            let window = ctx.unwrap_or(model.cfg.seq_len);
-            let s = score(&mut model, &ids, window)?;
+            let own = loaded.cfg.seq_len;
+            let window = ctx.unwrap_or(own);
+            if window < 2 || window > own {
+                usage!("--ctx must be between 2 and the context ({own} tokens), got {window}");
+            }
+            let n = ids.len().min(chunks.map_or(usize::MAX, |c| c.saturating_mul(window)));
+            let ids = &ids[..n];
+            // The KV cache needs only the longest window the text fills.
+            fit_context(&mut loaded, &run, window.min(n).max(2))?;
+            let mut model = build(&margs, &mut loaded, 1)?;
+            let s = score(&mut model, ids, window.min(n).max(2))?;
             if json {
                 println!(
                     "{}",
@@ -269,6 +290,27 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Logits {
+            model,
+            run,
+            input,
+            ids,
+            ids_file,
+            all,
+            out,
+            json,
+            top,
+        } => super::logits::logits(super::logits::LogitsArgs {
+            model,
+            run,
+            input,
+            ids,
+            ids_file,
+            all,
+            out,
+            json,
+            top,
+        })?,
         Command::Info { model: margs, json } => super::info::info(&margs, json)?,
         Command::Bench {
             what: BenchWhat::Attention(args),
