@@ -772,6 +772,7 @@ fn unsupported_gguf_rope_scaling_is_refused() {
         let e = format!("{:#}", g.hf_config().unwrap_err());
         assert!(e.contains(needle), "{e}");
     }
+}
 
 /// The shared Qwen2.5-Coder prompts as HF tokenizes them: a text prompt's ids from its text; a
 /// chat prompt's messages rendered through the GGUF's chat template (ChatML with Qwen's default
