@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::args::prompt_text;
 use super::args::{usage, ModelArgs, PromptArgs, RunArgs};
 use super::load::{build, fit_context, need_tokenizer, prepare};
-use super::run::prompt_text;
 use tinfer::engine::PREFILL_CHUNK;
 use tinfer::model::{Entry, Want};
 use tinfer::tokenizer::Tokenizer;

@@ -1,12 +1,12 @@
 //! generate, chat, tokenize, perplexity and convert: check the input, load, run, print (logits
 //! in logits.rs).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::args::{process_escapes, usage, BenchWhat, Cli, Command, PromptArgs, SampleArgs, Usage};
+use super::args::{prompt_text, stdin_text, usage, BenchWhat, Cli, Command, SampleArgs};
 use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
@@ -16,54 +16,6 @@ use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::Message;
 use tinfer::tools::convert::convert;
-
-/// The prompt: --prompt, --file, or all of stdin. Checked before any model is loaded: an empty
-/// prompt is refused here.
-pub fn prompt_text(input: &PromptArgs) -> Result<String> {
-    let text = if let Some(p) = &input.prompt {
-        if input.no_escape {
-            p.clone()
-        } else {
-            process_escapes(p).map_err(|e| anyhow::Error::new(Usage(format!("--prompt {e}"))))?
-        }
-    } else if let Some(path) = &input.file {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read the prompt file {}", path.display()))?;
-        String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "the prompt file {} is not UTF-8 text (invalid byte at offset {})",
-                path.display(),
-                e.utf8_error().valid_up_to()
-            )
-        })?
-    } else {
-        stdin_text()?
-    };
-    // A file or a pipe ends with a newline that was never meant as part of the prompt (`echo`
-    // adds one); llama-cli drops it from -f files too (only the "\n").
-    let text = match (&input.prompt, text.strip_suffix('\n')) {
-        (None, Some(t)) => t.to_string(),
-        _ => text,
-    };
-    if text.is_empty() {
-        bail!("the prompt is empty: give some text with --prompt, --file or on stdin");
-    }
-    Ok(text)
-}
-
-/// All of stdin as UTF-8; refused when stdin is a terminal (nothing was piped).
-fn stdin_text() -> Result<String> {
-    if std::io::stdin().is_terminal() {
-        bail!("no prompt: pass --prompt TEXT or --file FILE, or pipe the text on stdin");
-    }
-    let mut bytes = vec![];
-    std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "stdin is not valid UTF-8 (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
-}
 
 /// The stop rule of `generate` and `chat`: the model's end tokens (banned instead of stopping
 /// with --ignore-eos), the output budget, the context.
