@@ -1143,3 +1143,58 @@ fn perplexity_chunks_scores_the_first_windows() {
         &["--ctx"],
     );
 }
+
+/// The KL-divergence harness end to end: a CPU run saved as the base, the same run against it
+/// (KL exactly 0, every top-1 equal, no perplexity difference), the GPU's f16 weights against it
+/// (a small positive KL), and a base from another text refused.
+#[test]
+fn perplexity_kl_base_compares_runs() {
+    let (_d, m) = tiny("ppl-kl", json!({}));
+    let dir = tmp("ppl-kl-out");
+    let (file, base) = (dir.join("text.txt"), dir.join("base.kl"));
+    std::fs::write(&file, "def add(a, b):\n    return a + b\n\nprint(add(2, 3))\n").unwrap();
+    let (f, b) = (file.to_str().unwrap(), base.to_str().unwrap());
+    let run = |extra: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&ok(
+            &[&["perplexity", "--model", &m, "--file", f, "--json"], extra].concat()
+        ))
+        .unwrap()
+    };
+    let saved = run(&["--device", "cpu", "--save-logits", b, "--kl-top", "16"]);
+    let same = run(&["--device", "cpu", "--kl-base", b]);
+    assert_eq!(same["mean_nll"], saved["mean_nll"]);
+    let kl = &same["kl"];
+    assert_eq!(kl["n_scored"], saved["n_scored"]);
+    assert_eq!(
+        (kl["kl_mean"].as_f64(), kl["kl_max"].as_f64()),
+        (Some(0.0), Some(0.0)),
+        "{kl}"
+    );
+    assert_eq!(kl["top1_agreement"].as_f64(), Some(1.0));
+    assert_eq!(kl["ppl_diff"].as_f64(), Some(0.0));
+    if gpu_request().is_some() {
+        let f16 = run(&["--device", "gpu", "--dtype", "f16", "--kl-base", b]);
+        let kl = &f16["kl"];
+        let mean = kl["kl_mean"].as_f64().unwrap();
+        assert!(
+            mean > 0.0 && mean < 1e-2 && kl["kl_p99"].as_f64().unwrap() >= mean / 10.0,
+            "{kl}"
+        );
+        let d = f16["mean_nll"].as_f64().unwrap() - saved["mean_nll"].as_f64().unwrap();
+        assert!((kl["mean_nll_diff"].as_f64().unwrap() - d).abs() < 1e-9, "{kl} vs {d}");
+    }
+    std::fs::write(&file, "another text").unwrap();
+    fails(
+        &["perplexity", "--model", &m, "--file", f, "--kl-base", b],
+        None,
+        2,
+        &["another text, window or vocabulary"],
+    );
+    std::fs::write(&base, b"not a base").unwrap();
+    fails(
+        &["perplexity", "--model", &m, "--file", f, "--kl-base", b],
+        None,
+        2,
+        &["not a KL base"],
+    );
+}

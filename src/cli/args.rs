@@ -463,9 +463,20 @@ pub enum Command {
         /// scores exactly the first 8192 tokens of a longer text.
         #[arg(long, value_name = "N")]
         chunks: Option<usize>,
-        /// Print {"mean_nll", "ppl", "n_scored"} as JSON.
+        /// Print {"mean_nll", "ppl", "n_scored"} as JSON (with --kl-base, the KL report too).
         #[arg(long)]
         json: bool,
+        /// Save this run's distributions (the top --kl-top log-probabilities of each scored
+        /// position, the mass of the rest, the NLL) as the base for a later --kl-base run.
+        #[arg(long, value_name = "FILE")]
+        save_logits: Option<PathBuf>,
+        /// Compare this run with a saved base (same text, --ctx and --chunks): mean, median and
+        /// 99th-percentile KL divergence, top-1 agreement, perplexity difference ± its error.
+        #[arg(long, value_name = "FILE", conflicts_with = "save_logits")]
+        kl_base: Option<PathBuf>,
+        /// How many of each position's most likely tokens --save-logits keeps.
+        #[arg(long, value_name = "K", default_value_t = 256)]
+        kl_top: usize,
     },
     /// The logits of a prompt's last position (every position with --all): the top tokens as a
     /// table, all of them as JSON, or a float32 .npy file.

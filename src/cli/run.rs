@@ -10,12 +10,13 @@ use super::args::{prompt_text, stdin_text, usage, BenchWhat, Cli, Command, Sampl
 use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
-use tinfer::engine::score::score;
+use tinfer::engine::score::score_rows;
 use tinfer::engine::{Engine, Sequence, Stop};
 use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::Message;
 use tinfer::tools::convert::convert;
+use tinfer::tools::kl::{KlBase, KlCompare};
 
 /// The stop rule of `generate` and `chat`: the model's end tokens (banned instead of stopping
 /// with --ignore-eos), the output budget, the context.
@@ -208,10 +209,17 @@ pub fn run(cli: Cli) -> Result<()> {
             ctx,
             chunks,
             json,
+            save_logits,
+            kl_base,
+            kl_top,
         } => {
             if chunks == Some(0) {
                 usage!("--chunks must be at least 1");
             }
+            if kl_top == 0 {
+                usage!("--kl-top must be at least 1");
+            }
+            let base = kl_base.as_deref().map(KlBase::load).transpose()?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
             let mut loaded = prepare(&margs, Some(&run))?;
@@ -226,12 +234,33 @@ pub fn run(cli: Cli) -> Result<()> {
             // The KV cache needs only the longest window the text fills.
             fit_context(&mut loaded, &run, window.min(n).max(2))?;
             let mut model = build(&margs, &mut loaded, 1)?;
-            let s = score(&mut model, ids, window.min(n).max(2))?;
+            let (vocab, window) = (model.cfg.vocab_size, window.min(n).max(2));
+            let mut save = save_logits.as_ref().map(|_| KlBase::new(kl_top, vocab, window, ids));
+            let mut cmp = base
+                .as_ref()
+                .map(|b| KlCompare::new(b, vocab, window, ids))
+                .transpose()?;
+            let s = score_rows(&mut model, ids, window, |row, target| {
+                if let Some(b) = save.as_mut() {
+                    b.push(row, target);
+                }
+                if let Some(c) = cmp.as_mut() {
+                    c.push(row, target);
+                }
+            })?;
+            if let (Some(b), Some(path)) = (&save, &save_logits) {
+                b.save(path)?;
+                eprintln!("saved the distributions of {} positions to {}", b.n(), path.display());
+            }
+            let kl = cmp.map(|c| c.report()).transpose()?;
             if json {
-                println!(
-                    "{}",
-                    json!({"mean_nll": s.mean_nll(), "ppl": s.ppl(), "n_scored": s.n_scored})
-                );
+                let mut j = json!({"mean_nll": s.mean_nll(), "ppl": s.ppl(), "n_scored": s.n_scored});
+                if let Some(kl) = kl {
+                    j["kl"] = kl;
+                }
+                println!("{j}");
+            } else if let Some(kl) = kl {
+                tinfer::tools::kl::print_report(&kl);
             } else {
                 println!(
                     "tokens: {}  scored: {}  mean NLL: {:.6}  perplexity: {:.4}",

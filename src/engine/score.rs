@@ -24,6 +24,17 @@ impl Score {
 
 /// Score `tokens` in windows of `window`, each in a fresh sequence (released afterwards).
 pub fn score(model: &mut Model, tokens: &[u32], window: usize) -> Result<Score> {
+    score_rows(model, tokens, window, |_, _| {})
+}
+
+/// `score`, also handing each scored row of logits (vocab,) and its target to `each` in order
+/// (the KL-divergence harness, src/tools/kl.rs, compares these rows between runs).
+pub fn score_rows(
+    model: &mut Model,
+    tokens: &[u32],
+    window: usize,
+    mut each: impl FnMut(&[f32], u32),
+) -> Result<Score> {
     if window < 2 || window > model.cfg.seq_len {
         bail!(
             "--ctx must be between 2 and the model's context ({}), got {window}",
@@ -54,6 +65,7 @@ pub fn score(model: &mut Model, tokens: &[u32], window: usize) -> Result<Score> 
                     if let Some(&target) = win.get(t + 1) {
                         s.sum_nll += logsumexp(row) - row[target as usize] as f64;
                         s.n_scored += 1;
+                        each(row, target);
                     }
                 }
             }
