@@ -480,33 +480,7 @@ pub enum Command {
     },
     /// The logits of a prompt's last position (every position with --all): the top tokens as a
     /// table, all of them as JSON, or a float32 .npy file.
-    Logits {
-        #[command(flatten)]
-        model: ModelArgs,
-        #[command(flatten)]
-        run: RunArgs,
-        #[command(flatten)]
-        input: PromptArgs,
-        /// Token ids instead of a text, e.g. 1,2,3 (commas or spaces between them).
-        #[arg(long, value_name = "IDS", conflicts_with_all = ["prompt", "file", "ids_file"], allow_hyphen_values = true)]
-        ids: Option<String>,
-        /// Read token ids from FILE (separated by whitespace or commas).
-        #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "file"])]
-        ids_file: Option<PathBuf>,
-        /// Every position's logits (T rows), not only the last one's.
-        #[arg(long)]
-        all: bool,
-        /// Write the logits to FILE as a float32 little-endian .npy of shape (vocab,), or
-        /// (T, vocab) with --all.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Print {"ids": [...], "logits": [...]} (a list of lists with --all).
-        #[arg(long, conflicts_with = "out")]
-        json: bool,
-        /// Tokens per position in the table.
-        #[arg(long, default_value_t = 10, value_name = "K")]
-        top: usize,
-    },
+    Logits(LogitsArgs),
     /// Describe a model: architecture, sizes, dtypes, memory, tokenizer, chat template.
     Info {
         #[command(flatten)]
@@ -634,6 +608,36 @@ pub struct AttentionArgs {
     /// Draw time against length for each variant into FILE (SVG).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+}
+
+/// `tinfer logits`: what to run and how to give its logits.
+#[derive(Args)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub input: PromptArgs,
+    /// Token ids instead of a text, e.g. 1,2,3 (commas or spaces between them).
+    #[arg(long, value_name = "IDS", conflicts_with_all = ["prompt", "file", "ids_file"], allow_hyphen_values = true)]
+    pub ids: Option<String>,
+    /// Read token ids from FILE (separated by whitespace or commas).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "file"])]
+    pub ids_file: Option<PathBuf>,
+    /// Every position's logits (T rows), not only the last one's.
+    #[arg(long)]
+    pub all: bool,
+    /// Write the logits to FILE as a float32 little-endian .npy of shape (vocab,), or
+    /// (T, vocab) with --all.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print {"ids": [...], "logits": [...]} (a list of lists with --all).
+    #[arg(long, conflicts_with = "out")]
+    pub json: bool,
+    /// Tokens per position in the table.
+    #[arg(long, default_value_t = 10, value_name = "K")]
+    pub top: usize,
 }
 
 /// The prompt: --prompt, --file, or all of stdin. Checked before any model is loaded: an empty

@@ -5,29 +5,16 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use super::args::prompt_text;
-use super::args::{usage, ModelArgs, PromptArgs, RunArgs};
+use super::args::{usage, LogitsArgs};
 use super::load::{build, fit_context, need_tokenizer, prepare};
 use tinfer::engine::PREFILL_CHUNK;
 use tinfer::model::{Entry, Want};
 use tinfer::tokenizer::Tokenizer;
-
-/// What `tinfer logits` was asked for.
-pub struct LogitsArgs {
-    pub model: ModelArgs,
-    pub run: RunArgs,
-    pub input: PromptArgs,
-    pub ids: Option<String>,
-    pub ids_file: Option<PathBuf>,
-    pub all: bool,
-    pub out: Option<PathBuf>,
-    pub json: bool,
-    pub top: usize,
-}
 
 /// Token ids separated by commas and/or whitespace; `what` names their source in errors.
 fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>> {

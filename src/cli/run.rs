@@ -271,27 +271,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Logits {
-            model,
-            run,
-            input,
-            ids,
-            ids_file,
-            all,
-            out,
-            json,
-            top,
-        } => super::logits::logits(super::logits::LogitsArgs {
-            model,
-            run,
-            input,
-            ids,
-            ids_file,
-            all,
-            out,
-            json,
-            top,
-        })?,
+        Command::Logits(args) => super::logits::logits(args)?,
         Command::Info { model: margs, json } => super::info::info(&margs, json)?,
         Command::Bench {
             what: BenchWhat::Attention(args),
