@@ -163,11 +163,9 @@ fn add_generation_eos(cfg: &mut Config, path: &Path, tok: Option<&Tokenizer>) ->
         // Neither config names an EOS: fall back to the tokenizer's eos_token.
         ids.extend(tok.and_then(|t| t.eos_token_id()));
     }
-    for id in ids {
-        if !cfg.eos_token_ids.contains(&id) {
-            cfg.eos_token_ids.push(id);
-        }
-    }
+    cfg.eos_token_ids.extend(ids);
+    cfg.eos_token_ids.sort_unstable();
+    cfg.eos_token_ids.dedup();
     Ok(())
 }
 

@@ -376,8 +376,10 @@ fn complete_tokenizer_metadata_gives_no_warnings() {
         (f.bos, f.eos, f.add_bos, f.add_eos),
         (Some(256), Some(258), false, false)
     );
-    assert_eq!(f.eog, [258], "eos only: the vocabulary's other end texts are not added");
-    assert_eq!(g.hf_generation_config()["eos_token_id"], 258);
+    // eos, and the control tokens with an end text (llama.cpp; Qwen2.5's generation_config
+    // lists <|im_end|> and <|endoftext|> too)
+    assert_eq!(f.eog, [256, 258]);
+    assert_eq!(g.hf_generation_config()["eos_token_id"], serde_json::json!([256, 258]));
     // Specials are recognised, no BOS is added.
     assert_eq!(
         tokenizer(&g).encode("<|im_start|>hi<|im_end|>").unwrap(),
@@ -500,17 +502,16 @@ fn each_missing_tokenizer_key_is_a_warning_with_llama_cpp_fallback() {
         "<|im_start|> as 12 bytes, h, i, then <|im_end|>: {ids:?}"
     );
     assert_eq!(ids[12..], [104, 105, 258]);
-    // An end text typed as normal: made control, with a warning.
+    // An end text typed as normal while the file has an eos: the file's type stands (HF's
+    // tokenizer reads it as text), no warning, and it is not an end of generation; a control
+    // token with an end text is one.
     let mut types: Vec<Value> = (0..259).map(|i| Value::I32(if i < 256 { 1 } else { 3 })).collect();
-    types[258] = Value::I32(1);
-    let f = vocab_gguf(&[], vec![("tokenizer.ggml.token_type", Value::Array(types))]).vocab_facts();
-    assert_eq!(
-        f.warnings,
-        [format!(
-            "tokenizer.ggml.token_type marks \"<|im_end|>\" (258) as not control: treating them as control tokens, \
-             as llama.cpp does (the file's token types are probably wrong); {FIX}"
-        )]
-    );
+    types[256] = Value::I32(1); // <|endoftext|>; the eos is <|im_end|> (258)
+    let g = vocab_gguf(&[], vec![("tokenizer.ggml.token_type", Value::Array(types))]);
+    let f = g.vocab_facts();
+    assert_eq!((f.warnings.len(), f.made_control.len()), (0, 0), "{:?}", f.warnings);
+    assert_eq!(f.eog, [258]);
+    assert_eq!(tokenizer(&g).encode("<|endoftext|>").unwrap().len(), 13, "<|endoftext|> as text");
 }
 
 #[test]
@@ -567,11 +568,12 @@ fn loader_reports_warnings_and_the_end_of_generation_set() {
 /// The real SmolLM2 GGUF has every key: no warnings, and it stops at <|im_end|> (2) as HF's
 /// generation_config.json says. Without its eos key it would stop at <|endoftext|> and <|im_end|>.
 #[test]
-fn smollm2_gguf_has_no_warnings_and_stops_at_im_end() {
+fn smollm2_gguf_has_no_warnings_and_stops_at_its_end_tokens() {
     let Some(path) = smollm2_gguf() else { return };
     let l = loader::load(&path).unwrap();
     assert_eq!(l.warnings, Vec::<String>::new());
-    assert_eq!(l.cfg.eos_token_ids, [2]);
+    // <|im_end|>, and <|endoftext|> as llama.cpp stops at it too (a control token with an end text)
+    assert_eq!(l.cfg.eos_token_ids, [0, 2]);
     let g = Gguf::open(&path).unwrap();
     let md: Vec<(&str, Value)> = g
         .metadata

@@ -44,11 +44,13 @@ pub struct VocabFacts {
     /// Prepend BOS / append EOS when encoding.
     pub add_bos: bool,
     pub add_eos: bool,
-    /// End-of-generation ids, lowest first: eos, eot and eom where the file names them (llama.cpp
-    /// always counts these); without an eos, the vocabulary's tokens with an `EOG_TEXTS` text.
+    /// End-of-generation ids, lowest first: eos, eot, eom and the FIM pad / repo / separator
+    /// tokens where the file names them, and the control tokens with an `EOG_TEXTS` text (llama.cpp
+    /// counts these); without an eos or token types, every token with an `EOG_TEXTS` text.
     pub eog: Vec<u32>,
-    /// Tokens with an `EOG_TEXTS` text that the file does not mark as control tokens: made
-    /// control, as llama.cpp does ("control-looking token ... its type will be overridden").
+    /// Without an eos or without token types: the tokens with an `EOG_TEXTS` text not marked as
+    /// control, made control as llama.cpp does ("control-looking token ... will be overridden").
+    /// With both, the file's types stand (as in HF's tokenizer).
     pub made_control: Vec<u32>,
     /// Each: the key that is missing or wrong, what tinfer assumed, what the user can do.
     pub warnings: Vec<String>,
@@ -144,8 +146,23 @@ impl Gguf {
                 "tokenizer.ggml.add_eos_token is true but there is no EOS token: adding none; {fix}"
             ));
         }
+        let types = self.get("tokenizer.ggml.token_type").and_then(Value::as_array);
+        let ty = |i: u32| types.and_then(|t| t.get(i as usize)).and_then(Value::as_u64).unwrap_or(1);
+        // llama.cpp stops at eos, eot, eom, the FIM pad / repo / file-separator tokens and every
+        // token whose text is an end text. tinfer takes the end texts the file marks as control
+        // tokens, and keeps the others as the text the file says they are, as HF's tokenizer does
+        // (Qwen2's "</s>" is plain text: llama.cpp's override would make "</s>" typed in a prompt
+        // one token the model never saw, and stop at it).
         let by_text: Vec<u32> = (0..n as u32).filter(|&i| EOG_TEXTS.contains(&text(i))).collect();
-        f.eog = [f.eos, eot, eom].into_iter().flatten().collect();
+        let fim = ["fim_pad", "fim_rep", "fim_sep"].map(|k| id(&format!("tokenizer.ggml.{k}_token_id"), w));
+        f.eog = [f.eos, eot, eom].into_iter().chain(fim).flatten().collect();
+        f.eog.extend(by_text.iter().filter(|&&i| types.is_some() && ty(i) == 3));
+        // Without token types, or without an eos, the end texts are all there is to stop at:
+        // made control, as llama.cpp does.
+        if types.is_none() || f.eos.is_none() {
+            f.made_control = by_text.iter().copied().filter(|&i| ty(i) != 3 || types.is_none()).collect();
+            f.eog.extend(&f.made_control);
+        }
         if f.eos.is_none() {
             let found: Vec<String> = by_text.iter().map(|&i| format!("{:?} ({i})", text(i))).collect();
             w.push(if found.is_empty() {
@@ -160,18 +177,9 @@ impl Gguf {
                     found.join(", ")
                 )
             });
-            f.eog.extend(&by_text);
         }
         f.eog.sort_unstable();
         f.eog.dedup();
-        let types = self.get("tokenizer.ggml.token_type").and_then(Value::as_array);
-        let ty = |i: u32| {
-            types
-                .and_then(|t| t.get(i as usize))
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-        };
-        f.made_control = by_text.iter().copied().filter(|&i| ty(i) != 3).collect();
         let listed: Vec<String> = f.made_control.iter().map(|&i| format!("{:?} ({i})", text(i))).collect();
         if types.is_none() {
             w.push(format!(
@@ -182,12 +190,6 @@ impl Gguf {
                 } else {
                     format!(" except the end-of-generation tokens {}", listed.join(", "))
                 }
-            ));
-        } else if !listed.is_empty() {
-            w.push(format!(
-                "tokenizer.ggml.token_type marks {} as not control: treating them as control tokens, as \
-                 llama.cpp does (the file's token types are probably wrong); {fix}",
-                listed.join(", ")
             ));
         }
         f
