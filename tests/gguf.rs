@@ -511,7 +511,11 @@ fn each_missing_tokenizer_key_is_a_warning_with_llama_cpp_fallback() {
     let f = g.vocab_facts();
     assert_eq!((f.warnings.len(), f.made_control.len()), (0, 0), "{:?}", f.warnings);
     assert_eq!(f.eog, [258]);
-    assert_eq!(tokenizer(&g).encode("<|endoftext|>").unwrap().len(), 13, "<|endoftext|> as text");
+    assert_eq!(
+        tokenizer(&g).encode("<|endoftext|>").unwrap().len(),
+        13,
+        "<|endoftext|> as text"
+    );
 }
 
 #[test]

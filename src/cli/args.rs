@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use std::io::{IsTerminal, Read};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use tinfer::model::{Attention, Device, Dtype, KvLayout, Options};
@@ -638,54 +636,6 @@ pub struct LogitsArgs {
     /// Tokens per position in the table.
     #[arg(long, default_value_t = 10, value_name = "K")]
     pub top: usize,
-}
-
-/// The prompt: --prompt, --file, or all of stdin. Checked before any model is loaded: an empty
-/// prompt is refused here.
-pub fn prompt_text(input: &PromptArgs) -> Result<String> {
-    let text = if let Some(p) = &input.prompt {
-        if input.no_escape {
-            p.clone()
-        } else {
-            process_escapes(p).map_err(|e| anyhow::Error::new(Usage(format!("--prompt {e}"))))?
-        }
-    } else if let Some(path) = &input.file {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read the prompt file {}", path.display()))?;
-        String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "the prompt file {} is not UTF-8 text (invalid byte at offset {})",
-                path.display(),
-                e.utf8_error().valid_up_to()
-            )
-        })?
-    } else {
-        stdin_text()?
-    };
-    // A file or a pipe ends with a newline that was never meant as part of the prompt (`echo`
-    // adds one); llama-cli drops it from -f files too (only the "\n").
-    let text = match (&input.prompt, text.strip_suffix('\n')) {
-        (None, Some(t)) => t.to_string(),
-        _ => text,
-    };
-    if text.is_empty() {
-        bail!("the prompt is empty: give some text with --prompt, --file or on stdin");
-    }
-    Ok(text)
-}
-
-/// All of stdin as UTF-8; refused when stdin is a terminal (nothing was piped).
-pub fn stdin_text() -> Result<String> {
-    if std::io::stdin().is_terminal() {
-        bail!("no prompt: pass --prompt TEXT or --file FILE, or pipe the text on stdin");
-    }
-    let mut bytes = vec![];
-    std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "stdin is not valid UTF-8 (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        )
-    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::args::prompt_text;
 use super::args::{usage, LogitsArgs};
+use super::load::prompt_text;
 use super::load::{build, fit_context, need_tokenizer, prepare};
 use tinfer::engine::PREFILL_CHUNK;
 use tinfer::model::{Entry, Want};

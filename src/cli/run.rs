@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::args::{prompt_text, stdin_text, usage, BenchWhat, Cli, Command, SampleArgs};
-use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare};
+use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
+use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
 use tinfer::engine::score::score_rows;

@@ -147,7 +147,12 @@ impl Gguf {
             ));
         }
         let types = self.get("tokenizer.ggml.token_type").and_then(Value::as_array);
-        let ty = |i: u32| types.and_then(|t| t.get(i as usize)).and_then(Value::as_u64).unwrap_or(1);
+        let ty = |i: u32| {
+            types
+                .and_then(|t| t.get(i as usize))
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+        };
         // llama.cpp stops at eos, eot, eom, the FIM pad / repo / file-separator tokens and every
         // token whose text is an end text. tinfer takes the end texts the file marks as control
         // tokens, and keeps the others as the text the file says they are, as HF's tokenizer does
@@ -160,7 +165,11 @@ impl Gguf {
         // Without token types, or without an eos, the end texts are all there is to stop at:
         // made control, as llama.cpp does.
         if types.is_none() || f.eos.is_none() {
-            f.made_control = by_text.iter().copied().filter(|&i| ty(i) != 3 || types.is_none()).collect();
+            f.made_control = by_text
+                .iter()
+                .copied()
+                .filter(|&i| ty(i) != 3 || types.is_none())
+                .collect();
             f.eog.extend(&f.made_control);
         }
         if f.eos.is_none() {
