@@ -45,8 +45,8 @@ pub struct Loaded {
 pub fn load(path: &Path) -> Result<Loaded> {
     if !path.exists() {
         bail!(
-            "model path {} does not exist: run scripts/fetch-model.sh to fetch SmolLM2-135M-Instruct, \
-             or pass --model with an HF model directory or a .gguf file",
+            "model path {} does not exist: give an HF model directory or a .gguf file (or fetch one with \
+             scripts/fetch-model.sh)",
             path.display()
         );
     }

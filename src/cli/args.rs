@@ -56,7 +56,17 @@ impl ModelPath {
             Some(p) if p.exists() => return Ok(p.clone()),
             Some(p) => match MODELS.iter().find(|(n, _)| p.to_str() == Some(*n)) {
                 Some((n, _)) => *n,
-                None => return Ok(p.clone()),
+                // a path (the loader says it does not exist)
+                None if p.components().count() > 1 || p.extension().is_some() => return Ok(p.clone()),
+                None => {
+                    let names: Vec<&str> = MODELS.iter().map(|m| m.0).collect();
+                    bail!(
+                        "--model {}: no such file or directory, and not a model name tinfer knows ({}); \
+                         pass an HF model directory, a .gguf file or one of those names (scripts/fetch-model.sh NAME fetches it)",
+                        p.display(),
+                        names.join(", ")
+                    )
+                }
             },
             None => MODELS[0].0,
         };

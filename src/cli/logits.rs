@@ -155,7 +155,7 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
         }
     }
     model.release(seq);
-    sink.finish(a.out.as_deref(), rows, vocab)
+    sink.finish(a.out.as_deref(), rows, vocab, a.all)
 }
 
 impl Sink {
@@ -199,12 +199,17 @@ impl Sink {
         Ok(())
     }
 
-    fn finish(self, path: Option<&Path>, rows: usize, vocab: usize) -> Result<()> {
+    fn finish(self, path: Option<&Path>, rows: usize, vocab: usize, all_rows: bool) -> Result<()> {
         match self {
             Sink::Npy(mut w) => {
                 w.flush()?;
                 let path = path.expect("an .npy sink has a path");
-                eprintln!("wrote {} ({rows} × {vocab} float32)", path.display());
+                let shape = if all_rows {
+                    format!("({rows}, {vocab})")
+                } else {
+                    format!("({vocab},)")
+                };
+                eprintln!("wrote {}: float32, shape {shape}", path.display());
             }
             Sink::Json { mut out, all, .. } => {
                 out.write_all(if all { b"]}\n" } else { b"}\n" })?;
