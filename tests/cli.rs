@@ -1029,6 +1029,7 @@ fn logits_npy_json_table_and_ids() {
         &["256", "item 2", "outside the vocabulary", "255"],
     );
     fails(&["logits", "--model", &m, "--ids", " , "], None, 1, &["no token ids"]);
+    fails(&["logits", "--model", &m, "--ids", "1,,2"], None, 1, &["empty item"]);
     std::fs::write(dir.join("empty.txt"), "\n").unwrap();
     let empty = dir.join("empty.txt");
     fails(

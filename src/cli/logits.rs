@@ -19,6 +19,11 @@ use tinfer::tokenizer::Tokenizer;
 /// Token ids separated by commas and/or whitespace; `what` names their source in errors.
 fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>> {
     let mut ids = vec![];
+    // an empty item between commas ("1,,2") is a typo, not a separator
+    let parts: Vec<&str> = s.trim().trim_end_matches(',').split(',').map(str::trim).collect();
+    if parts.len() > 1 && parts.iter().any(|p| p.is_empty()) {
+        usage!("{what}: an empty item between commas in {s:?}");
+    }
     for (i, word) in s
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|w| !w.is_empty())
