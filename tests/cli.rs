@@ -125,6 +125,13 @@ fn chat_tokenize_perplexity_info_convert() {
     let dir = tmp("ppl");
     let file = dir.join("text.txt");
     std::fs::write(&file, "the quick brown fox").unwrap();
+    // tokenize -f FILE: the whole file as it is (llama-tokenize's -f)
+    std::fs::write(dir.join("ab.txt"), "AB\n").unwrap();
+    let ab = dir.join("ab.txt");
+    assert_eq!(
+        ok(&["tokenize", "--model", &m, "-f", ab.to_str().unwrap()]).trim(),
+        "65 66 10"
+    );
     let j: serde_json::Value = serde_json::from_str(&ok(&[
         "perplexity",
         "--model",

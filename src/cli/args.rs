@@ -451,6 +451,9 @@ pub enum Command {
         /// Treat special-token text such as <|im_start|> as plain text, not as the special token.
         #[arg(long)]
         no_special: bool,
+        /// Read the text from FILE (llama-tokenize's -f), all of it, as it is.
+        #[arg(long, short, value_name = "FILE", conflicts_with = "text")]
+        file: Option<PathBuf>,
         /// The text (default: read from stdin, all of it).
         #[arg(allow_hyphen_values = true)]
         text: Option<String>,

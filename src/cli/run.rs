@@ -171,11 +171,15 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             pieces,
             no_special,
+            file,
             text,
         } => {
-            let text = match text {
-                Some(t) => t,
-                None => stdin_text()?,
+            let text = match (text, file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => {
+                    std::fs::read_to_string(&f).with_context(|| format!("cannot read {} as UTF-8 text", f.display()))?
+                }
+                (None, None) => stdin_text()?,
             };
             let mut tok = loader::load_tokenizer(&model.resolve()?)?;
             tok.set_parse_special(!no_special);
