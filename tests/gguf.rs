@@ -7,14 +7,6 @@ use common::*;
 use tinfer::gguf::{dequantize, unpermute_rows, write, GgmlType, Gguf, Value};
 use tinfer::loader;
 use tinfer::model::{Device, Model, Want};
-use tinfer::tokenizer::Message;
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 #[test]
 fn dequantisation_matches_reference_bit_for_bit() {
@@ -792,12 +784,7 @@ fn qwen2_prompts_render_and_tokenize_as_hf() {
     for p in index["prompts"].as_array().unwrap() {
         let (name, text) = (p["name"].as_str().unwrap(), p["text"].as_str().unwrap());
         if p["kind"] == "chat" {
-            let messages: Vec<Message> = p["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
-                .collect();
+            let messages = chat_messages(p);
             assert_eq!(
                 tok.apply_chat_template(&messages, true).unwrap(),
                 text,

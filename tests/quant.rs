@@ -15,13 +15,6 @@ fn decode(format: Format, bytes: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 #[test]
 fn blocks_equal_llama_cpp_reference_quantizers() {
     let fixture = read_json(&fixtures().join("quant_cases.json"));

@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 use tinfer::engine::score::score;
 use tinfer::loader::{self, Loaded};
 use tinfer::model::{Device, Model, Want};
-use tinfer::tokenizer::{Message, TokenStream};
+use tinfer::tokenizer::TokenStream;
 
 fn load(path: &std::path::Path) -> (Model, Loaded) {
     let mut l = loader::load(path).unwrap();
@@ -68,12 +68,7 @@ fn chat_template_renders_as_hf() {
         .iter()
         .find(|p| p["kind"] == "chat")
         .unwrap();
-    let messages: Vec<Message> = p["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
-        .collect();
+    let messages = chat_messages(p);
     let text = tok.apply_chat_template(&messages, true).unwrap();
     assert!(
         text.contains("You are a helpful AI assistant named SmolLM"),

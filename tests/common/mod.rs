@@ -150,17 +150,26 @@ pub fn read_json(path: &Path) -> Json {
 /// The converted SmolLM2 directory, or None (test skipped) when it has not been fetched.
 /// With TINFER_REQUIRE_MODEL=1 (CI) a missing model fails the test instead.
 pub fn smollm2_dir() -> Option<PathBuf> {
-    let dir = root().join("models/smollm2-135m-instruct");
-    if dir.join("model.safetensors").exists() {
-        return Some(dir);
+    let dir = fetched(
+        "models/smollm2-135m-instruct/model.safetensors",
+        "",
+        "TINFER_REQUIRE_MODEL",
+    )?;
+    Some(dir.parent().unwrap().to_path_buf())
+}
+
+/// `rel` under the checkout when `scripts/fetch-model.sh NAME` has fetched it, else None (the test
+/// is skipped, with a message); with `require`=1 in the environment a missing file fails instead.
+pub fn fetched(rel: &str, name: &str, require: &str) -> Option<PathBuf> {
+    let path = root().join(rel);
+    if path.exists() {
+        return Some(path);
     }
-    if std::env::var("TINFER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!(
-            "TINFER_REQUIRE_MODEL=1 but {} is missing: run scripts/fetch-model.sh",
-            dir.display()
-        );
+    let fetch = format!("scripts/fetch-model.sh {name}");
+    if std::env::var(require).is_ok_and(|v| v == "1") {
+        panic!("{require}=1 but {} is missing: run {}", path.display(), fetch.trim());
     }
-    eprintln!("SKIPPED: {} not found (run scripts/fetch-model.sh)", dir.display());
+    eprintln!("SKIPPED: {} not found (run {})", path.display(), fetch.trim());
     None
 }
 
@@ -730,45 +739,19 @@ pub fn assert_failed(args: &[&str], out: &std::process::Output, code: i32, needl
 }
 
 /// Gemma 3 270M's Q4_K_M GGUF (`scripts/fetch-model.sh gemma3-270m`; Gemma licence, never in the
-/// repository), or None (test skipped, with a message) when it has not been fetched. CI does not
-/// fetch it: TINFER_REQUIRE_MODEL does not apply, TINFER_REQUIRE_GEMMA=1 makes it required.
+/// repository), or None (test skipped). TINFER_REQUIRE_GEMMA=1 makes it required (CI sets it).
 pub fn gemma3_gguf() -> Option<PathBuf> {
-    let path = root().join("models/gemma-3-270m-q4_k_m.gguf");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("TINFER_REQUIRE_GEMMA").is_ok_and(|v| v == "1") {
-        panic!(
-            "TINFER_REQUIRE_GEMMA=1 but {} is missing: run scripts/fetch-model.sh gemma3-270m",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} not found (run scripts/fetch-model.sh gemma3-270m)",
-        path.display()
-    );
-    None
+    fetched("models/gemma-3-270m-q4_k_m.gguf", "gemma3-270m", "TINFER_REQUIRE_GEMMA")
 }
 
 /// Qwen2.5-Coder-0.5B-Instruct's Q4_K_M GGUF (`scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct`),
-/// or None (test skipped) when it has not been fetched; with TINFER_REQUIRE_MODEL=1 (CI) a missing
-/// file fails the test instead.
+/// or None (test skipped); with TINFER_REQUIRE_MODEL=1 (CI) a missing file fails the test instead.
 pub fn qwen_coder_gguf() -> Option<PathBuf> {
-    let path = root().join("models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("TINFER_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
-        panic!(
-            "TINFER_REQUIRE_MODEL=1 but {} is missing: run scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} not found (run scripts/fetch-model.sh qwen2.5-coder-0.5b-instruct)",
-        path.display()
-    );
-    None
+    fetched(
+        "models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b-instruct",
+        "TINFER_REQUIRE_MODEL",
+    )
 }
 
 /// Whether the long Qwen2.5-Coder checks (the 2048-token perplexity, the greedy continuation
@@ -831,4 +814,22 @@ pub fn check_greedy_from_2000(m: Model, tok: &tinfer::tokenizer::Tokenizer, labe
         "{label}: greedy after 2000 tokens differs first at step {first:?}"
     );
     m
+}
+
+/// Bytes from a hex string ("00ff…").
+pub fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A golden prompt's chat messages ([{"role", "content"}, …]).
+pub fn chat_messages(prompt: &Json) -> Vec<tinfer::tokenizer::Message> {
+    prompt["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| tinfer::tokenizer::Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
+        .collect()
 }
