@@ -235,10 +235,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let n = ids.len().min(chunks.map_or(usize::MAX, |c| c.saturating_mul(window)));
             let ids = &ids[..n];
-            // The KV cache needs only the longest window the text fills.
-            fit_context(&mut loaded, &run, window.min(n).max(2))?;
+            // The longest window the text fills: all the KV cache needs.
+            let window = window.min(n).max(2);
+            fit_context(&mut loaded, &run, window)?;
             let mut model = build(&margs, &mut loaded, 1)?;
-            let (vocab, window) = (model.cfg.vocab_size, window.min(n).max(2));
+            let vocab = model.cfg.vocab_size;
             let mut save = save_logits.as_ref().map(|_| KlBase::new(kl_top, vocab, window, ids));
             let mut cmp = base
                 .as_ref()
