@@ -42,7 +42,10 @@ sha_of() {
     else python3 -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"; fi
 }
 
-converted() { [ -f "$1/.converted-from-$SHA256" ] && [ -f "$1/model.safetensors" ] && [ -f "$1/tokenizer.json" ]; }
+# The converter's output format: bump it whenever `tinfer convert` writes something different (a
+# directory converted by an older tinfer is converted again, as CI's kept data directory needs).
+CONVERT_FORMAT=2
+converted() { [ -f "$1/.converted-from-$SHA256.v$CONVERT_FORMAT" ] && [ -f "$1/model.safetensors" ] && [ -f "$1/tokenizer.json" ]; }
 
 # Link $2 to $1 unless $2 is a real file or directory already.
 link() {
@@ -125,18 +128,28 @@ esac
 
 mkdir -p "$MODELS" models
 # A checkout converted before the data directory existed: link the data directory to it.
-if converted "models/$NAME" && [ ! -L "models/$NAME" ] && ! converted "$OUT"; then
+if converted "models/$NAME" && [ ! -L "models/$NAME" ] && [ ! -e "$OUT" ]; then
     link "$PWD/models/$NAME" "$OUT"
     [ -f "models/$GGUF_NAME" ] && link "$PWD/models/$GGUF_NAME" "$GGUF"
     say "models/$NAME is already in place; linked from $OUT"
     exit 0
 fi
-done_marker="$OUT/.converted-from-$SHA256"
-if converted "$OUT"; then
+# The directories to bring up to date: the data directory's, and the checkout's own when it is a
+# real directory (converted before the data directory existed, perhaps by an older tinfer).
+stale=()
+converted "$OUT" || stale+=("$OUT")
+if [ -d "models/$NAME" ] && [ ! -L "models/$NAME" ] && ! converted "models/$NAME"; then
+    stale+=("$PWD/models/$NAME")
+fi
+if [ ${#stale[@]} -eq 0 ]; then
     link "$OUT" "models/$NAME"
     link "$GGUF" "models/$GGUF_NAME"
     say "$OUT is already in place (remove it to convert again)"
     exit 0
+fi
+# A GGUF kept in the checkout from before the data directory serves as the download.
+if [ ! -e "$GGUF" ] && [ -f "models/$GGUF_NAME" ] && [ ! -L "models/$GGUF_NAME" ]; then
+    link "$PWD/models/$GGUF_NAME" "$GGUF"
 fi
 
 if [ -f "$GGUF" ] && [ "$(sha_of "$GGUF")" = "$SHA256" ]; then
@@ -172,14 +185,16 @@ PY
     say "sha256 ok"
 fi
 
-say "converting to $OUT"
-if [ -n "${TINFER_BIN:-}" ]; then
-    "$TINFER_BIN" convert "$GGUF" "$OUT"
-else
-    command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs), or set TINFER_BIN to a built tinfer"
-    cargo run --release --quiet -- convert "$GGUF" "$OUT"
-fi
-touch "$done_marker"
+for dir in "${stale[@]}"; do
+    say "converting to $dir"
+    if [ -n "${TINFER_BIN:-}" ]; then
+        "$TINFER_BIN" convert "$GGUF" "$dir"
+    else
+        command -v cargo >/dev/null || die "cargo is not installed (https://rustup.rs), or set TINFER_BIN to a built tinfer"
+        cargo run --release --quiet -- convert "$GGUF" "$dir"
+    fi
+    touch "$dir/.converted-from-$SHA256.v$CONVERT_FORMAT"
+done
 link "$OUT" "models/$NAME"
 link "$GGUF" "models/$GGUF_NAME"
 say "done: $OUT (linked from models/$NAME)"

@@ -128,7 +128,12 @@ fn gguf_route_equals_converted_directory() {
     let prompt: Vec<u32> = ids(&index()["prompts"][0]["ids"]);
     let (mut a, la) = load(&gguf);
     let (mut b, _) = load(&dir);
-    assert_eq!(a.cfg, b.cfg);
+    assert_eq!(
+        a.cfg,
+        b.cfg,
+        "{} differs from its GGUF: converted by an older tinfer? scripts/fetch-model.sh converts it again",
+        dir.display()
+    );
     let (sa, sb) = (a.new_seq().unwrap(), b.new_seq().unwrap());
     assert_eq!(
         a.fwd(sa, &prompt, Want::Last).unwrap(),
