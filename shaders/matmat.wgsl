@@ -1,7 +1,8 @@
 // matmat.wgsl: matrix product for all T token rows of a step (prefill, batches), weights in a
 // texture, x shared through subgroup broadcasts:
 //   out[t, c + o] (+)= W[o, :] . x[t, :] + bias[c + o]      for t < T, o < n
-// CPU twin: cpu::ops::matmul (with the weights rounded to f16 when F16).
+// CPU twin: cpu::ops::matmul (with the weights rounded to f16 for F16, decoded by Format::decode
+// when quantized).
 // With SWIGLU (W = W_gate;W_up, c rows each): out[t, j] = silu(W_gate[j] . x[t]) * (W_up[j] . x[t]),
 // the SwiGLU of the feed-forward block fused into the product (CPU twin: then cpu::ops::swiglu).
 // Dispatch: (ceil(n / 128), ceil(T / 8), 1). Each invocation computes two weight rows for 8
@@ -21,7 +22,9 @@
 //                                  ROPE: the first part's rows), d = out row stride (ROPE: the key rows)
 //   2 x      texture_storage_2d_array<rgba32uint, read> (d/4, T_max, 1): f32 bit patterns of the rows, from to_texture.wgsl
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
-//            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
+//            (weight_row in prelude.wgsl), 8 f16 (WTYPE 1) or 4 f32 values (0) a texel; quantized
+//            (WTYPE 2 and up): GGUF blocks in the device layout of lib/quant.wgsl (q_row), read a
+//            unit of 32 values a round, each unit decoded once for the 8 tokens
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (T_max, stride); with SWIGLU and ROPE (T_max, c)
 //   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
@@ -29,14 +32,13 @@
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as matvec.wgsl), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
 //            (4 to 9 are declared, and written, by lib/epilogue.wgsl)
-// Overrides: F16; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl (as
+// Overrides: WTYPE (lib/quant.wgsl); HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl (as
 // matvec.wgsl: with ROPE W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache
 // row slot[t] of out2 and out3, so the QKV product, RoPE and the cache write of a prefill step
 // are one dispatch).
 
 // Step, Shape: shaders/prelude.wgsl; outputs, store functions: shaders/lib/epilogue.wgsl
 
-override F16: bool = true;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -65,6 +67,7 @@ fn hi(t: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(t.z), unpack
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let n = shape.b;
+    let F16 = WTYPE == 1u;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / 4u / per4;
     var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
@@ -78,7 +81,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let xr = min(t0 + (lane & 7u), step.n_tokens - 1u); // lane j's token (clamped)
     var acc_a: array<f32, 8>;
     var acc_b: array<f32, 8>;
-    for (var k = 0u; k < texels; k++) {
+    if (WTYPE >= 2u) {
+        // quantized (lib/quant.wgsl): a unit of 32 values a round, decoded once for 8 tokens
+        let d = shape.a;
+        let qa = q_row(d, min(oa, n - 1u));
+        let qb = q_row(d, min(ob, n - 1u));
+        for (var u = 0u; u < d / 32u; u++) {
+            let ua = load_unit(qa, d, u);
+            let ub = load_unit(qb, d, u);
+            for (var i = 0u; i < 8u; i++) {
+                mac8(&acc_a, &acc_b, unit_w(ua, i), unit_w(ub, i), xload(u * 8u + i, xr));
+            }
+        }
+    }
+    for (var k = 0u; k < select(texels, 0u, WTYPE >= 2u); k++) {
         let ta = textureLoad(w, vec2<u32>(k * ra.w + ra.x, ra.y), ra.z);
         let tb = textureLoad(w, vec2<u32>(k * rb.w + rb.x, rb.y), rb.z);
         if (F16) {

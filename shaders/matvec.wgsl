@@ -3,7 +3,8 @@
 //   out[c + o] (+)= W[o, :] . x'[0, :] + bias[c + o]
 // where x' = x, or with NORM the RMS-normalised x' = x / sqrt(mean(x^2) + eps) * norm (the
 // RMSNorm before the product, fused: one dispatch fewer and no normalised copy of x).
-// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 when F16), after
+// CPU twin: cpu::ops::matmul with one token (with the weights rounded to f16 for F16, decoded by
+// Format::decode when quantized), after
 // cpu::ops::rmsnorm with NORM, followed by cpu::ops::swiglu with SWIGLU or cpu::ops::rope with
 // ROPE.
 // Dispatch: (ceil(n / 64), 1, 1): 32 invocations a workgroup, two weight rows each: invocation i
@@ -26,7 +27,8 @@
 //                                  (ROPE: the key rows)
 //   2 x      uniform vec4f         (4096,): the first 64 KiB of the activations, row 0 = x
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
-//            (weight_row in prelude.wgsl), 8 f16 (F16) or 4 f32 values a texel
+//            (weight_row in prelude.wgsl), 8 f16 (WTYPE 1) or 4 f32 values (0) a texel; quantized
+//            (WTYPE 2 and up): GGUF blocks in the device layout of lib/quant.wgsl (q_row)
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (c + n,); with SWIGLU and ROPE (c,)
 //   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
@@ -37,7 +39,9 @@
 //  10 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
-// Overrides: F16 (texels hold 8 f16, else 4 f32 bit patterns); NORM and NORM_EPS (normalise x
+// Quantized weights (products_q below) go a unit of 32 values a round instead of a texel: lane j
+// loads x's vec4 j of the unit, and each broadcast meets 4 quants of both rows.
+// Overrides: WTYPE (lib/quant.wgsl: 0 f32 and 1 f16 texels, else GGUF's id of a block type); NORM and NORM_EPS (normalise x
 // first, as above); from lib/epilogue.wgsl: HAS_BIAS; ACCUMULATE (add into out: the residual
 // stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each: out[j] =
 // silu(W_gate[j] . x') * (W_up[j] . x'), no bias); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query
@@ -48,7 +52,6 @@
 
 // Step, Shape: shaders/prelude.wgsl; outputs, store functions: shaders/lib/epilogue.wgsl
 
-override F16: bool = true;
 override NORM: bool = false;
 override NORM_EPS: f32 = 1e-5;
 
@@ -60,7 +63,7 @@ override NORM_EPS: f32 = 1e-5;
 
 // One texel's contribution: 8 weights against (xa, xb), or 4 weights against xa.
 fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
-    if (F16) {
+    if (WTYPE == 1u) {
         return vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * xa
              + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * xb;
     }
@@ -70,12 +73,18 @@ fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(32)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let n = shape.b;
+    let F16 = WTYPE == 1u;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / (4u * per4);    // texels of data; the row is padded to a multiple of 8
     var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
     var ob = oa + 8u;
     if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
     if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
+    if (WTYPE >= 2u) {
+        let y = products_q(min(oa, n - 1u), min(ob, n - 1u), lane);
+        put2(0u, oa, ob, y.x, y.y);
+        return;
+    }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
     let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
@@ -131,4 +140,46 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         yb *= inv;
     }
     put2(0u, oa, ob, ya, yb);
+}
+
+// The quantized weights' loop (lib/quant.wgsl): rows oa and ob against x, a unit of 32 values
+// a round: lane j of each 8 loads x's vec4 j of the unit and the broadcasts hand it to the
+// others; per half of 16 the products sum q·x in f32, scaled once by d, plus m·sum(x).
+// Returns (row a, row b), already divided by the RMS with NORM.
+fn products_q(oa: u32, ob: u32, lane: u32) -> vec2<f32> {
+    let d = shape.a;
+    let ra = q_row(d, oa);
+    let rb = q_row(d, ob);
+    let j = lane & 7u;
+    var acc = vec2<f32>(0.0);
+    var ss = 0.0;
+    for (var u = 0u; u < d / 32u; u++) {
+        var xv = x[u * 8u + j];
+        if (NORM) {
+            ss += dot(xv, xv);
+            xv *= norm[u * 8u + j];
+        }
+        let ua = load_unit(ra, d, u);
+        let ub = load_unit(rb, d, u);
+        // (q·x of row a, of row b) and sum(x), for the first and the second half of the unit
+        var lo = vec2<f32>(0.0);
+        var hi = vec2<f32>(0.0);
+        var sx = vec4<f32>(0.0);
+        var sy = vec4<f32>(0.0);
+        { let s = subgroupBroadcast(xv, 0u); lo += vec2<f32>(dot(unit_q(ua, 0u), s), dot(unit_q(ub, 0u), s)); sx += s; }
+        { let s = subgroupBroadcast(xv, 1u); lo += vec2<f32>(dot(unit_q(ua, 1u), s), dot(unit_q(ub, 1u), s)); sx += s; }
+        { let s = subgroupBroadcast(xv, 2u); lo += vec2<f32>(dot(unit_q(ua, 2u), s), dot(unit_q(ub, 2u), s)); sx += s; }
+        { let s = subgroupBroadcast(xv, 3u); lo += vec2<f32>(dot(unit_q(ua, 3u), s), dot(unit_q(ub, 3u), s)); sx += s; }
+        { let s = subgroupBroadcast(xv, 4u); hi += vec2<f32>(dot(unit_q(ua, 4u), s), dot(unit_q(ub, 4u), s)); sy += s; }
+        { let s = subgroupBroadcast(xv, 5u); hi += vec2<f32>(dot(unit_q(ua, 5u), s), dot(unit_q(ub, 5u), s)); sy += s; }
+        { let s = subgroupBroadcast(xv, 6u); hi += vec2<f32>(dot(unit_q(ua, 6u), s), dot(unit_q(ub, 6u), s)); sy += s; }
+        { let s = subgroupBroadcast(xv, 7u); hi += vec2<f32>(dot(unit_q(ua, 7u), s), dot(unit_q(ub, 7u), s)); sy += s; }
+        let sum = vec2<f32>(dot(sx, vec4<f32>(1.0)), dot(sy, vec4<f32>(1.0)));
+        acc += vec2<f32>(ua.d.x, ub.d.x) * lo.xy + vec2<f32>(ua.d.y, ub.d.y) * hi.xy
+             + vec2<f32>(dot(ua.m, sum), dot(ub.m, sum));
+    }
+    if (NORM) {
+        acc *= inverseSqrt(subgroupAdd(select(0.0, ss, lane < 8u)) / f32(d) + NORM_EPS);
+    }
+    return acc;
 }

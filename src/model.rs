@@ -177,11 +177,21 @@ impl Model {
         }
     }
 
-    /// The weight element type the forward pass reads: "f16" or "f32".
-    pub fn dtype_name(&self) -> &'static str {
+    /// The weight formats the forward pass reads: "f32", "f16", or the block formats kept on
+    /// the GPU ("Q5_0+Q8_0+Q4_K+Q6_K").
+    pub fn dtype_name(&self) -> String {
         match &self.backend {
-            Backend::Cpu { .. } => "f32",
+            Backend::Cpu { .. } => "f32".into(),
             Backend::Gpu(g) => g.dtype_name(),
+        }
+    }
+
+    /// Bytes of weight matrices one decode step reads: the device's (quantized blocks as laid
+    /// out, padding included) on the GPU, f32 on the CPU.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.backend {
+            Backend::Cpu { .. } => crate::tools::bench_model::weight_bytes_per_token(&self.cfg, 4) as usize,
+            Backend::Gpu(g) => g.weight_bytes,
         }
     }
 

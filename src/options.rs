@@ -34,14 +34,24 @@ pub enum KvLayout {
 }
 
 /// How the GPU stores weight matrices (the CPU path always computes in f32).
+#[allow(non_camel_case_types)] // GGUF's type names
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
-    /// f16 where the adapter has SHADER_F16, else f32.
+    /// The file's own block format where the GPU has a kernel for it (Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q8_0, Q4_K, Q5_K, Q6_K, with subgroups), else f16 where the adapter has SHADER_F16, else
+    /// f32.
     Auto,
     /// f32 weights: the GPU matches the CPU reference to rounding.
     F32,
     /// f16 weights (half the bytes per token), f32 accumulation.
     F16,
+    /// Quantized at load to Q8_0 (llama.cpp's reference quantizer) from any source.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Quantized at load to Q4_K (llama.cpp's reference quantizer); rows that are not whole
+    /// super-blocks of 256 fall back as llama-quantize does (Q4_K -> Q5_0).
+    #[value(name = "q4_k")]
+    Q4_K,
 }
 
 /// Engine options beyond the model itself.

@@ -231,7 +231,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
         model.release(seq);
     }
     let dtype = model.dtype_name();
-    let bytes = tinfer::tools::bench_model::weight_bytes_per_token(&model.cfg, if dtype == "f16" { 2 } else { 4 });
+    let bytes = model.weight_bytes();
     let dispatches = model.dispatches_per_token();
     if a.json {
         let mut j = json!({

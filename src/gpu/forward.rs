@@ -34,7 +34,7 @@ pub fn record(
     attention: Attention,
     s: AttnShape,
     kind: StepKind,
-) -> Vec<Op> {
+) -> anyhow::Result<Vec<Op>> {
     let gemm = kind != StepKind::Decode;
     let rows = if kind == StepKind::Prefill {
         AttnRows::Prefill
@@ -47,7 +47,7 @@ pub fn record(
         eps: l.norm_eps(),
         ops: vec![],
     };
-    r.ops.push(l.embed(&w.embed, &a.x)); // x = embed[tokens]
+    r.ops.push(l.embed(&w.embed, &a.x)?); // x = embed[tokens]
     for (i, lw) in w.layers.iter().enumerate() {
         let (k_cache, v_cache) = (&kv.k[i], &kv.v[i]);
         // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
@@ -62,10 +62,10 @@ pub fn record(
             // Qwen3: q;k;v rows first, then each head of q and k normalised and rotated
             Some(qk_norm) => {
                 r.ops
-                    .push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), Epilogue::Write(&a.qkv)));
+                    .push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), Epilogue::Write(&a.qkv))?);
                 r.ops.push(l.qk_norm_rope(&a.qkv, qk_norm, &a.q, k_cache, v_cache));
             }
-            None => r.ops.push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), qkv)),
+            None => r.ops.push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), qkv)?),
         }
         let b = AttnBufs {
             q: &a.q,
@@ -78,31 +78,31 @@ pub fn record(
         };
         r.ops.extend(l.attention(attention, rows, s, &b));
         let att = r.input(&a.att, None, &a.xt_q);
-        r.ops.push(l.matmul(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x)));
+        r.ops.push(l.matmul(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x))?);
 
         // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
         let xb = r.input(&a.x, Some(&lw.ffn_norm), &a.xt_dim);
-        r.ops.push(l.matmul(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb)));
+        r.ops.push(l.matmul(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb))?);
         let hb = r.input(&a.hb, None, &a.xt_hidden);
-        r.ops.push(l.matmul(hb, &lw.w_down, None, Epilogue::Add(&a.x)));
+        r.ops.push(l.matmul(hb, &lw.w_down, None, Epilogue::Add(&a.x))?);
     }
-    r.ops
+    Ok(r.ops)
 }
 
 /// Final norm and LM head: logits (1, vocab) of the last row (a GEMV of its normalised copy
 /// xl), or logits (T, vocab) of every row (a GEMM).
-pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, all_rows: bool) -> Vec<Op> {
+pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, all_rows: bool) -> anyhow::Result<Vec<Op>> {
     let eps = l.norm_eps();
     let head = w.lm_head.as_ref().unwrap_or(&w.embed);
     if all_rows {
         let (copy, xn) = l.to_texture(&a.x, Some((&w.norm, eps)), &a.xt_dim);
-        vec![copy, l.matmul(xn, head, None, Epilogue::Write(&a.logits))]
+        Ok(vec![copy, l.matmul(xn, head, None, Epilogue::Write(&a.logits))?])
     } else {
         let xn = Input::Gemv { x: &a.xl, norm: None };
-        vec![
+        Ok(vec![
             l.rmsnorm_last(&a.x, &w.norm, &a.xl, w.embed.cols, eps),
-            l.matmul(xn, head, None, Epilogue::Write(&a.logits)),
-        ]
+            l.matmul(xn, head, None, Epilogue::Write(&a.logits))?,
+        ])
     }
 }
 

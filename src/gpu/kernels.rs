@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 
 use super::context::Gpu;
+use crate::weights::Format;
 
 /// Most token rows one step of the model carries (the activation buffers hold this many rows).
 pub const MAX_STEP_TOKENS: usize = 256;
@@ -88,6 +89,10 @@ const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 /// them only.
 const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
 const EPILOGUE_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_plain.wgsl", "matmat.wgsl", "matmat_plain.wgsl"];
+/// Where quantized weights live and how their blocks decode, appended to the kernels that read
+/// them (they take the weight type as the override WTYPE; the _plain twins read floats only).
+const QUANT: &str = include_str!("../../shaders/lib/quant.wgsl");
+const QUANT_KERNELS: [&str; 3] = ["matvec.wgsl", "matmat.wgsl", "embed.wgsl"];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
 const SOURCES: [(&str, &str, &[Binding]); 15] = [
@@ -169,11 +174,13 @@ pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
         .map(|(n, s, _)| (*n, full_source(n, s)))
 }
 
-/// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels,
-/// then the prelude (whole files, concatenated).
+/// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels and
+/// lib/quant.wgsl for those reading quantized weights, then the prelude (whole files,
+/// concatenated).
 fn full_source(file: &str, src: &str) -> String {
-    let lib = if EPILOGUE_KERNELS.contains(&file) { EPILOGUE } else { "" };
-    format!("{src}\n{lib}\n{PRELUDE}")
+    let epilogue = if EPILOGUE_KERNELS.contains(&file) { EPILOGUE } else { "" };
+    let quant = if QUANT_KERNELS.contains(&file) { QUANT } else { "" };
+    format!("{src}\n{epilogue}\n{quant}\n{PRELUDE}")
 }
 
 /// A resource a kernel binds: a buffer or a weight texture's view.
@@ -188,12 +195,49 @@ pub enum Res<'a> {
 /// The uniform window matvec reads x through: 4096 vec4 (WebGPU's default uniform binding limit).
 pub const UNIFORM_X_BYTES: u64 = 65536;
 
-/// How the matrix kernels read their weights: f16 or f32 texels, with subgroup broadcasts of x
-/// (matvec.wgsl, matmat.wgsl) or without (the _plain twins).
+/// How the matrix kernels read their weights: f16 or f32 texels or GGUF blocks (`format`, one of
+/// F32, F16 and weights::QUANT_FORMATS), with subgroup broadcasts of x (matvec.wgsl,
+/// matmat.wgsl) or without (the _plain twins, floats only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulKind {
-    pub f16: bool,
+    pub format: Format,
     pub subgroups: bool,
+}
+
+impl MatmulKind {
+    /// Float weights: f16 or f32 texels.
+    pub fn float(f16: bool, subgroups: bool) -> Self {
+        let format = if f16 { Format::F16 } else { Format::F32 };
+        MatmulKind { format, subgroups }
+    }
+
+    /// The same kernels reading `format`.
+    pub fn with(self, format: Format) -> Self {
+        MatmulKind { format, ..self }
+    }
+
+    pub fn f16(self) -> bool {
+        self.format == Format::F16
+    }
+}
+
+/// The WTYPE override of the kernels that read any weight format (shaders/lib/quant.wgsl):
+/// GGUF's type id.
+fn wtype(format: Format) -> (&'static str, f64) {
+    let id = match format {
+        Format::F32 => 0,
+        Format::F16 => 1,
+        Format::Q4_0 => 2,
+        Format::Q4_1 => 3,
+        Format::Q5_0 => 6,
+        Format::Q5_1 => 7,
+        Format::Q8_0 => 8,
+        Format::Q4_K => 12,
+        Format::Q5_K => 13,
+        Format::Q6_K => 14,
+        f => panic!("no GPU kernel reads {f}"),
+    };
+    ("WTYPE", id as f64)
 }
 
 /// How a matrix kernel stores its rows.
@@ -403,7 +447,6 @@ impl Kernels {
                 gpu.describe()
             );
         }
-        let f16 = ("F16", kind.f16 as u8 as f64);
         let flash_sg = kind.subgroups && gpu.is_cpu_adapter();
         let mut matmuls = std::collections::HashMap::new();
         for gemm in [false, true] {
@@ -420,7 +463,7 @@ impl Kernels {
         }
         Ok(Kernels {
             kind,
-            embed: Kernel::new(gpu, "embed.wgsl", &[f16])?,
+            embed: Self::embed_kernel(gpu, kind.format)?,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
@@ -445,6 +488,11 @@ impl Kernels {
 }
 
 impl Kernels {
+    /// embed.wgsl reading a table in `format`.
+    pub fn embed_kernel(gpu: &Gpu, format: Format) -> Result<Kernel> {
+        Kernel::new(gpu, "embed.wgsl", &[wtype(format)])
+    }
+
     /// attention_flash_sg.wgsl, FLASH_SG_ROWS query rows a workgroup (tests run it on any
     /// adapter with subgroups).
     pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize) -> Result<Kernel> {
@@ -501,8 +549,19 @@ impl Kernels {
             (true, false) => "matmat_plain.wgsl",
         };
         let flag = |on: bool| on as u8 as f64;
+        let float = matches!(kind.format, Format::F32 | Format::F16);
+        if !kind.subgroups && !float {
+            bail!(
+                "{} weights need the subgroup matrix kernels; use --dtype f16",
+                kind.format
+            );
+        }
         let mut c = vec![
-            ("F16", flag(kind.f16)),
+            if kind.subgroups {
+                wtype(kind.format)
+            } else {
+                ("F16", flag(kind.f16()))
+            },
             ("HAS_BIAS", flag(bias)),
             ("ACCUMULATE", flag(store == Store::Accumulate)),
             ("SWIGLU", flag(store == Store::SwiGlu)),

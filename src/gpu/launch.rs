@@ -86,9 +86,6 @@ pub enum AttnRows {
     Rows,
 }
 
-/// The fused products' kernels by (gemm, bias, store).
-type FusedKernels = HashMap<(bool, bool, Store), Kernel>;
-
 /// The launchers of one recording: the kernels, the Step buffer every dispatch reads, and the
 /// Shape uniforms (shared between call sites with equal shapes).
 pub struct Launch<'a> {
@@ -96,9 +93,8 @@ pub struct Launch<'a> {
     pub k: &'a Kernels,
     pub kind: MatmulKind,
     pub step: &'a Buf,
-    /// The model's facts and the fused products' kernels: (gemm, bias, store) -> kernel
-    /// (RoPE products, GEMM and GEMV; the normalising SwiGLU GEMV).
-    fused: Option<(Fused, FusedKernels)>,
+    /// The model's facts (the fused products need them).
+    fused: Option<Fused>,
     shapes: RefCell<HashMap<Shape, Buf>>,
     dummy: Buf,      // (4,) a bias or table a kernel does not read
     spare: [Buf; 2], // (4,) each: the outputs an unsplit product does not write
@@ -107,31 +103,9 @@ pub struct Launch<'a> {
 
 impl<'a> Launch<'a> {
     /// Launchers over `k`'s kernels, every dispatch reading `step`; `fused` (the model's facts)
-    /// compiles the fused products the forward pass uses.
+    /// for the fused products the forward pass uses. Products compile their kernel variant (weight
+    /// format, bias, store, fusion) when first recorded; the GPU's pipeline cache shares them.
     pub fn new(gpu: &'a Gpu, k: &'a Kernels, step: &'a Buf, fused: Option<Fused>) -> anyhow::Result<Self> {
-        let fused = match fused {
-            None => None,
-            Some(f) => {
-                let fusion = Some(Fusion {
-                    norm_eps: f.norm_eps,
-                    head_dim: f.head_dim,
-                });
-                let mut kernels = HashMap::new();
-                for gemm in [false, true] {
-                    for bias in [false, true] {
-                        let kern = Kernels::matmul_kernel(gpu, k.kind, gemm, bias, Store::RopeKv, fusion)?;
-                        kernels.insert((gemm, bias, Store::RopeKv), kern);
-                    }
-                }
-                for bias in [false, true].into_iter().filter(|_| f.qk_norm) {
-                    let kern = Kernels::matmul_kernel(gpu, k.kind, false, bias, Store::Write, fusion)?;
-                    kernels.insert((false, bias, Store::Write), kern);
-                }
-                let swiglu = Kernels::matmul_kernel(gpu, k.kind, false, false, Store::SwiGlu, fusion)?;
-                kernels.insert((false, false, Store::SwiGlu), swiglu);
-                Some((f, kernels))
-            }
-        };
         Ok(Launch {
             gpu,
             k,
@@ -147,7 +121,7 @@ impl<'a> Launch<'a> {
 
     /// RMSNorm's epsilon (the model's facts, from `Launch::new`).
     pub fn norm_eps(&self) -> f32 {
-        self.fused.as_ref().expect("the model's facts").0.norm_eps
+        self.fused.as_ref().expect("the model's facts").norm_eps
     }
 
     fn shape(&self, s: Shape) -> Buf {
@@ -167,15 +141,16 @@ impl<'a> Launch<'a> {
     }
 
     /// x (T, dim) = embed[token of each row]: embed.wgsl.
-    pub fn embed(&self, table: &WeightTex, x: &Buf) -> Op {
+    pub fn embed(&self, table: &WeightTex, x: &Buf) -> anyhow::Result<Op> {
         let dim = table.cols;
         let grid: Grid = Box::new(move |d: Dims| [dim.div_ceil(64) as u32, d.t, 1]);
-        self.op(
-            &self.k.embed,
+        let kern = Kernels::embed_kernel(self.gpu, table.format)?;
+        Ok(self.op(
+            &kern,
             Shape::new(dim, 0, 0, 0),
             &[Res::Tex(&table.view), Res::Buf(x)],
             grid,
-        )
+        ))
     }
 
     /// out (1, d) = rmsnorm(x[T-1]) * weight: rmsnorm.wgsl on the last row only (the one row
@@ -205,7 +180,7 @@ impl<'a> Launch<'a> {
     /// of q and k RMS-normalised (qk_norm (2, head_dim): q_norm; k_norm) and rotated, q to `q`,
     /// k and v into their cache rows: qk_norm_rope.wgsl.
     pub fn qk_norm_rope(&self, qkv: &Buf, qk_norm: &Buf, q: &Buf, k_cache: &Buf, v_cache: &Buf) -> Op {
-        let f = &self.fused.as_ref().expect("the model's facts").0;
+        let f = self.fused.as_ref().expect("the model's facts");
         let heads = ((f.q_dim + 2 * f.kv_dim) / f.head_dim) as u32;
         self.op(
             &self.k.qk_norm_rope,
@@ -239,7 +214,7 @@ impl<'a> Launch<'a> {
     /// A product of x with W (rows, cols) (+ bias), its rows stored as `epi` says: matvec.wgsl /
     /// matmat.wgsl (or their _plain twins). A normalising GEMV and the RoPE epilogue need the
     /// model's facts (`Launch::new` with `Fused`).
-    pub fn matmul(&self, x: Input, w: &WeightTex, bias: Option<&Buf>, epi: Epilogue) -> Op {
+    pub fn matmul(&self, x: Input, w: &WeightTex, bias: Option<&Buf>, epi: Epilogue) -> anyhow::Result<Op> {
         let gemm = matches!(x, Input::Gemm(_));
         let norm = match x {
             Input::Gemv { norm, .. } => norm,
@@ -251,25 +226,23 @@ impl<'a> Launch<'a> {
             Epilogue::SwiGlu(o) => (Store::SwiGlu, [o, &self.spare[0], &self.spare[1]]),
             Epilogue::RopeKv { q, k_cache, v_cache } => (Store::RopeKv, [q, k_cache, v_cache]),
         };
-        let (f, kern) = if norm.is_some() || store == Store::RopeKv {
-            let (f, kernels) = self
-                .fused
+        let f = (norm.is_some() || store == Store::RopeKv).then(|| {
+            self.fused
                 .as_ref()
-                .expect("a normalising or RoPE product needs the model's facts");
-            let kern = kernels.get(&(gemm, bias.is_some(), store));
-            (
-                Some(f),
-                kern.unwrap_or_else(|| panic!("no fused product for {store:?}")),
-            )
-        } else {
-            (None, self.k.matmul(gemm, bias.is_some(), store))
-        };
+                .expect("a normalising or RoPE product needs the model's facts")
+        });
+        let fusion = f.map(|f| Fusion {
+            norm_eps: f.norm_eps,
+            head_dim: f.head_dim,
+        });
+        let kind = self.kind.with(w.format);
+        let kern = Kernels::matmul_kernel(self.gpu, kind, gemm, bias.is_some(), store, fusion)?;
         let s = match (store, f) {
             (Store::RopeKv, Some(f)) => Shape::new(w.cols, w.rows, f.q_dim, f.kv_dim),
             (Store::SwiGlu, _) => Shape::new(w.cols, w.rows, w.rows / 2, 0),
             _ => Shape::new(w.cols, w.rows, 0, w.rows),
         };
-        let (kind, rows) = (self.kind, w.rows);
+        let rows = w.rows;
         let grid: Grid = Box::new(move |d: Dims| Kernels::matmul_grid(kind, gemm, rows, d.t as usize));
         let (cos, sin) = f.map_or((&self.dummy, &self.dummy), |f| (&f.cos, &f.sin));
         let mut res = vec![
@@ -287,7 +260,7 @@ impl<'a> Launch<'a> {
         if !gemm {
             res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
         }
-        self.op(kern, s, &res, grid)
+        Ok(self.op(&kern, s, &res, grid))
     }
 
     /// attention of the step's rows over the cache: naive (scores in memory), or flash (tiles

@@ -11,12 +11,12 @@ use super::kernels::{
     MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
 use super::launch::{AttnShape, Fused, Launch};
-use super::weights::GpuWeights;
+use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
 use crate::options::{Dtype, KvLayout, Options};
-use crate::weights::{Tensor, Weights};
+use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
 pub struct Profile {
@@ -26,7 +26,13 @@ pub struct Profile {
 
 pub struct GpuModel {
     pub gpu: Gpu,
-    pub kind: MatmulKind, // weight dtype and matrix-kernel variant
+    pub kind: MatmulKind, // float weight dtype and matrix-kernel variant
+    /// bytes of weight matrices a decode step reads (GpuWeights::read_bytes)
+    pub weight_bytes: usize,
+    /// bytes of all weight matrices on the device
+    pub device_bytes: usize,
+    /// the matrices' device formats, each once, in the order of the forward pass
+    formats: Vec<Format>,
     pub cfg: Config,
     pub kv: KvPages,                // which cache row holds each position of each sequence
     pub min_split_keys: usize,      // split-K: keys per decode partition at least
@@ -75,18 +81,20 @@ impl GpuModel {
             }
         }
         let kv = kv_pool(&gpu, cfg, opts)?;
-        let kind = MatmulKind {
-            f16: match opts.dtype {
-                Dtype::F16 => true,
-                Dtype::F32 => false,
-                Dtype::Auto => gpu.features.contains(wgpu::Features::SHADER_F16),
-            },
-            subgroups: opts.subgroups && gpu.has_subgroups(8),
+        let subgroups = opts.subgroups && gpu.has_subgroups(8);
+        let plan = WeightPlan {
+            dtype: opts.dtype,
+            f16: opts.dtype != Dtype::F32
+                && (opts.dtype == Dtype::F16 || gpu.features.contains(wgpu::Features::SHADER_F16)),
+            quant: subgroups,
         };
+        let kind = MatmulKind::float(plan.f16, subgroups);
         let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind)?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
-        let w = GpuWeights::upload(&gpu, cfg, w, kind.f16)?;
+        let w = GpuWeights::upload(&gpu, cfg, w, plan)?;
+        let (weight_bytes, device_bytes) = (w.read_bytes(), w.matrix_bytes());
+        let formats = w.formats();
         let a = Activations::new(&gpu, cfg, opts.attention, limit)?;
         let max_blocks = kv.max_blocks_per_seq(cfg.seq_len);
         let pool_rows = kv.alloc.n_blocks() * kv.page;
@@ -113,9 +121,13 @@ impl GpuModel {
             score_len: cfg.seq_len,
         };
         let body = |kind| record(&l, &w, &a, &kvb, opts.attention, s, kind);
-        let (prefill, batch, decode) = (body(StepKind::Prefill), body(StepKind::Batch), body(StepKind::Decode));
-        let head_last = record_head(&l, &w, &a, false);
-        let head_all = record_head(&l, &w, &a, true);
+        let (prefill, batch, decode) = (
+            body(StepKind::Prefill)?,
+            body(StepKind::Batch)?,
+            body(StepKind::Decode)?,
+        );
+        let head_last = record_head(&l, &w, &a, false)?;
+        let head_all = record_head(&l, &w, &a, true)?;
         let argmax = l.argmax(&a.logits, cfg.vocab_size, &a.next_id);
         drop(l);
         gpu.check("building the GPU forward pass")?;
@@ -126,6 +138,9 @@ impl GpuModel {
         });
         Ok(GpuModel {
             kind,
+            weight_bytes,
+            device_bytes,
+            formats,
             cfg: cfg.clone(),
             kv,
             min_split_keys: opts.min_split_keys,
@@ -150,13 +165,18 @@ impl GpuModel {
         })
     }
 
-    /// The weight element type of the matrices: "f16" or "f32".
-    pub fn dtype_name(&self) -> &'static str {
-        if self.kind.f16 {
-            "f16"
-        } else {
-            "f32"
-        }
+    /// The weight formats of the matrices, e.g. "f16", or "Q5_0+Q8_0+Q4_K+Q6_K" for a file
+    /// kept as stored.
+    pub fn dtype_name(&self) -> String {
+        let names: Vec<String> = self
+            .formats
+            .iter()
+            .map(|f| match f {
+                Format::F32 | Format::F16 => f.to_string().to_lowercase(),
+                f => f.to_string(),
+            })
+            .collect();
+        names.join("+")
     }
 
     /// Dispatches of one greedy decode step (T = 1, one split-K partition).

@@ -7,7 +7,9 @@ use super::context::Gpu;
 use super::kernels::UNIFORM_X_BYTES;
 use crate::arch::Arch;
 use crate::config::Config;
-use crate::weights::{Tensor, Weights};
+use crate::options::Dtype;
+use crate::quant::{self, fallback_for};
+use crate::weights::{Format, Tensor, Weights};
 
 /// A weight matrix (rows, cols) on the device: a 2D-array texture of Rgba32Uint texels, each 16
 /// bytes along a row holding 8 f16 or 4 f32 values, bound as a read-only storage texture.
@@ -21,11 +23,101 @@ use crate::weights::{Tensor, Weights};
 /// texture skips the mip-level arithmetic of a sampled one (benches/RESULTS.md); on GPUs it goes
 /// through the texture cache. No storage binding limit applies, so a large LM head needs no
 /// splitting.
+/// Quantized matrices (`WeightTex::upload_blocks`) keep their GGUF blocks in the device layout of
+/// `device_row`, rows interleaved the same way without the padding to TEXEL_CHUNK.
 pub struct WeightTex {
     pub view: wgpu::TextureView,
     pub rows: usize,
     pub cols: usize,
-    pub f16: bool,
+    /// F32 or F16 texels, or one of `QUANT_FORMATS` as blocks
+    pub format: Format,
+    /// bytes on the device, padding included
+    pub bytes: usize,
+}
+
+/// The block formats the matrix kernels read as stored (shaders/lib/quant.wgsl).
+pub const QUANT_FORMATS: [Format; 8] = [
+    Format::Q4_0,
+    Format::Q4_1,
+    Format::Q5_0,
+    Format::Q5_1,
+    Format::Q8_0,
+    Format::Q4_K,
+    Format::Q5_K,
+    Format::Q6_K,
+];
+
+/// Texels a row of `cols` values takes in the device layout of a quantized `format` (the same
+/// count as `q_row_texels` in shaders/lib/quant.wgsl).
+pub fn row_texels(format: Format, cols: usize) -> usize {
+    let (u, s) = (cols / 32, cols / 256);
+    match format {
+        Format::Q8_0 => 2 * u + u.div_ceil(8),
+        Format::Q4_0 => u + u.div_ceil(8),
+        Format::Q4_1 => u + u.div_ceil(4),
+        Format::Q5_0 => u + (u.div_ceil(2) + u).div_ceil(4),
+        Format::Q5_1 => u + u.div_ceil(2),
+        Format::Q4_K => 9 * s,
+        Format::Q5_K => 11 * s,
+        Format::Q6_K => 13 * s + s.div_ceil(8),
+        f => panic!("{f} has no device layout"),
+    }
+}
+
+/// One row's GGUF blocks (`row`, whole blocks of `format`) in the device layout that
+/// shaders/lib/quant.wgsl reads, as little-endian words (a whole number of texels): every texel
+/// holds only quants, the per-block scales move to the row's tail. 32-value blocks: the quants
+/// of each block (Q8_0: 32 bytes, the others 16 bytes of nibbles), then the tail: the scales, d
+/// as f16 two a word (Q8_0, Q4_0, Q5_0) or d | m << 16 a word (Q4_1, Q5_1), then for Q5_0 and
+/// Q5_1 qh a word a block. Q4_K and Q5_K super-blocks are already whole texels: as stored.
+/// Q6_K: each super-block's first 208 bytes (ql, qh, scales), then the tail of its f16 d's.
+/// The bytes are the file's; only their order changes (tests/quant.rs decodes the layout back).
+pub fn device_row(format: Format, row: &[u8]) -> Vec<u32> {
+    let (_, bb) = format.block();
+    assert_eq!(row.len() % bb, 0, "{format}: a row of whole blocks");
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let words = |b: &[u8]| b.chunks_exact(4).map(word).collect::<Vec<u32>>();
+    let half = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    let (mut body, mut halves, mut tail) = (vec![], vec![], vec![]);
+    for b in row.chunks_exact(bb) {
+        match format {
+            Format::Q8_0 | Format::Q4_0 => {
+                halves.push(half(b));
+                body.extend(words(&b[2..]));
+            }
+            Format::Q5_0 => {
+                halves.push(half(b));
+                body.extend(words(&b[6..]));
+            }
+            Format::Q4_1 => {
+                tail.push(word(b));
+                body.extend(words(&b[4..]));
+            }
+            Format::Q5_1 => {
+                tail.push(word(b));
+                body.extend(words(&b[8..]));
+            }
+            Format::Q4_K | Format::Q5_K => body.extend(words(b)),
+            Format::Q6_K => {
+                halves.push(half(&b[208..]));
+                body.extend(words(&b[..208]));
+            }
+            f => panic!("{f} has no device layout"),
+        }
+    }
+    // f16 scales two a word, then (Q5_0, Q5_1) each block's qh
+    body.extend(
+        halves
+            .chunks(2)
+            .map(|p| u32::from(p[0]) | u32::from(*p.get(1).unwrap_or(&0)) << 16),
+    );
+    body.extend(tail);
+    if matches!(format, Format::Q5_0 | Format::Q5_1) {
+        let at = if format == Format::Q5_0 { 2 } else { 4 };
+        body.extend(row.chunks_exact(bb).map(|b| word(&b[at..])));
+    }
+    body.resize(body.len().next_multiple_of(4), 0);
+    body
 }
 
 /// Rows interleaved per texture row (the subgroup width the matrix kernels are tuned for);
@@ -45,13 +137,68 @@ impl WeightTex {
     /// (the tests use small values to reach several groups and layers cheaply).
     pub fn upload_as(gpu: &Gpu, name: &str, parts: &[&Tensor], f16: bool, group: usize, height: usize) -> Result<Self> {
         let cols = parts[0].cols();
-        assert!(group >= 1 && height >= 1 && cols > 0 && parts.iter().all(|p| p.cols() == cols));
-        let rows: usize = parts.iter().map(|p| p.rows()).sum();
         let per = if f16 { 8 } else { 4 }; // values per texel
         if cols % per != 0 {
             bail!("{name}: {cols} columns are not a multiple of {per}, which the GPU matrix kernels read per texel; use --dtype f32 (multiples of 4) or --device cpu");
         }
         let texels = (cols / per).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK; // a row, padded
+        let format = if f16 { Format::F16 } else { Format::F32 };
+        // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
+        // unpack2x16float reads them); padding texels are zero.
+        let mut buf = vec![0f32; cols];
+        Self::place(gpu, name, parts, format, texels, group, height, |part, i, words| {
+            let row = match part.as_f32() {
+                Some(v) => &v[i * cols..(i + 1) * cols],
+                None => {
+                    part.row_f32(i, &mut buf);
+                    &buf[..]
+                }
+            };
+            if f16 {
+                for (d, p) in words.iter_mut().zip(row.chunks_exact(2)) {
+                    *d = u32::from(half::f16::from_f32(p[0]).to_bits())
+                        | (u32::from(half::f16::from_f32(p[1]).to_bits()) << 16);
+                }
+            } else {
+                for (d, v) in words.iter_mut().zip(row) {
+                    *d = v.to_bits();
+                }
+            }
+        })
+    }
+
+    /// Upload the rows of `parts` (all in the quantized `format`, one of QUANT_FORMATS) as
+    /// blocks in the layout of `device_row`, at most `group` rows interleaved and `height`
+    /// texture rows a layer.
+    pub fn upload_blocks(gpu: &Gpu, name: &str, parts: &[&Tensor], group: usize, height: usize) -> Result<Self> {
+        let format = parts[0].format;
+        assert!(QUANT_FORMATS.contains(&format) && parts.iter().all(|p| p.format == format));
+        let (cols, rb) = (parts[0].cols(), parts[0].row_bytes());
+        let texels = row_texels(format, cols);
+        Self::place(gpu, name, parts, format, texels, group, height, |part, i, words| {
+            let row = device_row(format, &part.bytes()[i * rb..(i + 1) * rb]);
+            debug_assert_eq!(row.len(), texels * 4);
+            words.copy_from_slice(&row);
+        })
+    }
+
+    /// Create the texture for the rows of `parts`, `texels` a row, and fill it: `fill(part, i,
+    /// words)` writes row i of `part` as texels × 4 words. Rows go in groups of up to `group`,
+    /// interleaved texel by texel (see WeightTex), up to `height` groups a layer.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        gpu: &Gpu,
+        name: &str,
+        parts: &[&Tensor],
+        format: Format,
+        texels: usize,
+        group: usize,
+        height: usize,
+        mut fill: impl FnMut(&Tensor, usize, &mut [u32]),
+    ) -> Result<Self> {
+        let cols = parts[0].cols();
+        assert!(group >= 1 && height >= 1 && cols > 0 && parts.iter().all(|p| p.cols() == cols));
+        let rows: usize = parts.iter().map(|p| p.rows()).sum();
         let max_dim = gpu.limits.max_texture_dimension_2d as usize;
         if texels > max_dim {
             bail!("{name}: a row of {cols} values is {texels} texels, over this device's texture width limit of {max_dim}; use --device cpu");
@@ -79,38 +226,22 @@ impl WeightTex {
             usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
-        // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
-        // unpack2x16float reads them); padding texels and rows are zero.
-        let mut words = vec![0u32; groups * width * 4];
-        let mut buf = vec![0f32; cols];
-        let all_rows = parts.iter().flat_map(|p| (0..p.rows()).map(move |i| (*p, i)));
-        for (o, (part, i)) in all_rows.enumerate() {
-            let row = match part.as_f32() {
-                Some(v) => &v[i * cols..(i + 1) * cols],
-                None => {
-                    part.row_f32(i, &mut buf);
-                    &buf[..]
-                }
-            };
-            let first = (o / group * width + o % group) * 4; // word 0 of texel 0
-            for k in 0..cols / per {
-                let dst = &mut words[first + k * group * 4..][..4];
-                let src = &row[k * per..(k + 1) * per];
-                if f16 {
-                    for (d, p) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                        *d = u32::from(half::f16::from_f32(p[0]).to_bits())
-                            | (u32::from(half::f16::from_f32(p[1]).to_bits()) << 16);
-                    }
-                } else {
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d = v.to_bits();
-                    }
+        // One layer at a time (a big embedding table is not copied whole); rows past the end zero.
+        let mut words = vec![0u32; height * width * 4];
+        let mut row = vec![0u32; texels * 4];
+        let mut all_rows = parts.iter().flat_map(|p| (0..p.rows()).map(move |i| (*p, i)));
+        for layer in 0..layers {
+            let n = height.min(groups - layer * height);
+            words.fill(0);
+            for o in 0..n * group {
+                let Some((part, i)) = all_rows.next() else { break };
+                row.fill(0);
+                fill(part, i, &mut row);
+                let first = (o / group * width + o % group) * 4; // word 0 of texel 0
+                for (k, t) in row.chunks_exact(4).enumerate() {
+                    words[first + k * group * 4..][..4].copy_from_slice(t);
                 }
             }
-        }
-        for layer in 0..layers {
-            let g0 = layer * height;
-            let n = height.min(groups - g0);
             gpu.queue.write_texture(
                 wgpu::TexelCopyTextureInfo {
                     texture: &texture,
@@ -122,7 +253,7 @@ impl WeightTex {
                     },
                     aspect: wgpu::TextureAspect::All,
                 },
-                bytemuck::cast_slice(&words[g0 * width * 4..(g0 + n) * width * 4]),
+                bytemuck::cast_slice(&words[..n * width * 4]),
                 wgpu::TexelCopyBufferLayout {
                     offset: 0,
                     bytes_per_row: Some((width * 16) as u32),
@@ -139,12 +270,14 @@ impl WeightTex {
             dimension: Some(wgpu::TextureViewDimension::D2Array),
             ..Default::default()
         });
-        Ok(WeightTex { view, rows, cols, f16 })
-    }
-
-    /// Bytes one pass over the matrix reads.
-    pub fn bytes(&self) -> usize {
-        self.rows * self.cols * if self.f16 { 2 } else { 4 }
+        let bytes = groups * width * 16;
+        Ok(WeightTex {
+            view,
+            rows,
+            cols,
+            format,
+            bytes,
+        })
     }
 }
 
@@ -208,9 +341,121 @@ pub struct GpuWeights {
     pub norm: wgpu::Buffer,         // (dim,)
 }
 
+/// Which format each matrix takes on the device (`--dtype`), decided before anything is uploaded
+/// (`info` shows the same plan without a device).
+#[derive(Clone, Copy, Debug)]
+pub struct WeightPlan {
+    pub dtype: Dtype,
+    /// the float format where a matrix is not kept quantized: f16 or f32
+    pub f16: bool,
+    /// the quantized kernels can run (they need subgroups of 8 lanes or more)
+    pub quant: bool,
+}
+
+impl WeightPlan {
+    /// The device format of a matrix stacked from `parts` (each a stored tensor, equal columns).
+    /// `auto`: the stored block format where the kernels read it; Q4_0 and Q5_0 parts stacked
+    /// with Q8_0 (Qwen2.5's V rows) become Q8_0, which holds their values exactly; anything else
+    /// the float format. `q8_0` / `q4_k`: that format, with llama-quantize's fallback for rows
+    /// that are not whole blocks (quant::fallback_for) and the float format where none applies.
+    /// Without the quantized kernels every matrix is float.
+    pub fn format(&self, parts: &[Format], cols: usize) -> Format {
+        let float = if self.f16 { Format::F16 } else { Format::F32 };
+        let quant = |f: Format| {
+            if self.quant && QUANT_FORMATS.contains(&f) {
+                f
+            } else {
+                float
+            }
+        };
+        match self.dtype {
+            Dtype::F32 => Format::F32,
+            Dtype::F16 => Format::F16,
+            Dtype::Q8_0 => fallback_for(Format::Q8_0, cols).map_or(float, quant),
+            Dtype::Q4_K => fallback_for(Format::Q4_K, cols).map_or(float, quant),
+            Dtype::Auto if parts.iter().all(|&f| f == parts[0]) => quant(parts[0]),
+            Dtype::Auto
+                if parts
+                    .iter()
+                    .all(|f| [Format::Q4_0, Format::Q5_0, Format::Q8_0].contains(f)) =>
+            {
+                quant(Format::Q8_0)
+            }
+            Dtype::Auto => float,
+        }
+    }
+}
+
+/// `parts` as one matrix in the quantized `format`: the stored blocks where a part already is
+/// in it, Q4_0 / Q5_0 blocks rewritten as Q8_0 exactly (same d, q - 8 or q - 16), else the
+/// decoded values quantized by quant::quantize.
+fn blocks_in(format: Format, parts: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let mut out = vec![];
+    for p in parts {
+        let bytes = if p.format == format {
+            p.bytes().to_vec()
+        } else if format == Format::Q8_0 && matches!(p.format, Format::Q4_0 | Format::Q5_0) {
+            let mut v = vec![0f32; 32];
+            let bb = p.format.block().1;
+            let mut q = Vec::with_capacity(p.len() / 32 * 34);
+            for b in p.bytes().chunks_exact(bb) {
+                p.format.decode(b, &mut v);
+                let d = half::f16::from_le_bytes([b[0], b[1]]);
+                q.extend(d.to_le_bytes());
+                let df = d.to_f32();
+                q.extend(
+                    v.iter()
+                        .map(|&x| if df == 0.0 { 0 } else { (x / df).round() as i8 as u8 }),
+                );
+            }
+            q
+        } else {
+            quant::quantize(format, &p.to_f32()).ok_or_else(|| anyhow::anyhow!("no quantizer for {format}"))?
+        };
+        out.push(Tensor::owned(format, p.shape.clone(), bytes).map_err(anyhow::Error::msg)?);
+    }
+    Ok(out)
+}
+
 impl GpuWeights {
-    /// Upload `w` (f16 texels when `f16`), stacking Wq;Wk;Wv and W_gate;W_up.
-    pub fn upload(gpu: &Gpu, cfg: &Config, w: &Weights<Tensor>, f16: bool) -> Result<Self> {
+    /// Every matrix: the layers' in order, then the embedding and the LM head.
+    fn matrices(&self) -> impl Iterator<Item = &WeightTex> {
+        let layers = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down]);
+        layers.chain(std::iter::once(&self.embed)).chain(self.lm_head.as_ref())
+    }
+
+    /// Bytes of the weight matrices on the device (all of them, padding included).
+    pub fn matrix_bytes(&self) -> usize {
+        self.matrices().map(|m| m.bytes).sum()
+    }
+
+    /// Bytes of weight matrices a decode step reads: every layer's and the LM head (the
+    /// embedding table only as a tied head; a token's embedding row is not counted).
+    pub fn read_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| l.wqkv.bytes + l.wo.bytes + l.w_gate_up.bytes + l.w_down.bytes)
+            .sum();
+        layers + self.lm_head.as_ref().unwrap_or(&self.embed).bytes
+    }
+
+    /// The matrices' formats, each once.
+    pub fn formats(&self) -> Vec<Format> {
+        let mut out = vec![];
+        for m in self.matrices() {
+            if !out.contains(&m.format) {
+                out.push(m.format);
+            }
+        }
+        out
+    }
+
+    /// Upload `w`, each matrix in the format `plan` gives it, stacking Wq;Wk;Wv and W_gate;W_up.
+    pub fn upload(gpu: &Gpu, cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan) -> Result<Self> {
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         // Weights, uploaded once: matrices in textures, vectors in storage buffers. The Q, K, V
         // projections are stacked into one matrix and so are gate and up (one product each).
@@ -222,7 +467,23 @@ impl GpuWeights {
             padded.resize(v.len().max(UNIFORM_X_BYTES as usize / 4), 0.0);
             gpu.upload(name, &padded)
         };
-        let mat = |name: &str, parts: &[&Tensor]| WeightTex::upload(gpu, name, parts, f16);
+        let mat = |name: &str, parts: &[&Tensor]| {
+            let formats: Vec<Format> = parts.iter().map(|p| p.format).collect();
+            match plan.format(&formats, parts[0].cols()) {
+                Format::F32 => WeightTex::upload(gpu, name, parts, false),
+                Format::F16 => WeightTex::upload(gpu, name, parts, true),
+                f if formats.iter().all(|&p| p == f) => {
+                    let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+                    WeightTex::upload_blocks(gpu, name, parts, ROW_GROUP, max_dim)
+                }
+                f => {
+                    let blocks = blocks_in(f, parts)?;
+                    let refs: Vec<&Tensor> = blocks.iter().collect();
+                    let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+                    WeightTex::upload_blocks(gpu, name, &refs, ROW_GROUP, max_dim)
+                }
+            }
+        };
         let mut layers = vec![];
         for (l, lw) in w.layers.iter().enumerate() {
             let name = |n: &str| format!("layers.{l}.{n}");

@@ -178,10 +178,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                 for paged in b.kv.iter().map(|&k| k == crate::model::KvLayout::Paged) {
                     let kv = layout(paged, n);
                     let seq = kv.seq_ids().next().unwrap();
-                    let kind = MatmulKind {
-                        f16: false,
-                        subgroups: gpu.has_subgroups(8),
-                    };
+                    let kind = MatmulKind::float(false, gpu.has_subgroups(8));
                     let kern = Kernels::new(gpu, hd, kv.page, kind)?;
                     let rows_in_pool = kv.alloc.n_blocks() * kv.page;
                     let (mut kp, mut vp) = (vec![0f32; rows_in_pool * kv_dim], vec![0f32; rows_in_pool * kv_dim]);

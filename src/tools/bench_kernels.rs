@@ -158,7 +158,7 @@ pub fn bench_kernels(
     for f16 in [true, false] {
         for subgroups in [true, false] {
             if !subgroups || gpu.has_subgroups(8) {
-                kinds.push(MatmulKind { f16, subgroups });
+                kinds.push(MatmulKind::float(f16, subgroups));
             }
         }
     }
@@ -189,7 +189,7 @@ pub fn bench_kernels(
         );
         let variant = format!(
             "{} {}",
-            if kind.f16 { "f16" } else { "f32" },
+            if kind.f16() { "f16" } else { "f32" },
             if kind.subgroups { "subgroups" } else { "plain" }
         );
         for &(matrix, n, d) in &shapes {
@@ -198,7 +198,7 @@ pub fn bench_kernels(
             }
             let w = random(&mut rng, n * d);
             let x = random(&mut rng, tokens * d);
-            let seen: Vec<f32> = if kind.f16 {
+            let seen: Vec<f32> = if kind.f16() {
                 w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
             } else {
                 w.clone()
@@ -207,15 +207,15 @@ pub fn bench_kernels(
                 gpu,
                 matrix,
                 &[&crate::weights::Tensor::from_f32(vec![n, d], w.clone())],
-                kind.f16,
+                kind.f16(),
             )?;
             let mut xpad = x.clone();
             xpad.resize(xpad.len().max(16384), 0.0);
             let xb = gpu.upload("x", &xpad)?;
             let outb = gpu.zeros("out", tokens * n)?;
-            let weight_bytes = tex.bytes() as f64;
+            let weight_bytes = tex.bytes as f64;
             // GEMV of row 0
-            let op = l1.matmul(Input::Gemv { x: &xb, norm: None }, &tex, None, Epilogue::Write(&outb));
+            let op = l1.matmul(Input::Gemv { x: &xb, norm: None }, &tex, None, Epilogue::Write(&outb))?;
             let dims1 = Dims { t: 1, n_splits: 1 };
             run_timed(gpu, &[&op], dims1, "a kernel bench check")?;
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (n * 4) as u64)?);
@@ -243,7 +243,7 @@ pub fn bench_kernels(
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
             let (copy, xin) = lt.to_texture(&xb, None, &xt);
-            let op = lt.matmul(xin, &tex, None, Epilogue::Write(&outb));
+            let op = lt.matmul(xin, &tex, None, Epilogue::Write(&outb))?;
             let dims = Dims {
                 t: tokens as u32,
                 n_splits: 1,
@@ -275,15 +275,7 @@ pub fn bench_kernels(
         }
     }
     // RMSNorm over one row and over `tokens` rows
-    let k = Kernels::new(
-        gpu,
-        cfg.head_dim,
-        16,
-        MatmulKind {
-            f16: false,
-            subgroups: false,
-        },
-    )?;
+    let k = Kernels::new(gpu, cfg.head_dim, 16, MatmulKind::float(false, false))?;
     for (t, step) in [(1, &step1), (tokens, &step_t)] {
         let x = random(&mut rng, t * dim);
         let g = random(&mut rng, dim);
