@@ -10,11 +10,45 @@ use tinfer::cpu::ops;
 use tinfer::gpu::kernels::{
     split_plan, step_bytes, Fusion, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_SG_ROWS, MAX_SPLITS,
 };
-use tinfer::gpu::weights::{ActTex, WeightTex, ROW_GROUP};
+use tinfer::gpu::weights::{ActTex, WeightTex, QUANT_FORMATS, ROW_GROUP};
 use tinfer::gpu::Gpu;
 use tinfer::kv_cache::KvPages;
 use tinfer::sampler::Rng;
-use tinfer::weights::Tensor;
+use tinfer::weights::{Format, Tensor};
+
+/// Random blocks of the quantized `format` for `n` values: random quants, with scales (and mins)
+/// that keep the values within a few units, so that sums of products test the arithmetic.
+fn random_blocks(rng: &mut Rng, format: Format, n: usize) -> Vec<u8> {
+    let (be, bb) = format.block();
+    let mut out = vec![];
+    for _ in 0..n / be {
+        let mut b: Vec<u8> = (0..bb).map(|_| rng.next_u64() as u8).collect();
+        let mut put = |at: usize, v: f64| b[at..at + 2].copy_from_slice(&half::f16::from_f64(v).to_le_bytes());
+        let scale = (rng.next_f64() + 0.05) * if be == 32 { 0.1 } else { 0.002 };
+        match format {
+            Format::Q6_K => put(208, scale),
+            Format::Q4_K | Format::Q5_K => {
+                put(0, scale);
+                put(2, scale * 3.0);
+            }
+            Format::Q4_1 | Format::Q5_1 => {
+                put(0, scale);
+                put(2, -scale * 4.0);
+            }
+            _ => put(0, scale * if format == Format::Q8_0 { 0.1 } else { 1.0 }),
+        }
+        out.extend(b);
+    }
+    out
+}
+
+/// A matrix of rows of `d` values in `format` from `blocks`, and its values as the CPU decodes them.
+fn quant_mat(format: Format, blocks: Vec<u8>, d: usize) -> (Tensor, Vec<f32>) {
+    let rows = blocks.len() / format.bytes_for(d).unwrap();
+    let t = Tensor::owned(format, vec![rows, d], blocks).unwrap();
+    let seen = t.to_f32();
+    (t, seen)
+}
 
 /// An F32 matrix of rows of `d` values.
 fn mat(w: &[f32], d: usize) -> Tensor {
@@ -25,10 +59,7 @@ fn mat(w: &[f32], d: usize) -> Tensor {
 const EPS: f32 = 1e-5;
 
 /// The matrix-kernel variant the tests that do not exercise it compile.
-const F32_PLAIN: MatmulKind = MatmulKind {
-    f16: false,
-    subgroups: false,
-};
+const F32_PLAIN: MatmulKind = MatmulKind::float(false, false);
 
 struct H {
     gpu: Gpu,
@@ -168,10 +199,16 @@ fn matmul_matvec_and_matmat_match_cpu() {
     let mut kinds = vec![];
     let sg = subgroups(&h.gpu, "matmul_matvec_and_matmat_match_cpu");
     for f16 in [false, true] {
-        kinds.push(MatmulKind { f16, subgroups: false });
+        kinds.push(MatmulKind::float(f16, false));
         if sg {
-            kinds.push(MatmulKind { f16, subgroups: true });
+            kinds.push(MatmulKind::float(f16, true));
         }
+    }
+    if sg {
+        kinds.extend(QUANT_FORMATS.map(|f| MatmulKind {
+            format: f,
+            subgroups: true,
+        }));
     }
     let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
     let layer_rows = max_dim * ROW_GROUP + 3; // past one layer of the default layout
@@ -186,7 +223,15 @@ fn matmul_matvec_and_matmat_match_cpu() {
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
         let no_rope = h.zeros(4); // matvec's cos and sin tables without RoPE
                                   // (d, n, T, rows a group, texture rows a layer)
-        for (i, &(d, n, t, group, height)) in [
+        let quant = !matches!(kind.format, Format::F32 | Format::F16);
+        let k_quant = kind.format.block().0 == 256;
+        // quantized: rows of 3, 9 and 18 blocks of 32 (partial tail texels), or 1, 3, 6 super-blocks
+        let quant_sizes = [
+            (if k_quant { 256 } else { 96 }, 13, 11, ROW_GROUP, max_dim),
+            (if k_quant { 768 } else { 288 }, 37, 3, 3, 2),
+            (if k_quant { 1536 } else { 576 }, 130, 17, ROW_GROUP, 7),
+        ];
+        let float_sizes = [
             (8, 1, 1, ROW_GROUP, max_dim),
             (16, 3, 3, 1, max_dim),
             (64, 17, 17, 3, 2),
@@ -195,16 +240,37 @@ fn matmul_matvec_and_matmat_match_cpu() {
             (1536, 576, 1, 5, 7),
             (8, layer_rows, 2, ROW_GROUP, max_dim),
             (16320, 5, 2, ROW_GROUP, max_dim), // f32: 4080 texels a row, so groups of 4
-        ]
-        .iter()
-        .enumerate()
-        {
+        ];
+        let sizes = if quant { &quant_sizes[..] } else { &float_sizes[..] };
+        for (i, &(d, n, t, group, height)) in sizes.iter().enumerate() {
             let what = format!("{kind:?} d={d} n={n} T={t} group={group} height={height}");
             let w = random(&mut rng, n * d, 3.0);
+            let blocks = if quant {
+                random_blocks(&mut rng, kind.format, n * d)
+            } else {
+                vec![]
+            };
+            // the first `rows` rows of the weights on the device
+            let upload = |rows: usize| {
+                if quant {
+                    let (t, _) = quant_mat(
+                        kind.format,
+                        blocks[..kind.format.bytes_for(rows * d).unwrap()].to_vec(),
+                        d,
+                    );
+                    WeightTex::upload_blocks(&h.gpu, "w", &[&t], group, height).unwrap()
+                } else {
+                    WeightTex::upload_as(&h.gpu, "w", &[&mat(&w[..rows * d], d)], kind.f16(), group, height).unwrap()
+                }
+            };
             let mut x = random(&mut rng, t * d, 5.0);
             let bias = random(&mut rng, n + 5, 1.0);
-            let tex = WeightTex::upload_as(&h.gpu, "w", &[&mat(&w, d)], kind.f16, group, height).unwrap();
-            let w_seen = if kind.f16 { round_f16(&w) } else { w.clone() };
+            let tex = upload(n);
+            let w_seen = match kind.format {
+                Format::F32 => w.clone(),
+                Format::F16 => round_f16(&w),
+                f => quant_mat(f, blocks.clone(), d).1,
+            };
             let (accumulate, with_bias) = (i % 2 == 0, i % 3 != 1);
             // GEMM: all rows, at column offset 5 of rows of stride n + 5, onto `init` when accumulating
             let init = random(&mut rng, t * (n + 5), 2.0);
@@ -292,8 +358,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                 // SwiGLU of a stacked gate;up, c rows each (the first 2c rows of w): GEMM of x,
                 // GEMM of x RMS-normalised by to_texture, GEMV of x, GEMV normalising x itself
                 let c = n / 2;
-                let gate_up =
-                    WeightTex::upload_as(&h.gpu, "w", &[&mat(&w[..2 * c * d], d)], kind.f16, group, height).unwrap();
+                let gate_up = upload(2 * c);
                 let swiglu = |xs: &[f32]| {
                     let tt = xs.len() / d;
                     let (mut g, mut u) = (vec![0.0; tt * c], vec![0.0; tt * c]);
@@ -370,7 +435,7 @@ fn fused_qkv_rope_matches_cpu() {
             if subgroups && !sg {
                 continue;
             }
-            let kind = MatmulKind { f16, subgroups };
+            let kind = MatmulKind::float(f16, subgroups);
             let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
             // (d, n_heads, n_kv_heads, head_dim, tokens, first position, bias)
             for &(d, nh, nkv, hd, t, pos0, with_bias) in &[
@@ -724,7 +789,7 @@ fn embed_and_argmax_match_cpu() {
     let tokens = [3u32, 19, 7, rows_n as u32 - 1, 0];
     let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
     for (f16, group, height) in [(false, ROW_GROUP, max_dim), (true, ROW_GROUP, max_dim), (true, 3, 5000)] {
-        let k = Kernels::new(&h.gpu, 64, 16, MatmulKind { f16, subgroups: false }).unwrap();
+        let k = Kernels::new(&h.gpu, 64, 16, MatmulKind::float(f16, false)).unwrap();
         let tex = WeightTex::upload_as(&h.gpu, "embed", &[&mat(&table, dim)], f16, group, height).unwrap();
         let seen = if f16 { round_f16(&table) } else { table.clone() };
         let x = h.zeros(tokens.len() * dim);
@@ -754,6 +819,43 @@ fn embed_and_argmax_match_cpu() {
                 want,
                 "token {tok} (f16: {f16}, group {group})"
             );
+        }
+    }
+    // quantized tables: every block format, rows not a whole texture row group, small layers
+    if subgroups(&h.gpu, "embed_and_argmax_match_cpu") {
+        for format in QUANT_FORMATS {
+            let dim = if format.block().0 == 256 { 512 } else { 96 };
+            let (rows_n, tokens) = (37, [3u32, 36, 0, 19]);
+            let (t, seen) = quant_mat(format, random_blocks(&mut rng, format, rows_n * dim), dim);
+            let tex = WeightTex::upload_blocks(&h.gpu, "embed", &[&t], 3, 4).unwrap();
+            let kern = Kernels::embed_kernel(&h.gpu, format).unwrap();
+            let x = h.zeros(tokens.len() * dim);
+            let step_rows: Vec<Row> = tokens
+                .iter()
+                .map(|&token| Row {
+                    token,
+                    ..Row::default()
+                })
+                .collect();
+            h.run_res(
+                &kern,
+                &step_rows,
+                (1, 0),
+                Shape::new(dim, 0, 0, 0),
+                &[Res::Tex(&tex.view), Res::Buf(&x)],
+                [up(dim, 64), tokens.len() as u32, 1],
+            );
+            let got = h.read(&x, tokens.len() * dim);
+            for (i, &tok) in tokens.iter().enumerate() {
+                let want = &seen[tok as usize * dim..][..dim];
+                // d·q + m: one rounding or two (a fused multiply-add)
+                assert_close(
+                    &format!("embed {format} token {tok}"),
+                    &got[i * dim..][..dim],
+                    want,
+                    Tol { abs: 1e-6, rel: 1e-6 },
+                );
+            }
         }
     }
     // argmax with a tie: the first index wins, as on the CPU

@@ -206,7 +206,7 @@ pub struct MatmulKind {
 
 impl MatmulKind {
     /// Float weights: f16 or f32 texels.
-    pub fn float(f16: bool, subgroups: bool) -> Self {
+    pub const fn float(f16: bool, subgroups: bool) -> Self {
         let format = if f16 { Format::F16 } else { Format::F32 };
         MatmulKind { format, subgroups }
     }
