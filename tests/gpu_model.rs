@@ -514,3 +514,62 @@ fn qwen2_coder_gpu_perplexity_and_long_greedy_match_hf() {
         check_greedy_from_2000(m, tok, "qwen2.5-coder gpu f32");
     }
 }
+
+/// GGUF blocks kept on the GPU (--dtype auto) against the CPU on the same file, which decodes the
+/// blocks to f32 first: the same weights, only the f32 summation order differs. SmolLM2-135M Q4_1
+/// (its tied head Q8_0) and Qwen2.5-Coder-0.5B Q4_K_M (Q5_0, Q8_0, Q4_K, Q6_K; its Q5_0 Q/K stacked
+/// with Q8_0 V rows as Q8_0): the last logits of each fixture prompt within QUANT_GPU_VS_CPU, then
+/// 12 greedy steps in lockstep (both fed the CPU's choice) with equal argmax except where the
+/// CPU's top two are within 2 × the tolerance.
+#[test]
+fn quantized_weights_on_the_gpu_match_the_cpu() {
+    let cases = [
+        (smollm2_gguf(), "smollm2", "Q4_1+Q8_0"),
+        (qwen_coder_gguf(), "qwen2.5-coder", "Q8_0+Q5_0+Q6_K+Q4_K"),
+    ];
+    for (path, fixture, formats) in cases {
+        let Some(path) = path else { continue };
+        let opts = Options {
+            dtype: Dtype::Auto,
+            kv_memory: Some(64 << 20),
+            ..Options::default()
+        };
+        let Some((mut g, _)) = gpu_model_with(&path, &opts) else {
+            return;
+        };
+        assert_eq!(g.dtype_name(), formats, "{fixture}: the device formats");
+        let (mut c, _) = cpu_model(&path);
+        let index = read_json(&fixtures().join(format!("{fixture}/index.json")));
+        let mut worst = 0f64;
+        for p in index["prompts"].as_array().unwrap().iter().take(3) {
+            let prompt = ids(&p["ids"]);
+            let (gs, cs) = (g.new_seq().unwrap(), c.new_seq().unwrap());
+            let (mut a, mut b) = (
+                g.fwd(gs, &prompt, Want::Last).unwrap(),
+                c.fwd(cs, &prompt, Want::Last).unwrap(),
+            );
+            for step in 0..12 {
+                let what = format!("{fixture} {formats} prompt {:?} step {step}", p["name"]);
+                assert_close(&what, &a, &b, QUANT_GPU_VS_CPU);
+                worst = worst.max(max_abs_diff(&a, &b));
+                let mut order: Vec<usize> = (0..b.len()).collect();
+                order.sort_by(|&i, &j| b[j].total_cmp(&b[i]));
+                let gpu_top = (0..a.len())
+                    .max_by(|&i, &j| a[i].total_cmp(&a[j]).then(j.cmp(&i)))
+                    .unwrap();
+                let tie = ((b[order[0]] - b[order[1]]) as f64) < 2.0 * QUANT_GPU_VS_CPU.abs;
+                assert!(
+                    tie || gpu_top == order[0],
+                    "{what}: gpu argmax {gpu_top}, cpu {}",
+                    order[0]
+                );
+                let next = [order[0] as u32];
+                a = g.fwd(gs, &next, Want::Last).unwrap();
+                b = c.fwd(cs, &next, Want::Last).unwrap();
+            }
+            g.release(gs);
+            c.release(cs);
+        }
+        eprintln!("{fixture} {formats}: gpu vs cpu max |diff| {worst:.2e}");
+    }
+}
