@@ -1,5 +1,6 @@
 // Test vectors for tinfer's quantizers (src/quant.rs): rows of awkward f32 data quantized by
-// llama.cpp's own reference quantizers `quantize_row_q8_0_ref` and `quantize_row_q4_K_ref`
+// llama.cpp's own reference quantizers `quantize_row_q8_0_ref`, `quantize_row_q4_K_ref` and
+// `quantize_row_q5_0_ref` (the fallback of Q4_K for rows that are not whole super-blocks)
 // (ggml/src/ggml-quants.c), linked from a ggml checkout by scripts/make-quant-cases.sh.
 // Writes JSON to stdout: {"cases": [{"name", "type", "x": [f32 bit patterns as hex], "hex"}]}.
 // The inputs come from a fixed-seed generator (splitmix64 + Box-Muller), so reruns are identical.
@@ -28,10 +29,13 @@ static float normal(void) { return (float)(sqrt(-2.0 * log(1.0 - uniform())) * c
 
 static int first = 1;
 static void emit(const char *name, const char *type, const float *x, int n) {
-    int q8 = strcmp(type, "Q8_0") == 0;
-    size_t nbytes = q8 ? (size_t)n / 32 * sizeof(block_q8_0) : (size_t)n / 256 * sizeof(block_q4_K);
+    int q8 = strcmp(type, "Q8_0") == 0, q5 = strcmp(type, "Q5_0") == 0;
+    size_t nbytes = q8 ? (size_t)n / 32 * sizeof(block_q8_0)
+                  : q5 ? (size_t)n / 32 * sizeof(block_q5_0)
+                       : (size_t)n / 256 * sizeof(block_q4_K);
     uint8_t *y = calloc(nbytes, 1);
     if (q8) quantize_row_q8_0_ref(x, (block_q8_0 *)y, n);
+    else if (q5) quantize_row_q5_0_ref(x, (block_q5_0 *)y, n);
     else quantize_row_q4_K_ref(x, (block_q4_K *)y, n);
     printf("%s\n{\"name\": \"%s\", \"type\": \"%s\", \"x\": [", first ? "" : ",", name, type);
     for (int i = 0; i < n; i++) {
@@ -81,11 +85,12 @@ int main(int argc, char **argv) {
     const char *kinds[] = {"normal", "weights", "outliers", "zero-blocks", "constant", "tiny", "subnormal-d", "negative",
                            "positive", "huge", "ties", "grid", "ramp", "sparse", "mixed-scale"};
     int nk = sizeof kinds / sizeof kinds[0];
-    printf("{\"source\": \"ggml-quants.c quantize_row_q8_0_ref / quantize_row_q4_K_ref via scripts/make-quant-cases.sh\", "
+    printf("{\"source\": \"ggml-quants.c quantize_row_q8_0_ref / quantize_row_q4_K_ref / quantize_row_q5_0_ref via scripts/make-quant-cases.sh\", "
            "\"ggml_commit\": \"%s\", \"cases\": [", argc > 1 ? argv[1] : "unknown");
     for (int k = 0; k < nk; k++) row("Q8_0", kinds[k], 32 * (1 + k % 4));
     for (int k = 0; k < nk; k++) row("Q4_K", kinds[k], 256 * (1 + k % 2));
     for (int r = 0; r < 4; r++) row("Q4_K", "weights", 512); // more real-looking blocks
+    for (int k = 0; k < nk; k++) row("Q5_0", kinds[k], 32 * (1 + k % 4)); // Q4_K's fallback
     printf("\n]}\n");
     return 0;
 }

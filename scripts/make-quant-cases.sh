@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates tests/fixtures/quant_cases.json: llama.cpp's reference quantizers
-# (quantize_row_q8_0_ref, quantize_row_q4_K_ref) on the rows of scripts/make-quant-cases.c.
+# (quantize_row_q8_0_ref, quantize_row_q4_K_ref, quantize_row_q5_0_ref) on the rows of scripts/make-quant-cases.c.
 # Usage: [GGML_COMMIT=sha] scripts/make-quant-cases.sh GGML_DIR
 #   GGML_DIR: a ggml checkout (github.com/ggml-org/ggml) or llama.cpp's ggml/ folder; its src/ and
 #   include/ are used in place, nothing of it is copied here.

@@ -89,6 +89,15 @@ impl Config {
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
         self.vocab_size * d + self.n_layers * layer + d + head
     }
+
+    /// Weight bytes one decoded token reads at `bytes_per_weight` (4 for f32, 2 for f16): every
+    /// matrix and vector once, one embedding row; the KV cache is not counted (it depends on the
+    /// position).
+    pub fn weight_bytes_per_token(&self, bytes_per_weight: usize) -> u64 {
+        let embed = self.vocab_size * self.dim;
+        let head = if self.tied_embeddings { embed } else { 0 };
+        ((self.n_params() - embed + self.dim + head) * bytes_per_weight) as u64
+    }
 }
 
 /// Read a small JSON-ish text file, refusing anything over `max` bytes before reading it.

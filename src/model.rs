@@ -190,8 +190,17 @@ impl Model {
     /// out, padding included) on the GPU, f32 on the CPU.
     pub fn weight_bytes(&self) -> usize {
         match &self.backend {
-            Backend::Cpu { .. } => crate::tools::bench_model::weight_bytes_per_token(&self.cfg, 4) as usize,
+            Backend::Cpu { .. } => self.cfg.weight_bytes_per_token(4) as usize,
             Backend::Gpu(g) => g.weight_bytes,
+        }
+    }
+
+    /// Bytes of all weight matrices on the GPU (blocks as laid out, padding included); None on
+    /// the CPU.
+    pub fn device_weight_bytes(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some(g.device_bytes),
         }
     }
 

@@ -3,7 +3,7 @@
 //! model quantized here at load equals the same model quantized by llama.cpp. Each follows its C
 //! function's arithmetic step by step in f32 (same operations, same order, no fused
 //! multiply-add) and stores scales as f16 rounded to nearest even (`GGML_FP32_TO_FP16`).
-//! Checked byte for byte against llama.cpp in tests/quant.rs (fixture: scripts/make-quant-cases.sh).
+//! Checked byte for byte against llama.cpp in tests/quant.rs (Q8_0, Q4_K, Q5_0) (fixture: scripts/make-quant-cases.sh).
 
 use half::f16;
 
@@ -15,6 +15,7 @@ pub fn quantize(format: Format, x: &[f32]) -> Option<Vec<u8>> {
     match format {
         Format::Q8_0 => Some(quantize_q8_0(x)),
         Format::Q4_K => Some(quantize_q4_k(x)),
+        Format::Q5_0 => Some(quantize_q5_0(x)),
         _ => None,
     }
 }
@@ -50,6 +51,39 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<u8> {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         out.extend(f16::from_f32(d).to_le_bytes());
         out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// Q5_0 as ggml-quants.c's `quantize_row_q5_0_ref` (what llama-quantize writes for Q4_K rows that
+/// are not whole super-blocks): per block of 32, max = the value of largest magnitude (the first
+/// one on ties), d = max / -16, q = min(31, (i8)(x / d + 16.5)) truncated toward zero, the low
+/// nibbles as Q4_0 and each 5th bit in qh. Panics unless 32 divides `x.len()`.
+pub fn quantize_q5_0(x: &[f32]) -> Vec<u8> {
+    assert_eq!(x.len() % 32, 0, "Q5_0: {} values are not whole blocks of 32", x.len());
+    let mut out = Vec::with_capacity(x.len() / 32 * 22);
+    for b in x.chunks_exact(32) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in b {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let q = |v: f32| ((v * id + 16.5) as i8).min(31) as u8;
+        let mut qh = 0u32;
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            let (q0, q1) = (q(b[j]), q(b[j + 16]));
+            qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
+            qh |= u32::from((q0 & 0x10) >> 4) << j;
+            qh |= u32::from((q1 & 0x10) >> 4) << (j + 16);
+        }
+        out.extend(f16::from_f32(d).to_le_bytes());
+        out.extend(qh.to_le_bytes());
+        out.extend(qs);
     }
     out
 }

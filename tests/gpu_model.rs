@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 
+use tinfer::gpu::weights::{device_plan, WeightPlan};
 use tinfer::model::{Attention, Device, Dtype, Entry, KvLayout, Model, Options, Want};
 
 fn tiny_logits_match_hf(name: &str) {
@@ -539,6 +540,26 @@ fn quantized_weights_on_the_gpu_match_the_cpu() {
         };
         assert_eq!(g.dtype_name(), formats, "{fixture}: the device formats");
         let (mut c, _) = cpu_model(&path);
+        // what `info` plans is what the device holds, within 5% of the file's matrix bytes
+        let loaded = tinfer::loader::load(&path).unwrap();
+        let plan = WeightPlan {
+            dtype: Dtype::Auto,
+            f16: true,
+            quant: true,
+        };
+        // (every row here is under 1024 texels, so any texture width of 8192 or more groups 8 rows)
+        let planned = device_plan(&loaded.cfg, loaded.weights.as_ref().unwrap(), plan, 8192);
+        let device: usize = planned.iter().map(|m| m.bytes).sum();
+        let stored: usize = planned.iter().map(|m| m.stored_bytes).sum();
+        assert_eq!(
+            Some(device),
+            g.device_weight_bytes(),
+            "{fixture}: planned vs uploaded bytes"
+        );
+        assert!(
+            device as f64 <= stored as f64 * 1.05,
+            "{fixture}: {device} device bytes for {stored} stored"
+        );
         let index = read_json(&fixtures().join(format!("{fixture}/index.json")));
         let mut worst = 0f64;
         for p in index["prompts"].as_array().unwrap().iter().take(3) {

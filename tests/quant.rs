@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use proptest::prelude::*;
-use tinfer::quant::{fallback_for, quantize, quantize_q4_k, quantize_q8_0};
+use tinfer::quant::{fallback_for, quantize, quantize_q4_k, quantize_q5_0, quantize_q8_0};
 use tinfer::weights::Format;
 
 fn decode(format: Format, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -18,12 +18,13 @@ fn decode(format: Format, bytes: &[u8], n: usize) -> Vec<f32> {
 #[test]
 fn blocks_equal_llama_cpp_reference_quantizers() {
     let fixture = read_json(&fixtures().join("quant_cases.json"));
-    let mut checked = [0, 0];
+    let mut checked = [0, 0, 0];
     for case in fixture["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let format = match case["type"].as_str().unwrap() {
             "Q8_0" => Format::Q8_0,
             "Q4_K" => Format::Q4_K,
+            "Q5_0" => Format::Q5_0,
             other => panic!("{name}: fixture type {other}"),
         };
         let x: Vec<f32> = case["x"]
@@ -34,6 +35,7 @@ fn blocks_equal_llama_cpp_reference_quantizers() {
             .collect();
         let got = match format {
             Format::Q8_0 => quantize_q8_0(&x),
+            Format::Q5_0 => quantize_q5_0(&x),
             _ => quantize_q4_k(&x),
         };
         let want = hex(case["hex"].as_str().unwrap());
@@ -50,11 +52,14 @@ fn blocks_equal_llama_cpp_reference_quantizers() {
             );
         }
         assert_eq!(quantize(format, &x).as_deref(), Some(&got[..]));
-        checked[(format == Format::Q4_K) as usize] += 1;
+        checked[[Format::Q8_0, Format::Q4_K, Format::Q5_0]
+            .iter()
+            .position(|&f| f == format)
+            .unwrap()] += 1;
     }
     assert!(
-        checked[0] >= 10 && checked[1] >= 10,
-        "cases checked (Q8_0, Q4_K): {checked:?}"
+        checked.iter().all(|&n| n >= 10),
+        "cases checked (Q8_0, Q4_K, Q5_0): {checked:?}"
     );
 }
 

@@ -32,6 +32,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         }
         s => format!("{s:?}"),
     };
+    let weights = gpu_weights(args.dtype, &loaded, gpu.as_ref());
     let j = json!({
         "source": loaded.source,
         "model_type": cfg.model_type,
@@ -59,6 +60,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         "tokenizer_error": loaded.tokenizer_error,
         "warnings": loaded.warnings,
         "gpu": gpu,
+        "gpu_weights": weights,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -99,6 +101,30 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         cfg.seq_len, cfg.vocab_size, cfg.eos_token_ids
     );
     print_tokenizer(tok, loaded.tokenizer_error.as_deref(), &loaded.warnings);
+    if let Some(w) = &weights {
+        println!(
+            "gpu weights  --dtype {}: {:.1} MiB on the device for {:.1} MiB stored ({:+.1}%){}",
+            w["dtype"].as_str().unwrap_or(""),
+            w["device_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
+            w["stored_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
+            w["overhead_percent"].as_f64().unwrap_or(0.0),
+            if gpu.is_none() {
+                " (for an adapter with SHADER_F16 and subgroups)"
+            } else {
+                ""
+            }
+        );
+        for c in w["matrices"].as_array().into_iter().flatten() {
+            println!(
+                "             {:>3} × {} -> {} ({}), {:.1} MiB",
+                c["count"],
+                c["stored"].as_str().unwrap_or(""),
+                c["device"].as_str().unwrap_or(""),
+                c["how"].as_str().unwrap_or(""),
+                c["bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+            );
+        }
+    }
     if let Some(g) = gpu {
         let name = |k: &str| g[k].as_str().unwrap_or("").to_string();
         println!(
@@ -209,7 +235,9 @@ pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_
         "driver": format!("{} {}", gpu.info.driver, gpu.info.driver_info),
         "features": format!("{:?}", gpu.adapter.features()),
         "shader_f16": gpu.features.contains(wgpu::Features::SHADER_F16),
+        "subgroups": gpu.has_subgroups(8),
         "limits": {
+            "max_texture_dimension_2d": l.max_texture_dimension_2d,
             "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
             "max_buffer_size": l.max_buffer_size,
             "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
@@ -218,5 +246,64 @@ pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_
             "max_storage_buffers_per_shader_stage": l.max_storage_buffers_per_shader_stage,
         },
         "all_adapters": all,
+    }))
+}
+
+/// How the GPU would hold the matrices under `dtype` (gpu::weights::device_plan): per kind of
+/// conversion the matrices, their device bytes and how the values get there. Without an adapter
+/// it assumes one with SHADER_F16 and subgroups.
+fn gpu_weights(
+    dtype: tinfer::model::Dtype,
+    loaded: &loader::Loaded,
+    gpu: Option<&serde_json::Value>,
+) -> Option<serde_json::Value> {
+    use tinfer::gpu::weights::{device_plan, WeightPlan};
+    use tinfer::weights::Format;
+    let w = loaded.weights.as_ref()?;
+    let flag = |k: &str| gpu.map_or(true, |g| g[k].as_bool().unwrap_or(false));
+    let plan = WeightPlan {
+        dtype,
+        f16: dtype != tinfer::model::Dtype::F32 && (dtype == tinfer::model::Dtype::F16 || flag("shader_f16")),
+        quant: flag("subgroups"),
+    };
+    let max_dim = gpu
+        .and_then(|g| g["limits"]["max_texture_dimension_2d"].as_u64())
+        .unwrap_or(8192) as usize;
+    let matrices = device_plan(&loaded.cfg, w, plan, max_dim);
+    let mut kinds: Vec<(String, Format, &str, usize, usize)> = vec![];
+    for m in &matrices {
+        let stored: Vec<String> = m.stored.iter().map(Format::to_string).collect();
+        let stored = stored.join("+");
+        let how = if m.stored.iter().all(|&f| f == m.format) {
+            "as stored"
+        } else if m.format == Format::Q8_0
+            && m.stored
+                .iter()
+                .all(|f| matches!(f, Format::Q4_0 | Format::Q5_0 | Format::Q8_0))
+        {
+            "rewritten exactly"
+        } else if matches!(m.format, Format::F32 | Format::F16) {
+            "decoded"
+        } else {
+            "quantized at load"
+        };
+        match kinds.iter_mut().find(|k| k.0 == stored && k.1 == m.format) {
+            Some(k) => {
+                k.3 += 1;
+                k.4 += m.bytes;
+            }
+            None => kinds.push((stored, m.format, how, 1, m.bytes)),
+        }
+    }
+    let device: usize = matrices.iter().map(|m| m.bytes).sum();
+    let stored: usize = matrices.iter().map(|m| m.stored_bytes).sum();
+    Some(json!({
+        "dtype": format!("{dtype:?}").to_lowercase(),
+        "device_bytes": device,
+        "stored_bytes": stored,
+        "overhead_percent": (device as f64 / stored as f64 - 1.0) * 100.0,
+        "matrices": kinds.iter().map(|(s, f, how, n, b)| json!({
+            "stored": s, "device": f.to_string(), "how": how, "count": n, "bytes": b,
+        })).collect::<Vec<_>>(),
     }))
 }

@@ -386,6 +386,73 @@ impl WeightPlan {
     }
 }
 
+/// Texels a row of `cols` values takes on the device in `format` (float rows padded to
+/// TEXEL_CHUNK texels).
+fn texels_for(format: Format, cols: usize) -> usize {
+    match format {
+        Format::F32 => (cols / 4).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK,
+        Format::F16 => (cols / 8).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK,
+        f => row_texels(f, cols),
+    }
+}
+
+/// One matrix as the GPU will hold it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedMatrix {
+    /// e.g. "layers.3.wq;wk;wv"
+    pub name: String,
+    /// the stored formats of its parts
+    pub stored: Vec<Format>,
+    /// its format on the device
+    pub format: Format,
+    /// bytes on the device with textures `max_dim` texels wide (padding included)
+    pub bytes: usize,
+    /// bytes of its parts as stored
+    pub stored_bytes: usize,
+}
+
+/// The device matrices of `w` in upload order (each layer's Wq;Wk;Wv, Wo, W_gate;W_up, W_down,
+/// then the embedding and an untied LM head) and the format `plan` gives each: what `info` shows
+/// and what GpuWeights::upload does (tests/gpu_model.rs checks the bytes agree).
+pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim: usize) -> Vec<PlannedMatrix> {
+    let arch = Arch::for_hf(&cfg.model_type).unwrap_or(&crate::arch::LLAMA);
+    let mut list: Vec<(String, Vec<&Tensor>)> = vec![];
+    for (l, lw) in w.layers.iter().enumerate() {
+        let stack = |fields: &[crate::arch::Field]| {
+            fields
+                .iter()
+                .map(|&f| lw.field(f).expect("stacked matrices exist"))
+                .collect()
+        };
+        list.push((format!("layers.{l}.wq;wk;wv"), stack(&arch.stack_qkv)));
+        list.push((format!("layers.{l}.wo"), vec![&lw.wo]));
+        list.push((format!("layers.{l}.w_gate;w_up"), stack(&arch.stack_gate_up)));
+        list.push((format!("layers.{l}.w_down"), vec![&lw.w_down]));
+    }
+    list.push(("embed".into(), vec![&w.embed]));
+    if let Some(h) = &w.lm_head {
+        list.push(("lm_head".into(), vec![h]));
+    }
+    list.into_iter()
+        .map(|(name, parts)| {
+            let stored: Vec<Format> = parts.iter().map(|p| p.format).collect();
+            let (rows, cols) = (parts.iter().map(|p| p.rows()).sum::<usize>(), parts[0].cols());
+            let format = plan.format(&stored, cols);
+            let texels = texels_for(format, cols);
+            let group = ROW_GROUP.min(max_dim / texels.max(1)).max(1);
+            let bytes = rows.div_ceil(group) * group * texels * 16;
+            let stored_bytes = parts.iter().map(|p| p.n_bytes()).sum();
+            PlannedMatrix {
+                name,
+                stored,
+                format,
+                bytes,
+                stored_bytes,
+            }
+        })
+        .collect()
+}
+
 /// `parts` as one matrix in the quantized `format`: the stored blocks where a part already is
 /// in it, Q4_0 / Q5_0 blocks rewritten as Q8_0 exactly (same d, q - 8 or q - 16), else the
 /// decoded values quantized by quant::quantize.

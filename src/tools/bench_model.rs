@@ -85,11 +85,3 @@ pub fn bench_model(
     model.release(seq);
     Ok((pp_out, tg_out))
 }
-
-/// Weight bytes one decoded token reads at `bytes_per_weight` (4 for f32, 2 for f16): every matrix and vector once, one embedding row;
-/// the KV cache is not counted (it depends on the position).
-pub fn weight_bytes_per_token(cfg: &crate::config::Config, bytes_per_weight: usize) -> u64 {
-    let embed = cfg.vocab_size * cfg.dim;
-    let head = if cfg.tied_embeddings { embed } else { 0 };
-    ((cfg.n_params() - embed + cfg.dim + head) * bytes_per_weight) as u64
-}
