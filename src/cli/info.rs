@@ -260,7 +260,7 @@ fn gpu_weights(
     use tinfer::gpu::weights::{device_plan, WeightPlan};
     use tinfer::weights::Format;
     let w = loaded.weights.as_ref()?;
-    let flag = |k: &str| gpu.map_or(true, |g| g[k].as_bool().unwrap_or(false));
+    let flag = |k: &str| gpu.is_none_or(|g| g[k].as_bool().unwrap_or(false));
     let plan = WeightPlan {
         dtype,
         f16: dtype != tinfer::model::Dtype::F32 && (dtype == tinfer::model::Dtype::F16 || flag("shader_f16")),
