@@ -89,9 +89,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         for (var u = 0u; u < d / 32u; u++) {
             let ua = load_unit(qa, d, u);
             let ub = load_unit(qb, d, u);
-            for (var i = 0u; i < 8u; i++) {
-                mac8(&acc_a, &acc_b, unit_w(ua, i), unit_w(ub, i), xload(u * 8u + i, xr));
-            }
+            // unrolled: constant indices into the units' texels
+            mac8(&acc_a, &acc_b, unit_w(ua, 0u), unit_w(ub, 0u), xload(u * 8u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 1u), unit_w(ub, 1u), xload(u * 8u + 1u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 2u), unit_w(ub, 2u), xload(u * 8u + 2u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 3u), unit_w(ub, 3u), xload(u * 8u + 3u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 4u), unit_w(ub, 4u), xload(u * 8u + 4u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 5u), unit_w(ub, 5u), xload(u * 8u + 5u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 6u), unit_w(ub, 6u), xload(u * 8u + 6u, xr));
+            mac8(&acc_a, &acc_b, unit_w(ua, 7u), unit_w(ub, 7u), xload(u * 8u + 7u, xr));
         }
     }
     for (var k = 0u; k < select(texels, 0u, WTYPE >= 2u); k++) {
