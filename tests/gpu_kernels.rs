@@ -225,11 +225,14 @@ fn matmul_matvec_and_matmat_match_cpu() {
                                   // (d, n, T, rows a group, texture rows a layer)
         let quant = !matches!(kind.format, Format::F32 | Format::F16);
         let k_quant = kind.format.block().0 == 256;
-        // quantized: rows of 3, 9 and 18 blocks of 32 (partial tail texels), or 1, 3, 6 super-blocks
+        // quantized: rows of 3, 9 and 18 blocks of 32 (partial tail texels), or 1, 3, 6 super-blocks;
+        // layers of 1 texture row (8 rows each), of 2 and 4 (a matrix past 256 layers of 1)
         let quant_sizes = [
             (if k_quant { 256 } else { 96 }, 13, 11, ROW_GROUP, max_dim),
-            (if k_quant { 768 } else { 288 }, 37, 3, 3, 2),
+            (if k_quant { 768 } else { 288 }, 37, 3, ROW_GROUP, 2),
             (if k_quant { 1536 } else { 576 }, 130, 17, ROW_GROUP, 7),
+            (if k_quant { 256 } else { 64 }, 2100, 2, ROW_GROUP, max_dim),
+            (if k_quant { 512 } else { 32 }, 4500, 9, ROW_GROUP, 4),
         ];
         let float_sizes = [
             (8, 1, 1, ROW_GROUP, max_dim),
@@ -258,7 +261,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         blocks[..kind.format.bytes_for(rows * d).unwrap()].to_vec(),
                         d,
                     );
-                    WeightTex::upload_blocks(&h.gpu, "w", &[&t], group, height).unwrap()
+                    WeightTex::upload_blocks(&h.gpu, "w", &[&t], height).unwrap()
                 } else {
                     WeightTex::upload_as(&h.gpu, "w", &[&mat(&w[..rows * d], d)], kind.f16(), group, height).unwrap()
                 }
@@ -827,7 +830,7 @@ fn embed_and_argmax_match_cpu() {
             let dim = if format.block().0 == 256 { 512 } else { 96 };
             let (rows_n, tokens) = (37, [3u32, 36, 0, 19]);
             let (t, seen) = quant_mat(format, random_blocks(&mut rng, format, rows_n * dim), dim);
-            let tex = WeightTex::upload_blocks(&h.gpu, "embed", &[&t], 3, 4).unwrap();
+            let tex = WeightTex::upload_blocks(&h.gpu, "embed", &[&t], 4).unwrap();
             let kern = Kernels::embed_kernel(&h.gpu, format).unwrap();
             let x = h.zeros(tokens.len() * dim);
             let step_rows: Vec<Row> = tokens

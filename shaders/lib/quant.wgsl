@@ -34,30 +34,15 @@ const Q4_K = 12u;
 const Q5_K = 13u;
 const Q6_K = 14u;
 
-// Texels a row of n values takes (src/gpu/weights.rs `row_texels`).
-fn q_row_texels(n: u32) -> u32 {
-    let u = n / 32u;
-    let s = n / 256u;
-    switch WTYPE {
-        case 8u: { return 2u * u + (u + 7u) / 8u; }            // Q8_0
-        case 2u: { return u + (u + 7u) / 8u; }                 // Q4_0
-        case 3u: { return u + (u + 3u) / 4u; }                 // Q4_1
-        case 6u: { return u + ((u + 1u) / 2u + u + 3u) / 4u; } // Q5_0
-        case 7u: { return u + (u + 1u) / 2u; }                 // Q5_1
-        case 12u: { return 9u * s; }                           // Q4_K
-        case 13u: { return 11u * s; }                          // Q5_K
-        default: { return 13u * s + (s + 7u) / 8u; }           // Q6_K
-    }
-}
-
-// Where row o of a matrix with n columns lives: texel k at (k * r.w + r.x, r.y) in layer r.z.
-// Rows are stored in groups of g = width / row_texels, interleaved texel by texel (as WeightTex
-// lays out float rows, without their padding to 8 texels).
+// Where row o lives: texel k at (k * r.w + r.x, r.y) in layer r.z. Rows are stored in groups of
+// 8, interleaved texel by texel (as WeightTex lays out float rows, without their padding to 8
+// texels), in layers of a power-of-two number of texture rows (WeightTex::upload_blocks), so
+// shifts and masks find it: a u32 division costs a scalar divide per lane on a CPU adapter.
+// (Row widths in texels: src/gpu/weights.rs `row_texels`.)
 fn q_row(n: u32, o: u32) -> vec4<u32> {
-    let size = textureDimensions(w);
-    let g = size.x / q_row_texels(n);
-    let group = o / g;
-    return vec4<u32>(o % g, group % size.y, group / size.y, g);
+    let height = textureDimensions(w).y;
+    let group = o >> 3u;
+    return vec4<u32>(o & 7u, group & (height - 1u), group >> firstTrailingBit(height), 8u);
 }
 
 fn tex(r: vec4<u32>, k: u32) -> vec4<u32> {

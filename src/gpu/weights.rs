@@ -168,14 +168,22 @@ impl WeightTex {
     }
 
     /// Upload the rows of `parts` (all in the quantized `format`, one of QUANT_FORMATS) as
-    /// blocks in the layout of `device_row`, at most `group` rows interleaved and `height`
-    /// texture rows a layer.
-    pub fn upload_blocks(gpu: &Gpu, name: &str, parts: &[&Tensor], group: usize, height: usize) -> Result<Self> {
+    /// blocks in the layout of `device_row`: always ROW_GROUP rows interleaved, and layers of a
+    /// power-of-two number of texture rows, at most `height` (so that the kernels find a row
+    /// with shifts and masks: `q_row` in shaders/lib/quant.wgsl; a u32 division costs a scalar
+    /// divide per lane on a CPU adapter).
+    pub fn upload_blocks(gpu: &Gpu, name: &str, parts: &[&Tensor], height: usize) -> Result<Self> {
         let format = parts[0].format;
         assert!(QUANT_FORMATS.contains(&format) && parts.iter().all(|p| p.format == format));
         let (cols, rb) = (parts[0].cols(), parts[0].row_bytes());
         let texels = row_texels(format, cols);
-        Self::place(gpu, name, parts, format, texels, group, height, |part, i, words| {
+        let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+        if texels * ROW_GROUP > max_dim {
+            bail!("{name}: {ROW_GROUP} rows of {cols} {format} values are {} texels, over this device's texture width of {max_dim}; use --dtype f16", texels * ROW_GROUP);
+        }
+        let rows: usize = parts.iter().map(|p| p.rows()).sum();
+        let height = quant_layer_height(rows, height.min(max_dim));
+        Self::place(gpu, name, parts, format, texels, ROW_GROUP, height, |part, i, words| {
             let row = device_row(format, &part.bytes()[i * rb..(i + 1) * rb]);
             debug_assert_eq!(row.len(), texels * 4);
             words.copy_from_slice(&row);
@@ -205,7 +213,7 @@ impl WeightTex {
         }
         let group = group.min(max_dim / texels);
         let groups = rows.div_ceil(group).max(1);
-        let height = groups.min(height).min(max_dim);
+        let height = if QUANT_FORMATS.contains(&format) { height } else { groups.min(height).min(max_dim) };
         let layers = groups.div_ceil(height);
         let max_layers = gpu.limits.max_texture_array_layers as usize;
         if layers > max_layers {
@@ -270,7 +278,7 @@ impl WeightTex {
             dimension: Some(wgpu::TextureViewDimension::D2Array),
             ..Default::default()
         });
-        let bytes = groups * width * 16;
+        let bytes = layers * height * width * 16;
         Ok(WeightTex {
             view,
             rows,
@@ -396,6 +404,18 @@ fn texels_for(format: Format, cols: usize) -> usize {
     }
 }
 
+/// Texture rows a layer of a quantized matrix of `rows` rows: the smallest power of two that
+/// keeps it within QUANT_MAX_LAYERS layers (so the last layer's unused rows stay under 1% of a
+/// large matrix), at most `max_height` (rounded down to a power of two).
+fn quant_layer_height(rows: usize, max_height: usize) -> usize {
+    let groups = rows.div_ceil(ROW_GROUP).max(1);
+    let want = groups.div_ceil(QUANT_MAX_LAYERS).next_power_of_two();
+    want.min(1 << max_height.max(1).ilog2())
+}
+
+/// Most layers a quantized matrix takes (WebGPU's default limit of array layers).
+const QUANT_MAX_LAYERS: usize = 256;
+
 /// One matrix as the GPU will hold it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedMatrix {
@@ -440,7 +460,12 @@ pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim:
             let format = plan.format(&stored, cols);
             let texels = texels_for(format, cols);
             let group = ROW_GROUP.min(max_dim / texels.max(1)).max(1);
-            let bytes = rows.div_ceil(group) * group * texels * 16;
+            let groups = rows.div_ceil(group).max(1);
+            let height = match format {
+                Format::F32 | Format::F16 => groups.min(max_dim),
+                _ => quant_layer_height(rows, max_dim),
+            };
+            let bytes = groups.div_ceil(height) * height * group * texels * 16;
             let stored_bytes = parts.iter().map(|p| p.n_bytes()).sum();
             PlannedMatrix {
                 name,
@@ -541,13 +566,13 @@ impl GpuWeights {
                 Format::F16 => WeightTex::upload(gpu, name, parts, true),
                 f if formats.iter().all(|&p| p == f) => {
                     let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-                    WeightTex::upload_blocks(gpu, name, parts, ROW_GROUP, max_dim)
+                    WeightTex::upload_blocks(gpu, name, parts, max_dim)
                 }
                 f => {
                     let blocks = blocks_in(f, parts)?;
                     let refs: Vec<&Tensor> = blocks.iter().collect();
                     let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-                    WeightTex::upload_blocks(gpu, name, &refs, ROW_GROUP, max_dim)
+                    WeightTex::upload_blocks(gpu, name, &refs, max_dim)
                 }
             }
         };
