@@ -40,7 +40,9 @@
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
 // Quantized weights (products_q below) go a unit of 32 values a round instead of a texel: lane j
-// loads x's vec4 j of the unit, and each broadcast meets 4 quants of both rows.
+// loads x's vec4 j of the unit, and each broadcast meets 4 quants of four rows: the invocation
+// takes the rows of pair p (as above) and of pair p + (invocations in the grid), so the dispatch
+// is (ceil(n / 128), 1, 1). Four rows share each x load and broadcast and halve the workgroups.
 // Overrides: WTYPE (lib/quant.wgsl: 0 f32 and 1 f16 texels, else GGUF's id of a block type); NORM and NORM_EPS (normalise x
 // first, as above); from lib/epilogue.wgsl: HAS_BIAS; ACCUMULATE (add into out: the residual
 // stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each: out[j] =
@@ -71,18 +73,22 @@ fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(32)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32,
+        @builtin(num_workgroups) groups: vec3<u32>) {
     let n = shape.b;
     let F16 = WTYPE == 1u;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
     let texels = shape.a / (4u * per4);    // texels of data; the row is padded to a multiple of 8
-    var oa = (gid.x / 8u) * 16u + (gid.x & 7u);
-    var ob = oa + 8u;
-    if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
-    if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
+    let rows_ab = pair_rows(gid.x);
+    let oa = rows_ab.x;
+    let ob = rows_ab.y;
     if (WTYPE >= 2u) {
-        let y = products_q(min(oa, n - 1u), min(ob, n - 1u), lane);
+        // quantized: pairs p and p + (invocations in the grid), four rows
+        let rows_cd = pair_rows(gid.x + groups.x * 32u);
+        let m = vec4<u32>(n - 1u);
+        let y = products_q(min(vec4<u32>(rows_ab, rows_cd), m), lane);
         put2(0u, oa, ob, y.x, y.y);
+        put2(0u, rows_cd.x, rows_cd.y, y.z, y.w);
         return;
     }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
@@ -142,16 +148,30 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     put2(0u, oa, ob, ya, yb);
 }
 
-// The quantized weights' loop (lib/quant.wgsl): rows oa and ob against x, a unit of 32 values
-// a round: lane j of each 8 loads x's vec4 j of the unit and the broadcasts hand it to the
-// others; per half of 16 the products sum q·x in f32, scaled once by d, plus m·sum(x).
-// Returns (row a, row b), already divided by the RMS with NORM.
-fn products_q(oa: u32, ob: u32, lane: u32) -> vec2<f32> {
+// The two rows invocation p of the grid computes (see the header): rows oa = (p / 8) * 16 + p % 8
+// and oa + 8; with SWIGLU gate row p and up row c + p; with ROPE a rotation pair.
+fn pair_rows(p: u32) -> vec2<u32> {
+    if (SWIGLU) { return vec2<u32>(p, p + shape.c); }
+    if (ROPE) {
+        let oa = (p / (HEAD_DIM / 2u)) * HEAD_DIM + p % (HEAD_DIM / 2u);
+        return vec2<u32>(oa, oa + HEAD_DIM / 2u);
+    }
+    let oa = (p / 8u) * 16u + (p & 7u);
+    return vec2<u32>(oa, oa + 8u);
+}
+
+// The quantized weights' loop (lib/quant.wgsl): four rows against x, a unit of 32 values a
+// round: lane j of each 8 loads x's vec4 j of the unit and the broadcasts hand it to the others,
+// each broadcast feeding all four rows; per half of 16 the products sum q·x in f32, scaled once
+// by d, plus m·sum(x). Returns the four rows' results, divided by the RMS with NORM.
+fn products_q(o: vec4<u32>, lane: u32) -> vec4<f32> {
     let d = shape.a;
-    let ra = q_row(d, oa);
-    let rb = q_row(d, ob);
+    let ra = q_row(d, o.x);
+    let rb = q_row(d, o.y);
+    let rc = q_row(d, o.z);
+    let rd = q_row(d, o.w);
     let j = lane & 7u;
-    var acc = vec2<f32>(0.0);
+    var acc = vec4<f32>(0.0);
     var ss = 0.0;
     for (var u = 0u; u < d / 32u; u++) {
         var xv = x[u * 8u + j];
@@ -161,25 +181,32 @@ fn products_q(oa: u32, ob: u32, lane: u32) -> vec2<f32> {
         }
         let ua = load_unit(ra, d, u);
         let ub = load_unit(rb, d, u);
-        // (q·x of row a, of row b) and sum(x), for the first and the second half of the unit
-        var lo = vec2<f32>(0.0);
-        var hi = vec2<f32>(0.0);
+        let uc = load_unit(rc, d, u);
+        let ud = load_unit(rd, d, u);
+        // q·x of the four rows and sum(x), for the first and the second half of the unit
+        var lo = vec4<f32>(0.0);
+        var hi = vec4<f32>(0.0);
         var sx = vec4<f32>(0.0);
         var sy = vec4<f32>(0.0);
-        { let s = subgroupBroadcast(xv, 0u); lo += vec2<f32>(dot(unit_q(ua, 0u), s), dot(unit_q(ub, 0u), s)); sx += s; }
-        { let s = subgroupBroadcast(xv, 1u); lo += vec2<f32>(dot(unit_q(ua, 1u), s), dot(unit_q(ub, 1u), s)); sx += s; }
-        { let s = subgroupBroadcast(xv, 2u); lo += vec2<f32>(dot(unit_q(ua, 2u), s), dot(unit_q(ub, 2u), s)); sx += s; }
-        { let s = subgroupBroadcast(xv, 3u); lo += vec2<f32>(dot(unit_q(ua, 3u), s), dot(unit_q(ub, 3u), s)); sx += s; }
-        { let s = subgroupBroadcast(xv, 4u); hi += vec2<f32>(dot(unit_q(ua, 4u), s), dot(unit_q(ub, 4u), s)); sy += s; }
-        { let s = subgroupBroadcast(xv, 5u); hi += vec2<f32>(dot(unit_q(ua, 5u), s), dot(unit_q(ub, 5u), s)); sy += s; }
-        { let s = subgroupBroadcast(xv, 6u); hi += vec2<f32>(dot(unit_q(ua, 6u), s), dot(unit_q(ub, 6u), s)); sy += s; }
-        { let s = subgroupBroadcast(xv, 7u); hi += vec2<f32>(dot(unit_q(ua, 7u), s), dot(unit_q(ub, 7u), s)); sy += s; }
+        { let s = subgroupBroadcast(xv, 0u); lo += q4(ua, ub, uc, ud, 0u, s); sx += s; }
+        { let s = subgroupBroadcast(xv, 1u); lo += q4(ua, ub, uc, ud, 1u, s); sx += s; }
+        { let s = subgroupBroadcast(xv, 2u); lo += q4(ua, ub, uc, ud, 2u, s); sx += s; }
+        { let s = subgroupBroadcast(xv, 3u); lo += q4(ua, ub, uc, ud, 3u, s); sx += s; }
+        { let s = subgroupBroadcast(xv, 4u); hi += q4(ua, ub, uc, ud, 4u, s); sy += s; }
+        { let s = subgroupBroadcast(xv, 5u); hi += q4(ua, ub, uc, ud, 5u, s); sy += s; }
+        { let s = subgroupBroadcast(xv, 6u); hi += q4(ua, ub, uc, ud, 6u, s); sy += s; }
+        { let s = subgroupBroadcast(xv, 7u); hi += q4(ua, ub, uc, ud, 7u, s); sy += s; }
         let sum = vec2<f32>(dot(sx, vec4<f32>(1.0)), dot(sy, vec4<f32>(1.0)));
-        acc += vec2<f32>(ua.d.x, ub.d.x) * lo.xy + vec2<f32>(ua.d.y, ub.d.y) * hi.xy
-             + vec2<f32>(dot(ua.m, sum), dot(ub.m, sum));
+        acc += vec4<f32>(ua.d.x, ub.d.x, uc.d.x, ud.d.x) * lo + vec4<f32>(ua.d.y, ub.d.y, uc.d.y, ud.d.y) * hi
+             + vec4<f32>(dot(ua.m, sum), dot(ub.m, sum), dot(uc.m, sum), dot(ud.m, sum));
     }
     if (NORM) {
         acc *= inverseSqrt(subgroupAdd(select(0.0, ss, lane < 8u)) / f32(d) + NORM_EPS);
     }
     return acc;
+}
+
+// q·s of vec4 i of four units.
+fn q4(ua: Unit, ub: Unit, uc: Unit, ud: Unit, i: u32, s: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(unit_q(ua, i), s), dot(unit_q(ub, i), s), dot(unit_q(uc, i), s), dot(unit_q(ud, i), s));
 }
