@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
-pub use crate::options::{Attention, Batch, Device, Dtype, Entry, KvLayout, Options, SeqId, Want};
+pub use crate::options::{Attention, Batch, Device, Dtype, Entry, KvLayout, Limits, Options, SeqId, Want};
 use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.
@@ -58,6 +58,7 @@ impl Model {
         let req = |allow_cpu_adapter| GpuRequest {
             adapter: adapter.map(str::to_string),
             allow_cpu_adapter,
+            webgpu_limits: opts.limits == Limits::Webgpu,
         };
         let on_gpu = match device {
             Device::Cpu => false,

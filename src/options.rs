@@ -54,6 +54,17 @@ pub enum Dtype {
     Q4_K,
 }
 
+/// Which device limits the GPU path asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Limits {
+    /// Everything the adapter offers.
+    Adapter,
+    /// Only WebGPU's defaults (128 MiB storage bindings, 256 MiB buffers, 8192-texel textures
+    /// with 256 layers, 16 KiB of workgroup memory, 8 storage buffers a stage): what a browser
+    /// grants without asking; the kernels and their buffers fit it.
+    Webgpu,
+}
+
 /// Engine options beyond the model itself.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -77,6 +88,8 @@ pub struct Options {
     /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
     /// false forces the plain twins.
     pub subgroups: bool,
+    /// The device limits to request.
+    pub limits: Limits,
 }
 
 impl Default for Options {
@@ -92,6 +105,7 @@ impl Default for Options {
             split_workers: None,
             dtype: Dtype::F32,
             subgroups: true,
+            limits: Limits::Adapter,
         }
     }
 }

@@ -908,3 +908,15 @@ fn unsupported_head_dim_is_an_error() {
         "{e}"
     );
 }
+
+/// `--limits webgpu` asks for WebGPU's defaults only, whatever the adapter offers.
+#[test]
+fn webgpu_limits_are_the_defaults() {
+    let Some(mut req) = gpu_request() else { return };
+    req.webgpu_limits = true;
+    let gpu = Gpu::new(&req).unwrap();
+    assert_eq!(gpu.limits.max_storage_buffer_binding_size, 128 << 20);
+    assert_eq!(gpu.limits.max_texture_dimension_2d, 8192);
+    assert_eq!(gpu.limits.max_texture_array_layers, 256);
+    assert_eq!(gpu.device.limits().max_storage_buffer_binding_size, 128 << 20);
+}

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use tinfer::gpu::weights::{device_plan, WeightPlan};
-use tinfer::model::{Attention, Device, Dtype, Entry, KvLayout, Model, Options, Want};
+use tinfer::model::{Attention, Device, Dtype, Entry, KvLayout, Limits, Model, Options, Want};
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -519,7 +519,8 @@ fn qwen2_coder_gpu_perplexity_and_long_greedy_match_hf() {
 /// GGUF blocks kept on the GPU (--dtype auto) against the CPU on the same file, which decodes the
 /// blocks to f32 first: the same weights, only the f32 summation order differs. SmolLM2-135M Q4_1
 /// (its tied head Q8_0) and Qwen2.5-Coder-0.5B Q4_K_M (Q5_0, Q8_0, Q4_K, Q6_K; its Q5_0 Q/K stacked
-/// with Q8_0 V rows as Q8_0): the last logits of each fixture prompt within QUANT_GPU_VS_CPU, then
+/// with Q8_0 V rows as Q8_0; under WebGPU's default limits, `--limits webgpu`): the last logits
+/// of each fixture prompt within QUANT_GPU_VS_CPU, then
 /// 12 greedy steps in lockstep (both fed the CPU's choice) with equal argmax except where the
 /// CPU's top two are within 2 × the tolerance.
 #[test]
@@ -533,6 +534,11 @@ fn quantized_weights_on_the_gpu_match_the_cpu() {
         let opts = Options {
             dtype: Dtype::Auto,
             kv_memory: Some(64 << 20),
+            limits: if fixture == "smollm2" {
+                Limits::Adapter
+            } else {
+                Limits::Webgpu
+            },
             ..Options::default()
         };
         let Some((mut g, _)) = gpu_model_with(&path, &opts) else {

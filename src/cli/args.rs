@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use tinfer::model::{Attention, Device, Dtype, KvLayout, Options};
+use tinfer::model::{Attention, Device, Dtype, KvLayout, Limits, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tools::convert::OutDtype;
 
@@ -147,6 +147,10 @@ pub struct ModelArgs {
     /// always computes in f32.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: Dtype,
+    /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB
+    /// storage bindings, 8192-texel textures with 256 layers), to check a model fits a browser.
+    #[arg(long, value_enum, default_value = "adapter")]
+    pub limits: Limits,
 }
 
 impl ModelArgs {
@@ -159,6 +163,7 @@ impl ModelArgs {
             kv_memory: self.kv_memory,
             max_seqs,
             dtype: self.dtype,
+            limits: self.limits,
             ..Options::default()
         }
     }

@@ -17,6 +17,7 @@ pub fn bench_attention(a: AttentionArgs) -> Result<()> {
     let gpu = tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
         adapter: a.adapter,
         allow_cpu_adapter: true,
+        ..Default::default()
     })?;
     let (json, svg) = (a.json, a.svg);
     let cfg = AttnBench {
@@ -134,6 +135,7 @@ pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
     let gpu = tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
         adapter: a.adapter,
         allow_cpu_adapter: true,
+        ..Default::default()
     })?;
     let bandwidth = tinfer::tools::bench_kernels::host_bandwidth();
     eprintln!(

@@ -17,10 +17,11 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         Ok(l) => l,
         Err(e) => return unrunnable_info(&path, e, as_json),
     };
+    let webgpu = args.limits == tinfer::model::Limits::Webgpu;
     let gpu = match args.device {
         Device::Cpu => None,
-        Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true)?),
-        Device::Auto => gpu_info(args.adapter.as_deref(), args.adapter.is_some()).ok(),
+        Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true, webgpu)?),
+        Device::Auto => gpu_info(args.adapter.as_deref(), args.adapter.is_some(), webgpu).ok(),
     };
     let cfg = &loaded.cfg;
     let n_params = cfg.n_params();
@@ -217,10 +218,11 @@ fn unrunnable_info(path: &Path, load_error: anyhow::Error, as_json: bool) -> Res
 }
 
 /// The adapter `--device gpu` would use: name, backend, limits and features.
-pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool) -> Result<serde_json::Value> {
+pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool, webgpu_limits: bool) -> Result<serde_json::Value> {
     let req = tinfer::gpu::GpuRequest {
         adapter: adapter.map(str::to_string),
         allow_cpu_adapter,
+        webgpu_limits,
     };
     let gpu = tinfer::gpu::Gpu::new(&req)?;
     let l = &gpu.limits;

@@ -42,6 +42,8 @@ pub struct Gpu {
 pub struct GpuRequest {
     pub adapter: Option<String>,
     pub allow_cpu_adapter: bool,
+    /// Ask for WebGPU's default limits only (`--limits webgpu`), not the adapter's.
+    pub webgpu_limits: bool,
 }
 
 fn instance() -> wgpu::Instance {
@@ -100,7 +102,11 @@ impl Gpu {
             }
         };
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let limits = if req.webgpu_limits {
+            wgpu::Limits::default()
+        } else {
+            adapter.limits()
+        };
         let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tinfer"),

@@ -213,7 +213,11 @@ impl WeightTex {
         }
         let group = group.min(max_dim / texels);
         let groups = rows.div_ceil(group).max(1);
-        let height = if QUANT_FORMATS.contains(&format) { height } else { groups.min(height).min(max_dim) };
+        let height = if QUANT_FORMATS.contains(&format) {
+            height
+        } else {
+            groups.min(height).min(max_dim)
+        };
         let layers = groups.div_ceil(height);
         let max_layers = gpu.limits.max_texture_array_layers as usize;
         if layers > max_layers {

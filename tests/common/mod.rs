@@ -374,6 +374,7 @@ pub fn gpu_request() -> Option<tinfer::gpu::GpuRequest> {
     let req = tinfer::gpu::GpuRequest {
         adapter,
         allow_cpu_adapter: true,
+        ..Default::default()
     };
     match tinfer::gpu::Gpu::new(&req) {
         Ok(_) => Some(req),
