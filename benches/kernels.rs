@@ -8,6 +8,7 @@ fn main() -> anyhow::Result<()> {
     let gpu = match tinfer::gpu::Gpu::new(&tinfer::gpu::GpuRequest {
         adapter: std::env::var("TINFER_TEST_ADAPTER").ok(),
         allow_cpu_adapter: true,
+        ..Default::default()
     }) {
         Ok(g) => g,
         Err(e) => {
