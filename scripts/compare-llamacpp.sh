@@ -2,7 +2,8 @@
 # compare-llamacpp.sh: llama.cpp's llama-bench and `tinfer bench model` on the same GGUF file, the
 # same machine and the same Vulkan adapter, in one run, with the ratios. Not part of CI.
 #
-#   scripts/compare-llamacpp.sh [--model FILE.gguf] [--kl TEXT] [--ctx N] [--build-only] [--reps N]
+#   scripts/compare-llamacpp.sh [--model FILE.gguf] [--pp 128,512] [--tg 64] [--kl TEXT] [--ctx N]
+#                               [--build-only] [--reps N]
 #
 # What it does, in order (a stranger can read it top to bottom):
 #   1. fetches the PyPI sdist of llama-cpp-python==0.3.36 (it vendors llama.cpp with llama-bench
@@ -16,7 +17,8 @@
 #   4. takes the GGUF (default: the SmolLM2-135M-Instruct Q4_1 file of scripts/fetch-model.sh; any
 #      GGUF tinfer runs, e.g. models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf) and makes an F16 copy
 #      with llama.cpp's own llama-quantize (llama.cpp's f16 reference for the KL divergence);
-#   5. runs llama-bench on the GGUF as stored (pp128, pp512, tg64; CPU with all cores; Vulkan on
+#   5. runs llama-bench on the GGUF as stored (pp128, pp512, tg64 unless --pp / --tg say otherwise;
+#      CPU with all cores; Vulkan on
 #      the lavapipe adapter, which llama.cpp skips unless GGML_VK_VISIBLE_DEVICES=0) and `tinfer
 #      bench model` on the same file (CPU; GPU with the blocks as stored, --dtype auto; GPU f16),
 #      then prints one table with tokens/s, the ratios and the weight bytes per token;
@@ -39,6 +41,8 @@ BUILD_ONLY=0
 MODEL=
 KL_TEXT=
 CTX=512
+PP=128,512
+TG=64
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-only) BUILD_ONLY=1 ;;
@@ -46,7 +50,9 @@ while [ $# -gt 0 ]; do
     --model) MODEL=$2; shift ;;
     --kl) KL_TEXT=$2; shift ;;
     --ctx) CTX=$2; shift ;;
-    *) echo "usage: $0 [--model FILE.gguf] [--kl TEXT] [--ctx N] [--build-only] [--reps N]" >&2; exit 1 ;;
+    --pp) PP=$2; shift ;;
+    --tg) TG=$2; shift ;;
+    *) echo "usage: $0 [--model FILE.gguf] [--pp 128,512] [--tg 64] [--kl TEXT] [--ctx N] [--build-only] [--reps N]" >&2; exit 1 ;;
   esac
   shift
 done
@@ -120,21 +126,22 @@ echo "model: $MODEL"
 
 # 5. the runs, one after the other on an otherwise idle machine
 echo "llama.cpp CPU ..."
-"$CACHE/build-cpu/bin/llama-bench" -m "$MODEL" -p 128,512 -n 64 -t "$JOBS" -r "$REPS" -o json >"$OUT/llamacpp-cpu.json" 2>"$OUT/llamacpp-cpu.log"
+"$CACHE/build-cpu/bin/llama-bench" -m "$MODEL" -p "$PP" -n "$TG" -t "$JOBS" -r "$REPS" -o json >"$OUT/llamacpp-cpu.json" 2>"$OUT/llamacpp-cpu.log"
 echo "llama.cpp Vulkan (lavapipe) ..."
-GGML_VK_VISIBLE_DEVICES=0 "$CACHE/build-vulkan/bin/llama-bench" -m "$MODEL" -p 128,512 -n 64 -ngl 99 -r "$REPS" -o json \
+GGML_VK_VISIBLE_DEVICES=0 "$CACHE/build-vulkan/bin/llama-bench" -m "$MODEL" -p "$PP" -n "$TG" -ngl 99 -r "$REPS" -o json \
   >"$OUT/llamacpp-vulkan.json" 2>"$OUT/llamacpp-vulkan.log"
 echo "tinfer CPU ..."
-"$TINFER" bench model --model "$MODEL" --device cpu --repeats "$REPS" --json >"$OUT/tinfer-cpu.json" 2>"$OUT/tinfer-cpu.log"
+"$TINFER" bench model --model "$MODEL" --device cpu --pp "$PP" --tg "$TG" --repeats "$REPS" --json >"$OUT/tinfer-cpu.json" 2>"$OUT/tinfer-cpu.log"
 for dt in auto f16; do
   echo "tinfer GPU (lavapipe), --dtype $dt ..."
-  "$TINFER" bench model --model "$MODEL" --device gpu --adapter llvmpipe --dtype $dt --repeats "$REPS" --json \
+  "$TINFER" bench model --model "$MODEL" --device gpu --adapter llvmpipe --dtype $dt --pp "$PP" --tg "$TG" --repeats "$REPS" --json \
     >"$OUT/tinfer-gpu-$dt.json" 2>"$OUT/tinfer-gpu-$dt.log"
 done
 
-python3 - "$OUT" "$MODEL" <<'EOF' | tee "$OUT/table.md"
+python3 - "$OUT" "$MODEL" "$PP" "$TG" <<'EOF' | tee "$OUT/table.md"
 import json, sys
 out, model = sys.argv[1], sys.argv[2]
+tests = [f"pp{p}" for p in sys.argv[3].split(",")] + [f"tg{t}" for t in sys.argv[4].split(",")]
 def llama(name):
     rows = json.load(open(f"{out}/{name}.json"))
     r = {}
@@ -151,7 +158,7 @@ tc, tq, th = tinfer("tinfer-cpu"), tinfer("tinfer-gpu-auto"), tinfer("tinfer-gpu
 print(f"model: {model} ({lc['type']}); adapter: {tq['adapter']}; llama.cpp Vulkan device: {lv['gpu'] or 'see llamacpp-vulkan.log'}\n")
 print(f"| test | llama.cpp CPU | llama.cpp Vulkan | tinfer CPU f32 | tinfer GPU {tq['dtype']} | tinfer GPU f16 | as stored / f16 | as stored / llama.cpp Vulkan | as stored / llama.cpp CPU |")
 print("|---|---|---|---|---|---|---|---|---|")
-for t in ["pp128", "pp512", "tg64"]:
+for t in tests:
     a, b, c, d, e = lc[t], lv[t], tc[t], tq[t], th[t]
     print(f"| {t} | {a:.1f} | {b:.2f} | {c:.1f} | {d:.1f} | {e:.1f} | {d / e:.2f}x | {d / b:.1f}x | {d / a:.2f}x |")
 print(f"\ntokens/s (llama-bench avg_ts over the repetitions; tinfer medians). Weights read per decoded token: "
