@@ -101,14 +101,23 @@ build() { # name, extra cmake flags
   if [ ! -x "$dir/bin/llama-bench" ] || [ ! -x "$dir/bin/llama-quantize" ] || [ ! -x "$dir/bin/llama-perplexity" ]; then
     echo "building llama.cpp ($1) in $dir ..."
     cmake -S "$SRC" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=ON "${@:2}" >"$dir.cmake.log" 2>&1 \
+      -DLLAMA_BUILD_SERVER=OFF "${@:2}" >"$dir.cmake.log" 2>&1 \
       || { grep -A12 "CMake Error" "$dir.cmake.log" | head -30; exit 1; }
     cmake --build "$dir" -j "$JOBS" --target llama-bench llama-quantize llama-perplexity >"$dir.build.log" 2>&1 \
       || { tail -30 "$dir.build.log"; exit 1; }
   fi
 }
-build cpu -DGGML_VULKAN=OFF
-build vulkan -DGGML_VULKAN=ON
+# x86-64: every vector extension but AMX, whose tiles a VM may not grant (llama-bench then dies
+# of SIGILL in tinygemm_kernel_amx with -march=native); elsewhere -march=native.
+if [ "$(uname -m)" = x86_64 ]; then
+  CPU_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+    -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON)
+  grep -q avx512f /proc/cpuinfo || CPU_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+else
+  CPU_FLAGS=(-DGGML_NATIVE=ON)
+fi
+build cpu-noamx -DGGML_VULKAN=OFF "${CPU_FLAGS[@]}"
+build vulkan -DGGML_VULKAN=ON -DGGML_NATIVE=ON # all layers on the GPU (-ngl 99): no AMX kernel runs
 [ "$BUILD_ONLY" = 1 ] && { echo "builds ready in $CACHE"; exit 0; }
 
 # 4. the model as stored, and llama.cpp's F16 copy of it
@@ -118,7 +127,7 @@ if [ -z "$MODEL" ]; then
 fi
 [ -f "$MODEL" ] || { echo "no such GGUF: $MODEL (scripts/fetch-model.sh NAME fetches the known ones)" >&2; exit 1; }
 F16=$CACHE/$(basename "$MODEL" .gguf)-f16.gguf
-[ -f "$F16" ] || "$CACHE/build-cpu/bin/llama-quantize" --allow-requantize "$MODEL" "$F16" F16 >"$OUT/quantize.log" 2>&1
+[ -f "$F16" ] || "$CACHE/build-cpu-noamx/bin/llama-quantize" --allow-requantize "$MODEL" "$F16" F16 >"$OUT/quantize.log" 2>&1
 cargo build --release --quiet
 TINFER=target/release/tinfer
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
@@ -126,7 +135,7 @@ echo "model: $MODEL"
 
 # 5. the runs, one after the other on an otherwise idle machine
 echo "llama.cpp CPU ..."
-"$CACHE/build-cpu/bin/llama-bench" -m "$MODEL" -p "$PP" -n "$TG" -t "$JOBS" -r "$REPS" -o json >"$OUT/llamacpp-cpu.json" 2>"$OUT/llamacpp-cpu.log"
+"$CACHE/build-cpu-noamx/bin/llama-bench" -m "$MODEL" -p "$PP" -n "$TG" -t "$JOBS" -r "$REPS" -o json >"$OUT/llamacpp-cpu.json" 2>"$OUT/llamacpp-cpu.log"
 echo "llama.cpp Vulkan (lavapipe) ..."
 GGML_VK_VISIBLE_DEVICES=0 "$CACHE/build-vulkan/bin/llama-bench" -m "$MODEL" -p "$PP" -n "$TG" -ngl 99 -r "$REPS" -o json \
   >"$OUT/llamacpp-vulkan.json" 2>"$OUT/llamacpp-vulkan.log"
@@ -177,9 +186,9 @@ for dt in auto f16 q8_0; do
     --kl-base "$OUT/tinfer-cpu.kl" --json >"$OUT/kl-tinfer-gpu-$dt.json" 2>"$OUT/kl-tinfer-gpu-$dt.log"
 done
 echo "llama-perplexity F16 base and the file as stored ..."
-"$CACHE/build-cpu/bin/llama-perplexity" -m "$F16" -f "$KL_TEXT" -c "$CTX" -t "$JOBS" \
+"$CACHE/build-cpu-noamx/bin/llama-perplexity" -m "$F16" -f "$KL_TEXT" -c "$CTX" -t "$JOBS" \
   --kl-divergence-base "$OUT/llamacpp-f16.kld" >"$OUT/kl-llamacpp-f16.log" 2>&1
-"$CACHE/build-cpu/bin/llama-perplexity" -m "$MODEL" -f "$KL_TEXT" -c "$CTX" -t "$JOBS" \
+"$CACHE/build-cpu-noamx/bin/llama-perplexity" -m "$MODEL" -f "$KL_TEXT" -c "$CTX" -t "$JOBS" \
   --kl-divergence-base "$OUT/llamacpp-f16.kld" --kl-divergence >"$OUT/kl-llamacpp.log" 2>&1
 python3 - "$OUT" <<'EOF' | tee "$OUT/kl.md"
 import json, re, sys
