@@ -205,5 +205,6 @@ log = open(f"{out}/kl-llamacpp.log").read()
 def grab(name):
     m = re.search(rf"^{name}\s*:\s*([-0-9.e+]+)", log, re.M)
     return m.group(1) if m else "?"
-print(f"| llama.cpp CPU, the file as stored | llama.cpp F16 | {grab('Mean    KLD')} | {grab('99.0%   KLD')} | {grab('Same top p')}% | {grab(r'Mean PPL\(Q\)')} |")
+kl, p99, top, ppl = grab("Mean    KLD"), grab("99.0%   KLD"), grab("Same top p"), grab(r"Mean PPL\(Q\)")
+print(f"| llama.cpp CPU, the file as stored | llama.cpp F16 | {kl} | {p99} | {top}% | {ppl} |")
 EOF
