@@ -30,7 +30,6 @@
 #
 # Everything it prints is also written to $OUT (default target/compare-llamacpp/).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 VERSION=0.3.36
 SDIST_SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
@@ -43,19 +42,24 @@ KL_TEXT=
 CTX=512
 PP=128,512
 TG=64
+usage() { echo "usage: $0 [--model FILE.gguf] [--pp 128,512] [--tg 64] [--kl TEXT] [--ctx N] [--build-only] [--reps N]" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --build-only) BUILD_ONLY=1 ;;
-    --reps) REPS=$2; shift ;;
-    --model) MODEL=$2; shift ;;
-    --kl) KL_TEXT=$2; shift ;;
-    --ctx) CTX=$2; shift ;;
-    --pp) PP=$2; shift ;;
-    --tg) TG=$2; shift ;;
-    *) echo "usage: $0 [--model FILE.gguf] [--pp 128,512] [--tg 64] [--kl TEXT] [--ctx N] [--build-only] [--reps N]" >&2; exit 1 ;;
+    --build-only) BUILD_ONLY=1; shift; continue ;;
+    --reps|--model|--kl|--ctx|--pp|--tg) [ $# -ge 2 ] || usage ;;
+    *) usage ;;
   esac
-  shift
+  case "$1" in
+    --reps) REPS=$2 ;;
+    --model) MODEL=$(realpath -e -- "$2" 2>/dev/null) || { echo "no such GGUF: $2" >&2; exit 1; } ;;
+    --kl) KL_TEXT=$(realpath -e -- "$2" 2>/dev/null) || { echo "no such text for --kl: $2" >&2; exit 1; } ;;
+    --ctx) CTX=$2 ;;
+    --pp) PP=$2 ;;
+    --tg) TG=$2 ;;
+  esac
+  shift 2
 done
+cd "$(dirname "$0")/.." # paths given above are already absolute
 mkdir -p "$CACHE" "$OUT"
 JOBS=$(nproc)
 SRC=$CACHE/llama_cpp_python-$VERSION/vendor/llama.cpp

@@ -1196,7 +1196,7 @@ fn perplexity_kl_base_compares_runs() {
         &["perplexity", "--model", &m, "--file", f, "--kl-base", b],
         None,
         2,
-        &["another text, window or vocabulary"],
+        &["the KL base was made with another window, length or vocabulary"],
     );
     std::fs::write(&base, b"not a base").unwrap();
     fails(

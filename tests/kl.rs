@@ -55,3 +55,13 @@ proptest! {
         std::fs::remove_file(&path).ok();
     }
 }
+
+/// A base from another text of the same length names the first token that differs.
+#[test]
+fn a_base_from_another_text_names_the_token() {
+    let base = KlBase::new(4, 10, 3, &[1, 2, 3]);
+    let err = KlCompare::new(&base, 10, 3, &[1, 5, 3]).err().unwrap().to_string();
+    assert!(err.contains("another text: token 1 is 2 there and 5 here"), "{err}");
+    let err = KlCompare::new(&base, 10, 4, &[1, 2, 3]).err().unwrap().to_string();
+    assert!(err.contains("window 3") && err.contains("window 4"), "{err}");
+}

@@ -142,9 +142,10 @@ pub struct ModelArgs {
     /// KV pool size in bytes over all layers, e.g. 64MiB or 1GiB (instead of --kv-blocks).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "kv_blocks")]
     pub kv_memory: Option<u64>,
-    /// GPU weight storage: f16 (half the bytes, f32 accumulation), f32 (matches the CPU
-    /// reference to rounding), or auto (f16 where the adapter has SHADER_F16). The CPU path
-    /// always computes in f32.
+    /// GPU weight storage: auto (a GGUF's quantized blocks as stored where the GPU has a kernel
+    /// for them, the rest f16 where the adapter has SHADER_F16, else f32), f16 (f32
+    /// accumulation), f32 (matches the CPU reference to rounding), q8_0 or q4_k (quantized at
+    /// load with llama.cpp's reference quantizers). The CPU path always computes in f32.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: Dtype,
     /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB

@@ -240,6 +240,10 @@ pub fn run(cli: Cli) -> Result<()> {
             fit_context(&mut loaded, &run, window)?;
             let mut model = build(&margs, &mut loaded, 1)?;
             let vocab = model.cfg.vocab_size;
+            if let Some(path) = &save_logits {
+                // a path that cannot be written fails now, not after the whole text is scored
+                std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            }
             let mut save = save_logits.as_ref().map(|_| KlBase::new(kl_top, vocab, window, ids));
             let mut cmp = base
                 .as_ref()

@@ -216,7 +216,7 @@ impl WeightTex {
         let height = if QUANT_FORMATS.contains(&format) {
             height
         } else {
-            groups.min(height).min(max_dim)
+            float_layer_height(groups, height.min(max_dim))
         };
         let layers = groups.div_ceil(height);
         let max_layers = gpu.limits.max_texture_array_layers as usize;
@@ -417,6 +417,13 @@ fn quant_layer_height(rows: usize, max_height: usize) -> usize {
     want.min(1 << max_height.max(1).ilog2())
 }
 
+/// Texture rows a layer of a float matrix of `groups` row groups: as few layers as `max_height`
+/// allows, all of (nearly) equal height, so the last one is not mostly padding (a 151936-row
+/// LM head in two layers of 16384 would be half empty).
+fn float_layer_height(groups: usize, max_height: usize) -> usize {
+    groups.div_ceil(groups.div_ceil(max_height.max(1)))
+}
+
 /// Most layers a quantized matrix takes (WebGPU's default limit of array layers).
 const QUANT_MAX_LAYERS: usize = 256;
 
@@ -466,7 +473,7 @@ pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim:
             let group = ROW_GROUP.min(max_dim / texels.max(1)).max(1);
             let groups = rows.div_ceil(group).max(1);
             let height = match format {
-                Format::F32 | Format::F16 => groups.min(max_dim),
+                Format::F32 | Format::F16 => float_layer_height(groups, max_dim),
                 _ => quant_layer_height(rows, max_dim),
             };
             let bytes = groups.div_ceil(height) * height * group * texels * 16;

@@ -165,14 +165,21 @@ pub struct KlCompare<'a> {
 impl<'a> KlCompare<'a> {
     /// Refuses a base made from other tokens, another window or another vocabulary.
     pub fn new(base: &'a KlBase, vocab: usize, window: usize, tokens: &[u32]) -> Result<Self> {
-        if base.vocab != vocab || base.tokens != tokens || base.window != window {
+        if base.vocab != vocab || base.window != window || base.tokens.len() != tokens.len() {
             bail!(
-                "the KL base was made from another text, window or vocabulary ({} tokens, window {}, vocab {}; \
+                "the KL base was made with another window, length or vocabulary ({} tokens, window {}, vocab {}; \
                  this run: {} tokens, window {window}, vocab {vocab}); run both with the same file, --ctx and --chunks",
                 base.tokens.len(),
                 base.window,
                 base.vocab,
                 tokens.len()
+            );
+        }
+        if let Some(i) = (0..tokens.len()).find(|&i| base.tokens[i] != tokens[i]) {
+            bail!(
+                "the KL base was made from another text: token {i} is {} there and {} here; run both on the same file",
+                base.tokens[i],
+                tokens[i]
             );
         }
         Ok(KlCompare {

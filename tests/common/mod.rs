@@ -66,9 +66,11 @@ pub const F16_NLL_VS_HF: f64 = 5e-3;
 /// GGUF blocks decoded inside the GPU's products vs the CPU's f32 products of the same blocks
 /// decoded first: the same weights, so only the f32 summation order differs (q·x summed per half
 /// block, then scaled once). Measured on SmolLM2 Q4_1 and Qwen2.5-Coder Q4_K_M logits (magnitude
-/// up to ~40): at most 3.9e-5 and 1.8e-5 over 3 prompts and 12 steps each; held to 2e-4. A wrong
-/// quant, scale or offset errs by far more.
-pub const QUANT_GPU_VS_CPU: Tol = Tol { abs: 2e-4, rel: 0.0 };
+/// up to ~40): 3.9e-5 and 1.8e-5 over the fixtures' 3 prompts and 12 steps each, 2.5e-4 on
+/// another text, where the GPU with f32 texels differs from the CPU by exactly as much (decode
+/// steps; prefill is bit-identical to f32 texels). Held to 1e-3, the f32 GPU path's own bound. A
+/// wrong quant, scale or offset errs by far more.
+pub const QUANT_GPU_VS_CPU: Tol = Tol { abs: 1e-3, rel: 0.0 };
 /// Copies, gathers and argmax: exact.
 pub const EXACT: Tol = Tol { abs: 0.0, rel: 0.0 };
 
