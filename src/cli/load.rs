@@ -57,6 +57,9 @@ pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<M
     if args.device == Device::Auto {
         eprintln!("device: {}", model.device_name());
     }
+    if model.device_weight_bytes().is_none() && args.dtype != tinfer::model::Dtype::Auto {
+        eprintln!("note: --dtype applies to the GPU; the CPU path computes in f32");
+    }
     Ok(model)
 }
 
