@@ -19,6 +19,7 @@ use crate::gpu::launch::{Epilogue, Input, Launch};
 use crate::gpu::weights::{ActTex, WeightTex};
 use crate::gpu::Gpu;
 use crate::sampler::Rng;
+use crate::weights::Format;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelRecord {
@@ -162,6 +163,16 @@ pub fn bench_kernels(
             }
         }
     }
+    // GGUF blocks (the formats tinfer quantizes itself; a K-quant's rows that are not whole
+    // super-blocks fall back as llama-quantize does, Q4_K -> Q5_0)
+    if gpu.has_subgroups(8) {
+        for format in [Format::Q8_0, Format::Q5_0, Format::Q4_K] {
+            kinds.push(MatmulKind {
+                format,
+                subgroups: true,
+            });
+        }
+    }
     let rows: Vec<Row> = (0..tokens)
         .map(|i| Row {
             token: 0,
@@ -187,9 +198,14 @@ pub fn bench_kernels(
             Launch::new(gpu, &k, &step1, None)?,
             Launch::new(gpu, &k, &step_t, None)?,
         );
+        let quantized = !matches!(kind.format, Format::F32 | Format::F16);
         let variant = format!(
             "{} {}",
-            if kind.f16() { "f16" } else { "f32" },
+            if quantized {
+                kind.format.to_string()
+            } else {
+                kind.format.to_string().to_lowercase()
+            },
             if kind.subgroups { "subgroups" } else { "plain" }
         );
         for &(matrix, n, d) in &shapes {
@@ -198,17 +214,25 @@ pub fn bench_kernels(
             }
             let w = random(&mut rng, n * d);
             let x = random(&mut rng, tokens * d);
-            let seen: Vec<f32> = if kind.f16() {
-                w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+            let fallback = crate::quant::fallback_for(kind.format, d);
+            if quantized && !fallback.is_some_and(|f| crate::quant::quantize(f, &[0.0; 256]).is_some()) {
+                continue; // rows of d values hold no blocks tinfer can write
+            }
+            let (seen, tex) = if quantized {
+                let format = fallback.expect("checked above");
+                let blocks = crate::quant::quantize(format, &w).expect("a quantizer for the format");
+                let t = crate::weights::Tensor::owned(format, vec![n, d], blocks).map_err(anyhow::Error::msg)?;
+                let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+                (t.to_f32(), WeightTex::upload_blocks(gpu, matrix, &[&t], max_dim)?)
             } else {
-                w.clone()
+                let seen: Vec<f32> = if kind.f16() {
+                    w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+                } else {
+                    w.clone()
+                };
+                let t = crate::weights::Tensor::from_f32(vec![n, d], w.clone());
+                (seen, WeightTex::upload(gpu, matrix, &[&t], kind.f16())?)
             };
-            let tex = WeightTex::upload(
-                gpu,
-                matrix,
-                &[&crate::weights::Tensor::from_f32(vec![n, d], w.clone())],
-                kind.f16(),
-            )?;
             let mut xpad = x.clone();
             xpad.resize(xpad.len().max(16384), 0.0);
             let xb = gpu.upload("x", &xpad)?;
