@@ -75,8 +75,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
     if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
-    let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
-    let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
     let t0 = gid.y * 8u;
     let xr = min(t0 + (lane & 7u), step.n_tokens - 1u); // lane j's token (clamped)
     var acc_a: array<f32, 8>;
@@ -99,15 +97,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             mac8(&acc_a, &acc_b, unit_w(ua, 6u), unit_w(ub, 6u), xload(u * 8u + 6u, xr));
             mac8(&acc_a, &acc_b, unit_w(ua, 7u), unit_w(ub, 7u), xload(u * 8u + 7u, xr));
         }
-    }
-    for (var k = 0u; k < select(texels, 0u, WTYPE >= 2u); k++) {
-        let ta = textureLoad(w, vec2<u32>(k * ra.w + ra.x, ra.y), ra.z);
-        let tb = textureLoad(w, vec2<u32>(k * rb.w + rb.x, rb.y), rb.z);
-        if (F16) {
-            mac8(&acc_a, &acc_b, lo(ta), lo(tb), xload(2u * k, xr));
-            mac8(&acc_a, &acc_b, hi(ta), hi(tb), xload(2u * k + 1u, xr));
-        } else {
-            mac8(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), xload(k, xr));
+    } else {
+        let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
+        let rb = weight_row(textureDimensions(w), texels, min(ob, n - 1u));
+        for (var k = 0u; k < texels; k++) {
+            let ta = textureLoad(w, vec2<u32>(k * ra.w + ra.x, ra.y), ra.z);
+            let tb = textureLoad(w, vec2<u32>(k * rb.w + rb.x, rb.y), rb.z);
+            if (F16) {
+                mac8(&acc_a, &acc_b, lo(ta), lo(tb), xload(2u * k, xr));
+                mac8(&acc_a, &acc_b, hi(ta), hi(tb), xload(2u * k + 1u, xr));
+            } else {
+                mac8(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), xload(k, xr));
+            }
         }
     }
     for (var i = 0u; i < 8u; i++) {

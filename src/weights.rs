@@ -104,6 +104,11 @@ impl Format {
         }
     }
 
+    /// Whether elements come in blocks with shared scales (Q8_0 … Q6_K), not one by one.
+    pub fn is_quantized(self) -> bool {
+        self.block().0 > 1
+    }
+
     /// Bytes that `n` elements take; None when `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         let (be, bb) = self.block();

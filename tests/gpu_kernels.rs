@@ -223,7 +223,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
         let no_rope = h.zeros(4); // matvec's cos and sin tables without RoPE
                                   // (d, n, T, rows a group, texture rows a layer)
-        let quant = !matches!(kind.format, Format::F32 | Format::F16);
+        let quant = kind.format.is_quantized();
         let k_quant = kind.format.block().0 == 256;
         // quantized: rows of 3, 9 and 18 blocks of 32 (partial tail texels), or 1, 3, 6 super-blocks;
         // layers of 1 texture row (8 rows each), of 2 and 4 (a matrix past 256 layers of 1)
@@ -295,7 +295,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             let store = if accumulate { Store::Accumulate } else { Store::Write };
             let (o2, o3) = (h.zeros(4), h.zeros(4));
             h.run_res(
-                k.matmul(true, with_bias, store),
+                &k.matmul(&h.gpu, true, with_bias, store).unwrap(),
                 &rows(t),
                 (1, 0),
                 Shape::new(d, n, 5, n + 5),
@@ -326,7 +326,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             ops::matmul_f32(&mut want, &x[..d], &w_seen, with_bias.then(|| &bias[5..]), d);
             let out = h.up(&init[..n + 5]);
             h.run_res(
-                k.matmul(false, with_bias, store),
+                &k.matmul(&h.gpu, false, with_bias, store).unwrap(),
                 &rows(t),
                 (1, 0),
                 Shape::new(d, n, 5, n),
@@ -397,11 +397,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     if !gemm {
                         res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
                     }
-                    let kern = if !gemm && norm {
-                        &norm_swiglu
-                    } else {
-                        k.matmul(gemm, false, Store::SwiGlu)
-                    };
+                    let plain = k.matmul(&h.gpu, gemm, false, Store::SwiGlu).unwrap();
+                    let kern = if !gemm && norm { &norm_swiglu } else { &plain };
                     h.run_res(
                         kern,
                         &rows(tt),
@@ -807,7 +804,7 @@ fn embed_and_argmax_match_cpu() {
             })
             .collect();
         h.run_res(
-            &k.embed,
+            &Kernels::embed_kernel(&h.gpu, k.kind.format).unwrap(),
             &step_rows,
             (1, 0),
             Shape::new(dim, 0, 0, 0),

@@ -263,11 +263,7 @@ fn gpu_weights(
     use tinfer::weights::Format;
     let w = loaded.weights.as_ref()?;
     let flag = |k: &str| gpu.is_none_or(|g| g[k].as_bool().unwrap_or(false));
-    let plan = WeightPlan {
-        dtype,
-        f16: dtype != tinfer::model::Dtype::F32 && (dtype == tinfer::model::Dtype::F16 || flag("shader_f16")),
-        quant: flag("subgroups"),
-    };
+    let plan = WeightPlan::new(dtype, flag("shader_f16"), flag("subgroups"));
     let max_dim = gpu
         .and_then(|g| g["limits"]["max_texture_dimension_2d"].as_u64())
         .unwrap_or(8192) as usize;
@@ -276,19 +272,7 @@ fn gpu_weights(
     for m in &matrices {
         let stored: Vec<String> = m.stored.iter().map(Format::to_string).collect();
         let stored = stored.join("+");
-        let how = if m.stored.iter().all(|&f| f == m.format) {
-            "as stored"
-        } else if m.format == Format::Q8_0
-            && m.stored
-                .iter()
-                .all(|f| matches!(f, Format::Q4_0 | Format::Q5_0 | Format::Q8_0))
-        {
-            "rewritten exactly"
-        } else if matches!(m.format, Format::F32 | Format::F16) {
-            "decoded"
-        } else {
-            "quantized at load"
-        };
+        let how = m.how();
         match kinds.iter_mut().find(|k| k.0 == stored && k.1 == m.format) {
             Some(k) => {
                 k.3 += 1;

@@ -411,14 +411,10 @@ impl Kernel {
 pub struct Kernels {
     /// Weight dtype and matrix-kernel variant every product uses.
     pub kind: MatmulKind,
-    pub embed: Kernel,
     pub to_texture: Kernel,
     pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
     pub rmsnorm: Kernel,
     pub qk_norm_rope: Kernel,
-    /// (gemm, bias, store): matvec / matmat with HAS_BIAS, ACCUMULATE and SWIGLU set
-    /// (SwiGlu without a bias); see `Kernels::matmul`.
-    matmuls: std::collections::HashMap<(bool, bool, Store), Kernel>,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
     pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, or 128 with subgroups
@@ -448,27 +444,14 @@ impl Kernels {
             );
         }
         let flash_sg = kind.subgroups && gpu.is_cpu_adapter();
-        let mut matmuls = std::collections::HashMap::new();
-        for gemm in [false, true] {
-            for bias in [false, true] {
-                for store in [Store::Write, Store::Accumulate, Store::SwiGlu] {
-                    if !(bias && store == Store::SwiGlu) {
-                        matmuls.insert(
-                            (gemm, bias, store),
-                            Self::matmul_kernel(gpu, kind, gemm, bias, store, None)?,
-                        );
-                    }
-                }
-            }
-        }
+        // The matrix kernels and embed.wgsl are compiled per weight format when a product is
+        // recorded (`matmul_kernel`, `embed_kernel`): a model needs only the formats it holds.
         Ok(Kernels {
             kind,
-            embed: Self::embed_kernel(gpu, kind.format)?,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             qk_norm_rope: Kernel::new(gpu, "qk_norm_rope.wgsl", &[hd])?,
-            matmuls,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
             // The subgroup flash kernel on CPU adapters (K/V loads dominate there; its four query
             // rows an invocation keep large arrays a GPU would spill), the plain one on GPUs.
@@ -513,7 +496,7 @@ impl Kernels {
     /// (one an invocation); matmat 8
     /// tokens an invocation and 128 rows a workgroup (two rows an invocation), matmat_plain 64.
     pub fn matmul_grid(kind: MatmulKind, gemm: bool, n: usize, t: usize) -> [u32; 3] {
-        let quant = !matches!(kind.format, Format::F32 | Format::F16);
+        let quant = kind.format.is_quantized();
         match (gemm, kind.subgroups) {
             (false, true) if quant => [n.div_ceil(128) as u32, 1, 1],
             (false, _) => [n.div_ceil(64) as u32, 1, 1],
@@ -522,12 +505,12 @@ impl Kernels {
         }
     }
 
-    /// The matrix kernel: GEMM over all rows (`gemm`) or GEMV of row 0, with a bias, storing as
-    /// `store` says.
-    pub fn matmul(&self, gemm: bool, bias: bool, store: Store) -> &Kernel {
+    /// The matrix kernel of `self.kind` without a fusion: GEMM over all rows (`gemm`) or GEMV
+    /// of row 0, with a bias, storing as `store` says (compiled once, then from the cache).
+    pub fn matmul(&self, gpu: &Gpu, gemm: bool, bias: bool, store: Store) -> Result<Kernel> {
         assert!(!(bias && store == Store::SwiGlu), "the SwiGLU product takes no bias");
         assert!(store != Store::RopeKv, "RoPE products come from matmul_kernel");
-        &self.matmuls[&(gemm, bias, store)]
+        Self::matmul_kernel(gpu, self.kind, gemm, bias, store, None)
     }
 
     /// A matrix kernel of `kind` (see `matmul`); a `fusion` compiles the GEMV that RMS-normalises
@@ -552,8 +535,7 @@ impl Kernels {
             (true, false) => "matmat_plain.wgsl",
         };
         let flag = |on: bool| on as u8 as f64;
-        let float = matches!(kind.format, Format::F32 | Format::F16);
-        if !kind.subgroups && !float {
+        if !kind.subgroups && kind.format.is_quantized() {
             bail!(
                 "{} weights need the subgroup matrix kernels; use --dtype f16",
                 kind.format

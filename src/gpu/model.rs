@@ -15,7 +15,7 @@ use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
-use crate::options::{Dtype, KvLayout, Options};
+use crate::options::{KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -82,12 +82,7 @@ impl GpuModel {
         }
         let kv = kv_pool(&gpu, cfg, opts)?;
         let subgroups = opts.subgroups && gpu.has_subgroups(8);
-        let plan = WeightPlan {
-            dtype: opts.dtype,
-            f16: opts.dtype != Dtype::F32
-                && (opts.dtype == Dtype::F16 || gpu.features.contains(wgpu::Features::SHADER_F16)),
-            quant: subgroups,
-        };
+        let plan = WeightPlan::new(opts.dtype, gpu.features.contains(wgpu::Features::SHADER_F16), subgroups);
         let kind = MatmulKind::float(plan.f16, subgroups);
         let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind)?;
 
@@ -172,7 +167,7 @@ impl GpuModel {
             .formats
             .iter()
             .map(|f| match f {
-                Format::F32 | Format::F16 => f.to_string().to_lowercase(),
+                f if !f.is_quantized() => f.to_string().to_lowercase(),
                 f => f.to_string(),
             })
             .collect();

@@ -47,8 +47,8 @@ pub const QUANT_FORMATS: [Format; 8] = [
     Format::Q6_K,
 ];
 
-/// Texels a row of `cols` values takes in the device layout of a quantized `format` (the same
-/// count as `q_row_texels` in shaders/lib/quant.wgsl).
+/// Texels a row of `cols` values takes in the device layout of a quantized `format` (its tail
+/// begins after the quants, as `load_unit` in shaders/lib/quant.wgsl finds it).
 pub fn row_texels(format: Format, cols: usize) -> usize {
     let (u, s) = (cols / 32, cols / 256);
     match format {
@@ -71,7 +71,8 @@ pub fn row_texels(format: Format, cols: usize) -> usize {
 /// as f16 two a word (Q8_0, Q4_0, Q5_0) or d | m << 16 a word (Q4_1, Q5_1), then for Q5_0 and
 /// Q5_1 qh a word a block. Q4_K and Q5_K super-blocks are already whole texels: as stored.
 /// Q6_K: each super-block's first 208 bytes (ql, qh, scales), then the tail of its f16 d's.
-/// The bytes are the file's; only their order changes (tests/quant.rs decodes the layout back).
+/// The bytes are the file's; only their order changes (tests/gpu_kernels.rs decodes them on the
+/// device against Format::decode).
 pub fn device_row(format: Format, row: &[u8]) -> Vec<u32> {
     let (_, bb) = format.block();
     assert_eq!(row.len() % bb, 0, "{format}: a row of whole blocks");
@@ -141,12 +142,11 @@ impl WeightTex {
         if cols % per != 0 {
             bail!("{name}: {cols} columns are not a multiple of {per}, which the GPU matrix kernels read per texel; use --dtype f32 (multiples of 4) or --device cpu");
         }
-        let texels = (cols / per).div_ceil(TEXEL_CHUNK) * TEXEL_CHUNK; // a row, padded
         let format = if f16 { Format::F16 } else { Format::F32 };
         // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
         // unpack2x16float reads them); padding texels are zero.
         let mut buf = vec![0f32; cols];
-        Self::place(gpu, name, parts, format, texels, group, height, |part, i, words| {
+        Self::place(gpu, name, parts, format, group, height, |part, i, words| {
             let row = match part.as_f32() {
                 Some(v) => &v[i * cols..(i + 1) * cols],
                 None => {
@@ -181,25 +181,21 @@ impl WeightTex {
         if texels * ROW_GROUP > max_dim {
             bail!("{name}: {ROW_GROUP} rows of {cols} {format} values are {} texels, over this device's texture width of {max_dim}; use --dtype f16", texels * ROW_GROUP);
         }
-        let rows: usize = parts.iter().map(|p| p.rows()).sum();
-        let height = quant_layer_height(rows, height.min(max_dim));
-        Self::place(gpu, name, parts, format, texels, ROW_GROUP, height, |part, i, words| {
+        Self::place(gpu, name, parts, format, ROW_GROUP, height, |part, i, words| {
             let row = device_row(format, &part.bytes()[i * rb..(i + 1) * rb]);
             debug_assert_eq!(row.len(), texels * 4);
             words.copy_from_slice(&row);
         })
     }
 
-    /// Create the texture for the rows of `parts`, `texels` a row, and fill it: `fill(part, i,
-    /// words)` writes row i of `part` as texels × 4 words. Rows go in groups of up to `group`,
-    /// interleaved texel by texel (see WeightTex), up to `height` groups a layer.
-    #[allow(clippy::too_many_arguments)]
+    /// Create the texture for the rows of `parts` in `format` (TexLayout::of, at most `group`
+    /// rows a group and `height` texture rows a layer) and fill it: `fill(part, i, words)`
+    /// writes row i of `part` as texels × 4 words.
     fn place(
         gpu: &Gpu,
         name: &str,
         parts: &[&Tensor],
         format: Format,
-        texels: usize,
         group: usize,
         height: usize,
         mut fill: impl FnMut(&Tensor, usize, &mut [u32]),
@@ -208,17 +204,17 @@ impl WeightTex {
         assert!(group >= 1 && height >= 1 && cols > 0 && parts.iter().all(|p| p.cols() == cols));
         let rows: usize = parts.iter().map(|p| p.rows()).sum();
         let max_dim = gpu.limits.max_texture_dimension_2d as usize;
+        let layout = TexLayout::of(format, rows, cols, group, height, max_dim);
+        let TexLayout {
+            texels,
+            group,
+            height,
+            layers,
+        } = layout;
         if texels > max_dim {
             bail!("{name}: a row of {cols} values is {texels} texels, over this device's texture width limit of {max_dim}; use --device cpu");
         }
-        let group = group.min(max_dim / texels);
         let groups = rows.div_ceil(group).max(1);
-        let height = if QUANT_FORMATS.contains(&format) {
-            height
-        } else {
-            float_layer_height(groups, height.min(max_dim))
-        };
-        let layers = groups.div_ceil(height);
         let max_layers = gpu.limits.max_texture_array_layers as usize;
         if layers > max_layers {
             bail!("{name}: {rows} rows need {layers} texture layers of {height} × {group} rows, over this device's limit of {max_layers}; use --device cpu");
@@ -282,7 +278,7 @@ impl WeightTex {
             dimension: Some(wgpu::TextureViewDimension::D2Array),
             ..Default::default()
         });
-        let bytes = layers * height * width * 16;
+        let bytes = layout.bytes();
         Ok(WeightTex {
             view,
             rows,
@@ -364,7 +360,22 @@ pub struct WeightPlan {
     pub quant: bool,
 }
 
+/// Block formats whose values Q8_0 holds exactly (same d, q - 8 or q - 16 as i8): the format
+/// a stack mixing them takes on the device, rewritten by `blocks_in`.
+const EXACT_IN_Q8_0: [Format; 3] = [Format::Q4_0, Format::Q5_0, Format::Q8_0];
+
 impl WeightPlan {
+    /// The plan for `dtype` on an adapter with (or without) SHADER_F16 and subgroups of 8 lanes
+    /// or more: floats in f16 unless `dtype` is f32 or the adapter lacks f16 (and f16 was not
+    /// asked for), blocks only where the quantized kernels run.
+    pub fn new(dtype: Dtype, shader_f16: bool, subgroups: bool) -> Self {
+        WeightPlan {
+            dtype,
+            f16: dtype != Dtype::F32 && (dtype == Dtype::F16 || shader_f16),
+            quant: subgroups,
+        }
+    }
+
     /// The device format of a matrix stacked from `parts` (each a stored tensor, equal columns).
     /// `auto`: the stored block format where the kernels read it; Q4_0 and Q5_0 parts stacked
     /// with Q8_0 (Qwen2.5's V rows) become Q8_0, which holds their values exactly; anything else
@@ -386,13 +397,7 @@ impl WeightPlan {
             Dtype::Q8_0 => fallback_for(Format::Q8_0, cols).map_or(float, quant),
             Dtype::Q4_K => fallback_for(Format::Q4_K, cols).map_or(float, quant),
             Dtype::Auto if parts.iter().all(|&f| f == parts[0]) => quant(parts[0]),
-            Dtype::Auto
-                if parts
-                    .iter()
-                    .all(|f| [Format::Q4_0, Format::Q5_0, Format::Q8_0].contains(f)) =>
-            {
-                quant(Format::Q8_0)
-            }
+            Dtype::Auto if parts.iter().all(|f| EXACT_IN_Q8_0.contains(f)) => quant(Format::Q8_0),
             Dtype::Auto => float,
         }
     }
@@ -408,11 +413,48 @@ fn texels_for(format: Format, cols: usize) -> usize {
     }
 }
 
-/// Texture rows a layer of a quantized matrix of `rows` rows: the smallest power of two that
-/// keeps it within QUANT_MAX_LAYERS layers (so the last layer's unused rows stay under 1% of a
-/// large matrix), at most `max_height` (rounded down to a power of two).
-fn quant_layer_height(rows: usize, max_height: usize) -> usize {
-    let groups = rows.div_ceil(ROW_GROUP).max(1);
+/// How a matrix lies in its texture: texels a row, rows a group (interleaved texel by texel),
+/// texture rows a layer, layers. The one place that decides it: the upload and `device_plan`
+/// both ask here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct TexLayout {
+    texels: usize,
+    group: usize,
+    height: usize,
+    layers: usize,
+}
+
+impl TexLayout {
+    /// `rows` × `cols` in `format`, at most `group` rows a group and `max_height` texture rows a
+    /// layer, textures `max_dim` texels wide and high.
+    fn of(format: Format, rows: usize, cols: usize, group: usize, max_height: usize, max_dim: usize) -> Self {
+        let texels = texels_for(format, cols);
+        let group = group.min(max_dim / texels.max(1)).max(1);
+        let groups = rows.div_ceil(group).max(1);
+        let cap = max_height.min(max_dim);
+        let height = if format.is_quantized() {
+            quant_layer_height(groups, cap)
+        } else {
+            float_layer_height(groups, cap)
+        };
+        TexLayout {
+            texels,
+            group,
+            height,
+            layers: groups.div_ceil(height),
+        }
+    }
+
+    /// Bytes of the texture: every layer whole.
+    fn bytes(&self) -> usize {
+        self.layers * self.height * self.group * self.texels * 16
+    }
+}
+
+/// Texture rows a layer of a quantized matrix of `groups` row groups: the smallest power of two
+/// that keeps it within QUANT_MAX_LAYERS layers (so the last layer's unused rows stay under 1% of
+/// a large matrix), at most `max_height` (rounded down to a power of two).
+fn quant_layer_height(groups: usize, max_height: usize) -> usize {
     let want = groups.div_ceil(QUANT_MAX_LAYERS).next_power_of_two();
     want.min(1 << max_height.max(1).ilog2())
 }
@@ -426,6 +468,22 @@ fn float_layer_height(groups: usize, max_height: usize) -> usize {
 
 /// Most layers a quantized matrix takes (WebGPU's default limit of array layers).
 const QUANT_MAX_LAYERS: usize = 256;
+
+impl PlannedMatrix {
+    /// How its values reach the device: "as stored", "rewritten exactly" (blocks into Q8_0),
+    /// "decoded" (to f16 or f32) or "quantized at load".
+    pub fn how(&self) -> &'static str {
+        if self.stored.iter().all(|&f| f == self.format) {
+            "as stored"
+        } else if self.format == Format::Q8_0 && self.stored.iter().all(|f| EXACT_IN_Q8_0.contains(f)) {
+            "rewritten exactly"
+        } else if !self.format.is_quantized() {
+            "decoded"
+        } else {
+            "quantized at load"
+        }
+    }
+}
 
 /// One matrix as the GPU will hold it.
 #[derive(Clone, Debug, PartialEq)]
@@ -469,14 +527,7 @@ pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim:
             let stored: Vec<Format> = parts.iter().map(|p| p.format).collect();
             let (rows, cols) = (parts.iter().map(|p| p.rows()).sum::<usize>(), parts[0].cols());
             let format = plan.format(&stored, cols);
-            let texels = texels_for(format, cols);
-            let group = ROW_GROUP.min(max_dim / texels.max(1)).max(1);
-            let groups = rows.div_ceil(group).max(1);
-            let height = match format {
-                Format::F32 | Format::F16 => float_layer_height(groups, max_dim),
-                _ => quant_layer_height(rows, max_dim),
-            };
-            let bytes = groups.div_ceil(height) * height * group * texels * 16;
+            let bytes = TexLayout::of(format, rows, cols, ROW_GROUP, max_dim, max_dim).bytes();
             let stored_bytes = parts.iter().map(|p| p.n_bytes()).sum();
             PlannedMatrix {
                 name,
@@ -497,7 +548,7 @@ fn blocks_in(format: Format, parts: &[&Tensor]) -> Result<Vec<Tensor>> {
     for p in parts {
         let bytes = if p.format == format {
             p.bytes().to_vec()
-        } else if format == Format::Q8_0 && matches!(p.format, Format::Q4_0 | Format::Q5_0) {
+        } else if format == Format::Q8_0 && EXACT_IN_Q8_0.contains(&p.format) {
             let mut v = vec![0f32; 32];
             let bb = p.format.block().1;
             let mut q = Vec::with_capacity(p.len() / 32 * 34);

@@ -198,7 +198,7 @@ pub fn bench_kernels(
             Launch::new(gpu, &k, &step1, None)?,
             Launch::new(gpu, &k, &step_t, None)?,
         );
-        let quantized = !matches!(kind.format, Format::F32 | Format::F16);
+        let quantized = kind.format.is_quantized();
         let variant = format!(
             "{} {}",
             if quantized {
