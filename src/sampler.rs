@@ -6,8 +6,6 @@
 
 use anyhow::{bail, Result};
 
-use crate::cpu::ops::argmax;
-
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
     /// 0 = greedy (as is anything below `GREEDY_BELOW`).
@@ -125,8 +123,8 @@ impl Sampler {
     /// The next token, given the logits and the tokens so far (for the repetition penalty).
     ///
     /// Always a valid id below `logits.len()`, whatever the settings and logits hold: NaN logits
-    /// count as -inf (an engine that produces them is broken, and the engine says so before it
-    /// samples), +inf logits are infinitely more likely than finite ones (uniform among
+    /// count as -inf and are never drawn while some logit is a number (an engine that produces
+    /// them is broken, and the engine says so before it samples), +inf logits are infinitely more likely than finite ones (uniform among
     /// themselves), and when every logit is -inf they are all equal. The probabilities are
     /// computed in f64 from logits scaled so that nothing overflows, and the draw can only end on
     /// a kept candidate of nonzero probability. An empty `logits` gives 0.
@@ -135,6 +133,13 @@ impl Sampler {
         if logits.is_empty() {
             return 0;
         }
+        // NaN logits are never drawn while any logit is a number; among numbers they count as
+        // -inf. (When every logit is NaN, every token is equally (un)likely.)
+        let drawable: Vec<bool> = if logits.iter().all(|l| l.is_nan()) {
+            vec![true; logits.len()]
+        } else {
+            logits.iter().map(|l| !l.is_nan()).collect()
+        };
         let mut logits: Vec<f32> = logits
             .iter()
             .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l })
@@ -151,24 +156,30 @@ impl Sampler {
         }
         let t = c.temperature;
         if greedy_temperature(t) {
-            return argmax(&logits) as u32;
+            // The first drawable token of the largest logit.
+            let mut best = drawable.iter().position(|&d| d).unwrap_or(0);
+            for (i, &l) in logits.iter().enumerate() {
+                if drawable[i] && l > logits[best] {
+                    best = i;
+                }
+            }
+            return best as u32;
         }
-        // Candidates with their scaled logit x = l / T, most likely first (ties: lower id first).
-        // x is the f32 quotient wherever that is finite (always, at ordinary settings), else the
-        // f64 one, which no finite f32 logit and temperature >= GREEDY_BELOW can overflow;
-        // infinite logits stay infinite whatever T is; -0 is 0 (every finite logit is 0 at T = inf).
+        // Candidates with their scaled logit x = l / T in f64, most likely first (ties: lower id
+        // first). In f64 no finite f32 logit over a temperature >= GREEDY_BELOW overflows or
+        // underflows, so scaling keeps the logits' order: two different logits never become a
+        // tie (in f32, 2e-37 / 1e30 is 0, which would tie with a logit of 0). Infinite logits
+        // stay infinite whatever T is; -0 is 0 (every finite logit is 0 at T = inf).
         let scale = |l: f32| -> f64 {
-            let q = l / t;
-            let x = if q.is_finite() {
-                q as f64
-            } else if l.is_infinite() {
-                l as f64
-            } else {
-                l as f64 / t as f64
-            };
+            let x = if l.is_infinite() { l as f64 } else { l as f64 / t as f64 };
             x + 0.0
         };
-        let mut cand: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, scale(l))).collect();
+        let mut cand: Vec<(u32, f64)> = logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| drawable[i])
+            .map(|(i, &l)| (i as u32, scale(l)))
+            .collect();
         let by_logit = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if c.top_k > 0 && c.top_k < cand.len() {
             cand.select_nth_unstable_by(c.top_k - 1, by_logit);

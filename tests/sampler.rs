@@ -52,9 +52,17 @@ fn config() -> impl Strategy<Value = SamplerConfig> {
         )
 }
 
-/// The first index of the largest value (the greedy pick).
-fn argmax(x: &[f32]) -> usize {
-    (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best })
+/// Which tokens may be drawn: those with a number for a logit, or all when every one is NaN.
+fn drawable(logits: &[f32]) -> Vec<bool> {
+    let all_nan = logits.iter().all(|x| x.is_nan());
+    logits.iter().map(|x| all_nan || !x.is_nan()).collect()
+}
+
+/// The greedy pick: the first drawable index of the largest value of `x` (the penalised logits).
+fn argmax(logits: &[f32], x: &[f32]) -> usize {
+    let d = drawable(logits);
+    let first = d.iter().position(|&d| d).unwrap();
+    (0..x.len()).fold(first, |best, i| if d[i] && x[i] > x[best] { i } else { best })
 }
 
 /// Temperatures the sampler treats as greedy.
@@ -106,7 +114,7 @@ proptest! {
         let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         prop_assert!(!logits[id].is_nan() || logits.iter().all(|x| x.is_nan()), "drew NaN logit {}: {:?}", id, logits);
         if greedy_temperature(cfg.temperature) {
-            prop_assert_eq!(id, argmax(&l), "T {} is greedy: {:?}", cfg.temperature, l);
+            prop_assert_eq!(id, argmax(&logits, &l), "T {} is greedy: {:?}", cfg.temperature, l);
             return Ok(());
         }
         // Possible: the max when the max is infinite, else a finite logit.
@@ -117,13 +125,14 @@ proptest! {
         }
         // Rank: the tokens strictly ahead (higher scaled logit, or equal with a lower id).
         let x = |i: usize| if l[i].is_infinite() { l[i] as f64 } else { l[i] as f64 / t };
-        let ahead: Vec<usize> = (0..n).filter(|&i| x(i) > x(id) || (x(i) == x(id) && i < id)).collect();
+        let d = drawable(&logits);
+        let ahead: Vec<usize> = (0..n).filter(|&i| d[i] && (x(i) > x(id) || (x(i) == x(id) && i < id))).collect();
         if cfg.top_k > 0 {
             prop_assert!(ahead.len() < cfg.top_k, "rank {} with top-k {}: {:?}", ahead.len(), cfg.top_k, l);
         }
         if max.is_finite() {
             // Probabilities over the top-k set, in f64 (the scaled logits do not overflow).
-            let mut order: Vec<usize> = (0..n).collect();
+            let mut order: Vec<usize> = (0..n).filter(|&i| d[i]).collect();
             order.sort_by(|&a, &b| x(b).total_cmp(&x(a)).then(a.cmp(&b)));
             if cfg.top_k > 0 { order.truncate(cfg.top_k); }
             let xm = x(order[0]);
@@ -151,7 +160,7 @@ proptest! {
         let cfg = SamplerConfig { temperature: t, repeat_penalty: 1.0, ..cfg };
         let id = Sampler::new(cfg).sample(&logits, &[]) as usize;
         let l = penalised(&logits, &[], 1.0);
-        prop_assert_eq!(id, argmax(&l), "T {}: {:?}", t, logits);
+        prop_assert_eq!(id, argmax(&logits, &l), "T {}: {:?}", t, logits);
     }
 }
 
