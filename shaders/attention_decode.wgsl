@@ -13,12 +13,13 @@
 // Dispatch: (n_heads, T, n_splits); WG invocations per (head, row, partition).
 // Bindings:
 //   0 step    storage Step         n_tokens T, n_splits, split_len, rows[t].pos / .seq
-//   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length, d = max splits
+//   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length
 //   2 q       storage read  vec4   (T, n_heads * HEAD_DIM / 4)
 //   3 k_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
 //   4 v_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
 //   5 tables  storage read  u32    (n_seqs, c) block tables
-//   6 part    storage rw    f32    (T, n_heads, d, HEAD_DIM + 2) per partition: acc[HEAD_DIM], m, l
+//   6 part    storage rw    f32    (T, n_heads, n_splits, HEAD_DIM + 2) per partition: acc[HEAD_DIM], m, l
+//                                  (T × n_splits ≤ MAX_PART_ROWS, which the host's split plan keeps)
 //   7 out     storage rw    vec4   (T, n_heads * HEAD_DIM / 4), written when n_splits = 1
 // Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per cache page), WG
 // (invocations per workgroup, a divisor of 64 and at least 4: 64 on GPUs; 8 on CPU adapters such
@@ -89,7 +90,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var l_sum = 0.0;
     for (var i = 0u; i < WG; i++) { l_sum += l_all[i]; }
     let single = step.n_splits == 1u;
-    let base = ((t * n_heads + h) * shape.d + split) * (HEAD_DIM + 2u);
+    let base = ((t * n_heads + h) * step.n_splits + split) * (HEAD_DIM + 2u);
     for (var c0 = 0u; c0 < d4; c0 += 4u) {
         for (var k = 0u; k < 4u; k++) { acc_all[j * 4u + k] = acc[c0 + k] * w; }
         workgroupBarrier();

@@ -5,8 +5,8 @@
 // Dispatch: (n_heads, T, 1); 64 invocations per (head, row), invocation j owns columns j, j + 64, ...
 // Bindings:
 //   0 step    storage Step         n_tokens T, n_splits
-//   1 shape   uniform Shape        a = n_heads, d = max splits
-//   2 part    storage read  f32    (T, n_heads, d, HEAD_DIM + 2) per partition: acc[HEAD_DIM], m, l
+//   1 shape   uniform Shape        a = n_heads
+//   2 part    storage read  f32    (T, n_heads, n_splits, HEAD_DIM + 2) per partition: acc[HEAD_DIM], m, l
 //   3 out     storage rw    f32    (T, n_heads * HEAD_DIM)
 // Overrides: HEAD_DIM.
 
@@ -24,7 +24,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let h = wid.x;
     let t = wid.y;
     if (t >= step.n_tokens) { return; }
-    let base = (t * n_heads + h) * shape.d * (HEAD_DIM + 2u);
+    let base = (t * n_heads + h) * step.n_splits * (HEAD_DIM + 2u);
     var m_max = -3.0e38;
     for (var i = 0u; i < step.n_splits; i++) {
         m_max = max(m_max, part[base + i * (HEAD_DIM + 2u) + HEAD_DIM]);

@@ -13,6 +13,10 @@ const MAX_WIDTH: usize = 1 << 18; // hidden_size, intermediate_size, n_heads * h
 const MAX_VOCAB: usize = 1 << 21;
 const MAX_LAYERS: usize = 1 << 10;
 const MAX_CONTEXT: usize = 1 << 18;
+/// The context a run uses when not told otherwise: the model's own, at most this many tokens
+/// (llama.cpp's default `n_ctx`), so that a 128K-token model does not ask for a 128K-token KV
+/// cache.
+pub const DEFAULT_CONTEXT: usize = 4096;
 const MAX_ROPE_TABLE: usize = 1 << 25; // seq_len * head_dim: 256K positions at head_dim 128
 
 /// A serde mirror of HF `config.json` for the Llama family (llama, mistral, qwen2, smollm).

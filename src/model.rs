@@ -205,6 +205,14 @@ impl Model {
         }
     }
 
+    /// Device memory the GPU model holds, by part (weights, KV cache, scratch); None on the CPU.
+    pub fn device_memory(&self) -> Option<crate::gpu::model::DeviceMemory> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some(g.memory),
+        }
+    }
+
     /// Dispatches of one greedy decode step on the GPU; None on the CPU.
     pub fn dispatches_per_token(&self) -> Option<usize> {
         match &self.backend {

@@ -38,8 +38,8 @@ pub enum KvLayout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
     /// The file's own block format where the GPU has a kernel for it (Q4_0, Q4_1, Q5_0, Q5_1,
-    /// Q8_0, Q4_K, Q5_K, Q6_K, with subgroups), else f16 where the adapter has SHADER_F16, else
-    /// f32.
+    /// Q8_0, Q4_K, Q5_K, Q6_K, with subgroups), else f16 (unpacked with WGSL's core
+    /// `unpack2x16float`: no adapter feature needed).
     Auto,
     /// f32 weights: the GPU matches the CPU reference to rounding.
     F32,

@@ -483,10 +483,7 @@ fn qwen2_coder_gguf_on_the_gpu_matches_hf() {
         };
         let name = m.dtype_name();
         assert!(dtype != Dtype::F32 || name == "f32", "--dtype f32 gave {name}");
-        if dtype == Dtype::F16 && name != "f16" {
-            eprintln!("SKIPPED: f16 weights, the adapter has no SHADER_F16");
-            continue;
-        }
+        assert!(dtype != Dtype::F16 || name == "f16", "--dtype f16 gave {name}");
         for p in index["prompts"].as_array().unwrap() {
             let label = format!("qwen2.5-coder gpu {name}");
             let worst = check_golden_prompt_from(&mut m, p, &label, tol, nll_tol, "qwen2.5-coder");

@@ -143,7 +143,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, conflicts_with = "kv_blocks")]
     pub kv_memory: Option<u64>,
     /// GPU weight storage: auto (a GGUF's quantized blocks as stored where the GPU has a kernel
-    /// for them, the rest f16 where the adapter has SHADER_F16, else f32), f16 (f32
+    /// for them, the rest f16), f16 (f32
     /// accumulation), f32 (matches the CPU reference to rounding), q8_0 or q4_k (quantized at
     /// load with llama.cpp's reference quantizers). The CPU path always computes in f32.
     #[arg(long, value_enum, default_value = "auto")]
@@ -251,8 +251,8 @@ pub struct RunArgs {
     /// one per core. (llama-cli's -t; the temperature is --temperature / --temp.)
     #[arg(long, short = 't', value_name = "N", allow_negative_numbers = true)]
     pub threads: Option<i64>,
-    /// Context size in tokens, at most the model's own (default: the model's); a smaller one
-    /// needs less KV memory.
+    /// Context size in tokens, at most the model's own (default: the model's, at most 4096, as
+    /// llama.cpp); it sizes the KV cache.
     #[arg(long, short = 'c', value_name = "N", allow_negative_numbers = true)]
     pub ctx_size: Option<usize>,
 }
@@ -473,7 +473,8 @@ pub enum Command {
         /// The text file to score.
         #[arg(long, short)]
         file: PathBuf,
-        /// Window size in tokens (default: the model's context, so a text that fits is one window).
+        /// Window size in tokens (default: the context, -c, so a text that fits is one window); also
+        /// the context when -c is not given.
         #[arg(long)]
         ctx: Option<usize>,
         /// Score only the first N windows (llama-perplexity's --chunks): `--ctx 8192 --chunks 1`
@@ -502,6 +503,8 @@ pub enum Command {
     Info {
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -541,10 +544,17 @@ pub enum BenchWhat {
 pub struct ModelBenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Random weights with the shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, or of a
-    /// config.json file, instead of --model.
+    /// Random weights with the shapes of smollm2-135m, smollm2-360m, smollm2-1.7b,
+    /// qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, llama-3.2-1b, llama-3.2-3b, llama-3-8b,
+    /// mistral-7b, or of a config.json file, instead of --model.
     #[arg(long, value_name = "NAME|CONFIG")]
     pub synthetic: Option<String>,
+    /// With --synthetic: only the first N layers (a big shape's kernels without all its weights).
+    #[arg(long, value_name = "N", requires = "synthetic")]
+    pub layers: Option<usize>,
+    /// With --synthetic: the context (default: the shape's, at most 4096).
+    #[arg(long, short = 'c', value_name = "N", requires = "synthetic")]
+    pub ctx_size: Option<usize>,
     /// Prompt lengths to process.
     #[arg(long, value_delimiter = ',', default_value = "128,512")]
     pub pp: Vec<usize>,

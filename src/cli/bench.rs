@@ -178,7 +178,20 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
     }
     let (mut model, source) = match &a.synthetic {
         Some(name) => {
-            let cfg = shapes("--synthetic", name)?;
+            let mut cfg = shapes("--synthetic", name)?;
+            if let Some(n) = a.layers {
+                if n == 0 || n > cfg.n_layers {
+                    bail!(
+                        "--layers must be between 1 and the {} layers of {name}, got {n}",
+                        cfg.n_layers
+                    );
+                }
+                cfg.n_layers = n;
+            }
+            cfg.seq_len = a
+                .ctx_size
+                .unwrap_or(cfg.seq_len.min(tinfer::config::DEFAULT_CONTEXT))
+                .min(cfg.seq_len);
             let weights = tinfer::tools::synthetic::random_weights(&cfg, 1);
             let opts = a.model.options(1);
             let m = Model::with_options(cfg, weights, a.model.device, a.model.adapter.as_deref(), &opts)?;
@@ -263,13 +276,16 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The config of a known size (smollm2-135m, -360m, -1.7b) or of a config.json file, for
-/// `flag` (--shapes, --synthetic).
+/// The config of a known size (tinfer::tools::synthetic::SYNTHETIC_NAMES) or of a config.json
+/// file, for `flag` (--shapes, --synthetic).
 fn shapes(flag: &str, name: &str) -> Result<tinfer::config::Config> {
     let text = match tinfer::tools::synthetic::synthetic_config(name) {
         Some(t) => t.to_string(),
         None => loader::read_text(std::path::Path::new(name), 1 << 20).with_context(|| {
-            format!("{flag} {name}: not smollm2-135m, smollm2-360m, smollm2-1.7b or a readable config.json")
+            format!(
+                "{flag} {name}: not one of {} nor a readable config.json",
+                tinfer::tools::synthetic::SYNTHETIC_NAMES.join(", ")
+            )
         })?,
     };
     tinfer::config::HfConfig::from_json(&text)?.resolve()

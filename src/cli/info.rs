@@ -5,13 +5,15 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use super::args::ModelArgs;
+use super::args::{ModelArgs, RunArgs};
 use tinfer::gguf::Gguf;
 use tinfer::loader;
 use tinfer::model::Device;
 use tinfer::tokenizer::Tokenizer;
 
-pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
+/// What the model is; with `--device gpu` also what it takes on the device at these options
+/// (the model is built there: weights, KV cache for -c tokens, scratch).
+pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
     let path = args.path.resolve()?;
     let loaded = match loader::load(&path) {
         Ok(l) => l,
@@ -34,6 +36,20 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         s => format!("{s:?}"),
     };
     let weights = gpu_weights(args.dtype, &loaded, gpu.as_ref());
+    let device_memory = match args.device {
+        Device::Gpu => {
+            let (model, built) = super::load::load_seqs(args, Some(run), 1)?;
+            let m = model.device_memory().expect("--device gpu builds a GPU model");
+            Some(json!({
+                "context": built.cfg.seq_len,
+                "weights_bytes": m.weights,
+                "kv_cache_bytes": m.kv_cache,
+                "scratch_bytes": m.scratch,
+                "total_bytes": m.total(),
+            }))
+        }
+        _ => None,
+    };
     let j = json!({
         "source": loaded.source,
         "model_type": cfg.model_type,
@@ -62,6 +78,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         "warnings": loaded.warnings,
         "gpu": gpu,
         "gpu_weights": weights,
+        "device_memory": device_memory,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -98,8 +115,15 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
         2 * cfg.n_layers * cfg.kv_dim() * 4 / 1024
     );
     println!(
-        "context      {} tokens, vocab {}, eos ids {:?}",
-        cfg.seq_len, cfg.vocab_size, cfg.eos_token_ids
+        "context      {} tokens{}, vocab {}, eos ids {:?}",
+        cfg.seq_len,
+        if cfg.seq_len > super::load::DEFAULT_CTX {
+            format!(" (runs use {} unless -c says otherwise)", super::load::DEFAULT_CTX)
+        } else {
+            String::new()
+        },
+        cfg.vocab_size,
+        cfg.eos_token_ids
     );
     print_tokenizer(tok, loaded.tokenizer_error.as_deref(), &loaded.warnings);
     if let Some(w) = &weights {
@@ -110,7 +134,7 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
             w["stored_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
             w["overhead_percent"].as_f64().unwrap_or(0.0),
             if gpu.is_none() {
-                " (for an adapter with SHADER_F16 and subgroups)"
+                " (for an adapter with subgroups)"
             } else {
                 ""
             }
@@ -125,6 +149,17 @@ pub fn info(args: &ModelArgs, as_json: bool) -> Result<()> {
                 c["bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
             );
         }
+    }
+    if let Some(m) = &device_memory {
+        let mib = |k: &str| m[k].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+        println!(
+            "device mem   {:.1} MiB: weights {:.1}, KV cache {:.1} ({} tokens), scratch {:.1}",
+            mib("total_bytes"),
+            mib("weights_bytes"),
+            mib("kv_cache_bytes"),
+            m["context"],
+            mib("scratch_bytes")
+        );
     }
     if let Some(g) = gpu {
         let name = |k: &str| g[k].as_str().unwrap_or("").to_string();
@@ -236,7 +271,7 @@ pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool, webgpu_limits: b
         "backend": format!("{:?}", gpu.info.backend),
         "driver": format!("{} {}", gpu.info.driver, gpu.info.driver_info),
         "features": format!("{:?}", gpu.adapter.features()),
-        "shader_f16": gpu.features.contains(wgpu::Features::SHADER_F16),
+        "shader_f16": gpu.adapter.features().contains(wgpu::Features::SHADER_F16),
         "subgroups": gpu.has_subgroups(8),
         "limits": {
             "max_texture_dimension_2d": l.max_texture_dimension_2d,
@@ -253,7 +288,7 @@ pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool, webgpu_limits: b
 
 /// How the GPU would hold the matrices under `dtype` (gpu::weights::device_plan): per kind of
 /// conversion the matrices, their device bytes and how the values get there. Without an adapter
-/// it assumes one with SHADER_F16 and subgroups.
+/// it assumes one with subgroups.
 fn gpu_weights(
     dtype: tinfer::model::Dtype,
     loaded: &loader::Loaded,
@@ -263,7 +298,7 @@ fn gpu_weights(
     use tinfer::weights::Format;
     let w = loaded.weights.as_ref()?;
     let flag = |k: &str| gpu.is_none_or(|g| g[k].as_bool().unwrap_or(false));
-    let plan = WeightPlan::new(dtype, flag("shader_f16"), flag("subgroups"));
+    let plan = WeightPlan::new(dtype, flag("subgroups"));
     let max_dim = gpu
         .and_then(|g| g["limits"]["max_texture_dimension_2d"].as_u64())
         .unwrap_or(8192) as usize;

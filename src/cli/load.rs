@@ -23,7 +23,11 @@ pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Re
     Ok((model, loaded))
 }
 
-/// The first half of `load_seqs`: threads set, files read, --ctx-size applied; no model yet, so
+/// The context when -c/--ctx-size is not given (tinfer::config::DEFAULT_CONTEXT).
+pub use tinfer::config::DEFAULT_CONTEXT as DEFAULT_CTX;
+
+/// The first half of `load_seqs`: threads set, files read, the context set (--ctx-size, else
+/// the model's own up to DEFAULT_CTX); no model yet, so
 /// a command that knows how many tokens it will run can cut `cfg.seq_len` to them first (the GPU
 /// sizes its KV pool by it).
 pub fn prepare(args: &ModelArgs, run: Option<&RunArgs>) -> Result<Loaded> {
@@ -34,13 +38,14 @@ pub fn prepare(args: &ModelArgs, run: Option<&RunArgs>) -> Result<Loaded> {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    if let Some(n) = run.and_then(|r| r.ctx_size) {
-        let own = loaded.cfg.seq_len;
-        if n == 0 || n > own {
-            usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}");
+    let own = loaded.cfg.seq_len;
+    loaded.cfg.seq_len = match run.and_then(|r| r.ctx_size) {
+        Some(n) if n == 0 || n > own => {
+            usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}")
         }
-        loaded.cfg.seq_len = n;
-    }
+        Some(n) => n,
+        None => own.min(DEFAULT_CTX),
+    };
     Ok(loaded)
 }
 
@@ -69,12 +74,10 @@ pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<M
 pub fn fit_context(loaded: &mut Loaded, run: &RunArgs, n: usize) -> Result<()> {
     let ctx = loaded.cfg.seq_len;
     if n > ctx {
-        let which = if run.ctx_size.is_some() {
-            "--ctx-size"
-        } else {
-            "the model's context"
-        };
-        usage!("{n} tokens do not fit in {which} of {ctx} tokens");
+        if run.ctx_size.is_some() {
+            usage!("{n} tokens do not fit in --ctx-size {ctx}");
+        }
+        usage!("{n} tokens do not fit in the context of {ctx} tokens (the default: the model's own, at most {DEFAULT_CTX}); raise it with -c/--ctx-size, up to the model's context");
     }
     if run.ctx_size.is_none() {
         loaded.cfg.seq_len = n.max(1);

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
+use super::args::{usage, BenchWhat, Cli, Command, RunArgs, SampleArgs};
 use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
@@ -226,6 +226,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let base = kl_base.as_deref().map(KlBase::load).transpose()?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+            // --ctx N is the context too (up to the model's own), unless -c says otherwise
+            let run = RunArgs {
+                ctx_size: run.ctx_size.or(ctx),
+                ..run
+            };
             let mut loaded = prepare(&margs, Some(&run))?;
             let ids = need_tokenizer(&loaded)?.encode(&text)?;
             let own = loaded.cfg.seq_len;
@@ -281,7 +286,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Logits(args) => super::logits::logits(args)?,
-        Command::Info { model: margs, json } => super::info::info(&margs, json)?,
+        Command::Info {
+            model: margs,
+            run,
+            json,
+        } => super::info::info(&margs, &run, json)?,
         Command::Bench {
             what: BenchWhat::Attention(args),
         } => super::bench::bench_attention(args)?,

@@ -4,12 +4,16 @@
 use anyhow::Result;
 
 use super::context::Gpu;
-use super::kernels::{MAX_SPLITS, MAX_STEP_TOKENS, UNIFORM_X_BYTES};
+use super::kernels::{MAX_PART_ROWS, MAX_STEP_TOKENS, UNIFORM_X_BYTES};
 use super::weights::ActTex;
 use crate::config::Config;
 use crate::options::Attention;
 
 type Buf = wgpu::Buffer;
+
+/// Most bytes of the all-rows logits buffer: 170 rows of a 49152-word vocabulary, 55 of a
+/// 151936-word one. Scoring a longer text takes more steps; generation needs one row a sequence.
+pub const LOGITS_BYTES: u64 = 32 << 20;
 
 /// The activations of one step, a row per token (T ≤ MAX_STEP_TOKENS). Those a GEMV reads hold
 /// at least its 64 KiB uniform window.
@@ -23,7 +27,7 @@ pub struct Activations {
     pub xt_dim: ActTex,    // (T, dim/4 texels) rmsnorm(x), for the GEMMs that read it
     pub xt_q: ActTex,      // (T, q_dim/4 texels) att, for the Wo GEMM
     pub xt_hidden: ActTex, // (T, hidden/4 texels) hb, for the W_down GEMM
-    pub part: Buf,         // (T, n_heads, MAX_SPLITS, hd + 2) split-K partials: acc, m, l
+    pub part: Buf,         // (T × n_splits ≤ MAX_PART_ROWS, n_heads, hd + 2) split-K partials: acc, m, l
     pub scores: Buf,       // naive attention: (T, n_heads, seq_len); flash: unused (1,)
     pub logits: Buf,       // (all_rows, vocab)
     pub next_id: Buf,      // (1,) u32 the device's argmax
@@ -36,7 +40,7 @@ impl Activations {
         let (dim, q_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.hidden_dim, cfg.vocab_size);
         let t = MAX_STEP_TOKENS;
         let act = |name: &str, n: usize| gpu.zeros(name, n.max(UNIFORM_X_BYTES as usize / 4));
-        let all_rows = ((max_binding / (vocab as u64 * 4)) as usize).clamp(1, t);
+        let all_rows = ((max_binding.min(LOGITS_BYTES) / (vocab as u64 * 4)) as usize).clamp(1, t);
         Ok(Activations {
             x: act("x", t * dim)?,
             xl: act("xl", dim)?,
@@ -47,7 +51,7 @@ impl Activations {
             xt_dim: ActTex::new(gpu, "xt_dim", dim, t)?,
             xt_q: ActTex::new(gpu, "xt_q", q_dim, t)?,
             xt_hidden: ActTex::new(gpu, "xt_hidden", hidden, t)?,
-            part: gpu.zeros("part", t * cfg.n_heads * MAX_SPLITS * (cfg.head_dim + 2))?,
+            part: gpu.zeros("part", MAX_PART_ROWS * cfg.n_heads * (cfg.head_dim + 2))?,
             scores: match attention {
                 Attention::Naive => gpu.zeros("scores", t * cfg.n_heads * cfg.seq_len).map_err(|e| {
                     e.context(

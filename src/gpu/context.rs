@@ -32,6 +32,9 @@ pub struct Gpu {
     /// Largest buffer one storage binding may hold (the smaller of the two limits).
     pub max_binding: u64,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Bytes of device memory this Gpu's buffers and textures hold (staging buffers, which live
+    /// in host memory on discrete GPUs, not counted).
+    allocated: std::sync::atomic::AtomicU64,
     /// Compiled pipelines by kernel name (file and overrides): each compiled once per device.
     pub pipelines: Mutex<std::collections::HashMap<String, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>>,
 }
@@ -107,7 +110,7 @@ impl Gpu {
         } else {
             adapter.limits()
         };
-        let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
+        let features = adapter.features() & wgpu::Features::SUBGROUP; // f16 needs no feature: see WeightPlan::new
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tinfer"),
             required_features: features,
@@ -134,6 +137,7 @@ impl Gpu {
             features,
             max_binding,
             errors,
+            allocated: Default::default(),
             pipelines: Default::default(),
         })
     }
@@ -170,6 +174,23 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Bytes of device memory allocated so far through `upload`, `zeros`, `uniform` and
+    /// `texture` (GpuModel splits it into weights, KV cache and scratch).
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, bytes: u64) {
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// An RGBA32Uint texture (16 bytes a texel), counted in `allocated`.
+    pub fn texture(&self, desc: &wgpu::TextureDescriptor) -> wgpu::Texture {
+        let s = desc.size;
+        self.count(u64::from(s.width) * u64::from(s.height) * u64::from(s.depth_or_array_layers) * 16);
+        self.device.create_texture(desc)
+    }
+
     /// A storage buffer holding `data`, checked against the binding limit.
     pub fn upload(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
         let bytes = std::mem::size_of_val(data) as u64;
@@ -185,6 +206,7 @@ impl Gpu {
         } else {
             bytemuck::cast_slice(data)
         };
+        self.count(contents.len() as u64);
         Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents,
@@ -205,6 +227,7 @@ impl Gpu {
                 self.max_binding >> 20
             );
         }
+        self.count(bytes);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -217,6 +240,7 @@ impl Gpu {
     }
 
     pub fn uniform(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        self.count(bytes.len() as u64);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytes,

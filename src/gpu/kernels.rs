@@ -15,9 +15,12 @@ pub const MAX_HEAD_DIM: usize = 256;
 pub const FLASH_SG_ROWS: usize = 256;
 /// Keys per tile of the flash prefill kernel; a page must be a multiple of it.
 pub const FLASH_TILE: usize = 16;
-/// Query rows per workgroup of the flash prefill kernel.
 /// Most split-K partitions of the decode attention.
 pub const MAX_SPLITS: usize = 32;
+/// Split-K partials one step holds: rows × partitions (the `part` buffer is (MAX_PART_ROWS,
+/// n_heads, head_dim + 2) f32, 4.3 MB for 32 heads of 128, where one row per partition for
+/// each of 256 rows would take 136 MB, over WebGPU's 128 MiB binding).
+pub const MAX_PART_ROWS: usize = 256;
 /// Keys per round of the decode kernel's 64 invocations (split lengths are multiples of it).
 pub const DECODE_TILE: usize = 64;
 
@@ -44,11 +47,14 @@ pub fn step_size(max_rows: usize) -> usize {
     16 + 16 * max_rows
 }
 
-/// The split-K plan for decode rows whose longest has `max_len` keys: (n_splits, split_len).
-/// Partitions of at least `min_keys` keys (fewer, longer partitions cost less to merge), at most
-/// MAX_SPLITS, lengths a multiple of the decode tile. `min_keys` = usize::MAX gives one pass.
-pub fn split_plan(max_len: usize, min_keys: usize) -> (usize, usize) {
-    let n = max_len.div_ceil(min_keys.max(1)).clamp(1, MAX_SPLITS);
+/// The split-K plan for a step of `rows` decode rows whose longest has `max_len` keys:
+/// (n_splits, split_len). Partitions of at least `min_keys` keys (fewer, longer partitions cost
+/// less to merge), at most MAX_SPLITS and at most MAX_PART_ROWS / rows (the partials buffer holds
+/// rows × n_splits of them), lengths a multiple of the decode tile. `min_keys` = usize::MAX gives
+/// one pass.
+pub fn split_plan(max_len: usize, min_keys: usize, rows: usize) -> (usize, usize) {
+    let most = (MAX_PART_ROWS / rows.max(1)).clamp(1, MAX_SPLITS);
+    let n = max_len.div_ceil(min_keys.max(1)).clamp(1, most);
     let len = max_len.div_ceil(n).div_ceil(DECODE_TILE) * DECODE_TILE;
     (max_len.div_ceil(len).max(1), len)
 }
@@ -631,4 +637,31 @@ pub fn run_timed(gpu: &Gpu, ops: &[&Op], dims: Dims, what: &str) -> Result<f64> 
         .map_err(|e| anyhow::anyhow!("{what} did not finish: {e}"))?;
     gpu.check(what)?;
     Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every plan covers the keys with whole decode tiles, leaves no partition empty, and fits
+    /// the partials buffer (rows × partitions ≤ MAX_PART_ROWS), for any rows, length and minimum.
+    #[test]
+    fn split_plans_fit_the_partials_buffer() {
+        for rows in [1, 2, 3, 7, 8, 9, 31, 32, 33, 100, 255, 256] {
+            for max_len in [1, 2, 63, 64, 65, 500, 4096, 32768, 131072] {
+                for min_keys in [1, 64, 256, 1000, usize::MAX] {
+                    let (n, len) = split_plan(max_len, min_keys, rows);
+                    let at = format!("rows {rows}, max_len {max_len}, min_keys {min_keys}: ({n}, {len})");
+                    assert!(
+                        (1..=MAX_SPLITS).contains(&n) && rows * n <= MAX_PART_ROWS.max(rows),
+                        "{at}"
+                    );
+                    assert!(
+                        len % DECODE_TILE == 0 && n * len >= max_len && (n - 1) * len < max_len,
+                        "{at}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -8,9 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::context::Gpu;
-use super::kernels::{
-    Dims, Fusion, Grid, Kernel, Kernels, MatmulKind, Op, Res, Shape, Store, MAX_SPLITS, UNIFORM_X_BYTES,
-};
+use super::kernels::{Dims, Fusion, Grid, Kernel, Kernels, MatmulKind, Op, Res, Shape, Store, UNIFORM_X_BYTES};
 use super::weights::{ActTex, WeightTex};
 use crate::options::Attention;
 
@@ -66,7 +64,7 @@ pub struct AttnBufs<'a> {
     pub tables: &'a Buf,  // (max_seqs, max_blocks) u32 block tables
     pub out: &'a Buf,     // (T, n_heads, head_dim)
     pub scores: &'a Buf,  // naive only: (T, n_heads, score_len)
-    pub part: &'a Buf,    // split-K partials: (T, n_heads, MAX_SPLITS, head_dim + 2)
+    pub part: &'a Buf,    // split-K partials: (T, n_heads, n_splits, head_dim + 2), T × n_splits ≤ MAX_PART_ROWS
 }
 
 /// Sizes an attention call site needs in its Shape uniform.
@@ -287,13 +285,13 @@ impl<'a> Launch<'a> {
             (Attention::Flash, AttnRows::Rows) => vec![
                 self.op(
                     &self.k.attention_decode,
-                    Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, MAX_SPLITS),
+                    Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
                     &Self::bufs(&[b.q, b.k_cache, b.v_cache, b.tables, b.part, b.out]),
                     Box::new(move |d: Dims| [nh, d.t, d.n_splits]),
                 ),
                 self.op(
                     &self.k.attention_reduce,
-                    Shape::new(s.n_heads, 0, 0, MAX_SPLITS),
+                    Shape::new(s.n_heads, 0, 0, 0),
                     &Self::bufs(&[b.part, b.out]),
                     Box::new(move |d: Dims| if d.n_splits > 1 { [nh, d.t, 1] } else { [0, 0, 0] }),
                 ),

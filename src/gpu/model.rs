@@ -24,8 +24,26 @@ pub struct Profile {
     pub step_ms: f64,                       // the whole step in one submit
 }
 
+/// Bytes of device memory a GpuModel holds, by part, as allocated (Gpu::allocated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// matrices (textures, layout padding included) and vectors (norms, biases)
+    pub weights: u64,
+    /// K and V pools of every layer, block tables, the copy-on-write page
+    pub kv_cache: u64,
+    /// activations, split-K partials, logits, step and shape uniforms, RoPE tables
+    pub scratch: u64,
+}
+
+impl DeviceMemory {
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.scratch
+    }
+}
+
 pub struct GpuModel {
     pub gpu: Gpu,
+    pub memory: DeviceMemory,
     pub kind: MatmulKind, // float weight dtype and matrix-kernel variant
     /// bytes of weight matrices a decode step reads (GpuWeights::read_bytes)
     pub weight_bytes: usize,
@@ -82,18 +100,22 @@ impl GpuModel {
         }
         let kv = kv_pool(&gpu, cfg, opts)?;
         let subgroups = opts.subgroups && gpu.has_subgroups(8);
-        let plan = WeightPlan::new(opts.dtype, gpu.features.contains(wgpu::Features::SHADER_F16), subgroups);
+        let plan = WeightPlan::new(opts.dtype, subgroups);
         let kind = MatmulKind::float(plan.f16, subgroups);
         let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind)?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
+        let before = gpu.allocated();
         let w = GpuWeights::upload(&gpu, cfg, w, plan)?;
+        let weights_bytes = gpu.allocated() - before;
         let (weight_bytes, device_bytes) = (w.read_bytes(), w.matrix_bytes());
         let formats = w.formats();
         let a = Activations::new(&gpu, cfg, opts.attention, limit)?;
         let max_blocks = kv.max_blocks_per_seq(cfg.seq_len);
         let pool_rows = kv.alloc.n_blocks() * kv.page;
+        let before_kv = gpu.allocated();
         let kvb = KvBuffers::new(&gpu, cfg, pool_rows, kv.page, opts.max_seqs * max_blocks)?;
+        let kv_bytes = gpu.allocated() - before_kv;
         let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
         let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
 
@@ -131,7 +153,13 @@ impl GpuModel {
         } else {
             1024
         });
+        let memory = DeviceMemory {
+            weights: weights_bytes,
+            kv_cache: kv_bytes,
+            scratch: gpu.allocated() - before - weights_bytes - kv_bytes,
+        };
         Ok(GpuModel {
+            memory,
             kind,
             weight_bytes,
             device_bytes,
@@ -222,7 +250,7 @@ impl GpuModel {
         // Split-K only pays where the rows × heads leave the device idle: aim at `workers`
         // workgroups in all (a CPU adapter has a few threads; a GPU has many compute units).
         let want = self.workers.div_ceil(t * self.cfg.n_heads);
-        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)));
+        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)), t);
         gpu.queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
         if self.kv.tables_dirty {
@@ -297,7 +325,7 @@ impl GpuModel {
             .collect();
         let want = self.workers.div_ceil(t * self.cfg.n_heads);
         let len = pos0 + t;
-        let (n_splits, split_len) = split_plan(len, self.min_split_keys.max(len.div_ceil(want)));
+        let (n_splits, split_len) = split_plan(len, self.min_split_keys.max(len.div_ceil(want)), t);
         self.gpu
             .queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));

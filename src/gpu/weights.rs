@@ -220,7 +220,7 @@ impl WeightTex {
             bail!("{name}: {rows} rows need {layers} texture layers of {height} × {group} rows, over this device's limit of {max_layers}; use --device cpu");
         }
         let width = texels * group;
-        let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        let texture = gpu.texture(&wgpu::TextureDescriptor {
             label: Some(name),
             size: wgpu::Extent3d {
                 width: width as u32,
@@ -302,7 +302,7 @@ impl ActTex {
         if d / 4 > max_dim {
             bail!("{name}: rows of {d} values are wider than this device's texture limit of {max_dim} texels; use --device cpu");
         }
-        let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        let texture = gpu.texture(&wgpu::TextureDescriptor {
             label: Some(name),
             size: wgpu::Extent3d {
                 width: (d / 4) as u32,
@@ -365,13 +365,14 @@ pub struct WeightPlan {
 const EXACT_IN_Q8_0: [Format; 3] = [Format::Q4_0, Format::Q5_0, Format::Q8_0];
 
 impl WeightPlan {
-    /// The plan for `dtype` on an adapter with (or without) SHADER_F16 and subgroups of 8 lanes
-    /// or more: floats in f16 unless `dtype` is f32 or the adapter lacks f16 (and f16 was not
-    /// asked for), blocks only where the quantized kernels run.
-    pub fn new(dtype: Dtype, shader_f16: bool, subgroups: bool) -> Self {
+    /// The plan for `dtype` on an adapter with (or without) subgroups of 8 lanes or more: floats
+    /// in f16 unless `dtype` is f32, blocks only where the quantized kernels run. f16 needs no
+    /// adapter feature: the kernels hold f16 pairs in u32 words and widen them with WGSL's core
+    /// `unpack2x16float` (no `enable f16;`), so DX12 without DXC and WebGPU get f16 weights too.
+    pub fn new(dtype: Dtype, subgroups: bool) -> Self {
         WeightPlan {
             dtype,
-            f16: dtype != Dtype::F32 && (dtype == Dtype::F16 || shader_f16),
+            f16: dtype != Dtype::F32,
             quant: subgroups,
         }
     }

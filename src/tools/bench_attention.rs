@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::cpu::ops;
 use crate::gpu::kernels::{run_timed, Dims, Op};
-use crate::gpu::kernels::{split_plan, step_bytes, Kernels, MatmulKind, Row, FLASH_TILE, MAX_SPLITS};
+use crate::gpu::kernels::{split_plan, step_bytes, Kernels, MatmulKind, Row, FLASH_TILE};
 use crate::gpu::launch::{AttnBufs, AttnRows, AttnShape, Launch};
 use crate::gpu::Gpu;
 use crate::kv_cache::KvPages;
@@ -223,8 +223,8 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                         };
                         for &variant in variants {
                             let (n_splits, split_len) = match variant {
-                                "flash-split" => split_plan(n, 256),
-                                _ => (1, split_plan(n, usize::MAX).1),
+                                "flash-split" => split_plan(n, 256, t),
+                                _ => (1, split_plan(n, usize::MAX, t).1),
                             };
                             let mut mem = 0u64;
                             let call = match variant {
@@ -277,7 +277,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                                     )?;
                                     let o = gpu.zeros("out", t * q_dim)?;
                                     let part = match phase {
-                                        Phase::Decode => gpu.zeros("part", t * n_heads * MAX_SPLITS * (hd + 2))?,
+                                        Phase::Decode => gpu.zeros("part", t * n_heads * n_splits * (hd + 2))?,
                                         Phase::Prefill => gpu.zeros("part", 1)?,
                                     };
                                     if phase == Phase::Decode && n_splits > 1 {

@@ -2,8 +2,7 @@
 //! model's shapes, each validated once against its CPU twin (a kernel that does not validate is
 //! an error, never timed), then timed; GEMVs report GB/s of
 //! weights read against the machine's measured memory bandwidth, GEMMs GFLOP/s. The engine's
-//! defaults are the winners here (subgroup kernels where the adapter has them, f16 where it has
-//! SHADER_F16); benches/RESULTS.md records the runs.
+//! defaults are the winners here (subgroup kernels where the adapter has them, f16 weights); benches/RESULTS.md records the runs.
 
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 use crate::sampler::Rng;
 use crate::weights::Tensor;
 
-/// config.json of the SmolLM2 sizes, for `--synthetic NAME` (shapes only; weights are random).
+/// config.json of known model sizes, for `--synthetic NAME` (shapes only; weights are random).
 pub fn synthetic_config(name: &str) -> Option<&'static str> {
     Some(match name {
         "smollm2-135m" => {
@@ -21,9 +21,64 @@ pub fn synthetic_config(name: &str) -> Option<&'static str> {
             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152, "max_position_embeddings": 8192,
             "rms_norm_eps": 1e-5, "rope_theta": 130000.0, "tie_word_embeddings": true}"#
         }
+        // Shapes of real checkpoints users run (config.json values from their model cards), for
+        // loading and memory checks at real sizes (random weights).
+        "qwen2.5-0.5b" => {
+            r#"{"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+            "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true}"#
+        }
+        "qwen2.5-1.5b" => {
+            r#"{"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+            "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true}"#
+        }
+        "qwen3-0.6b" => {
+            r#"{"model_type": "qwen3", "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+            "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+            "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true}"#
+        }
+        "llama-3.2-1b" => {
+            r#"{"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
+            "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}}"#
+        }
+        "llama-3.2-3b" => {
+            r#"{"model_type": "llama", "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
+            "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+            "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}}"#
+        }
+        "llama-3-8b" => {
+            r#"{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": false}"#
+        }
+        "mistral-7b" => {
+            r#"{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32768, "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "sliding_window": null, "tie_word_embeddings": false}"#
+        }
         _ => return None,
     })
 }
+
+/// The names `synthetic_config` knows.
+pub const SYNTHETIC_NAMES: [&str; 10] = [
+    "smollm2-135m",
+    "smollm2-360m",
+    "smollm2-1.7b",
+    "qwen2.5-0.5b",
+    "qwen2.5-1.5b",
+    "qwen3-0.6b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
+    "llama-3-8b",
+    "mistral-7b",
+];
 
 /// Random weights with the shapes of `cfg`: matrices uniform in ±1/√in, norms 1, biases small.
 pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights::Weights<Tensor> {
