@@ -545,7 +545,7 @@ fn quantized_weights_on_the_gpu_match_the_cpu() {
         let (mut c, _) = cpu_model(&path);
         // what `info` plans is what the device holds, within 5% of the file's matrix bytes
         let loaded = tinfer::loader::load(&path).unwrap();
-        let plan = WeightPlan::new(Dtype::Auto, true, true);
+        let plan = WeightPlan::new(Dtype::Auto, true);
         // (every row here is under 1024 texels, so any texture width of 8192 or more groups 8 rows)
         let planned = device_plan(&loaded.cfg, loaded.weights.as_ref().unwrap(), plan, 8192);
         let device: usize = planned.iter().map(|m| m.bytes).sum();
