@@ -15,27 +15,29 @@
 //   0 step    storage Step         n_tokens T, n_splits, split_len, rows[t].pos / .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length
 //   2 q       storage read  vec4   (T, n_heads * HEAD_DIM / 4)
-//   3 k_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
-//   4 v_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
+//   3 k_cache storage read  vec4<u32> (n_blocks * PAGE, n_kv_heads * HEAD_DIM values, lib/kv.wgsl)
+//   4 v_cache storage read  vec4<u32> (the same)
 //   5 tables  storage read  u32    (n_seqs, c) block tables
 //   6 part    storage rw    f32    (T, n_heads, n_splits, HEAD_DIM + 2) per partition: acc[HEAD_DIM], m, l
 //                                  (T × n_splits ≤ MAX_PART_ROWS, which the host's split plan keeps)
 //   7 out     storage rw    vec4   (T, n_heads * HEAD_DIM / 4), written when n_splits = 1
-// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per cache page), WG
+// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per cache page), KV_F16
+// (lib/kv.wgsl: an f16 cache), WG
 // (invocations per workgroup, a divisor of 64 and at least 4: 64 on GPUs; 8 on CPU adapters such
 // as lavapipe, where a workgroup is one 8-lane SIMD group and the merge through workgroup memory
 // then costs 8 loads per invocation instead of 64).
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
+override KV_F16: bool = false; // lib/kv.wgsl
 override WG: u32 = 64u; // invocations per (head, row, partition): 64 on GPUs, 8 on CPU adapters
 const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>;
@@ -48,12 +50,12 @@ var<workgroup> acc_all: array<vec4<f32>, WG * 4u>; // (WG, 4) one chunk of 4 vec
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) j: u32) {
     let n_heads = shape.a;
     let d4 = HEAD_DIM / 4u;
-    let kv_dim4 = shape.b * d4;
+    let d8 = HEAD_DIM / 8u;
     let h = wid.x;
     let t = wid.y;
     let split = wid.z;
     if (t >= step.n_tokens) { return; } // uniform across the workgroup
-    let kv_col4 = (h / (n_heads / shape.b)) * d4;
+    let kvh = h / (n_heads / shape.b); // GQA: this head's K/V head
     let table = step_seq(t) * shape.c;
     let n = step_pos(t) + 1u;
     let s_begin = split * step.split_len;
@@ -68,14 +70,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc: array<vec4<f32>, MAX_V4>;
     for (var s = s_begin + j; s < s_end; s += WG) {
         let row = tables[table + s / PAGE] * PAGE + s % PAGE;
+        let kb = kv_head_v4((row * shape.b + kvh) * HEAD_DIM);
         var dot = vec4<f32>(0.0);
-        for (var i = 0u; i < d4; i++) { dot += qv[i] * k_cache[row * kv_dim4 + kv_col4 + i]; }
+        for (var i = 0u; i < d8; i++) {
+            let k = kv_quads(k_cache[kb + i], k_cache[kb + i + kv_hi()]);
+            dot += qv[i] * k.lo + qv[i + d8] * k.hi;
+        }
         let score = dot.x + dot.y + dot.z + dot.w;
         let m_new = max(m, score);
         let correction = exp(m - m_new);
         let p = exp(score - m_new);
         l = l * correction + p;
-        for (var i = 0u; i < d4; i++) { acc[i] = acc[i] * correction + p * v_cache[row * kv_dim4 + kv_col4 + i]; }
+        for (var i = 0u; i < d8; i++) {
+            let v = kv_quads(v_cache[kb + i], v_cache[kb + i + kv_hi()]);
+            acc[i] = acc[i] * correction + p * v.lo;
+            acc[i + d8] = acc[i + d8] * correction + p * v.hi;
+        }
         m = m_new;
     }
 

@@ -17,14 +17,16 @@
 //   0 step    storage Step         n_tokens T, rows[0].pos (pos0) and .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length
 //   2 q       storage read  vec4   (T, n_heads * HEAD_DIM / 4)
-//   3 k_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
-//   4 v_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
+//   3 k_cache storage read  vec4<u32> (n_blocks * PAGE, n_kv_heads * HEAD_DIM values, lib/kv.wgsl)
+//   4 v_cache storage read  vec4<u32> (the same)
 //   5 tables  storage read  u32    (n_seqs, c) block tables
 //   6 out     storage rw    vec4   (T, n_heads * HEAD_DIM / 4)
-// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per page, a multiple of 16).
+// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per page, a multiple of 16),
+// KV_F16 (lib/kv.wgsl: an f16 cache).
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
+override KV_F16: bool = false; // lib/kv.wgsl
 const BR: u32 = 64u;     // query rows per workgroup
 const TILE: u32 = 16u;   // keys per tile
 const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
@@ -32,8 +34,8 @@ const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
@@ -41,9 +43,9 @@ const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n_heads = shape.a;
     let d4 = HEAD_DIM / 4u;
-    let kv_dim4 = shape.b * d4;
+    let d8 = HEAD_DIM / 8u;
     let h = wid.y;
-    let kv_col4 = (h / (n_heads / shape.b)) * d4; // GQA: this head's K/V columns
+    let kvh = h / (n_heads / shape.b); // GQA: this head's K/V head
     let t_n = step.n_tokens;
     let t0 = wid.x * BR;
     let t = min(t0 + lid, t_n - 1u); // rows past T compute a copy of the last row, unwritten
@@ -64,9 +66,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let n = min(TILE, last_pos + 1u - s0); // keys of the tile that exist
         var m_new = m;
         for (var c = 0u; c < n; c++) {
-            let kr = (row0 + c) * kv_dim4 + kv_col4;
+            let kr = kv_head_v4(((row0 + c) * shape.b + kvh) * HEAD_DIM);
             var dot = vec4<f32>(0.0);
-            for (var i = 0u; i < d4; i++) { dot += qv[i] * k_cache[kr + i]; }
+            for (var i = 0u; i < d8; i++) {
+                let k = kv_quads(k_cache[kr + i], k_cache[kr + i + kv_hi()]);
+                dot += qv[i] * k.lo + qv[i + d8] * k.hi;
+            }
             let s = select(-3.0e38, dot.x + dot.y + dot.z + dot.w, s0 + c <= my_pos);
             sc[c] = s;
             m_new = max(m_new, s);
@@ -77,8 +82,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var c = 0u; c < n; c++) {
             let p = exp(sc[c] - m_new); // 0 for masked keys
             l += p;
-            let vr = (row0 + c) * kv_dim4 + kv_col4;
-            for (var i = 0u; i < d4; i++) { acc[i] += p * v_cache[vr + i]; }
+            let vr = kv_head_v4(((row0 + c) * shape.b + kvh) * HEAD_DIM);
+            for (var i = 0u; i < d8; i++) {
+                let v = kv_quads(v_cache[vr + i], v_cache[vr + i + kv_hi()]);
+                acc[i] += p * v.lo;
+                acc[i + d8] += p * v.hi;
+            }
         }
         m = m_new;
     }

@@ -1,7 +1,8 @@
 // attention_flash_sg.wgsl: attention_flash.wgsl with the key and value rows shared through
 // subgroup broadcasts. Every invocation of the workgroup reads the same key at the same time; here
-// lane j of each subgroup loads the vec4s j, j + 8, ... of the key (then value) row and
-// `subgroupBroadcast` hands them to the other lanes, so a row costs one load per subgroup instead
+// lane j of each subgroup loads the quads j, j + 8, ... of the key (then value) row (values 4j ..
+// 4j + 3 and HEAD_DIM / 2 + 4j .., lib/kv.wgsl) and `subgroupBroadcast` hands them to the other
+// lanes, so a row costs one load per subgroup instead
 // of one per invocation (on lavapipe a storage load costs a scalar load per lane and component).
 // Each invocation also takes QR = 4 consecutive query rows (4 lid ... 4 lid + 3), so every loaded
 // key and value feeds 32 rows of a subgroup: the loads dominate on lavapipe (benches/RESULTS.md).
@@ -17,14 +18,16 @@
 //   0 step    storage Step         n_tokens T, rows[0].pos (pos0) and .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length
 //   2 q       storage read  vec4   (T, n_heads * HEAD_DIM / 4)
-//   3 k_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
-//   4 v_cache storage read  vec4   (n_blocks * PAGE, n_kv_heads * HEAD_DIM / 4)
+//   3 k_cache storage read  vec4<u32> (n_blocks * PAGE, n_kv_heads * HEAD_DIM values, lib/kv.wgsl)
+//   4 v_cache storage read  vec4<u32> (the same)
 //   5 tables  storage read  u32    (n_seqs, c) block tables
 //   6 out     storage rw    vec4   (T, n_heads * HEAD_DIM / 4)
-// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per page, a multiple of 16).
+// Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per page, a multiple of 16),
+// KV_F16 (lib/kv.wgsl: an f16 cache).
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
+override KV_F16: bool = false; // lib/kv.wgsl
 const QR: u32 = 4u;      // query rows per invocation: 4 lid, 4 lid + 1, 4 lid + 2, 4 lid + 3
 const BR: u32 = 64u * QR; // query rows per workgroup
 const TILE: u32 = 16u;   // keys per tile
@@ -33,8 +36,8 @@ const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<u32>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
 
@@ -68,9 +71,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         @builtin(subgroup_invocation_id) lane: u32) {
     let n_heads = shape.a;
     let d4 = HEAD_DIM / 4u;
-    let kv_dim4 = shape.b * d4;
+    let d8 = HEAD_DIM / 8u;
     let h = wid.y;
-    let kv_col4 = (h / (n_heads / shape.b)) * d4; // GQA: this head's K/V columns
+    let kvh = h / (n_heads / shape.b); // GQA: this head's K/V head
     let t_n = step.n_tokens;
     let t0 = wid.x * BR;
     let pos0 = step_pos(0u);
@@ -95,11 +98,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let n = min(TILE, last_pos + 1u - s0); // keys of the tile that exist
         var m_new = m;
         for (var c = 0u; c < n; c++) {
-            let kr = (row0 + c) * kv_dim4 + kv_col4;
+            let kr = kv_head_v4(((row0 + c) * shape.b + kvh) * HEAD_DIM);
             var d: array<vec4<f32>, QR>;
-            for (var i0 = 0u; i0 < d4; i0 += 8u) {
-                let mine = select(vec4<f32>(0.0), k_cache[kr + min(i0 + (lane & 7u), d4 - 1u)], i0 + (lane & 7u) < d4);
-                dot_chunk(&qv, i0, d4 - i0, mine, &d);
+            for (var i0 = 0u; i0 < d8; i0 += 8u) {
+                let i = min(i0 + (lane & 7u), d8 - 1u);
+                let k = kv_quads(k_cache[kr + i], k_cache[kr + i + kv_hi()]);
+                let ok = i0 + (lane & 7u) < d8;
+                dot_chunk(&qv, i0, d8 - i0, select(vec4<f32>(0.0), k.lo, ok), &d);
+                dot_chunk(&qv, i0 + d8, d8 - i0, select(vec4<f32>(0.0), k.hi, ok), &d);
             }
             for (var r = 0u; r < QR; r++) {
                 let s = select(-3.0e38, d[r].x + d[r].y + d[r].z + d[r].w, s0 + c <= pos0 + t[r]);
@@ -118,10 +124,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 p[r] = exp(sc[r][c] - m_new[r]); // 0 for masked keys
                 l[r] += p[r];
             }
-            let vr = (row0 + c) * kv_dim4 + kv_col4;
-            for (var i0 = 0u; i0 < d4; i0 += 8u) {
-                let mine = select(vec4<f32>(0.0), v_cache[vr + min(i0 + (lane & 7u), d4 - 1u)], i0 + (lane & 7u) < d4);
-                fma_chunk(&acc, i0, d4 - i0, mine, p);
+            let vr = kv_head_v4(((row0 + c) * shape.b + kvh) * HEAD_DIM);
+            for (var i0 = 0u; i0 < d8; i0 += 8u) {
+                let i = min(i0 + (lane & 7u), d8 - 1u);
+                let v = kv_quads(v_cache[vr + i], v_cache[vr + i + kv_hi()]);
+                let ok = i0 + (lane & 7u) < d8;
+                fma_chunk(&acc, i0, d8 - i0, select(vec4<f32>(0.0), v.lo, ok), p);
+                fma_chunk(&acc, i0 + d8, d8 - i0, select(vec4<f32>(0.0), v.hi, ok), p);
             }
         }
         m = m_new;

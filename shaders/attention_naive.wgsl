@@ -10,22 +10,24 @@
 //   0 step    storage Step         n_tokens T, rows[t].pos / .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length, d = N (score row length)
 //   2 q       storage read  f32    (T, n_heads * HEAD_DIM)
-//   3 k_cache storage read  f32    (n_blocks * PAGE, n_kv_heads * HEAD_DIM)
-//   4 v_cache storage read  f32    (n_blocks * PAGE, n_kv_heads * HEAD_DIM)
+//   3 k_cache storage read  u32    (n_blocks * PAGE, n_kv_heads * HEAD_DIM values, lib/kv.wgsl)
+//   4 v_cache storage read  u32    (the same)
 //   5 tables  storage read  u32    (n_seqs, c) block tables
 //   6 scores  storage rw    f32    (T, n_heads, N) scratch
 //   7 out     storage rw    f32    (T, n_heads * HEAD_DIM)
-// Overrides: HEAD_DIM, PAGE (rows per cache page; the whole context for a contiguous cache).
+// Overrides: HEAD_DIM, PAGE (rows per cache page; the whole context for a contiguous cache),
+// KV_F16 (lib/kv.wgsl: an f16 cache).
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
+override KV_F16: bool = false; // lib/kv.wgsl
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(4) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(3) var<storage, read> k_cache: array<u32>;
+@group(0) @binding(4) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(5) var<storage, read> tables: array<u32>;
 @group(0) @binding(6) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(7) var<storage, read_write> out: array<f32>;
@@ -67,7 +69,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let k_row = (tables[table + s / PAGE] * PAGE + s % PAGE) * kv_dim + kvh * HEAD_DIM;
         var dot = 0.0;
         for (var i = 0u; i < HEAD_DIM; i++) {
-            dot += q[q_row + i] * k_cache[k_row + i];
+            dot += q[q_row + i] * kv_value(k_cache[kv_word(k_row, i)], i);
         }
         scores[s_row + s] = dot * scale;
         mx = max(mx, dot * scale);
@@ -87,7 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var acc = 0.0;
         for (var s = 0u; s < n; s++) {
             let v_row = (tables[table + s / PAGE] * PAGE + s % PAGE) * kv_dim + kvh * HEAD_DIM;
-            acc += scores[s_row + s] * v_cache[v_row + d];
+            acc += scores[s_row + s] * kv_value(v_cache[kv_word(v_row, d)], d);
         }
         out[q_row + d] = acc / sum;
     }

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
-pub use crate::options::{Attention, Batch, Device, Dtype, Entry, KvLayout, Limits, Options, SeqId, Want};
+pub use crate::options::{Attention, Batch, Device, Dtype, Entry, KvDtype, KvLayout, Limits, Options, SeqId, Want};
 use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.
@@ -202,6 +202,14 @@ impl Model {
         match &self.backend {
             Backend::Cpu { .. } => None,
             Backend::Gpu(g) => Some(g.device_bytes),
+        }
+    }
+
+    /// "f16" or "f32": the GPU KV cache's values; None on the CPU (f32, no cache format).
+    pub fn kv_dtype_name(&self) -> Option<&'static str> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some(if g.kv_f16 { "f16" } else { "f32" }),
         }
     }
 

@@ -54,6 +54,20 @@ pub enum Dtype {
     Q4_K,
 }
 
+/// How the GPU KV cache holds its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KvDtype {
+    /// f16 on a hardware GPU (half the memory and the bytes attention reads), unless the weights
+    /// are f32 (--dtype f32 asks to match the CPU); f32 on a CPU adapter such as lavapipe, where
+    /// memory is the host's and unpacking f16 costs more than the bytes it saves.
+    Auto,
+    /// f16 values (llama.cpp's default cache type), rounded once when written; attention
+    /// accumulates in f32.
+    F16,
+    /// f32 values: the GPU matches the CPU reference to rounding.
+    F32,
+}
+
 /// Which device limits the GPU path asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Limits {
@@ -85,6 +99,8 @@ pub struct Options {
     pub split_workers: Option<usize>,
     /// GPU weight storage.
     pub dtype: Dtype,
+    /// GPU KV cache values.
+    pub kv_dtype: KvDtype,
     /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
     /// false forces the plain twins.
     pub subgroups: bool,
@@ -104,6 +120,7 @@ impl Default for Options {
             min_split_keys: 256,
             split_workers: None,
             dtype: Dtype::F32,
+            kv_dtype: KvDtype::Auto,
             subgroups: true,
             limits: Limits::Adapter,
         }

@@ -8,7 +8,8 @@ use common::*;
 use tinfer::config::{Config, RopeTable};
 use tinfer::cpu::ops;
 use tinfer::gpu::kernels::{
-    split_plan, step_bytes, Fusion, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, FLASH_SG_ROWS,
+    split_plan, step_bytes, Fusion, Kernel, Kernels, MatmulKind, Res, Row, Shape, Store, DECODE_TILE, FLASH_SG_ROWS,
+    MAX_PART_ROWS, MAX_SPLITS,
 };
 use tinfer::gpu::weights::{ActTex, WeightTex, QUANT_FORMATS, ROW_GROUP};
 use tinfer::gpu::Gpu;
@@ -57,6 +58,9 @@ fn mat(w: &[f32], d: usize) -> Tensor {
 
 /// The RMSNorm epsilon of the kernel tests.
 const EPS: f32 = 1e-5;
+/// A value written to an f16 KV cache vs the CPU's f32: the kernel's f32 error (KERNEL_VS_CPU)
+/// plus one f16 rounding, at most 2^-11 = 4.9e-4 relative.
+const KV_F16_VS_CPU: Tol = Tol { abs: 1e-4, rel: 6e-4 };
 
 /// The matrix-kernel variant the tests that do not exercise it compile.
 const F32_PLAIN: MatmulKind = MatmulKind::float(false, false);
@@ -85,7 +89,7 @@ fn subgroups(gpu: &Gpu, test: &str) -> bool {
 fn harness(head_dim: usize) -> Option<H> {
     let req = gpu_request()?;
     let gpu = Gpu::new(&req).unwrap();
-    let k = Kernels::new(&gpu, head_dim, 16, F32_PLAIN).unwrap();
+    let k = Kernels::new(&gpu, head_dim, 16, F32_PLAIN, false).unwrap();
     Some(H { gpu, k })
 }
 
@@ -182,6 +186,36 @@ fn rows(t: usize) -> Vec<Row> {
 }
 
 /// Weights as the f16 kernels see them: each value rounded to the nearest f16.
+/// CPU twin of lib/kv.wgsl's f16 cache: rows of heads of `hd` values become words holding
+/// value i (low half) and value i + hd / 2 (high half) of a head, as f32 bit patterns for upload.
+fn pack_kv_f16(rows: &[f32], hd: usize) -> Vec<f32> {
+    rows.chunks(hd)
+        .flat_map(|head| {
+            let (lo, hi) = head.split_at(hd / 2);
+            lo.iter().zip(hi).map(|(&a, &b)| {
+                let word =
+                    u32::from(half::f16::from_f32(a).to_bits()) | (u32::from(half::f16::from_f32(b).to_bits()) << 16);
+                f32::from_bits(word)
+            })
+        })
+        .collect()
+}
+
+/// The inverse of `pack_kv_f16`: words read back from an f16 cache to rows of values.
+fn unpack_kv_f16(words: &[f32], hd: usize) -> Vec<f32> {
+    let value = |b: u32| half::f16::from_bits(b as u16).to_f32();
+    words
+        .chunks(hd / 2)
+        .flat_map(|head| {
+            let w: Vec<u32> = head.iter().map(|x| x.to_bits()).collect();
+            let lo: Vec<f32> = w.iter().map(|&x| value(x & 0xffff)).collect();
+            lo.into_iter()
+                .chain(w.iter().map(|&x| value(x >> 16)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 fn round_f16(w: &[f32]) -> Vec<f32> {
     w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
 }
@@ -214,10 +248,11 @@ fn matmul_matvec_and_matmat_match_cpu() {
     let layer_rows = max_dim * ROW_GROUP + 3; // past one layer of the default layout
     let mut rng = Rng::new(1);
     for kind in kinds {
-        let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
+        let k = Kernels::new(&h.gpu, 64, 16, kind, false).unwrap();
         let fusion = Some(Fusion {
             norm_eps: EPS,
             head_dim: 64,
+            kv_f16: false,
         });
         let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion).unwrap();
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
@@ -436,7 +471,7 @@ fn fused_qkv_rope_matches_cpu() {
                 continue;
             }
             let kind = MatmulKind::float(f16, subgroups);
-            let k = Kernels::new(&h.gpu, 64, 16, kind).unwrap();
+            let k = Kernels::new(&h.gpu, 64, 16, kind, false).unwrap();
             // (d, n_heads, n_kv_heads, head_dim, tokens, first position, bias)
             for &(d, nh, nkv, hd, t, pos0, with_bias) in &[
                 (64, 3, 1, 16, 11, 7, true),
@@ -483,63 +518,73 @@ fn fused_qkv_rope_matches_cpu() {
                 let (xu, gb) = (h.up(&x), h.up(&gamma));
                 let tex = WeightTex::upload(&h.gpu, "w", &[&mat(&w, d)], f16).unwrap();
                 let (cos, sin, bb) = (h.up(&table.cos), h.up(&table.sin), h.up(&bias));
-                let fusion = Some(Fusion {
-                    norm_eps: EPS,
-                    head_dim: hd,
-                });
-                for gemm in [false, true] {
-                    let tt = if gemm { t } else { 1 };
-                    let what = format!(
-                        "{} {kind:?} d={d} heads={nh}/{nkv}x{hd} T={tt} pos0={pos0} bias={with_bias}",
-                        if gemm { "matmat" } else { "matvec" }
-                    );
-                    let kern = Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion).unwrap();
-                    let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
-                    h.run_res(
-                        &k.to_texture_norm,
-                        &rows,
-                        (1, 0),
-                        Shape::new(d, EPS.to_bits() as usize, 0, 0),
-                        &[Res::Buf(&xb), Res::Buf(&gb), Res::Tex(&xt.view)],
-                        [up(t, 64), 1, 1],
-                    );
-                    let (qb, kc, vc) = (
-                        h.zeros(tt * q_dim),
-                        h.zeros(cache_rows * kv_dim),
-                        h.zeros(cache_rows * kv_dim),
-                    );
-                    let mut res = vec![
-                        if gemm { Res::Tex(&xt.view) } else { Res::UniformX(&xu) },
-                        Res::Tex(&tex.view),
-                        Res::Buf(&bb),
-                        Res::Buf(&qb),
-                        Res::Buf(&kc),
-                        Res::Buf(&vc),
-                    ];
-                    res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
-                    if !gemm {
-                        res.push(Res::UniformX(&gb));
-                    }
-                    h.run_res(
-                        &kern,
-                        &rows[..tt],
-                        (1, 0),
-                        Shape::new(d, n, q_dim, kv_dim),
-                        &res,
-                        Kernels::matmul_grid(kind, gemm, n, tt),
-                    );
-                    assert_close(
-                        &format!("fused q {what}"),
-                        &h.read(&qb, tt * q_dim),
-                        &want_q[..tt * q_dim],
-                        KERNEL_VS_CPU,
-                    );
-                    let written = rows[tt - 1].slot as usize * kv_dim + kv_dim; // the GEMV writes token 0 only
-                    for (name, cache, want) in [("k", &kc, &want_k), ("v", &vc, &want_v)] {
-                        let got = h.read(cache, cache_rows * kv_dim);
-                        let mut want = want.clone();
-                        want[written..].fill(0.0);
-                        assert_close(&format!("fused {name}_cache {what}"), &got, &want, KERNEL_VS_CPU);
+                // the cache written in f32, and in f16 pairs (lib/kv.wgsl)
+                for kv_f16 in [false, true] {
+                    let fusion = Some(Fusion {
+                        norm_eps: EPS,
+                        head_dim: hd,
+                        kv_f16,
+                    });
+                    for gemm in [false, true] {
+                        let tt = if gemm { t } else { 1 };
+                        let what = format!(
+                            "{} {kind:?} d={d} heads={nh}/{nkv}x{hd} T={tt} pos0={pos0} bias={with_bias} kv_f16={kv_f16}",
+                            if gemm { "matmat" } else { "matvec" }
+                        );
+                        let kern =
+                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion).unwrap();
+                        let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
+                        h.run_res(
+                            &k.to_texture_norm,
+                            &rows,
+                            (1, 0),
+                            Shape::new(d, EPS.to_bits() as usize, 0, 0),
+                            &[Res::Buf(&xb), Res::Buf(&gb), Res::Tex(&xt.view)],
+                            [up(t, 64), 1, 1],
+                        );
+                        let (qb, kc, vc) = (
+                            h.zeros(tt * q_dim),
+                            h.zeros(cache_rows * kv_dim),
+                            h.zeros(cache_rows * kv_dim),
+                        );
+                        let mut res = vec![
+                            if gemm { Res::Tex(&xt.view) } else { Res::UniformX(&xu) },
+                            Res::Tex(&tex.view),
+                            Res::Buf(&bb),
+                            Res::Buf(&qb),
+                            Res::Buf(&kc),
+                            Res::Buf(&vc),
+                        ];
+                        res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
+                        if !gemm {
+                            res.push(Res::UniformX(&gb));
+                        }
+                        h.run_res(
+                            &kern,
+                            &rows[..tt],
+                            (1, 0),
+                            Shape::new(d, n, q_dim, kv_dim),
+                            &res,
+                            Kernels::matmul_grid(kind, gemm, n, tt),
+                        );
+                        assert_close(
+                            &format!("fused q {what}"),
+                            &h.read(&qb, tt * q_dim),
+                            &want_q[..tt * q_dim],
+                            KERNEL_VS_CPU,
+                        );
+                        let written = rows[tt - 1].slot as usize * kv_dim + kv_dim; // the GEMV writes token 0 only
+                        for (name, cache, want) in [("k", &kc, &want_k), ("v", &vc, &want_v)] {
+                            let mut want = want.clone();
+                            want[written..].fill(0.0);
+                            if kv_f16 {
+                                let got = unpack_kv_f16(&h.read(cache, cache_rows * kv_dim / 2), hd);
+                                assert_close(&format!("fused {name}_cache {what}"), &got, &want, KV_F16_VS_CPU);
+                            } else {
+                                let got = h.read(cache, cache_rows * kv_dim);
+                                assert_close(&format!("fused {name}_cache {what}"), &got, &want, KERNEL_VS_CPU);
+                            }
+                        }
                     }
                 }
             }
@@ -656,124 +701,138 @@ fn attention_variants_match_cpu() {
             let t = len.min(if len == 257 && hd == 64 { 257 } else { 37 });
             let pos0 = len - t;
             let q = random(&mut rng, t * n_heads * hd, 8.0);
-            let k = random(&mut rng, len * kv_dim, 8.0);
-            let v = random(&mut rng, len * kv_dim, 2.0);
-            let mut want = vec![0.0; t * n_heads * hd];
-            ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
-            let q_buf = h.up(&q);
-            for (layout, mut kv) in [
-                ("paged", fragmented(len)),
-                ("contiguous", KvPages::contiguous(len, 1, 16)),
-            ] {
-                let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
-                // the kernels are specialised for the layout's page size
-                let kern = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN).unwrap();
-                let (kb, vb, tb) = (
-                    h.up(&kp),
-                    h.up(&vp),
-                    h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&table)),
-                );
-                let max_blocks = table.len();
-                let rows: Vec<Row> = (0..t)
-                    .map(|i| Row {
-                        token: 0,
-                        pos: (pos0 + i) as u32,
-                        slot: 0,
-                        seq: seq as u32,
-                    })
-                    .collect();
-                let tables_for = |seq: usize| {
-                    // the table buffer has `seq + 1` rows; only row `seq` is used
-                    let mut all = vec![0u32; (seq + 1) * max_blocks];
-                    all[seq * max_blocks..].copy_from_slice(&table);
-                    h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all))
+            let k0 = random(&mut rng, len * kv_dim, 8.0);
+            let v0 = random(&mut rng, len * kv_dim, 2.0);
+            // f32 and f16 caches; the CPU reference sees the values the f16 cache holds
+            for kv_f16 in [false, true] {
+                let (k, v) = if kv_f16 {
+                    (round_f16(&k0), round_f16(&v0))
+                } else {
+                    (k0.clone(), v0.clone())
                 };
-                let tb = if seq == 0 { tb } else { tables_for(seq) };
-                let what = |v: &str| format!("{v} {layout} hd={hd} heads={n_heads}/{n_kv_heads} len={len} T={t}");
-                let shape = Shape::new(n_heads, n_kv_heads, max_blocks, len);
-                let out = h.zeros(want.len());
-                // naive: scores materialised in (T, n_heads, len)
-                let scores = h.zeros(t * n_heads * len);
-                h.run_rows(
-                    &kern.attention_naive,
-                    &rows,
-                    (1, 0),
-                    shape,
-                    &[&q_buf, &kb, &vb, &tb, &scores, &out],
-                    [n_heads as u32, t as u32, 1],
-                );
-                assert_close(&what("naive"), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
-                // flash prefill
-                let out = h.zeros(want.len());
-                h.run_rows(
-                    &kern.attention_flash,
-                    &rows,
-                    (1, 0),
-                    shape,
-                    &[&q_buf, &kb, &vb, &tb, &out],
-                    [t.div_ceil(kern.flash_rows) as u32, n_heads as u32, 1],
-                );
-                assert_close(
-                    &what("flash prefill"),
-                    &h.read(&out, want.len()),
-                    &want,
-                    ATTENTION_VS_CPU,
-                );
-                // flash prefill with K/V rows shared through subgroup broadcasts
-                if sg {
-                    let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page).unwrap();
+                let mut want = vec![0.0; t * n_heads * hd];
+                ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
+                let q_buf = h.up(&q);
+                for (layout, mut kv) in [
+                    ("paged", fragmented(len)),
+                    ("contiguous", KvPages::contiguous(len, 1, 16)),
+                ] {
+                    let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
+                    // an f16 cache holds the rotation pairs of each head in u32 words (lib/kv.wgsl)
+                    let cache = |c: &[f32]| if kv_f16 { pack_kv_f16(c, hd) } else { c.to_vec() };
+                    let (kp, vp) = (cache(&kp), cache(&vp));
+                    // the kernels are specialised for the layout's page size
+                    let kern = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN, kv_f16).unwrap();
+                    let (kb, vb, tb) = (
+                        h.up(&kp),
+                        h.up(&vp),
+                        h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&table)),
+                    );
+                    let max_blocks = table.len();
+                    let rows: Vec<Row> = (0..t)
+                        .map(|i| Row {
+                            token: 0,
+                            pos: (pos0 + i) as u32,
+                            slot: 0,
+                            seq: seq as u32,
+                        })
+                        .collect();
+                    let tables_for = |seq: usize| {
+                        // the table buffer has `seq + 1` rows; only row `seq` is used
+                        let mut all = vec![0u32; (seq + 1) * max_blocks];
+                        all[seq * max_blocks..].copy_from_slice(&table);
+                        h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all))
+                    };
+                    let tb = if seq == 0 { tb } else { tables_for(seq) };
+                    let kv_type = if kv_f16 { "f16" } else { "f32" };
+                    let what = |v: &str| {
+                        format!("{v} {layout} {kv_type} KV hd={hd} heads={n_heads}/{n_kv_heads} len={len} T={t}")
+                    };
+                    let shape = Shape::new(n_heads, n_kv_heads, max_blocks, len);
+                    let out = h.zeros(want.len());
+                    // naive: scores materialised in (T, n_heads, len)
+                    let scores = h.zeros(t * n_heads * len);
+                    h.run_rows(
+                        &kern.attention_naive,
+                        &rows,
+                        (1, 0),
+                        shape,
+                        &[&q_buf, &kb, &vb, &tb, &scores, &out],
+                        [n_heads as u32, t as u32, 1],
+                    );
+                    assert_close(&what("naive"), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
+                    // flash prefill
                     let out = h.zeros(want.len());
                     h.run_rows(
-                        &flash_sg,
+                        &kern.attention_flash,
                         &rows,
                         (1, 0),
                         shape,
                         &[&q_buf, &kb, &vb, &tb, &out],
-                        [t.div_ceil(FLASH_SG_ROWS) as u32, n_heads as u32, 1],
+                        [t.div_ceil(kern.flash_rows) as u32, n_heads as u32, 1],
                     );
                     assert_close(
-                        &what("flash prefill (subgroups)"),
+                        &what("flash prefill"),
                         &h.read(&out, want.len()),
                         &want,
                         ATTENTION_VS_CPU,
                     );
-                }
-                // decode kernel over the same rows: one pass, then split-K + reduce; workgroups
-                // of 64 (GPUs) and of 8 (CPU adapters)
-                let dec8 = Kernels::decode_attention(&h.gpu, hd, kv.page, 8).unwrap();
-                let dec64 = Kernels::decode_attention(&h.gpu, hd, kv.page, 64).unwrap();
-                // (the 257-row case is there for the flash kernels; decode steps have few rows)
-                let decodes = if t > 64 {
-                    vec![]
-                } else {
-                    vec![(usize::MAX, &dec8), (64, &dec8), (usize::MAX, &dec64), (64, &dec64)]
-                };
-                for (min_keys, decode) in decodes {
-                    let (n_splits, split_len) = split_plan(len, min_keys, t);
-                    // exactly the partials the plan needs: a stride past them would read or write outside
-                    let part = h.zeros(t * n_heads * n_splits * (hd + 2));
-                    let out = h.zeros(want.len());
-                    let dshape = Shape::new(n_heads, n_kv_heads, max_blocks, 0);
-                    h.run_rows(
-                        decode,
-                        &rows,
-                        (n_splits, split_len),
-                        dshape,
-                        &[&q_buf, &kb, &vb, &tb, &part, &out],
-                        [n_heads as u32, t as u32, n_splits as u32],
-                    );
-                    if n_splits > 1 {
+                    // flash prefill with K/V rows shared through subgroup broadcasts
+                    if sg {
+                        let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page, kv_f16).unwrap();
+                        let out = h.zeros(want.len());
                         h.run_rows(
-                            &kern.attention_reduce,
+                            &flash_sg,
                             &rows,
-                            (n_splits, split_len),
-                            Shape::new(n_heads, 0, 0, 0),
-                            &[&part, &out],
-                            [n_heads as u32, t as u32, 1],
+                            (1, 0),
+                            shape,
+                            &[&q_buf, &kb, &vb, &tb, &out],
+                            [t.div_ceil(FLASH_SG_ROWS) as u32, n_heads as u32, 1],
+                        );
+                        assert_close(
+                            &what("flash prefill (subgroups)"),
+                            &h.read(&out, want.len()),
+                            &want,
+                            ATTENTION_VS_CPU,
                         );
                     }
-                    let v = format!("decode ({n_splits} splits of {split_len}, {})", decode.name);
-                    assert_close(&what(&v), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
+                    // decode kernel over the same rows: one pass, then split-K + reduce; workgroups
+                    // of 64 (GPUs) and of 8 (CPU adapters)
+                    let dec8 = Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap();
+                    let dec64 = Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap();
+                    // (the 257-row case is there for the flash kernels; decode steps have few rows)
+                    let decodes = if t > 64 {
+                        vec![]
+                    } else {
+                        vec![(usize::MAX, &dec8), (64, &dec8), (usize::MAX, &dec64), (64, &dec64)]
+                    };
+                    for (min_keys, decode) in decodes {
+                        let (n_splits, split_len) = split_plan(len, min_keys, t);
+                        // exactly the partials the plan needs: a stride past them would read or write outside
+                        let part = h.zeros(t * n_heads * n_splits * (hd + 2));
+                        let out = h.zeros(want.len());
+                        let dshape = Shape::new(n_heads, n_kv_heads, max_blocks, 0);
+                        h.run_rows(
+                            decode,
+                            &rows,
+                            (n_splits, split_len),
+                            dshape,
+                            &[&q_buf, &kb, &vb, &tb, &part, &out],
+                            [n_heads as u32, t as u32, n_splits as u32],
+                        );
+                        if n_splits > 1 {
+                            h.run_rows(
+                                &kern.attention_reduce,
+                                &rows,
+                                (n_splits, split_len),
+                                Shape::new(n_heads, 0, 0, 0),
+                                &[&part, &out],
+                                [n_heads as u32, t as u32, 1],
+                            );
+                        }
+                        let v = format!("decode ({n_splits} splits of {split_len}, {})", decode.name);
+                        assert_close(&what(&v), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
+                    }
                 }
             }
         }
@@ -790,7 +849,7 @@ fn embed_and_argmax_match_cpu() {
     let tokens = [3u32, 19, 7, rows_n as u32 - 1, 0];
     let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
     for (f16, group, height) in [(false, ROW_GROUP, max_dim), (true, ROW_GROUP, max_dim), (true, 3, 5000)] {
-        let k = Kernels::new(&h.gpu, 64, 16, MatmulKind::float(f16, false)).unwrap();
+        let k = Kernels::new(&h.gpu, 64, 16, MatmulKind::float(f16, false), false).unwrap();
         let tex = WeightTex::upload_as(&h.gpu, "embed", &[&mat(&table, dim)], f16, group, height).unwrap();
         let seen = if f16 { round_f16(&table) } else { table.clone() };
         let x = h.zeros(tokens.len() * dim);
@@ -885,12 +944,12 @@ fn embed_and_argmax_match_cpu() {
 fn unsupported_head_dim_is_an_error() {
     let Some(req) = gpu_request() else { return };
     let gpu = Gpu::new(&req).unwrap();
-    let e = Kernels::new(&gpu, 320, 16, F32_PLAIN)
+    let e = Kernels::new(&gpu, 320, 16, F32_PLAIN, false)
         .err()
         .expect("head_dim 320 must be refused")
         .to_string();
     assert!(e.contains("head_dim 320") && e.contains("at most 256"), "{e}");
-    let e = Kernels::new(&gpu, 72, 16, F32_PLAIN)
+    let e = Kernels::new(&gpu, 72, 16, F32_PLAIN, false)
         .err()
         .expect("head_dim 72 must be refused")
         .to_string();
@@ -917,4 +976,26 @@ fn webgpu_limits_are_the_defaults() {
     assert_eq!(gpu.limits.max_texture_dimension_2d, 8192);
     assert_eq!(gpu.limits.max_texture_array_layers, 256);
     assert_eq!(gpu.device.limits().max_storage_buffer_binding_size, 128 << 20);
+}
+
+/// Every plan covers the keys with whole decode tiles, leaves no partition empty, and fits
+/// the partials buffer (rows × partitions ≤ MAX_PART_ROWS), for any rows, length and minimum.
+#[test]
+fn split_plans_fit_the_partials_buffer() {
+    for rows in [1, 2, 3, 7, 8, 9, 31, 32, 33, 100, 255, 256] {
+        for max_len in [1, 2, 63, 64, 65, 500, 4096, 32768, 131072] {
+            for min_keys in [1, 64, 256, 1000, usize::MAX] {
+                let (n, len) = split_plan(max_len, min_keys, rows);
+                let at = format!("rows {rows}, max_len {max_len}, min_keys {min_keys}: ({n}, {len})");
+                assert!(
+                    (1..=MAX_SPLITS).contains(&n) && rows * n <= MAX_PART_ROWS.max(rows),
+                    "{at}"
+                );
+                assert!(
+                    len % DECODE_TILE == 0 && n * len >= max_len && (n - 1) * len < max_len,
+                    "{at}"
+                );
+            }
+        }
+    }
 }

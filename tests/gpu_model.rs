@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use tinfer::gpu::weights::{device_plan, WeightPlan};
-use tinfer::model::{Attention, Device, Dtype, Entry, KvLayout, Limits, Model, Options, Want};
+use tinfer::model::{Attention, Device, Dtype, Entry, KvDtype, KvLayout, Limits, Model, Options, Want};
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -187,6 +187,65 @@ fn f16_weights_match_hf_and_plain_kernels() {
                 &got,
                 KERNEL_VS_CPU,
             );
+        }
+    }
+}
+
+/// The f16 KV cache (f32 weights) against HF on the tiny models: every position through the
+/// prefill kernels (flash and naive), then the golden greedy steps through the decode kernel,
+/// within KV_F16_VS_HF. Qwen3 writes its cache through qk_norm_rope, the others through the
+/// QKV product's RoPE epilogue.
+#[test]
+fn f16_kv_cache_matches_hf() {
+    for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-qwen3", "tiny-qwen2-yarn"] {
+        let dir = fixtures().join(name);
+        let golden = read_json(&dir.join("golden.json"));
+        for attention in [Attention::Flash, Attention::Naive] {
+            let opts = Options {
+                kv_dtype: KvDtype::F16,
+                attention,
+                ..Options::default()
+            };
+            let Some((mut m, _)) = gpu_model_with(&dir, &opts) else {
+                return;
+            };
+            assert_eq!(m.kv_dtype_name(), Some("f16"));
+            let mut worst = 0f64;
+            for input in ["random", "arange"] {
+                let tokens = ids(&golden["inputs"][input]["ids"]);
+                let (_, want) = read_npy(&dir.join(format!("{input}.logits.npy")));
+                let s = m.new_seq().unwrap();
+                let got = m.fwd(s, &tokens, Want::All).unwrap();
+                m.release(s);
+                assert_close(
+                    &format!("f16 KV {attention:?} {name} {input}"),
+                    &got,
+                    &want,
+                    KV_F16_VS_HF,
+                );
+                worst = worst.max(max_abs_diff(&got, &want));
+            }
+            let g = &golden["greedy_kv_cache"];
+            let s = m.new_seq().unwrap();
+            let mut logits = m.fwd(s, &ids(&g["prompt_ids"]), Want::Last).unwrap();
+            for (step, &next) in ids(&g["new_ids"]).iter().enumerate() {
+                let want: Vec<f32> = g["step_logits"][step]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect();
+                assert_close(
+                    &format!("f16 KV {attention:?} {name} decode step {step}"),
+                    &logits,
+                    &want,
+                    KV_F16_VS_HF,
+                );
+                worst = worst.max(max_abs_diff(&logits, &want));
+                logits = m.fwd(s, &[next], Want::Last).unwrap();
+            }
+            m.release(s);
+            eprintln!("f16 KV {attention:?} {name}: max |error| vs HF {worst:.2e}");
         }
     }
 }

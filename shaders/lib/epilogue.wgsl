@@ -14,8 +14,8 @@
 // Bindings (the same numbers in the four kernels; each kernel's header gives the shapes):
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (T, d): rows at column offset c; with SWIGLU and ROPE (T, c)
-//   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
-//   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
+//   6 out2   storage rw    u32     with ROPE k_cache (n_blocks * PAGE, d values as lib/kv.wgsl lays them), else a dummy
+//   7 out3   storage rw    u32     with ROPE v_cache (the same), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
 // Shape: b = n rows, c = column offset into out and bias (SWIGLU, ROPE: the first part's rows,
@@ -23,7 +23,8 @@
 // Overrides: HAS_BIAS (add bias[c + o]; with ROPE bias[o]); ACCUMULATE (add into out: the
 // residual stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each, no
 // bias); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d key rows: the rotate-half RoPE of
-// cpu::ops::rope at the token's position on q and k, k and v into cache row slot[t]).
+// cpu::ops::rope at the token's position on q and k, k and v into cache row slot[t], f32 or f16
+// as KV_F16 says: lib/kv.wgsl, appended too).
 // Dispatch: none; the kernels' functions.
 
 override HAS_BIAS: bool = false;
@@ -31,11 +32,12 @@ override ACCUMULATE: bool = false;
 override SWIGLU: bool = false;
 override ROPE: bool = false;
 override HEAD_DIM: u32 = 64u;
+override KV_F16: bool = false; // lib/kv.wgsl: the cache ROPE writes holds f16
 
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out2: array<u32>;
+@group(0) @binding(7) var<storage, read_write> out3: array<u32>;
 @group(0) @binding(8) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(9) var<storage, read> sin_t: array<f32>;
 
@@ -64,9 +66,13 @@ fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
     let q_dim = shape.c;
     let kv_dim = shape.d;
     if (oa >= q_dim + kv_dim) { // v
-        let r = oa - q_dim - kv_dim + step_slot(t) * kv_dim;
-        out3[r] = ya;
-        out3[r + half] = yb;
+        let r = kv_pair_word(step_slot(t), kv_dim, oa - q_dim - kv_dim);
+        if (KV_F16) {
+            out3[r] = kv_pack(ya, yb);
+        } else {
+            out3[r] = bitcast<u32>(ya);
+            out3[r + half] = bitcast<u32>(yb);
+        }
         return;
     }
     let i = step_pos(t) * half + oa % HEAD_DIM;
@@ -78,9 +84,13 @@ fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
         out[t * q_dim + oa] = ra;
         out[t * q_dim + ob] = rb;
     } else { // k
-        let r = oa - q_dim + step_slot(t) * kv_dim;
-        out2[r] = ra;
-        out2[r + half] = rb;
+        let r = kv_pair_word(step_slot(t), kv_dim, oa - q_dim);
+        if (KV_F16) {
+            out2[r] = kv_pack(ra, rb);
+        } else {
+            out2[r] = bitcast<u32>(ra);
+            out2[r + half] = bitcast<u32>(rb);
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use tinfer::model::{Attention, Device, Dtype, KvLayout, Limits, Options};
+use tinfer::model::{Attention, Device, Dtype, KvDtype, KvLayout, Limits, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tools::convert::OutDtype;
 
@@ -148,6 +148,11 @@ pub struct ModelArgs {
     /// load with llama.cpp's reference quantizers). The CPU path always computes in f32.
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: Dtype,
+    /// GPU KV cache values: auto (f16 on a hardware GPU unless --dtype f32; f32 on a CPU adapter
+    /// such as lavapipe), f16 (half the memory; rounded once when written), f32 (matches the
+    /// CPU reference to rounding).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kv_dtype: KvDtype,
     /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB
     /// storage bindings, 8192-texel textures with 256 layers), to check a model fits a browser.
     #[arg(long, value_enum, default_value = "adapter")]
@@ -164,6 +169,7 @@ impl ModelArgs {
             kv_memory: self.kv_memory,
             max_seqs,
             dtype: self.dtype,
+            kv_dtype: self.kv_dtype,
             limits: self.limits,
             ..Options::default()
         }

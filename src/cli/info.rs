@@ -42,6 +42,7 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
             let m = model.device_memory().expect("--device gpu builds a GPU model");
             Some(json!({
                 "context": built.cfg.seq_len,
+                "kv_dtype": model.kv_dtype_name(),
                 "weights_bytes": m.weights,
                 "kv_cache_bytes": m.kv_cache,
                 "scratch_bytes": m.scratch,
@@ -153,11 +154,12 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
     if let Some(m) = &device_memory {
         let mib = |k: &str| m[k].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
         println!(
-            "device mem   {:.1} MiB: weights {:.1}, KV cache {:.1} ({} tokens), scratch {:.1}",
+            "device mem   {:.1} MiB: weights {:.1}, KV cache {:.1} ({} tokens, {}), scratch {:.1}",
             mib("total_bytes"),
             mib("weights_bytes"),
             mib("kv_cache_bytes"),
             m["context"],
+            m["kv_dtype"].as_str().unwrap_or(""),
             mib("scratch_bytes")
         );
     }

@@ -69,25 +69,26 @@ impl Activations {
 
 /// The KV cache: per layer a pool of pages, `kv_cache::KvPages` saying which row holds what.
 pub struct KvBuffers {
-    pub k: Vec<Buf>,     // n_layers × (pool rows, kv_dim)
-    pub v: Vec<Buf>,     // n_layers × (pool rows, kv_dim)
+    pub k: Vec<Buf>,     // n_layers × (pool rows, kv_dim) f32, or f16 pairs in u32 words (lib/kv.wgsl)
+    pub v: Vec<Buf>,     // n_layers × (pool rows, kv_dim) likewise
     pub tables: Buf,     // (max_seqs, max_blocks) u32 block tables
     pub block_copy: Buf, // (page, kv_dim) staging for copy-on-write of a shared page
 }
 
 impl KvBuffers {
-    pub fn new(gpu: &Gpu, cfg: &Config, pool_rows: usize, page: usize, tables: usize) -> Result<Self> {
-        let kv_dim = cfg.kv_dim();
+    /// Pools of `pool_rows` rows of kv_dim values, f16 (two a word, lib/kv.wgsl) or f32.
+    pub fn new(gpu: &Gpu, cfg: &Config, pool_rows: usize, page: usize, tables: usize, f16: bool) -> Result<Self> {
+        let words = if f16 { cfg.kv_dim() / 2 } else { cfg.kv_dim() }; // a row's u32 words
         let per_layer = |name: &str| -> Result<Vec<Buf>> {
             (0..cfg.n_layers)
-                .map(|l| gpu.zeros(&format!("{name}.{l}"), pool_rows * kv_dim))
+                .map(|l| gpu.zeros(&format!("{name}.{l}"), pool_rows * words))
                 .collect()
         };
         Ok(KvBuffers {
             k: per_layer("k_cache")?,
             v: per_layer("v_cache")?,
             tables: gpu.zeros("tables", tables)?,
-            block_copy: gpu.zeros("block_copy", page * kv_dim)?,
+            block_copy: gpu.zeros("block_copy", page * words)?,
         })
     }
 }

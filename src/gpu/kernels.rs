@@ -99,6 +99,20 @@ const EPILOGUE_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_plain.wgsl", "matmat
 /// them (they take the weight type as the override WTYPE; the _plain twins read floats only).
 const QUANT: &str = include_str!("../../shaders/lib/quant.wgsl");
 const QUANT_KERNELS: [&str; 3] = ["matvec.wgsl", "matmat.wgsl", "embed.wgsl"];
+/// How the KV cache holds its values (f32 or f16, the override KV_F16), appended to the kernels
+/// that write it (the matrix kernels' RoPE epilogue, qk_norm_rope) and read it (attention).
+const KV: &str = include_str!("../../shaders/lib/kv.wgsl");
+const KV_KERNELS: [&str; 9] = [
+    "matvec.wgsl",
+    "matvec_plain.wgsl",
+    "matmat.wgsl",
+    "matmat_plain.wgsl",
+    "qk_norm_rope.wgsl",
+    "attention_naive.wgsl",
+    "attention_flash.wgsl",
+    "attention_flash_sg.wgsl",
+    "attention_decode.wgsl",
+];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
 const SOURCES: [(&str, &str, &[Binding]); 15] = [
@@ -180,13 +194,14 @@ pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
         .map(|(n, s, _)| (*n, full_source(n, s)))
 }
 
-/// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels and
-/// lib/quant.wgsl for those reading quantized weights, then the prelude (whole files,
-/// concatenated).
+/// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels,
+/// lib/quant.wgsl for those reading quantized weights and lib/kv.wgsl for those touching the KV
+/// cache, then the prelude (whole files, concatenated).
 fn full_source(file: &str, src: &str) -> String {
     let epilogue = if EPILOGUE_KERNELS.contains(&file) { EPILOGUE } else { "" };
     let quant = if QUANT_KERNELS.contains(&file) { QUANT } else { "" };
-    format!("{src}\n{epilogue}\n{quant}\n{PRELUDE}")
+    let kv = if KV_KERNELS.contains(&file) { KV } else { "" };
+    format!("{src}\n{epilogue}\n{quant}\n{kv}\n{PRELUDE}")
 }
 
 /// A resource a kernel binds: a buffer or a weight texture's view.
@@ -269,6 +284,8 @@ pub enum Store {
 pub struct Fusion {
     pub norm_eps: f32,
     pub head_dim: usize,
+    /// the KV cache the RoPE epilogue writes holds f16 (lib/kv.wgsl's KV_F16)
+    pub kv_f16: bool,
 }
 
 pub struct Kernel {
@@ -413,10 +430,12 @@ impl Kernel {
 }
 
 /// All pipelines the forward pass uses, specialised for one model (head_dim) and one KV layout
-/// (rows per page).
+/// (rows per page, f32 or f16 values).
 pub struct Kernels {
     /// Weight dtype and matrix-kernel variant every product uses.
     pub kind: MatmulKind,
+    /// The KV cache holds f16 (lib/kv.wgsl), else f32.
+    pub kv_f16: bool,
     pub to_texture: Kernel,
     pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
     pub rmsnorm: Kernel,
@@ -430,7 +449,7 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind) -> Result<Self> {
+    pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind, kv_f16: bool) -> Result<Self> {
         // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
         if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
             bail!(
@@ -443,6 +462,7 @@ impl Kernels {
         );
         let hd = ("HEAD_DIM", head_dim as f64);
         let pg = ("PAGE", page as f64);
+        let kv = ("KV_F16", kv_f16 as u8 as f64);
         if kind.subgroups && !gpu.features.contains(wgpu::Features::SUBGROUP) {
             bail!(
                 "the subgroup matrix kernels need subgroups, which {} lacks",
@@ -454,22 +474,29 @@ impl Kernels {
         // recorded (`matmul_kernel`, `embed_kernel`): a model needs only the formats it holds.
         Ok(Kernels {
             kind,
+            kv_f16,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
-            qk_norm_rope: Kernel::new(gpu, "qk_norm_rope.wgsl", &[hd])?,
-            attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg])?,
+            qk_norm_rope: Kernel::new(gpu, "qk_norm_rope.wgsl", &[hd, kv])?,
+            attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg, kv])?,
             // The subgroup flash kernel on CPU adapters (K/V loads dominate there; its four query
             // rows an invocation keep large arrays a GPU would spill), the plain one on GPUs.
             attention_flash: if flash_sg {
-                Self::flash_sg(gpu, head_dim, page)?
+                Self::flash_sg(gpu, head_dim, page, kv_f16)?
             } else {
-                Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg])?
+                Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg, kv])?
             },
             flash_rows: if flash_sg { FLASH_SG_ROWS } else { 64 },
             // 8 invocations per workgroup on a CPU adapter (one SIMD group of lavapipe: 5x faster
             // there, `bench model --profile`), 64 on GPUs
-            attention_decode: Self::decode_attention(gpu, head_dim, page, if gpu.is_cpu_adapter() { 8 } else { 64 })?,
+            attention_decode: Self::decode_attention(
+                gpu,
+                head_dim,
+                page,
+                if gpu.is_cpu_adapter() { 8 } else { 64 },
+                kv_f16,
+            )?,
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
         })
@@ -484,16 +511,25 @@ impl Kernels {
 
     /// attention_flash_sg.wgsl, FLASH_SG_ROWS query rows a workgroup (tests run it on any
     /// adapter with subgroups).
-    pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize) -> Result<Kernel> {
-        let c = [("HEAD_DIM", head_dim as f64), ("PAGE", page as f64)];
+    pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
+        let c = [
+            ("HEAD_DIM", head_dim as f64),
+            ("PAGE", page as f64),
+            ("KV_F16", kv_f16 as u8 as f64),
+        ];
         Kernel::new(gpu, "attention_flash_sg.wgsl", &c)
     }
 
     /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
     /// tests run both sizes on any adapter.
-    pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32) -> Result<Kernel> {
+    pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32, kv_f16: bool) -> Result<Kernel> {
         assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
-        let c = [("HEAD_DIM", head_dim as f64), ("PAGE", page as f64), ("WG", wg as f64)];
+        let c = [
+            ("HEAD_DIM", head_dim as f64),
+            ("PAGE", page as f64),
+            ("WG", wg as f64),
+            ("KV_F16", kv_f16 as u8 as f64),
+        ];
         Kernel::new(gpu, "attention_decode.wgsl", &c)
     }
 
@@ -562,7 +598,11 @@ impl Kernels {
                 c.extend([("NORM", 1.0), ("NORM_EPS", f.norm_eps as f64)]);
             }
             if store == Store::RopeKv {
-                c.extend([("ROPE", 1.0), ("HEAD_DIM", f.head_dim as f64)]);
+                c.extend([
+                    ("ROPE", 1.0),
+                    ("HEAD_DIM", f.head_dim as f64),
+                    ("KV_F16", flag(f.kv_f16)),
+                ]);
             }
         }
         Kernel::new(gpu, file, &c)
@@ -637,31 +677,4 @@ pub fn run_timed(gpu: &Gpu, ops: &[&Op], dims: Dims, what: &str) -> Result<f64> 
         .map_err(|e| anyhow::anyhow!("{what} did not finish: {e}"))?;
     gpu.check(what)?;
     Ok(start.elapsed().as_secs_f64() * 1e3)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every plan covers the keys with whole decode tiles, leaves no partition empty, and fits
-    /// the partials buffer (rows × partitions ≤ MAX_PART_ROWS), for any rows, length and minimum.
-    #[test]
-    fn split_plans_fit_the_partials_buffer() {
-        for rows in [1, 2, 3, 7, 8, 9, 31, 32, 33, 100, 255, 256] {
-            for max_len in [1, 2, 63, 64, 65, 500, 4096, 32768, 131072] {
-                for min_keys in [1, 64, 256, 1000, usize::MAX] {
-                    let (n, len) = split_plan(max_len, min_keys, rows);
-                    let at = format!("rows {rows}, max_len {max_len}, min_keys {min_keys}: ({n}, {len})");
-                    assert!(
-                        (1..=MAX_SPLITS).contains(&n) && rows * n <= MAX_PART_ROWS.max(rows),
-                        "{at}"
-                    );
-                    assert!(
-                        len % DECODE_TILE == 0 && n * len >= max_len && (n - 1) * len < max_len,
-                        "{at}"
-                    );
-                }
-            }
-        }
-    }
 }

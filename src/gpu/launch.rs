@@ -232,6 +232,7 @@ impl<'a> Launch<'a> {
         let fusion = f.map(|f| Fusion {
             norm_eps: f.norm_eps,
             head_dim: f.head_dim,
+            kv_f16: self.k.kv_f16,
         });
         let kind = self.kind.with(w.format);
         let kern = Kernels::matmul_kernel(self.gpu, kind, gemm, bias.is_some(), store, fusion)?;

@@ -15,7 +15,7 @@ use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
-use crate::options::{KvLayout, Options};
+use crate::options::{Dtype, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -53,6 +53,7 @@ pub struct GpuModel {
     formats: Vec<Format>,
     pub cfg: Config,
     pub kv: KvPages,                // which cache row holds each position of each sequence
+    pub kv_f16: bool,               // the cache holds f16 values (lib/kv.wgsl), else f32
     pub min_split_keys: usize,      // split-K: keys per decode partition at least
     pub workers: usize,             // workgroups the device runs at once, roughly (split-K aims at it)
     pub k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
@@ -98,11 +99,16 @@ impl GpuModel {
                 bail!("{name} = {v} is over 16384, the longest row the GPU matvec kernel reads from its 64 KiB uniform; use --device cpu");
             }
         }
-        let kv = kv_pool(&gpu, cfg, opts)?;
+        let kv_f16 = match opts.kv_dtype {
+            KvDtype::F16 => true,
+            KvDtype::F32 => false,
+            KvDtype::Auto => !gpu.is_cpu_adapter() && opts.dtype != Dtype::F32,
+        };
+        let kv = kv_pool(&gpu, cfg, opts, kv_f16)?;
         let subgroups = opts.subgroups && gpu.has_subgroups(8);
         let plan = WeightPlan::new(opts.dtype, subgroups);
         let kind = MatmulKind::float(plan.f16, subgroups);
-        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind)?;
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
         let before = gpu.allocated();
@@ -114,7 +120,7 @@ impl GpuModel {
         let max_blocks = kv.max_blocks_per_seq(cfg.seq_len);
         let pool_rows = kv.alloc.n_blocks() * kv.page;
         let before_kv = gpu.allocated();
-        let kvb = KvBuffers::new(&gpu, cfg, pool_rows, kv.page, opts.max_seqs * max_blocks)?;
+        let kvb = KvBuffers::new(&gpu, cfg, pool_rows, kv.page, opts.max_seqs * max_blocks, kv_f16)?;
         let kv_bytes = gpu.allocated() - before_kv;
         let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
         let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
@@ -166,6 +172,7 @@ impl GpuModel {
             formats,
             cfg: cfg.clone(),
             kv,
+            kv_f16,
             min_split_keys: opts.min_split_keys,
             workers,
             k_cache: kvb.k,
@@ -266,7 +273,7 @@ impl GpuModel {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         // Copy-on-write of shared pages, before anything writes them.
-        let row_bytes = (self.cfg.kv_dim() * 4) as u64;
+        let row_bytes = (self.cfg.kv_dim() * if self.kv_f16 { 2 } else { 4 }) as u64;
         let page_bytes = self.kv.page as u64 * row_bytes;
         for c in &copies {
             for cache in self.k_cache.iter().chain(&self.v_cache) {
@@ -445,8 +452,8 @@ pub enum Head {
 /// The KV pool: pages of `opts.page` rows (contiguous: one page of the whole context per
 /// sequence), as many as `--kv-blocks` / `--kv-memory` say, by default enough for every
 /// sequence to reach the full context; refused when one layer's pool exceeds a storage binding.
-fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options) -> Result<KvPages> {
-    let kv_row_bytes = (cfg.kv_dim() * 4) as u64;
+fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options, f16: bool) -> Result<KvPages> {
+    let kv_row_bytes = (cfg.kv_dim() * if f16 { 2 } else { 4 }) as u64;
     let kv = match opts.kv {
         KvLayout::Contiguous => KvPages::contiguous(cfg.seq_len, opts.max_seqs, FLASH_TILE),
         KvLayout::Paged => {

@@ -179,7 +179,7 @@ pub fn bench_attention(gpu: &Gpu, b: &AttnBench, mut each: impl FnMut(&Record)) 
                     let kv = layout(paged, n);
                     let seq = kv.seq_ids().next().unwrap();
                     let kind = MatmulKind::float(false, gpu.has_subgroups(8));
-                    let kern = Kernels::new(gpu, hd, kv.page, kind)?;
+                    let kern = Kernels::new(gpu, hd, kv.page, kind, false)?;
                     let rows_in_pool = kv.alloc.n_blocks() * kv.page;
                     let (mut kp, mut vp) = (vec![0f32; rows_in_pool * kv_dim], vec![0f32; rows_in_pool * kv_dim]);
                     for pos in 0..n {

@@ -192,7 +192,7 @@ pub fn bench_kernels(
         out.push(r);
     };
     for kind in kinds {
-        let k = Kernels::new(gpu, cfg.head_dim, 16, kind)?;
+        let k = Kernels::new(gpu, cfg.head_dim, 16, kind, false)?;
         let (l1, lt) = (
             Launch::new(gpu, &k, &step1, None)?,
             Launch::new(gpu, &k, &step_t, None)?,
@@ -298,7 +298,7 @@ pub fn bench_kernels(
         }
     }
     // RMSNorm over one row and over `tokens` rows
-    let k = Kernels::new(gpu, cfg.head_dim, 16, MatmulKind::float(false, false))?;
+    let k = Kernels::new(gpu, cfg.head_dim, 16, MatmulKind::float(false, false), false)?;
     for (t, step) in [(1, &step1), (tokens, &step_t)] {
         let x = random(&mut rng, t * dim);
         let g = random(&mut rng, dim);

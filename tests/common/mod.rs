@@ -61,6 +61,10 @@ pub const GPU_PREFILL_VS_DECODE: Tol = Tol { abs: 1e-5, rel: 1e-5 };
 /// greedy ids to HF's up to steps whose top-1/top-2 margin is within 2 × 0.1. A wrong texel,
 /// row or unpacking errs by far more than 0.1.
 pub const F16_VS_HF: Tol = Tol { abs: 0.1, rel: 0.0 };
+/// An f16 KV cache (f32 weights) vs HF's logits on the tiny models: each K and V value rounded
+/// once to f16 (2^-11 relative) moves their logits (magnitude up to ~4) by up to 2.0e-3
+/// (measured; the test prints it); swapping the halves of the f16 pair layout errs by 4 or more.
+pub const KV_F16_VS_HF: Tol = Tol { abs: 5e-3, rel: 0.0 };
 /// The same for the mean NLL: f16 moves it by at most 1.9e-3 on the golden prompts.
 pub const F16_NLL_VS_HF: f64 = 5e-3;
 /// GGUF blocks decoded inside the GPU's products vs the CPU's f32 products of the same blocks
