@@ -74,6 +74,22 @@ struct H {
 /// test compares only the plain kernels with the CPU: it says so on stderr, naming the adapter,
 /// and fails under TINFER_REQUIRE_GPU=1 (CI's lavapipe has subgroups).
 fn subgroups(gpu: &Gpu, test: &str) -> bool {
+    // a child of kernels_at_every_lavapipe_subgroup_width: the width it asked Mesa for
+    if let Some(lanes) = std::env::var("TINFER_EXPECT_LANES")
+        .ok()
+        .and_then(|l| l.parse::<u32>().ok())
+    {
+        let got = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+        assert_eq!(
+            got,
+            (lanes, lanes),
+            "LP_NATIVE_VECTOR_WIDTH did not give subgroups of {lanes} lanes"
+        );
+        if lanes < 8 {
+            eprintln!("{test}: subgroups of {lanes} lanes: the plain kernels only");
+            return false;
+        }
+    }
     if gpu.has_subgroups(8) {
         return true;
     }
@@ -442,12 +458,12 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         &res,
                         Kernels::matmul_grid(kind, gemm, 2 * c, tt),
                     );
-                    assert_close(
-                        &format!("swiglu {how} {what}"),
-                        &h.read(&out, tt * c),
-                        &want,
-                        SWIGLU_VS_CPU,
-                    );
+                    let tol = if d > 4096 {
+                        SWIGLU_LONG_ROWS_VS_CPU
+                    } else {
+                        SWIGLU_VS_CPU
+                    };
+                    assert_close(&format!("swiglu {how} {what}"), &h.read(&out, tt * c), &want, tol);
                 }
             }
         }
@@ -997,5 +1013,64 @@ fn split_plans_fit_the_partials_buffer() {
                 );
             }
         }
+    }
+}
+
+/// Every kernel test of this file again under lavapipe's other subgroup widths, 4, 16, 32 and 64
+/// lanes (Mesa's LP_NATIVE_VECTOR_WIDTH = 128, 512, 1024, 2048 bits; the default 256 gives 8),
+/// each in a child process of this test binary, under WebGPU's default limits. At 4 lanes only the plain kernels run (the
+/// subgroup kernels need 8, and the engine does not pick them there).
+#[test]
+fn kernels_at_every_lavapipe_subgroup_width() {
+    if std::env::var_os("TINFER_EXPECT_LANES").is_some() {
+        return; // a child
+    }
+    let Some(req) = gpu_request() else { return };
+    let gpu = Gpu::new(&req).unwrap();
+    if !gpu.info.name.contains("llvmpipe") {
+        eprintln!(
+            "SKIPPED: {} is not lavapipe, whose subgroup width an environment variable sets",
+            gpu.describe()
+        );
+        return;
+    }
+    drop(gpu);
+    for (bits, lanes) in [(128, 4), (512, 16), (1024, 32), (2048, 64)] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--skip",
+                "kernels_at_every_lavapipe_subgroup_width",
+                "--test-threads",
+                "2",
+            ])
+            .env("LP_NATIVE_VECTOR_WIDTH", bits.to_string())
+            .env("TINFER_EXPECT_LANES", lanes.to_string())
+            .env("TINFER_WEBGPU_LIMITS", "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: String = text
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            out.status.success(),
+            "the kernel tests at {lanes} lanes (LP_NATIVE_VECTOR_WIDTH={bits}) failed:\n{tail}"
+        );
+        let summary = text
+            .lines()
+            .filter(|l| l.starts_with("test result"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        eprintln!("{lanes} lanes: {summary}");
     }
 }
