@@ -8,7 +8,9 @@ use anyhow::{bail, Result};
 use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
-pub use crate::options::{Attention, Batch, Device, Dtype, Entry, KvDtype, KvLayout, Limits, Options, SeqId, Want};
+pub use crate::options::{
+    Attention, Batch, Device, Dtype, Entry, Gemv, KvDtype, KvLayout, Limits, Options, SeqId, Want,
+};
 use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.

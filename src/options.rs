@@ -68,6 +68,19 @@ pub enum KvDtype {
     F32,
 }
 
+/// How the decode GEMVs spread a product over the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Gemv {
+    /// split on hardware GPUs, rows on CPU adapters such as lavapipe.
+    Auto,
+    /// Each row's dot product split across a workgroup of 64, a workgroup per 8 rows
+    /// (matvec_split.wgsl): enough workgroups to fill a large GPU, coalesced loads.
+    Split,
+    /// A row per invocation, 64 or 128 rows a workgroup (matvec.wgsl, matvec_plain.wgsl): no
+    /// barrier, which is what a CPU adapter runs fastest.
+    Rows,
+}
+
 /// Which device limits the GPU path asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Limits {
@@ -101,6 +114,8 @@ pub struct Options {
     pub dtype: Dtype,
     /// GPU KV cache values.
     pub kv_dtype: KvDtype,
+    /// GPU decode GEMV variant.
+    pub gemv: Gemv,
     /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
     /// false forces the plain twins.
     pub subgroups: bool,
@@ -121,6 +136,7 @@ impl Default for Options {
             split_workers: None,
             dtype: Dtype::F32,
             kv_dtype: KvDtype::Auto,
+            gemv: Gemv::Auto,
             subgroups: true,
             limits: Limits::Adapter,
         }

@@ -255,11 +255,16 @@ fn matmul_matvec_and_matmat_match_cpu() {
         }
     }
     if sg {
-        kinds.extend(QUANT_FORMATS.map(|f| MatmulKind {
-            format: f,
-            subgroups: true,
-        }));
+        kinds.extend(QUANT_FORMATS.map(|f| MatmulKind::float(false, true).with(f)));
     }
+    // the GPU-shaped GEMV (each row split across a workgroup: matvec_split.wgsl) beside each
+    // float format's and block format's own
+    let split: Vec<MatmulKind> = kinds
+        .iter()
+        .filter(|k| !k.subgroups || k.format.is_quantized())
+        .map(|k| k.gemv_split(true))
+        .collect();
+    kinds.extend(split);
     let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
     let layer_rows = max_dim * ROW_GROUP + 3; // past one layer of the default layout
     let mut rng = Rng::new(1);
@@ -482,11 +487,11 @@ fn fused_qkv_rope_matches_cpu() {
     let mut rng = Rng::new(5);
     let sg = subgroups(&h.gpu, "fused_qkv_rope_matches_cpu");
     for f16 in [false, true] {
-        for subgroups in [false, true] {
+        for (subgroups, split) in [(false, false), (true, false), (false, true)] {
             if subgroups && !sg {
                 continue;
             }
-            let kind = MatmulKind::float(f16, subgroups);
+            let kind = MatmulKind::float(f16, subgroups).gemv_split(split);
             let k = Kernels::new(&h.gpu, 64, 16, kind, false).unwrap();
             // (d, n_heads, n_kv_heads, head_dim, tokens, first position, bias)
             for &(d, nh, nkv, hd, t, pos0, with_bias) in &[

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use tinfer::gpu::weights::{device_plan, WeightPlan};
-use tinfer::model::{Attention, Device, Dtype, Entry, KvDtype, KvLayout, Limits, Model, Options, Want};
+use tinfer::model::{Attention, Device, Dtype, Entry, Gemv, KvDtype, KvLayout, Limits, Model, Options, Want};
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -188,6 +188,23 @@ fn f16_weights_match_hf_and_plain_kernels() {
                 KERNEL_VS_CPU,
             );
         }
+    }
+}
+
+/// The GPU-shaped decode GEMV (--gemv split: each row across a workgroup) on the tiny models:
+/// the golden greedy steps through the decode path (every product a GEMV: QKV with RoPE, Wo,
+/// gate/up with SwiGLU, down, LM head) against HF within TINY_VS_HF, f32 weights.
+#[test]
+fn split_gemv_decodes_as_hf() {
+    for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-qwen3", "tiny-qwen2-yarn"] {
+        let opts = Options {
+            gemv: Gemv::Split,
+            ..Options::default()
+        };
+        let Some((mut m, _)) = gpu_model_with(&fixtures().join(name), &opts) else {
+            return;
+        };
+        check_kv_decode(&mut m, name, "gpu split GEMV");
     }
 }
 

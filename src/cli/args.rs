@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use tinfer::model::{Attention, Device, Dtype, KvDtype, KvLayout, Limits, Options};
+use tinfer::model::{Attention, Device, Dtype, Gemv, KvDtype, KvLayout, Limits, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tools::convert::OutDtype;
 
@@ -153,6 +153,10 @@ pub struct ModelArgs {
     /// CPU reference to rounding).
     #[arg(long, value_enum, default_value = "auto")]
     pub kv_dtype: KvDtype,
+    /// GPU decode GEMVs: auto (split on hardware GPUs, rows on CPU adapters), split (each row
+    /// across a workgroup: fills a large GPU), rows (a row per invocation: fastest on lavapipe).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub gemv: Gemv,
     /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB
     /// storage bindings, 8192-texel textures with 256 layers), to check a model fits a browser.
     #[arg(long, value_enum, default_value = "adapter")]
@@ -170,6 +174,7 @@ impl ModelArgs {
             max_seqs,
             dtype: self.dtype,
             kv_dtype: self.kv_dtype,
+            gemv: self.gemv,
             limits: self.limits,
             ..Options::default()
         }

@@ -80,129 +80,8 @@ impl Shape {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Binding {
-    Uniform,
-    Read,
-    Write,
-    Texture,    // texture_storage_2d_array<rgba32uint, read>: weights (see WeightTex), activations for matmat
-    StorageTex, // texture_storage_2d_array<rgba32uint, write>: activations for matmat
-}
-use Binding::*;
-
-const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
-/// The outputs (bindings 4 to 9) and store functions of the four matrix kernels, appended to
-/// them only.
-const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
-const EPILOGUE_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_plain.wgsl", "matmat.wgsl", "matmat_plain.wgsl"];
-/// Where quantized weights live and how their blocks decode, appended to the kernels that read
-/// them (they take the weight type as the override WTYPE; the _plain twins read floats only).
-const QUANT: &str = include_str!("../../shaders/lib/quant.wgsl");
-const QUANT_KERNELS: [&str; 3] = ["matvec.wgsl", "matmat.wgsl", "embed.wgsl"];
-/// How the KV cache holds its values (f32 or f16, the override KV_F16), appended to the kernels
-/// that write it (the matrix kernels' RoPE epilogue, qk_norm_rope) and read it (attention).
-const KV: &str = include_str!("../../shaders/lib/kv.wgsl");
-const KV_KERNELS: [&str; 9] = [
-    "matvec.wgsl",
-    "matvec_plain.wgsl",
-    "matmat.wgsl",
-    "matmat_plain.wgsl",
-    "qk_norm_rope.wgsl",
-    "attention_naive.wgsl",
-    "attention_flash.wgsl",
-    "attention_flash_sg.wgsl",
-    "attention_decode.wgsl",
-];
-
-/// (file, WGSL source, bindings after `step` and `shape`)
-const SOURCES: [(&str, &str, &[Binding]); 15] = [
-    (
-        "embed.wgsl",
-        include_str!("../../shaders/embed.wgsl"),
-        &[Texture, Write],
-    ),
-    (
-        "rmsnorm.wgsl",
-        include_str!("../../shaders/rmsnorm.wgsl"),
-        &[Read, Read, Write],
-    ),
-    (
-        "matvec.wgsl",
-        include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Uniform],
-    ),
-    (
-        "matvec_plain.wgsl",
-        include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Uniform],
-    ),
-    (
-        "matmat.wgsl",
-        include_str!("../../shaders/matmat.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read],
-    ),
-    (
-        "matmat_plain.wgsl",
-        include_str!("../../shaders/matmat_plain.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read],
-    ),
-    (
-        "qk_norm_rope.wgsl",
-        include_str!("../../shaders/qk_norm_rope.wgsl"),
-        &[Read, Read, Write, Write, Write, Read, Read],
-    ),
-    (
-        "to_texture.wgsl",
-        include_str!("../../shaders/to_texture.wgsl"),
-        &[Read, Read, StorageTex],
-    ),
-    (
-        "attention_naive.wgsl",
-        include_str!("../../shaders/attention_naive.wgsl"),
-        &[Read, Read, Read, Read, Write, Write],
-    ),
-    (
-        "attention_flash.wgsl",
-        include_str!("../../shaders/attention_flash.wgsl"),
-        &[Read, Read, Read, Read, Write],
-    ),
-    (
-        "attention_flash_sg.wgsl",
-        include_str!("../../shaders/attention_flash_sg.wgsl"),
-        &[Read, Read, Read, Read, Write],
-    ),
-    (
-        "attention_decode.wgsl",
-        include_str!("../../shaders/attention_decode.wgsl"),
-        &[Read, Read, Read, Read, Write, Write],
-    ),
-    (
-        "attention_reduce.wgsl",
-        include_str!("../../shaders/attention_reduce.wgsl"),
-        &[Read, Write],
-    ),
-    ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), &[Read, Write]),
-    ("prelude.wgsl", PRELUDE, &[]),
-];
-
-/// Every kernel's file name and full source, for validation without a device. The prelude and
-/// lib/epilogue.wgsl are checked as part of the kernels they are appended to.
-pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
-    SOURCES
-        .iter()
-        .filter(|(n, _, _)| *n != "prelude.wgsl")
-        .map(|(n, s, _)| (*n, full_source(n, s)))
-}
-
-/// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels,
-/// lib/quant.wgsl for those reading quantized weights and lib/kv.wgsl for those touching the KV
-/// cache, then the prelude (whole files, concatenated).
-fn full_source(file: &str, src: &str) -> String {
-    let epilogue = if EPILOGUE_KERNELS.contains(&file) { EPILOGUE } else { "" };
-    let quant = if QUANT_KERNELS.contains(&file) { QUANT } else { "" };
-    let kv = if KV_KERNELS.contains(&file) { KV } else { "" };
-    format!("{src}\n{epilogue}\n{quant}\n{kv}\n{PRELUDE}")
-}
+pub use super::sources::sources;
+use super::sources::{full_source, Binding::*, SOURCES};
 
 /// A resource a kernel binds: a buffer or a weight texture's view.
 #[derive(Clone, Copy)]
@@ -223,13 +102,28 @@ pub const UNIFORM_X_BYTES: u64 = 65536;
 pub struct MatmulKind {
     pub format: Format,
     pub subgroups: bool,
+    /// GEMVs split each row across a workgroup (matvec_split.wgsl: GPUs), else a row a lane
+    /// (matvec.wgsl / matvec_plain.wgsl: CPU adapters such as lavapipe).
+    pub gemv_split: bool,
 }
 
 impl MatmulKind {
     /// Float weights: f16 or f32 texels.
     pub const fn float(f16: bool, subgroups: bool) -> Self {
         let format = if f16 { Format::F16 } else { Format::F32 };
-        MatmulKind { format, subgroups }
+        MatmulKind {
+            format,
+            subgroups,
+            gemv_split: false,
+        }
+    }
+
+    /// The same kernels with GEMVs split across a workgroup (`split`) or a row a lane.
+    pub fn gemv_split(self, split: bool) -> Self {
+        MatmulKind {
+            gemv_split: split,
+            ..self
+        }
     }
 
     /// The same kernels reading `format`.
@@ -540,6 +434,7 @@ impl Kernels {
     pub fn matmul_grid(kind: MatmulKind, gemm: bool, n: usize, t: usize) -> [u32; 3] {
         let quant = kind.format.is_quantized();
         match (gemm, kind.subgroups) {
+            (false, _) if kind.gemv_split => [n.div_ceil(8) as u32, 1, 1],
             (false, true) if quant => [n.div_ceil(128) as u32, 1, 1],
             (false, _) => [n.div_ceil(64) as u32, 1, 1],
             (true, true) => [n.div_ceil(128) as u32, t.div_ceil(8) as u32, 1],
@@ -571,20 +466,22 @@ impl Kernels {
             "RoPE needs the head_dim of a fusion"
         );
         let file = match (gemm, kind.subgroups) {
+            (false, _) if kind.gemv_split => "matvec_split.wgsl",
             (false, true) => "matvec.wgsl",
             (false, false) => "matvec_plain.wgsl",
             (true, true) => "matmat.wgsl",
             (true, false) => "matmat_plain.wgsl",
         };
         let flag = |on: bool| on as u8 as f64;
-        if !kind.subgroups && kind.format.is_quantized() {
+        let split = !gemm && kind.gemv_split;
+        if !kind.subgroups && kind.format.is_quantized() && !split {
             bail!(
                 "{} weights need the subgroup matrix kernels; use --dtype f16",
                 kind.format
             );
         }
         let mut c = vec![
-            if kind.subgroups {
+            if kind.subgroups || split {
                 wtype(kind.format)
             } else {
                 ("F16", flag(kind.f16()))

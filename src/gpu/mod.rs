@@ -5,6 +5,7 @@ pub mod forward;
 pub mod kernels;
 pub mod launch;
 pub mod model;
+pub mod sources;
 pub mod weights;
 
 pub use context::{list_adapters, Gpu, GpuRequest};

@@ -15,7 +15,7 @@ use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
-use crate::options::{Dtype, KvDtype, KvLayout, Options};
+use crate::options::{Dtype, Gemv, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -107,7 +107,12 @@ impl GpuModel {
         let kv = kv_pool(&gpu, cfg, opts, kv_f16)?;
         let subgroups = opts.subgroups && gpu.has_subgroups(8);
         let plan = WeightPlan::new(opts.dtype, subgroups);
-        let kind = MatmulKind::float(plan.f16, subgroups);
+        let gemv_split = match opts.gemv {
+            Gemv::Split => true,
+            Gemv::Rows => false,
+            Gemv::Auto => !gpu.is_cpu_adapter(),
+        };
+        let kind = MatmulKind::float(plan.f16, subgroups).gemv_split(gemv_split);
         let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.

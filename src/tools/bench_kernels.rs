@@ -166,12 +166,17 @@ pub fn bench_kernels(
     // super-blocks fall back as llama-quantize does, Q4_K -> Q5_0)
     if gpu.has_subgroups(8) {
         for format in [Format::Q8_0, Format::Q5_0, Format::Q4_K] {
-            kinds.push(MatmulKind {
-                format,
-                subgroups: true,
-            });
+            kinds.push(MatmulKind::float(false, true).with(format));
         }
     }
+    // The GPU-shaped GEMV (each row split across a workgroup), in f16 and the block formats;
+    // its GEMM is the kind's own, timed above.
+    let split: Vec<MatmulKind> = kinds
+        .iter()
+        .filter(|k| k.format != Format::F32 && (k.subgroups || !gpu.has_subgroups(8)))
+        .map(|k| k.gemv_split(true))
+        .collect();
+    kinds.extend(split);
     let rows: Vec<Row> = (0..tokens)
         .map(|i| Row {
             token: 0,
@@ -205,7 +210,13 @@ pub fn bench_kernels(
             } else {
                 kind.format.to_string().to_lowercase()
             },
-            if kind.subgroups { "subgroups" } else { "plain" }
+            if kind.gemv_split {
+                "split"
+            } else if kind.subgroups {
+                "subgroups"
+            } else {
+                "plain"
+            }
         );
         for &(matrix, n, d) in &shapes {
             if !only.is_empty() && !only.iter().any(|w| format!("{variant} {matrix}").contains(w.as_str())) {
@@ -263,6 +274,9 @@ pub fn bench_kernels(
                 },
                 &mut out,
             );
+            if kind.gemv_split {
+                continue; // its GEMM is the unsplit kind's
+            }
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
             let (copy, xin) = lt.to_texture(&xb, None, &xt);
