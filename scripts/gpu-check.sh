@@ -13,24 +13,33 @@
 # SKIPPED and the generation check uses the tiny fixture model.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESTS=(wgsl gpu_kernels gpu_model)
+# TINFER_GPU_CHECK_TESTS: the test binaries to run (default all four; a rerun can name fewer)
+read -ra TESTS <<<"${TINFER_GPU_CHECK_TESTS:-wgsl gpu_kernels gpu_model shapes}"
+ALL_TESTS=(wgsl gpu_kernels gpu_model shapes)
 
 if [ "${1:-}" = "--package" ]; then
     dest=${2:?usage: scripts/gpu-check.sh --package DIR}
     cargo build --release --locked || exit 1
-    cargo test --release --locked --no-run --test wgsl --test gpu_kernels --test gpu_model || exit 1
+    cargo test --release --locked --no-run --test wgsl --test gpu_kernels --test gpu_model --test shapes || exit 1
     mkdir -p "$dest"
     cp target/release/tinfer "$dest/"
-    for t in "${TESTS[@]}"; do
+    for t in "${ALL_TESTS[@]}"; do
         bin=$(ls -t target/release/deps/"$t"-* 2>/dev/null | grep -v '\.d$' | head -n1)
         [ -n "$bin" ] || { echo "no test binary for $t" >&2; exit 1; }
         cp "$bin" "$dest/$t"
     done
-    echo "packaged into $dest: $(ls "$dest" | tr '\n' ' ')"
+    # stripped and gzipped (about 5 MB each) so that they fit a 64 MiB transfer; unpacked below
+    for f in "$dest"/*; do
+        [ "${f%.gz}" = "$f" ] || continue
+        command -v strip >/dev/null && strip "$f"
+        gzip -9 -f "$f"
+    done
+    echo "packaged into $dest: $(ls "$dest" | tr '\n' ' ')($(du -sh "$dest" | cut -f1))"
     exit 0
 fi
 
 bindir=${TINFER_BIN_DIR:-.gpucheck}
+for f in "$bindir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
 logs=${1:-$(mktemp -d)}
 mkdir -p "$logs"
 export TINFER_REQUIRE_GPU=1 TINFER_ROOT="$PWD"
@@ -39,7 +48,7 @@ rows=()
 fail=0
 
 "$bindir/tinfer" info --device gpu --model tests/fixtures/tiny-llama-gqa >"$logs/info.txt" 2>&1
-adapter=$(grep '^gpu ' "$logs/info.txt" | sed 's/^gpu *//')
+adapter=$(grep '^gpu ' "$logs/info.txt" | grep -v '^gpu weights' | head -n1 | sed 's/^gpu *//')
 rows+=("adapter|${adapter:-none (see info.txt)}")
 
 for t in "${TESTS[@]}"; do
@@ -67,16 +76,40 @@ done
 if cmp -s "$logs/generate-gpu.txt" "$logs/generate-cpu.txt"; then same=yes; else same=NO; fail=1; fi
 rows+=("gpu text == cpu text|$same")
 
-# Whole-model speed with f16 weights (SmolLM2-135M shapes, random weights: no checkpoint needed),
-# and the matrix kernels one by one.
-"$bindir/tinfer" bench model --synthetic smollm2-135m --device gpu --dtype f16 --json --profile 64 \
-    >"$logs/bench-model.json" 2>"$logs/bench-model.txt"
+# Whole-model speed at the defaults (on a GPU: the split GEMV, an f16 KV cache): SmolLM2-135M
+# f16 (random weights with its shapes: no checkpoint needed; target <= 1 ms/token), the real
+# SmolLM2 and Qwen2.5-Coder GGUFs where models/ has them (blocks as stored), and 8 of the 32
+# layers of a Llama-3-8B shape (its bytes per token over its time: the bandwidth it reaches).
+bench() { # label, then bench model's arguments
+    local label=$1 file=$logs/bench-$(echo "$1" | tr -c 'a-zA-Z0-9.\n-' '_').json
+    shift
+    "$bindir/tinfer" bench model --device gpu --json "$@" >"$file" 2>"${file%.json}.txt"
+    local rc=$?
+    [ $rc -eq 0 ] || fail=1
+    local tg pp bytes
+    tg=$(grep -o '"tg[0-9]*": [0-9.e+-]*' "$file" | head -n1 | awk '{print $2}')
+    pp=$(grep -o '"pp[0-9]*": [0-9.e+-]*' "$file" | head -n1 | awk '{print $2}')
+    bytes=$(grep -o '"bytes_per_token": [0-9]*' "$file" | awk '{print $2}')
+    rows+=("$label|rc=$rc $(awk -v t="${tg:-0}" -v p="${pp:-0}" -v b="${bytes:-0}" 'BEGIN { if (t > 0) printf "decode %.1f tok/s = %.3f ms/token, %.0f GB/s of weights; prefill %.0f tok/s", t, 1000 / t, b * t / 1e9, p; else print "?" }')")
+}
+bench "smollm2-135m f16 (synthetic)" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --profile 64
+[ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ] && bench "smollm2-135m Q4_1 gguf" --model models/SmolLM2-135M-Instruct.Q4_1.gguf --pp 512 --tg 64
+qwen=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+if [ -f $qwen ]; then
+    bench "qwen2.5-coder-0.5b Q4_K_M gguf" --model $qwen --pp 512 --tg 64
+else
+    bench "qwen2.5-0.5b f16 (synthetic)" --synthetic qwen2.5-0.5b --dtype f16 --pp 512 --tg 64
+fi
+# TINFER_GPU_CHECK_8B_LAYERS: how many of its layers (default 8: 2.8 G random weights, 11 GB of host memory)
+l8=${TINFER_GPU_CHECK_8B_LAYERS:-8}
+bench "llama-3-8b f16 (synthetic, $l8 layers)" --synthetic llama-3-8b --layers "$l8" --dtype f16 --pp 512 --tg 32
+# The GEMVs one by one at Qwen2.5-0.5B's shapes, against the device's copy bandwidth (target:
+# 50% or more for the split GEMV).
+"$bindir/tinfer" bench kernels --shapes qwen2.5-0.5b >"$logs/bench-kernels-qwen.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || fail=1
-tg=$(grep -o '"tg64": [0-9.e+-]*' "$logs/bench-model.json" | awk '{print $2}')
-pp=$(grep -o '"pp512": [0-9.e+-]*' "$logs/bench-model.json" | awk '{print $2}')
-ms=$(awk -v t="${tg:-0}" 'BEGIN { if (t > 0) printf "%.3f", 1000 / t; else print "?" }')
-rows+=("bench model f16 (smollm2-135m shapes)|rc=$rc tg64 ${tg:-?} tok/s = $ms ms/token, pp512 ${pp:-?} tok/s")
+rows+=("bench kernels qwen2.5-0.5b|rc=$rc; $(grep -o '[a-z]* memory ([^)]*) bandwidth: [0-9.]* GB/s' "$logs/bench-kernels-qwen.txt" | head -n1)")
+while IFS= read -r line; do rows+=("  ${line%%|*}|${line#*|}"); done < <(awk '$1 == "matvec" && ($3 == "split" || $3 == "subgroups") { printf "%s %s %s %s|%s GB/s = %s%% of the copy bandwidth\n", $1, $2, $3, $4, $9, $11 }' "$logs/bench-kernels-qwen.txt")
 "$bindir/tinfer" bench kernels >"$logs/bench-kernels.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || fail=1

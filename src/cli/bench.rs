@@ -137,9 +137,21 @@ pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
         allow_cpu_adapter: true,
         ..Default::default()
     })?;
-    let bandwidth = tinfer::tools::bench_kernels::host_bandwidth();
+    // the ceiling a GEMV's weight stream is held to: the device's memory, or the host's for a
+    // CPU adapter (lavapipe's "device memory" is the host's)
+    let (bandwidth, whose) = if gpu.is_cpu_adapter() {
+        (
+            tinfer::tools::bench_kernels::host_bandwidth(),
+            "host memory (copy, all threads)",
+        )
+    } else {
+        (
+            tinfer::tools::bench_kernels::device_bandwidth(&gpu)?,
+            "device memory (buffer copy)",
+        )
+    };
     eprintln!(
-        "adapter: {} | shapes: {} | host memory bandwidth (copy, all threads): {bandwidth:.1} GB/s",
+        "adapter: {} | shapes: {} | {whose} bandwidth: {bandwidth:.1} GB/s",
         gpu.describe(),
         a.shapes
     );

@@ -78,6 +78,42 @@ pub fn host_bandwidth() -> f64 {
     (2 * n * 4) as f64 / best / 1e9
 }
 
+/// Device memory bandwidth in GB/s: buffer-to-buffer copies of 256 MiB (bytes read + written),
+/// 8 in a submit, best of 5 submits. What a GEMV's weight stream is measured against on a GPU
+/// (on a CPU adapter the host's bandwidth is the ceiling: `host_bandwidth`).
+pub fn device_bandwidth(gpu: &Gpu) -> Result<f64> {
+    let bytes = (256u64 << 20).min(gpu.limits.max_buffer_size);
+    let buf = |label| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (src, dst) = (buf("bandwidth.src"), buf("bandwidth.dst"));
+    let mut best = f64::MAX;
+    for i in 0..6 {
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        for _ in 0..8 {
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes);
+        }
+        let t = Instant::now();
+        let index = gpu.queue.submit([enc.finish()]);
+        gpu.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| anyhow::anyhow!("the bandwidth copy did not finish: {e}"))?;
+        if i > 0 {
+            best = best.min(t.elapsed().as_secs_f64()); // the first is a warm-up
+        }
+    }
+    gpu.check("the bandwidth copy")?;
+    Ok((2 * 8 * bytes) as f64 / best / 1e9)
+}
+
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect()
 }
