@@ -8,6 +8,8 @@
 #                                        binaries from $TINFER_BIN_DIR (default: .gpucheck),
 #                                        logs to LOGDIR (default: a new temporary folder)
 #
+# Needs on the GPU machine: glibc >= 2.35, the GPU driver's Vulkan ICD and the Vulkan loader
+# (README, "Running on a GPU"), and the repository's tracked files (tests/fixtures, shaders).
 # The tests run with TINFER_REQUIRE_GPU=1, so a missing adapter is a failure, not a skip. The
 # SmolLM2 tests run only where models/smollm2-135m-instruct exists; otherwise they report
 # SKIPPED and the generation check uses the tiny fixture model.

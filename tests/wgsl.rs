@@ -16,10 +16,16 @@ fn every_shader_parses_and_validates() {
     }
     assert_eq!(
         n,
-        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"))
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().is_file())
-            .count()
+        // TINFER_ROOT: the checkout, where a packaged test binary runs away from its build tree
+        std::fs::read_dir(
+            std::env::var_os("TINFER_ROOT")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+                .join("shaders")
+        )
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_file())
+        .count()
             - 1,
         "every file in shaders/ (besides the prelude; libraries in shaders/lib) is compiled in"
     );

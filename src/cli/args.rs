@@ -558,7 +558,7 @@ pub struct ModelBenchArgs {
     /// Random weights with the shapes of smollm2-135m, smollm2-360m, smollm2-1.7b,
     /// qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, llama-3.2-1b, llama-3.2-3b, llama-3-8b,
     /// mistral-7b, or of a config.json file, instead of --model.
-    #[arg(long, value_name = "NAME|CONFIG")]
+    #[arg(long, value_name = "NAME|CONFIG", conflicts_with = "model")]
     pub synthetic: Option<String>,
     /// With --synthetic: only the first N layers (a big shape's kernels without all its weights).
     #[arg(long, value_name = "N", requires = "synthetic")]
@@ -592,7 +592,8 @@ pub struct KernelBenchArgs {
     /// Pick the GPU adapter whose name contains NAME.
     #[arg(long, value_name = "NAME")]
     pub adapter: Option<String>,
-    /// Shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, or of a config.json file.
+    /// Shapes of smollm2-135m, smollm2-360m, smollm2-1.7b, qwen2.5-0.5b, qwen2.5-1.5b,
+    /// qwen3-0.6b, llama-3.2-1b, llama-3.2-3b, llama-3-8b, mistral-7b, or of a config.json file.
     #[arg(long, value_name = "NAME|CONFIG", default_value = "smollm2-135m")]
     pub shapes: String,
     /// Token rows of the GEMMs (prefill).

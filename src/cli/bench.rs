@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::args::{AttentionArgs, KernelBenchArgs, ModelBenchArgs};
+use super::args::{usage, AttentionArgs, KernelBenchArgs, ModelBenchArgs};
 use super::load::load;
 use tinfer::loader;
 use tinfer::model::Model;
@@ -186,28 +186,33 @@ pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
 
 pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
     if a.repeats == 0 || a.pp.iter().chain(&a.tg).any(|&n| n == 0) {
-        bail!("--repeats and every --pp / --tg length must be at least 1");
+        usage!("--repeats and every --pp / --tg length must be at least 1");
     }
     let (mut model, source) = match &a.synthetic {
         Some(name) => {
             let mut cfg = shapes("--synthetic", name)?;
             if let Some(n) = a.layers {
                 if n == 0 || n > cfg.n_layers {
-                    bail!(
+                    usage!(
                         "--layers must be between 1 and the {} layers of {name}, got {n}",
                         cfg.n_layers
                     );
                 }
                 cfg.n_layers = n;
             }
-            cfg.seq_len = a
-                .ctx_size
-                .unwrap_or(cfg.seq_len.min(tinfer::config::DEFAULT_CONTEXT))
-                .min(cfg.seq_len);
+            let own = cfg.seq_len;
+            cfg.seq_len = match a.ctx_size {
+                Some(n) if n == 0 || n > own => {
+                    usage!("--ctx-size must be between 1 and {name}'s context of {own} tokens, got {n}")
+                }
+                Some(n) => n,
+                None => own.min(tinfer::config::DEFAULT_CONTEXT),
+            };
             let weights = tinfer::tools::synthetic::random_weights(&cfg, 1);
             let opts = a.model.options(1);
             let m = Model::with_options(cfg, weights, a.model.device, a.model.adapter.as_deref(), &opts)?;
-            (m, format!("synthetic {name}"))
+            let layers = a.layers.map_or(String::new(), |n| format!(", {n} of its layers"));
+            (m, format!("synthetic {name}{layers}"))
         }
         None => {
             let (m, _) = load(&a.model)?;
@@ -222,7 +227,10 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
         );
     }
     let device = model.device_name();
-    eprintln!("model: {source} | device: {device}");
+    let kv = model
+        .kv_dtype_name()
+        .map_or(String::new(), |k| format!(" | {k} KV cache"));
+    eprintln!("model: {source} | device: {device} | context {}{kv}", model.cfg.seq_len);
     let (pp, tg) = tinfer::tools::bench_model::bench_model(&mut model, &a.pp, &a.tg, a.repeats)?;
     if let Some(rows) = a.profile {
         if !(1..=256).contains(&rows) {
@@ -265,6 +273,9 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
             "device": if device.starts_with("gpu") { "gpu" } else { "cpu" },
             "adapter": device.strip_prefix("gpu: ").unwrap_or(&device),
             "dtype": dtype,
+            "kv_dtype": model.kv_dtype_name(),
+            "layers": model.cfg.n_layers,
+            "context": model.cfg.seq_len,
             "dispatches_per_token": dispatches,
             "bytes_per_token": bytes,
         });

@@ -36,12 +36,18 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
         s => format!("{s:?}"),
     };
     let weights = gpu_weights(args.dtype, &loaded, gpu.as_ref());
+    let own = loaded.cfg.seq_len;
+    if let Some(n) = run.ctx_size.filter(|&n| n == 0 || n > own) {
+        super::args::usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}");
+    }
     let device_memory = match args.device {
         Device::Gpu => {
             let (model, built) = super::load::load_seqs(args, Some(run), 1)?;
             let m = model.device_memory().expect("--device gpu builds a GPU model");
+            let pool = model.kv_usage().expect("a GPU model has a KV pool");
             Some(json!({
                 "context": built.cfg.seq_len,
+                "kv_cache_tokens": pool.pages * pool.page,
                 "kv_dtype": model.kv_dtype_name(),
                 "weights_bytes": m.weights,
                 "kv_cache_bytes": m.kv_cache,
@@ -113,15 +119,17 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
     println!(
         "memory       {:.1} MiB of f32 weights; KV cache {:.1} KiB per token",
         mib(n_params * 4),
-        2 * cfg.n_layers * cfg.kv_dim() * 4 / 1024
+        (2 * cfg.n_layers * cfg.kv_dim() * 4) as f64 / 1024.0
     );
     println!(
         "context      {} tokens{}, vocab {}, eos ids {:?}",
         cfg.seq_len,
-        if cfg.seq_len > super::load::DEFAULT_CTX {
-            format!(" (runs use {} unless -c says otherwise)", super::load::DEFAULT_CTX)
-        } else {
-            String::new()
+        match run.ctx_size {
+            Some(n) => format!(" (runs use {n}: -c)"),
+            None if cfg.seq_len > super::load::DEFAULT_CTX => {
+                format!(" (runs use {} unless -c says otherwise)", super::load::DEFAULT_CTX)
+            }
+            None => String::new(),
         },
         cfg.vocab_size,
         cfg.eos_token_ids
@@ -154,12 +162,13 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
     if let Some(m) = &device_memory {
         let mib = |k: &str| m[k].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
         println!(
-            "device mem   {:.1} MiB: weights {:.1}, KV cache {:.1} ({} tokens, {}), scratch {:.1}",
+            "device mem   {:.1} MiB: weights {:.1}, KV cache {:.1} ({} tokens, {}; context {}), scratch {:.1}",
             mib("total_bytes"),
             mib("weights_bytes"),
             mib("kv_cache_bytes"),
-            m["context"],
+            m["kv_cache_tokens"],
             m["kv_dtype"].as_str().unwrap_or(""),
+            m["context"],
             mib("scratch_bytes")
         );
     }
@@ -275,6 +284,7 @@ pub fn gpu_info(adapter: Option<&str>, allow_cpu_adapter: bool, webgpu_limits: b
         "features": format!("{:?}", gpu.adapter.features()),
         "shader_f16": gpu.adapter.features().contains(wgpu::Features::SHADER_F16),
         "subgroups": gpu.has_subgroups(8),
+        "subgroup_lanes": gpu.subgroup_lanes,
         "limits": {
             "max_texture_dimension_2d": l.max_texture_dimension_2d,
             "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,

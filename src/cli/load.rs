@@ -31,6 +31,12 @@ pub use tinfer::config::DEFAULT_CONTEXT as DEFAULT_CTX;
 /// a command that knows how many tokens it will run can cut `cfg.seq_len` to them first (the GPU
 /// sizes its KV pool by it).
 pub fn prepare(args: &ModelArgs, run: Option<&RunArgs>) -> Result<Loaded> {
+    prepare_at_least(args, run, 0)
+}
+
+/// `prepare`, with a default context of at least `at_least` tokens where the model has them
+/// (perplexity's --ctx window).
+pub fn prepare_at_least(args: &ModelArgs, run: Option<&RunArgs>, at_least: usize) -> Result<Loaded> {
     if let Some(run) = run {
         run.apply_threads()?;
     }
@@ -44,7 +50,7 @@ pub fn prepare(args: &ModelArgs, run: Option<&RunArgs>) -> Result<Loaded> {
             usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}")
         }
         Some(n) => n,
-        None => own.min(DEFAULT_CTX),
+        None => own.min(DEFAULT_CTX.max(at_least)),
     };
     Ok(loaded)
 }
@@ -62,8 +68,17 @@ pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<M
     if args.device == Device::Auto {
         eprintln!("device: {}", model.device_name());
     }
-    if model.device_weight_bytes().is_none() && args.dtype != tinfer::model::Dtype::Auto {
-        eprintln!("note: --dtype applies to the GPU; the CPU path computes in f32");
+    if model.device_weight_bytes().is_none() {
+        let gpu_only = [
+            ("--dtype", args.dtype != tinfer::model::Dtype::Auto),
+            ("--kv-dtype", args.kv_dtype != tinfer::model::KvDtype::Auto),
+            ("--gemv", args.gemv != tinfer::model::Gemv::Auto),
+        ];
+        for (flag, given) in gpu_only {
+            if given {
+                eprintln!("note: {flag} applies to the GPU; the CPU path computes and caches in f32");
+            }
+        }
     }
     Ok(model)
 }

@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::args::{usage, BenchWhat, Cli, Command, RunArgs, SampleArgs};
-use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare, prompt_text, stdin_text};
+use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
+use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare_at_least, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
 use tinfer::engine::score::score_rows;
@@ -226,12 +226,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let base = kl_base.as_deref().map(KlBase::load).transpose()?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
-            // --ctx N is the context too (up to the model's own), unless -c says otherwise
-            let run = RunArgs {
-                ctx_size: run.ctx_size.or(ctx),
-                ..run
-            };
-            let mut loaded = prepare(&margs, Some(&run))?;
+            // the context is at least --ctx N (up to the model's own), unless -c says otherwise
+            let mut loaded = prepare_at_least(&margs, Some(&run), ctx.unwrap_or(0))?;
             let ids = need_tokenizer(&loaded)?.encode(&text)?;
             let own = loaded.cfg.seq_len;
             let window = ctx.unwrap_or(own);

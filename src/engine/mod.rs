@@ -46,7 +46,7 @@ impl Engine {
                 String::new()
             };
             bail!(
-                "the prompt is {} tokens but the model's context holds {ctx}{already}: shorten the prompt",
+                "the prompt is {} tokens but the context holds {ctx}{already}: shorten the prompt, or raise the context with -c/--ctx-size (by default the model's own, at most 4096)",
                 seq.prompt.len(),
             );
         }

@@ -126,7 +126,12 @@ pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
         .iter()
         .filter(|(n, _, _)| *n != "prelude.wgsl")
         .map(|(n, s, _)| (*n, full_source(n, s)))
+        .chain([("subgroup_probe.wgsl", SUBGROUP_PROBE.to_string())])
 }
+
+/// The subgroup-width probe Gpu::new runs where an adapter reports widths under 8; stand-alone
+/// (no prelude: it binds no Step or Shape).
+pub(super) const SUBGROUP_PROBE: &str = include_str!("../../shaders/subgroup_probe.wgsl");
 
 /// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels,
 /// lib/quant.wgsl for those reading quantized weights and lib/kv.wgsl for those touching the KV
