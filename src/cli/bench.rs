@@ -200,14 +200,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                 }
                 cfg.n_layers = n;
             }
-            let own = cfg.seq_len;
-            cfg.seq_len = match a.ctx_size {
-                Some(n) if n == 0 || n > own => {
-                    usage!("--ctx-size must be between 1 and {name}'s context of {own} tokens, got {n}")
-                }
-                Some(n) => n,
-                None => own.min(tinfer::config::DEFAULT_CONTEXT),
-            };
+            cfg.seq_len = super::load::context(cfg.seq_len, a.ctx_size, 0)?;
             let weights = tinfer::tools::synthetic::random_weights(&cfg, 1);
             let opts = a.model.options(1);
             let m = Model::with_options(cfg, weights, a.model.device, a.model.adapter.as_deref(), &opts)?;

@@ -14,8 +14,9 @@ use tinfer::tokenizer::Tokenizer;
 /// What the model is; with `--device gpu` also what it takes on the device at these options
 /// (the model is built there: weights, KV cache for -c tokens, scratch).
 pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
+    run.apply_threads()?;
     let path = args.path.resolve()?;
-    let loaded = match loader::load(&path) {
+    let mut loaded = match loader::load(&path) {
         Ok(l) => l,
         Err(e) => return unrunnable_info(&path, e, as_json),
     };
@@ -24,6 +25,30 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
         Device::Cpu => None,
         Device::Gpu => Some(gpu_info(args.adapter.as_deref(), true, webgpu)?),
         Device::Auto => gpu_info(args.adapter.as_deref(), args.adapter.is_some(), webgpu).ok(),
+    };
+    let weights = gpu_weights(args.dtype, &loaded, gpu.as_ref());
+    // the context a run would use (-c checked here whatever the device)
+    let own = loaded.cfg.seq_len;
+    let ctx = super::load::context(own, run.ctx_size, 0)?;
+    let device_memory = match args.device {
+        Device::Gpu => {
+            // the same file's weights onto the device at the run's context
+            loaded.cfg.seq_len = ctx;
+            let model = super::load::build(args, &mut loaded, 1)?;
+            loaded.cfg.seq_len = own;
+            let m = model.device_memory().expect("--device gpu builds a GPU model");
+            let pool = model.kv_usage().expect("a GPU model has a KV pool");
+            Some(json!({
+                "context": ctx,
+                "kv_cache_tokens": pool.pages * pool.page,
+                "kv_dtype": model.kv_dtype_name(),
+                "weights_bytes": m.weights,
+                "kv_cache_bytes": m.kv_cache,
+                "scratch_bytes": m.scratch,
+                "total_bytes": m.total(),
+            }))
+        }
+        _ => None,
     };
     let cfg = &loaded.cfg;
     let n_params = cfg.n_params();
@@ -34,28 +59,6 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
             format!("rope_freqs ({} divisors, {:.3}..{:.3})", f.len(), f[0], f[f.len() - 1])
         }
         s => format!("{s:?}"),
-    };
-    let weights = gpu_weights(args.dtype, &loaded, gpu.as_ref());
-    let own = loaded.cfg.seq_len;
-    if let Some(n) = run.ctx_size.filter(|&n| n == 0 || n > own) {
-        super::args::usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}");
-    }
-    let device_memory = match args.device {
-        Device::Gpu => {
-            let (model, built) = super::load::load_seqs(args, Some(run), 1)?;
-            let m = model.device_memory().expect("--device gpu builds a GPU model");
-            let pool = model.kv_usage().expect("a GPU model has a KV pool");
-            Some(json!({
-                "context": built.cfg.seq_len,
-                "kv_cache_tokens": pool.pages * pool.page,
-                "kv_dtype": model.kv_dtype_name(),
-                "weights_bytes": m.weights,
-                "kv_cache_bytes": m.kv_cache,
-                "scratch_bytes": m.scratch,
-                "total_bytes": m.total(),
-            }))
-        }
-        _ => None,
     };
     let j = json!({
         "source": loaded.source,
@@ -126,8 +129,8 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
         cfg.seq_len,
         match run.ctx_size {
             Some(n) => format!(" (runs use {n}: -c)"),
-            None if cfg.seq_len > super::load::DEFAULT_CTX => {
-                format!(" (runs use {} unless -c says otherwise)", super::load::DEFAULT_CTX)
+            None if cfg.seq_len > ctx => {
+                format!(" (runs use {ctx} unless -c says otherwise)")
             }
             None => String::new(),
         },

@@ -23,11 +23,10 @@ pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Re
     Ok((model, loaded))
 }
 
-/// The context when -c/--ctx-size is not given (tinfer::config::DEFAULT_CONTEXT).
-pub use tinfer::config::DEFAULT_CONTEXT as DEFAULT_CTX;
+use tinfer::config::DEFAULT_CONTEXT;
 
 /// The first half of `load_seqs`: threads set, files read, the context set (--ctx-size, else
-/// the model's own up to DEFAULT_CTX); no model yet, so
+/// the model's own up to DEFAULT_CONTEXT); no model yet, so
 /// a command that knows how many tokens it will run can cut `cfg.seq_len` to them first (the GPU
 /// sizes its KV pool by it).
 pub fn prepare(args: &ModelArgs, run: Option<&RunArgs>) -> Result<Loaded> {
@@ -44,15 +43,20 @@ pub fn prepare_at_least(args: &ModelArgs, run: Option<&RunArgs>, at_least: usize
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    let own = loaded.cfg.seq_len;
-    loaded.cfg.seq_len = match run.and_then(|r| r.ctx_size) {
+    loaded.cfg.seq_len = context(loaded.cfg.seq_len, run.and_then(|r| r.ctx_size), at_least)?;
+    Ok(loaded)
+}
+
+/// The context a run uses for a model of `own` tokens: --ctx-size `given` (1 to `own`), else the
+/// model's own up to DEFAULT_CONTEXT, or up to `at_least` where that is more (perplexity's --ctx).
+pub fn context(own: usize, given: Option<usize>, at_least: usize) -> Result<usize> {
+    match given {
         Some(n) if n == 0 || n > own => {
             usage!("--ctx-size must be between 1 and the model's context of {own} tokens, got {n}")
         }
-        Some(n) => n,
-        None => own.min(DEFAULT_CTX.max(at_least)),
-    };
-    Ok(loaded)
+        Some(n) => Ok(n),
+        None => Ok(own.min(DEFAULT_CONTEXT.max(at_least))),
+    }
 }
 
 /// The second half: the weights onto the device.
@@ -92,7 +96,7 @@ pub fn fit_context(loaded: &mut Loaded, run: &RunArgs, n: usize) -> Result<()> {
         if run.ctx_size.is_some() {
             usage!("{n} tokens do not fit in --ctx-size {ctx}");
         }
-        usage!("{n} tokens do not fit in the context of {ctx} tokens (the default: the model's own, at most {DEFAULT_CTX}); raise it with -c/--ctx-size, up to the model's context");
+        usage!("{n} tokens do not fit in the context of {ctx} tokens (the default: the model's own, at most {DEFAULT_CONTEXT}); raise it with -c/--ctx-size, up to the model's context");
     }
     if run.ctx_size.is_none() {
         loaded.cfg.seq_len = n.max(1);

@@ -67,6 +67,12 @@ impl Activations {
     }
 }
 
+/// Bytes of one KV cache row (kv_dim values) of one layer, K or V: f16 values two to a u32 word
+/// (lib/kv.wgsl), else f32.
+pub fn kv_row_bytes(cfg: &Config, f16: bool) -> usize {
+    cfg.kv_dim() * if f16 { 2 } else { 4 }
+}
+
 /// The KV cache: per layer a pool of pages, `kv_cache::KvPages` saying which row holds what.
 pub struct KvBuffers {
     pub k: Vec<Buf>,     // n_layers × (pool rows, kv_dim) f32, or f16 pairs in u32 words (lib/kv.wgsl)
@@ -78,7 +84,7 @@ pub struct KvBuffers {
 impl KvBuffers {
     /// Pools of `pool_rows` rows of kv_dim values, f16 (two a word, lib/kv.wgsl) or f32.
     pub fn new(gpu: &Gpu, cfg: &Config, pool_rows: usize, page: usize, tables: usize, f16: bool) -> Result<Self> {
-        let words = if f16 { cfg.kv_dim() / 2 } else { cfg.kv_dim() }; // a row's u32 words
+        let words = kv_row_bytes(cfg, f16) / 4; // a row's u32 words
         let per_layer = |name: &str| -> Result<Vec<Buf>> {
             (0..cfg.n_layers)
                 .map(|l| gpu.zeros(&format!("{name}.{l}"), pool_rows * words))

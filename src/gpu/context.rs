@@ -131,18 +131,8 @@ impl Gpu {
                 .push(format!("the GPU device was lost ({reason:?}): {msg}"));
         });
         let max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-        // The subgroup width: the reported minimum where it is 8 or more (every subgroup kernel's
-        // need); else, for a range reaching under 8 (Metal's 4..64), the widths one dispatch
-        // really runs at.
-        let subgroup_lanes = if !features.contains(wgpu::Features::SUBGROUP) {
-            0
-        } else if info.subgroup_min_size >= 8 {
-            info.subgroup_min_size
-        } else {
-            probe_subgroup_lanes(&device, &queue).unwrap_or(0)
-        };
-        Ok(Gpu {
-            subgroup_lanes,
+        let mut gpu = Gpu {
+            subgroup_lanes: 0,
             adapter,
             info,
             device,
@@ -153,13 +143,68 @@ impl Gpu {
             errors,
             allocated: Default::default(),
             pipelines: Default::default(),
-        })
+        };
+        // The subgroup width: the reported minimum where it is 8 or more (every subgroup kernel's
+        // need); else, for a range reaching under 8 (Metal's 4..64), the widths one dispatch
+        // really runs at.
+        if gpu.features.contains(wgpu::Features::SUBGROUP) {
+            gpu.subgroup_lanes = match gpu.info.subgroup_min_size {
+                n if n >= 8 => n,
+                _ => gpu.probe_subgroup_lanes().unwrap_or(0),
+            };
+        }
+        Ok(gpu)
+    }
+
+    /// The fewest lanes any subgroup of 16 workgroups of 64 ran with (shaders/subgroup_probe.wgsl),
+    /// or None if the probe could not run.
+    fn probe_subgroup_lanes(&self) -> Option<u32> {
+        let seen = self
+            .scoped("the subgroup probe", || {
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("subgroup_probe.wgsl"),
+                    source: wgpu::ShaderSource::Wgsl(super::sources::SUBGROUP_PROBE.into()),
+                });
+                let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("subgroup_probe"),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                let seen = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("subgroup_probe.seen"),
+                    contents: bytemuck::cast_slice(&[u32::MAX, 0]),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                });
+                let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("subgroup_probe"),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &[wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: seen.as_entire_binding(),
+                    }],
+                });
+                let mut encoder = self.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(16, 1, 1);
+                }
+                self.queue.submit([encoder.finish()]);
+                seen
+            })
+            .ok()?;
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&self.read(&seen, 8).ok()?);
+        (words[0] <= words[1]).then_some(words[0])
     }
 
     /// Whether the device has subgroup operations with at least `lanes` lanes per subgroup
     /// (the reported minimum, or what shaders/subgroup_probe.wgsl saw where that is under 8).
     pub fn has_subgroups(&self, lanes: u32) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP) && self.subgroup_lanes >= lanes
+        self.subgroup_lanes >= lanes.max(1) // 0 without the SUBGROUP feature
     }
 
     pub fn is_cpu_adapter(&self) -> bool {
@@ -283,6 +328,21 @@ impl Gpu {
         self.submit_and_read(encoder, &staging, bytes, "a readback")
     }
 
+    /// Submit `encoder` and wait for it (no timeout: benches time long passes); milliseconds
+    /// from submit to done.
+    pub fn submit_and_wait(&self, encoder: wgpu::CommandEncoder, what: &str) -> Result<f64> {
+        let start = std::time::Instant::now();
+        let index = self.queue.submit(Some(encoder.finish()));
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| anyhow!("{what} did not finish: {e}"))?;
+        self.check(what)?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
+
     /// Submit `encoder`, wait for it (with a timeout), and read `bytes` from `staging`.
     pub fn submit_and_read(
         &self,
@@ -319,65 +379,4 @@ impl Gpu {
 
 pub fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.device_type, info.backend)
-}
-
-/// The fewest lanes any subgroup of 16 workgroups of 64 ran with (shaders/subgroup_probe.wgsl),
-/// or None if the probe could not run. For adapters whose reported range reaches under 8 lanes.
-fn probe_subgroup_lanes(device: &wgpu::Device, queue: &wgpu::Queue) -> Option<u32> {
-    use wgpu::util::DeviceExt;
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("subgroup_probe.wgsl"),
-        source: wgpu::ShaderSource::Wgsl(super::sources::SUBGROUP_PROBE.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("subgroup_probe"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
-    let init: [u32; 2] = [u32::MAX, 0];
-    let seen = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("subgroup_probe.seen"),
-        contents: bytemuck::cast_slice(&init),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-    });
-    let staging = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("subgroup_probe.staging"),
-        size: 8,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("subgroup_probe"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[wgpu::BindGroupEntry {
-            binding: 0,
-            resource: seen.as_entire_binding(),
-        }],
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(16, 1, 1);
-    }
-    encoder.copy_buffer_to_buffer(&seen, 0, &staging, 0, 8);
-    let index = queue.submit([encoder.finish()]);
-    if pollster::block_on(scope.pop()).is_some() {
-        return None;
-    }
-    let slice = staging.slice(..);
-    slice.map_async(wgpu::MapMode::Read, |_| {});
-    device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(index),
-            timeout: None,
-        })
-        .ok()?;
-    let words: Vec<u32> = bytemuck::pod_collect_to_vec(&slice.get_mapped_range().ok()?);
-    (words[0] <= words[1]).then_some(words[0])
 }

@@ -136,6 +136,11 @@ impl MatmulKind {
     }
 }
 
+/// The KV_F16 override of the kernels that read or write the KV cache (shaders/lib/kv.wgsl).
+fn kv_override(f16: bool) -> (&'static str, f64) {
+    ("KV_F16", f16 as u8 as f64)
+}
+
 /// The WTYPE override of the kernels that read any weight format (shaders/lib/quant.wgsl):
 /// GGUF's type id.
 fn wtype(format: Format) -> (&'static str, f64) {
@@ -356,7 +361,7 @@ impl Kernels {
         );
         let hd = ("HEAD_DIM", head_dim as f64);
         let pg = ("PAGE", page as f64);
-        let kv = ("KV_F16", kv_f16 as u8 as f64);
+        let kv = kv_override(kv_f16);
         if kind.subgroups && !gpu.features.contains(wgpu::Features::SUBGROUP) {
             bail!(
                 "the subgroup matrix kernels need subgroups, which {} lacks",
@@ -409,7 +414,7 @@ impl Kernels {
         let c = [
             ("HEAD_DIM", head_dim as f64),
             ("PAGE", page as f64),
-            ("KV_F16", kv_f16 as u8 as f64),
+            kv_override(kv_f16),
         ];
         Kernel::new(gpu, "attention_flash_sg.wgsl", &c)
     }
@@ -422,7 +427,7 @@ impl Kernels {
             ("HEAD_DIM", head_dim as f64),
             ("PAGE", page as f64),
             ("WG", wg as f64),
-            ("KV_F16", kv_f16 as u8 as f64),
+            kv_override(kv_f16),
         ];
         Kernel::new(gpu, "attention_decode.wgsl", &c)
     }
@@ -495,11 +500,7 @@ impl Kernels {
                 c.extend([("NORM", 1.0), ("NORM_EPS", f.norm_eps as f64)]);
             }
             if store == Store::RopeKv {
-                c.extend([
-                    ("ROPE", 1.0),
-                    ("HEAD_DIM", f.head_dim as f64),
-                    ("KV_F16", flag(f.kv_f16)),
-                ]);
+                c.extend([("ROPE", 1.0), ("HEAD_DIM", f.head_dim as f64), kv_override(f.kv_f16)]);
             }
         }
         Kernel::new(gpu, file, &c)
@@ -564,14 +565,5 @@ pub fn record(encoder: &mut wgpu::CommandEncoder, ops: &[&Op], dims: Dims) {
 pub fn run_timed(gpu: &Gpu, ops: &[&Op], dims: Dims, what: &str) -> Result<f64> {
     let mut encoder = gpu.device.create_command_encoder(&Default::default());
     record(&mut encoder, ops, dims);
-    let start = std::time::Instant::now();
-    let index = gpu.queue.submit(Some(encoder.finish()));
-    gpu.device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(index),
-            timeout: None,
-        })
-        .map_err(|e| anyhow::anyhow!("{what} did not finish: {e}"))?;
-    gpu.check(what)?;
-    Ok(start.elapsed().as_secs_f64() * 1e3)
+    gpu.submit_and_wait(encoder, what)
 }

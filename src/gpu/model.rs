@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use super::buffers::{Activations, KvBuffers};
+use super::buffers::{kv_row_bytes, Activations, KvBuffers};
 use super::context::{Gpu, GpuRequest};
 use super::forward::{record, record_head, StepKind};
 use super::kernels::{
@@ -278,7 +278,7 @@ impl GpuModel {
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
         // Copy-on-write of shared pages, before anything writes them.
-        let row_bytes = (self.cfg.kv_dim() * if self.kv_f16 { 2 } else { 4 }) as u64;
+        let row_bytes = kv_row_bytes(&self.cfg, self.kv_f16) as u64;
         let page_bytes = self.kv.page as u64 * row_bytes;
         for c in &copies {
             for cache in self.k_cache.iter().chain(&self.v_cache) {
@@ -458,7 +458,7 @@ pub enum Head {
 /// sequence), as many as `--kv-blocks` / `--kv-memory` say, by default enough for every
 /// sequence to reach the full context; refused when one layer's pool exceeds a storage binding.
 fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options, f16: bool) -> Result<KvPages> {
-    let kv_row_bytes = (cfg.kv_dim() * if f16 { 2 } else { 4 }) as u64;
+    let kv_row_bytes = kv_row_bytes(cfg, f16) as u64;
     let kv = match opts.kv {
         KvLayout::Contiguous => KvPages::contiguous(cfg.seq_len, opts.max_seqs, FLASH_TILE),
         KvLayout::Paged => {

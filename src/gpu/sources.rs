@@ -28,14 +28,10 @@ const EPILOGUE_KERNELS: [&str; 5] = [
 const QUANT: &str = include_str!("../../shaders/lib/quant.wgsl");
 const QUANT_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_split.wgsl", "matmat.wgsl", "embed.wgsl"];
 /// How the KV cache holds its values (f32 or f16, the override KV_F16), appended to the kernels
-/// that write it (the matrix kernels' RoPE epilogue, qk_norm_rope) and read it (attention).
+/// that write it (the matrix kernels' RoPE epilogue, so every EPILOGUE_KERNELS one, and
+/// qk_norm_rope) and read it (attention).
 const KV: &str = include_str!("../../shaders/lib/kv.wgsl");
-const KV_KERNELS: [&str; 10] = [
-    "matvec.wgsl",
-    "matvec_plain.wgsl",
-    "matvec_split.wgsl",
-    "matmat.wgsl",
-    "matmat_plain.wgsl",
+const KV_KERNELS: [&str; 5] = [
     "qk_norm_rope.wgsl",
     "attention_naive.wgsl",
     "attention_flash.wgsl",
@@ -139,6 +135,10 @@ pub(super) const SUBGROUP_PROBE: &str = include_str!("../../shaders/subgroup_pro
 pub(super) fn full_source(file: &str, src: &str) -> String {
     let epilogue = if EPILOGUE_KERNELS.contains(&file) { EPILOGUE } else { "" };
     let quant = if QUANT_KERNELS.contains(&file) { QUANT } else { "" };
-    let kv = if KV_KERNELS.contains(&file) { KV } else { "" };
+    let kv = if !epilogue.is_empty() || KV_KERNELS.contains(&file) {
+        KV
+    } else {
+        ""
+    };
     format!("{src}\n{epilogue}\n{quant}\n{kv}\n{PRELUDE}")
 }

@@ -92,26 +92,18 @@ pub fn device_bandwidth(gpu: &Gpu) -> Result<f64> {
         })
     };
     let (src, dst) = (buf("bandwidth.src"), buf("bandwidth.dst"));
-    let mut best = f64::MAX;
+    let mut best_ms = f64::MAX;
     for i in 0..6 {
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         for _ in 0..8 {
             enc.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes);
         }
-        let t = Instant::now();
-        let index = gpu.queue.submit([enc.finish()]);
-        gpu.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| anyhow::anyhow!("the bandwidth copy did not finish: {e}"))?;
+        let ms = gpu.submit_and_wait(enc, "the bandwidth copy")?;
         if i > 0 {
-            best = best.min(t.elapsed().as_secs_f64()); // the first is a warm-up
+            best_ms = best_ms.min(ms); // the first is a warm-up
         }
     }
-    gpu.check("the bandwidth copy")?;
-    Ok((2 * 8 * bytes) as f64 / best / 1e9)
+    Ok((2 * 8 * bytes) as f64 / best_ms / 1e6)
 }
 
 fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
