@@ -94,6 +94,13 @@ impl Config {
         self.vocab_size * d + self.n_layers * layer + d + head
     }
 
+    /// Multiply-adds of one layer's matrix products for one token row (attention scores not
+    /// counted): what a prefill step's submits are sized by.
+    pub fn layer_macs_per_token(&self) -> u64 {
+        let (d, q, kv, h) = (self.dim, self.q_dim(), self.kv_dim(), self.hidden_dim);
+        (d * (q + 2 * kv) + q * d + 3 * d * h) as u64
+    }
+
     /// Weight bytes one decoded token reads at `bytes_per_weight` (4 for f32, 2 for f16): every
     /// matrix and vector once, one embedding row; the KV cache is not counted (it depends on the
     /// position).

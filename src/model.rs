@@ -107,6 +107,11 @@ impl Model {
         })
     }
 
+    /// Whether the forward pass runs on a GPU adapter (lavapipe included).
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.backend, Backend::Gpu(_))
+    }
+
     /// Where the forward pass runs, in words.
     pub fn device_name(&self) -> String {
         match &self.backend {
@@ -223,6 +228,14 @@ impl Model {
         }
     }
 
+    /// Submits a GPU prompt step of `t` rows is cut into (Options::submit_macs); None on the CPU.
+    pub fn prefill_submits(&self, t: usize) -> Option<usize> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some(g.prefill_submits(t)),
+        }
+    }
+
     /// Dispatches of one greedy decode step on the GPU; None on the CPU.
     pub fn dispatches_per_token(&self) -> Option<usize> {
         match &self.backend {
@@ -322,6 +335,45 @@ impl Model {
         match &mut self.backend {
             Backend::Gpu(g) if batch.len() == 1 => Ok(vec![g.forward_argmax(batch[0].seq.0, batch[0].tokens)?]),
             _ => Ok(self.forward(batch)?.iter().map(|l| argmax(l) as u32).collect()),
+        }
+    }
+
+    /// Greedy decoding of `seq` from `token` (its last token, not yet in the cache): up to `n`
+    /// next ids, each fed back as the next step's token. On the GPU the steps are recorded into
+    /// one submit with the argmax fed to the next embedding on the device and the ids read back
+    /// together (GpuModel::decode_greedy, at most gpu::MAX_AHEAD); on the CPU, one forward_argmax
+    /// after another (its slow twin). Fewer than `n` come back where the context or the KV pool
+    /// ends sooner. Afterwards the cache holds `token` and every id returned but the last.
+    /// Errors: a dead sequence, a full context, a full KV pool.
+    pub fn decode_greedy(&mut self, seq: SeqId, token: u32, n: usize) -> Result<Vec<u32>> {
+        self.live(seq)?;
+        let len = self.len(seq);
+        if len >= self.cfg.seq_len {
+            bail!(
+                "sequence {} already fills the context of {} tokens",
+                seq.0,
+                self.cfg.seq_len
+            );
+        }
+        if token as usize >= self.cfg.vocab_size {
+            bail!("token id {token} is out of the vocabulary of {}", self.cfg.vocab_size);
+        }
+        let n = n.clamp(1, crate::gpu::MAX_AHEAD).min(self.cfg.seq_len - len);
+        match &mut self.backend {
+            Backend::Gpu(g) => g.decode_greedy(seq.0, token, n),
+            Backend::Cpu { .. } => {
+                let mut ids = vec![token];
+                for _ in 0..n {
+                    let tokens = [*ids.last().unwrap()];
+                    let entry = Entry {
+                        seq,
+                        tokens: &tokens,
+                        want: Want::Last,
+                    };
+                    ids.push(self.forward_argmax(&[entry])?[0]);
+                }
+                Ok(ids.split_off(1))
+            }
         }
     }
 }

@@ -121,7 +121,15 @@ pub struct Options {
     pub subgroups: bool,
     /// The device limits to request.
     pub limits: Limits,
+    /// Most multiply-adds one GPU submit of a prompt step records: a step of many rows is cut
+    /// into submits of whole layers under it, so no submit runs near an OS GPU watchdog
+    /// (Windows' TDR resets a GPU after 2 s). The default, 2^38 (0.55 TFLOP), takes a quarter
+    /// second on a GPU that runs the GEMM at 2 TFLOP/s.
+    pub submit_macs: u64,
 }
+
+/// Options::submit_macs by default.
+pub const SUBMIT_MACS: u64 = 1 << 38;
 
 impl Default for Options {
     fn default() -> Self {
@@ -139,6 +147,7 @@ impl Default for Options {
             gemv: Gemv::Auto,
             subgroups: true,
             limits: Limits::Adapter,
+            submit_macs: SUBMIT_MACS,
         }
     }
 }

@@ -669,3 +669,182 @@ fn quantized_weights_on_the_gpu_match_the_cpu() {
         eprintln!("{fixture} {formats}: gpu vs cpu max |diff| {worst:.2e}");
     }
 }
+
+/// Greedy ids of `prompt` and then `n` single steps (forward_argmax, a readback per token), and
+/// the logits after the last; the sequence is released.
+fn single_steps(m: &mut Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let s = m.new_seq().unwrap();
+    let mut ids = vec![m.argmax_of(s, prompt).unwrap()];
+    for _ in 0..n {
+        let t = *ids.last().unwrap();
+        ids.push(m.argmax_of(s, &[t]).unwrap());
+    }
+    let logits = m.fwd(s, &[*ids.last().unwrap()], Want::Last).unwrap();
+    m.release(s);
+    (ids, logits)
+}
+
+/// Decoding ahead (several greedy steps in one submit, each step's argmax fed to the next
+/// embedding on the device) gives the ids of single steps and leaves the cache as they do:
+/// in runs of 1 to 14 steps across page boundaries, from a fork whose shared last page is copied
+/// first (its parent untouched), and as the CPU's twin gives them.
+#[test]
+fn decode_ahead_gives_the_ids_of_single_steps() {
+    let dir = fixtures().join("tiny-qwen2");
+    let Some((mut g, _)) = gpu_model_with(&dir, &opts(Attention::Flash, KvLayout::Paged, 2)) else {
+        return;
+    };
+    let prompt: Vec<u32> = (0..21).map(|i| (i * 31 + 3) % 256).collect();
+    let runs = [5, 7, 13, 1, 14];
+    let total: usize = runs.iter().sum();
+    let (want, want_logits) = single_steps(&mut g, &prompt, total);
+    let p = g.new_seq().unwrap();
+    let first = g.argmax_of(p, &prompt).unwrap();
+    let f = g.fork(p).unwrap();
+    let mut got = vec![first];
+    for n in runs {
+        let ids = g.decode_greedy(f, *got.last().unwrap(), n).unwrap();
+        assert_eq!(ids.len(), n, "a run of {n} steps ahead");
+        got.extend(ids);
+        assert_eq!(
+            g.len(f),
+            prompt.len() + got.len() - 1,
+            "cache length after {n} steps ahead"
+        );
+    }
+    assert_eq!(got, want, "ids decoded ahead vs single steps");
+    let logits = g.fwd(f, &[*got.last().unwrap()], Want::Last).unwrap();
+    assert_close(
+        "logits after decoding ahead vs after single steps",
+        &logits,
+        &want_logits,
+        GPU_PREFILL_VS_DECODE,
+    );
+    // the parent's shared page was copied before the fork wrote it
+    assert_eq!(
+        g.argmax_of(p, &[first]).unwrap(),
+        want[1],
+        "the parent after its fork decoded ahead"
+    );
+    // the CPU's twin: one forward_argmax after another
+    let (mut c, _) = cpu_model(&dir);
+    let cs = c.new_seq().unwrap();
+    let cfirst = c.argmax_of(cs, &prompt).unwrap();
+    let mut cpu = vec![cfirst];
+    cpu.extend(c.decode_greedy(cs, cfirst, 12).unwrap());
+    assert_eq!(cpu, want[..13], "the CPU's decode_greedy vs the GPU's single steps");
+}
+
+/// Decoding ahead stops where the context or the KV pool does, returning the ids that fit;
+/// one step more is the usual clear error.
+#[test]
+fn decode_ahead_stops_at_the_context_and_the_pool() {
+    if gpu_request().is_none() {
+        return;
+    }
+    let dir = tiny_model_dir(
+        &std::env::temp_dir().join(format!("tinfer-ahead-{}", std::process::id())),
+        serde_json::json!({"max_position_embeddings": 48}),
+    );
+    let (mut g, _) = gpu_model(&dir).unwrap();
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 13 + 1) % 256).collect();
+    let s = g.new_seq().unwrap();
+    let t = g.argmax_of(s, &prompt).unwrap();
+    let ids = g.decode_greedy(s, t, 30).unwrap();
+    assert_eq!(ids.len(), 8, "steps ahead up to the end of a 48-token context from 40");
+    assert_eq!(g.len(s), 48);
+    let e = g.decode_greedy(s, ids[7], 4).unwrap_err().to_string();
+    assert!(e.contains("context"), "{e}");
+    // a pool of 3 pages of 16 rows: 28 steps fit after a 20-token prompt
+    let o = Options {
+        kv_blocks: Some(3),
+        ..Options::default()
+    };
+    let (mut g, _) = gpu_model_with(&fixtures().join("tiny-llama-gqa"), &o).unwrap();
+    let s = g.new_seq().unwrap();
+    let t = g.argmax_of(s, &prompt[..20]).unwrap();
+    let ids = g.decode_greedy(s, t, 40).unwrap();
+    assert_eq!(
+        (ids.len(), g.len(s)),
+        (28, 48),
+        "steps ahead up to the end of the KV pool"
+    );
+    let e = g.decode_greedy(s, ids[27], 2).unwrap_err().to_string();
+    assert!(e.contains("KV cache full"), "{e}");
+}
+
+/// The engine decoding 8 steps a submit gives the tokens of single steps, and a sequence that
+/// stops in the middle of ids decoded ahead (an end token, max_tokens, the caller's finish, as
+/// for a stop string) keeps exactly the cache single steps leave.
+#[test]
+fn engine_decode_ahead_matches_single_steps() {
+    use tinfer::engine::{Engine, Sequence, Stop, StopReason};
+    use tinfer::sampler::{Sampler, SamplerConfig};
+    let dir = fixtures().join("tiny-qwen2");
+    let prompt: Vec<u32> = (0..19).map(|i| (i * 47 + 9) % 256).collect();
+    // (output, cache length) of a kept sequence stopped by `eos` / `max` / finish after `cut`
+    let run = |ahead: usize, eos: Vec<u32>, max: usize, cut: Option<usize>| -> Option<(Vec<u32>, usize, usize)> {
+        let (m, _) = gpu_model(&dir)?;
+        let mut e = Engine::new(m).with_decode_ahead(ahead);
+        let id = e.model.new_seq().unwrap();
+        let mut stop = Stop::new(&e.model.cfg, max);
+        stop.eos = eos;
+        let seq = Sequence::new(prompt.clone(), Sampler::new(SamplerConfig::default()), stop).continuing(id, vec![]);
+        let h = e.add(seq).unwrap();
+        let mut steps = 0;
+        while !e.get(h).is_finished() {
+            if cut == Some(e.get(h).output.len()) {
+                e.finish(h, StopReason::StopString);
+                break;
+            }
+            e.step().unwrap();
+            steps += 1;
+        }
+        let s = e.take(h);
+        Some((s.output, e.model.len(id), steps))
+    };
+    let Some((all, len, steps_one)) = run(1, vec![], 30, None) else {
+        return;
+    };
+    assert_eq!(len, prompt.len() + 29, "30 tokens: the last never runs");
+    let (ahead, len8, steps8) = run(8, vec![], 30, None).unwrap();
+    assert_eq!(
+        (&ahead, len8, steps8),
+        (&all, len, steps_one),
+        "8 steps a submit vs single steps"
+    );
+    // an end token at output position 11 (its first occurrence there or later)
+    let k = (11..all.len())
+        .find(|&k| !all[..k].contains(&all[k]))
+        .expect("a new token");
+    for (eos, max, cut) in [(vec![all[k]], 30, None), (vec![], 13, None), (vec![], 30, Some(5))] {
+        let one = run(1, eos.clone(), max, cut).unwrap();
+        let eight = run(8, eos.clone(), max, cut).unwrap();
+        assert_eq!(
+            eight, one,
+            "eos {eos:?}, max_tokens {max}, finished after {cut:?}: 8 ahead vs single steps"
+        );
+    }
+}
+
+/// A prompt step cut into one submit per layer (Options::submit_macs = 1) gives the same
+/// logits, bit for bit, as one submit.
+#[test]
+fn prefill_cut_into_submits_gives_the_same_logits() {
+    let dir = fixtures().join("tiny-llama-gqa");
+    let Some((mut one, l)) = gpu_model(&dir) else {
+        return;
+    };
+    let o = Options {
+        submit_macs: 1,
+        ..Options::default()
+    };
+    let (mut cut, _) = gpu_model_with(&dir, &o).unwrap();
+    let tokens: Vec<u32> = (0..100).map(|i| (i * 29 + 3) % 256).collect();
+    assert_eq!(one.prefill_submits(100), Some(1));
+    assert_eq!(cut.prefill_submits(100), Some(l.cfg.n_layers));
+    let (a, b) = (one.new_seq().unwrap(), cut.new_seq().unwrap());
+    let want = one.fwd(a, &tokens, Want::All).unwrap();
+    let got = cut.fwd(b, &tokens, Want::All).unwrap();
+    assert_eq!(max_abs_diff(&got, &want), 0.0, "a layer a submit vs one submit");
+}

@@ -161,9 +161,23 @@ pub struct ModelArgs {
     /// storage bindings, 8192-texel textures with 256 layers), to check a model fits a browser.
     #[arg(long, value_enum, default_value = "adapter")]
     pub limits: Limits,
+    /// Greedy decode steps submitted to the GPU together (1 to 64): each step's token is picked
+    /// and fed to the next on the device, and the ids are read back together. Default 8 on a
+    /// GPU; 1 gives a submit and a readback per token. Same tokens either way.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub decode_ahead: Option<u16>,
 }
 
 impl ModelArgs {
+    /// `--decode-ahead`, else the engine's default for the device the model runs on.
+    pub fn decode_ahead(&self, model: &tinfer::model::Model) -> usize {
+        match self.decode_ahead {
+            Some(n) => n as usize,
+            None if model.is_gpu() => tinfer::engine::DECODE_AHEAD,
+            None => 1,
+        }
+    }
+
     pub fn options(&self, max_seqs: usize) -> Options {
         Options {
             attention: self.attention,

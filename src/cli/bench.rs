@@ -223,8 +223,12 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let kv = model
         .kv_dtype_name()
         .map_or(String::new(), |k| format!(" | {k} KV cache"));
-    eprintln!("model: {source} | device: {device} | context {}{kv}", model.cfg.seq_len);
-    let (pp, tg) = tinfer::tools::bench_model::bench_model(&mut model, &a.pp, &a.tg, a.repeats)?;
+    let ahead = a.model.decode_ahead(&model);
+    eprintln!(
+        "model: {source} | device: {device} | context {}{kv} | decode {ahead} step(s) a submit",
+        model.cfg.seq_len
+    );
+    let (pp, tg) = tinfer::tools::bench_model::bench_model(&mut model, &a.pp, &a.tg, a.repeats, ahead)?;
     if let Some(rows) = a.profile {
         if !(1..=256).contains(&rows) {
             bail!("--profile ROWS must be 1..=256 (one step)");
@@ -270,6 +274,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
             "layers": model.cfg.n_layers,
             "context": model.cfg.seq_len,
             "dispatches_per_token": dispatches,
+            "decode_ahead": ahead,
             "bytes_per_token": bytes,
         });
         for (name, r) in pp.iter().chain(&tg) {

@@ -63,7 +63,8 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let (stop, banned) = stop_rule(&model, &sample);
             let seed = sampler.cfg.seed;
-            let mut engine = Engine::new(model);
+            let ahead = margs.decode_ahead(&model);
+            let mut engine = Engine::new(model).with_decode_ahead(ahead);
             if n_seq > 1 {
                 let mut samplers: Vec<Sampler> = (0..n_seq as u64)
                     .map(|i| {
@@ -150,7 +151,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let (model, loaded) = load_seqs(&margs, Some(&run), 1)?;
             let tok = need_tokenizer(&loaded)?;
             let (stop, banned) = stop_rule(&model, &sample);
-            let mut engine = Engine::new(model);
+            let ahead = margs.decode_ahead(&model);
+            let mut engine = Engine::new(model).with_decode_ahead(ahead);
             let system: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
             let chat = super::chat::Chat {
                 tok,

@@ -16,19 +16,37 @@ use crate::model::{Entry, KvUsage, Model, Want};
 /// Prompt tokens run per step: bounds the activations a long prompt needs at once.
 pub const PREFILL_CHUNK: usize = 256;
 
+/// Greedy decode steps submitted together on a GPU by default (Engine::with_decode_ahead).
+pub const DECODE_AHEAD: usize = 8;
+
 pub struct Engine {
     pub model: Model,
+    /// Greedy steps of a lone running sequence decoded in one submit (1: a submit and a
+    /// readback per token).
+    decode_ahead: usize,
     seqs: Vec<Option<Sequence>>, // by handle, in the order added; None once taken back
     usage: Option<KvUsage>,      // the KV pool after the last forward
 }
 
 impl Engine {
+    /// An engine over `model`, decoding DECODE_AHEAD greedy steps a submit on a GPU, one on the
+    /// CPU (where nothing is gained).
     pub fn new(model: Model) -> Self {
+        let decode_ahead = if model.is_gpu() { DECODE_AHEAD } else { 1 };
         Engine {
             model,
+            decode_ahead,
             seqs: vec![],
             usage: None,
         }
+    }
+
+    /// Decode `n` greedy steps of a lone running sequence in one submit (1..=gpu::MAX_AHEAD;
+    /// 1 turns it off): the next step's token is picked and fed on the device, and the ids come
+    /// back together. Output is the same token for token; only its timing changes.
+    pub fn with_decode_ahead(mut self, n: usize) -> Self {
+        self.decode_ahead = n.clamp(1, crate::gpu::MAX_AHEAD);
+        self
     }
 
     pub fn into_model(self) -> Model {
@@ -75,6 +93,7 @@ impl Engine {
     /// Take `handle` out of the engine (finished or not); its cache is released unless it is
     /// kept.
     pub fn take(&mut self, handle: usize) -> Sequence {
+        self.drop_ahead(handle);
         let seq = self.seqs[handle].take().expect("a sequence not taken back");
         if !seq.keep && !seq.is_finished() {
             self.model.release(seq.id.expect("added"));
@@ -90,6 +109,8 @@ impl Engine {
             return;
         }
         s.finish(reason);
+        self.drop_ahead(handle);
+        let s = self.seqs[handle].as_ref().unwrap();
         if !s.keep {
             self.model.release(s.id.expect("added"));
         }
@@ -131,6 +152,27 @@ impl Engine {
             .collect();
         if running.is_empty() {
             return Ok(vec![]);
+        }
+        // Ids decoded ahead come out one a step (and the rest wait until they are taken).
+        let pending: Vec<usize> = running
+            .iter()
+            .copied()
+            .filter(|&h| !self.get(h).ahead.is_empty())
+            .collect();
+        if !pending.is_empty() {
+            return Ok(self.take_ahead(&pending));
+        }
+        if let [h] = running[..] {
+            let s = self.get(h);
+            let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
+            let left = s.stop.max_tokens.saturating_sub(s.output.len());
+            let n = self.decode_ahead.min(left);
+            if n > 1 && s.greedy_on_device() && self.model.len(id) < self.model.cfg.seq_len {
+                let ids = self.model.decode_greedy(id, last, n)?;
+                self.usage = self.model.kv_usage().or(self.usage);
+                self.seqs[h].as_mut().unwrap().ahead = ids.into();
+                return Ok(self.take_ahead(&[h]));
+            }
         }
         let last: Vec<[u32; 1]> = running.iter().map(|&h| [*self.get(h).output.last().unwrap()]).collect();
         let batch: Vec<Entry> = running
@@ -217,6 +259,42 @@ impl Engine {
         };
         self.usage = self.model.kv_usage().or(self.usage);
         Ok(p)
+    }
+
+    /// The next id decoded ahead of each of `hs`: append, check stops, release the finished.
+    fn take_ahead(&mut self, hs: &[usize]) -> Vec<(usize, u32)> {
+        let mut out = vec![];
+        for &h in hs {
+            let s = self.seqs[h].as_mut().unwrap();
+            let token = s.ahead.pop_front().expect("an id decoded ahead");
+            s.decode_steps += 1;
+            let id = s.id.unwrap();
+            // the cache as single steps would leave it: without the ids not yet taken
+            let cached = self.model.len(id) - s.ahead.len();
+            if s.push(token, cached) {
+                out.push((h, token));
+            }
+            if self.get(h).is_finished() {
+                self.drop_ahead(h);
+                if !self.get(h).keep {
+                    self.model.release(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Forget the ids `h` decoded ahead and not taken, and take their positions out of its
+    /// cache (a sequence that stopped early keeps exactly what single steps would have left).
+    fn drop_ahead(&mut self, h: usize) {
+        let s = self.seqs[h].as_mut().unwrap();
+        let n = s.ahead.len();
+        s.ahead.clear();
+        if n > 0 {
+            let id = s.id.unwrap();
+            let len = self.model.len(id);
+            self.model.truncate(id, len - n);
+        }
     }
 
     /// Sample (where logits came back), append, check stops, release the finished.

@@ -73,8 +73,13 @@ pub struct Sequence {
     /// Tokens never sampled (their logits set to -inf first): the end tokens under
     /// `--ignore-eos`, like llama.cpp's `--ignore-eos` (a logit bias of -inf).
     pub banned: Vec<u32>,
-    /// Decode steps run (forwards after the prompt's), for the decode rate.
+    /// Decode steps run (forwards after the prompt's, or tokens taken from `ahead`), for the
+    /// decode rate.
     pub(crate) decode_steps: usize,
+    /// Greedy ids decoded ahead on the device (Model::decode_greedy) and not yet taken: the
+    /// engine hands out one a step, so stops see them as single steps would. The cache holds
+    /// all but the last of them; the engine truncates the rest when the sequence ends early.
+    pub(crate) ahead: std::collections::VecDeque<u32>,
     /// Timings: added, first token produced, finished.
     pub(crate) added: Instant,
     pub(crate) first: Option<Instant>,
@@ -98,6 +103,7 @@ impl Sequence {
             prefilled: 0,
             banned: vec![],
             decode_steps: 0,
+            ahead: Default::default(),
             added: Instant::now(),
             first: None,
             finished: None,

@@ -25,7 +25,8 @@ pub enum StepKind {
 }
 
 /// The dispatches of a step of `kind`: embedding and every layer, up to the final residual
-/// stream x (the LM head is `record_head`).
+/// stream x (the LM head is `record_head`); and the index of each layer's first dispatch (a long
+/// step is submitted in pieces cut there).
 pub fn record(
     l: &Launch,
     w: &GpuWeights,
@@ -34,7 +35,7 @@ pub fn record(
     attention: Attention,
     s: AttnShape,
     kind: StepKind,
-) -> anyhow::Result<Vec<Op>> {
+) -> anyhow::Result<(Vec<Op>, Vec<usize>)> {
     let gemm = kind != StepKind::Decode;
     let rows = if kind == StepKind::Prefill {
         AttnRows::Prefill
@@ -48,7 +49,9 @@ pub fn record(
         ops: vec![],
     };
     r.ops.push(l.embed(&w.embed, &a.x)?); // x = embed[tokens]
+    let mut layer_starts = vec![];
     for (i, lw) in w.layers.iter().enumerate() {
+        layer_starts.push(r.ops.len());
         let (k_cache, v_cache) = (&kv.k[i], &kv.v[i]);
         // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
         // (Qwen3: rope(q_norm(Wq·norm(x))), rope(k_norm(Wk·norm(x))))
@@ -86,7 +89,7 @@ pub fn record(
         let hb = r.input(&a.hb, None, &a.xt_hidden);
         r.ops.push(l.matmul(hb, &lw.w_down, None, Epilogue::Add(&a.x))?);
     }
-    Ok(r.ops)
+    Ok((r.ops, layer_starts))
 }
 
 /// Final norm and LM head: logits (1, vocab) of the last row (a GEMV of its normalised copy

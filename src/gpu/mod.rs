@@ -9,4 +9,4 @@ pub mod sources;
 pub mod weights;
 
 pub use context::{list_adapters, Gpu, GpuRequest};
-pub use model::GpuModel;
+pub use model::{GpuModel, MAX_AHEAD};

@@ -10,6 +10,9 @@ use super::kernels::{
     record as record_ops, run_timed, split_plan, step_bytes, step_size, Dims, Kernels, MatmulKind, Op, Row, FLASH_TILE,
     MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
+
+/// Most decode steps `decode_greedy` records into one submit.
+pub const MAX_AHEAD: usize = 64;
 use super::launch::{AttnShape, Fused, Launch};
 use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
@@ -64,14 +67,21 @@ pub struct GpuModel {
     pub step: wgpu::Buffer,         // Step: T, split plan, rows (token, pos, slot, seq)
     pub logits: wgpu::Buffer,       // (all_rows, vocab)
     pub next_id: wgpu::Buffer,      // (1,) u32
+    pub ahead_steps: wgpu::Buffer,  // (MAX_AHEAD,) Step records of one row: decode_greedy's steps
+    pub ahead_ids: wgpu::Buffer,    // (MAX_AHEAD,) u32: decode_greedy's ids, read back together
     pub staging: wgpu::Buffer,      // readback
-    pub all_rows: usize,            // most rows of logits one step can return
-    pub prefill: Vec<Op>,           // embedding + layers with GEMMs, prefill attention (one sequence, T > 1)
-    pub batch: Vec<Op>,             // embedding + layers with GEMMs, row attention (several sequences)
-    pub decode: Vec<Op>,            // embedding + layers with GEMVs, row attention (T = 1)
-    pub head_last: Vec<Op>,         // final norm + LM head of the last row
-    pub head_all: Vec<Op>,          // final norm + LM head of every row
-    pub argmax: Op,                 // greedy choice on the device
+    /// Most multiply-adds one submit of a prefill or batch step records (Options::submit_macs).
+    pub submit_macs: u64,
+    layer_macs: u64,            // multiply-adds of one layer's products per row
+    pub all_rows: usize,        // most rows of logits one step can return
+    pub prefill: Vec<Op>,       // embedding + layers with GEMMs, prefill attention (one sequence, T > 1)
+    pub batch: Vec<Op>,         // embedding + layers with GEMMs, row attention (several sequences)
+    prefill_starts: Vec<usize>, // where each layer's ops begin in prefill (submit cuts)
+    batch_starts: Vec<usize>,   // where each layer's ops begin in batch
+    pub decode: Vec<Op>,        // embedding + layers with GEMVs, row attention (T = 1)
+    pub head_last: Vec<Op>,     // final norm + LM head of the last row
+    pub head_all: Vec<Op>,      // final norm + LM head of every row
+    pub argmax: Op,             // greedy choice on the device
 }
 
 impl GpuModel {
@@ -129,6 +139,8 @@ impl GpuModel {
         let kv_bytes = gpu.allocated() - before_kv;
         let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
         let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
+        let ahead_steps = gpu.zeros("ahead_steps", MAX_AHEAD * step_size(1) / 4)?;
+        let ahead_ids = gpu.zeros("ahead_ids", MAX_AHEAD)?;
 
         // The dispatches of each kind of step, recorded once.
         let rope = RopeTable::new(cfg);
@@ -149,7 +161,7 @@ impl GpuModel {
             score_len: cfg.seq_len,
         };
         let body = |kind| record(&l, &w, &a, &kvb, opts.attention, s, kind);
-        let (prefill, batch, decode) = (
+        let ((prefill, prefill_starts), (batch, batch_starts), (decode, _)) = (
             body(StepKind::Prefill)?,
             body(StepKind::Batch)?,
             body(StepKind::Decode)?,
@@ -189,9 +201,15 @@ impl GpuModel {
             next_id: a.next_id,
             all_rows: a.all_rows,
             step,
+            ahead_steps,
+            ahead_ids,
             staging,
+            submit_macs: opts.submit_macs.max(1),
+            layer_macs: cfg.layer_macs_per_token(),
             prefill,
             batch,
+            prefill_starts,
+            batch_starts,
             decode,
             head_last,
             head_all,
@@ -223,6 +241,9 @@ impl GpuModel {
 
     /// Run one step: `batch` lists (sequence, tokens) pairs, at most MAX_STEP_TOKENS tokens in
     /// all, each sequence's tokens at its next positions. Returns the bytes read back for `head`.
+    /// A step of many rows is cut into several submits at layer boundaries, each of at most
+    /// `submit_macs` multiply-adds, so that no submit runs long enough for an OS GPU watchdog
+    /// (Windows resets a GPU busy for 2 s on one command buffer).
     pub fn step(&mut self, batch: &[(usize, &[u32])], head: Head) -> Result<Vec<u8>> {
         let t: usize = batch.iter().map(|(_, toks)| toks.len()).sum();
         assert!((1..=MAX_STEP_TOKENS).contains(&t), "a step of {t} tokens");
@@ -232,13 +253,7 @@ impl GpuModel {
             .map(|&(s, toks)| self.kv.blocks_needed(s, toks.len()))
             .sum();
         if needed > self.kv.alloc.n_free() {
-            return Err(crate::kv_cache::KvError::Full {
-                needed,
-                free: self.kv.alloc.n_free(),
-                total: self.kv.alloc.n_blocks(),
-                page: self.kv.page,
-            }
-            .into());
+            return Err(self.kv_full(needed).into());
         }
         let mut rows = Vec::with_capacity(t);
         let mut copies = vec![];
@@ -258,52 +273,40 @@ impl GpuModel {
             }
             max_len = max_len.max(pos0 + toks.len());
         }
-        let gpu = &self.gpu;
-        // Split-K only pays where the rows × heads leave the device idle: aim at `workers`
-        // workgroups in all (a CPU adapter has a few threads; a GPU has many compute units).
-        let want = self.workers.div_ceil(t * self.cfg.n_heads);
-        let (n_splits, split_len) = split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)), t);
-        gpu.queue
+        let (n_splits, split_len) = self.split(t, max_len);
+        self.gpu
+            .queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
-        if self.kv.tables_dirty {
-            let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
-            for s in self.kv.seq_ids() {
-                let b = self.kv.block_table(s);
-                table[s * self.max_blocks..s * self.max_blocks + b.len()].copy_from_slice(b);
-            }
-            gpu.queue.write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
-            self.kv.tables_dirty = false;
-        }
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        // Copy-on-write of shared pages, before anything writes them.
-        let row_bytes = kv_row_bytes(&self.cfg, self.kv_f16) as u64;
-        let page_bytes = self.kv.page as u64 * row_bytes;
-        for c in &copies {
-            for cache in self.k_cache.iter().chain(&self.v_cache) {
-                let n = c.rows as u64 * row_bytes;
-                encoder.copy_buffer_to_buffer(cache, c.src as u64 * page_bytes, &self.block_copy, 0, n);
-                encoder.copy_buffer_to_buffer(&self.block_copy, 0, cache, c.dst as u64 * page_bytes, n);
-            }
-        }
-        let body = if t == 1 {
-            &self.decode
+        self.write_tables();
+        let mut encoder = self.encoder();
+        self.copy_on_write(&mut encoder, &copies);
+        let (body, starts) = if t == 1 {
+            (&self.decode, &[][..])
         } else if batch.len() == 1 {
-            &self.prefill
+            (&self.prefill, &self.prefill_starts[..])
         } else {
-            &self.batch
+            (&self.batch, &self.batch_starts[..])
         };
         let (head_ops, argmax): (&[Op], Option<&Op>) = match head {
             Head::Last => (&self.head_last, None),
             Head::All => (&self.head_all, None),
             Head::Argmax => (&self.head_last, Some(&self.argmax)),
         };
-        let ops: Vec<&Op> = body.iter().chain(head_ops).chain(argmax).collect();
         let dims = Dims {
             t: t as u32,
             n_splits: n_splits as u32,
         };
+        // Every submit but the last (a step of few rows has one).
+        let cuts = self.submit_cuts(t, starts);
+        let mut from = 0;
+        for &cut in &cuts {
+            let ops: Vec<&Op> = body[from..cut].iter().collect();
+            record_ops(&mut encoder, &ops, dims);
+            self.gpu.queue.submit(Some(encoder.finish()));
+            encoder = self.encoder();
+            from = cut;
+        }
+        let ops: Vec<&Op> = body[from..].iter().chain(head_ops).chain(argmax).collect();
         record_ops(&mut encoder, &ops, dims);
         let (src, bytes) = match head {
             Head::Last => (&self.logits, (self.cfg.vocab_size * 4) as u64),
@@ -311,7 +314,137 @@ impl GpuModel {
             Head::Argmax => (&self.next_id, 4),
         };
         encoder.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
-        gpu.submit_and_read(encoder, &self.staging, bytes, "the forward step")
+        self.gpu
+            .submit_and_read(encoder, &self.staging, bytes, "the forward step")
+    }
+
+    /// Greedy decoding of sequence `seq` from `token` (its last token, not yet in the cache):
+    /// up to `n` (at most MAX_AHEAD) decode steps recorded into ONE submit, where step i's
+    /// embedding reads step i-1's argmax on the device (copied into its Step row), and the ids
+    /// come back together: no round trip to the host between tokens. Returns the ids, fewer than
+    /// `n` where the context or the KV pool ends sooner (at least one, else the KV-full error);
+    /// the cache then holds `token` and every id but the last, as after that many `step`s.
+    pub fn decode_greedy(&mut self, seq: usize, token: u32, n: usize) -> Result<Vec<u32>> {
+        assert!((1..=MAX_AHEAD).contains(&n), "{n} steps ahead");
+        let pos0 = self.kv.len(seq);
+        assert!(pos0 < self.cfg.seq_len, "context overflow");
+        let mut n = n.min(self.cfg.seq_len - pos0);
+        while n > 1 && self.kv.blocks_needed(seq, n) > self.kv.alloc.n_free() {
+            n -= 1;
+        }
+        let needed = self.kv.blocks_needed(seq, n);
+        if needed > self.kv.alloc.n_free() {
+            return Err(self.kv_full(needed).into());
+        }
+        let (slots, copies) = self.kv.append(seq, n)?;
+        let mut records = Vec::with_capacity(n * step_size(1));
+        let mut dims = Vec::with_capacity(n);
+        for (i, &slot) in slots.iter().enumerate() {
+            let (n_splits, split_len) = self.split(1, pos0 + i + 1);
+            let row = Row {
+                token: if i == 0 { token } else { 0 }, // later rows: the previous step's argmax
+                pos: (pos0 + i) as u32,
+                slot,
+                seq: seq as u32,
+            };
+            records.extend(step_bytes(&[row], n_splits, split_len));
+            dims.push(Dims {
+                t: 1,
+                n_splits: n_splits as u32,
+            });
+        }
+        self.gpu.queue.write_buffer(&self.ahead_steps, 0, &records);
+        self.write_tables();
+        let mut encoder = self.encoder();
+        self.copy_on_write(&mut encoder, &copies);
+        let ops: Vec<&Op> = self
+            .decode
+            .iter()
+            .chain(&self.head_last)
+            .chain([&self.argmax])
+            .collect();
+        let (record, token_at) = (step_size(1) as u64, 16); // Step.rows[0].x
+        for (i, &d) in dims.iter().enumerate() {
+            let i = i as u64;
+            encoder.copy_buffer_to_buffer(&self.ahead_steps, i * record, &self.step, 0, record);
+            if i > 0 {
+                encoder.copy_buffer_to_buffer(&self.next_id, 0, &self.step, token_at, 4);
+            }
+            record_ops(&mut encoder, &ops, d);
+            encoder.copy_buffer_to_buffer(&self.next_id, 0, &self.ahead_ids, i * 4, 4);
+        }
+        let bytes = n as u64 * 4;
+        encoder.copy_buffer_to_buffer(&self.ahead_ids, 0, &self.staging, 0, bytes);
+        let out = self
+            .gpu
+            .submit_and_read(encoder, &self.staging, bytes, "the decode steps")?;
+        Ok(bytemuck::pod_collect_to_vec(&out))
+    }
+
+    /// The KV-full error for a step that needs `needed` more pages.
+    fn kv_full(&self, needed: usize) -> crate::kv_cache::KvError {
+        crate::kv_cache::KvError::Full {
+            needed,
+            free: self.kv.alloc.n_free(),
+            total: self.kv.alloc.n_blocks(),
+            page: self.kv.page,
+        }
+    }
+
+    /// The split-K plan of a step of `t` rows whose longest sequence has `max_len` keys. Split-K
+    /// only pays where the rows × heads leave the device idle: aim at `workers` workgroups in all
+    /// (a CPU adapter has a few threads; a GPU has many compute units).
+    fn split(&self, t: usize, max_len: usize) -> (usize, usize) {
+        let want = self.workers.div_ceil(t * self.cfg.n_heads);
+        split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)), t)
+    }
+
+    /// Upload the block tables if a sequence's pages changed since the last step.
+    fn write_tables(&mut self) {
+        if self.kv.tables_dirty {
+            let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
+            for s in self.kv.seq_ids() {
+                let b = self.kv.block_table(s);
+                table[s * self.max_blocks..s * self.max_blocks + b.len()].copy_from_slice(b);
+            }
+            self.gpu
+                .queue
+                .write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
+            self.kv.tables_dirty = false;
+        }
+    }
+
+    fn encoder(&self) -> wgpu::CommandEncoder {
+        self.gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+    }
+
+    /// Copy-on-write of shared pages, before anything writes them.
+    fn copy_on_write(&self, encoder: &mut wgpu::CommandEncoder, copies: &[crate::kv_cache::BlockCopy]) {
+        let row_bytes = kv_row_bytes(&self.cfg, self.kv_f16) as u64;
+        let page_bytes = self.kv.page as u64 * row_bytes;
+        for c in copies {
+            for cache in self.k_cache.iter().chain(&self.v_cache) {
+                let n = c.rows as u64 * row_bytes;
+                encoder.copy_buffer_to_buffer(cache, c.src as u64 * page_bytes, &self.block_copy, 0, n);
+                encoder.copy_buffer_to_buffer(&self.block_copy, 0, cache, c.dst as u64 * page_bytes, n);
+            }
+        }
+    }
+
+    /// Where a step of `t` rows is cut into submits: indices into its ops at layer `starts`,
+    /// each submit holding whole layers of at most `submit_macs` multiply-adds (at least one
+    /// layer). Empty when the step fits one submit.
+    fn submit_cuts(&self, t: usize, starts: &[usize]) -> Vec<usize> {
+        let per_layer = (t as u64 * self.layer_macs).max(1);
+        let layers = (self.submit_macs / per_layer).max(1) as usize;
+        starts.iter().skip(layers).step_by(layers).copied().collect()
+    }
+
+    /// Submits a prefill step of `t` rows of one sequence takes.
+    pub fn prefill_submits(&self, t: usize) -> usize {
+        self.submit_cuts(t, &self.prefill_starts).len() + 1
     }
 
     /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of sequence `seq` at
@@ -335,9 +468,7 @@ impl GpuModel {
                 seq: seq as u32,
             })
             .collect();
-        let want = self.workers.div_ceil(t * self.cfg.n_heads);
-        let len = pos0 + t;
-        let (n_splits, split_len) = split_plan(len, self.min_split_keys.max(len.div_ceil(want)), t);
+        let (n_splits, split_len) = self.split(t, pos0 + t);
         self.gpu
             .queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));

@@ -28,13 +28,15 @@ fn rate(mut v: Vec<f64>) -> Rate {
 }
 
 /// Prompt processing of `n` tokens (one forward from an empty cache, in the engine's chunks) and
-/// token generation of `n` tokens (one at a time from an empty cache, greedy, the id chosen on the
-/// device), in tokens/s over `repeats` runs after a warm-up.
+/// token generation of `n` tokens (from an empty cache, greedy, the id chosen on the device,
+/// `ahead` steps a submit as the engine runs them: Model::decode_greedy), in tokens/s over
+/// `repeats` runs after a warm-up.
 pub fn bench_model(
     model: &mut crate::model::Model,
     pp: &[usize],
     tg: &[usize],
     repeats: usize,
+    ahead: usize,
 ) -> Result<(Rates, Rates)> {
     use crate::model::{Entry, Want};
     let seq = model.new_seq()?;
@@ -67,14 +69,21 @@ pub fn bench_model(
         for r in 0..repeats + 1 {
             model.truncate(seq, 0);
             let mut tok = 1u32;
+            let mut done = 0;
             let t = Instant::now();
-            for _ in 0..n {
-                let entry = Entry {
-                    seq,
-                    tokens: &[tok],
-                    want: Want::Last,
+            while done < n {
+                let ids = if ahead > 1 {
+                    model.decode_greedy(seq, tok, ahead.min(n - done))?
+                } else {
+                    let entry = Entry {
+                        seq,
+                        tokens: &[tok],
+                        want: Want::Last,
+                    };
+                    model.forward_argmax(&[entry])?
                 };
-                tok = model.forward_argmax(&[entry])?[0];
+                done += ids.len();
+                tok = *ids.last().unwrap();
             }
             if r > 0 {
                 rates.push(n as f64 / t.elapsed().as_secs_f64());
