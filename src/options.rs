@@ -81,6 +81,19 @@ pub enum Gemv {
     Rows,
 }
 
+/// How the prompt (and batch) GEMMs spread a product over the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Gemm {
+    /// tiled on hardware GPUs, rows on CPU adapters such as lavapipe.
+    Auto,
+    /// 64 × 64 output tiles staged through workgroup memory, 16 outputs an invocation
+    /// (matmat_tiled.wgsl): what GPUs with fast workgroup memory run best.
+    Tiled,
+    /// Two rows × 8 tokens an invocation, x shared by subgroup broadcasts (matmat.wgsl,
+    /// matmat_plain.wgsl): no barrier, which is what a CPU adapter runs fastest.
+    Rows,
+}
+
 /// Which device limits the GPU path asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Limits {
@@ -116,6 +129,8 @@ pub struct Options {
     pub kv_dtype: KvDtype,
     /// GPU decode GEMV variant.
     pub gemv: Gemv,
+    /// GPU prompt GEMM variant.
+    pub gemm: Gemm,
     /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
     /// false forces the plain twins.
     pub subgroups: bool,
@@ -145,6 +160,7 @@ impl Default for Options {
             dtype: Dtype::F32,
             kv_dtype: KvDtype::Auto,
             gemv: Gemv::Auto,
+            gemm: Gemm::Auto,
             subgroups: true,
             limits: Limits::Adapter,
             submit_macs: SUBMIT_MACS,

@@ -259,12 +259,12 @@ fn matmul_matvec_and_matmat_match_cpu() {
     if sg {
         kinds.extend(QUANT_FORMATS.map(|f| MatmulKind::float(false, true).with(f)));
     }
-    // the GPU-shaped GEMV (each row split across a workgroup: matvec_split.wgsl) beside each
-    // float format's and block format's own
+    // the GPU-shaped GEMV (each row split across a workgroup: matvec_split.wgsl) and GEMM (tiles
+    // in workgroup memory: matmat_tiled.wgsl) beside each float format's and block format's own
     let split: Vec<MatmulKind> = kinds
         .iter()
         .filter(|k| !k.subgroups || k.format.is_quantized())
-        .map(|k| k.gemv_split(true))
+        .map(|k| k.gemv_split(true).gemm_tiled(true))
         .collect();
     kinds.extend(split);
     let max_dim = h.gpu.limits.max_texture_dimension_2d as usize;
@@ -288,7 +288,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
         let quant_sizes = [
             (if k_quant { 256 } else { 96 }, 13, 11, ROW_GROUP, max_dim),
             (if k_quant { 768 } else { 288 }, 37, 3, ROW_GROUP, 2),
-            (if k_quant { 1536 } else { 576 }, 130, 17, ROW_GROUP, 7),
+            (if k_quant { 1536 } else { 576 }, 130, 67, ROW_GROUP, 7),
             (if k_quant { 256 } else { 64 }, 2100, 2, ROW_GROUP, max_dim),
             (if k_quant { 512 } else { 32 }, 4500, 9, ROW_GROUP, 4),
         ];
@@ -297,7 +297,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             (16, 3, 3, 1, max_dim),
             (64, 17, 17, 3, 2),
             (1760, 1757, 3, ROW_GROUP, 50),
-            (576, 130, 33, ROW_GROUP, max_dim),
+            (576, 130, 70, ROW_GROUP, max_dim),
             (1536, 576, 1, 5, 7),
             (8, layer_rows, 2, ROW_GROUP, max_dim),
             (16320, 5, 2, ROW_GROUP, max_dim), // f32: 4080 texels a row, so groups of 4
@@ -493,7 +493,7 @@ fn fused_qkv_rope_matches_cpu() {
             if subgroups && !sg {
                 continue;
             }
-            let kind = MatmulKind::float(f16, subgroups).gemv_split(split);
+            let kind = MatmulKind::float(f16, subgroups).gemv_split(split).gemm_tiled(split);
             let k = Kernels::new(&h.gpu, 64, 16, kind, false).unwrap();
             // (d, n_heads, n_kv_heads, head_dim, tokens, first position, bias)
             for &(d, nh, nkv, hd, t, pos0, with_bias) in &[

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use tinfer::gpu::weights::{device_plan, WeightPlan};
-use tinfer::model::{Attention, Device, Dtype, Entry, Gemv, KvDtype, KvLayout, Limits, Model, Options, Want};
+use tinfer::model::{Attention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Model, Options, Want};
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -191,19 +191,31 @@ fn f16_weights_match_hf_and_plain_kernels() {
     }
 }
 
-/// The GPU-shaped decode GEMV (--gemv split: each row across a workgroup) on the tiny models:
-/// the golden greedy steps through the decode path (every product a GEMV: QKV with RoPE, Wo,
-/// gate/up with SwiGLU, down, LM head) against HF within TINY_VS_HF, f32 weights.
+/// The GPU-shaped products (--gemv split: each row across a workgroup; --gemm tiled: 64 × 64
+/// tiles in workgroup memory) on the tiny models: every position's logits through the prefill
+/// path (every product a GEMM: QKV with RoPE, Wo, gate/up with SwiGLU, down, LM head), then the
+/// golden greedy steps through the decode path (every product a GEMV), against HF within
+/// TINY_VS_HF, f32 weights.
 #[test]
-fn split_gemv_decodes_as_hf() {
+fn gpu_shaped_products_match_hf() {
     for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-qwen3", "tiny-qwen2-yarn"] {
         let opts = Options {
             gemv: Gemv::Split,
+            gemm: Gemm::Tiled,
             ..Options::default()
         };
         let Some((mut m, _)) = gpu_model_with(&fixtures().join(name), &opts) else {
             return;
         };
+        let golden = read_json(&fixtures().join(name).join("golden.json"));
+        for input in ["random", "arange"] {
+            let tokens = ids(&golden["inputs"][input]["ids"]);
+            let (_, want) = read_npy(&fixtures().join(name).join(format!("{input}.logits.npy")));
+            let s = m.new_seq().unwrap();
+            let got = m.fwd(s, &tokens, Want::All).unwrap();
+            m.release(s);
+            assert_close(&format!("gpu tiled GEMM {name} {input}"), &got, &want, TINY_VS_HF);
+        }
         check_kv_decode(&mut m, name, "gpu split GEMV");
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use tinfer::model::{Attention, Device, Dtype, Gemv, KvDtype, KvLayout, Limits, Options};
+use tinfer::model::{Attention, Device, Dtype, Gemm, Gemv, KvDtype, KvLayout, Limits, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tools::convert::OutDtype;
 
@@ -157,6 +157,11 @@ pub struct ModelArgs {
     /// across a workgroup: fills a large GPU), rows (a row per invocation: fastest on lavapipe).
     #[arg(long, value_enum, default_value = "auto")]
     pub gemv: Gemv,
+    /// GPU prompt GEMMs: auto (tiled on hardware GPUs, rows on CPU adapters), tiled (64 × 64
+    /// output tiles staged through workgroup memory), rows (two rows × 8 tokens an invocation,
+    /// no barriers: fastest on lavapipe).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub gemm: Gemm,
     /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB
     /// storage bindings, 8192-texel textures with 256 layers), to check a model fits a browser.
     #[arg(long, value_enum, default_value = "adapter")]
@@ -189,6 +194,7 @@ impl ModelArgs {
             dtype: self.dtype,
             kv_dtype: self.kv_dtype,
             gemv: self.gemv,
+            gemm: self.gemm,
             limits: self.limits,
             ..Options::default()
         }

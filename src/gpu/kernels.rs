@@ -105,6 +105,9 @@ pub struct MatmulKind {
     /// GEMVs split each row across a workgroup (matvec_split.wgsl: GPUs), else a row a lane
     /// (matvec.wgsl / matvec_plain.wgsl: CPU adapters such as lavapipe).
     pub gemv_split: bool,
+    /// GEMMs in 64 × 64 tiles staged through workgroup memory (matmat_tiled.wgsl: GPUs), else
+    /// two rows × 8 tokens an invocation (matmat.wgsl / matmat_plain.wgsl: CPU adapters).
+    pub gemm_tiled: bool,
 }
 
 impl MatmulKind {
@@ -115,6 +118,7 @@ impl MatmulKind {
             format,
             subgroups,
             gemv_split: false,
+            gemm_tiled: false,
         }
     }
 
@@ -122,6 +126,14 @@ impl MatmulKind {
     pub fn gemv_split(self, split: bool) -> Self {
         MatmulKind {
             gemv_split: split,
+            ..self
+        }
+    }
+
+    /// The same kernels with GEMMs in workgroup-memory tiles (`tiled`) or not.
+    pub fn gemm_tiled(self, tiled: bool) -> Self {
+        MatmulKind {
+            gemm_tiled: tiled,
             ..self
         }
     }
@@ -440,6 +452,7 @@ impl Kernels {
         let quant = kind.format.is_quantized();
         match (gemm, kind.subgroups) {
             (false, _) if kind.gemv_split => [n.div_ceil(8) as u32, 1, 1],
+            (true, _) if kind.gemm_tiled => [n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1],
             (false, true) if quant => [n.div_ceil(128) as u32, 1, 1],
             (false, _) => [n.div_ceil(64) as u32, 1, 1],
             (true, true) => [n.div_ceil(128) as u32, t.div_ceil(8) as u32, 1],
@@ -472,13 +485,15 @@ impl Kernels {
         );
         let file = match (gemm, kind.subgroups) {
             (false, _) if kind.gemv_split => "matvec_split.wgsl",
+            (true, _) if kind.gemm_tiled => "matmat_tiled.wgsl",
             (false, true) => "matvec.wgsl",
             (false, false) => "matvec_plain.wgsl",
             (true, true) => "matmat.wgsl",
             (true, false) => "matmat_plain.wgsl",
         };
         let flag = |on: bool| on as u8 as f64;
-        let split = !gemm && kind.gemv_split;
+        // the split GEMV and the tiled GEMM read every format without subgroups
+        let split = (!gemm && kind.gemv_split) || (gemm && kind.gemm_tiled);
         if !kind.subgroups && kind.format.is_quantized() && !split {
             bail!(
                 "{} weights need the subgroup matrix kernels; use --dtype f16",

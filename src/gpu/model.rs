@@ -18,7 +18,7 @@ use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
-use crate::options::{Dtype, Gemv, KvDtype, KvLayout, Options};
+use crate::options::{Dtype, Gemm, Gemv, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -122,7 +122,14 @@ impl GpuModel {
             Gemv::Rows => false,
             Gemv::Auto => !gpu.is_cpu_adapter(),
         };
-        let kind = MatmulKind::float(plan.f16, subgroups).gemv_split(gemv_split);
+        let gemm_tiled = match opts.gemm {
+            Gemm::Tiled => true,
+            Gemm::Rows => false,
+            Gemm::Auto => !gpu.is_cpu_adapter(),
+        };
+        let kind = MatmulKind::float(plan.f16, subgroups)
+            .gemv_split(gemv_split)
+            .gemm_tiled(gemm_tiled);
         let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.

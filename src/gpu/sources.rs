@@ -16,17 +16,24 @@ const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 /// The outputs (bindings 4 to 9) and store functions of the four matrix kernels, appended to
 /// them only.
 const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
-const EPILOGUE_KERNELS: [&str; 5] = [
+const EPILOGUE_KERNELS: [&str; 6] = [
     "matvec.wgsl",
     "matvec_plain.wgsl",
     "matvec_split.wgsl",
     "matmat.wgsl",
     "matmat_plain.wgsl",
+    "matmat_tiled.wgsl",
 ];
 /// Where quantized weights live and how their blocks decode, appended to the kernels that read
 /// them (they take the weight type as the override WTYPE; the _plain twins read floats only).
 const QUANT: &str = include_str!("../../shaders/lib/quant.wgsl");
-const QUANT_KERNELS: [&str; 4] = ["matvec.wgsl", "matvec_split.wgsl", "matmat.wgsl", "embed.wgsl"];
+const QUANT_KERNELS: [&str; 5] = [
+    "matvec.wgsl",
+    "matvec_split.wgsl",
+    "matmat.wgsl",
+    "matmat_tiled.wgsl",
+    "embed.wgsl",
+];
 /// How the KV cache holds its values (f32 or f16, the override KV_F16), appended to the kernels
 /// that write it (the matrix kernels' RoPE epilogue, so every EPILOGUE_KERNELS one, and
 /// qk_norm_rope) and read it (attention).
@@ -40,7 +47,7 @@ const KV_KERNELS: [&str; 5] = [
 ];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-pub(super) const SOURCES: [(&str, &str, &[Binding]); 16] = [
+pub(super) const SOURCES: [(&str, &str, &[Binding]); 17] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -74,6 +81,11 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 16] = [
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read],
+    ),
+    (
+        "matmat_tiled.wgsl",
+        include_str!("../../shaders/matmat_tiled.wgsl"),
         &[Texture, Texture, Read, Write, Write, Write, Read, Read],
     ),
     (

@@ -197,12 +197,12 @@ pub fn bench_kernels(
             kinds.push(MatmulKind::float(false, true).with(format));
         }
     }
-    // The GPU-shaped GEMV (each row split across a workgroup), in f16 and the block formats;
-    // its GEMM is the kind's own, timed above.
+    // The GPU-shaped GEMV (each row split across a workgroup) and GEMM (tiles in workgroup
+    // memory), in f16 and the block formats.
     let split: Vec<MatmulKind> = kinds
         .iter()
         .filter(|k| k.format != Format::F32 && (k.subgroups || !gpu.has_subgroups(8)))
-        .map(|k| k.gemv_split(true))
+        .map(|k| k.gemv_split(true).gemm_tiled(true))
         .collect();
     kinds.extend(split);
     let rows: Vec<Row> = (0..tokens)
@@ -302,9 +302,6 @@ pub fn bench_kernels(
                 },
                 &mut out,
             );
-            if kind.gemv_split {
-                continue; // its GEMM is the unsplit kind's
-            }
             // GEMM over `tokens` rows, x through its texture
             let xt = ActTex::new(gpu, "xt", d, tokens)?;
             let (copy, xin) = lt.to_texture(&xb, None, &xt);
@@ -317,6 +314,11 @@ pub fn bench_kernels(
             let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&outb, (tokens * n * 4) as u64)?);
             let mut want = vec![0.0; tokens * n];
             ops::matmul_f32(&mut want, &x, &seen, None, d);
+            let variant = if kind.gemm_tiled {
+                variant.replace("split", "tiled")
+            } else {
+                variant.clone()
+            };
             let what = format!("to_texture+matmat {variant} {matrix} ({n}x{d}, {tokens} tokens)");
             let err = validate(&what, &got, &want, tol)?;
             let ms = time_ops(gpu, &[copy, op], dims, 1, repeats)?;
