@@ -9,7 +9,8 @@ use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
 pub use crate::options::{
-    Attention, Batch, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Options, SeqId, Want,
+    Attention, Batch, DecodeAttention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Options, SeqId,
+    Want,
 };
 use crate::weights::{Tensor, Weights};
 

@@ -94,6 +94,20 @@ pub enum Gemm {
     Rows,
 }
 
+/// How the decode attention spreads a row's keys and head over a workgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DecodeAttention {
+    /// lanes on hardware GPUs, keys on CPU adapters such as lavapipe.
+    Auto,
+    /// head_dim split across lanes, a tile's keys shared out among lane groups, partial dots
+    /// through workgroup memory (attention_decode_lanes.wgsl): 16 floats of state an
+    /// invocation, whatever the head_dim.
+    Lanes,
+    /// A key an invocation, the whole head in its registers (attention_decode.wgsl): no barrier
+    /// in the key loop, which is what a CPU adapter runs fastest.
+    Keys,
+}
+
 /// Which device limits the GPU path asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Limits {
@@ -131,6 +145,8 @@ pub struct Options {
     pub gemv: Gemv,
     /// GPU prompt GEMM variant.
     pub gemm: Gemm,
+    /// GPU decode attention variant.
+    pub decode_attention: DecodeAttention,
     /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
     /// false forces the plain twins.
     pub subgroups: bool,
@@ -161,6 +177,7 @@ impl Default for Options {
             kv_dtype: KvDtype::Auto,
             gemv: Gemv::Auto,
             gemm: Gemm::Auto,
+            decode_attention: DecodeAttention::Auto,
             subgroups: true,
             limits: Limits::Adapter,
             submit_macs: SUBMIT_MACS,

@@ -823,11 +823,20 @@ fn attention_variants_match_cpu() {
                     // of 64 (GPUs) and of 8 (CPU adapters)
                     let dec8 = Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap();
                     let dec64 = Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap();
+                    // and the GPUs' one, head_dim across lanes
+                    let lanes = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
                     // (the 257-row case is there for the flash kernels; decode steps have few rows)
                     let decodes = if t > 64 {
                         vec![]
                     } else {
-                        vec![(usize::MAX, &dec8), (64, &dec8), (usize::MAX, &dec64), (64, &dec64)]
+                        vec![
+                            (usize::MAX, &dec8),
+                            (64, &dec8),
+                            (usize::MAX, &dec64),
+                            (64, &dec64),
+                            (usize::MAX, &lanes),
+                            (64, &lanes),
+                        ]
                     };
                     for (min_keys, decode) in decodes {
                         let (n_splits, split_len) = split_plan(len, min_keys, t);

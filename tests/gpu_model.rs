@@ -6,7 +6,9 @@ mod common;
 use common::*;
 
 use tinfer::gpu::weights::{device_plan, WeightPlan};
-use tinfer::model::{Attention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Model, Options, Want};
+use tinfer::model::{
+    Attention, DecodeAttention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Model, Options, Want,
+};
 
 fn tiny_logits_match_hf(name: &str) {
     let Some((mut m, _)) = gpu_model(&fixtures().join(name)) else {
@@ -191,17 +193,18 @@ fn f16_weights_match_hf_and_plain_kernels() {
     }
 }
 
-/// The GPU-shaped products (--gemv split: each row across a workgroup; --gemm tiled: 64 × 64
-/// tiles in workgroup memory) on the tiny models: every position's logits through the prefill
-/// path (every product a GEMM: QKV with RoPE, Wo, gate/up with SwiGLU, down, LM head), then the
-/// golden greedy steps through the decode path (every product a GEMV), against HF within
-/// TINY_VS_HF, f32 weights.
+/// The GPU-shaped kernels (--gemv split: each row across a workgroup; --gemm tiled: 64 × 64
+/// tiles in workgroup memory; --decode-attention lanes: head_dim across lanes) on the tiny
+/// models: every position's logits through the prefill path (every product a GEMM: QKV with
+/// RoPE, Wo, gate/up with SwiGLU, down, LM head), then the golden greedy steps through the
+/// decode path (every product a GEMV), against HF within TINY_VS_HF, f32 weights.
 #[test]
 fn gpu_shaped_products_match_hf() {
     for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-qwen3", "tiny-qwen2-yarn"] {
         let opts = Options {
             gemv: Gemv::Split,
             gemm: Gemm::Tiled,
+            decode_attention: DecodeAttention::Lanes,
             ..Options::default()
         };
         let Some((mut m, _)) = gpu_model_with(&fixtures().join(name), &opts) else {

@@ -399,15 +399,13 @@ impl Kernels {
                 Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg, kv])?
             },
             flash_rows: if flash_sg { FLASH_SG_ROWS } else { 64 },
-            // 8 invocations per workgroup on a CPU adapter (one SIMD group of lavapipe: 5x faster
-            // there, `bench model --profile`), 64 on GPUs
-            attention_decode: Self::decode_attention(
-                gpu,
-                head_dim,
-                page,
-                if gpu.is_cpu_adapter() { 8 } else { 64 },
-                kv_f16,
-            )?,
+            // a CPU adapter: a key an invocation, 8 invocations per workgroup (one SIMD group of
+            // lavapipe: 5x faster there, `bench model --profile`); GPUs: head_dim across lanes
+            attention_decode: if gpu.is_cpu_adapter() {
+                Self::decode_attention(gpu, head_dim, page, 8, kv_f16)?
+            } else {
+                Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?
+            },
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
         })
@@ -442,6 +440,30 @@ impl Kernels {
             kv_override(kv_f16),
         ];
         Kernel::new(gpu, "attention_decode.wgsl", &c)
+    }
+
+    /// attention_decode_lanes.wgsl: the decode attention with head_dim split across lanes
+    /// (GPUs); tests run it on any adapter.
+    pub fn decode_attention_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
+        let c = [
+            ("HEAD_DIM", head_dim as f64),
+            ("PAGE", page as f64),
+            kv_override(kv_f16),
+        ];
+        Kernel::new(gpu, "attention_decode_lanes.wgsl", &c)
+    }
+
+    /// The same kernels with the decode attention of `lanes` (attention_decode_lanes.wgsl) or of
+    /// a key an invocation (attention_decode.wgsl, 8 invocations a workgroup on a CPU adapter,
+    /// 64 on a GPU), whatever the adapter.
+    pub fn with_decode_lanes(mut self, gpu: &Gpu, head_dim: usize, page: usize, lanes: bool) -> Result<Self> {
+        self.attention_decode = if lanes {
+            Self::decode_attention_lanes(gpu, head_dim, page, self.kv_f16)?
+        } else {
+            let wg = if gpu.is_cpu_adapter() { 8 } else { 64 };
+            Self::decode_attention(gpu, head_dim, page, wg, self.kv_f16)?
+        };
+        Ok(self)
     }
 
     /// The workgroups of a matrix kernel over `n` output rows and `t` tokens: matvec takes 64

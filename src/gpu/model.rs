@@ -18,7 +18,7 @@ use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
-use crate::options::{Dtype, Gemm, Gemv, KvDtype, KvLayout, Options};
+use crate::options::{DecodeAttention, Dtype, Gemm, Gemv, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -130,7 +130,17 @@ impl GpuModel {
         let kind = MatmulKind::float(plan.f16, subgroups)
             .gemv_split(gemv_split)
             .gemm_tiled(gemm_tiled);
-        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?;
+        let lanes = match opts.decode_attention {
+            DecodeAttention::Lanes => true,
+            DecodeAttention::Keys => false,
+            DecodeAttention::Auto => !gpu.is_cpu_adapter(),
+        };
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?.with_decode_lanes(
+            &gpu,
+            cfg.head_dim,
+            kv.page,
+            lanes,
+        )?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
         let before = gpu.allocated();

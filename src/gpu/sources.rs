@@ -38,16 +38,17 @@ const QUANT_KERNELS: [&str; 5] = [
 /// that write it (the matrix kernels' RoPE epilogue, so every EPILOGUE_KERNELS one, and
 /// qk_norm_rope) and read it (attention).
 const KV: &str = include_str!("../../shaders/lib/kv.wgsl");
-const KV_KERNELS: [&str; 5] = [
+const KV_KERNELS: [&str; 6] = [
     "qk_norm_rope.wgsl",
     "attention_naive.wgsl",
     "attention_flash.wgsl",
     "attention_flash_sg.wgsl",
     "attention_decode.wgsl",
+    "attention_decode_lanes.wgsl",
 ];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-pub(super) const SOURCES: [(&str, &str, &[Binding]); 17] = [
+pub(super) const SOURCES: [(&str, &str, &[Binding]); 18] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -116,6 +117,11 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 17] = [
     (
         "attention_decode.wgsl",
         include_str!("../../shaders/attention_decode.wgsl"),
+        &[Read, Read, Read, Read, Write, Write],
+    ),
+    (
+        "attention_decode_lanes.wgsl",
+        include_str!("../../shaders/attention_decode_lanes.wgsl"),
         &[Read, Read, Read, Read, Write, Write],
     ),
     (
