@@ -1,7 +1,7 @@
 //! Every kernel parses and validates with naga (the shader compiler inside wgpu) on a machine
 //! with no GPU at all, and carries the header the design asks for.
 
-use tinfer::gpu::kernels::sources;
+use tinfer::gpu::kernels::{sources, web_source};
 
 #[test]
 fn every_shader_parses_and_validates() {
@@ -43,4 +43,34 @@ fn every_shader_has_its_header() {
             assert!(header.contains(needle), "{file}: the header should mention {needle:?}");
         }
     }
+}
+
+/// Browser builds: exactly the kernels that call subgroup builtins get the WGSL extension
+/// directive `enable subgroups;` first (browsers refuse them without it); the rest are as
+/// native builds compile them.
+#[test]
+fn web_sources_enable_subgroups_where_used() {
+    const DIRECTIVE: &str = "enable subgroups;\n";
+    let mut with = vec![];
+    for (file, src) in sources() {
+        let web = web_source(&src);
+        match web.strip_prefix(DIRECTIVE) {
+            Some(rest) => {
+                assert_eq!(rest, src, "{file}: only the directive is added");
+                with.push(file);
+            }
+            None => assert_eq!(web, src, "{file}: unchanged"),
+        }
+    }
+    with.sort();
+    assert_eq!(
+        with,
+        [
+            "attention_flash_sg.wgsl",
+            "matmat.wgsl",
+            "matvec.wgsl",
+            "subgroup_probe.wgsl"
+        ],
+        "the kernels calling subgroup builtins"
+    );
 }

@@ -163,7 +163,9 @@ impl Gpu {
             .scoped("the subgroup probe", || {
                 let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some("subgroup_probe.wgsl"),
-                    source: wgpu::ShaderSource::Wgsl(super::sources::SUBGROUP_PROBE.into()),
+                    source: wgpu::ShaderSource::Wgsl(
+                        super::sources::for_target(super::sources::SUBGROUP_PROBE.into()).into(),
+                    ),
                 });
                 let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some("subgroup_probe"),

@@ -80,8 +80,8 @@ impl Shape {
     }
 }
 
-pub use super::sources::sources;
-use super::sources::{full_source, Binding::*, SOURCES};
+use super::sources::{for_target, full_source, Binding::*, SOURCES};
+pub use super::sources::{sources, web_source};
 
 /// A resource a kernel binds: a buffer or a weight texture's view.
 #[derive(Clone, Copy)]
@@ -257,7 +257,7 @@ impl Kernel {
         let (pipeline, layout) = gpu.scoped(&format!("compiling kernel {name}"), || {
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(full_source(file, src).into()),
+                source: wgpu::ShaderSource::Wgsl(for_target(full_source(file, src)).into()),
             };
             let module = unsafe {
                 gpu.device

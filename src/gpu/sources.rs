@@ -147,6 +147,38 @@ pub fn sources() -> impl Iterator<Item = (&'static str, String)> {
 /// (no prelude: it binds no Step or Shape).
 pub(super) const SUBGROUP_PROBE: &str = include_str!("../../shaders/subgroup_probe.wgsl");
 
+/// Whether WGSL `src` calls a subgroup builtin (and so needs `enable subgroups;` in a browser).
+pub fn uses_subgroups(src: &str) -> bool {
+    src.contains("subgroup_invocation_id")
+        || src.contains("subgroup_size")
+        || src.match_indices("subgroup").any(|(i, _)| {
+            src[i + "subgroup".len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase())
+        })
+}
+
+/// `src` as a browser's WebGPU takes it: `enable subgroups;` first where it uses subgroups
+/// (the WGSL spec's extension directive; wgpu's webgpu backend hands WGSL to the browser as
+/// is). Native builds leave it out: naga 30 does not parse the directive (and needs none).
+pub fn web_source(src: &str) -> String {
+    if uses_subgroups(src) {
+        format!("enable subgroups;\n{src}")
+    } else {
+        src.to_string()
+    }
+}
+
+/// The source wgpu compiles on this target: `src`, or on wasm32 its `web_source`.
+pub(super) fn for_target(src: String) -> String {
+    if cfg!(target_arch = "wasm32") {
+        web_source(&src)
+    } else {
+        src
+    }
+}
+
 /// A kernel's source as compiled: the kernel, then lib/epilogue.wgsl for the matrix kernels,
 /// lib/quant.wgsl for those reading quantized weights and lib/kv.wgsl for those touching the KV
 /// cache, then the prelude (whole files, concatenated).
