@@ -9,8 +9,7 @@ use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
 pub use crate::options::{
-    Attention, Batch, DecodeAttention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Options, SeqId,
-    Want,
+    Attention, Batch, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Options, SeqId, Want,
 };
 use crate::weights::{Tensor, Weights};
 

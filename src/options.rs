@@ -94,18 +94,19 @@ pub enum Gemm {
     Rows,
 }
 
-/// How the decode attention spreads a row's keys and head over a workgroup.
+/// How the attention kernels (prefill and decode) split a head over a workgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DecodeAttention {
-    /// lanes on hardware GPUs, keys on CPU adapters such as lavapipe.
+pub enum HeadSplit {
+    /// lanes on hardware GPUs, whole on CPU adapters such as lavapipe.
     Auto,
-    /// head_dim split across lanes, a tile's keys shared out among lane groups, partial dots
-    /// through workgroup memory (attention_decode_lanes.wgsl): 16 floats of state an
-    /// invocation, whatever the head_dim.
+    /// head_dim split across lanes, 8 values of q and of the accumulator an invocation whatever
+    /// the head_dim, partial dots summed through workgroup memory
+    /// (attention_flash_lanes.wgsl, attention_decode_lanes.wgsl).
     Lanes,
-    /// A key an invocation, the whole head in its registers (attention_decode.wgsl): no barrier
-    /// in the key loop, which is what a CPU adapter runs fastest.
-    Keys,
+    /// The whole head in an invocation's registers, a query row (prefill) or a key (decode) an
+    /// invocation (attention_flash*.wgsl, attention_decode.wgsl): no barrier in the key loop,
+    /// which is what a CPU adapter runs fastest.
+    Whole,
 }
 
 /// Which device limits the GPU path asks for.
@@ -145,8 +146,8 @@ pub struct Options {
     pub gemv: Gemv,
     /// GPU prompt GEMM variant.
     pub gemm: Gemm,
-    /// GPU decode attention variant.
-    pub decode_attention: DecodeAttention,
+    /// GPU attention kernels: how they split a head.
+    pub head_split: HeadSplit,
     /// Use the subgroup matrix kernels (where the adapter has subgroups of 8 or more lanes);
     /// false forces the plain twins.
     pub subgroups: bool,
@@ -177,7 +178,7 @@ impl Default for Options {
             kv_dtype: KvDtype::Auto,
             gemv: Gemv::Auto,
             gemm: Gemm::Auto,
-            decode_attention: DecodeAttention::Auto,
+            head_split: HeadSplit::Auto,
             subgroups: true,
             limits: Limits::Adapter,
             submit_macs: SUBMIT_MACS,

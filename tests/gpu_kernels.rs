@@ -800,6 +800,23 @@ fn attention_variants_match_cpu() {
                         &want,
                         ATTENTION_VS_CPU,
                     );
+                    // flash prefill with head_dim across lanes (GPUs)
+                    let lanes_flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
+                    let out = h.zeros(want.len());
+                    h.run_rows(
+                        &lanes_flash,
+                        &rows,
+                        (1, 0),
+                        shape,
+                        &[&q_buf, &kb, &vb, &tb, &out],
+                        [t.div_ceil(2048 / hd) as u32, n_heads as u32, 1],
+                    );
+                    assert_close(
+                        &what("flash prefill (lanes)"),
+                        &h.read(&out, want.len()),
+                        &want,
+                        ATTENTION_VS_CPU,
+                    );
                     // flash prefill with K/V rows shared through subgroup broadcasts
                     if sg {
                         let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page, kv_f16).unwrap();
@@ -866,6 +883,102 @@ fn attention_variants_match_cpu() {
                         assert_close(&what(&v), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The attention kernels with head_dim across lanes at the head sizes the main test leaves out:
+/// 16 (2 lanes a row, 128 rows a prefill workgroup), 32 and 256 (32 lanes, 8 rows), f32 and f16
+/// caches through a fragmented paged cache, prefill rows and decode rows (one pass and split-K),
+/// against the CPU.
+#[test]
+fn lanes_attention_at_every_head_size() {
+    let Some(h) = harness(64) else { return };
+    let mut rng = Rng::new(77);
+    for (hd, len) in [(16, 300), (32, 23), (256, 150), (16, 1)] {
+        let (n_heads, n_kv_heads) = (4, 2);
+        let kv_dim = n_kv_heads * hd;
+        let t = len.min(137);
+        let pos0 = len - t;
+        let q = random(&mut rng, t * n_heads * hd, 8.0);
+        let k0 = random(&mut rng, len * kv_dim, 8.0);
+        let v0 = random(&mut rng, len * kv_dim, 2.0);
+        for kv_f16 in [false, true] {
+            let (k, v) = if kv_f16 {
+                (round_f16(&k0), round_f16(&v0))
+            } else {
+                (k0.clone(), v0.clone())
+            };
+            let mut want = vec![0.0; t * n_heads * hd];
+            ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
+            let mut kv = fragmented(len);
+            let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
+            let cache = |c: &[f32]| if kv_f16 { pack_kv_f16(c, hd) } else { c.to_vec() };
+            let (kb, vb) = (h.up(&cache(&kp)), h.up(&cache(&vp)));
+            let mut all = vec![0u32; (seq + 1) * table.len()];
+            all[seq * table.len()..].copy_from_slice(&table);
+            let tb = h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all));
+            let q_buf = h.up(&q);
+            let rows: Vec<Row> = (0..t)
+                .map(|i| Row {
+                    token: 0,
+                    pos: (pos0 + i) as u32,
+                    slot: 0,
+                    seq: seq as u32,
+                })
+                .collect();
+            let shape = Shape::new(n_heads, n_kv_heads, table.len(), 0);
+            let what = |v: &str| format!("{v} hd={hd} len={len} T={t} f16 cache {kv_f16}");
+            let flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
+            let out = h.zeros(want.len());
+            h.run_rows(
+                &flash,
+                &rows,
+                (1, 0),
+                shape,
+                &[&q_buf, &kb, &vb, &tb, &out],
+                [t.div_ceil(2048 / hd) as u32, n_heads as u32, 1],
+            );
+            assert_close(
+                &what("flash prefill (lanes)"),
+                &h.read(&out, want.len()),
+                &want,
+                ATTENTION_VS_CPU,
+            );
+            let decode = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
+            let reduce = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN, kv_f16)
+                .unwrap()
+                .attention_reduce;
+            let dt = t.min(5); // decode rows: the first few
+            for min_keys in [usize::MAX, 64] {
+                let (n_splits, split_len) = split_plan(len, min_keys, dt);
+                let part = h.zeros(dt * n_heads * n_splits * (hd + 2));
+                let out = h.zeros(dt * n_heads * hd);
+                h.run_rows(
+                    &decode,
+                    &rows[..dt],
+                    (n_splits, split_len),
+                    shape,
+                    &[&q_buf, &kb, &vb, &tb, &part, &out],
+                    [n_heads as u32, dt as u32, n_splits as u32],
+                );
+                if n_splits > 1 {
+                    h.run_rows(
+                        &reduce,
+                        &rows[..dt],
+                        (n_splits, split_len),
+                        Shape::new(n_heads, 0, 0, 0),
+                        &[&part, &out],
+                        [n_heads as u32, dt as u32, 1],
+                    );
+                }
+                assert_close(
+                    &what(&format!("decode (lanes, {n_splits} splits)")),
+                    &h.read(&out, dt * n_heads * hd),
+                    &want[..dt * n_heads * hd],
+                    ATTENTION_VS_CPU,
+                );
             }
         }
     }

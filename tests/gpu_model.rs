@@ -7,7 +7,7 @@ use common::*;
 
 use tinfer::gpu::weights::{device_plan, WeightPlan};
 use tinfer::model::{
-    Attention, DecodeAttention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, KvLayout, Limits, Model, Options, Want,
+    Attention, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Model, Options, Want,
 };
 
 fn tiny_logits_match_hf(name: &str) {
@@ -204,7 +204,7 @@ fn gpu_shaped_products_match_hf() {
         let opts = Options {
             gemv: Gemv::Split,
             gemm: Gemm::Tiled,
-            decode_attention: DecodeAttention::Lanes,
+            head_split: HeadSplit::Lanes,
             ..Options::default()
         };
         let Some((mut m, _)) = gpu_model_with(&fixtures().join(name), &opts) else {

@@ -6,7 +6,7 @@
 mod common;
 
 use tinfer::config::{Config, HfConfig, DEFAULT_CONTEXT};
-use tinfer::model::{Batch, DecodeAttention, Device, Dtype, Entry, Gemm, Gemv, KvDtype, Limits, Model, Options, Want};
+use tinfer::model::{Batch, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, Limits, Model, Options, Want};
 use tinfer::tools::synthetic::{random_weights, synthetic_config};
 
 /// f16 weights and KV cache against the CPU's f32: logits of the random-weight shapes within
@@ -205,7 +205,7 @@ fn gpu_kernels_on_real_shapes_match_the_cpu() {
         let opts = Options {
             gemv: Gemv::Split,
             gemm: Gemm::Tiled,
-            decode_attention: DecodeAttention::Lanes,
+            head_split: HeadSplit::Lanes,
             ..defaults()
         };
         let mut gpu = Model::with_options(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use tinfer::model::{Attention, DecodeAttention, Device, Dtype, Gemm, Gemv, KvDtype, KvLayout, Limits, Options};
+use tinfer::model::{Attention, Device, Dtype, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Options};
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tools::convert::OutDtype;
 
@@ -166,7 +166,7 @@ pub struct ModelArgs {
     /// (head_dim split across lanes: little state an invocation at head_dim 128), keys (a key
     /// an invocation, the whole head in registers, no barriers: fastest on lavapipe).
     #[arg(long, value_enum, default_value = "auto")]
-    pub decode_attention: DecodeAttention,
+    pub head_split: HeadSplit,
     /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB
     /// storage bindings, 8192-texel textures with 256 layers), to check a model fits a browser.
     #[arg(long, value_enum, default_value = "adapter")]
@@ -200,7 +200,7 @@ impl ModelArgs {
             kv_dtype: self.kv_dtype,
             gemv: self.gemv,
             gemm: self.gemm,
-            decode_attention: self.decode_attention,
+            head_split: self.head_split,
             limits: self.limits,
             ..Options::default()
         }

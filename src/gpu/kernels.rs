@@ -353,7 +353,7 @@ pub struct Kernels {
     pub qk_norm_rope: Kernel,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
-    pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, or 128 with subgroups
+    pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, FLASH_SG_ROWS, or 2048 / head_dim (lanes)
     pub attention_decode: Kernel,
     pub attention_reduce: Kernel,
     pub argmax: Kernel,
@@ -380,7 +380,9 @@ impl Kernels {
                 gpu.describe()
             );
         }
-        let flash_sg = kind.subgroups && gpu.is_cpu_adapter();
+        let lanes = !gpu.is_cpu_adapter();
+        let (attention_flash, flash_rows, attention_decode) =
+            Self::attention_kernels(gpu, head_dim, page, kv_f16, kind.subgroups, lanes)?;
         // The matrix kernels and embed.wgsl are compiled per weight format when a product is
         // recorded (`matmul_kernel`, `embed_kernel`): a model needs only the formats it holds.
         Ok(Kernels {
@@ -391,21 +393,9 @@ impl Kernels {
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             qk_norm_rope: Kernel::new(gpu, "qk_norm_rope.wgsl", &[hd, kv])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg, kv])?,
-            // The subgroup flash kernel on CPU adapters (K/V loads dominate there; its four query
-            // rows an invocation keep large arrays a GPU would spill), the plain one on GPUs.
-            attention_flash: if flash_sg {
-                Self::flash_sg(gpu, head_dim, page, kv_f16)?
-            } else {
-                Kernel::new(gpu, "attention_flash.wgsl", &[hd, pg, kv])?
-            },
-            flash_rows: if flash_sg { FLASH_SG_ROWS } else { 64 },
-            // a CPU adapter: a key an invocation, 8 invocations per workgroup (one SIMD group of
-            // lavapipe: 5x faster there, `bench model --profile`); GPUs: head_dim across lanes
-            attention_decode: if gpu.is_cpu_adapter() {
-                Self::decode_attention(gpu, head_dim, page, 8, kv_f16)?
-            } else {
-                Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?
-            },
+            attention_flash,
+            flash_rows,
+            attention_decode,
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
         })
@@ -453,16 +443,59 @@ impl Kernels {
         Kernel::new(gpu, "attention_decode_lanes.wgsl", &c)
     }
 
-    /// The same kernels with the decode attention of `lanes` (attention_decode_lanes.wgsl) or of
-    /// a key an invocation (attention_decode.wgsl, 8 invocations a workgroup on a CPU adapter,
-    /// 64 on a GPU), whatever the adapter.
-    pub fn with_decode_lanes(mut self, gpu: &Gpu, head_dim: usize, page: usize, lanes: bool) -> Result<Self> {
-        self.attention_decode = if lanes {
-            Self::decode_attention_lanes(gpu, head_dim, page, self.kv_f16)?
+    /// attention_flash_lanes.wgsl: the prefill attention with head_dim split across lanes
+    /// (GPUs), 2048 / head_dim query rows a workgroup; tests run it on any adapter.
+    pub fn flash_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
+        let c = [
+            ("HEAD_DIM", head_dim as f64),
+            ("PAGE", page as f64),
+            kv_override(kv_f16),
+        ];
+        Kernel::new(gpu, "attention_flash_lanes.wgsl", &c)
+    }
+
+    /// The prefill and decode attention kernels (and the prefill's query rows a workgroup):
+    /// with `lanes`, head_dim split across lanes (attention_flash_lanes.wgsl,
+    /// attention_decode_lanes.wgsl: GPUs); else the whole head in an invocation: on a CPU adapter
+    /// the subgroup flash kernel where there are subgroups (K/V loads dominate there) and the
+    /// decode kernel with 8 invocations a workgroup (one SIMD group of lavapipe: 5x faster there,
+    /// `bench model --profile`), elsewhere the plain flash kernel and decode workgroups of 64.
+    fn attention_kernels(
+        gpu: &Gpu,
+        head_dim: usize,
+        page: usize,
+        kv_f16: bool,
+        subgroups: bool,
+        lanes: bool,
+    ) -> Result<(Kernel, usize, Kernel)> {
+        if lanes {
+            return Ok((
+                Self::flash_lanes(gpu, head_dim, page, kv_f16)?,
+                2048 / head_dim,
+                Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?,
+            ));
+        }
+        let cpu = gpu.is_cpu_adapter();
+        let (flash, rows) = if subgroups && cpu {
+            (Self::flash_sg(gpu, head_dim, page, kv_f16)?, FLASH_SG_ROWS)
         } else {
-            let wg = if gpu.is_cpu_adapter() { 8 } else { 64 };
-            Self::decode_attention(gpu, head_dim, page, wg, self.kv_f16)?
+            let c = [
+                ("HEAD_DIM", head_dim as f64),
+                ("PAGE", page as f64),
+                kv_override(kv_f16),
+            ];
+            (Kernel::new(gpu, "attention_flash.wgsl", &c)?, 64)
         };
+        let decode = Self::decode_attention(gpu, head_dim, page, if cpu { 8 } else { 64 }, kv_f16)?;
+        Ok((flash, rows, decode))
+    }
+
+    /// The same kernels with the attention of `lanes` (head_dim split across lanes) or of the
+    /// whole head an invocation, whatever the adapter (see `attention_kernels`).
+    pub fn with_head_split(mut self, gpu: &Gpu, head_dim: usize, page: usize, lanes: bool) -> Result<Self> {
+        let (flash, rows, decode) =
+            Self::attention_kernels(gpu, head_dim, page, self.kv_f16, self.kind.subgroups, lanes)?;
+        (self.attention_flash, self.flash_rows, self.attention_decode) = (flash, rows, decode);
         Ok(self)
     }
 

@@ -18,7 +18,7 @@ use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
-use crate::options::{DecodeAttention, Dtype, Gemm, Gemv, KvDtype, KvLayout, Options};
+use crate::options::{Dtype, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -130,12 +130,12 @@ impl GpuModel {
         let kind = MatmulKind::float(plan.f16, subgroups)
             .gemv_split(gemv_split)
             .gemm_tiled(gemm_tiled);
-        let lanes = match opts.decode_attention {
-            DecodeAttention::Lanes => true,
-            DecodeAttention::Keys => false,
-            DecodeAttention::Auto => !gpu.is_cpu_adapter(),
+        let lanes = match opts.head_split {
+            HeadSplit::Lanes => true,
+            HeadSplit::Whole => false,
+            HeadSplit::Auto => !gpu.is_cpu_adapter(),
         };
-        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?.with_decode_lanes(
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?.with_head_split(
             &gpu,
             cfg.head_dim,
             kv.page,

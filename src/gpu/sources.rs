@@ -38,17 +38,18 @@ const QUANT_KERNELS: [&str; 5] = [
 /// that write it (the matrix kernels' RoPE epilogue, so every EPILOGUE_KERNELS one, and
 /// qk_norm_rope) and read it (attention).
 const KV: &str = include_str!("../../shaders/lib/kv.wgsl");
-const KV_KERNELS: [&str; 6] = [
+const KV_KERNELS: [&str; 7] = [
     "qk_norm_rope.wgsl",
     "attention_naive.wgsl",
     "attention_flash.wgsl",
+    "attention_flash_lanes.wgsl",
     "attention_flash_sg.wgsl",
     "attention_decode.wgsl",
     "attention_decode_lanes.wgsl",
 ];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-pub(super) const SOURCES: [(&str, &str, &[Binding]); 18] = [
+pub(super) const SOURCES: [(&str, &str, &[Binding]); 19] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -118,6 +119,11 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 18] = [
         "attention_decode.wgsl",
         include_str!("../../shaders/attention_decode.wgsl"),
         &[Read, Read, Read, Read, Write, Write],
+    ),
+    (
+        "attention_flash_lanes.wgsl",
+        include_str!("../../shaders/attention_flash_lanes.wgsl"),
+        &[Read, Read, Read, Read, Write],
     ),
     (
         "attention_decode_lanes.wgsl",
