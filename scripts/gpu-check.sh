@@ -78,7 +78,8 @@ done
 if cmp -s "$logs/generate-gpu.txt" "$logs/generate-cpu.txt"; then same=yes; else same=NO; fail=1; fi
 rows+=("gpu text == cpu text|$same")
 
-# Whole-model speed at the defaults (on a GPU: the split GEMV, an f16 KV cache): SmolLM2-135M
+# Whole-model speed at the defaults (on a GPU: the split GEMV, the tiled GEMM, attention with
+# head_dim across lanes, an f16 KV cache, 8 greedy decode steps a submit): SmolLM2-135M
 # f16 (random weights with its shapes: no checkpoint needed; target <= 1 ms/token), the real
 # SmolLM2 and Qwen2.5-Coder GGUFs where models/ has them (blocks as stored), and 8 of the 32
 # layers of a Llama-3-8B shape (its bytes per token over its time: the bandwidth it reaches).
@@ -95,6 +96,9 @@ bench() { # label, then bench model's arguments
     rows+=("$label|rc=$rc $(awk -v t="${tg:-0}" -v p="${pp:-0}" -v b="${bytes:-0}" 'BEGIN { if (t > 0) printf "decode %.1f tok/s = %.3f ms/token, %.0f GB/s of weights; prefill %.0f tok/s", t, 1000 / t, b * t / 1e9, p; else print "?" }')")
 }
 bench "smollm2-135m f16 (synthetic)" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --profile 64
+# the same with a submit and a readback per token, and with the lavapipe-shaped kernels
+bench "  ... --decode-ahead 1" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --decode-ahead 1
+bench "  ... rows/rows/whole kernels" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --gemv rows --gemm rows --head-split whole
 [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ] && bench "smollm2-135m Q4_1 gguf" --model models/SmolLM2-135M-Instruct.Q4_1.gguf --pp 512 --tg 64
 qwen=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 if [ -f $qwen ]; then
@@ -105,6 +109,7 @@ fi
 # TINFER_GPU_CHECK_8B_LAYERS: how many of its layers (default 8: 2.8 G random weights, 11 GB of host memory)
 l8=${TINFER_GPU_CHECK_8B_LAYERS:-8}
 bench "llama-3-8b f16 (synthetic, $l8 layers)" --synthetic llama-3-8b --layers "$l8" --dtype f16 --pp 512 --tg 32
+bench "  ... --head-split whole" --synthetic llama-3-8b --layers "$l8" --dtype f16 --pp 512 --tg 32 --head-split whole
 # The GEMVs one by one at Qwen2.5-0.5B's shapes, against the device's copy bandwidth (target:
 # 50% or more for the split GEMV).
 "$bindir/tinfer" bench kernels --shapes qwen2.5-0.5b >"$logs/bench-kernels-qwen.txt" 2>&1
@@ -112,13 +117,15 @@ rc=$?
 [ $rc -eq 0 ] || fail=1
 rows+=("bench kernels qwen2.5-0.5b|rc=$rc; $(grep -o '[a-z]* memory ([^)]*) bandwidth: [0-9.]* GB/s' "$logs/bench-kernels-qwen.txt" | head -n1)")
 while IFS= read -r line; do rows+=("  ${line%%|*}|${line#*|}"); done < <(awk '$1 == "matvec" && ($3 == "split" || $3 == "subgroups") { printf "%s %s %s %s|%s GB/s = %s%% of the copy bandwidth\n", $1, $2, $3, $4, $9, $11 }' "$logs/bench-kernels-qwen.txt")
+# and the prompt GEMMs (64 tokens): tiled against the lavapipe-shaped one, in GFLOP/s
+while IFS= read -r line; do rows+=("  ${line%%|*}|${line#*|}"); done < <(awk '$1 == "to_texture+matmat" && ($3 == "tiled" || $3 == "subgroups") { printf "matmat %s %s %s|%s GFLOP/s\n", $2, $3, $4, $10 }' "$logs/bench-kernels-qwen.txt")
 "$bindir/tinfer" bench kernels >"$logs/bench-kernels.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || fail=1
 rows+=("bench kernels|rc=$rc; table in bench-kernels.txt")
 
-# Attention variants side by side (SmolLM2-like GQA, head_dim 64), with the targets' ratios.
-"$bindir/tinfer" bench attention --layouts gqa --head-dims 64 --json --svg "$logs/attention.svg" \
+# Attention variants side by side (GQA, head_dim 64 and 128), with the targets' ratios.
+"$bindir/tinfer" bench attention --layouts gqa --head-dims 64,128 --json --svg "$logs/attention.svg" \
     >"$logs/attention.json" 2>"$logs/attention.txt"
 rc=$?
 [ $rc -eq 0 ] || fail=1
