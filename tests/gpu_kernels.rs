@@ -140,6 +140,73 @@ impl H {
             .collect();
         self.run_rows(kern, &rows, (1, 0), shape, bufs, grid)
     }
+    /// A prefill attention kernel taking `per_wg` query rows a workgroup over `rows`, bound to
+    /// `kv` = (q, k_cache, v_cache, tables), against `want` (T, n_heads * head_dim).
+    #[allow(clippy::too_many_arguments)]
+    fn check_prefill(
+        &self,
+        kern: &Kernel,
+        per_wg: usize,
+        rows: &[Row],
+        shape: Shape,
+        kv: [&wgpu::Buffer; 4],
+        want: &[f32],
+        what: &str,
+    ) {
+        let out = self.zeros(want.len());
+        let [q, k, v, tables] = kv;
+        let grid = [rows.len().div_ceil(per_wg) as u32, shape.a, 1];
+        self.run_rows(kern, rows, (1, 0), shape, &[q, k, v, tables, &out], grid);
+        assert_close(what, &self.read(&out, want.len()), want, ATTENTION_VS_CPU);
+    }
+
+    /// A decode attention kernel over `rows` (keys up to `len`) in the split-K plan of
+    /// `min_keys`, then attention_reduce.wgsl (`reduce`) where there are several partitions,
+    /// against `want` (T, n_heads * head_dim). The partials buffer is exactly what the plan
+    /// needs: a stride past it would read or write outside.
+    #[allow(clippy::too_many_arguments)]
+    fn check_decode(
+        &self,
+        decode: &Kernel,
+        reduce: &Kernel,
+        rows: &[Row],
+        shape: Shape,
+        kv: [&wgpu::Buffer; 4],
+        len: usize,
+        min_keys: usize,
+        want: &[f32],
+        what: &str,
+    ) {
+        let (t, n_heads) = (rows.len(), shape.a as usize);
+        let hd = want.len() / t / n_heads;
+        let (n_splits, split_len) = split_plan(len, min_keys, t);
+        let part = self.zeros(t * n_heads * n_splits * (hd + 2));
+        let out = self.zeros(want.len());
+        let [q, k, v, tables] = kv;
+        let grid = [n_heads as u32, t as u32, n_splits as u32];
+        self.run_rows(
+            decode,
+            rows,
+            (n_splits, split_len),
+            shape,
+            &[q, k, v, tables, &part, &out],
+            grid,
+        );
+        if n_splits > 1 {
+            let reduce_shape = Shape::new(n_heads, 0, 0, 0);
+            self.run_rows(
+                reduce,
+                rows,
+                (n_splits, split_len),
+                reduce_shape,
+                &[&part, &out],
+                [n_heads as u32, t as u32, 1],
+            );
+        }
+        let what = format!("decode ({n_splits} splits of {split_len}, {}) {what}", decode.name);
+        assert_close(&what, &self.read(&out, want.len()), want, ATTENTION_VS_CPU);
+    }
+
     /// One dispatch of `kern` over explicit step rows and a split-K plan (n_splits, split_len).
     fn run_rows(
         &self,
@@ -784,103 +851,59 @@ fn attention_variants_match_cpu() {
                         [n_heads as u32, t as u32, 1],
                     );
                     assert_close(&what("naive"), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
-                    // flash prefill
-                    let out = h.zeros(want.len());
-                    h.run_rows(
+                    let kv4 = [&q_buf, &kb, &vb, &tb];
+                    // flash prefill, and with head_dim across lanes (GPUs)
+                    h.check_prefill(
                         &kern.attention_flash,
+                        kern.flash_rows,
                         &rows,
-                        (1, 0),
                         shape,
-                        &[&q_buf, &kb, &vb, &tb, &out],
-                        [t.div_ceil(kern.flash_rows) as u32, n_heads as u32, 1],
-                    );
-                    assert_close(
+                        kv4,
+                        &want,
                         &what("flash prefill"),
-                        &h.read(&out, want.len()),
-                        &want,
-                        ATTENTION_VS_CPU,
                     );
-                    // flash prefill with head_dim across lanes (GPUs)
                     let lanes_flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
-                    let out = h.zeros(want.len());
-                    h.run_rows(
+                    h.check_prefill(
                         &lanes_flash,
+                        2048 / hd,
                         &rows,
-                        (1, 0),
                         shape,
-                        &[&q_buf, &kb, &vb, &tb, &out],
-                        [t.div_ceil(2048 / hd) as u32, n_heads as u32, 1],
-                    );
-                    assert_close(
-                        &what("flash prefill (lanes)"),
-                        &h.read(&out, want.len()),
+                        kv4,
                         &want,
-                        ATTENTION_VS_CPU,
+                        &what("flash prefill (lanes)"),
                     );
                     // flash prefill with K/V rows shared through subgroup broadcasts
                     if sg {
                         let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page, kv_f16).unwrap();
-                        let out = h.zeros(want.len());
-                        h.run_rows(
-                            &flash_sg,
-                            &rows,
-                            (1, 0),
-                            shape,
-                            &[&q_buf, &kb, &vb, &tb, &out],
-                            [t.div_ceil(FLASH_SG_ROWS) as u32, n_heads as u32, 1],
-                        );
-                        assert_close(
-                            &what("flash prefill (subgroups)"),
-                            &h.read(&out, want.len()),
-                            &want,
-                            ATTENTION_VS_CPU,
-                        );
+                        let what = what("flash prefill (subgroups)");
+                        h.check_prefill(&flash_sg, FLASH_SG_ROWS, &rows, shape, kv4, &want, &what);
                     }
                     // decode kernel over the same rows: one pass, then split-K + reduce; workgroups
-                    // of 64 (GPUs) and of 8 (CPU adapters)
-                    let dec8 = Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap();
-                    let dec64 = Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap();
-                    // and the GPUs' one, head_dim across lanes
-                    let lanes = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
+                    // of 64 (GPUs) and of 8 (CPU adapters), and the GPUs' one, head_dim across lanes
                     // (the 257-row case is there for the flash kernels; decode steps have few rows)
-                    let decodes = if t > 64 {
-                        vec![]
-                    } else {
-                        vec![
-                            (usize::MAX, &dec8),
-                            (64, &dec8),
-                            (usize::MAX, &dec64),
-                            (64, &dec64),
-                            (usize::MAX, &lanes),
-                            (64, &lanes),
-                        ]
-                    };
-                    for (min_keys, decode) in decodes {
-                        let (n_splits, split_len) = split_plan(len, min_keys, t);
-                        // exactly the partials the plan needs: a stride past them would read or write outside
-                        let part = h.zeros(t * n_heads * n_splits * (hd + 2));
-                        let out = h.zeros(want.len());
+                    if t <= 64 {
+                        let decodes = [
+                            Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap(),
+                            Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap(),
+                            Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap(),
+                        ];
                         let dshape = Shape::new(n_heads, n_kv_heads, max_blocks, 0);
-                        h.run_rows(
-                            decode,
-                            &rows,
-                            (n_splits, split_len),
-                            dshape,
-                            &[&q_buf, &kb, &vb, &tb, &part, &out],
-                            [n_heads as u32, t as u32, n_splits as u32],
-                        );
-                        if n_splits > 1 {
-                            h.run_rows(
-                                &kern.attention_reduce,
-                                &rows,
-                                (n_splits, split_len),
-                                Shape::new(n_heads, 0, 0, 0),
-                                &[&part, &out],
-                                [n_heads as u32, t as u32, 1],
-                            );
+                        for decode in &decodes {
+                            for min_keys in [usize::MAX, 64] {
+                                let what = what("");
+                                h.check_decode(
+                                    decode,
+                                    &kern.attention_reduce,
+                                    &rows,
+                                    dshape,
+                                    kv4,
+                                    len,
+                                    min_keys,
+                                    &want,
+                                    &what,
+                                );
+                            }
                         }
-                        let v = format!("decode ({n_splits} splits of {split_len}, {})", decode.name);
-                        assert_close(&what(&v), &h.read(&out, want.len()), &want, ATTENTION_VS_CPU);
                     }
                 }
             }
@@ -930,21 +953,16 @@ fn lanes_attention_at_every_head_size() {
                 .collect();
             let shape = Shape::new(n_heads, n_kv_heads, table.len(), 0);
             let what = |v: &str| format!("{v} hd={hd} len={len} T={t} f16 cache {kv_f16}");
+            let kv4 = [&q_buf, &kb, &vb, &tb];
             let flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
-            let out = h.zeros(want.len());
-            h.run_rows(
+            h.check_prefill(
                 &flash,
+                2048 / hd,
                 &rows,
-                (1, 0),
                 shape,
-                &[&q_buf, &kb, &vb, &tb, &out],
-                [t.div_ceil(2048 / hd) as u32, n_heads as u32, 1],
-            );
-            assert_close(
-                &what("flash prefill (lanes)"),
-                &h.read(&out, want.len()),
+                kv4,
                 &want,
-                ATTENTION_VS_CPU,
+                &what("flash prefill (lanes)"),
             );
             let decode = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
             let reduce = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN, kv_f16)
@@ -952,32 +970,17 @@ fn lanes_attention_at_every_head_size() {
                 .attention_reduce;
             let dt = t.min(5); // decode rows: the first few
             for min_keys in [usize::MAX, 64] {
-                let (n_splits, split_len) = split_plan(len, min_keys, dt);
-                let part = h.zeros(dt * n_heads * n_splits * (hd + 2));
-                let out = h.zeros(dt * n_heads * hd);
-                h.run_rows(
+                let want = &want[..dt * n_heads * hd];
+                h.check_decode(
                     &decode,
+                    &reduce,
                     &rows[..dt],
-                    (n_splits, split_len),
                     shape,
-                    &[&q_buf, &kb, &vb, &tb, &part, &out],
-                    [n_heads as u32, dt as u32, n_splits as u32],
-                );
-                if n_splits > 1 {
-                    h.run_rows(
-                        &reduce,
-                        &rows[..dt],
-                        (n_splits, split_len),
-                        Shape::new(n_heads, 0, 0, 0),
-                        &[&part, &out],
-                        [n_heads as u32, dt as u32, 1],
-                    );
-                }
-                assert_close(
-                    &what(&format!("decode (lanes, {n_splits} splits)")),
-                    &h.read(&out, dt * n_heads * hd),
-                    &want[..dt * n_heads * hd],
-                    ATTENTION_VS_CPU,
+                    kv4,
+                    len,
+                    min_keys,
+                    want,
+                    &what(""),
                 );
             }
         }

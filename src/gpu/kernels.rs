@@ -408,50 +408,49 @@ impl Kernels {
         Kernel::new(gpu, "embed.wgsl", &[wtype(format)])
     }
 
-    /// attention_flash_sg.wgsl, FLASH_SG_ROWS query rows a workgroup (tests run it on any
-    /// adapter with subgroups).
-    pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        let c = [
+    /// An attention kernel reading the KV cache: `file` specialised for `head_dim`, `page` rows
+    /// a page, an f16 or f32 cache, and any `more` overrides.
+    fn attention_kernel(
+        gpu: &Gpu,
+        file: &str,
+        head_dim: usize,
+        page: usize,
+        kv_f16: bool,
+        more: &[(&'static str, f64)],
+    ) -> Result<Kernel> {
+        let mut c = vec![
             ("HEAD_DIM", head_dim as f64),
             ("PAGE", page as f64),
             kv_override(kv_f16),
         ];
-        Kernel::new(gpu, "attention_flash_sg.wgsl", &c)
+        c.extend_from_slice(more);
+        Kernel::new(gpu, file, &c)
+    }
+
+    /// attention_flash_sg.wgsl, FLASH_SG_ROWS query rows a workgroup (tests run it on any
+    /// adapter with subgroups).
+    pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
+        Self::attention_kernel(gpu, "attention_flash_sg.wgsl", head_dim, page, kv_f16, &[])
     }
 
     /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
     /// tests run both sizes on any adapter.
     pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32, kv_f16: bool) -> Result<Kernel> {
         assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
-        let c = [
-            ("HEAD_DIM", head_dim as f64),
-            ("PAGE", page as f64),
-            ("WG", wg as f64),
-            kv_override(kv_f16),
-        ];
-        Kernel::new(gpu, "attention_decode.wgsl", &c)
+        let wg = [("WG", wg as f64)];
+        Self::attention_kernel(gpu, "attention_decode.wgsl", head_dim, page, kv_f16, &wg)
     }
 
     /// attention_decode_lanes.wgsl: the decode attention with head_dim split across lanes
     /// (GPUs); tests run it on any adapter.
     pub fn decode_attention_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        let c = [
-            ("HEAD_DIM", head_dim as f64),
-            ("PAGE", page as f64),
-            kv_override(kv_f16),
-        ];
-        Kernel::new(gpu, "attention_decode_lanes.wgsl", &c)
+        Self::attention_kernel(gpu, "attention_decode_lanes.wgsl", head_dim, page, kv_f16, &[])
     }
 
     /// attention_flash_lanes.wgsl: the prefill attention with head_dim split across lanes
     /// (GPUs), 2048 / head_dim query rows a workgroup; tests run it on any adapter.
     pub fn flash_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        let c = [
-            ("HEAD_DIM", head_dim as f64),
-            ("PAGE", page as f64),
-            kv_override(kv_f16),
-        ];
-        Kernel::new(gpu, "attention_flash_lanes.wgsl", &c)
+        Self::attention_kernel(gpu, "attention_flash_lanes.wgsl", head_dim, page, kv_f16, &[])
     }
 
     /// The prefill and decode attention kernels (and the prefill's query rows a workgroup):
@@ -479,12 +478,8 @@ impl Kernels {
         let (flash, rows) = if subgroups && cpu {
             (Self::flash_sg(gpu, head_dim, page, kv_f16)?, FLASH_SG_ROWS)
         } else {
-            let c = [
-                ("HEAD_DIM", head_dim as f64),
-                ("PAGE", page as f64),
-                kv_override(kv_f16),
-            ];
-            (Kernel::new(gpu, "attention_flash.wgsl", &c)?, 64)
+            let flash = Self::attention_kernel(gpu, "attention_flash.wgsl", head_dim, page, kv_f16, &[])?;
+            (flash, 64)
         };
         let decode = Self::decode_attention(gpu, head_dim, page, if cpu { 8 } else { 64 }, kv_f16)?;
         Ok((flash, rows, decode))
