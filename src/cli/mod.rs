@@ -8,6 +8,7 @@ mod chat;
 mod info;
 mod load;
 mod logits;
+mod parse;
 mod run;
 pub mod signals;
 mod stream;
