@@ -236,6 +236,14 @@ impl Model {
         }
     }
 
+    /// The GPU kernel shapes in use ("gemv split, gemm tiled, attention lanes"); None on the CPU.
+    pub fn kernel_names(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Cpu { .. } => None,
+            Backend::Gpu(g) => Some(g.kernel_names()),
+        }
+    }
+
     /// Dispatches of one greedy decode step on the GPU; None on the CPU.
     pub fn dispatches_per_token(&self) -> Option<usize> {
         match &self.backend {

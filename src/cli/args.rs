@@ -164,9 +164,10 @@ pub struct ModelArgs {
     /// no barriers: fastest on lavapipe).
     #[arg(long, value_enum, default_value = "auto")]
     pub gemm: Gemm,
-    /// GPU decode attention: auto (lanes on hardware GPUs, keys on CPU adapters), lanes
-    /// (head_dim split across lanes: little state an invocation at head_dim 128), keys (a key
-    /// an invocation, the whole head in registers, no barriers: fastest on lavapipe).
+    /// GPU attention kernels (prefill and decode): auto (lanes on hardware GPUs, whole on CPU
+    /// adapters), lanes (head_dim split across lanes: 18 floats of state an invocation at any
+    /// head_dim), whole (the whole head in an invocation's registers, no barriers in the key
+    /// loop: fastest on lavapipe).
     #[arg(long, value_enum, default_value = "auto")]
     pub head_split: HeadSplit,
     /// GPU limits to request: adapter (all it offers) or webgpu (WebGPU's defaults only: 128 MiB
@@ -175,8 +176,11 @@ pub struct ModelArgs {
     pub limits: Limits,
     /// Greedy decode steps submitted to the GPU together (1 to 64): each step's token is picked
     /// and fed to the next on the device, and the ids are read back together. Default 8 on a
-    /// GPU; 1 gives a submit and a readback per token. Same tokens either way.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// GPU; 1 gives a submit and a readback per token. Same tokens either way; a larger N
+    /// streams the text in bursts of N tokens and computes up to N - 1 steps in vain when the
+    /// reply ends early (or on Ctrl-C). Applies to greedy decoding without a repetition penalty
+    /// or --ignore-eos (those pick each token on the host).
+    #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub decode_ahead: Option<u16>,
 }
 

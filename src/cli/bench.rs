@@ -223,9 +223,18 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
     let kv = model
         .kv_dtype_name()
         .map_or(String::new(), |k| format!(" | {k} KV cache"));
-    let ahead = a.model.decode_ahead(&model);
+    // (the CPU path has no submits: one step at a time)
+    let ahead = if model.is_gpu() {
+        a.model.decode_ahead(&model)
+    } else {
+        1
+    };
+    let kernels = model.kernel_names();
+    let shapes = kernels
+        .as_ref()
+        .map_or(String::new(), |k| format!(" | {k} | decode {ahead} step(s) a submit"));
     eprintln!(
-        "model: {source} | device: {device} | context {}{kv} | decode {ahead} step(s) a submit",
+        "model: {source} | device: {device} | context {}{kv}{shapes}",
         model.cfg.seq_len
     );
     let (pp, tg) = tinfer::tools::bench_model::bench_model(&mut model, &a.pp, &a.tg, a.repeats, ahead)?;
@@ -274,7 +283,8 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
             "layers": model.cfg.n_layers,
             "context": model.cfg.seq_len,
             "dispatches_per_token": dispatches,
-            "decode_ahead": ahead,
+            "decode_ahead": model.is_gpu().then_some(ahead),
+            "kernels": kernels,
             "bytes_per_token": bytes,
         });
         for (name, r) in pp.iter().chain(&tg) {

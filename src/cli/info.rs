@@ -42,6 +42,8 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
                 "context": ctx,
                 "kv_cache_tokens": pool.pages * pool.page,
                 "kv_dtype": model.kv_dtype_name(),
+                "kernels": model.kernel_names(),
+                "decode_ahead": args.decode_ahead(&model),
                 "weights_bytes": m.weights,
                 "kv_cache_bytes": m.kv_cache,
                 "scratch_bytes": m.scratch,
@@ -173,6 +175,11 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
             m["kv_dtype"].as_str().unwrap_or(""),
             m["context"],
             mib("scratch_bytes")
+        );
+        println!(
+            "gpu kernels  {}; greedy decode {} step(s) a submit",
+            m["kernels"].as_str().unwrap_or(""),
+            m["decode_ahead"]
         );
     }
     if let Some(g) = gpu {

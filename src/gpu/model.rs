@@ -47,6 +47,8 @@ impl DeviceMemory {
 pub struct GpuModel {
     pub gpu: Gpu,
     pub memory: DeviceMemory,
+    /// attention kernels split head_dim across lanes (attention_*_lanes.wgsl)
+    pub head_lanes: bool,
     pub kind: MatmulKind, // float weight dtype and matrix-kernel variant
     /// bytes of weight matrices a decode step reads (GpuWeights::read_bytes)
     pub weight_bytes: usize,
@@ -200,6 +202,7 @@ impl GpuModel {
         };
         Ok(GpuModel {
             memory,
+            head_lanes: lanes,
             kind,
             weight_bytes,
             device_bytes,
@@ -247,6 +250,17 @@ impl GpuModel {
             })
             .collect();
         names.join("+")
+    }
+
+    /// The kernel shapes in use, e.g. "gemv split, gemm tiled, attention lanes".
+    pub fn kernel_names(&self) -> String {
+        let pick = |on: bool, a: &'static str, b: &'static str| if on { a } else { b };
+        format!(
+            "gemv {}, gemm {}, attention {}",
+            pick(self.kind.gemv_split, "split", "rows"),
+            pick(self.kind.gemm_tiled, "tiled", "rows"),
+            pick(self.head_lanes, "lanes", "whole")
+        )
     }
 
     /// Dispatches of one greedy decode step (T = 1, one split-K partition).
