@@ -386,7 +386,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         blocks[..kind.format.bytes_for(rows * d).unwrap()].to_vec(),
                         d,
                     );
-                    WeightTex::upload_blocks(&h.gpu, "w", &[&t], height).unwrap()
+                    // layers of equal height (GPUs) on every other size, else powers of two
+                    WeightTex::upload_blocks(&h.gpu, "w", &[&t], height, i % 2 == 0).unwrap()
                 } else {
                     WeightTex::upload_as(&h.gpu, "w", &[&mat(&w[..rows * d], d)], kind.f16(), group, height).unwrap()
                 }
@@ -1035,34 +1036,37 @@ fn embed_and_argmax_match_cpu() {
             let dim = if format.block().0 == 256 { 512 } else { 96 };
             let (rows_n, tokens) = (37, [3u32, 36, 0, 19]);
             let (t, seen) = quant_mat(format, random_blocks(&mut rng, format, rows_n * dim), dim);
-            let tex = WeightTex::upload_blocks(&h.gpu, "embed", &[&t], 4).unwrap();
-            let kern = Kernels::embed_kernel(&h.gpu, format).unwrap();
-            let x = h.zeros(tokens.len() * dim);
-            let step_rows: Vec<Row> = tokens
-                .iter()
-                .map(|&token| Row {
-                    token,
-                    ..Row::default()
-                })
-                .collect();
-            h.run_res(
-                &kern,
-                &step_rows,
-                (1, 0),
-                Shape::new(dim, 0, 0, 0),
-                &[Res::Tex(&tex.view), Res::Buf(&x)],
-                [up(dim, 64), tokens.len() as u32, 1],
-            );
-            let got = h.read(&x, tokens.len() * dim);
-            for (i, &tok) in tokens.iter().enumerate() {
-                let want = &seen[tok as usize * dim..][..dim];
-                // d·q + m: one rounding or two (a fused multiply-add)
-                assert_close(
-                    &format!("embed {format} token {tok}"),
-                    &got[i * dim..][..dim],
-                    want,
-                    Tol { abs: 1e-6, rel: 1e-6 },
+            // 5 row groups in layers of 4 (powers of two: CPU adapters) and of 3 (equal: GPUs)
+            for (height, exact) in [(4, false), (3, true)] {
+                let tex = WeightTex::upload_blocks(&h.gpu, "embed", &[&t], height, exact).unwrap();
+                let kern = Kernels::embed_kernel(&h.gpu, format).unwrap();
+                let x = h.zeros(tokens.len() * dim);
+                let step_rows: Vec<Row> = tokens
+                    .iter()
+                    .map(|&token| Row {
+                        token,
+                        ..Row::default()
+                    })
+                    .collect();
+                h.run_res(
+                    &kern,
+                    &step_rows,
+                    (1, 0),
+                    Shape::new(dim, 0, 0, 0),
+                    &[Res::Tex(&tex.view), Res::Buf(&x)],
+                    [up(dim, 64), tokens.len() as u32, 1],
                 );
+                let got = h.read(&x, tokens.len() * dim);
+                for (i, &tok) in tokens.iter().enumerate() {
+                    let want = &seen[tok as usize * dim..][..dim];
+                    // d·q + m: one rounding or two (a fused multiply-add)
+                    assert_close(
+                        &format!("embed {format} token {tok} (layers of {height})"),
+                        &got[i * dim..][..dim],
+                        want,
+                        Tol { abs: 1e-6, rel: 1e-6 },
+                    );
+                }
             }
         }
     }

@@ -650,6 +650,24 @@ fn quantized_weights_on_the_gpu_match_the_cpu() {
             device as f64 <= stored as f64 * 1.05,
             "{fixture}: {device} device bytes for {stored} stored"
         );
+        // a GPU's layout (layers of equal height, not powers of two) never takes more
+        let exact = device_plan(
+            &loaded.cfg,
+            loaded.weights.as_ref().unwrap(),
+            plan.exact_layers(true),
+            8192,
+        );
+        for (m, e) in planned.iter().zip(&exact) {
+            assert!(
+                e.bytes <= m.bytes,
+                "{fixture} {}: equal layers take more than power-of-two ones",
+                m.name
+            );
+        }
+        let exact_bytes: usize = exact.iter().map(|m| m.bytes).sum();
+        eprintln!(
+            "{fixture}: device bytes {device} (power-of-two layers), {exact_bytes} (equal layers), stored {stored}"
+        );
         let index = read_json(&fixtures().join(format!("{fixture}/index.json")));
         let mut worst = 0f64;
         for p in index["prompts"].as_array().unwrap().iter().take(3) {

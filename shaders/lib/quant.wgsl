@@ -36,12 +36,16 @@ const Q6_K = 14u;
 
 // Where row o lives: texel k at (k * r.w + r.x, r.y) in layer r.z. Rows are stored in groups of
 // 8, interleaved texel by texel (as WeightTex lays out float rows, without their padding to 8
-// texels), in layers of a power-of-two number of texture rows (WeightTex::upload_blocks), so
-// shifts and masks find it: a u32 division costs a scalar divide per lane on a CPU adapter.
+// texels), in layers of texture rows (WeightTex::upload_blocks): on CPU adapters a power of two,
+// so shifts and masks find it (a u32 division costs a scalar divide per lane there); on GPUs
+// layers of equal height, at most a texture row of padding each (the branch is uniform).
 // (Row widths in texels: src/gpu/weights.rs `row_texels`.)
 fn q_row(n: u32, o: u32) -> vec4<u32> {
     let height = textureDimensions(w).y;
     let group = o >> 3u;
+    if ((height & (height - 1u)) != 0u) {
+        return vec4<u32>(o & 7u, group % height, group / height, 8u);
+    }
     return vec4<u32>(o & 7u, group & (height - 1u), group >> firstTrailingBit(height), 8u);
 }
 

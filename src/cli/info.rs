@@ -320,7 +320,9 @@ fn gpu_weights(
     use tinfer::weights::Format;
     let w = loaded.weights.as_ref()?;
     let flag = |k: &str| gpu.is_none_or(|g| g[k].as_bool().unwrap_or(false));
-    let plan = WeightPlan::new(dtype, flag("subgroups"));
+    // a hardware GPU (or none named): quantized layers of equal height
+    let cpu_adapter = gpu.is_some_and(|g| g["device_type"].as_str() == Some("Cpu"));
+    let plan = WeightPlan::new(dtype, flag("subgroups")).exact_layers(!cpu_adapter);
     let max_dim = gpu
         .and_then(|g| g["limits"]["max_texture_dimension_2d"].as_u64())
         .unwrap_or(8192) as usize;

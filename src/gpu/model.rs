@@ -118,7 +118,7 @@ impl GpuModel {
         };
         let kv = kv_pool(&gpu, cfg, opts, kv_f16)?;
         let subgroups = opts.subgroups && gpu.has_subgroups(8);
-        let plan = WeightPlan::new(opts.dtype, subgroups);
+        let plan = WeightPlan::new(opts.dtype, subgroups).exact_layers(!gpu.is_cpu_adapter());
         let gemv_split = match opts.gemv {
             Gemv::Split => true,
             Gemv::Rows => false,

@@ -146,7 +146,7 @@ impl WeightTex {
         // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
         // unpack2x16float reads them); padding texels are zero.
         let mut buf = vec![0f32; cols];
-        Self::place(gpu, name, parts, format, group, height, |part, i, words| {
+        Self::place(gpu, name, parts, format, group, height, false, |part, i, words| {
             let row = match part.as_f32() {
                 Some(v) => &v[i * cols..(i + 1) * cols],
                 None => {
@@ -172,7 +172,10 @@ impl WeightTex {
     /// power-of-two number of texture rows, at most `height` (so that the kernels find a row
     /// with shifts and masks: `q_row` in shaders/lib/quant.wgsl; a u32 division costs a scalar
     /// divide per lane on a CPU adapter).
-    pub fn upload_blocks(gpu: &Gpu, name: &str, parts: &[&Tensor], height: usize) -> Result<Self> {
+    /// `exact`: layers of (nearly) equal height, the fewest the height allows (GPUs: at most a
+    /// texture row of padding a layer); else power-of-two heights (CPU adapters: lib/quant.wgsl
+    /// finds a row with shifts, where a division costs a scalar divide per lane).
+    pub fn upload_blocks(gpu: &Gpu, name: &str, parts: &[&Tensor], height: usize, exact: bool) -> Result<Self> {
         let format = parts[0].format;
         assert!(QUANT_FORMATS.contains(&format) && parts.iter().all(|p| p.format == format));
         let (cols, rb) = (parts[0].cols(), parts[0].row_bytes());
@@ -181,7 +184,7 @@ impl WeightTex {
         if texels * ROW_GROUP > max_dim {
             bail!("{name}: {ROW_GROUP} rows of {cols} {format} values are {} texels, over this device's texture width of {max_dim}; use --dtype f16", texels * ROW_GROUP);
         }
-        Self::place(gpu, name, parts, format, ROW_GROUP, height, |part, i, words| {
+        Self::place(gpu, name, parts, format, ROW_GROUP, height, exact, |part, i, words| {
             let row = device_row(format, &part.bytes()[i * rb..(i + 1) * rb]);
             debug_assert_eq!(row.len(), texels * 4);
             words.copy_from_slice(&row);
@@ -198,13 +201,14 @@ impl WeightTex {
         format: Format,
         group: usize,
         height: usize,
+        exact: bool,
         mut fill: impl FnMut(&Tensor, usize, &mut [u32]),
     ) -> Result<Self> {
         let cols = parts[0].cols();
         assert!(group >= 1 && height >= 1 && cols > 0 && parts.iter().all(|p| p.cols() == cols));
         let rows: usize = parts.iter().map(|p| p.rows()).sum();
         let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-        let layout = TexLayout::of(format, rows, cols, group, height, max_dim);
+        let layout = TexLayout::of(format, rows, cols, group, height, max_dim, exact);
         let TexLayout {
             texels,
             group,
@@ -358,6 +362,9 @@ pub struct WeightPlan {
     pub f16: bool,
     /// the quantized kernels can run (they need subgroups of 8 lanes or more)
     pub quant: bool,
+    /// quantized matrices in layers of equal height (GPUs), not power-of-two ones (CPU
+    /// adapters): WeightTex::upload_blocks
+    pub exact_layers: bool,
 }
 
 /// Block formats whose values Q8_0 holds exactly (same d, q - 8 or q - 16 as i8): the format
@@ -374,6 +381,15 @@ impl WeightPlan {
             dtype,
             f16: dtype != Dtype::F32,
             quant: subgroups,
+            exact_layers: false,
+        }
+    }
+
+    /// The same plan with quantized layers of equal height (`exact`, GPUs) or power-of-two ones.
+    pub fn exact_layers(self, exact: bool) -> Self {
+        WeightPlan {
+            exact_layers: exact,
+            ..self
         }
     }
 
@@ -428,12 +444,21 @@ struct TexLayout {
 impl TexLayout {
     /// `rows` × `cols` in `format`, at most `group` rows a group and `max_height` texture rows a
     /// layer, textures `max_dim` texels wide and high.
-    fn of(format: Format, rows: usize, cols: usize, group: usize, max_height: usize, max_dim: usize) -> Self {
+    /// Quantized matrices take power-of-two heights unless `exact` (see WeightTex::upload_blocks).
+    fn of(
+        format: Format,
+        rows: usize,
+        cols: usize,
+        group: usize,
+        max_height: usize,
+        max_dim: usize,
+        exact: bool,
+    ) -> Self {
         let texels = texels_for(format, cols);
         let group = group.min(max_dim / texels.max(1)).max(1);
         let groups = rows.div_ceil(group).max(1);
         let cap = max_height.min(max_dim);
-        let height = if format.is_quantized() {
+        let height = if format.is_quantized() && !exact {
             quant_layer_height(groups, cap)
         } else {
             float_layer_height(groups, cap)
@@ -528,7 +553,7 @@ pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim:
             let stored: Vec<Format> = parts.iter().map(|p| p.format).collect();
             let (rows, cols) = (parts.iter().map(|p| p.rows()).sum::<usize>(), parts[0].cols());
             let format = plan.format(&stored, cols);
-            let bytes = TexLayout::of(format, rows, cols, ROW_GROUP, max_dim, max_dim).bytes();
+            let bytes = TexLayout::of(format, rows, cols, ROW_GROUP, max_dim, max_dim, plan.exact_layers).bytes();
             let stored_bytes = parts.iter().map(|p| p.n_bytes()).sum();
             PlannedMatrix {
                 name,
@@ -629,13 +654,13 @@ impl GpuWeights {
                 Format::F16 => WeightTex::upload(gpu, name, parts, true),
                 f if formats.iter().all(|&p| p == f) => {
                     let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-                    WeightTex::upload_blocks(gpu, name, parts, max_dim)
+                    WeightTex::upload_blocks(gpu, name, parts, max_dim, plan.exact_layers)
                 }
                 f => {
                     let blocks = blocks_in(f, parts)?;
                     let refs: Vec<&Tensor> = blocks.iter().collect();
                     let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-                    WeightTex::upload_blocks(gpu, name, &refs, max_dim)
+                    WeightTex::upload_blocks(gpu, name, &refs, max_dim, plan.exact_layers)
                 }
             }
         };

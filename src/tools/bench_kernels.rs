@@ -261,7 +261,10 @@ pub fn bench_kernels(
                 let blocks = crate::quant::quantize(format, &w).expect("a quantizer for the format");
                 let t = crate::weights::Tensor::owned(format, vec![n, d], blocks).map_err(anyhow::Error::msg)?;
                 let max_dim = gpu.limits.max_texture_dimension_2d as usize;
-                (t.to_f32(), WeightTex::upload_blocks(gpu, matrix, &[&t], max_dim)?)
+                (
+                    t.to_f32(),
+                    WeightTex::upload_blocks(gpu, matrix, &[&t], max_dim, !gpu.is_cpu_adapter())?,
+                )
             } else {
                 let seen: Vec<f32> = if kind.f16() {
                     w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
