@@ -146,7 +146,12 @@ impl WeightTex {
         // 4 words per texel: f32 bit patterns, or two f16 per word (the first in the low half, as
         // unpack2x16float reads them); padding texels are zero.
         let mut buf = vec![0f32; cols];
-        Self::place(gpu, name, parts, format, group, height, false, |part, i, words| {
+        let fit = Fit {
+            group,
+            height,
+            exact: false,
+        };
+        Self::place(gpu, name, parts, format, fit, |part, i, words| {
             let row = match part.as_f32() {
                 Some(v) => &v[i * cols..(i + 1) * cols],
                 None => {
@@ -184,26 +189,29 @@ impl WeightTex {
         if texels * ROW_GROUP > max_dim {
             bail!("{name}: {ROW_GROUP} rows of {cols} {format} values are {} texels, over this device's texture width of {max_dim}; use --dtype f16", texels * ROW_GROUP);
         }
-        Self::place(gpu, name, parts, format, ROW_GROUP, height, exact, |part, i, words| {
+        let fit = Fit {
+            group: ROW_GROUP,
+            height,
+            exact,
+        };
+        Self::place(gpu, name, parts, format, fit, |part, i, words| {
             let row = device_row(format, &part.bytes()[i * rb..(i + 1) * rb]);
             debug_assert_eq!(row.len(), texels * 4);
             words.copy_from_slice(&row);
         })
     }
 
-    /// Create the texture for the rows of `parts` in `format` (TexLayout::of, at most `group`
-    /// rows a group and `height` texture rows a layer) and fill it: `fill(part, i, words)`
-    /// writes row i of `part` as texels × 4 words.
+    /// Create the texture for the rows of `parts` in `format` (TexLayout::of, as `fit` allows)
+    /// and fill it: `fill(part, i, words)` writes row i of `part` as texels × 4 words.
     fn place(
         gpu: &Gpu,
         name: &str,
         parts: &[&Tensor],
         format: Format,
-        group: usize,
-        height: usize,
-        exact: bool,
+        fit: Fit,
         mut fill: impl FnMut(&Tensor, usize, &mut [u32]),
     ) -> Result<Self> {
+        let Fit { group, height, exact } = fit;
         let cols = parts[0].cols();
         assert!(group >= 1 && height >= 1 && cols > 0 && parts.iter().all(|p| p.cols() == cols));
         let rows: usize = parts.iter().map(|p| p.rows()).sum();
@@ -439,6 +447,15 @@ struct TexLayout {
     group: usize,
     height: usize,
     layers: usize,
+}
+
+/// How a matrix's rows may go into a texture: at most `group` rows a group, at most `height`
+/// texture rows a layer, quantized layers of equal height (`exact`) or of powers of two.
+#[derive(Clone, Copy)]
+struct Fit {
+    group: usize,
+    height: usize,
+    exact: bool,
 }
 
 impl TexLayout {
