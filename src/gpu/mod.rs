@@ -1,4 +1,5 @@
 //! The GPU path: the same forward pass as `cpu/`, on WGSL compute shaders through wgpu.
+pub mod blocks;
 pub mod buffers;
 pub mod context;
 pub mod forward;
