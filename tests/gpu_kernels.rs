@@ -755,6 +755,73 @@ fn paged_kv(
     (kp, vp, kv.block_table(seq).to_vec(), seq)
 }
 
+/// One sequence's K/V of `len` positions laid out through `kv` on the device, as the attention
+/// kernels bind it: K and V (an f16 cache holds each head's rotation pairs in u32 words,
+/// lib/kv.wgsl), the block tables (row `seq` the sequence's; the rows below it unused), their
+/// row length, and the step rows of its last `t` positions.
+struct DeviceKv {
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    tables: wgpu::Buffer,
+    max_blocks: usize,
+    rows: Vec<Row>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn device_kv(h: &H, kv: &mut KvPages, len: usize, t: usize, hd: usize, k: &[f32], v: &[f32], kv_f16: bool) -> DeviceKv {
+    let kv_dim = k.len() / len;
+    let (kp, vp, table, seq) = paged_kv(kv, len, kv_dim, k, v);
+    let cache = |c: &[f32]| if kv_f16 { pack_kv_f16(c, hd) } else { c.to_vec() };
+    let mut all = vec![0u32; (seq + 1) * table.len()];
+    all[seq * table.len()..].copy_from_slice(&table);
+    let rows = (0..t)
+        .map(|i| Row {
+            token: 0,
+            pos: (len - t + i) as u32,
+            slot: 0,
+            seq: seq as u32,
+        })
+        .collect();
+    DeviceKv {
+        k: h.up(&cache(&kp)),
+        v: h.up(&cache(&vp)),
+        tables: h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all)),
+        max_blocks: table.len(),
+        rows,
+    }
+}
+
+/// Random attention inputs with outliers for the last `t` of `len` positions: q (t, n_heads,
+/// hd), and K and V (len, n_kv_heads, hd) as an f32 cache holds them.
+fn attention_inputs(rng: &mut Rng, len: usize, t: usize, heads: (usize, usize), hd: usize) -> [Vec<f32>; 3] {
+    let q = random(rng, t * heads.0 * hd, 8.0);
+    let k = random(rng, len * heads.1 * hd, 8.0);
+    let v = random(rng, len * heads.1 * hd, 2.0);
+    [q, k, v]
+}
+
+/// K and V as the cache holds them (rounded to f16 with `kv_f16`) and the CPU's attention of q
+/// over them (cpu::ops::attention, f64): what each kernel must give.
+fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    heads: (usize, usize),
+    hd: usize,
+    kv_f16: bool,
+) -> [Vec<f32>; 3] {
+    let (k, v) = if kv_f16 {
+        (round_f16(k), round_f16(v))
+    } else {
+        (k.to_vec(), v.to_vec())
+    };
+    let len = k.len() / (heads.1 * hd);
+    let mut want = vec![0.0; t * heads.0 * hd];
+    ops::attention(&mut want, q, &k, &v, len - t, heads.0, heads.1, hd);
+    [k, v, want]
+}
+
 /// A paged pool whose pages come out of order: a filler sequence takes pages, is released, and
 /// the sequence under test reuses them in reverse, interleaved with a second filler.
 fn fragmented(len: usize) -> KvPages {
@@ -786,55 +853,28 @@ fn attention_variants_match_cpu() {
             case += 1;
             let h = if hd == 64 { &h64 } else { &h128 };
             let mut rng = Rng::new(case as u64);
-            let kv_dim = n_kv_heads * hd;
             // prefill rows: the last t positions (once all 257: every query row of an invocation of
             // the subgroup flash kernel, and a second workgroup)
             let t = len.min(if len == 257 && hd == 64 { 257 } else { 37 });
-            let pos0 = len - t;
-            let q = random(&mut rng, t * n_heads * hd, 8.0);
-            let k0 = random(&mut rng, len * kv_dim, 8.0);
-            let v0 = random(&mut rng, len * kv_dim, 2.0);
+            let heads = (n_heads, n_kv_heads);
+            let [q, k0, v0] = attention_inputs(&mut rng, len, t, heads, hd);
             // f32 and f16 caches; the CPU reference sees the values the f16 cache holds
             for kv_f16 in [false, true] {
-                let (k, v) = if kv_f16 {
-                    (round_f16(&k0), round_f16(&v0))
-                } else {
-                    (k0.clone(), v0.clone())
-                };
-                let mut want = vec![0.0; t * n_heads * hd];
-                ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
+                let [k, v, want] = attention_reference(&q, &k0, &v0, t, heads, hd, kv_f16);
                 let q_buf = h.up(&q);
                 for (layout, mut kv) in [
                     ("paged", fragmented(len)),
                     ("contiguous", KvPages::contiguous(len, 1, 16)),
                 ] {
-                    let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
-                    // an f16 cache holds the rotation pairs of each head in u32 words (lib/kv.wgsl)
-                    let cache = |c: &[f32]| if kv_f16 { pack_kv_f16(c, hd) } else { c.to_vec() };
-                    let (kp, vp) = (cache(&kp), cache(&vp));
+                    let DeviceKv {
+                        k: kb,
+                        v: vb,
+                        tables: tb,
+                        max_blocks,
+                        rows,
+                    } = device_kv(h, &mut kv, len, t, hd, &k, &v, kv_f16);
                     // the kernels are specialised for the layout's page size
                     let kern = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN, kv_f16).unwrap();
-                    let (kb, vb, tb) = (
-                        h.up(&kp),
-                        h.up(&vp),
-                        h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&table)),
-                    );
-                    let max_blocks = table.len();
-                    let rows: Vec<Row> = (0..t)
-                        .map(|i| Row {
-                            token: 0,
-                            pos: (pos0 + i) as u32,
-                            slot: 0,
-                            seq: seq as u32,
-                        })
-                        .collect();
-                    let tables_for = |seq: usize| {
-                        // the table buffer has `seq + 1` rows; only row `seq` is used
-                        let mut all = vec![0u32; (seq + 1) * max_blocks];
-                        all[seq * max_blocks..].copy_from_slice(&table);
-                        h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all))
-                    };
-                    let tb = if seq == 0 { tb } else { tables_for(seq) };
                     let kv_type = if kv_f16 { "f16" } else { "f32" };
                     let what = |v: &str| {
                         format!("{v} {layout} {kv_type} KV hd={hd} heads={n_heads}/{n_kv_heads} len={len} T={t}")
@@ -922,39 +962,17 @@ fn lanes_attention_at_every_head_size() {
     let mut rng = Rng::new(77);
     for (hd, len) in [(16, 300), (32, 23), (256, 150), (16, 1)] {
         let (n_heads, n_kv_heads) = (4, 2);
-        let kv_dim = n_kv_heads * hd;
         let t = len.min(137);
-        let pos0 = len - t;
-        let q = random(&mut rng, t * n_heads * hd, 8.0);
-        let k0 = random(&mut rng, len * kv_dim, 8.0);
-        let v0 = random(&mut rng, len * kv_dim, 2.0);
+        let heads = (n_heads, n_kv_heads);
+        let [q, k0, v0] = attention_inputs(&mut rng, len, t, heads, hd);
         for kv_f16 in [false, true] {
-            let (k, v) = if kv_f16 {
-                (round_f16(&k0), round_f16(&v0))
-            } else {
-                (k0.clone(), v0.clone())
-            };
-            let mut want = vec![0.0; t * n_heads * hd];
-            ops::attention(&mut want, &q, &k, &v, pos0, n_heads, n_kv_heads, hd);
+            let [k, v, want] = attention_reference(&q, &k0, &v0, t, heads, hd, kv_f16);
             let mut kv = fragmented(len);
-            let (kp, vp, table, seq) = paged_kv(&mut kv, len, kv_dim, &k, &v);
-            let cache = |c: &[f32]| if kv_f16 { pack_kv_f16(c, hd) } else { c.to_vec() };
-            let (kb, vb) = (h.up(&cache(&kp)), h.up(&cache(&vp)));
-            let mut all = vec![0u32; (seq + 1) * table.len()];
-            all[seq * table.len()..].copy_from_slice(&table);
-            let tb = h.up(&bytemuck::pod_collect_to_vec::<u32, f32>(&all));
-            let q_buf = h.up(&q);
-            let rows: Vec<Row> = (0..t)
-                .map(|i| Row {
-                    token: 0,
-                    pos: (pos0 + i) as u32,
-                    slot: 0,
-                    seq: seq as u32,
-                })
-                .collect();
-            let shape = Shape::new(n_heads, n_kv_heads, table.len(), 0);
+            let d = device_kv(&h, &mut kv, len, t, hd, &k, &v, kv_f16);
+            let (rows, q_buf) = (d.rows, h.up(&q));
+            let shape = Shape::new(n_heads, n_kv_heads, d.max_blocks, 0);
             let what = |v: &str| format!("{v} hd={hd} len={len} T={t} f16 cache {kv_f16}");
-            let kv4 = [&q_buf, &kb, &vb, &tb];
+            let kv4 = [&q_buf, &d.k, &d.v, &d.tables];
             let flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
             h.check_prefill(
                 &flash,

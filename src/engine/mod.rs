@@ -167,7 +167,7 @@ impl Engine {
             let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
             let left = s.stop.max_tokens.saturating_sub(s.output.len());
             let n = self.decode_ahead.min(left);
-            if n > 1 && s.greedy_on_device() && self.model.len(id) < self.model.cfg.seq_len {
+            if n > 1 && s.greedy_on_device() {
                 let ids = self.model.decode_greedy(id, last, n)?;
                 self.usage = self.model.kv_usage().or(self.usage);
                 self.seqs[h].as_mut().unwrap().ahead = ids.into();
@@ -261,27 +261,17 @@ impl Engine {
         Ok(p)
     }
 
-    /// The next id decoded ahead of each of `hs`: append, check stops, release the finished.
+    /// The next id decoded ahead of each of `hs`, through `post` as any other pick.
     fn take_ahead(&mut self, hs: &[usize]) -> Vec<(usize, u32)> {
-        let mut out = vec![];
-        for &h in hs {
-            let s = self.seqs[h].as_mut().unwrap();
-            let token = s.ahead.pop_front().expect("an id decoded ahead");
-            s.decode_steps += 1;
-            let id = s.id.unwrap();
-            // the cache as single steps would leave it: without the ids not yet taken
-            let cached = self.model.len(id) - s.ahead.len();
-            if s.push(token, cached) {
-                out.push((h, token));
-            }
-            if self.get(h).is_finished() {
-                self.drop_ahead(h);
-                if !self.get(h).keep {
-                    self.model.release(id);
-                }
-            }
-        }
-        out
+        let ids = hs
+            .iter()
+            .map(|&h| {
+                let s = self.seqs[h].as_mut().unwrap();
+                s.decode_steps += 1;
+                s.ahead.pop_front().expect("an id decoded ahead")
+            })
+            .collect();
+        self.post(hs, Pick::Ids(ids))
     }
 
     /// Forget the ids `h` decoded ahead and not taken, and take their positions out of its
@@ -297,7 +287,8 @@ impl Engine {
         }
     }
 
-    /// Sample (where logits came back), append, check stops, release the finished.
+    /// Sample (where logits came back), append, check stops, release the finished (their ids
+    /// decoded ahead dropped first).
     fn post(&mut self, hs: &[usize], picks: Pick) -> Vec<(usize, u32)> {
         let mut out = vec![];
         for (i, &h) in hs.iter().enumerate() {
@@ -327,11 +318,15 @@ impl Engine {
                 }
             };
             let id = s.id.unwrap();
-            if s.push(token, self.model.len(id)) {
+            // the cache as single steps would leave it: without the ids decoded ahead not taken
+            if s.push(token, self.model.len(id) - s.ahead.len()) {
                 out.push((h, token));
             }
-            if s.is_finished() && !s.keep {
-                self.model.release(id);
+            if s.is_finished() {
+                self.drop_ahead(h);
+                if !self.get(h).keep {
+                    self.model.release(id);
+                }
             }
         }
         out

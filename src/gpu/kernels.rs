@@ -543,15 +543,15 @@ impl Kernels {
         };
         let flag = |on: bool| on as u8 as f64;
         // the split GEMV and the tiled GEMM read every format without subgroups
-        let split = (!gemm && kind.gemv_split) || (gemm && kind.gemm_tiled);
-        if !kind.subgroups && kind.format.is_quantized() && !split {
+        let any_format = (!gemm && kind.gemv_split) || (gemm && kind.gemm_tiled);
+        if !kind.subgroups && kind.format.is_quantized() && !any_format {
             bail!(
                 "{} weights need the subgroup matrix kernels; use --dtype f16",
                 kind.format
             );
         }
         let mut c = vec![
-            if kind.subgroups || split {
+            if kind.subgroups || any_format {
                 wtype(kind.format)
             } else {
                 ("F16", flag(kind.f16()))

@@ -10,9 +10,6 @@ use super::kernels::{
     record as record_ops, run_timed, split_plan, step_bytes, step_size, Dims, Kernels, MatmulKind, Op, Row, FLASH_TILE,
     MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
-
-/// Most decode steps `decode_greedy` records into one submit.
-pub const MAX_AHEAD: usize = 64;
 use super::launch::{AttnShape, Fused, Launch};
 use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
@@ -20,6 +17,9 @@ use crate::kv_cache::KvPages;
 use crate::options::{Batch, Want};
 use crate::options::{Dtype, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
+
+/// Most decode steps `decode_greedy` records into one submit.
+pub const MAX_AHEAD: usize = 64;
 
 /// Where the time of one step goes (GpuModel::profile).
 pub struct Profile {
@@ -70,7 +70,6 @@ pub struct GpuModel {
     pub logits: wgpu::Buffer,       // (all_rows, vocab)
     pub next_id: wgpu::Buffer,      // (1,) u32
     pub ahead_steps: wgpu::Buffer,  // (MAX_AHEAD,) Step records of one row: decode_greedy's steps
-    pub ahead_ids: wgpu::Buffer,    // (MAX_AHEAD,) u32: decode_greedy's ids, read back together
     pub staging: wgpu::Buffer,      // readback
     /// Most multiply-adds one submit of a prefill or batch step records (Options::submit_macs).
     pub submit_macs: u64,
@@ -132,17 +131,16 @@ impl GpuModel {
         let kind = MatmulKind::float(plan.f16, subgroups)
             .gemv_split(gemv_split)
             .gemm_tiled(gemm_tiled);
-        let lanes = match opts.head_split {
-            HeadSplit::Lanes => true,
-            HeadSplit::Whole => false,
-            HeadSplit::Auto => !gpu.is_cpu_adapter(),
+        // Kernels::new picks the attention kernels for the adapter (lanes on GPUs); an explicit
+        // --head-split replaces them
+        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?;
+        let (k, lanes) = match opts.head_split {
+            HeadSplit::Auto => (k, !gpu.is_cpu_adapter()),
+            forced => {
+                let lanes = forced == HeadSplit::Lanes;
+                (k.with_head_split(&gpu, cfg.head_dim, kv.page, lanes)?, lanes)
+            }
         };
-        let k = Kernels::new(&gpu, cfg.head_dim, kv.page, kind, kv_f16)?.with_head_split(
-            &gpu,
-            cfg.head_dim,
-            kv.page,
-            lanes,
-        )?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
         let before = gpu.allocated();
@@ -159,7 +157,6 @@ impl GpuModel {
         let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
         let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
         let ahead_steps = gpu.zeros("ahead_steps", MAX_AHEAD * step_size(1) / 4)?;
-        let ahead_ids = gpu.zeros("ahead_ids", MAX_AHEAD)?;
 
         // The dispatches of each kind of step, recorded once.
         let rope = RopeTable::new(cfg);
@@ -222,7 +219,6 @@ impl GpuModel {
             all_rows: a.all_rows,
             step,
             ahead_steps,
-            ahead_ids,
             staging,
             submit_macs: opts.submit_macs.max(1),
             layer_macs: cfg.layer_macs_per_token(),
@@ -284,7 +280,13 @@ impl GpuModel {
             .map(|&(s, toks)| self.kv.blocks_needed(s, toks.len()))
             .sum();
         if needed > self.kv.alloc.n_free() {
-            return Err(self.kv_full(needed).into());
+            return Err(crate::kv_cache::KvError::Full {
+                needed,
+                free: self.kv.alloc.n_free(),
+                total: self.kv.alloc.n_blocks(),
+                page: self.kv.page,
+            }
+            .into());
         }
         let mut rows = Vec::with_capacity(t);
         let mut copies = vec![];
@@ -352,22 +354,19 @@ impl GpuModel {
     /// Greedy decoding of sequence `seq` from `token` (its last token, not yet in the cache):
     /// up to `n` (at most MAX_AHEAD) decode steps recorded into ONE submit, where step i's
     /// embedding reads step i-1's argmax on the device (copied into its Step row), and the ids
-    /// come back together: no round trip to the host between tokens. Returns the ids, fewer than
-    /// `n` where the context or the KV pool ends sooner (at least one, else the KV-full error);
+    /// come back together: no round trip to the host between tokens. `n` must fit the context
+    /// (Model::decode_greedy clamps it). Returns the ids, fewer than `n` where the KV pool ends
+    /// sooner (at least one, else the KV-full error);
     /// the cache then holds `token` and every id but the last, as after that many `step`s.
     pub fn decode_greedy(&mut self, seq: usize, token: u32, n: usize) -> Result<Vec<u32>> {
         assert!((1..=MAX_AHEAD).contains(&n), "{n} steps ahead");
         let pos0 = self.kv.len(seq);
-        assert!(pos0 < self.cfg.seq_len, "context overflow");
-        let mut n = n.min(self.cfg.seq_len - pos0);
+        assert!(pos0 + n <= self.cfg.seq_len, "context overflow");
+        let mut n = n;
         while n > 1 && self.kv.blocks_needed(seq, n) > self.kv.alloc.n_free() {
             n -= 1;
         }
-        let needed = self.kv.blocks_needed(seq, n);
-        if needed > self.kv.alloc.n_free() {
-            return Err(self.kv_full(needed).into());
-        }
-        let (slots, copies) = self.kv.append(seq, n)?;
+        let (slots, copies) = self.kv.append(seq, n)?; // one step that does not fit: KV full
         let mut records = Vec::with_capacity(n * step_size(1));
         let mut dims = Vec::with_capacity(n);
         for (i, &slot) in slots.iter().enumerate() {
@@ -402,24 +401,13 @@ impl GpuModel {
                 encoder.copy_buffer_to_buffer(&self.next_id, 0, &self.step, token_at, 4);
             }
             record_ops(&mut encoder, &ops, d);
-            encoder.copy_buffer_to_buffer(&self.next_id, 0, &self.ahead_ids, i * 4, 4);
+            encoder.copy_buffer_to_buffer(&self.next_id, 0, &self.staging, i * 4, 4);
         }
         let bytes = n as u64 * 4;
-        encoder.copy_buffer_to_buffer(&self.ahead_ids, 0, &self.staging, 0, bytes);
         let out = self
             .gpu
             .submit_and_read(encoder, &self.staging, bytes, "the decode steps")?;
         Ok(bytemuck::pod_collect_to_vec(&out))
-    }
-
-    /// The KV-full error for a step that needs `needed` more pages.
-    fn kv_full(&self, needed: usize) -> crate::kv_cache::KvError {
-        crate::kv_cache::KvError::Full {
-            needed,
-            free: self.kv.alloc.n_free(),
-            total: self.kv.alloc.n_blocks(),
-            page: self.kv.page,
-        }
     }
 
     /// The split-K plan of a step of `t` rows whose longest sequence has `max_len` keys. Split-K
@@ -503,12 +491,7 @@ impl GpuModel {
         self.gpu
             .queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
-        let mut table = vec![0u32; self.kv.max_seqs() * self.max_blocks];
-        let b = self.kv.block_table(seq);
-        table[seq * self.max_blocks..seq * self.max_blocks + b.len()].copy_from_slice(b);
-        self.gpu
-            .queue
-            .write_buffer(&self.tables, 0, bytemuck::cast_slice(&table));
+        self.write_tables();
         let body = if t == 1 { &self.decode } else { &self.prefill };
         let all: Vec<&Op> = body.iter().chain(&self.head_last).collect();
         let dims = Dims {
