@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tinfer::gguf::{write, Value};
+use tinfer::gguf::Value;
+use tinfer::tools::gguf_write as write;
 
 fn save(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();

@@ -41,6 +41,107 @@ impl Default for SamplerConfig {
 pub const GREEDY_BELOW: f32 = 1e-6;
 
 impl SamplerConfig {
+    /// The distribution `sample` draws from: the kept candidates (after the repetition penalty,
+    /// temperature, top-k, top-p and min-p, in HF's order) with their probabilities; a point
+    /// mass on the argmax for greedy settings. Speculative decoding's p and q are these.
+    pub fn distribution(&self, logits: &[f32], context: &[u32]) -> Dist {
+        let c = self;
+        if logits.is_empty() {
+            return Dist::point(0);
+        }
+        // NaN logits are never drawn while any logit is a number; among numbers they count as
+        // -inf. (When every logit is NaN, every token is equally (un)likely.)
+        let drawable: Vec<bool> = if logits.iter().all(|l| l.is_nan()) {
+            vec![true; logits.len()]
+        } else {
+            logits.iter().map(|l| !l.is_nan()).collect()
+        };
+        let mut logits: Vec<f32> = logits
+            .iter()
+            .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l })
+            .collect();
+        if c.repeat_penalty != 1.0 {
+            let mut seen = vec![false; logits.len()];
+            for &t in context {
+                let t = t as usize;
+                if t < logits.len() && !seen[t] {
+                    seen[t] = true;
+                    logits[t] = penalise(logits[t], c.repeat_penalty);
+                }
+            }
+        }
+        let t = c.temperature;
+        if greedy_temperature(t) {
+            // The first drawable token of the largest logit.
+            let mut best = drawable.iter().position(|&d| d).unwrap_or(0);
+            for (i, &l) in logits.iter().enumerate() {
+                if drawable[i] && l > logits[best] {
+                    best = i;
+                }
+            }
+            return Dist::point(best as u32);
+        }
+        // Candidates with their scaled logit x = l / T in f64, most likely first (ties: lower id
+        // first). In f64 no finite f32 logit over a temperature >= GREEDY_BELOW overflows or
+        // underflows, so scaling keeps the logits' order: two different logits never become a
+        // tie (in f32, 2e-37 / 1e30 is 0, which would tie with a logit of 0). Infinite logits
+        // stay infinite whatever T is; -0 is 0 (every finite logit is 0 at T = inf).
+        let scale = |l: f32| -> f64 {
+            let x = if l.is_infinite() { l as f64 } else { l as f64 / t as f64 };
+            x + 0.0
+        };
+        let mut cand: Vec<(u32, f64)> = logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| drawable[i])
+            .map(|(i, &l)| (i as u32, scale(l)))
+            .collect();
+        let by_logit = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if c.top_k > 0 && c.top_k < cand.len() {
+            cand.select_nth_unstable_by(c.top_k - 1, by_logit);
+            cand.truncate(c.top_k);
+        }
+        cand.sort_unstable_by(by_logit);
+        // Softmax in f64: each weight exp(x - max) is in [0, 1], the top one is 1, so the sum is
+        // in [1, n]. An infinite max (+inf logits, or all -inf) keeps the tokens equal to it.
+        let max = cand[0].1;
+        let mut probs: Vec<f64> = cand
+            .iter()
+            .map(|&(_, x)| match (max.is_infinite(), x == max) {
+                (true, true) => 1.0,
+                (true, false) => 0.0,
+                (false, _) => (x - max).exp(),
+            })
+            .collect();
+        let sum: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        // Tokens of probability 0 (-inf logits, or underflow) can never be drawn.
+        let mut keep = probs.iter().take_while(|&&p| p > 0.0).count();
+        if c.top_p < 1.0 {
+            // The smallest head whose probability reaches top_p, compared at top_p's own (f32)
+            // precision, so that 3 of 10 equal tokens reach 0.3.
+            let mut cum = 0.0;
+            for (i, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum as f32 >= c.top_p {
+                    keep = keep.min(i + 1);
+                    break;
+                }
+            }
+        }
+        if c.min_p > 0.0 {
+            let floor = c.min_p as f64 * probs[0];
+            keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
+        }
+        probs.truncate(keep);
+        Dist {
+            ids: cand[..keep].iter().map(|c| c.0).collect(),
+            total: probs.iter().sum(),
+            weights: probs,
+            greedy: false,
+        }
+    }
+
     /// Check the settings a user gives. The sampler itself never fails: whatever these hold it
     /// draws a valid id; this says which settings mean nothing, and what to use instead.
     pub fn validate(&self) -> Result<()> {
@@ -105,7 +206,8 @@ impl Rng {
 
 pub struct Sampler {
     pub cfg: SamplerConfig,
-    rng: Rng,
+    /// The seeded stream every draw comes from (speculative decoding's acceptance tests too).
+    pub rng: Rng,
 }
 
 impl Sampler {
@@ -124,110 +226,66 @@ impl Sampler {
     ///
     /// Always a valid id below `logits.len()`, whatever the settings and logits hold: NaN logits
     /// count as -inf and are never drawn while some logit is a number (an engine that produces
-    /// them is broken, and the engine says so before it samples), +inf logits are infinitely more likely than finite ones (uniform among
-    /// themselves), and when every logit is -inf they are all equal. The probabilities are
-    /// computed in f64 from logits scaled so that nothing overflows, and the draw can only end on
-    /// a kept candidate of nonzero probability. An empty `logits` gives 0.
+    /// them is broken, and the engine says so before it samples), +inf logits are infinitely more
+    /// likely than finite ones (uniform among themselves), and when every logit is -inf they are
+    /// all equal. The probabilities are computed in f64 from logits scaled so that nothing
+    /// overflows, and the draw can only end on a kept candidate of nonzero probability. An empty
+    /// `logits` gives 0. Greedy settings draw nothing from the RNG.
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
-        let c = &self.cfg;
-        if logits.is_empty() {
-            return 0;
+        let d = self.cfg.distribution(logits, context);
+        if d.greedy {
+            return d.ids[0];
         }
-        // NaN logits are never drawn while any logit is a number; among numbers they count as
-        // -inf. (When every logit is NaN, every token is equally (un)likely.)
-        let drawable: Vec<bool> = if logits.iter().all(|l| l.is_nan()) {
-            vec![true; logits.len()]
-        } else {
-            logits.iter().map(|l| !l.is_nan()).collect()
-        };
-        let mut logits: Vec<f32> = logits
+        d.draw(&mut self.rng)
+    }
+}
+
+/// A distribution over token ids: the candidates, most likely first, with weights that sum to
+/// `total` (probability = weight / total; ids not listed have probability 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dist {
+    pub ids: Vec<u32>,
+    pub weights: Vec<f64>,
+    pub total: f64,
+    /// A greedy choice (a point mass drawn without the RNG).
+    pub greedy: bool,
+}
+
+impl Dist {
+    /// All the mass on `id`.
+    pub fn point(id: u32) -> Self {
+        Dist {
+            ids: vec![id],
+            weights: vec![1.0],
+            total: 1.0,
+            greedy: true,
+        }
+    }
+
+    /// The probability of `id`.
+    pub fn prob(&self, id: u32) -> f64 {
+        self.ids
             .iter()
-            .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l })
-            .collect();
-        if c.repeat_penalty != 1.0 {
-            let mut seen = vec![false; logits.len()];
-            for &t in context {
-                let t = t as usize;
-                if t < logits.len() && !seen[t] {
-                    seen[t] = true;
-                    logits[t] = penalise(logits[t], c.repeat_penalty);
-                }
-            }
-        }
-        let t = c.temperature;
-        if greedy_temperature(t) {
-            // The first drawable token of the largest logit.
-            let mut best = drawable.iter().position(|&d| d).unwrap_or(0);
-            for (i, &l) in logits.iter().enumerate() {
-                if drawable[i] && l > logits[best] {
-                    best = i;
-                }
-            }
-            return best as u32;
-        }
-        // Candidates with their scaled logit x = l / T in f64, most likely first (ties: lower id
-        // first). In f64 no finite f32 logit over a temperature >= GREEDY_BELOW overflows or
-        // underflows, so scaling keeps the logits' order: two different logits never become a
-        // tie (in f32, 2e-37 / 1e30 is 0, which would tie with a logit of 0). Infinite logits
-        // stay infinite whatever T is; -0 is 0 (every finite logit is 0 at T = inf).
-        let scale = |l: f32| -> f64 {
-            let x = if l.is_infinite() { l as f64 } else { l as f64 / t as f64 };
-            x + 0.0
-        };
-        let mut cand: Vec<(u32, f64)> = logits
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| drawable[i])
-            .map(|(i, &l)| (i as u32, scale(l)))
-            .collect();
-        let by_logit = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if c.top_k > 0 && c.top_k < cand.len() {
-            cand.select_nth_unstable_by(c.top_k - 1, by_logit);
-            cand.truncate(c.top_k);
-        }
-        cand.sort_unstable_by(by_logit);
-        // Softmax in f64: each weight exp(x - max) is in [0, 1], the top one is 1, so the sum is
-        // in [1, n]. An infinite max (+inf logits, or all -inf) keeps the tokens equal to it.
-        let max = cand[0].1;
-        let mut probs: Vec<f64> = cand
-            .iter()
-            .map(|&(_, x)| match (max.is_infinite(), x == max) {
-                (true, true) => 1.0,
-                (true, false) => 0.0,
-                (false, _) => (x - max).exp(),
-            })
-            .collect();
-        let sum: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= sum);
-        // Tokens of probability 0 (-inf logits, or underflow) can never be drawn.
-        let mut keep = probs.iter().take_while(|&&p| p > 0.0).count();
-        if c.top_p < 1.0 {
-            // The smallest head whose probability reaches top_p, compared at top_p's own (f32)
-            // precision, so that 3 of 10 equal tokens reach 0.3.
-            let mut cum = 0.0;
-            for (i, p) in probs.iter().enumerate() {
-                cum += p;
-                if cum as f32 >= c.top_p {
-                    keep = keep.min(i + 1);
-                    break;
-                }
-            }
-        }
-        if c.min_p > 0.0 {
-            let floor = c.min_p as f64 * probs[0];
-            keep = keep.min(probs.iter().take_while(|&&p| p >= floor).count().max(1));
-        }
-        // r < total: subtracting the kept probabilities in order ends on one of them; if
-        // rounding leaves r >= 0 after the last but one, the last kept candidate is the draw.
-        let total: f64 = probs[..keep].iter().sum();
-        let mut r = self.rng.next_f64() * total;
-        for (i, p) in probs[..keep - 1].iter().enumerate() {
+            .position(|&i| i == id)
+            .map_or(0.0, |i| self.weights[i] / self.total)
+    }
+
+    /// The most likely id and its probability.
+    pub fn top(&self) -> (u32, f64) {
+        (self.ids[0], self.weights[0] / self.total)
+    }
+
+    /// A draw with `rng`: r < total, so subtracting the weights in order ends on one of them;
+    /// if rounding leaves r >= 0 after the last but one, the last candidate is the draw.
+    pub fn draw(&self, rng: &mut Rng) -> u32 {
+        let mut r = rng.next_f64() * self.total;
+        for (i, p) in self.weights[..self.weights.len() - 1].iter().enumerate() {
             r -= p;
             if r < 0.0 {
-                return cand[i].0;
+                return self.ids[i];
             }
         }
-        cand[keep - 1].0
+        *self.ids.last().unwrap()
     }
 }
 

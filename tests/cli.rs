@@ -388,7 +388,8 @@ fn bad_prompts_and_arguments() {
 
 #[test]
 fn gguf_with_unknown_quantisation_is_named() {
-    use tinfer::gguf::{write, Value};
+    use tinfer::gguf::Value;
+    use tinfer::tools::gguf_write as write;
     let dir = tmp("iq2");
     let md = [("general.architecture", Value::String("llama".into()))];
     let t = write::Tensor {
@@ -411,7 +412,8 @@ fn gguf_with_unknown_quantisation_is_named() {
 /// vocabulary): `tokenize` and `info` read its tokenizer, `generate` refuses it by name in one line.
 #[test]
 fn unrunnable_architectures_still_tokenize() {
-    use tinfer::gguf::{write, Value};
+    use tinfer::gguf::Value;
+    use tinfer::tools::gguf_write as write;
     let dir = tmp("gemma3");
     let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>"].map(String::from).to_vec();
     tokens.extend((0..256).map(|b| format!("<0x{b:02X}>")));
@@ -530,7 +532,8 @@ fn gpu_and_cpu_generate_the_same_text() {
 /// Hostile GGUF files through the CLI: each fails fast with the file and the problem named.
 #[test]
 fn hostile_gguf_files_fail_cleanly() {
-    use tinfer::gguf::{write, Value};
+    use tinfer::gguf::Value;
+    use tinfer::tools::gguf_write as write;
     let dir = tmp("hostile");
     let md = [("general.architecture", Value::String("llama".into()))];
     let f32s = |n: usize| vec![0u8; 4 * n];

@@ -4,9 +4,10 @@
 mod common;
 use common::*;
 
-use tinfer::gguf::{dequantize, unpermute_rows, write, GgmlType, Gguf, Value};
+use tinfer::gguf::{dequantize, unpermute_rows, GgmlType, Gguf, Value};
 use tinfer::loader;
 use tinfer::model::{Device, Model, Want};
+use tinfer::tools::gguf_write as write;
 
 #[test]
 fn dequantisation_matches_reference_bit_for_bit() {

@@ -6,10 +6,10 @@ mod common;
 use common::*;
 
 use serde_json::Value as Json;
-use tinfer::engine::score::score;
 use tinfer::loader::{self, Loaded};
 use tinfer::model::{Device, Model, Want};
 use tinfer::tokenizer::TokenStream;
+use tinfer::tools::score::score;
 
 fn load(path: &std::path::Path) -> (Model, Loaded) {
     let mut l = loader::load(path).unwrap();

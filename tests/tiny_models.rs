@@ -4,9 +4,9 @@
 mod common;
 use common::*;
 
-use tinfer::engine::score::score;
 use tinfer::loader;
 use tinfer::model::{Device, Model, Want};
+use tinfer::tools::score::score;
 
 fn model(name: &str) -> Model {
     let mut l = loader::load(&fixtures().join(name)).unwrap();

@@ -4,9 +4,10 @@
 mod common;
 use common::*;
 
-use tinfer::gguf::{write, Gguf, Value};
+use tinfer::gguf::{Gguf, Value};
 use tinfer::loader;
 use tinfer::tokenizer::Tokenizer;
+use tinfer::tools::gguf_write as write;
 
 fn gguf(md: &[(&str, Value)]) -> Gguf {
     Gguf::from_bytes(write::gguf_bytes(md, &[])).unwrap()

@@ -418,6 +418,8 @@ pub enum Command {
         #[arg(long, value_name = "K", default_value_t = 1)]
         n_seq: usize,
         #[command(flatten)]
+        spec: super::spec::SpecArgs,
+        #[command(flatten)]
         sample: SampleArgs,
     },
     /// Chat through the model's chat template: one turn with --prompt or --file, else an
@@ -437,6 +439,8 @@ pub enum Command {
         /// oldest messages (the system message is always kept).
         #[arg(long)]
         no_context_shift: bool,
+        #[command(flatten)]
+        spec: super::spec::SpecArgs,
         #[command(flatten)]
         sample: SampleArgs,
     },

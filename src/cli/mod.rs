@@ -11,6 +11,7 @@ mod logits;
 mod parse;
 mod run;
 pub mod signals;
+pub mod spec;
 mod stream;
 
 pub use run::run;

@@ -10,13 +10,13 @@ use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
 use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare_at_least, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
-use tinfer::engine::score::score_rows;
 use tinfer::engine::{Engine, Sequence, Stop};
 use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::Message;
 use tinfer::tools::convert::convert;
 use tinfer::tools::kl::{KlBase, KlCompare};
+use tinfer::tools::score::score_rows;
 
 /// The stop rule of `generate` and `chat`: the model's end tokens (banned instead of stopping
 /// with --ignore-eos), the output budget, the context.
@@ -37,9 +37,13 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             echo,
             n_seq,
+            spec,
             sample,
         } => {
             let sampler = sample.sampler()?;
+            if spec.kind()?.is_some() && n_seq > 1 {
+                usage!("--spec speculates for one sequence: drop --n-seq {n_seq} or --spec");
+            }
             let stops = sample.stops(input.no_escape)?;
             if n_seq == 0 || n_seq > 64 {
                 usage!("--n-seq must be between 1 and 64, got {n_seq}");
@@ -64,7 +68,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let (stop, banned) = stop_rule(&model, &sample);
             let seed = sampler.cfg.seed;
             let ahead = margs.decode_ahead(&model);
+            let ctx = model.cfg.seq_len;
             let mut engine = Engine::new(model).with_decode_ahead(ahead);
+            if let Some(s) = spec.build(&margs, &run, tok, ctx, seed)? {
+                engine = engine.with_spec(s);
+            }
             if n_seq > 1 {
                 let mut samplers: Vec<Sampler> = (0..n_seq as u64)
                     .map(|i| {
@@ -138,9 +146,11 @@ pub fn run(cli: Cli) -> Result<()> {
             input,
             system,
             no_context_shift,
+            spec,
             sample,
         } => {
             let sampler = sample.sampler()?;
+            spec.kind()?;
             let stops = sample.stops(input.no_escape)?;
             let one_turn = if input.prompt.is_some() || input.file.is_some() {
                 Some(prompt_text(&input)?)
@@ -152,7 +162,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let tok = need_tokenizer(&loaded)?;
             let (stop, banned) = stop_rule(&model, &sample);
             let ahead = margs.decode_ahead(&model);
+            let ctx = model.cfg.seq_len;
             let mut engine = Engine::new(model).with_decode_ahead(ahead);
+            if let Some(s) = spec.build(&margs, &run, tok, ctx, sampler.cfg.seed)? {
+                engine = engine.with_spec(s);
+            }
             let system: Vec<Message> = system.iter().map(|s| Message::new("system", s)).collect();
             let chat = super::chat::Chat {
                 tok,

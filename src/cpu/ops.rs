@@ -99,14 +99,27 @@ fn matmul_rows(out: &mut [f32], x: &[f32], bias: Option<&[f32]>, d: usize, n: us
     let t_n = x.len() / d;
     assert!(x.len() == t_n * d && out.len() == t_n * n, "matmul shapes");
     let b = |o: usize| bias.map_or(0.0, |b| b[o]);
-    if t_n == 1 {
-        out.par_chunks_mut(ROW_TILE).enumerate().for_each(|(c, out)| {
+    if t_n < TOKEN_TILE {
+        // Few rows (decode, a speculative verify): weight rows in parallel, each decoded once
+        // for every token, into (n, t_n) and then transposed; each output is the same dot as
+        // with one row, bit for bit.
+        let mut tmp = vec![0f32; if t_n == 1 { 0 } else { n * t_n }];
+        let cols = if t_n == 1 { &mut *out } else { &mut tmp };
+        cols.par_chunks_mut(ROW_TILE * t_n).enumerate().for_each(|(c, tile)| {
             let mut buf = vec![];
-            for (j, y) in out.iter_mut().enumerate() {
+            for (j, ys) in tile.chunks_exact_mut(t_n).enumerate() {
                 let o = c * ROW_TILE + j;
-                *y = dot(x, w.get(o, d, &mut buf)) + b(o);
+                let row = w.get(o, d, &mut buf);
+                for (t, y) in ys.iter_mut().enumerate() {
+                    *y = dot(&x[t * d..(t + 1) * d], row) + b(o);
+                }
             }
         });
+        for (o, ys) in tmp.chunks_exact(t_n.max(1)).enumerate() {
+            for (t, &y) in ys.iter().enumerate() {
+                out[t * n + o] = y;
+            }
+        }
     } else {
         out.par_chunks_mut(TOKEN_TILE * n)
             .zip(x.par_chunks(TOKEN_TILE * d))

@@ -1,8 +1,8 @@
 //! The engine: sequences in, tokens out. `step` = schedule (which sequences run now), run one
 //! batch through `Model::forward`, post-process (sample, append, check stops, release).
 
-pub mod score;
 pub mod sequence;
+pub mod spec;
 pub mod stop_strings;
 
 use std::time::Instant;
@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 pub use self::sequence::{Generation, Sequence, Status, Stop, StopReason};
+pub use self::spec::{Spec, SpecConfig, SpecStats};
 pub use self::stop_strings::StopStrings;
 use crate::model::{Entry, KvUsage, Model, Want};
 
@@ -24,6 +25,8 @@ pub struct Engine {
     /// Greedy steps of a lone running sequence decoded in one submit (1: a submit and a
     /// readback per token).
     decode_ahead: usize,
+    /// Speculative decoding of a lone running sequence (Engine::with_spec).
+    spec: Option<Spec>,
     seqs: Vec<Option<Sequence>>, // by handle, in the order added; None once taken back
     usage: Option<KvUsage>,      // the KV pool after the last forward
 }
@@ -36,6 +39,7 @@ impl Engine {
         Engine {
             model,
             decode_ahead,
+            spec: None,
             seqs: vec![],
             usage: None,
         }
@@ -47,6 +51,19 @@ impl Engine {
     pub fn with_decode_ahead(mut self, n: usize) -> Self {
         self.decode_ahead = n.clamp(1, crate::gpu::MAX_AHEAD);
         self
+    }
+
+    /// Decode a lone running sequence speculatively: `spec`'s drafter proposes tokens, one
+    /// forward of the target verifies them (engine/spec.rs). Same text for greedy settings, the
+    /// same distribution for sampling.
+    pub fn with_spec(mut self, spec: Spec) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// Take the speculation back out (its drafter and draft model, for another engine).
+    pub fn take_spec(&mut self) -> Option<Spec> {
+        self.spec.take()
     }
 
     pub fn into_model(self) -> Model {
@@ -163,6 +180,9 @@ impl Engine {
             return Ok(self.take_ahead(&pending));
         }
         if let [h] = running[..] {
+            if let Some(out) = self.spec_step(h)? {
+                return Ok(out);
+            }
             let s = self.get(h);
             let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
             let left = s.stop.max_tokens.saturating_sub(s.output.len());
@@ -190,6 +210,57 @@ impl Engine {
             self.seqs[h].as_mut().unwrap().decode_steps += 1;
         }
         Ok(self.post(&running, picks))
+    }
+
+    /// A speculative step of `h` (engine/spec.rs): draft, verify the last token and the draft
+    /// in one forward (logits of every row), keep what the rejection rule accepts plus the
+    /// target's next token, truncate the rest from the cache, and hand the tokens out one a step
+    /// through `ahead`. None when no speculation is set up, it is paused, nothing fits, or the
+    /// draft is shorter than `draft_min`: a plain step then.
+    fn spec_step(&mut self, h: usize) -> Result<Option<Vec<(usize, u32)>>> {
+        let Some(spec) = self.spec.as_mut() else {
+            return Ok(None);
+        };
+        let s = self.seqs[h].as_ref().unwrap();
+        let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
+        let len = self.model.len(id);
+        let left = s.stop.max_tokens.saturating_sub(s.output.len() + 1);
+        let k = spec
+            .draft_len()
+            .min(left)
+            .min(self.model.cfg.seq_len.saturating_sub(len + 1));
+        if k == 0 {
+            return Ok(None);
+        }
+        let history = s.history();
+        let draft = spec.drafter.propose(&history, k, &s.sampler)?;
+        let n = draft.tokens.len().min(k);
+        if n == 0 || n < spec.cfg.draft_min {
+            return Ok(None);
+        }
+        let rows: Vec<u32> = std::iter::once(last).chain(draft.tokens[..n].iter().copied()).collect();
+        let entry = [Entry {
+            seq: id,
+            tokens: &rows,
+            want: Want::LastN(n + 1),
+        }];
+        let Pick::Logits(logits) = self.forward(&entry, false)? else {
+            unreachable!("logits asked for")
+        };
+        let vocab = self.model.cfg.vocab_size;
+        let s = self.seqs[h].as_mut().unwrap();
+        let p = |i: usize| {
+            let row = &logits[0][i * vocab..(i + 1) * vocab];
+            let context = [&history[..], &draft.tokens[..i]].concat();
+            s.sampler.cfg.distribution(&masked(row, &s.banned), &context)
+        };
+        let (a, next) = spec::accept(&draft.tokens[..n], &draft.q, p, &mut s.sampler.rng);
+        self.spec.as_mut().unwrap().update(n, a);
+        let st = &mut s.spec;
+        (st.verifies, st.drafted, st.accepted) = (st.verifies + 1, st.drafted + n, st.accepted + a);
+        s.ahead = draft.tokens[..a].iter().copied().chain([next]).collect();
+        self.model.truncate(id, len + 1 + a); // the rejected drafts leave the cache
+        Ok(Some(self.take_ahead(&[h])))
     }
 
     /// Run the next prompt chunk of `h`; the last chunk gives its first token (and its forks').
@@ -296,25 +367,9 @@ impl Engine {
             let token = match &picks {
                 Pick::Ids(ids) => ids[i],
                 Pick::Logits(l) => {
-                    let masked: Vec<f32>;
-                    let logits = if s.banned.is_empty() {
-                        &l[i]
-                    } else {
-                        masked = l[i]
-                            .iter()
-                            .enumerate()
-                            .map(|(t, &x)| {
-                                if s.banned.contains(&(t as u32)) {
-                                    f32::NEG_INFINITY
-                                } else {
-                                    x
-                                }
-                            })
-                            .collect();
-                        &masked
-                    };
+                    let logits = masked(&l[i], &s.banned);
                     let history = s.history();
-                    s.sampler.sample(logits, &history)
+                    s.sampler.sample(&logits, &history)
                 }
             };
             let id = s.id.unwrap();
@@ -331,6 +386,20 @@ impl Engine {
         }
         out
     }
+}
+
+/// `logits` with the `banned` tokens' set to -inf (borrowed as they are when none is banned).
+fn masked<'l>(logits: &'l [f32], banned: &[u32]) -> std::borrow::Cow<'l, [f32]> {
+    if banned.is_empty() {
+        return logits.into();
+    }
+    let mut l = logits.to_vec();
+    for &t in banned {
+        if let Some(x) = l.get_mut(t as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    l.into()
 }
 
 /// What a forward gave each sequence: its next token (greedy, on the device) or its logits.

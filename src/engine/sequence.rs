@@ -80,6 +80,8 @@ pub struct Sequence {
     /// engine hands out one a step, so stops see them as single steps would. The cache holds
     /// all but the last of them; the engine truncates the rest when the sequence ends early.
     pub(crate) ahead: std::collections::VecDeque<u32>,
+    /// Speculative decoding's verify steps, drafted and accepted tokens.
+    pub(crate) spec: crate::engine::SpecStats,
     /// Timings: added, first token produced, finished.
     pub(crate) added: Instant,
     pub(crate) first: Option<Instant>,
@@ -104,6 +106,7 @@ impl Sequence {
             banned: vec![],
             decode_steps: 0,
             ahead: Default::default(),
+            spec: Default::default(),
             added: Instant::now(),
             first: None,
             finished: None,
@@ -186,6 +189,7 @@ impl Sequence {
             prompt_tokens: self.prefilled,
             prompt_len: self.prompt.len(),
             decode_steps: self.decode_steps,
+            spec: self.spec,
             prompt_time: first - self.added,
             gen_time: self.finished.unwrap_or(now) - first,
         }
@@ -202,6 +206,8 @@ pub struct Generation {
     pub prompt_len: usize,
     /// Forwards after the prompt's (the prompt's forward gives the first token).
     pub decode_steps: usize,
+    /// Speculative decoding's counts (all 0 without it).
+    pub spec: crate::engine::SpecStats,
     pub prompt_time: Duration,
     pub gen_time: Duration,
 }
@@ -230,8 +236,21 @@ impl Generation {
         } else {
             0.0
         };
+        let sp = self.spec;
+        let spec = if sp.verifies == 0 {
+            String::new()
+        } else {
+            format!(
+                " | drafted: {}, accepted: {} ({:.1}%), {:.2} accepted a verify over {}",
+                sp.drafted,
+                sp.accepted,
+                100.0 * sp.accepted as f64 / sp.drafted.max(1) as f64,
+                sp.accepted as f64 / sp.verifies as f64,
+                plural(sp.verifies, "verify step")
+            )
+        };
         format!(
-            "prompt: {}{}, {prompt_rate:.1} tok/s | generated: {} | {decode} | stop: {:?}",
+            "prompt: {}{}, {prompt_rate:.1} tok/s | generated: {} | {decode}{spec} | stop: {:?}",
             if self.prompt_tokens < self.prompt_len {
                 format!("{} of ", self.prompt_tokens)
             } else {

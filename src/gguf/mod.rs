@@ -694,5 +694,3 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
 
 mod tokenizer;
 pub use tokenizer::{VocabFacts, EOG_TEXTS};
-/// A minimal GGUF v3 writer, for synthetic test files and fuzzing corpora.
-pub mod write;

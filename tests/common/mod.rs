@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value as Json};
 use tinfer::engine::{Engine, Sequence, Stop};
-use tinfer::gguf::{write, Value};
+use tinfer::gguf::Value;
 use tinfer::model::{Entry, Model, SeqId, Want};
 use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::tools::gguf_write as write;
 
 /// The repository root: where the tests were built, or TINFER_ROOT (prebuilt test binaries
 /// run on another machine, as scripts/gpu-check.sh does).
@@ -802,7 +803,7 @@ pub fn check_argparse_nll(
     } else {
         (513, lc["nll_2048"]["nll_first_512_mean"].as_f64().unwrap())
     };
-    let s = tinfer::engine::score::score(m, &ids[..n], n).unwrap();
+    let s = tinfer::tools::score::score(m, &ids[..n], n).unwrap();
     assert_eq!(s.n_scored, n - 1);
     let err = (s.mean_nll() - want).abs();
     assert!(

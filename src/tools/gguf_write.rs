@@ -1,6 +1,6 @@
 //! A GGUF writer for tests, fuzz seeds and tools: metadata and tensors in llama.cpp's layout.
 
-use super::Value;
+use crate::gguf::Value;
 
 fn string(out: &mut Vec<u8>, s: &str) {
     out.extend((s.len() as u64).to_le_bytes());

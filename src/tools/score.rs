@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Result};
 
-use super::PREFILL_CHUNK;
 use crate::cpu::ops::logsumexp;
+use crate::engine::PREFILL_CHUNK;
 use crate::model::{Entry, Model, Want};
 
 #[derive(Clone, Copy, Debug)]
