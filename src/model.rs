@@ -244,6 +244,17 @@ impl Model {
         }
     }
 
+    /// Rows a step of several rows computes for the price of one: the GPU GEMM's token tile (8
+    /// rows, 64 tiled); 1 on the CPU, where every row costs its own products. Speculation fills
+    /// its verify steps up to it.
+    pub fn row_tile(&self) -> usize {
+        match &self.backend {
+            Backend::Cpu { .. } => 1,
+            Backend::Gpu(g) if g.kind.gemm_tiled => 64,
+            Backend::Gpu(_) => 8,
+        }
+    }
+
     /// Dispatches of one greedy decode step on the GPU; None on the CPU.
     pub fn dispatches_per_token(&self) -> Option<usize> {
         match &self.backend {

@@ -91,19 +91,23 @@ fn draft_length_adapts_to_acceptance() {
         draft_min: 1,
     };
     let mut s = Spec::new(Box::new(Lookup { max_ngram: 3 }), cfg);
-    assert_eq!(s.draft_len(), 8);
+    assert_eq!(s.draft_len(1), 8);
     s.update(8, 3);
-    assert_eq!(s.draft_len(), 4, "halved after a rejection");
+    assert_eq!(s.draft_len(1), 4, "halved after a rejection");
     s.update(4, 4);
-    assert_eq!(s.draft_len(), 8, "doubled after a full acceptance, up to draft_max");
+    assert_eq!(s.draft_len(1), 8, "doubled after a full acceptance, up to draft_max");
     s.update(8, 6);
-    assert_eq!(s.draft_len(), 7, "the tokens kept plus one when that is more than half");
+    assert_eq!(
+        s.draft_len(1),
+        7,
+        "the tokens kept plus one when that is more than half"
+    );
     s.update(7, 0);
-    assert_eq!(s.draft_len(), 0, "paused after nothing was kept");
-    assert_eq!(s.draft_len(), 3);
+    assert_eq!(s.draft_len(1), 0, "paused after nothing was kept");
+    assert_eq!(s.draft_len(1), 3);
     s.update(3, 0);
     assert_eq!(
-        (s.draft_len(), s.draft_len(), s.draft_len()),
+        (s.draft_len(1), s.draft_len(1), s.draft_len(1)),
         (0, 0, 1),
         "the pause doubles"
     );
@@ -459,4 +463,186 @@ fn rejected_drafts_leave_the_cache_as_plain_decoding_does() {
             GPU_PREFILL_VS_DECODE,
         );
     }
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tinfer"))
+        .args(args)
+        .env_remove("TINFER_MODEL")
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+        )
+        .output()
+        .unwrap()
+}
+
+/// The CLI: `--spec lookup` and `--spec draft` print the plain greedy text and add the drafted and
+/// accepted counts to the stats line, consistent with the tokens produced; bad combinations are
+/// refused before anything loads, a draft of another vocabulary once it has loaded.
+#[test]
+fn cli_speculation_gives_the_plain_text_and_says_what_it_accepted() {
+    let target = fixtures().join("tiny-qwen2");
+    let draft = fixtures().join("tiny-llama-gqa");
+    let (t, d) = (target.to_str().unwrap(), draft.to_str().unwrap());
+    let base = [
+        "generate",
+        "-m",
+        t,
+        "--device",
+        "cpu",
+        "-p",
+        "the cat sat on the mat; the cat",
+        "-n",
+        "40",
+    ];
+    let plain = cli(&base);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    for extra in [
+        &["--spec", "lookup"][..],
+        &["--draft-model", d, "--draft-max", "3", "--draft-p-min", "0"][..],
+    ] {
+        let out = cli(&[&base[..], extra].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra:?}: {err}");
+        assert_eq!(out.stdout, plain.stdout, "{extra:?}: greedy text differs from plain");
+        // "generated: N tokens | decode: ... | drafted: D, accepted: A (R%), M accepted a verify over V verify steps"
+        // the first number after `after`, looked for from `from` on
+        let num = |from: &str, after: &str| -> f64 {
+            let rest = &err[err
+                .find(from)
+                .unwrap_or_else(|| panic!("{extra:?}: no {from:?} in {err}"))..];
+            let i = rest.find(after).unwrap() + after.len();
+            rest[i..]
+                .split(|c: char| !c.is_ascii_digit() && c != '.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let generated = num("generated: ", "generated: ");
+        let (drafted, accepted) = (num("drafted: ", "drafted: "), num("drafted: ", "accepted: "));
+        let verifies = num("drafted: ", "over ");
+        assert!(accepted <= drafted && verifies >= 1.0, "{err}");
+        assert!(
+            accepted + verifies <= generated,
+            "more tokens from verify steps than generated: {err}"
+        );
+    }
+    let refused = |args: &[&str], code: i32, needle: &str| {
+        let out = cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    };
+    refused(
+        &[&base[..], &["--spec", "draft"]].concat(),
+        1,
+        "--spec draft needs --draft-model",
+    );
+    refused(
+        &[&base[..], &["--spec", "lookup", "--draft-max", "0"]].concat(),
+        1,
+        "--draft-max must be between 1 and 64",
+    );
+    refused(
+        &[&base[..], &["--spec", "lookup", "--n-seq", "2"]].concat(),
+        1,
+        "drop --n-seq",
+    );
+    refused(
+        &[&base[..], &["--spec", "lookup", "--draft-p-min", "2"]].concat(),
+        1,
+        "--draft-p-min",
+    );
+    if let Some(smol) = smollm2_dir() {
+        let s = smol.to_str().unwrap();
+        refused(&[&base[..], &["--draft-model", s]].concat(), 2, "vocabulary");
+    }
+}
+
+/// A real model on a code edit, greedy, on the CPU and the GPU: lookup and a draft model (the
+/// same model from its HF directory) give the plain text, and lookup accepts most drafts.
+#[test]
+fn smollm2_code_edit_with_speculation_gives_the_plain_text() {
+    let (Some(gguf), Some(dir)) = (smollm2_gguf(), smollm2_dir()) else {
+        return;
+    };
+    let (g, d) = (gguf.to_str().unwrap(), dir.to_str().unwrap());
+    let prompt = root().join("benches/spec-prompts/edit-python.txt");
+    let p = prompt.to_str().unwrap();
+    let mut devices = vec!["cpu"];
+    if gpu_request().is_some() {
+        devices.push("gpu");
+    }
+    for dev in devices {
+        let base = ["chat", "-m", g, "--device", dev, "-f", p, "-n", "96"];
+        let plain = cli(&base);
+        assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+        for extra in [&["--spec", "lookup"][..], &["--draft-model", d][..]] {
+            let out = cli(&[&base[..], extra].concat());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{dev} {extra:?}: {err}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&plain.stdout),
+                "{dev} {extra:?}"
+            );
+            assert!(err.contains("drafted: "), "{dev} {extra:?}: {err}");
+        }
+    }
+}
+
+/// A KV pool with room for the next token but not a whole draft: the verify step gives way to
+/// plain steps, so speculation produces what plain decoding does up to the pool's end, where
+/// both stop with the same "KV cache full" error.
+#[test]
+fn a_pool_too_small_for_a_draft_falls_back_to_plain_steps() {
+    let opts = tinfer::model::Options {
+        kv_blocks: Some(4), // 64 positions
+        ..Default::default()
+    };
+    let Some((mut m, _)) = gpu_model_with(&fixtures().join("tiny-qwen2"), &opts) else {
+        return;
+    };
+    let prompt = prompts().remove(0); // 72 tokens: too many
+    let prompt = &prompt[..40];
+    let mut outs = vec![];
+    for spec in [false, true] {
+        let mut e = Engine::new(m);
+        if spec {
+            e = e.with_spec(Spec::new(
+                Box::new(Lookup { max_ngram: 64 }),
+                SpecConfig {
+                    draft_max: 8,
+                    draft_min: 1,
+                },
+            ));
+        }
+        let stop = Stop::new(&e.model.cfg, 100);
+        let h = e
+            .add(Sequence::new(
+                prompt.to_vec(),
+                Sampler::new(SamplerConfig::default()),
+                stop,
+            ))
+            .unwrap();
+        let mut out = vec![];
+        let err = loop {
+            match e.step() {
+                Ok(t) => out.extend(t.iter().map(|&(_, t)| t)),
+                Err(err) => break format!("{err:#}"),
+            }
+            assert!(!e.is_idle(), "the pool should run out first");
+        };
+        assert!(err.contains("KV cache full"), "{err}");
+        let g = e.take(h).generation();
+        if spec {
+            assert!(g.spec.verifies > 0, "no verify step ran: {:?}", g.spec);
+        }
+        m = e.into_model();
+        outs.push(out);
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(outs[0].len(), 64 - 40 + 1, "tokens until the pool is full");
 }

@@ -43,7 +43,7 @@ pub(crate) use usage;
 pub struct ModelPath {
     /// Model: an HF directory (config.json, model.safetensors, tokenizer.json), a .gguf file, or
     /// the name of a model scripts/fetch-model.sh fetches (smollm2-135m-instruct,
-    /// qwen2.5-coder-0.5b-instruct, gemma3-270m: tokenizer only), looked for in the per-user data directory, then models/ in
+    /// qwen2.5-coder-0.5b-instruct, qwen2.5-coder-1.5b-instruct, gemma3-270m: tokenizer only), looked for in the per-user data directory, then models/ in
     /// the current directory and in the checkout tinfer was built from. Default: $TINFER_MODEL,
     /// else smollm2-135m-instruct.
     #[arg(long, short, env = "TINFER_MODEL", value_name = "PATH")]
@@ -92,9 +92,10 @@ impl ModelPath {
 
 /// The models `scripts/fetch-model.sh` fetches: (name, what it keeps in the models folder). The
 /// first is the default.
-pub const MODELS: [(&str, &str); 3] = [
+pub const MODELS: [(&str, &str); 4] = [
     ("smollm2-135m-instruct", "smollm2-135m-instruct"),
     ("qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+    ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
     // Gemma Terms of Use; tinfer reads its tokenizer but does not run gemma3.
     ("gemma3-270m", "gemma-3-270m-q4_k_m.gguf"),
 ];
@@ -538,6 +539,9 @@ pub enum BenchWhat {
     /// Whole-model speed like llama-bench: prompt processing (ppN) and token generation (tgN) in
     /// tokens/s, median over repeats.
     Model(ModelBenchArgs),
+    /// Speculative decoding: a prompt set (code edits, a summary, prose) greedily with and
+    /// without --spec, decode tokens/s side by side, acceptance, and whether the texts agree.
+    Spec(super::spec::SpecBenchArgs),
 }
 
 #[derive(Args)]

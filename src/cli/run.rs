@@ -312,6 +312,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Kernels(args),
         } => super::bench::bench_kernels(args)?,
+        Command::Bench {
+            what: BenchWhat::Spec(args),
+        } => super::spec::bench_spec(args)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());

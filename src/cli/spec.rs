@@ -118,3 +118,136 @@ impl SpecArgs {
         Ok(Some(Spec::new(drafter, cfg)))
     }
 }
+
+/// `tinfer bench spec`: each prompt greedily with and without speculation, side by side.
+#[derive(Args)]
+pub struct SpecBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The drafter (default --spec lookup) and its settings.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// A user message to run through the chat template (repeatable; default: the four in
+    /// benches/spec-prompts: two code edits, a summary, free prose).
+    #[arg(long = "prompt-file", value_name = "FILE")]
+    pub prompt_files: Vec<PathBuf>,
+    /// Tokens to generate per prompt at most.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Runs of each prompt with and without speculation, alternating; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Print a JSON array of {"prompt", "tokens", "plain_tok_s", "spec_tok_s", "speedup", "drafted",
+    /// "accepted", "acceptance", "accepted_per_verify", "same_text"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The built-in prompt set: (name, user message).
+const PROMPTS: [(&str, &str); 4] = [
+    (
+        "edit-python",
+        include_str!("../../benches/spec-prompts/edit-python.txt"),
+    ),
+    ("edit-rust", include_str!("../../benches/spec-prompts/edit-rust.txt")),
+    ("summarise", include_str!("../../benches/spec-prompts/summarise.txt")),
+    ("prose", include_str!("../../benches/spec-prompts/prose.txt")),
+];
+
+pub fn bench_spec(mut a: SpecBenchArgs) -> Result<()> {
+    use tinfer::engine::{Engine, Sequence, Stop};
+    use tinfer::sampler::{Sampler, SamplerConfig};
+
+    if a.spec.kind()?.is_none() {
+        a.spec.spec = Some(SpecKind::Lookup);
+    }
+    if a.repeats == 0 || a.max_tokens == 0 {
+        usage!("--repeats and --max-tokens must be at least 1");
+    }
+    let prompts: Vec<(String, String)> = if a.prompt_files.is_empty() {
+        PROMPTS.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect()
+    } else {
+        let read = |f: &PathBuf| -> Result<(String, String)> {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("cannot read --prompt-file {}: {e}", f.display()))?;
+            Ok((f.file_stem().unwrap_or_default().to_string_lossy().into(), text))
+        };
+        a.prompt_files.iter().map(read).collect::<Result<_>>()?
+    };
+    let (model, loaded) = super::load::load_seqs(&a.model, Some(&a.run), 1)?;
+    let tok = need_tokenizer(&loaded)?;
+    let ctx = model.cfg.seq_len;
+    let mut spec = a.spec.build(&a.model, &a.run, tok, ctx, 0)?;
+    let ahead = a.model.decode_ahead(&model);
+    eprintln!(
+        "model: {} | device: {} | drafter: {:?} | greedy, at most {} tokens a prompt",
+        a.model.path.resolve()?.display(),
+        model.device_name(),
+        a.spec.kind()?.unwrap(),
+        a.max_tokens
+    );
+    let mut model = Some(model);
+    let mut rows = vec![];
+    println!(
+        "{:<14} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>5}",
+        "prompt", "tokens", "plain t/s", "spec t/s", "speedup", "drafted", "accepted", "rate", "a/verify", "same"
+    );
+    for (name, text) in &prompts {
+        let chat = [tinfer::tokenizer::Message::new("user", text.trim_end())];
+        let ids = match tok.apply_chat_template(&chat, true) {
+            Ok(t) => tok.encode_raw(&t)?,
+            Err(_) => tok.encode(text)?,
+        };
+        let (mut plain, mut fast) = (vec![], vec![]);
+        let (mut texts, mut stats) = (vec![], Default::default());
+        for _ in 0..a.repeats {
+            for with_spec in [false, true] {
+                let m = model.take().unwrap();
+                let mut engine = Engine::new(m).with_decode_ahead(ahead);
+                if with_spec {
+                    engine = engine.with_spec(spec.take().unwrap());
+                }
+                let stop = Stop::new(&engine.model.cfg, a.max_tokens);
+                let seq = Sequence::new(ids.clone(), Sampler::new(SamplerConfig::default()), stop);
+                let g = engine.run(seq)?.remove(0).generation();
+                let rate = g.decode_steps as f64 / g.gen_time.as_secs_f64().max(1e-9);
+                if with_spec {
+                    (spec, stats) = (engine.take_spec(), g.spec);
+                    fast.push(rate);
+                } else {
+                    plain.push(rate);
+                }
+                texts.push(g.tokens);
+                model = Some(engine.into_model());
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, s) = (median(&mut plain), median(&mut fast));
+        let same = texts.windows(2).all(|w| w[0] == w[1]);
+        let rate = stats.accepted as f64 / stats.drafted.max(1) as f64;
+        let per_verify = stats.accepted as f64 / stats.verifies.max(1) as f64;
+        println!(
+            "{name:<14} {:>6} {p:>9.2} {s:>9.2} {:>7.2}x {:>8} {:>8} {:>5.1}% {per_verify:>8.2} {:>5}",
+            texts[0].len(),
+            s / p,
+            stats.drafted,
+            stats.accepted,
+            100.0 * rate,
+            if same { "yes" } else { "NO" }
+        );
+        rows.push(serde_json::json!({
+            "prompt": name, "tokens": texts[0].len(), "plain_tok_s": p, "spec_tok_s": s,
+            "speedup": s / p, "drafted": stats.drafted, "accepted": stats.accepted,
+            "acceptance": rate, "accepted_per_verify": per_verify, "same_text": same,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}

@@ -225,10 +225,8 @@ impl Engine {
         let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
         let len = self.model.len(id);
         let left = s.stop.max_tokens.saturating_sub(s.output.len() + 1);
-        let k = spec
-            .draft_len()
-            .min(left)
-            .min(self.model.cfg.seq_len.saturating_sub(len + 1));
+        let k = spec.draft_len(self.model.row_tile());
+        let k = k.min(left).min(self.model.cfg.seq_len.saturating_sub(len + 1));
         if k == 0 {
             return Ok(None);
         }
@@ -236,6 +234,9 @@ impl Engine {
         let draft = spec.drafter.propose(&history, k, &s.sampler)?;
         let n = draft.tokens.len().min(k);
         if n == 0 || n < spec.cfg.draft_min {
+            if spec.drafter.runs_a_model() {
+                spec.update(n, 0); // a forward spent in vain: pause as after a rejection
+            }
             return Ok(None);
         }
         let rows: Vec<u32> = std::iter::once(last).chain(draft.tokens[..n].iter().copied()).collect();
@@ -244,8 +245,12 @@ impl Engine {
             tokens: &rows,
             want: Want::LastN(n + 1),
         }];
-        let Pick::Logits(logits) = self.forward(&entry, false)? else {
-            unreachable!("logits asked for")
+        let logits = match self.forward(&entry, false) {
+            Ok(Pick::Logits(l)) => l,
+            Ok(Pick::Ids(_)) => unreachable!("logits asked for"),
+            // a KV pool with room for the next token but not the draft: a plain step
+            Err(e) if matches!(e.downcast_ref(), Some(crate::kv_cache::KvError::Full { .. })) => return Ok(None),
+            Err(e) => return Err(e),
         };
         let vocab = self.model.cfg.vocab_size;
         let s = self.seqs[h].as_mut().unwrap();

@@ -30,6 +30,12 @@ pub trait Drafter {
     /// token: context, prompt and output), drawn with `sampler`'s settings where the drafter
     /// samples. Fewer (or none) when it has nothing good to propose.
     fn propose(&mut self, history: &[u32], k: usize, sampler: &Sampler) -> Result<Draft>;
+
+    /// Whether proposing runs a model (a forward even for an empty draft): too short a draft
+    /// then pauses drafting as a rejected one does.
+    fn runs_a_model(&self) -> bool {
+        false
+    }
 }
 
 /// Prompt lookup (HF's `prompt_lookup_num_tokens`, llama.cpp's lookup decoding): the longest
@@ -97,6 +103,10 @@ impl DraftModel {
 }
 
 impl Drafter for DraftModel {
+    fn runs_a_model(&self) -> bool {
+        true
+    }
+
     fn propose(&mut self, history: &[u32], k: usize, sampler: &Sampler) -> Result<Draft> {
         let seq = match self.seq {
             Some(s) => s,
@@ -195,8 +205,8 @@ pub struct SpecConfig {
 
 /// A drafter and the draft length it adapts: after a draft kept in full the length doubles (up
 /// to `draft_max`), after a rejection it halves (or falls to the tokens kept plus one, if more); a draft of which
-/// nothing was kept also pauses drafting for 1, 2, 4 .. 32 steps (plain decoding, which decodes
-/// ahead on a GPU), so text a drafter cannot predict costs little more than plain decoding.
+/// nothing was kept (or a draft model's draft too short to verify) also pauses drafting for 1, 2, 4 .. 32 steps (plain decoding, which decodes ahead on a GPU), so
+/// text a drafter cannot predict costs little more than plain decoding.
 pub struct Spec {
     pub drafter: Box<dyn Drafter>,
     pub cfg: SpecConfig,
@@ -227,19 +237,28 @@ impl Spec {
         }
     }
 
-    /// How many tokens to draft now (0 while paused: this step is a plain one).
-    pub fn draft_len(&mut self) -> usize {
+    /// How many tokens to draft now (0 while paused: this step is a plain one), where a verify
+    /// step computes `tile` rows for the price of one (Model::row_tile): the rows then fill
+    /// whole tiles, as many as `draft_max` allows (lavapipe: a verify of 8 rows costs what one
+    /// of 2 does, and 9 nearly twice as much; benches/RESULTS.md).
+    pub fn draft_len(&mut self, tile: usize) -> usize {
         if self.pause > 0 {
             self.pause -= 1;
             return 0;
         }
-        self.len
+        let max = self.cfg.draft_max.max(1);
+        let rows = (self.len + 1).next_multiple_of(tile);
+        match rows - 1 {
+            k if k <= max => k,
+            _ if max + 1 >= tile => (max + 1) / tile * tile - 1,
+            _ => max,
+        }
     }
 
     /// Adapt to a verify step that kept `accepted` of `drafted` tokens.
     pub fn update(&mut self, drafted: usize, accepted: usize) {
         let max = self.cfg.draft_max.max(1);
-        self.len = if accepted == drafted {
+        self.len = if accepted == drafted && drafted > 0 {
             (self.len * 2).min(max)
         } else {
             (accepted + 1).max(self.len / 2).clamp(self.cfg.draft_min.max(1), max)

@@ -21,6 +21,12 @@ use crate::weights::{Format, Tensor, Weights};
 /// Most decode steps `decode_greedy` records into one submit.
 pub const MAX_AHEAD: usize = 64;
 
+/// A step of one sequence of at most this many rows (a speculative verify step) runs the batch
+/// body, split-K attention per row, not the prefill's flash kernel, whose workgroups take up to
+/// FLASH_SG_ROWS query rows and mostly idle on a few (lavapipe, Qwen2.5-0.5B, 8 rows after 300
+/// keys: 233 ms a step against 323; benches/RESULTS.md).
+pub const FEW_ROWS: usize = 16;
+
 /// Where the time of one step goes (GpuModel::profile).
 pub struct Profile {
     pub kernels: Vec<(String, usize, f64)>, // kernel, dispatches, ms (its dispatches in one submit)
@@ -315,7 +321,7 @@ impl GpuModel {
         self.copy_on_write(&mut encoder, &copies);
         let (body, starts) = if t == 1 {
             (&self.decode, &[][..])
-        } else if batch.len() == 1 {
+        } else if batch.len() == 1 && t > FEW_ROWS {
             (&self.prefill, &self.prefill_starts[..])
         } else {
             (&self.batch, &self.batch_starts[..])
