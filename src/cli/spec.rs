@@ -136,7 +136,8 @@ pub struct SpecBenchArgs {
     /// Tokens to generate per prompt at most.
     #[arg(long, short = 'n', default_value_t = 256)]
     pub max_tokens: usize,
-    /// Runs of each prompt with and without speculation, alternating; the median is reported.
+    /// Runs of each prompt with and without speculation, alternating; the median is reported
+    /// (the drafted and accepted counts are the last run's).
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
     /// Print a JSON array of {"prompt", "tokens", "plain_tok_s", "spec_tok_s", "speedup", "drafted",
@@ -207,7 +208,9 @@ pub fn bench_spec(mut a: SpecBenchArgs) -> Result<()> {
                 let m = model.take().unwrap();
                 let mut engine = Engine::new(m).with_decode_ahead(ahead);
                 if with_spec {
-                    engine = engine.with_spec(spec.take().unwrap());
+                    // a fresh draft length and pause each run (the drafter, and its cache, kept)
+                    let s = spec.take().unwrap();
+                    engine = engine.with_spec(Spec::new(s.drafter, s.cfg));
                 }
                 let stop = Stop::new(&engine.model.cfg, a.max_tokens);
                 let seq = Sequence::new(ids.clone(), Sampler::new(SamplerConfig::default()), stop);

@@ -205,7 +205,7 @@ pub struct SpecConfig {
 
 /// A drafter and the draft length it adapts: after a draft kept in full the length doubles (up
 /// to `draft_max`), after a rejection it halves (or falls to the tokens kept plus one, if more); a draft of which
-/// nothing was kept (or a draft model's draft too short to verify) also pauses drafting for 1, 2, 4 .. 32 steps (plain decoding, which decodes ahead on a GPU), so
+/// nothing was kept (or a draft model's draft too short to verify) also pauses drafting for 2, 4, 8 .. 64 steps (plain decoding, which decodes ahead on a GPU), so
 /// text a drafter cannot predict costs little more than plain decoding.
 pub struct Spec {
     pub drafter: Box<dyn Drafter>,
@@ -264,7 +264,7 @@ impl Spec {
             (accepted + 1).max(self.len / 2).clamp(self.cfg.draft_min.max(1), max)
         };
         if accepted == 0 {
-            self.backoff = (self.backoff * 2).clamp(1, 32);
+            self.backoff = (self.backoff * 2).clamp(2, 64);
             self.pause = self.backoff;
         } else {
             self.backoff = 0;
