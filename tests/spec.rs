@@ -103,11 +103,24 @@ fn draft_length_adapts_to_acceptance() {
         "the tokens kept plus one when that is more than half"
     );
     s.update(7, 0);
-    assert_eq!((s.draft_len(1), s.draft_len(1)), (0, 0), "paused after nothing was kept");
+    assert_eq!(
+        (s.draft_len(1), s.paused()),
+        (0, 2),
+        "paused for 2 tokens after nothing was kept"
+    );
+    s.decoded_plain(1);
+    assert_eq!(s.draft_len(1), 0);
+    s.decoded_plain(1);
     assert_eq!(s.draft_len(1), 3);
     s.update(3, 0);
-    let next: Vec<usize> = (0..5).map(|_| s.draft_len(1)).collect();
-    assert_eq!(next, [0, 0, 0, 0, 1], "the pause doubles");
+    assert_eq!(s.paused(), 4, "the pause doubles");
+    s.decoded_plain(8);
+    assert_eq!(s.draft_len(1), 1);
+    // verify rows fill whole tiles of 8 as far as draft_max allows: 7 (8 rows), not 8 (9 rows)
+    assert_eq!(s.draft_len(8), 7);
+    s.update(7, 7);
+    assert_eq!(s.draft_len(8), 7);
+    assert_eq!(s.draft_len(64), 8, "a tile beyond draft_max: draft_max");
 }
 
 /// A drafter that proposes tokens drawn uniformly from the vocabulary (q uniform).

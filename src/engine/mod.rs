@@ -184,14 +184,23 @@ impl Engine {
                 return Ok(out);
             }
             let s = self.get(h);
-            let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
+            let (id, last, greedy) = (s.id.unwrap(), *s.output.last().unwrap(), s.greedy_on_device());
             let left = s.stop.max_tokens.saturating_sub(s.output.len());
-            let n = self.decode_ahead.min(left);
-            if n > 1 && s.greedy_on_device() {
+            let mut n = self.decode_ahead.min(left);
+            if let Some(paused) = self.spec.as_ref().map(Spec::paused) {
+                n = n.min(paused.max(1)); // a pause counts tokens: decode ahead no further
+            }
+            if n > 1 && greedy {
                 let ids = self.model.decode_greedy(id, last, n)?;
+                if let Some(spec) = self.spec.as_mut() {
+                    spec.decoded_plain(ids.len());
+                }
                 self.usage = self.model.kv_usage().or(self.usage);
                 self.seqs[h].as_mut().unwrap().ahead = ids.into();
                 return Ok(self.take_ahead(&[h]));
+            }
+            if let Some(spec) = self.spec.as_mut() {
+                spec.decoded_plain(1); // the single step below
             }
         }
         let last: Vec<[u32; 1]> = running.iter().map(|&h| [*self.get(h).output.last().unwrap()]).collect();
@@ -232,7 +241,14 @@ impl Engine {
         }
         let history = s.history();
         let draft = spec.drafter.propose(&history, k, &s.sampler)?;
-        let n = draft.tokens.len().min(k);
+        // (a draft model's logits may cover padding ids past the target's vocabulary)
+        let vocab = self.model.cfg.vocab_size;
+        let n = draft
+            .tokens
+            .iter()
+            .take(k)
+            .take_while(|&&t| (t as usize) < vocab)
+            .count();
         if n == 0 || n < spec.cfg.draft_min {
             if spec.drafter.runs_a_model() {
                 spec.update(n, 0); // a forward spent in vain: pause as after a rejection
@@ -252,7 +268,6 @@ impl Engine {
             Err(e) if matches!(e.downcast_ref(), Some(crate::kv_cache::KvError::Full { .. })) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let vocab = self.model.cfg.vocab_size;
         let s = self.seqs[h].as_mut().unwrap();
         let p = |i: usize| {
             let row = &logits[0][i * vocab..(i + 1) * vocab];

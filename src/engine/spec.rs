@@ -205,7 +205,8 @@ pub struct SpecConfig {
 
 /// A drafter and the draft length it adapts: after a draft kept in full the length doubles (up
 /// to `draft_max`), after a rejection it halves (or falls to the tokens kept plus one, if more); a draft of which
-/// nothing was kept (or a draft model's draft too short to verify) also pauses drafting for 2, 4, 8 .. 64 steps (plain decoding, which decodes ahead on a GPU), so
+/// nothing was kept (or a draft model's draft too short to verify) also pauses drafting for 2, 4,
+/// 8 .. 64 tokens of plain decoding (decoded ahead on a GPU as far as the pause lasts), so
 /// text a drafter cannot predict costs little more than plain decoding.
 pub struct Spec {
     pub drafter: Box<dyn Drafter>,
@@ -237,13 +238,12 @@ impl Spec {
         }
     }
 
-    /// How many tokens to draft now (0 while paused: this step is a plain one), where a verify
+    /// How many tokens to draft now (0 while paused: a plain step), where a verify
     /// step computes `tile` rows for the price of one (Model::row_tile): the rows then fill
     /// whole tiles, as many as `draft_max` allows (lavapipe: a verify of 8 rows costs what one
     /// of 2 does, and 9 nearly twice as much; benches/RESULTS.md).
     pub fn draft_len(&mut self, tile: usize) -> usize {
         if self.pause > 0 {
-            self.pause -= 1;
             return 0;
         }
         let max = self.cfg.draft_max.max(1);
@@ -253,6 +253,16 @@ impl Spec {
             _ if max + 1 >= tile => (max + 1) / tile * tile - 1,
             _ => max,
         }
+    }
+
+    /// Tokens of plain decoding left before drafting resumes.
+    pub fn paused(&self) -> usize {
+        self.pause
+    }
+
+    /// `n` tokens were decoded plainly (the engine decodes ahead no further than the pause).
+    pub fn decoded_plain(&mut self, n: usize) {
+        self.pause = self.pause.saturating_sub(n);
     }
 
     /// Adapt to a verify step that kept `accepted` of `drafted` tokens.
