@@ -103,24 +103,33 @@ fn draft_length_adapts_to_acceptance() {
         "the tokens kept plus one when that is more than half"
     );
     s.update(7, 0);
-    assert_eq!(
-        (s.draft_len(1), s.paused()),
-        (0, 2),
-        "paused for 2 tokens after nothing was kept"
-    );
-    s.decoded_plain(1);
+    assert_eq!((s.draft_len(1), s.paused()), (0, 16), "paused for 2 x the 8 rows spent");
+    s.decoded_plain(15);
     assert_eq!(s.draft_len(1), 0);
     s.decoded_plain(1);
     assert_eq!(s.draft_len(1), 3);
     s.update(3, 0);
-    assert_eq!(s.paused(), 4, "the pause doubles");
-    s.decoded_plain(8);
+    assert_eq!(s.paused(), 16, "the pause doubles: 4 x 4 rows");
+    s.decoded_plain(16);
     assert_eq!(s.draft_len(1), 1);
     // verify rows fill whole tiles of 8 as far as draft_max allows: 7 (8 rows), not 8 (9 rows)
     assert_eq!(s.draft_len(8), 7);
     s.update(7, 7);
     assert_eq!(s.draft_len(8), 7);
     assert_eq!(s.draft_len(64), 8, "a tile beyond draft_max: draft_max");
+    s.update(8, 0);
+    s.reset();
+    assert_eq!((s.draft_len(1), s.paused()), (8, 0), "a new sequence starts afresh");
+    // draft_min above what is left never panics
+    let mut s = Spec::new(
+        Box::new(Lookup { max_ngram: 3 }),
+        SpecConfig {
+            draft_max: 5,
+            draft_min: 6,
+        },
+    );
+    s.update(5, 2);
+    assert_eq!(s.draft_len(1), 5);
 }
 
 /// A drafter that proposes tokens drawn uniformly from the vocabulary (q uniform).
@@ -564,6 +573,16 @@ fn cli_speculation_gives_the_plain_text_and_says_what_it_accepted() {
         &[&base[..], &["--spec", "lookup", "--draft-p-min", "2"]].concat(),
         1,
         "--draft-p-min",
+    );
+    refused(
+        &[&base[..], &["--draft-model", d, "--draft-min", "6"]].concat(),
+        1,
+        "maximum, 5",
+    );
+    refused(
+        &[&base[..], &["--spec", "lookup", "--draft-max", "-1"]].concat(),
+        1,
+        "--draft-max",
     );
     if let Some(smol) = smollm2_dir() {
         let s = smol.to_str().unwrap();

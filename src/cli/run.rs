@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let sampler = sample.sampler()?;
             if spec.kind()?.is_some() && n_seq > 1 {
-                usage!("--spec speculates for one sequence: drop --n-seq {n_seq} or --spec");
+                usage!("speculative decoding (--spec, --draft-model) runs one sequence: drop --n-seq {n_seq} or the speculation");
             }
             let stops = sample.stops(input.no_escape)?;
             if n_seq == 0 || n_seq > 64 {

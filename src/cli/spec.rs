@@ -15,9 +15,9 @@ use tinfer::tokenizer::Tokenizer;
 /// Where drafts come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SpecKind {
-    /// Prompt lookup: the tokens that followed the last 3 (2, 1) tokens where they occurred
-    /// before in the prompt or the output. No second model; pays on text that repeats its input
-    /// (code edits, summaries, extraction).
+    /// Prompt lookup: the tokens that followed the longest earlier occurrence (up to 64 tokens,
+    /// at least 1) of the text's last tokens in the prompt or the output. No second model; pays
+    /// on text that repeats its input (code edits, summaries, extraction).
     Lookup,
     /// A smaller model with the same tokenizer (--draft-model), on its own KV cache.
     Draft,
@@ -36,14 +36,14 @@ pub struct SpecArgs {
     pub draft_model: Option<PathBuf>,
     /// Most tokens drafted per verify step, 1 to 64 (default 8 for lookup, 5 for a draft model);
     /// the draft length adapts below it to what is accepted.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub draft_max: Option<usize>,
     /// Drafts shorter than N are not verified (a plain step instead).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, allow_hyphen_values = true)]
     pub draft_min: usize,
     /// A draft model stops drafting when its most likely token's probability falls below P (0 to
     /// 1; for greedy decoding, of its softmax at temperature 1).
-    #[arg(long, value_name = "P", default_value_t = 0.8)]
+    #[arg(long, value_name = "P", default_value_t = 0.8, allow_hyphen_values = true)]
     pub draft_p_min: f32,
 }
 
@@ -66,14 +66,20 @@ impl SpecArgs {
                 usage!("--draft-max must be between 1 and 64, got {n}");
             }
         }
-        let max = self.draft_max.unwrap_or(64);
+        let max = self.max_for(kind);
         if self.draft_min > max {
-            usage!("--draft-min {} is more than --draft-max {max}", self.draft_min);
+            usage!("--draft-min {} is more than the draft length's maximum, {max} (--draft-max; default 8 for lookup, 5 for a draft model)", self.draft_min);
         }
         if !(0.0..=1.0).contains(&self.draft_p_min) {
             usage!("--draft-p-min must be between 0 and 1, got {}", self.draft_p_min);
         }
         Ok(kind)
+    }
+
+    /// --draft-max, else the default of `kind`: 8 for lookup, 5 for a draft model.
+    fn max_for(&self, kind: Option<SpecKind>) -> usize {
+        let default = if kind == Some(SpecKind::Draft) { 5 } else { 8 };
+        self.draft_max.unwrap_or(default)
     }
 
     /// The speculation for a target whose tokenizer is `tok` and context `ctx`, or None without
@@ -112,7 +118,7 @@ impl SpecArgs {
             }
         };
         let cfg = SpecConfig {
-            draft_max: self.draft_max.unwrap_or(if kind == SpecKind::Lookup { 8 } else { 5 }),
+            draft_max: self.max_for(Some(kind)),
             draft_min: self.draft_min,
         };
         Ok(Some(Spec::new(drafter, cfg)))
@@ -140,7 +146,7 @@ pub struct SpecBenchArgs {
     /// (the drafted and accepted counts are the last run's).
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// Print a JSON array of {"prompt", "tokens", "plain_tok_s", "spec_tok_s", "speedup", "drafted",
+    /// Print a JSON array (the table goes to stderr) of {"prompt", "tokens", "plain_tok_s", "spec_tok_s", "speedup", "drafted",
     /// "accepted", "acceptance", "accepted_per_verify", "same_text"}.
     #[arg(long)]
     pub json: bool,
@@ -191,10 +197,18 @@ pub fn bench_spec(mut a: SpecBenchArgs) -> Result<()> {
     );
     let mut model = Some(model);
     let mut rows = vec![];
-    println!(
+    // the table on stdout, or on stderr when stdout gets the JSON
+    let say = |line: String| {
+        if a.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    say(format!(
         "{:<14} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>5}",
         "prompt", "tokens", "plain t/s", "spec t/s", "speedup", "drafted", "accepted", "rate", "a/verify", "same"
-    );
+    ));
     for (name, text) in &prompts {
         let chat = [tinfer::tokenizer::Message::new("user", text.trim_end())];
         let ids = match tok.apply_chat_template(&chat, true) {
@@ -234,7 +248,7 @@ pub fn bench_spec(mut a: SpecBenchArgs) -> Result<()> {
         let same = texts.windows(2).all(|w| w[0] == w[1]);
         let rate = stats.accepted as f64 / stats.drafted.max(1) as f64;
         let per_verify = stats.accepted as f64 / stats.verifies.max(1) as f64;
-        println!(
+        say(format!(
             "{name:<14} {:>6} {p:>9.2} {s:>9.2} {:>7.2}x {:>8} {:>8} {:>5.1}% {per_verify:>8.2} {:>5}",
             texts[0].len(),
             s / p,
@@ -242,7 +256,7 @@ pub fn bench_spec(mut a: SpecBenchArgs) -> Result<()> {
             stats.accepted,
             100.0 * rate,
             if same { "yes" } else { "NO" }
-        );
+        ));
         rows.push(serde_json::json!({
             "prompt": name, "tokens": texts[0].len(), "plain_tok_s": p, "spec_tok_s": s,
             "speedup": s / p, "drafted": stats.drafted, "accepted": stats.accepted,

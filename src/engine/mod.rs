@@ -99,6 +99,9 @@ impl Engine {
         }
         seq.status = Status::Waiting;
         seq.added = Instant::now();
+        if let Some(spec) = self.spec.as_mut() {
+            spec.reset(); // each request (a chat turn too) adapts afresh
+        }
         self.seqs.push(Some(seq));
         Ok(self.seqs.len() - 1)
     }
@@ -196,7 +199,8 @@ impl Engine {
                     spec.decoded_plain(ids.len());
                 }
                 self.usage = self.model.kv_usage().or(self.usage);
-                self.seqs[h].as_mut().unwrap().ahead = ids.into();
+                let s = self.seqs[h].as_mut().unwrap();
+                (s.ahead, s.ahead_spec) = (ids.into(), false);
                 return Ok(self.take_ahead(&[h]));
             }
             if let Some(spec) = self.spec.as_mut() {
@@ -279,6 +283,7 @@ impl Engine {
         let st = &mut s.spec;
         (st.verifies, st.drafted, st.accepted) = (st.verifies + 1, st.drafted + n, st.accepted + a);
         s.ahead = draft.tokens[..a].iter().copied().chain([next]).collect();
+        s.ahead_spec = true;
         self.model.truncate(id, len + 1 + a); // the rejected drafts leave the cache
         Ok(Some(self.take_ahead(&[h])))
     }
@@ -371,6 +376,11 @@ impl Engine {
         let s = self.seqs[h].as_mut().unwrap();
         let n = s.ahead.len();
         s.ahead.clear();
+        if s.ahead_spec {
+            // the verify's drafts never handed out were not kept after all (its last id is
+            // the target's own)
+            s.spec.accepted -= n.saturating_sub(1).min(s.spec.accepted);
+        }
         if n > 0 {
             let id = s.id.unwrap();
             let len = self.model.len(id);

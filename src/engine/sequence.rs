@@ -82,6 +82,8 @@ pub struct Sequence {
     pub(crate) ahead: std::collections::VecDeque<u32>,
     /// Speculative decoding's verify steps, drafted and accepted tokens.
     pub(crate) spec: crate::engine::SpecStats,
+    /// `ahead` holds a verify step's tokens (not decode-ahead's).
+    pub(crate) ahead_spec: bool,
     /// Timings: added, first token produced, finished.
     pub(crate) added: Instant,
     pub(crate) first: Option<Instant>,
@@ -107,6 +109,7 @@ impl Sequence {
             decode_steps: 0,
             ahead: Default::default(),
             spec: Default::default(),
+            ahead_spec: false,
             added: Instant::now(),
             first: None,
             finished: None,

@@ -127,7 +127,12 @@ impl Drafter for DraftModel {
                 tokens: &feed,
                 want: Want::Last,
             };
-            let logits = self.model.forward(&[entry])?.remove(0);
+            let logits = match self.model.forward(&[entry]) {
+                Ok(mut l) => l.remove(0),
+                // the draft's own KV pool is full: no draft now (the target goes on plainly)
+                Err(e) if matches!(e.downcast_ref(), Some(crate::kv_cache::KvError::Full { .. })) => break,
+                Err(e) => return Err(e),
+            };
             self.cached.append(&mut feed);
             let q = sampler.cfg.distribution(&logits, &context);
             let top = if q.greedy { softmax_max(&logits) } else { q.top().1 };
@@ -179,10 +184,13 @@ pub fn accept(tokens: &[u32], q: &[Dist], mut p: impl FnMut(usize) -> Dist, rng:
 /// The residual distribution norm(max(0, p - q)) a rejected draft is replaced from; None when it
 /// has no mass (p <= q everywhere, so p = q and nothing would have been rejected).
 pub fn residual(p: &Dist, q: &Dist) -> Option<Dist> {
+    let q: std::collections::HashMap<u32, f64> =
+        q.ids.iter().zip(&q.weights).map(|(&i, &w)| (i, w / q.total)).collect();
     let (ids, weights): (Vec<u32>, Vec<f64>) = p
         .ids
         .iter()
-        .map(|&y| (y, (p.prob(y) - q.prob(y)).max(0.0)))
+        .zip(&p.weights)
+        .map(|(&y, &w)| (y, (w / p.total - q.get(&y).copied().unwrap_or(0.0)).max(0.0)))
         .filter(|&(_, w)| w > 0.0)
         .unzip();
     let total: f64 = weights.iter().sum();
@@ -206,7 +214,8 @@ pub struct SpecConfig {
 /// A drafter and the draft length it adapts: after a draft kept in full the length doubles (up
 /// to `draft_max`), after a rejection it halves (or falls to the tokens kept plus one, if more); a draft of which
 /// nothing was kept (or a draft model's draft too short to verify) also pauses drafting for 2, 4,
-/// 8 .. 64 tokens of plain decoding (decoded ahead on a GPU as far as the pause lasts), so
+/// 8 .. 64 times the rows it spent (plain decoding, decoded ahead on a GPU as far as the pause
+/// lasts), so
 /// text a drafter cannot predict costs little more than plain decoding.
 pub struct Spec {
     pub drafter: Box<dyn Drafter>,
@@ -255,6 +264,11 @@ impl Spec {
         }
     }
 
+    /// Start afresh (a new sequence): the longest drafts, no pause.
+    pub fn reset(&mut self) {
+        (self.len, self.pause, self.backoff) = (self.cfg.draft_max.max(1), 0, 0);
+    }
+
     /// Tokens of plain decoding left before drafting resumes.
     pub fn paused(&self) -> usize {
         self.pause
@@ -271,11 +285,12 @@ impl Spec {
         self.len = if accepted == drafted && drafted > 0 {
             (self.len * 2).min(max)
         } else {
-            (accepted + 1).max(self.len / 2).clamp(self.cfg.draft_min.max(1), max)
+            (accepted + 1).max(self.len / 2).max(self.cfg.draft_min).min(max)
         };
         if accepted == 0 {
+            // as many tokens as the rows spent in vain, times 2, 4 .. 64
             self.backoff = (self.backoff * 2).clamp(2, 64);
-            self.pause = self.backoff;
+            self.pause = self.backoff * (drafted + 1);
         } else {
             self.backoff = 0;
         }
