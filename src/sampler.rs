@@ -270,11 +270,6 @@ impl Dist {
             .map_or(0.0, |i| self.weights[i] / self.total)
     }
 
-    /// The most likely id and its probability.
-    pub fn top(&self) -> (u32, f64) {
-        (self.ids[0], self.weights[0] / self.total)
-    }
-
     /// A draw with `rng`: r < total, so subtracting the weights in order ends on one of them;
     /// if rounding leaves r >= 0 after the last but one, the last candidate is the draw.
     pub fn draw(&self, rng: &mut Rng) -> u32 {

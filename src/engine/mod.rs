@@ -238,8 +238,8 @@ impl Engine {
         let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
         let len = self.model.len(id);
         let left = s.stop.max_tokens.saturating_sub(s.output.len() + 1);
-        let k = spec.draft_len(self.model.row_tile());
-        let k = k.min(left).min(self.model.cfg.seq_len.saturating_sub(len + 1));
+        let room = self.model.cfg.seq_len.saturating_sub(len + 1).min(left);
+        let k = spec.draft_len(self.model.row_tile()).min(room);
         if k == 0 {
             return Ok(None);
         }
@@ -418,18 +418,13 @@ impl Engine {
     }
 }
 
-/// `logits` with the `banned` tokens' set to -inf (borrowed as they are when none is banned).
-fn masked<'l>(logits: &'l [f32], banned: &[u32]) -> std::borrow::Cow<'l, [f32]> {
-    if banned.is_empty() {
-        return logits.into();
-    }
+/// `logits` with the `banned` tokens' set to -inf.
+fn masked(logits: &[f32], banned: &[u32]) -> Vec<f32> {
     let mut l = logits.to_vec();
-    for &t in banned {
-        if let Some(x) = l.get_mut(t as usize) {
-            *x = f32::NEG_INFINITY;
-        }
+    for &t in banned.iter().filter(|&&t| (t as usize) < logits.len()) {
+        l[t as usize] = f32::NEG_INFINITY;
     }
-    l.into()
+    l
 }
 
 /// What a forward gave each sequence: its next token (greedy, on the device) or its logits.

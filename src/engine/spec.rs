@@ -135,7 +135,11 @@ impl Drafter for DraftModel {
             };
             self.cached.append(&mut feed);
             let q = sampler.cfg.distribution(&logits, &context);
-            let top = if q.greedy { softmax_max(&logits) } else { q.top().1 };
+            let top = if q.greedy {
+                softmax_max(&logits)
+            } else {
+                q.weights[0] / q.total
+            };
             if top < self.p_min as f64 {
                 break;
             }
