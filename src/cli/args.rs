@@ -419,7 +419,7 @@ pub enum Command {
         #[arg(long, value_name = "K", default_value_t = 1)]
         n_seq: usize,
         #[command(flatten)]
-        spec: super::spec::SpecArgs,
+        spec: super::spec_args::SpecArgs,
         #[command(flatten)]
         sample: SampleArgs,
     },
@@ -441,7 +441,7 @@ pub enum Command {
         #[arg(long)]
         no_context_shift: bool,
         #[command(flatten)]
-        spec: super::spec::SpecArgs,
+        spec: super::spec_args::SpecArgs,
         #[command(flatten)]
         sample: SampleArgs,
     },
@@ -541,7 +541,7 @@ pub enum BenchWhat {
     Model(ModelBenchArgs),
     /// Speculative decoding: a prompt set (code edits, a summary, prose) greedily with and
     /// without --spec, decode tokens/s side by side, acceptance, and whether the texts agree.
-    Spec(super::spec::SpecBenchArgs),
+    Spec(SpecBenchArgs),
 }
 
 #[derive(Args)]
@@ -670,4 +670,31 @@ pub struct LogitsArgs {
     /// Tokens per position in the table.
     #[arg(long, default_value_t = 10, value_name = "K")]
     pub top: usize,
+}
+
+/// `tinfer bench spec`: each prompt greedily with and without speculation, side by side.
+#[derive(Args)]
+pub struct SpecBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The drafter (default --spec lookup) and its settings.
+    #[command(flatten)]
+    pub spec: super::spec_args::SpecArgs,
+    /// A user message to run through the chat template (repeatable; default: the four in
+    /// benches/spec-prompts: two code edits, a summary, free prose).
+    #[arg(long = "prompt-file", value_name = "FILE")]
+    pub prompt_files: Vec<PathBuf>,
+    /// Tokens to generate per prompt at most.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Runs of each prompt with and without speculation, alternating; the median is reported
+    /// (the drafted and accepted counts are the last run's).
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+    /// Print a JSON array (the table goes to stderr) of {"prompt", "tokens", "plain_tok_s", "spec_tok_s", "speedup", "drafted",
+    /// "accepted", "acceptance", "accepted_per_verify", "same_text"}.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -12,6 +12,7 @@ mod parse;
 mod run;
 pub mod signals;
 pub mod spec;
+pub mod spec_args;
 mod stream;
 
 pub use run::run;

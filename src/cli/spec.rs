@@ -4,48 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
 
-use super::args::{usage, ModelArgs, ModelPath, RunArgs};
+use super::args::{usage, ModelArgs, ModelPath, RunArgs, SpecBenchArgs};
 use super::load::{build, need_tokenizer, prepare};
+pub use super::spec_args::{SpecArgs, SpecKind};
 use tinfer::engine::spec::{DraftModel, Lookup};
 use tinfer::engine::{Spec, SpecConfig};
 use tinfer::tokenizer::Tokenizer;
-
-/// Where drafts come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SpecKind {
-    /// Prompt lookup: the tokens that followed the longest earlier occurrence (up to 64 tokens,
-    /// at least 1) of the text's last tokens in the prompt or the output. No second model; pays
-    /// on text that repeats its input (code edits, summaries, extraction).
-    Lookup,
-    /// A smaller model with the same tokenizer (--draft-model), on its own KV cache.
-    Draft,
-}
-
-#[derive(Args, Clone, Debug, Default)]
-pub struct SpecArgs {
-    /// Speculative decoding: drafted tokens are verified by the model in one forward; greedy text
-    /// is the same as without, sampled text has the same distribution (--draft-model alone means
-    /// --spec draft).
-    #[arg(long, value_enum)]
-    pub spec: Option<SpecKind>,
-    /// The draft model for --spec draft: a path or a name as for --model, with the model's
-    /// tokenizer; it runs on the same device with the same options.
-    #[arg(long, value_name = "PATH")]
-    pub draft_model: Option<PathBuf>,
-    /// Most tokens drafted per verify step, 1 to 64 (default 8 for lookup, 5 for a draft model);
-    /// the draft length adapts below it to what is accepted.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
-    pub draft_max: Option<usize>,
-    /// Drafts shorter than N are not verified (a plain step instead).
-    #[arg(long, value_name = "N", default_value_t = 1, allow_hyphen_values = true)]
-    pub draft_min: usize,
-    /// A draft model stops drafting when its most likely token's probability falls below P (0 to
-    /// 1; for greedy decoding, of its softmax at temperature 1).
-    #[arg(long, value_name = "P", default_value_t = 0.8, allow_hyphen_values = true)]
-    pub draft_p_min: f32,
-}
 
 impl SpecArgs {
     /// The drafter asked for, checked before anything loads: --spec draft needs --draft-model;
@@ -123,33 +88,6 @@ impl SpecArgs {
         };
         Ok(Some(Spec::new(drafter, cfg)))
     }
-}
-
-/// `tinfer bench spec`: each prompt greedily with and without speculation, side by side.
-#[derive(Args)]
-pub struct SpecBenchArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub run: RunArgs,
-    /// The drafter (default --spec lookup) and its settings.
-    #[command(flatten)]
-    pub spec: SpecArgs,
-    /// A user message to run through the chat template (repeatable; default: the four in
-    /// benches/spec-prompts: two code edits, a summary, free prose).
-    #[arg(long = "prompt-file", value_name = "FILE")]
-    pub prompt_files: Vec<PathBuf>,
-    /// Tokens to generate per prompt at most.
-    #[arg(long, short = 'n', default_value_t = 256)]
-    pub max_tokens: usize,
-    /// Runs of each prompt with and without speculation, alternating; the median is reported
-    /// (the drafted and accepted counts are the last run's).
-    #[arg(long, default_value_t = 1)]
-    pub repeats: usize,
-    /// Print a JSON array (the table goes to stderr) of {"prompt", "tokens", "plain_tok_s", "spec_tok_s", "speedup", "drafted",
-    /// "accepted", "acceptance", "accepted_per_verify", "same_text"}.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The built-in prompt set: (name, user message).
