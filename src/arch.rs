@@ -241,6 +241,21 @@ impl<T> Layer<T> {
         }
     }
 
+    /// The matrix of projection `f` (Wq, Wk, Wv, Wo, WGate, WUp, WDown) to change (a LoRA merge);
+    /// None for other fields.
+    pub fn projection_mut(&mut self, f: Field) -> Option<&mut T> {
+        match f {
+            Field::Wq => Some(&mut self.wq),
+            Field::Wk => Some(&mut self.wk),
+            Field::Wv => Some(&mut self.wv),
+            Field::Wo => Some(&mut self.wo),
+            Field::WGate => Some(&mut self.w_gate),
+            Field::WUp => Some(&mut self.w_up),
+            Field::WDown => Some(&mut self.w_down),
+            _ => None,
+        }
+    }
+
     /// Build a layer from a function giving each field's tensor (None for absent ones).
     pub fn from_fn(mut get: impl FnMut(Field) -> Option<T>) -> Option<Self> {
         Some(Layer {

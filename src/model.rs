@@ -11,6 +11,7 @@ use crate::gpu::{GpuModel, GpuRequest};
 pub use crate::options::{
     Attention, Batch, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Options, SeqId, Want,
 };
+use crate::lora::Lora;
 use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.
@@ -23,12 +24,19 @@ pub struct KvUsage {
     pub waste: f64,
 }
 
+/// Most LoRA adapters one model applies at once (the GPU kernels' column table holds 31).
+pub const MAX_LORAS: usize = 31;
+
 /// Logits of the rows an entry asked for, (rows, vocab_size) row-major.
 pub type Logits = Vec<f32>;
 
 pub struct Model {
     pub cfg: Config,
     backend: Backend,
+    /// LoRA adapters loaded with the model (Model::with_loras), in `--lora` order.
+    loras: Vec<Lora>,
+    /// (max_seqs) × (loras): each live sequence's factor per adapter (0: off).
+    lora_factors: Vec<Vec<f32>>,
 }
 
 enum Backend {
@@ -54,9 +62,27 @@ impl Model {
         adapter: Option<&str>,
         opts: &Options,
     ) -> Result<Self> {
+        Self::with_loras(cfg, weights, vec![], device, adapter, opts)
+    }
+
+    /// `with_options` with LoRA adapters applied unmerged (lora.rs; each checked against
+    /// `cfg` by `Lora::load`). A new sequence uses each at its `default_factor`;
+    /// `set_lora` picks others. At most MAX_LORAS.
+    pub fn with_loras(
+        cfg: Config,
+        weights: Weights<Tensor>,
+        loras: Vec<Lora>,
+        device: Device,
+        adapter: Option<&str>,
+        opts: &Options,
+    ) -> Result<Self> {
         if opts.max_seqs == 0 {
             bail!("at least one sequence is needed");
         }
+        if loras.len() > MAX_LORAS {
+            bail!("{} LoRA adapters given; tinfer applies at most {MAX_LORAS} at once (merge some with `tinfer lora merge`)", loras.len());
+        }
+        let lora_factors = vec![vec![]; opts.max_seqs];
         let req = |allow_cpu_adapter| GpuRequest {
             adapter: adapter.map(str::to_string),
             allow_cpu_adapter,
@@ -74,10 +100,12 @@ impl Model {
             }
         };
         if on_gpu {
-            let gpu = GpuModel::new(&cfg, &weights, &req(true), None, opts)?;
+            let gpu = GpuModel::new(&cfg, &weights, &req(true), None, opts, &loras)?;
             return Ok(Model {
                 cfg,
                 backend: Backend::Gpu(Box::new(gpu)),
+                loras,
+                lora_factors,
             });
         }
         let rope = RopeTable::new(&cfg);
@@ -89,6 +117,8 @@ impl Model {
                 rope,
                 caches,
             },
+            loras,
+            lora_factors,
         })
     }
 
@@ -100,10 +130,12 @@ impl Model {
         req: &GpuRequest,
         max_binding: u64,
     ) -> Result<Self> {
-        let gpu = GpuModel::new(&cfg, weights, req, Some(max_binding), &Options::default())?;
+        let gpu = GpuModel::new(&cfg, weights, req, Some(max_binding), &Options::default(), &[])?;
         Ok(Model {
             cfg,
             backend: Backend::Gpu(Box::new(gpu)),
+            loras: vec![],
+            lora_factors: vec![vec![]; Options::default().max_seqs],
         })
     }
 
@@ -122,28 +154,74 @@ impl Model {
 
     /// A new, empty sequence (the lowest free id).
     pub fn new_seq(&mut self) -> Result<SeqId> {
-        match &mut self.backend {
+        let seq = match &mut self.backend {
             Backend::Cpu { caches, .. } => {
                 let id = free_slot(caches)?;
                 caches[id] = Some(KvCache::new(&self.cfg));
-                Ok(SeqId(id))
+                SeqId(id)
             }
-            Backend::Gpu(g) => Ok(SeqId(g.kv.add_seq()?)),
+            Backend::Gpu(g) => SeqId(g.kv.add_seq()?),
+        };
+        let defaults: Vec<f32> = self.loras.iter().map(|l| l.default_factor).collect();
+        self.put_lora(seq, defaults);
+        Ok(seq)
+    }
+
+    /// The LoRA adapters loaded with the model, in `--lora` order.
+    pub fn loras(&self) -> &[Lora] {
+        &self.loras
+    }
+
+    /// Run `seq` with these LoRA factors, one per adapter in `loras()` order (0 turns one off;
+    /// an adapter's own α/r scale is applied on top). Only before its first token: its cache
+    /// would hold keys and values computed with other weights. Errors: a dead or started
+    /// sequence, a wrong count.
+    pub fn set_lora(&mut self, seq: SeqId, factors: &[f32]) -> Result<()> {
+        self.live(seq)?;
+        if factors.len() != self.loras.len() {
+            bail!(
+                "{} LoRA factors given for {} adapters loaded",
+                factors.len(),
+                self.loras.len()
+            );
         }
+        if self.len(seq) > 0 {
+            bail!(
+                "sequence {} already holds {} positions: choose its adapters before its first token",
+                seq.0,
+                self.len(seq)
+            );
+        }
+        self.put_lora(seq, factors.to_vec());
+        Ok(())
+    }
+
+    /// The LoRA factors `seq` runs with.
+    pub fn lora_factors(&self, seq: SeqId) -> &[f32] {
+        &self.lora_factors[seq.0]
+    }
+
+    fn put_lora(&mut self, seq: SeqId, factors: Vec<f32>) {
+        if let Backend::Gpu(g) = &mut self.backend {
+            g.set_lora_factors(seq.0, &factors);
+        }
+        self.lora_factors[seq.0] = factors;
     }
 
     /// A new sequence that continues `parent`: it holds the same positions (on the GPU with a
     /// paged cache, the same pages, shared until written).
     pub fn fork(&mut self, parent: SeqId) -> Result<SeqId> {
         self.live(parent)?;
-        match &mut self.backend {
+        let seq = match &mut self.backend {
             Backend::Cpu { caches, .. } => {
                 let id = free_slot(caches)?;
                 caches[id] = caches[parent.0].clone();
-                Ok(SeqId(id))
+                SeqId(id)
             }
-            Backend::Gpu(g) => Ok(SeqId(g.kv.fork(parent.0)?)),
-        }
+            Backend::Gpu(g) => SeqId(g.kv.fork(parent.0)?),
+        };
+        self.put_lora(seq, self.lora_factors[parent.0].clone());
+        Ok(seq)
     }
 
     /// Positions held in the KV cache of `seq`.
@@ -332,7 +410,11 @@ impl Model {
                 .iter()
                 .map(|e| {
                     let cache = caches[e.seq.0].as_mut().expect("live sequence");
-                    cpu::forward(&self.cfg, weights, rope, cache, e.tokens, e.want)
+                    let lora: Vec<(&Lora, f32)> = (self.loras.iter())
+                        .zip(self.lora_factors[e.seq.0].iter().copied())
+                        .filter(|&(_, f)| f != 0.0)
+                        .collect();
+                    cpu::forward(&self.cfg, weights, rope, cache, e.tokens, e.want, &lora)
                 })
                 .collect()),
             Backend::Gpu(g) => g.forward(batch),

@@ -344,7 +344,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             head_dim: 64,
             kv_f16: false,
         });
-        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion).unwrap();
+        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion, false).unwrap();
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
         let no_rope = h.zeros(4); // matvec's cos and sin tables without RoPE
                                   // (d, n, T, rows a group, texture rows a layer)
@@ -434,6 +434,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o3),
                     Res::Buf(&no_rope),
                     Res::Buf(&no_rope),
+                    Res::Buf(&no_rope), // lora_delta: no LoRA
                 ],
                 Kernels::matmul_grid(kind, true, n, t),
             );
@@ -465,6 +466,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o3),
                     Res::Buf(&no_rope),
                     Res::Buf(&no_rope),
+                    Res::Buf(&no_rope), // lora_delta: no LoRA
                     Res::UniformX(&no_norm),
                 ],
                 Kernels::matmul_grid(kind, false, n, 1),
@@ -519,7 +521,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&o2),
                         Res::Buf(&o3),
                     ];
-                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope)]);
+                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope), Res::Buf(&no_rope)]); // cos, sin, lora_delta
                     if !gemm {
                         res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
                     }
@@ -623,7 +625,7 @@ fn fused_qkv_rope_matches_cpu() {
                             if gemm { "matmat" } else { "matvec" }
                         );
                         let kern =
-                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion).unwrap();
+                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, false).unwrap();
                         let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
                         h.run_res(
                             &k.to_texture_norm,
@@ -646,7 +648,7 @@ fn fused_qkv_rope_matches_cpu() {
                             Res::Buf(&kc),
                             Res::Buf(&vc),
                         ];
-                        res.extend([Res::Buf(&cos), Res::Buf(&sin)]);
+                        res.extend([Res::Buf(&cos), Res::Buf(&sin), Res::Buf(&cos)]); // lora_delta: a dummy
                         if !gemm {
                             res.push(Res::UniformX(&gb));
                         }

@@ -18,13 +18,16 @@
 //   7 out3   storage rw    u32     with ROPE v_cache (the same), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
+//  10 lora_delta storage read f32  (T, n) with LORA: the LoRA update of each row (lora_expand.wgsl), else a dummy
 // Shape: b = n rows, c = column offset into out and bias (SWIGLU, ROPE: the first part's rows,
 // c = q_dim with ROPE), d = out row stride (ROPE: the key rows, kv_dim).
 // Overrides: HAS_BIAS (add bias[c + o]; with ROPE bias[o]); ACCUMULATE (add into out: the
 // residual stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each, no
 // bias); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d key rows: the rotate-half RoPE of
 // cpu::ops::rope at the token's position on q and k, k and v into cache row slot[t], f32 or f16
-// as KV_F16 says: lib/kv.wgsl, appended too).
+// as KV_F16 says: lib/kv.wgsl, appended too); LORA (add lora_delta[t, o], the unmerged LoRA update
+// of row o, to the product before bias, RoPE, SwiGLU or the residual add: CPU twin
+// lora::LoraPair::apply).
 // Dispatch: none; the kernels' functions.
 
 override HAS_BIAS: bool = false;
@@ -33,6 +36,7 @@ override SWIGLU: bool = false;
 override ROPE: bool = false;
 override HEAD_DIM: u32 = 64u;
 override KV_F16: bool = false; // lib/kv.wgsl: the cache ROPE writes holds f16
+override LORA: bool = false;
 
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -40,10 +44,17 @@ override KV_F16: bool = false; // lib/kv.wgsl: the cache ROPE writes holds f16
 @group(0) @binding(7) var<storage, read_write> out3: array<u32>;
 @group(0) @binding(8) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(9) var<storage, read> sin_t: array<f32>;
+@group(0) @binding(10) var<storage, read> lora_delta: array<f32>;
+
+// LORA: the LoRA update of row o of token t (0 without LORA).
+fn lora(t: u32, o: u32) -> f32 {
+    if (LORA) { return lora_delta[t * shape.b + o]; }
+    return 0.0;
+}
 
 // Store row o of token t: out[t, c + o] (+)= v + bias[c + o].
 fn put(t: u32, o: u32, v: f32) {
-    var y = v;
+    var y = v + lora(t, o);
     if (HAS_BIAS) { y += bias[shape.c + o]; }
     let i = t * shape.d + shape.c + o;
     if (ACCUMULATE) { y += out[i]; }
@@ -52,7 +63,8 @@ fn put(t: u32, o: u32, v: f32) {
 
 // SWIGLU: store output j of token t from gate row j (g) and up row c + j (u).
 fn put_swiglu(t: u32, j: u32, g: f32, u: f32) {
-    out[t * shape.c + j] = g / (1.0 + exp(-g)) * u;
+    let gl = g + lora(t, j);
+    out[t * shape.c + j] = gl / (1.0 + exp(-gl)) * (u + lora(t, shape.c + j));
 }
 
 // ROPE: store rows oa and oa + HEAD_DIM / 2 of Wq;Wk;Wv (values a, b) of token t: q and k
@@ -60,8 +72,8 @@ fn put_swiglu(t: u32, j: u32, g: f32, u: f32) {
 fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
     let half = HEAD_DIM / 2u;
     let ob = oa + half;
-    var ya = a;
-    var yb = b;
+    var ya = a + lora(t, oa);
+    var yb = b + lora(t, ob);
     if (HAS_BIAS) { ya += bias[oa]; yb += bias[ob]; }
     let q_dim = shape.c;
     let kv_dim = shape.d;

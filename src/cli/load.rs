@@ -61,10 +61,15 @@ pub fn context(own: usize, given: Option<usize>, at_least: usize) -> Result<usiz
 
 /// The second half: the weights onto the device.
 pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<Model> {
-    let weights = loaded.weights.take().expect("load() returns weights");
-    let model = Model::with_options(
+    if args.lora.lora_seq.is_some() {
+        usage!("--lora-seq picks the adapters of each continuation of generate --n-seq; this command runs one");
+    }
+    let mut weights = loaded.weights.take().expect("load() returns weights");
+    let loras = super::lora::adapters(&args.lora, &loaded.cfg, &mut weights)?;
+    let model = Model::with_loras(
         loaded.cfg.clone(),
         weights,
+        loras,
         args.device,
         args.adapter.as_deref(),
         &args.options(max_seqs),

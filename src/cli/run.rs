@@ -32,7 +32,7 @@ fn stop_rule(model: &tinfer::model::Model, sample: &SampleArgs) -> (Stop, Vec<u3
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate {
-            model: margs,
+            model: mut margs,
             run,
             input,
             echo,
@@ -41,6 +41,17 @@ pub fn run(cli: Cli) -> Result<()> {
             sample,
         } => {
             let sampler = sample.sampler()?;
+            // --lora-seq: each continuation its own adapters (and so its own prompt run)
+            let lora_seq = margs.lora.lora_seq.take();
+            let lora_factors = match &lora_seq {
+                Some(list) => Some(super::lora::seq_factors(list, margs.lora.lora.len(), margs.lora.lora_merge)?),
+                None => None,
+            };
+            let n_seq = match &lora_factors {
+                Some(f) if n_seq == 1 || n_seq == f.len() => f.len(),
+                Some(f) => usage!("--lora-seq lists {} continuations but --n-seq is {n_seq}", f.len()),
+                None => n_seq,
+            };
             if spec.kind()?.is_some() && n_seq > 1 {
                 usage!("speculative decoding (--spec, --draft-model) runs one sequence: drop --n-seq {n_seq} or the speculation");
             }
@@ -49,7 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 usage!("--n-seq must be between 1 and 64, got {n_seq}");
             }
             let text = prompt_text(&input)?;
-            if n_seq > 1 && sampler.is_greedy() {
+            if n_seq > 1 && sampler.is_greedy() && lora_factors.is_none() {
                 eprintln!(
                     "warning: --n-seq {n_seq} with greedy decoding (temperature 0) gives {n_seq} identical continuations; \
                      set --temperature to sample different ones"
@@ -82,15 +93,23 @@ pub fn run(cli: Cli) -> Result<()> {
                         })
                     })
                     .collect();
-                let first = samplers.remove(0);
-                let seq = Sequence::new(ids, first, stop).with_forks(samplers).with_banned(banned);
-                let h = engine.add(seq)?;
-                // The forks exist once the prompt has run: step until they do.
-                // (Ctrl-C meanwhile exits at once: the reply has not begun.)
-                while engine.get(h).status == tinfer::engine::Status::Waiting {
-                    engine.step()?;
-                }
-                let hs: Vec<usize> = [h].into_iter().chain(engine.get(h).forked.clone()).collect();
+                let hs: Vec<usize> = if let Some(factors) = lora_factors {
+                    // adapters change the prompt's keys and values: a sequence each, no sharing
+                    let seqs = samplers.into_iter().zip(factors).map(|(s, f)| {
+                        Sequence::new(ids.clone(), s, stop.clone()).with_banned(banned.clone()).with_lora(f)
+                    });
+                    seqs.map(|s| engine.add(s)).collect::<Result<_>>()?
+                } else {
+                    let first = samplers.remove(0);
+                    let seq = Sequence::new(ids, first, stop).with_forks(samplers).with_banned(banned);
+                    let h = engine.add(seq)?;
+                    // The forks exist once the prompt has run: step until they do.
+                    // (Ctrl-C meanwhile exits at once: the reply has not begun.)
+                    while engine.get(h).status == tinfer::engine::Status::Waiting {
+                        engine.step()?;
+                    }
+                    [h].into_iter().chain(engine.get(h).forked.clone()).collect()
+                };
                 let mut texts = vec![String::new(); hs.len()];
                 let interrupted = drive(&mut engine, &hs, tok, &stops, |i, t| {
                     texts[i] += t;
@@ -100,9 +119,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 let mut out = std::io::stdout().lock();
                 for (i, &h) in hs.iter().enumerate() {
                     let g = engine.take(h).generation();
+                    let adapters = lora_seq.as_ref().map_or(String::new(), |l| {
+                        format!(", lora {}", l.split(',').nth(i).unwrap_or("").trim())
+                    });
                     writeln!(
                         out,
-                        "--- continuation {} (seed {}) ---",
+                        "--- continuation {} (seed {}{adapters}) ---",
                         i + 1,
                         seed.wrapping_add(i as u64)
                     )?;
@@ -315,6 +337,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what: BenchWhat::Spec(args),
         } => super::spec::bench_spec(args)?,
+        Command::Lora(cmd) => super::lora::run(cmd)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());

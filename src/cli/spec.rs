@@ -68,6 +68,7 @@ impl SpecArgs {
                     path: ModelPath {
                         model: self.draft_model.clone(),
                     },
+                    lora: Default::default(), // the target's adapters are not the draft's
                     ..margs.clone()
                 };
                 let run = RunArgs {

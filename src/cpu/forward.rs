@@ -3,7 +3,9 @@
 //! appends their keys and values to the cache, and returns the logits asked for.
 
 use super::ops::{add, attention, matmul, rmsnorm, rope, swiglu};
+use crate::arch::Field;
 use crate::config::{Config, RopeTable};
+use crate::lora::Lora;
 use crate::options::Want;
 use crate::weights::{Tensor, Weights};
 
@@ -40,6 +42,7 @@ pub fn forward(
     cache: &mut KvCache,
     tokens: &[u32],
     want: Want,
+    lora: &[(&Lora, f32)], // the sequence's adapters with their factors (empty: the base model)
 ) -> Vec<f32> {
     let (dim, hd, q_dim, kv_dim, hidden) = (cfg.dim, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let t_n = tokens.len();
@@ -68,6 +71,14 @@ pub fn forward(
     }
 
     for (l, layer) in w.layers.iter().enumerate() {
+        // y += factor · s · (x Aᵀ) Bᵀ of each adapter that trains `f` (LoRA, unmerged)
+        let adapt = |f: Field, y: &mut [f32], x: &[f32]| {
+            for (a, factor) in lora {
+                if let Some(p) = a.pair(l, f) {
+                    p.apply(x, y, *factor);
+                }
+            }
+        };
         // Norm weights and biases as f32 (borrowed when stored as f32, else decoded: small)
         let (bq, bk) = (layer.bq.as_ref().map(Tensor::f32s), layer.bk.as_ref().map(Tensor::f32s));
         let (bv, bo) = (layer.bv.as_ref().map(Tensor::f32s), layer.bo.as_ref().map(Tensor::f32s));
@@ -76,6 +87,9 @@ pub fn forward(
         matmul(&mut q, &xb, &layer.wq, bq.as_deref(), dim);
         matmul(&mut k, &xb, &layer.wk, bk.as_deref(), dim);
         matmul(&mut v, &xb, &layer.wv, bv.as_deref(), dim);
+        adapt(Field::Wq, &mut q, &xb);
+        adapt(Field::Wk, &mut k, &xb);
+        adapt(Field::Wv, &mut v, &xb);
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             // Qwen3: RMSNorm over each head of q and of k (weights of head_dim), before RoPE
             let (q_in, k_in) = (q.clone(), k.clone());
@@ -99,14 +113,18 @@ pub fn forward(
             hd,
         );
         matmul(&mut xb, &att, &layer.wo, bo.as_deref(), q_dim);
+        adapt(Field::Wo, &mut xb, &att);
         add(&mut x, &xb);
 
         // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
         rmsnorm(&mut xb, &x, &layer.ffn_norm.f32s(), cfg.norm_eps);
         matmul(&mut hb, &xb, &layer.w_gate, None, dim);
         matmul(&mut hb2, &xb, &layer.w_up, None, dim);
+        adapt(Field::WGate, &mut hb, &xb);
+        adapt(Field::WUp, &mut hb2, &xb);
         swiglu(&mut hb, &hb2);
         matmul(&mut xb, &hb, &layer.w_down, None, hidden);
+        adapt(Field::WDown, &mut xb, &hb);
         add(&mut x, &xb);
     }
     cache.len += t_n;

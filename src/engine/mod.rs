@@ -95,7 +95,12 @@ impl Engine {
     pub fn add(&mut self, mut seq: Sequence) -> Result<usize> {
         self.validate(&seq)?;
         if seq.id.is_none() {
-            seq.id = Some(self.model.new_seq()?);
+            let id = self.model.new_seq()?;
+            if let Err(e) = seq.lora.as_ref().map_or(Ok(()), |f| self.model.set_lora(id, f)) {
+                self.model.release(id);
+                return Err(e);
+            }
+            seq.id = Some(id);
         }
         seq.status = Status::Waiting;
         seq.added = Instant::now();

@@ -73,6 +73,8 @@ pub struct Sequence {
     /// Tokens never sampled (their logits set to -inf first): the end tokens under
     /// `--ignore-eos`, like llama.cpp's `--ignore-eos` (a logit bias of -inf).
     pub banned: Vec<u32>,
+    /// LoRA factors, one per adapter of the model (Model::set_lora); None: the model's defaults.
+    pub lora: Option<Vec<f32>>,
     /// Decode steps run (forwards after the prompt's, or tokens taken from `ahead`), for the
     /// decode rate.
     pub(crate) decode_steps: usize,
@@ -106,6 +108,7 @@ impl Sequence {
             forked: vec![],
             prefilled: 0,
             banned: vec![],
+            lora: None,
             decode_steps: 0,
             ahead: Default::default(),
             spec: Default::default(),
@@ -127,6 +130,12 @@ impl Sequence {
     /// After the prompt, fork it once per sampler (`generate --n-seq`).
     pub fn with_forks(mut self, samplers: Vec<Sampler>) -> Self {
         self.forks = samplers;
+        self
+    }
+
+    /// Run with these LoRA factors (one per adapter the model holds) instead of the defaults.
+    pub fn with_lora(mut self, factors: Vec<f32>) -> Self {
+        self.lora = Some(factors);
         self
     }
 

@@ -10,6 +10,7 @@
 use super::buffers::{Activations, KvBuffers};
 use super::kernels::Op;
 use super::launch::{AttnBufs, AttnRows, AttnShape, Epilogue, Input, Launch};
+use super::lora::{GpuLora, LoraLayer, LoraSite};
 use super::weights::{ActTex, GpuWeights};
 use crate::options::Attention;
 
@@ -26,12 +27,15 @@ pub enum StepKind {
 
 /// The dispatches of a step of `kind`: embedding and every layer, up to the final residual
 /// stream x (the LM head is `record_head`); and the index of each layer's first dispatch (a long
-/// step is submitted in pieces cut there).
+/// step is submitted in pieces cut there). With `lora`, the products its adapters train add
+/// their rows' LoRA updates.
+#[allow(clippy::too_many_arguments)]
 pub fn record(
     l: &Launch,
     w: &GpuWeights,
     a: &Activations,
     kv: &KvBuffers,
+    lora: Option<&GpuLora>,
     attention: Attention,
     s: AttnShape,
     kind: StepKind,
@@ -56,6 +60,7 @@ pub fn record(
         // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
         // (Qwen3: rope(q_norm(Wq·norm(x))), rope(k_norm(Wk·norm(x))))
         let xb = r.input(&a.x, Some(&lw.attn_norm), &a.xt_dim);
+        let d_qkv = adapt(&mut r.ops, l, lora, |s| s.qkv.as_ref(), i, &a.x, Some(&lw.attn_norm))?;
         let qkv = Epilogue::RopeKv {
             q: &a.q,
             k_cache,
@@ -64,11 +69,11 @@ pub fn record(
         match &lw.qk_norm {
             // Qwen3: q;k;v rows first, then each head of q and k normalised and rotated
             Some(qk_norm) => {
-                r.ops
-                    .push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), Epilogue::Write(&a.qkv))?);
+                let write = Epilogue::Write(&a.qkv);
+                r.ops.push(l.matmul_lora(xb, &lw.wqkv, lw.bqkv.as_ref(), write, d_qkv)?);
                 r.ops.push(l.qk_norm_rope(&a.qkv, qk_norm, &a.q, k_cache, v_cache));
             }
-            None => r.ops.push(l.matmul(xb, &lw.wqkv, lw.bqkv.as_ref(), qkv)?),
+            None => r.ops.push(l.matmul_lora(xb, &lw.wqkv, lw.bqkv.as_ref(), qkv, d_qkv)?),
         }
         let b = AttnBufs {
             q: &a.q,
@@ -81,13 +86,16 @@ pub fn record(
         };
         r.ops.extend(l.attention(attention, rows, s, &b));
         let att = r.input(&a.att, None, &a.xt_q);
-        r.ops.push(l.matmul(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x))?);
+        let d_o = adapt(&mut r.ops, l, lora, |s| s.o.as_ref(), i, &a.att, None)?;
+        r.ops.push(l.matmul_lora(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x), d_o)?);
 
         // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
         let xb = r.input(&a.x, Some(&lw.ffn_norm), &a.xt_dim);
-        r.ops.push(l.matmul(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb))?);
+        let d_gu = adapt(&mut r.ops, l, lora, |s| s.gate_up.as_ref(), i, &a.x, Some(&lw.ffn_norm))?;
+        r.ops.push(l.matmul_lora(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb), d_gu)?);
         let hb = r.input(&a.hb, None, &a.xt_hidden);
-        r.ops.push(l.matmul(hb, &lw.w_down, None, Epilogue::Add(&a.x))?);
+        let d_down = adapt(&mut r.ops, l, lora, |s| s.down.as_ref(), i, &a.hb, None)?;
+        r.ops.push(l.matmul_lora(hb, &lw.w_down, None, Epilogue::Add(&a.x), d_down)?);
     }
     Ok((r.ops, layer_starts))
 }
@@ -107,6 +115,24 @@ pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, all_rows: bool) 
             l.matmul(xn, head, None, Epilogue::Write(&a.logits))?,
         ])
     }
+}
+
+/// LoRA: the update delta = B·A·x' of a product site's rows, recorded before the product
+/// (lora_shrink, lora_expand); returns the delta the product adds (None: no adapter trains it).
+fn adapt<'a>(
+    ops: &mut Vec<Op>,
+    l: &Launch,
+    lora: Option<&'a GpuLora>,
+    pick: fn(&LoraLayer) -> Option<&LoraSite>,
+    layer: usize,
+    x: &wgpu::Buffer,
+    norm: Option<&wgpu::Buffer>,
+) -> anyhow::Result<Option<&'a wgpu::Buffer>> {
+    let Some((g, site)) = lora.and_then(|g| pick(&g.layers[layer]).map(|s| (g, s))) else {
+        return Ok(None);
+    };
+    ops.extend(l.lora(g, site, x, norm)?);
+    Ok(Some(&g.delta))
 }
 
 /// A recording in progress: the ops so far, and whether products are GEMMs.

@@ -5,6 +5,7 @@ pub mod context;
 pub mod forward;
 pub mod kernels;
 pub mod launch;
+pub mod lora;
 pub mod model;
 pub mod sources;
 pub mod weights;

@@ -11,6 +11,7 @@ use super::kernels::{
     MAX_STEP_TOKENS, UNIFORM_X_BYTES,
 };
 use super::launch::{AttnShape, Fused, Launch};
+use super::lora::GpuLora;
 use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
@@ -89,6 +90,7 @@ pub struct GpuModel {
     pub head_last: Vec<Op>,     // final norm + LM head of the last row
     pub head_all: Vec<Op>,      // final norm + LM head of every row
     pub argmax: Op,             // greedy choice on the device
+    lora: Option<GpuLora>,      // LoRA adapters, unmerged
 }
 
 impl GpuModel {
@@ -101,6 +103,7 @@ impl GpuModel {
         req: &GpuRequest,
         max_binding: Option<u64>,
         opts: &Options,
+        loras: &[crate::lora::Lora],
     ) -> Result<Self> {
         let gpu = Gpu::new(req)?;
         let limit = max_binding.unwrap_or(gpu.max_binding).min(gpu.max_binding);
@@ -163,6 +166,7 @@ impl GpuModel {
         let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
         let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
         let ahead_steps = gpu.zeros("ahead_steps", MAX_AHEAD * step_size(1) / 4)?;
+        let lora = GpuLora::upload(&gpu, cfg, loras, opts.max_seqs)?;
 
         // The dispatches of each kind of step, recorded once.
         let rope = RopeTable::new(cfg);
@@ -182,7 +186,7 @@ impl GpuModel {
             max_blocks,
             score_len: cfg.seq_len,
         };
-        let body = |kind| record(&l, &w, &a, &kvb, opts.attention, s, kind);
+        let body = |kind| record(&l, &w, &a, &kvb, lora.as_ref(), opts.attention, s, kind);
         let ((prefill, prefill_starts), (batch, batch_starts), (decode, _)) = (
             body(StepKind::Prefill)?,
             body(StepKind::Batch)?,
@@ -236,8 +240,16 @@ impl GpuModel {
             head_last,
             head_all,
             argmax,
+            lora,
             gpu,
         })
+    }
+
+    /// Sequence `seq`'s LoRA factors, one per adapter (Model::set_lora).
+    pub fn set_lora_factors(&mut self, seq: usize, factors: &[f32]) {
+        if let Some(g) = &self.lora {
+            g.set_factors(&self.gpu, seq, factors);
+        }
     }
 
     /// The weight formats of the matrices, e.g. "f16", or "Q5_0+Q8_0+Q4_K+Q6_K" for a file

@@ -7,6 +7,7 @@ pub mod bench_model; // `tinfer bench model`: pp/tg tokens per second, like llam
 pub mod convert; // GGUF -> HF directory
 pub mod gguf_write; // GGUF files for tests, fuzz seeds and tools
 pub mod kl; // KL divergence of a run's distributions against a saved reference run
+pub mod lora_merge; // `tinfer lora merge`: a PEFT adapter merged into an HF directory
 pub mod score; // perplexity: the mean NLL of windows of a text
 pub mod svg; // time against length as an SVG
 pub mod synthetic; // configs of known sizes, random weights

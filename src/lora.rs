@@ -1,0 +1,437 @@
+//! LoRA adapters (Hu et al. 2021, arXiv:2106.09685) read from PEFT's folder format
+//! (`adapter_config.json` + `adapter_model.safetensors`), checked against the model before
+//! anything runs, and applied unmerged: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with A (r, in), B (out, r) and
+//! s = user factor × α/r (α/√r with rsLoRA, Kalajdzievski 2023), or merged: W' = W + s·B·A.
+//! Several adapters add up (llama.cpp's semantics); each sequence picks its own factors
+//! (`Model::set_lora`), the basis of serving several fine-tunes on one base (S-LoRA, Punica).
+//! Config semantics follow PEFT's `LoraConfig` (peft/tuners/lora/config.py) and its module
+//! matching (`check_target_module_exists`, `get_pattern_key` in peft/tuners/tuners_utils.py).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value as Json;
+
+use crate::arch::{Arch, Field};
+use crate::config::Config;
+use crate::weights::{Tensor, Weights};
+
+/// The matrices LoRA can target, in the order of a layer: q, k, v, o, gate, up, down.
+pub const TARGETS: [Field; 7] = [
+    Field::Wq,
+    Field::Wk,
+    Field::Wv,
+    Field::Wo,
+    Field::WGate,
+    Field::WUp,
+    Field::WDown,
+];
+
+/// One module's low-rank pair.
+#[derive(Clone, Debug)]
+pub struct LoraPair {
+    pub rank: usize,
+    pub a: Vec<f32>, // (rank, in)
+    pub b: Vec<f32>, // (out, rank)
+    /// α/r, or α/√r with rsLoRA (per module with rank_pattern / alpha_pattern).
+    pub scale: f32,
+}
+
+impl LoraPair {
+    /// y (T, out) += factor · scale · (x Aᵀ) Bᵀ for x (T, in): the unmerged update (f64 sums).
+    pub fn apply(&self, x: &[f32], y: &mut [f32], factor: f32) {
+        let (r, d_in) = (self.rank, self.a.len() / self.rank);
+        let d_out = self.b.len() / r;
+        assert_eq!(x.len() / d_in, y.len() / d_out, "LoRA: rows of x and y differ");
+        let s = (factor * self.scale) as f64;
+        for (xr, yr) in x.chunks_exact(d_in).zip(y.chunks_exact_mut(d_out)) {
+            let u: Vec<f64> = self
+                .a
+                .chunks_exact(d_in)
+                .map(|ar| ar.iter().zip(xr).map(|(&a, &x)| a as f64 * x as f64).sum::<f64>())
+                .collect();
+            for (yo, br) in yr.iter_mut().zip(self.b.chunks_exact(r)) {
+                *yo += (s * br.iter().zip(&u).map(|(&b, u)| b as f64 * u).sum::<f64>()) as f32;
+            }
+        }
+    }
+}
+
+impl LoraPair {
+    /// w (out, in) += factor · scale · B·A: the merge (f32 arithmetic, as PEFT's merge of an
+    /// f32 model).
+    pub fn merge_into(&self, w: &mut [f32], factor: f32) {
+        let (r, d_in) = (self.rank, self.a.len() / self.rank);
+        let s = factor * self.scale;
+        for (row, b) in w.chunks_exact_mut(d_in).zip(self.b.chunks_exact(r)) {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v += s * (0..r).map(|j| b[j] * self.a[j * d_in + k]).sum::<f32>();
+            }
+        }
+    }
+}
+
+/// A PEFT LoRA adapter fitted to one model: a pair per (layer, target) it trains.
+#[derive(Clone, Debug)]
+pub struct Lora {
+    /// The folder it came from.
+    pub name: String,
+    /// The factor a new sequence uses (`--lora PATH:SCALE`; 1 by default).
+    pub default_factor: f32,
+    /// (n_layers) × TARGETS order.
+    pub layers: Vec<[Option<LoraPair>; 7]>,
+}
+
+impl Lora {
+    /// The pair of `field` in `layer`, if the adapter trains it.
+    pub fn pair(&self, layer: usize, field: Field) -> Option<&LoraPair> {
+        let i = TARGETS.iter().position(|&f| f == field)?;
+        self.layers[layer][i].as_ref()
+    }
+
+    /// "rank 8, 60 modules (q, v)": what the adapter trains, in words.
+    pub fn describe(&self) -> String {
+        let pairs: Vec<(usize, &LoraPair)> = self
+            .layers
+            .iter()
+            .flat_map(|l| l.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|p| (i, p))))
+            .collect();
+        let mut ranks: Vec<usize> = pairs.iter().map(|p| p.1.rank).collect();
+        ranks.sort_unstable();
+        ranks.dedup();
+        let names = ["q", "k", "v", "o", "gate", "up", "down"];
+        let mut kinds: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let kinds: Vec<&str> = kinds.iter().map(|&i| names[i]).collect();
+        let ranks: Vec<String> = ranks.iter().map(usize::to_string).collect();
+        format!(
+            "rank {}, {} modules ({})",
+            ranks.join("/"),
+            pairs.len(),
+            kinds.join(", ")
+        )
+    }
+
+    /// Read the PEFT adapter in folder `dir` for a model of `cfg`. Errors name the field or
+    /// tensor: a missing or unreadable file; a config field tinfer does not implement (bias
+    /// other than "none", lora_bias, use_dora, modules_to_save, layer_replication,
+    /// trainable_token_indices, target_parameters, alora_invocation_tokens, use_qalora, a
+    /// peft_type other than LORA); and, in one error, every tensor that does not fit this model
+    /// (a module it does not have, a layer past its last, a shape of another hidden size, a rank
+    /// other than the config's) and every targeted module without its pair.
+    pub fn load(dir: &Path, cfg: &Config) -> Result<Lora> {
+        let show = dir.display();
+        if !dir.is_dir() {
+            bail!("LoRA adapter {show} is not a folder: give a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)");
+        }
+        let cfg_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("LoRA adapter {show}: cannot read adapter_config.json"))?;
+        let j: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
+        let pc = PeftConfig::parse(&j).with_context(|| format!("LoRA adapter {show}"))?;
+        let st_path = dir.join("adapter_model.safetensors");
+        if !st_path.exists() {
+            if dir.join("adapter_model.bin").exists() {
+                bail!("LoRA adapter {show} holds adapter_model.bin (a pickle), which tinfer does not read: save it with safe_serialization=True (adapter_model.safetensors)");
+            }
+            bail!("LoRA adapter {show} has no adapter_model.safetensors");
+        }
+        let bytes = std::fs::read(&st_path).with_context(|| format!("cannot read {}", st_path.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
+        let arch = Arch::for_hf(&cfg.model_type)
+            .with_context(|| format!("no tensor names for model_type {:?}", cfg.model_type))?;
+        let module = |l: usize, f: Field| arch.hf_name(f, l).trim_end_matches(".weight").to_string();
+
+        let mut problems = vec![];
+        let mut layers: Vec<[Option<LoraPair>; 7]> = (0..cfg.n_layers).map(|_| Default::default()).collect();
+        let mut a_of = std::collections::BTreeMap::new();
+        let mut b_of = std::collections::BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let key = name.strip_prefix("base_model.model.").unwrap_or(&name);
+            let (m, ab) = match (key.strip_suffix(".lora_A.weight"), key.strip_suffix(".lora_B.weight")) {
+                (Some(m), _) => (m, 'A'),
+                (_, Some(m)) => (m, 'B'),
+                _ => {
+                    problems.push(format!("tensor {name} is not a lora_A / lora_B weight"));
+                    continue;
+                }
+            };
+            let values = match to_f32(view.dtype(), view.data()) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(format!("tensor {name}: {e}"));
+                    continue;
+                }
+            };
+            let entry = (m.to_string(), view.shape().to_vec(), values);
+            if ab == 'A' {
+                a_of.insert(m.to_string(), entry);
+            } else {
+                b_of.insert(m.to_string(), entry);
+            }
+        }
+        // Every module the config targets, in this model.
+        for l in 0..cfg.n_layers {
+            for (i, &f) in TARGETS.iter().enumerate() {
+                let m = module(l, f);
+                let (a, b) = (a_of.remove(&m), b_of.remove(&m));
+                let targeted = pc.targets(&m, l);
+                let (a, b) = match (a, b) {
+                    (None, None) if targeted => {
+                        problems.push(format!("module {m} is targeted but has no lora_A / lora_B"));
+                        continue;
+                    }
+                    (None, None) => continue,
+                    (Some(_), None) | (None, Some(_)) => {
+                        problems.push(format!("module {m} has only one of lora_A and lora_B"));
+                        continue;
+                    }
+                    (Some(a), Some(b)) => (a, b),
+                };
+                if !targeted {
+                    problems.push(format!("module {m} has LoRA weights but target_modules / layers_to_transform do not select it"));
+                    continue;
+                }
+                let shape = f.shape(cfg); // [out, in]
+                let (r, alpha) = pc.rank_alpha(&m);
+                if a.1 != [r, shape[1]] || b.1 != [shape[0], r] {
+                    problems.push(format!(
+                        "module {m}: lora_A {:?} and lora_B {:?}, this model needs [{r}, {}] and [{}, {r}] (rank {r} from the config)",
+                        a.1, b.1, shape[1], shape[0]
+                    ));
+                    continue;
+                }
+                let scale = if pc.rslora { alpha / (r as f32).sqrt() } else { alpha / r as f32 };
+                layers[l][i] = Some(LoraPair {
+                    rank: r,
+                    a: a.2,
+                    b: b.2,
+                    scale,
+                });
+            }
+        }
+        // What is left names modules this model does not have.
+        for (m, (_, shape, _)) in a_of.iter().chain(&b_of) {
+            let layer = m
+                .split('.')
+                .skip_while(|s| *s != "layers")
+                .nth(1)
+                .and_then(|s| s.parse::<usize>().ok());
+            match layer {
+                Some(l) if l >= cfg.n_layers => {
+                    problems.push(format!("module {m} is in layer {l}, but the model has {} layers", cfg.n_layers))
+                }
+                _ => problems.push(format!(
+                    "module {m} {shape:?} is not one tinfer can adapt (it adapts q/k/v/o/gate/up/down projections)"
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            problems.sort();
+            problems.dedup();
+            let more = problems.len().saturating_sub(4);
+            let mut msg = problems[..problems.len().min(4)].join("; ");
+            if more > 0 {
+                msg += &format!("; and {more} more");
+            }
+            bail!(
+                "LoRA adapter {show} does not fit this model ({}: hidden {}, {} layers): {msg}",
+                cfg.model_type,
+                cfg.dim,
+                cfg.n_layers
+            );
+        }
+        if layers.iter().all(|l| l.iter().all(Option::is_none)) {
+            bail!("LoRA adapter {show} holds no lora_A / lora_B tensors");
+        }
+        Ok(Lora {
+            name: dir.display().to_string(),
+            default_factor: 1.0,
+            layers,
+        })
+    }
+
+    /// W' = W + factor · s · B·A for every matrix the adapter trains, in f32 (the merged
+    /// matrices become F32 tensors, whatever the base stored: a quantized base is decoded).
+    pub fn merge_into(&self, w: &mut Weights<Tensor>, factor: f32) {
+        for (l, layer) in w.layers.iter_mut().enumerate() {
+            for (i, &f) in TARGETS.iter().enumerate() {
+                let Some(p) = &self.layers[l][i] else { continue };
+                let t = layer.projection_mut(f).expect("a projection");
+                let mut m = t.f32s().into_owned();
+                p.merge_into(&mut m, factor);
+                *t = Tensor::from_f32(t.shape.clone(), m);
+            }
+        }
+    }
+}
+
+/// The fields of adapter_config.json tinfer uses, checked.
+struct PeftConfig {
+    r: usize,
+    alpha: f32,
+    rslora: bool,
+    targets: Match,
+    exclude: Option<Match>,
+    layers: Option<Vec<usize>>,
+    rank_pattern: Vec<(Regex, usize)>,
+    alpha_pattern: Vec<(Regex, f32)>,
+}
+
+/// PEFT's module selection: names matched as suffixes at a dot, or one regex over the whole name.
+enum Match {
+    All, // "all-linear", or no target_modules: every projection (the tensors decide)
+    Names(Vec<String>),
+    Regex(Regex),
+}
+
+impl Match {
+    fn parse(v: &Json, field: &str) -> Result<Match> {
+        match v {
+            Json::Null => Ok(Match::All),
+            Json::String(s) if s == "all-linear" => Ok(Match::All),
+            Json::String(s) => Regex::new(&format!("^(?:{s})$"))
+                .map(Match::Regex)
+                .with_context(|| format!("{field} {s:?} is not a valid regex")),
+            Json::Array(a) => a
+                .iter()
+                .map(|n| n.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .map(Match::Names)
+                .with_context(|| format!("{field} must be a list of module names or a regex string")),
+            _ => bail!("{field} must be a list of module names or a regex string"),
+        }
+    }
+
+    fn hits(&self, module: &str) -> bool {
+        match self {
+            Match::All => true,
+            Match::Names(ns) => ns.iter().any(|n| module == n || module.ends_with(&format!(".{n}"))),
+            Match::Regex(r) => r.is_match(module),
+        }
+    }
+}
+
+impl PeftConfig {
+    fn parse(j: &Json) -> Result<PeftConfig> {
+        let get = |k: &str| j.get(k).unwrap_or(&Json::Null);
+        let set = |k: &str| match get(k) {
+            Json::Null | Json::Bool(false) => false,
+            Json::Array(a) => !a.is_empty(),
+            Json::Object(o) => !o.is_empty(),
+            _ => true,
+        };
+        if let Some(t) = get("peft_type").as_str().filter(|t| *t != "LORA") {
+            bail!("peft_type is {t:?}: tinfer reads LoRA adapters only");
+        }
+        match get("bias") {
+            Json::Null => {}
+            Json::String(s) if s == "none" => {}
+            b => bail!("bias is {b}: tinfer implements LoRA without trained biases (\"none\") only"),
+        }
+        for (k, what) in [
+            ("use_dora", "DoRA (weight-decomposed LoRA)"),
+            ("modules_to_save", "fully trained extra modules"),
+            ("lora_bias", "a bias on lora_B"),
+            ("layer_replication", "replicated layers"),
+            ("trainable_token_indices", "trained token embeddings"),
+            ("target_parameters", "LoRA on parameters (MoE experts)"),
+            ("alora_invocation_tokens", "activated LoRA"),
+            ("use_qalora", "QA-LoRA"),
+        ] {
+            if set(k) {
+                bail!("{k} is set: tinfer does not implement {what}; merge the adapter with PEFT and load the merged model instead");
+            }
+        }
+        let num = |k: &str, default: f64| -> Result<f64> {
+            match get(k) {
+                Json::Null => Ok(default),
+                v => v.as_f64().with_context(|| format!("{k} must be a number, got {v}")),
+            }
+        };
+        let r = num("r", 8.0)?;
+        if r < 1.0 || r.fract() != 0.0 {
+            bail!("r must be a positive integer, got {r}");
+        }
+        let pattern = |k: &str| -> Result<Vec<(Regex, f64)>> {
+            let Some(o) = get(k).as_object() else { return Ok(vec![]) };
+            o.iter()
+                .map(|(key, v)| {
+                    let re = Regex::new(&format!(r"^(?:.*\.)?(?:{key})$"))
+                        .with_context(|| format!("{k} key {key:?} is not a valid pattern"))?;
+                    let v = v.as_f64().with_context(|| format!("{k}[{key:?}] must be a number"))?;
+                    Ok((re, v))
+                })
+                .collect()
+        };
+        let layers = match get("layers_to_transform") {
+            Json::Null => None,
+            Json::Number(n) => Some(vec![n.as_u64().context("layers_to_transform must be layer indices")? as usize]),
+            Json::Array(a) => Some(
+                a.iter()
+                    .map(|v| v.as_u64().map(|n| n as usize))
+                    .collect::<Option<Vec<_>>>()
+                    .context("layers_to_transform must be layer indices")?,
+            ),
+            v => bail!("layers_to_transform must be an index or a list of them, got {v}"),
+        };
+        if get("fan_in_fan_out").as_bool() == Some(true) {
+            // PEFT itself turns it off for nn.Linear (every module tinfer adapts), with a warning.
+            eprintln!("warning: LoRA fan_in_fan_out is true, but the adapted modules are Linear: ignored, as PEFT does");
+        }
+        Ok(PeftConfig {
+            r: r as usize,
+            alpha: num("lora_alpha", 8.0)? as f32,
+            rslora: get("use_rslora").as_bool().unwrap_or(false),
+            targets: Match::parse(get("target_modules"), "target_modules")?,
+            exclude: match get("exclude_modules") {
+                Json::Null => None,
+                v => Some(Match::parse(v, "exclude_modules")?),
+            },
+            layers,
+            rank_pattern: pattern("rank_pattern")?
+                .into_iter()
+                .map(|(re, v)| (re, v as usize))
+                .collect(),
+            alpha_pattern: pattern("alpha_pattern")?
+                .into_iter()
+                .map(|(re, v)| (re, v as f32))
+                .collect(),
+        })
+    }
+
+    /// Whether the config selects `module` (of layer `layer`).
+    fn targets(&self, module: &str, layer: usize) -> bool {
+        self.targets.hits(module)
+            && !self.exclude.as_ref().is_some_and(|e| e.hits(module))
+            && self.layers.as_ref().is_none_or(|ls| ls.contains(&layer))
+    }
+
+    /// (r, α) of `module`: the first rank_pattern / alpha_pattern key that ends its name, else
+    /// r and lora_alpha.
+    fn rank_alpha(&self, module: &str) -> (usize, f32) {
+        let r = self.rank_pattern.iter().find(|p| p.0.is_match(module)).map_or(self.r, |p| p.1);
+        let a = self.alpha_pattern.iter().find(|p| p.0.is_match(module)).map_or(self.alpha, |p| p.1);
+        (r, a)
+    }
+}
+
+/// Safetensors data of dtype F32, F16 or BF16 as f32 values.
+pub fn to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        d => bail!("dtype {d:?}: tinfer reads F32, F16 and BF16 here"),
+    })
+}
