@@ -12,8 +12,8 @@ pub mod engine; // sequences, Engine::step (prefill chunks, batched decode, stop
 pub mod gguf; // GGUF reader: metadata, tensors, dequantisation, tokenizer, chat template
 pub mod gpu; // the same forward pass on WGSL kernels through wgpu
 pub mod kv_cache; // paged KV bookkeeping: block allocator, block tables, slots, sharing
-pub mod lora; // PEFT LoRA adapters: loading, checking, unmerged update, merge
 pub mod loader; // safetensors / GGUF -> Weights<Tensor> (names from arch.rs)
+pub mod lora; // PEFT LoRA adapters: loading, checking, unmerged update, merge
 pub mod model; // the device seam: sequences (new_seq/fork/truncate/release), forward(&Batch)
 pub mod options; // leaf types: Device, Attention, KvLayout, Dtype, Options, Want
 pub mod quant; // f32 -> Q8_0 / Q4_K blocks, byte for byte as llama.cpp's reference quantizers

@@ -222,15 +222,20 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
         ));
     }
     if !problems.is_empty() {
-        // One line: the first few problems, then how many more.
-        let more = problems.len().saturating_sub(4);
-        let mut msg = problems[..problems.len().min(4)].join("; ");
-        if more > 0 {
-            msg += &format!("; and {more} more");
-        }
-        bail!("{msg}");
+        bail!("{}", one_line(&problems));
     }
     Ok(Weights::from_fn(cfg.n_layers, |f, l| loaded.remove(&(f as usize, l))).expect("every present field was loaded"))
+}
+
+/// Problems in one line: the first four, then how many more.
+pub fn one_line(problems: &[String]) -> String {
+    let more = problems.len().saturating_sub(4);
+    let msg = problems[..problems.len().min(4)].join("; ");
+    if more > 0 {
+        format!("{msg}; and {more} more")
+    } else {
+        msg
+    }
 }
 
 /// Memory-mapped safetensors: `model.safetensors`, or shards listed in

@@ -9,13 +9,16 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Context, Result};
 use regex::Regex;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
 
 use crate::arch::{Arch, Field};
 use crate::config::Config;
+use crate::loader::one_line;
 use crate::weights::{Tensor, Weights};
 
 /// The matrices LoRA can target, in the order of a layer: q, k, v, o, gate, up, down.
@@ -91,30 +94,6 @@ impl Lora {
         self.layers[layer][i].as_ref()
     }
 
-    /// "rank 8, 60 modules (q, v)": what the adapter trains, in words.
-    pub fn describe(&self) -> String {
-        let pairs: Vec<(usize, &LoraPair)> = self
-            .layers
-            .iter()
-            .flat_map(|l| l.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|p| (i, p))))
-            .collect();
-        let mut ranks: Vec<usize> = pairs.iter().map(|p| p.1.rank).collect();
-        ranks.sort_unstable();
-        ranks.dedup();
-        let names = ["q", "k", "v", "o", "gate", "up", "down"];
-        let mut kinds: Vec<usize> = pairs.iter().map(|p| p.0).collect();
-        kinds.sort_unstable();
-        kinds.dedup();
-        let kinds: Vec<&str> = kinds.iter().map(|&i| names[i]).collect();
-        let ranks: Vec<String> = ranks.iter().map(usize::to_string).collect();
-        format!(
-            "rank {}, {} modules ({})",
-            ranks.join("/"),
-            pairs.len(),
-            kinds.join(", ")
-        )
-    }
-
     /// Read the PEFT adapter in folder `dir` for a model of `cfg`. Errors name the field or
     /// tensor: a missing or unreadable file; a config field tinfer does not implement (bias
     /// other than "none", lora_bias, use_dora, modules_to_save, layer_replication,
@@ -127,129 +106,106 @@ impl Lora {
         if !dir.is_dir() {
             bail!("LoRA adapter {show} is not a folder: give a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)");
         }
-        let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path)
+        let text = std::fs::read_to_string(dir.join("adapter_config.json"))
             .with_context(|| format!("LoRA adapter {show}: cannot read adapter_config.json"))?;
-        let j: Json = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
+        let j: Json =
+            serde_json::from_str(&text).with_context(|| format!("{show}/adapter_config.json is not valid JSON"))?;
         let pc = PeftConfig::parse(&j).with_context(|| format!("LoRA adapter {show}"))?;
         let st_path = dir.join("adapter_model.safetensors");
-        if !st_path.exists() {
-            if dir.join("adapter_model.bin").exists() {
-                bail!("LoRA adapter {show} holds adapter_model.bin (a pickle), which tinfer does not read: save it with safe_serialization=True (adapter_model.safetensors)");
-            }
-            bail!("LoRA adapter {show} has no adapter_model.safetensors");
+        if !st_path.exists() && dir.join("adapter_model.bin").exists() {
+            bail!("LoRA adapter {show} holds adapter_model.bin (a pickle), which tinfer does not read: save it with safe_serialization=True (adapter_model.safetensors)");
         }
-        let bytes = std::fs::read(&st_path).with_context(|| format!("cannot read {}", st_path.display()))?;
+        let bytes = std::fs::read(&st_path)
+            .with_context(|| format!("LoRA adapter {show}: cannot read adapter_model.safetensors"))?;
         let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
+            .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
         let arch = Arch::for_hf(&cfg.model_type)
             .with_context(|| format!("no tensor names for model_type {:?}", cfg.model_type))?;
-        let module = |l: usize, f: Field| arch.hf_name(f, l).trim_end_matches(".weight").to_string();
 
+        // (module, "A" or "B") -> (shape, values)
         let mut problems = vec![];
-        let mut layers: Vec<[Option<LoraPair>; 7]> = (0..cfg.n_layers).map(|_| Default::default()).collect();
-        let mut a_of = std::collections::BTreeMap::new();
-        let mut b_of = std::collections::BTreeMap::new();
+        let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let key = name.strip_prefix("base_model.model.").unwrap_or(&name);
-            let (m, ab) = match (key.strip_suffix(".lora_A.weight"), key.strip_suffix(".lora_B.weight")) {
-                (Some(m), _) => (m, 'A'),
-                (_, Some(m)) => (m, 'B'),
-                _ => {
-                    problems.push(format!("tensor {name} is not a lora_A / lora_B weight"));
-                    continue;
-                }
-            };
-            let values = match to_f32(view.dtype(), view.data()) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("tensor {name}: {e}"));
-                    continue;
-                }
-            };
-            let entry = (m.to_string(), view.shape().to_vec(), values);
-            if ab == 'A' {
-                a_of.insert(m.to_string(), entry);
-            } else {
-                b_of.insert(m.to_string(), entry);
+            let key = name
+                .strip_prefix("base_model.model.")
+                .unwrap_or(&name)
+                .strip_suffix(".weight");
+            match key
+                .and_then(|k| k.rsplit_once(".lora_"))
+                .filter(|(_, ab)| ["A", "B"].contains(ab))
+            {
+                None => problems.push(format!("tensor {name} is not a lora_A / lora_B weight")),
+                Some((m, ab)) => match to_f32(view.dtype(), view.data()) {
+                    Ok(v) => drop(tensors.insert((m.to_string(), ab.to_string()), (view.shape().to_vec(), v))),
+                    Err(e) => problems.push(format!("tensor {name}: {e}")),
+                },
             }
         }
-        // Every module the config targets, in this model.
-        for l in 0..cfg.n_layers {
+        // Every module of this model the config targets, with its pair.
+        let mut layers: Vec<[Option<LoraPair>; 7]> = (0..cfg.n_layers).map(|_| Default::default()).collect();
+        for (l, layer) in layers.iter_mut().enumerate() {
             for (i, &f) in TARGETS.iter().enumerate() {
-                let m = module(l, f);
-                let (a, b) = (a_of.remove(&m), b_of.remove(&m));
-                let targeted = pc.targets(&m, l);
-                let (a, b) = match (a, b) {
-                    (None, None) if targeted => {
-                        problems.push(format!("module {m} is targeted but has no lora_A / lora_B"));
-                        continue;
-                    }
-                    (None, None) => continue,
-                    (Some(_), None) | (None, Some(_)) => {
-                        problems.push(format!("module {m} has only one of lora_A and lora_B"));
+                let m = arch.hf_name(f, l).trim_end_matches(".weight").to_string();
+                let mut take = |ab: &str| tensors.remove(&(m.clone(), ab.to_string()));
+                let (a, b, targeted) = (take("A"), take("B"), pc.targets(&m, l));
+                let ((sa, a), (sb, b)) = match (a, b) {
+                    (None, None) if !targeted => continue,
+                    (Some(_), Some(_)) if !targeted => {
+                        problems.push(format!(
+                            "module {m} has LoRA weights but target_modules / layers_to_transform do not select it"
+                        ));
                         continue;
                     }
                     (Some(a), Some(b)) => (a, b),
+                    _ => {
+                        problems.push(format!("module {m} is targeted but lacks lora_A or lora_B"));
+                        continue;
+                    }
                 };
-                if !targeted {
-                    problems.push(format!("module {m} has LoRA weights but target_modules / layers_to_transform do not select it"));
+                let (shape, (r, alpha)) = (f.shape(cfg), pc.rank_alpha(&m));
+                let (out, inp) = (shape[0], shape[1]);
+                if sa != [r, inp] || sb != [out, r] {
+                    problems.push(format!("module {m}: lora_A {sa:?} and lora_B {sb:?}, this model needs [{r}, {inp}] and [{out}, {r}] (rank {r} from the config)"));
                     continue;
                 }
-                let shape = f.shape(cfg); // [out, in]
-                let (r, alpha) = pc.rank_alpha(&m);
-                if a.1 != [r, shape[1]] || b.1 != [shape[0], r] {
-                    problems.push(format!(
-                        "module {m}: lora_A {:?} and lora_B {:?}, this model needs [{r}, {}] and [{}, {r}] (rank {r} from the config)",
-                        a.1, b.1, shape[1], shape[0]
-                    ));
-                    continue;
-                }
-                let scale = if pc.rslora { alpha / (r as f32).sqrt() } else { alpha / r as f32 };
-                layers[l][i] = Some(LoraPair {
-                    rank: r,
-                    a: a.2,
-                    b: b.2,
-                    scale,
-                });
+                let scale = if pc.rslora {
+                    alpha / (r as f32).sqrt()
+                } else {
+                    alpha / r as f32
+                };
+                layer[i] = Some(LoraPair { rank: r, a, b, scale });
             }
         }
         // What is left names modules this model does not have.
-        for (m, (_, shape, _)) in a_of.iter().chain(&b_of) {
+        for ((m, _), (shape, _)) in &tensors {
             let layer = m
                 .split('.')
                 .skip_while(|s| *s != "layers")
                 .nth(1)
                 .and_then(|s| s.parse::<usize>().ok());
-            match layer {
+            problems.push(match layer {
                 Some(l) if l >= cfg.n_layers => {
-                    problems.push(format!("module {m} is in layer {l}, but the model has {} layers", cfg.n_layers))
+                    format!("module {m} is in layer {l}, but the model has {} layers", cfg.n_layers)
                 }
-                _ => problems.push(format!(
+                _ => format!(
                     "module {m} {shape:?} is not one tinfer can adapt (it adapts q/k/v/o/gate/up/down projections)"
-                )),
-            }
+                ),
+            });
         }
         if !problems.is_empty() {
             problems.sort();
             problems.dedup();
-            let more = problems.len().saturating_sub(4);
-            let mut msg = problems[..problems.len().min(4)].join("; ");
-            if more > 0 {
-                msg += &format!("; and {more} more");
-            }
+            let (t, d, n) = (&cfg.model_type, cfg.dim, cfg.n_layers);
             bail!(
-                "LoRA adapter {show} does not fit this model ({}: hidden {}, {} layers): {msg}",
-                cfg.model_type,
-                cfg.dim,
-                cfg.n_layers
+                "LoRA adapter {show} does not fit this model ({t}: hidden {d}, {n} layers): {}",
+                one_line(&problems)
             );
         }
-        if layers.iter().all(|l| l.iter().all(Option::is_none)) {
+        if layers.iter().flatten().all(Option::is_none) {
             bail!("LoRA adapter {show} holds no lora_A / lora_B tensors");
         }
         Ok(Lora {
-            name: dir.display().to_string(),
+            name: show.to_string(),
             default_factor: 1.0,
             layers,
         })
@@ -370,7 +326,9 @@ impl PeftConfig {
         };
         let layers = match get("layers_to_transform") {
             Json::Null => None,
-            Json::Number(n) => Some(vec![n.as_u64().context("layers_to_transform must be layer indices")? as usize]),
+            Json::Number(n) => Some(vec![
+                n.as_u64().context("layers_to_transform must be layer indices")? as usize
+            ]),
             Json::Array(a) => Some(
                 a.iter()
                     .map(|v| v.as_u64().map(|n| n as usize))
@@ -381,7 +339,9 @@ impl PeftConfig {
         };
         if get("fan_in_fan_out").as_bool() == Some(true) {
             // PEFT itself turns it off for nn.Linear (every module tinfer adapts), with a warning.
-            eprintln!("warning: LoRA fan_in_fan_out is true, but the adapted modules are Linear: ignored, as PEFT does");
+            eprintln!(
+                "warning: LoRA fan_in_fan_out is true, but the adapted modules are Linear: ignored, as PEFT does"
+            );
         }
         Ok(PeftConfig {
             r: r as usize,
@@ -414,8 +374,16 @@ impl PeftConfig {
     /// (r, α) of `module`: the first rank_pattern / alpha_pattern key that ends its name, else
     /// r and lora_alpha.
     fn rank_alpha(&self, module: &str) -> (usize, f32) {
-        let r = self.rank_pattern.iter().find(|p| p.0.is_match(module)).map_or(self.r, |p| p.1);
-        let a = self.alpha_pattern.iter().find(|p| p.0.is_match(module)).map_or(self.alpha, |p| p.1);
+        let r = self
+            .rank_pattern
+            .iter()
+            .find(|p| p.0.is_match(module))
+            .map_or(self.r, |p| p.1);
+        let a = self
+            .alpha_pattern
+            .iter()
+            .find(|p| p.0.is_match(module))
+            .map_or(self.alpha, |p| p.1);
         (r, a)
     }
 }
@@ -423,7 +391,10 @@ impl PeftConfig {
 /// Safetensors data of dtype F32, F16 or BF16 as f32 values.
 pub fn to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
     Ok(match dtype {
-        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
         Dtype::F16 => data
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())

@@ -8,10 +8,10 @@ use anyhow::{bail, Result};
 use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
+use crate::lora::Lora;
 pub use crate::options::{
     Attention, Batch, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Options, SeqId, Want,
 };
-use crate::lora::Lora;
 use crate::weights::{Tensor, Weights};
 
 /// How much of the KV pool is in use.

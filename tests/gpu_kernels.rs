@@ -624,8 +624,8 @@ fn fused_qkv_rope_matches_cpu() {
                             "{} {kind:?} d={d} heads={nh}/{nkv}x{hd} T={tt} pos0={pos0} bias={with_bias} kv_f16={kv_f16}",
                             if gemm { "matmat" } else { "matvec" }
                         );
-                        let kern =
-                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, false).unwrap();
+                        let kern = Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, false)
+                            .unwrap();
                         let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
                         h.run_res(
                             &k.to_texture_norm,

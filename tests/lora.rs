@@ -58,12 +58,19 @@ fn check_peft(gpu: bool) {
     let golden = read_json(&lora_dir().join("golden.json"));
     let adapter = lora_dir().join("adapter");
     for (factor, file) in [(1.0, "logits"), (0.5, "logits_scale0.5")] {
-        let Some(mut m) = model(&base(), &[(&adapter, factor)], gpu, 1) else { return };
+        let Some(mut m) = model(&base(), &[(&adapter, factor)], gpu, 1) else {
+            return;
+        };
         for input in ["random", "arange"] {
             let tokens = ids(&golden["inputs"][input]["ids"]);
             let (_, want) = read_npy(&lora_dir().join(format!("{input}.{file}.npy")));
             let got = all_logits(&mut m, &tokens);
-            assert_close(&format!("gpu {gpu}: {input} at factor {factor}"), &got, &want, TINY_VS_HF);
+            assert_close(
+                &format!("gpu {gpu}: {input} at factor {factor}"),
+                &got,
+                &want,
+                TINY_VS_HF,
+            );
         }
     }
 }
@@ -87,7 +94,9 @@ fn greedy_matches_peft() {
     let (_, want_logits) = read_npy(&lora_dir().join("greedy.step_logits.npy"));
     let adapter = lora_dir().join("adapter");
     for gpu in [false, true] {
-        let Some(mut m) = model(&base(), &[(&adapter, 1.0)], gpu, 1) else { continue };
+        let Some(mut m) = model(&base(), &[(&adapter, 1.0)], gpu, 1) else {
+            continue;
+        };
         let s = m.new_seq().unwrap();
         let mut logits = m.fwd(s, &prompt, Want::Last).unwrap();
         let mut got = vec![];
@@ -99,7 +108,12 @@ fn greedy_matches_peft() {
             logits = m.fwd(s, &[next], Want::Last).unwrap();
         }
         assert_eq!(got, want, "gpu {gpu}: greedy ids");
-        assert_close(&format!("gpu {gpu}: greedy step logits"), &step_logits, &want_logits, TINY_VS_HF);
+        assert_close(
+            &format!("gpu {gpu}: greedy step logits"),
+            &step_logits,
+            &want_logits,
+            TINY_VS_HF,
+        );
         // the device's own greedy loop (decode-ahead on the GPU) too
         m.truncate(s, 0);
         m.fwd(s, &prompt[..prompt.len() - 1], Want::Last).unwrap();
@@ -121,7 +135,12 @@ fn merged_at_load_equals_unmerged() {
     for input in ["random", "arange"] {
         let tokens = ids(&golden["inputs"][input]["ids"]);
         let (_, want) = read_npy(&lora_dir().join(format!("{input}.merged_logits.npy")));
-        assert_close(&format!("merged {input}"), &all_logits(&mut m, &tokens), &want, TINY_VS_HF);
+        assert_close(
+            &format!("merged {input}"),
+            &all_logits(&mut m, &tokens),
+            &want,
+            TINY_VS_HF,
+        );
     }
 }
 
@@ -133,9 +152,16 @@ fn factors_add_up_and_zero_is_the_base() {
     let tokens = ids(&golden["inputs"]["random"]["ids"]);
     let adapter = lora_dir().join("adapter");
     for gpu in [false, true] {
-        let Some(mut two) = model(&base(), &[(&adapter, 0.25), (&adapter, 0.25)], gpu, 4) else { continue };
+        let Some(mut two) = model(&base(), &[(&adapter, 0.25), (&adapter, 0.25)], gpu, 4) else {
+            continue;
+        };
         let (_, half) = read_npy(&lora_dir().join("random.logits_scale0.5.npy"));
-        assert_close(&format!("gpu {gpu}: 0.25 + 0.25"), &all_logits(&mut two, &tokens), &half, TINY_VS_HF);
+        assert_close(
+            &format!("gpu {gpu}: 0.25 + 0.25"),
+            &all_logits(&mut two, &tokens),
+            &half,
+            TINY_VS_HF,
+        );
         let s = two.new_seq().unwrap();
         two.set_lora(s, &[0.0, 0.0]).unwrap();
         let off = two.fwd(s, &tokens, Want::All).unwrap();
@@ -150,7 +176,11 @@ fn factors_add_up_and_zero_is_the_base() {
         assert!(err.contains("before its first token"), "{err}");
         let f = two.fork(s).unwrap();
         assert_eq!(two.lora_factors(f), &[1.0, 0.0]);
-        assert!(two.set_lora(s, &[1.0]).unwrap_err().to_string().contains("1 LoRA factors given for 2"));
+        assert!(two
+            .set_lora(s, &[1.0])
+            .unwrap_err()
+            .to_string()
+            .contains("1 LoRA factors given for 2"));
     }
 }
 
@@ -163,7 +193,9 @@ fn mixed_adapters_in_one_batch_equal_separate_runs() {
     let adapter = lora_dir().join("adapter");
     let factors = [0.0f32, 1.0, 0.5];
     for gpu in [false, true] {
-        let Some(mut m) = model(&base(), &[(&adapter, 1.0)], gpu, 4) else { continue };
+        let Some(mut m) = model(&base(), &[(&adapter, 1.0)], gpu, 4) else {
+            continue;
+        };
         // alone
         let mut alone = vec![];
         for &f in &factors {
@@ -204,11 +236,21 @@ fn mixed_adapters_in_one_batch_equal_separate_runs() {
             step(&mut m, &tokens[t..t + 1], &mut together);
         }
         for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
-            assert_close(&format!("gpu {gpu}: factor {} batched", factors[i]), b, a, KERNEL_VS_CPU);
+            assert_close(
+                &format!("gpu {gpu}: factor {} batched", factors[i]),
+                b,
+                a,
+                KERNEL_VS_CPU,
+            );
         }
         let (_, want) = read_npy(&lora_dir().join("random.logits.npy"));
         let v = m.cfg.vocab_size;
-        assert_close(&format!("gpu {gpu}: batched vs PEFT"), &together[1][..v], &want[4 * v..5 * v], TINY_VS_HF);
+        assert_close(
+            &format!("gpu {gpu}: batched vs PEFT"),
+            &together[1][..v],
+            &want[4 * v..5 * v],
+            TINY_VS_HF,
+        );
     }
 }
 
@@ -251,7 +293,9 @@ fn rslora_and_patterns_scale_as_peft() {
 
 /// A fresh folder under the target directory.
 fn tempdir(name: &str) -> PathBuf {
-    let d = root().join("target/test-tmp").join(format!("lora-{name}-{}", std::process::id()));
+    let d = root()
+        .join("target/test-tmp")
+        .join(format!("lora-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -282,7 +326,11 @@ fn refusals_name_the_problem() {
         ("lora_bias", serde_json::json!(true), "lora_bias"),
         ("peft_type", serde_json::json!("IA3"), "peft_type"),
         ("r", serde_json::json!(8), "rank 8"),
-        ("target_modules", serde_json::json!(["q_proj"]), "target_modules / layers_to_transform do not select"),
+        (
+            "target_modules",
+            serde_json::json!(["q_proj"]),
+            "target_modules / layers_to_transform do not select",
+        ),
         ("layers_to_transform", serde_json::json!([0]), "do not select"),
         ("target_modules", serde_json::json!("(unclosed"), "not a valid regex"),
     ] {
@@ -292,7 +340,12 @@ fn refusals_name_the_problem() {
     // tensors of another model: hidden 64 -> 96 (a wider A), a 3rd layer, an embedding LoRA
     let mut tensors = read_adapter(&adapter);
     let (name, (shape, data)) = tensors.pop_first().unwrap();
-    let wide: Vec<f32> = data.iter().chain(&data).copied().take(shape[0] * (shape[1] + 32)).collect();
+    let wide: Vec<f32> = data
+        .iter()
+        .chain(&data)
+        .copied()
+        .take(shape[0] * (shape[1] + 32))
+        .collect();
     tensors.insert(name.clone(), (vec![shape[0], shape[1] + 32], wide));
     let l2 = "base_model.model.model.layers.2.self_attn.q_proj.lora_A.weight".to_string();
     tensors.insert(l2, (vec![4, 64], vec![0.0; 256]));
@@ -301,7 +354,13 @@ fn refusals_name_the_problem() {
     write_adapter(&dir, &tensors);
     std::fs::write(dir.join("adapter_config.json"), good.to_string()).unwrap();
     let err = format!("{:#}", Lora::load(&dir, &cfg).unwrap_err());
-    for needle in ["does not fit this model", "hidden 64, 2 layers", "layer 2, but the model has 2", "lora_embedding_A", &name.replace("base_model.model.", "").replace(".lora_A.weight", "")] {
+    for needle in [
+        "does not fit this model",
+        "hidden 64, 2 layers",
+        "layer 2, but the model has 2",
+        "lora_embedding_A",
+        &name.replace("base_model.model.", "").replace(".lora_A.weight", ""),
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in: {err}");
     }
     assert!(!err.contains('\n'), "one line: {err}");
@@ -318,13 +377,21 @@ type Tensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The tensors of `dir`'s adapter_model.safetensors, else of its model.safetensors (f32).
 fn read_adapter(dir: &Path) -> Tensors {
-    let file = ["adapter_model.safetensors", "model.safetensors"].iter().map(|f| dir.join(f)).find(|p| p.exists()).unwrap();
+    let file = ["adapter_model.safetensors", "model.safetensors"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .unwrap();
     let bytes = std::fs::read(file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
         .map(|(n, v)| {
-            let vals = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
             (n, (v.shape().to_vec(), vals))
         })
         .collect()
@@ -337,7 +404,12 @@ fn write_adapter(dir: &Path, tensors: &Tensors) {
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
 }
@@ -366,8 +438,14 @@ fn make_adapter(dir: &Path, cfg: &tinfer::config::Config, targets: &[&str], r: u
                 _ => unreachable!(),
             };
             let m = format!("base_model.model.model.layers.{l}.{part}.{t}");
-            tensors.insert(format!("{m}.lora_A.weight"), (vec![r, inp], (0..r * inp).map(|_| rand()).collect()));
-            tensors.insert(format!("{m}.lora_B.weight"), (vec![out, r], (0..out * r).map(|_| rand()).collect()));
+            tensors.insert(
+                format!("{m}.lora_A.weight"),
+                (vec![r, inp], (0..r * inp).map(|_| rand()).collect()),
+            );
+            tensors.insert(
+                format!("{m}.lora_B.weight"),
+                (vec![out, r], (0..out * r).map(|_| rand()).collect()),
+            );
         }
     }
     write_adapter(dir, &tensors);
@@ -384,17 +462,40 @@ fn lora_on_a_gguf_base_equal_on_cpu_and_gpu() {
     let Some(path) = qwen_coder_gguf() else { return };
     let cfg = loader::load(&path).unwrap().cfg;
     let dir = tempdir("qwen");
-    let all = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    let all = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
     make_adapter(&dir, &cfg, &all, 8, 0.02, 7);
     let tokens: Vec<u32> = vec![750, 4853, 39964, 1445, 1648, 25, 198, 262, 470, 220, 16, 488];
     let run = |gpu: bool, factor: f32| -> Option<Vec<f32>> {
         let mut l = loader::load(&path).unwrap();
         l.cfg.seq_len = 64;
         let lora = Lora::load(&dir, &l.cfg).unwrap();
-        let (device, name) = if gpu { (Device::Gpu, gpu_request()?.adapter) } else { (Device::Cpu, None) };
+        let (device, name) = if gpu {
+            (Device::Gpu, gpu_request()?.adapter)
+        } else {
+            (Device::Cpu, None)
+        };
         let w = l.weights.take().unwrap();
-        let lora = Lora { default_factor: factor, ..lora };
-        let mut m = Model::with_loras(l.cfg.clone(), w, vec![lora], device, name.as_deref(), &Options::default()).unwrap();
+        let lora = Lora {
+            default_factor: factor,
+            ..lora
+        };
+        let mut m = Model::with_loras(
+            l.cfg.clone(),
+            w,
+            vec![lora],
+            device,
+            name.as_deref(),
+            &Options::default(),
+        )
+        .unwrap();
         Some(all_logits(&mut m, &tokens))
     };
     let cpu = run(false, 1.0).unwrap();
@@ -419,7 +520,11 @@ fn smollm2_adapter_unmerged_and_merged_agree() {
         let mut l = loader::load(&path).unwrap();
         l.cfg.seq_len = 64;
         let lora = Lora::load(&dir, &l.cfg).unwrap();
-        let (device, name) = if gpu { (Device::Gpu, gpu_request()?.adapter) } else { (Device::Cpu, None) };
+        let (device, name) = if gpu {
+            (Device::Gpu, gpu_request()?.adapter)
+        } else {
+            (Device::Cpu, None)
+        };
         let mut w = l.weights.take().unwrap();
         let loras = if merge {
             lora.merge_into(&mut w, 1.0);
@@ -427,7 +532,10 @@ fn smollm2_adapter_unmerged_and_merged_agree() {
         } else {
             vec![lora]
         };
-        let opts = Options { dtype: Dtype::F32, ..Options::default() };
+        let opts = Options {
+            dtype: Dtype::F32,
+            ..Options::default()
+        };
         let mut m = Model::with_loras(l.cfg.clone(), w, loras, device, name.as_deref(), &opts).unwrap();
         Some(all_logits(&mut m, &tokens))
     };
@@ -467,7 +575,17 @@ fn cli_merge_generate_and_refusals() {
     }
     // the same text three ways: unmerged, merged at load, the merged folder
     let gen = |extra: &[&str], model: &str| {
-        let mut args = vec!["generate", "-m", model, "-p", "hello there", "-n", "12", "--device", "cpu"];
+        let mut args = vec![
+            "generate",
+            "-m",
+            model,
+            "-p",
+            "hello there",
+            "-n",
+            "12",
+            "--device",
+            "cpu",
+        ];
         args.extend_from_slice(extra);
         let o = tinfer(&args);
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
@@ -477,7 +595,10 @@ fn cli_merge_generate_and_refusals() {
     assert_eq!(unmerged, gen(&["--lora", a, "--lora-merge"], b));
     assert_eq!(unmerged, gen(&[], out.to_str().unwrap()));
     assert_ne!(unmerged, gen(&[], b), "the adapter changes the text");
-    assert_eq!(unmerged, gen(&["--lora", &format!("{a}:0.5"), "--lora", &format!("{a}:0.5")], b));
+    assert_eq!(
+        unmerged,
+        gen(&["--lora", &format!("{a}:0.5"), "--lora", &format!("{a}:0.5")], b)
+    );
     // a side by side: base, the adapter, on the GPU too where there is one
     let side = gen(&["--lora", a, "--lora-seq", "base,1"], b);
     let text = String::from_utf8_lossy(&side);
@@ -486,13 +607,57 @@ fn cli_merge_generate_and_refusals() {
     assert!(text.contains(&base_text), "continuation 1 is the base model's: {text}");
     // refusals
     for (args, needle) in [
-        (vec!["generate", "-m", b, "-p", "x", "--lora", "/nonexistent/adapter"], "is not a folder"),
-        (vec!["generate", "-m", b, "-p", "x", "--lora", &format!("{a}:big")], "must be a number"),
-        (vec!["generate", "-m", b, "-p", "x", "--lora-merge"], "give at least one --lora"),
-        (vec!["generate", "-m", b, "-p", "x", "--lora", a, "--lora-seq", "base,3"], "adapter 3 does not exist"),
-        (vec!["generate", "-m", b, "-p", "x", "--lora", a, "--lora-seq", "base,1", "--n-seq", "3"], "lists 2 continuations"),
-        (vec!["generate", "-m", b, "-p", "x", "--lora", a, "--lora-seq", "base,1", "--lora-merge"], "drop --lora-merge"),
-        (vec!["chat", "-m", b, "-p", "x", "--lora", a, "--lora-seq", "1"], "--lora-seq"),
+        (
+            vec!["generate", "-m", b, "-p", "x", "--lora", "/nonexistent/adapter"],
+            "is not a folder",
+        ),
+        (
+            vec!["generate", "-m", b, "-p", "x", "--lora", &format!("{a}:big")],
+            "must be a number",
+        ),
+        (
+            vec!["generate", "-m", b, "-p", "x", "--lora-merge"],
+            "give at least one --lora",
+        ),
+        (
+            vec!["generate", "-m", b, "-p", "x", "--lora", a, "--lora-seq", "base,3"],
+            "adapter 3 does not exist",
+        ),
+        (
+            vec![
+                "generate",
+                "-m",
+                b,
+                "-p",
+                "x",
+                "--lora",
+                a,
+                "--lora-seq",
+                "base,1",
+                "--n-seq",
+                "3",
+            ],
+            "lists 2 continuations",
+        ),
+        (
+            vec![
+                "generate",
+                "-m",
+                b,
+                "-p",
+                "x",
+                "--lora",
+                a,
+                "--lora-seq",
+                "base,1",
+                "--lora-merge",
+            ],
+            "drop --lora-merge",
+        ),
+        (
+            vec!["chat", "-m", b, "-p", "x", "--lora", a, "--lora-seq", "1"],
+            "--lora-seq",
+        ),
         (vec!["lora", "merge", b, a, out.to_str().unwrap()], "is not empty"),
     ] {
         let o = tinfer(&args);
@@ -511,14 +676,33 @@ fn merge_of_a_gguf_base() {
     let dir = tempdir("gguf-adapter");
     make_adapter(&dir, &cfg, &["q_proj", "k_proj", "down_proj"], 4, 0.05, 11);
     let out = tempdir("gguf-merged");
-    let o = tinfer(&["lora", "merge", path.to_str().unwrap(), dir.to_str().unwrap(), out.to_str().unwrap()]);
+    let o = tinfer(&[
+        "lora",
+        "merge",
+        path.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let tokens: Vec<u32> = vec![1, 4093, 28, 17, 3032, 314, 253];
     let mut merged = cpu_model(&out).0;
     let mut l = loader::load(&path).unwrap();
     let lora = Lora::load(&dir, &l.cfg).unwrap();
-    let mut m = Model::with_loras(l.cfg.clone(), l.weights.take().unwrap(), vec![lora], Device::Cpu, None, &Options::default()).unwrap();
-    assert_close("gguf merged folder vs unmerged", &all_logits(&mut merged, &tokens), &all_logits(&mut m, &tokens), SMOLLM2_VS_HF);
+    let mut m = Model::with_loras(
+        l.cfg.clone(),
+        l.weights.take().unwrap(),
+        vec![lora],
+        Device::Cpu,
+        None,
+        &Options::default(),
+    )
+    .unwrap();
+    assert_close(
+        "gguf merged folder vs unmerged",
+        &all_logits(&mut merged, &tokens),
+        &all_logits(&mut m, &tokens),
+        SMOLLM2_VS_HF,
+    );
 }
 
 fn read_adapter_file(path: &Path) -> Tensors {
@@ -535,7 +719,15 @@ fn read_adapter_file(path: &Path) -> Tensors {
 fn every_gpu_variant_equals_the_cpu() {
     use tinfer::model::{Gemm, Gemv};
     let Some(req) = gpu_request() else { return };
-    let all = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    let all = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
     let tokens: Vec<u32> = (0..23).map(|i| (i * 37 + 5) % 256).collect();
     for name in ["tiny-qwen2", "tiny-qwen3", "tiny-llama3-rope"] {
         let path = fixtures().join(name);
@@ -544,7 +736,10 @@ fn every_gpu_variant_equals_the_cpu() {
         make_adapter(&dir, &cfg, &all, 3, 0.3, 5);
         let run = |device: Device, opts: &Options| {
             let mut l = loader::load(&path).unwrap();
-            let lora = Lora { default_factor: 0.5, ..Lora::load(&dir, &l.cfg).unwrap() };
+            let lora = Lora {
+                default_factor: 0.5,
+                ..Lora::load(&dir, &l.cfg).unwrap()
+            };
             let w = l.weights.take().unwrap();
             let mut m = Model::with_loras(l.cfg.clone(), w, vec![lora], device, req.adapter.as_deref(), opts).unwrap();
             let s = m.new_seq().unwrap();
@@ -560,9 +755,20 @@ fn every_gpu_variant_equals_the_cpu() {
             (Gemv::Split, Gemm::Tiled, true),
             (Gemv::Rows, Gemm::Rows, false),
         ] {
-            let opts = Options { dtype: Dtype::F32, gemv, gemm, subgroups, ..Options::default() };
+            let opts = Options {
+                dtype: Dtype::F32,
+                gemv,
+                gemm,
+                subgroups,
+                ..Options::default()
+            };
             let gpu = run(Device::Gpu, &opts);
-            assert_close(&format!("{name} {gemv:?} {gemm:?} subgroups {subgroups}"), &gpu, &cpu, KERNEL_VS_CPU);
+            assert_close(
+                &format!("{name} {gemv:?} {gemm:?} subgroups {subgroups}"),
+                &gpu,
+                &cpu,
+                KERNEL_VS_CPU,
+            );
         }
     }
 }

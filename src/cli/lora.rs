@@ -34,7 +34,7 @@ pub fn adapters(args: &LoraArgs, cfg: &Config, weights: &mut Weights<Tensor>) ->
         let (path, factor) = parse_spec(spec)?;
         let lora = Lora::load(&path, cfg).with_context(|| format!("--lora {spec}"))?;
         let how = if args.lora_merge { "merged" } else { "unmerged" };
-        eprintln!("lora: {} ({}) x {factor}, {how}", lora.name, lora.describe());
+        eprintln!("lora: {} ({}) x {factor}, {how}", lora.name, describe(&lora));
         if args.lora_merge {
             lora.merge_into(weights, factor);
         } else {
@@ -45,6 +45,29 @@ pub fn adapters(args: &LoraArgs, cfg: &Config, weights: &mut Weights<Tensor>) ->
         }
     }
     Ok(loras)
+}
+
+/// "rank 8, 60 modules (q, v)": what an adapter trains, in words.
+fn describe(lora: &Lora) -> String {
+    use std::collections::BTreeSet;
+    let names = ["q", "k", "v", "o", "gate", "up", "down"];
+    let pairs: Vec<(usize, usize)> = (lora.layers.iter())
+        .flat_map(|l| {
+            l.iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.rank)))
+        })
+        .collect();
+    let ranks: BTreeSet<String> = pairs.iter().map(|p| p.1.to_string()).collect();
+    let kinds: BTreeSet<usize> = pairs.iter().map(|p| p.0).collect();
+    let kinds: Vec<&str> = kinds.iter().map(|&i| names[i]).collect();
+    let ranks: Vec<String> = ranks.into_iter().collect();
+    format!(
+        "rank {}, {} modules ({})",
+        ranks.join("/"),
+        pairs.len(),
+        kinds.join(", ")
+    )
 }
 
 /// --lora-seq's continuations: per entry, a factor per --lora adapter (n of them). Entries are

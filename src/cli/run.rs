@@ -44,7 +44,11 @@ pub fn run(cli: Cli) -> Result<()> {
             // --lora-seq: each continuation its own adapters (and so its own prompt run)
             let lora_seq = margs.lora.lora_seq.take();
             let lora_factors = match &lora_seq {
-                Some(list) => Some(super::lora::seq_factors(list, margs.lora.lora.len(), margs.lora.lora_merge)?),
+                Some(list) => Some(super::lora::seq_factors(
+                    list,
+                    margs.lora.lora.len(),
+                    margs.lora.lora_merge,
+                )?),
                 None => None,
             };
             let n_seq = match &lora_factors {
@@ -96,7 +100,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 let hs: Vec<usize> = if let Some(factors) = lora_factors {
                     // adapters change the prompt's keys and values: a sequence each, no sharing
                     let seqs = samplers.into_iter().zip(factors).map(|(s, f)| {
-                        Sequence::new(ids.clone(), s, stop.clone()).with_banned(banned.clone()).with_lora(f)
+                        Sequence::new(ids.clone(), s, stop.clone())
+                            .with_banned(banned.clone())
+                            .with_lora(f)
                     });
                     seqs.map(|s| engine.add(s)).collect::<Result<_>>()?
                 } else {
@@ -133,10 +139,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 if let Some(kv) = kv {
                     eprintln!(
-                        "kv: {} of {} pages of {} tokens in use at the last step (the prompt's shared), {:.1}% of their rows unfilled",
+                        "kv: {} of {} pages of {} tokens in use at the last step{}, {:.1}% of their rows unfilled",
                         kv.pages_used,
                         kv.pages,
                         kv.page,
+                        if lora_seq.is_none() {
+                            " (the prompt's shared)"
+                        } else {
+                            ""
+                        },
                         kv.waste * 100.0
                     );
                 }

@@ -87,15 +87,18 @@ pub fn record(
         r.ops.extend(l.attention(attention, rows, s, &b));
         let att = r.input(&a.att, None, &a.xt_q);
         let d_o = adapt(&mut r.ops, l, lora, |s| s.o.as_ref(), i, &a.att, None)?;
-        r.ops.push(l.matmul_lora(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x), d_o)?);
+        r.ops
+            .push(l.matmul_lora(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x), d_o)?);
 
         // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
         let xb = r.input(&a.x, Some(&lw.ffn_norm), &a.xt_dim);
         let d_gu = adapt(&mut r.ops, l, lora, |s| s.gate_up.as_ref(), i, &a.x, Some(&lw.ffn_norm))?;
-        r.ops.push(l.matmul_lora(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb), d_gu)?);
+        r.ops
+            .push(l.matmul_lora(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb), d_gu)?);
         let hb = r.input(&a.hb, None, &a.xt_hidden);
         let d_down = adapt(&mut r.ops, l, lora, |s| s.down.as_ref(), i, &a.hb, None)?;
-        r.ops.push(l.matmul_lora(hb, &lw.w_down, None, Epilogue::Add(&a.x), d_down)?);
+        r.ops
+            .push(l.matmul_lora(hb, &lw.w_down, None, Epilogue::Add(&a.x), d_down)?);
     }
     Ok((r.ops, layer_starts))
 }

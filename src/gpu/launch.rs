@@ -287,7 +287,12 @@ impl<'a> Launch<'a> {
         let res = [&site.cols, &g.factors, x, norm.unwrap_or(&self.dummy), &site.a, &g.u];
         let s1 = Shape::new(site.d_in, rank, g.n_adapters, eps);
         let up = |n: usize| n.div_ceil(64) as u32;
-        let shrink = self.op(&shrink, s1, &Self::bufs(&res), Box::new(move |d: Dims| [up(rank), d.t, 1]));
+        let shrink = self.op(
+            &shrink,
+            s1,
+            &Self::bufs(&res),
+            Box::new(move |d: Dims| [up(rank), d.t, 1]),
+        );
         let res = [&site.cols, &g.factors, &g.u, &site.b, &g.delta];
         let s2 = Shape::new(rank, n, g.n_adapters, 0);
         let expand = self.op(&expand, s2, &Self::bufs(&res), Box::new(move |d: Dims| [up(n), d.t, 1]));

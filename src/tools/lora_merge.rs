@@ -20,7 +20,10 @@ use crate::lora::{to_f32, Lora, TARGETS};
 /// that does not fit (Lora::load's errors), a tensor dtype other than F32/F16/BF16.
 pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option<OutDtype>) -> Result<usize> {
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        bail!("{} is not empty: give a new folder to write the merged model to", out.display());
+        bail!(
+            "{} is not empty: give a new folder to write the merged model to",
+            out.display()
+        );
     }
     let gguf = base.is_file();
     if gguf {
@@ -58,7 +61,8 @@ pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option
             continue;
         }
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
         let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
         for (tname, view) in st.tensors() {
             let to = dtype.map_or(view.dtype(), st_dtype);
