@@ -19,7 +19,7 @@
 // Workgroup memory: 16 KiB (two tiles of 64 × 32 f32), WebGPU's default limit exactly.
 // Bindings: as matmat.wgsl: 0 step, 1 shape (a = d, b = n, c, d as there), 2 x the texture
 // to_texture.wgsl writes (d/4, T_max, 1), 3 w the weight texture (float: WeightTex rows,
-// prelude.wgsl's weight_row; quantized: lib/quant.wgsl's q_row), 4 to 10 from lib/epilogue.wgsl.
+// prelude.wgsl's weight_row; quantized: lib/quant.wgsl's q_row), 4 to 11 from lib/epilogue.wgsl.
 // Overrides: WTYPE (lib/quant.wgsl); HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM, KV_F16 from
 // lib/epilogue.wgsl.
 

@@ -35,8 +35,8 @@
 //   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-//            (4 to 10 are declared, and written, by lib/epilogue.wgsl: 10 is lora_delta)
-//  11 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
+//            (4 to 11 are declared, and written, by lib/epilogue.wgsl: 10 and 11 LoRA's)
+//  12 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)
 // Quantized weights (products_q below) go a unit of 32 values a round instead of a texel: lane j
@@ -61,7 +61,7 @@ override NORM_EPS: f32 = 1e-5;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
-@group(0) @binding(11) var<uniform> norm: array<vec4<f32>, 4096>;
+@group(0) @binding(12) var<uniform> norm: array<vec4<f32>, 4096>;
 
 // One texel's contribution: 8 weights against (xa, xb), or 4 weights against xa.
 fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {

@@ -9,7 +9,7 @@
 // a head), so the invocations past c or n / 2 of the same grid return at once.
 // With NORM each invocation sums the squares of x itself.
 // Bindings: as matvec.wgsl: 0 step, 1 shape, 2 x through the uniform window, 3 w the weight
-// texture, 4 to 10 bias, out, out2, out3, cos, sin, lora_delta (declared by lib/epilogue.wgsl), 11 norm.
+// texture, 4 to 11 bias, out, out2, out3, cos, sin, lora_delta, lora_factors (declared by lib/epilogue.wgsl), 12 norm.
 // Overrides: F16, NORM, NORM_EPS; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from
 // lib/epilogue.wgsl; as matvec.wgsl.
 
@@ -23,7 +23,7 @@ override NORM_EPS: f32 = 1e-5;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
-@group(0) @binding(11) var<uniform> norm: array<vec4<f32>, 4096>;
+@group(0) @binding(12) var<uniform> norm: array<vec4<f32>, 4096>;
 
 // Row o of W against x'.
 fn row_dot(o: u32) -> f32 {

@@ -18,7 +18,7 @@
 // (n / 2 of them with SWIGLU or ROPE) returns at once.
 // Bindings: as matvec.wgsl: 0 step, 1 shape (a = d, b = n, c, d as there), 2 x through the
 // uniform window, 3 w the weight texture (float: WeightTex rows, prelude.wgsl's weight_row;
-// quantized: lib/quant.wgsl's q_row), 4 to 10 from lib/epilogue.wgsl, 11 norm.
+// quantized: lib/quant.wgsl's q_row), 4 to 11 from lib/epilogue.wgsl, 12 norm.
 // Overrides: WTYPE (lib/quant.wgsl), NORM, NORM_EPS; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE,
 // HEAD_DIM, KV_F16 from lib/epilogue.wgsl.
 
@@ -32,7 +32,7 @@ override NORM_EPS: f32 = 1e-5;
 @group(0) @binding(1) var<uniform> shape: Shape;
 @group(0) @binding(2) var<uniform> x: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
-@group(0) @binding(11) var<uniform> norm: array<vec4<f32>, 4096>;
+@group(0) @binding(12) var<uniform> norm: array<vec4<f32>, 4096>;
 
 var<workgroup> part_a: array<f32, 64>;
 var<workgroup> part_b: array<f32, 64>;

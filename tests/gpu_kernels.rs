@@ -344,7 +344,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             head_dim: 64,
             kv_f16: false,
         });
-        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion, false).unwrap();
+        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion, 0).unwrap();
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
         let no_rope = h.zeros(4); // matvec's cos and sin tables without RoPE
                                   // (d, n, T, rows a group, texture rows a layer)
@@ -434,7 +434,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o3),
                     Res::Buf(&no_rope),
                     Res::Buf(&no_rope),
-                    Res::Buf(&no_rope), // lora_delta: no LoRA
+                    Res::Buf(&no_rope), // lora_delta, lora_factors: no LoRA
+                    Res::Buf(&no_norm),
                 ],
                 Kernels::matmul_grid(kind, true, n, t),
             );
@@ -466,7 +467,8 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o3),
                     Res::Buf(&no_rope),
                     Res::Buf(&no_rope),
-                    Res::Buf(&no_rope), // lora_delta: no LoRA
+                    Res::Buf(&no_rope), // lora_delta, lora_factors: no LoRA
+                    Res::Buf(&no_norm),
                     Res::UniformX(&no_norm),
                 ],
                 Kernels::matmul_grid(kind, false, n, 1),
@@ -521,7 +523,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&o2),
                         Res::Buf(&o3),
                     ];
-                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope), Res::Buf(&no_rope)]); // cos, sin, lora_delta
+                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope), Res::Buf(&no_rope), Res::Buf(&no_norm)]); // cos, sin, LoRA's
                     if !gemm {
                         res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
                     }
@@ -648,7 +650,7 @@ fn fused_qkv_rope_matches_cpu() {
                             Res::Buf(&kc),
                             Res::Buf(&vc),
                         ];
-                        res.extend([Res::Buf(&cos), Res::Buf(&sin), Res::Buf(&cos)]); // lora_delta: a dummy
+                        res.extend([Res::Buf(&cos), Res::Buf(&sin), Res::Buf(&cos), Res::Buf(&h.zeros(4096))]); // LoRA's: dummies
                         if !gemm {
                             res.push(Res::UniformX(&gb));
                         }

@@ -18,15 +18,19 @@
 //   7 out3   storage rw    u32     with ROPE v_cache (the same), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-//  10 lora_delta storage read f32  (T, n) with LORA: the LoRA update of each row (lora_expand.wgsl), else a dummy
+//  10 lora_delta   storage read f32   (T, LORA_ADAPTERS, n) with LORA_ADAPTERS: B_a·A_a·x' of each
+//                                     adapter a (src/gpu/lora.rs records the two products), else a dummy
+//  11 lora_factors uniform vec4<f32>  (4096,) with LORA_ADAPTERS: (max_seqs, LORA_ADAPTERS) each
+//                                     sequence's factor per adapter, else a dummy
 // Shape: b = n rows, c = column offset into out and bias (SWIGLU, ROPE: the first part's rows,
 // c = q_dim with ROPE), d = out row stride (ROPE: the key rows, kv_dim).
 // Overrides: HAS_BIAS (add bias[c + o]; with ROPE bias[o]); ACCUMULATE (add into out: the
 // residual stream, which saves an `add` dispatch); SWIGLU (W is W_gate;W_up, c rows each, no
 // bias); ROPE with HEAD_DIM (W is Wq;Wk;Wv, c query rows and d key rows: the rotate-half RoPE of
 // cpu::ops::rope at the token's position on q and k, k and v into cache row slot[t], f32 or f16
-// as KV_F16 says: lib/kv.wgsl, appended too); LORA (add lora_delta[t, o], the unmerged LoRA update
-// of row o, to the product before bias, RoPE, SwiGLU or the residual add: CPU twin
+// as KV_F16 says: lib/kv.wgsl, appended too); LORA_ADAPTERS (add the unmerged LoRA update of row o,
+// the sum over adapters a of lora_factors[seq(t), a] * lora_delta[t, a, o], to the product before
+// bias, RoPE, SwiGLU or the residual add: each row with its own sequence's factors; CPU twin
 // lora::LoraPair::apply).
 // Dispatch: none; the kernels' functions.
 
@@ -36,7 +40,7 @@ override SWIGLU: bool = false;
 override ROPE: bool = false;
 override HEAD_DIM: u32 = 64u;
 override KV_F16: bool = false; // lib/kv.wgsl: the cache ROPE writes holds f16
-override LORA: bool = false;
+override LORA_ADAPTERS: u32 = 0u;
 
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -45,11 +49,16 @@ override LORA: bool = false;
 @group(0) @binding(8) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(9) var<storage, read> sin_t: array<f32>;
 @group(0) @binding(10) var<storage, read> lora_delta: array<f32>;
+@group(0) @binding(11) var<uniform> lora_factors: array<vec4<f32>, 1024>;
 
-// LORA: the LoRA update of row o of token t (0 without LORA).
+// The LoRA update of row o of token t, its sequence's factors applied (0 without adapters).
 fn lora(t: u32, o: u32) -> f32 {
-    if (LORA) { return lora_delta[t * shape.b + o]; }
-    return 0.0;
+    var y = 0.0;
+    for (var a = 0u; a < LORA_ADAPTERS; a++) {
+        let f = step_seq(t) * LORA_ADAPTERS + a;
+        y += lora_factors[f / 4u][f % 4u] * lora_delta[(t * LORA_ADAPTERS + a) * shape.b + o];
+    }
+    return y;
 }
 
 // Store row o of token t: out[t, c + o] (+)= v + bias[c + o].

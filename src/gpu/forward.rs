@@ -60,7 +60,7 @@ pub fn record(
         // Attention block: x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
         // (Qwen3: rope(q_norm(Wq·norm(x))), rope(k_norm(Wk·norm(x))))
         let xb = r.input(&a.x, Some(&lw.attn_norm), &a.xt_dim);
-        let d_qkv = adapt(&mut r.ops, l, lora, |s| s.qkv.as_ref(), i, &a.x, Some(&lw.attn_norm))?;
+        let d_qkv = r.lora(lora, |s| s.qkv.as_ref(), i, xb)?; // LoRA: delta = B·A·x' first
         let qkv = Epilogue::RopeKv {
             q: &a.q,
             k_cache,
@@ -86,17 +86,17 @@ pub fn record(
         };
         r.ops.extend(l.attention(attention, rows, s, &b));
         let att = r.input(&a.att, None, &a.xt_q);
-        let d_o = adapt(&mut r.ops, l, lora, |s| s.o.as_ref(), i, &a.att, None)?;
+        let d_o = r.lora(lora, |s| s.o.as_ref(), i, att)?;
         r.ops
             .push(l.matmul_lora(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x), d_o)?);
 
         // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
         let xb = r.input(&a.x, Some(&lw.ffn_norm), &a.xt_dim);
-        let d_gu = adapt(&mut r.ops, l, lora, |s| s.gate_up.as_ref(), i, &a.x, Some(&lw.ffn_norm))?;
+        let d_gu = r.lora(lora, |s| s.gate_up.as_ref(), i, xb)?;
         r.ops
             .push(l.matmul_lora(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb), d_gu)?);
         let hb = r.input(&a.hb, None, &a.xt_hidden);
-        let d_down = adapt(&mut r.ops, l, lora, |s| s.down.as_ref(), i, &a.hb, None)?;
+        let d_down = r.lora(lora, |s| s.down.as_ref(), i, hb)?;
         r.ops
             .push(l.matmul_lora(hb, &lw.w_down, None, Epilogue::Add(&a.x), d_down)?);
     }
@@ -120,24 +120,6 @@ pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, all_rows: bool) 
     }
 }
 
-/// LoRA: the update delta = B·A·x' of a product site's rows, recorded before the product
-/// (lora_shrink, lora_expand); returns the delta the product adds (None: no adapter trains it).
-fn adapt<'a>(
-    ops: &mut Vec<Op>,
-    l: &Launch,
-    lora: Option<&'a GpuLora>,
-    pick: fn(&LoraLayer) -> Option<&LoraSite>,
-    layer: usize,
-    x: &wgpu::Buffer,
-    norm: Option<&wgpu::Buffer>,
-) -> anyhow::Result<Option<&'a wgpu::Buffer>> {
-    let Some((g, site)) = lora.and_then(|g| pick(&g.layers[layer]).map(|s| (g, s))) else {
-        return Ok(None);
-    };
-    ops.extend(l.lora(g, site, x, norm)?);
-    Ok(Some(&g.delta))
-}
-
 /// A recording in progress: the ops so far, and whether products are GEMMs.
 struct Rec<'l, 'g> {
     l: &'l Launch<'g>,
@@ -156,5 +138,25 @@ impl Rec<'_, '_> {
         let (op, input) = self.l.to_texture(x, norm.map(|n| (n, self.eps)), xt);
         self.ops.push(op);
         input
+    }
+
+    /// LoRA: when an adapter trains the product that reads `x` (the site `pick` gives in
+    /// `layer`), record u = A·x' and delta = B·u (per adapter) with the matrix kernels; the
+    /// product then adds delta times each row's factors (`matmul_lora`). Returns the adapters
+    /// the product adds (None: no adapter trains it).
+    fn lora<'a>(
+        &mut self,
+        lora: Option<&'a GpuLora>,
+        pick: fn(&LoraLayer) -> Option<&LoraSite>,
+        layer: usize,
+        x: Input,
+    ) -> anyhow::Result<Option<&'a GpuLora>> {
+        let Some((g, site)) = lora.and_then(|g| pick(&g.layers[layer]).map(|s| (g, s))) else {
+            return Ok(None);
+        };
+        self.ops.push(self.l.matmul(x, &site.a, None, Epilogue::Write(&g.u))?);
+        let u = self.input(&g.u, None, &site.ut);
+        self.ops.push(self.l.matmul(u, &site.b, None, Epilogue::Write(&g.delta))?);
+        Ok(Some(g))
     }
 }

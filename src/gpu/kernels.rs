@@ -408,12 +408,6 @@ impl Kernels {
         Kernel::new(gpu, "embed.wgsl", &[wtype(format)])
     }
 
-    /// lora_shrink.wgsl (RMS-normalising x first with `norm`) and lora_expand.wgsl.
-    pub fn lora_kernels(gpu: &Gpu, norm: bool) -> Result<(Kernel, Kernel)> {
-        let shrink = Kernel::new(gpu, "lora_shrink.wgsl", &[("NORM", norm as u8 as f64)])?;
-        Ok((shrink, Kernel::new(gpu, "lora_expand.wgsl", &[])?))
-    }
-
     /// An attention kernel reading the KV cache: `file` specialised for `head_dim`, `page` rows
     /// a page, an f16 or f32 cache, and any `more` overrides.
     fn attention_kernel(
@@ -521,13 +515,13 @@ impl Kernels {
     pub fn matmul(&self, gpu: &Gpu, gemm: bool, bias: bool, store: Store) -> Result<Kernel> {
         assert!(!(bias && store == Store::SwiGlu), "the SwiGLU product takes no bias");
         assert!(store != Store::RopeKv, "RoPE products come from matmul_kernel");
-        Self::matmul_kernel(gpu, self.kind, gemm, bias, store, None, false)
+        Self::matmul_kernel(gpu, self.kind, gemm, bias, store, None, 0)
     }
 
     /// A matrix kernel of `kind` (see `matmul`); a `fusion` compiles the GEMV that RMS-normalises
     /// x first (NORM), and for Store::RopeKv the GEMV or GEMM that applies RoPE (ROPE): the
-    /// model uses them for the products after a norm (QKV, gate and up). With `lora` it adds
-    /// each row's LoRA update (lib/epilogue.wgsl's LORA).
+    /// model uses them for the products after a norm (QKV, gate and up). With `lora` adapters
+    /// it adds each row's LoRA update (lib/epilogue.wgsl's LORA_ADAPTERS).
     pub fn matmul_kernel(
         gpu: &Gpu,
         kind: MatmulKind,
@@ -535,7 +529,7 @@ impl Kernels {
         bias: bool,
         store: Store,
         fusion: Option<Fusion>,
-        lora: bool,
+        lora: usize,
     ) -> Result<Kernel> {
         assert!(
             store != Store::RopeKv || fusion.is_some(),
@@ -568,8 +562,8 @@ impl Kernels {
             ("ACCUMULATE", flag(store == Store::Accumulate)),
             ("SWIGLU", flag(store == Store::SwiGlu)),
         ];
-        if lora {
-            c.push(("LORA", 1.0));
+        if lora > 0 {
+            c.push(("LORA_ADAPTERS", lora as f64));
         }
         if let Some(f) = fusion {
             if !gemm {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use super::context::Gpu;
 use super::kernels::{Dims, Fusion, Grid, Kernel, Kernels, MatmulKind, Op, Res, Shape, Store, UNIFORM_X_BYTES};
-use super::lora::{GpuLora, LoraSite};
+use super::lora::GpuLora;
 use super::weights::{ActTex, WeightTex};
 use crate::options::Attention;
 
@@ -217,15 +217,16 @@ impl<'a> Launch<'a> {
         self.matmul_lora(x, w, bias, epi, None)
     }
 
-    /// `matmul` adding each row's LoRA update `delta` (T, rows) to the product before the
-    /// epilogue (lib/epilogue.wgsl's LORA), where `lora` (below) wrote it.
+    /// `matmul` adding each row's LoRA update to the product before the epilogue: the sum over
+    /// adapters a of the row's sequence's factor times lora.delta[t, a, o] (lib/epilogue.wgsl's
+    /// LORA_ADAPTERS), where the forward recorded B_a·A_a·x' just before (gpu/lora.rs).
     pub fn matmul_lora(
         &self,
         x: Input,
         w: &WeightTex,
         bias: Option<&Buf>,
         epi: Epilogue,
-        delta: Option<&Buf>,
+        lora: Option<&GpuLora>,
     ) -> anyhow::Result<Op> {
         let gemm = matches!(x, Input::Gemm(_));
         let norm = match x {
@@ -249,7 +250,8 @@ impl<'a> Launch<'a> {
             kv_f16: self.k.kv_f16,
         });
         let kind = self.kind.with(w.format);
-        let kern = Kernels::matmul_kernel(self.gpu, kind, gemm, bias.is_some(), store, fusion, delta.is_some())?;
+        let n_lora = lora.map_or(0, |g| g.n_adapters);
+        let kern = Kernels::matmul_kernel(self.gpu, kind, gemm, bias.is_some(), store, fusion, n_lora)?;
         let s = match (store, f) {
             (Store::RopeKv, Some(f)) => Shape::new(w.cols, w.rows, f.q_dim, f.kv_dim),
             (Store::SwiGlu, _) => Shape::new(w.cols, w.rows, w.rows / 2, 0),
@@ -269,34 +271,12 @@ impl<'a> Launch<'a> {
             Res::Buf(outs[1]),
             Res::Buf(outs[2]),
         ];
-        res.extend([Res::Buf(cos), Res::Buf(sin), Res::Buf(delta.unwrap_or(&self.dummy))]);
+        let (delta, factors) = lora.map_or((&self.dummy, &self.dummy_norm), |g| (&g.delta, &g.factors));
+        res.extend([Res::Buf(cos), Res::Buf(sin), Res::Buf(delta), Res::Buf(factors)]);
         if !gemm {
             res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
         }
         Ok(self.op(&kern, s, &res, grid))
-    }
-
-    /// The LoRA update of one product site for every row of the step: u = A·x' (x' =
-    /// rmsnorm(x) · norm with `norm`, as the product sees it), then g.delta = B·u times each
-    /// row's sequence's factors: lora_shrink.wgsl, lora_expand.wgsl. The product reads g.delta
-    /// through `matmul_lora`.
-    pub fn lora(&self, g: &GpuLora, site: &LoraSite, x: &Buf, norm: Option<&Buf>) -> anyhow::Result<[Op; 2]> {
-        let (shrink, expand) = Kernels::lora_kernels(self.gpu, norm.is_some())?;
-        let (rank, n) = (site.rank, site.n_out);
-        let eps = norm.map_or(0, |_| self.norm_eps().to_bits() as usize);
-        let res = [&site.cols, &g.factors, x, norm.unwrap_or(&self.dummy), &site.a, &g.u];
-        let s1 = Shape::new(site.d_in, rank, g.n_adapters, eps);
-        let up = |n: usize| n.div_ceil(64) as u32;
-        let shrink = self.op(
-            &shrink,
-            s1,
-            &Self::bufs(&res),
-            Box::new(move |d: Dims| [up(rank), d.t, 1]),
-        );
-        let res = [&site.cols, &g.factors, &g.u, &site.b, &g.delta];
-        let s2 = Shape::new(rank, n, g.n_adapters, 0);
-        let expand = self.op(&expand, s2, &Self::bufs(&res), Box::new(move |d: Dims| [up(n), d.t, 1]));
-        Ok([shrink, expand])
     }
 
     /// attention of the step's rows over the cache: naive (scores in memory), or flash (tiles

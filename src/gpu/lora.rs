@@ -1,28 +1,33 @@
 //! LoRA adapters on the GPU, unmerged: per product site of a layer (the stacked Wq;Wk;Wv, Wo,
-//! W_gate;W_up, W_down) one A (R, in) and one B (out, R) stacking every adapter's and every
-//! module's pair, so that one lora_shrink and one lora_expand dispatch give the update of every
-//! row, each row with its own sequence's factors (Punica / S-LoRA's batched LoRA; the matrix
-//! kernel adds it before its epilogue). The weights stay untouched: factors change per
-//! sequence without reloading. CPU twin: lora::LoraPair::apply in cpu::forward.
+//! W_gate;W_up, W_down) one A (R, in) stacking every adapter's and every module's lora_A, and
+//! one B (adapters × out, R) holding each adapter's lora_B (× α/r) in its own block of rows and
+//! columns. The forward records two products with the ordinary matrix kernels before the
+//! adapted product, u = A·x' (the same input the product reads, normalised alike) and
+//! delta = B·u, and the product adds the sum over adapters of delta times each row's sequence's
+//! factor before its epilogue (lib/epilogue.wgsl's LORA_ADAPTERS): every row of a batch with its
+//! own adapters (Punica / S-LoRA's batched LoRA), the weights untouched.
+//! CPU twin: lora::LoraPair::apply in cpu::forward.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use super::context::Gpu;
 use super::kernels::MAX_STEP_TOKENS;
+use super::weights::{ActTex, WeightTex};
 use crate::arch::{Arch, Field};
 use crate::config::Config;
 use crate::lora::Lora;
+use crate::weights::Tensor;
 
 type Buf = wgpu::Buffer;
 
+/// Most factors the uniform table holds: sequences × adapters (lib/epilogue.wgsl's lora_factors).
+pub const MAX_FACTORS: usize = 4096;
+
 /// One product's stacked LoRA pairs.
 pub struct LoraSite {
-    pub a: Buf,    // (rank, d_in) every adapter's A rows, adapter by adapter, module by module
-    pub b: Buf,    // (n_out, rank) lora_B × α/r, zero where a column's module is not the row's
-    pub cols: Buf, // uniform (32,) u32: adapter i owns columns cols[i]..cols[i + 1]
-    pub rank: usize,
-    pub d_in: usize,
-    pub n_out: usize,
+    pub a: WeightTex, // (R, in) every adapter's A rows, adapter by adapter, module by module
+    pub b: WeightTex, // (adapters × out, R) adapter i's lora_B × α/r in rows i·out.., its columns
+    pub ut: ActTex,   // (T, R) u as the GEMM of a prompt step reads it
 }
 
 /// The sites of one layer (None where no adapter trains the product's modules).
@@ -35,9 +40,9 @@ pub struct LoraLayer {
 
 pub struct GpuLora {
     pub n_adapters: usize,
-    pub factors: Buf, // (max_seqs, n_adapters) each sequence's factor per adapter
-    pub u: Buf,       // (MAX_STEP_TOKENS, max rank) the shrink's output
-    pub delta: Buf,   // (MAX_STEP_TOKENS, max n_out) the update a product adds
+    pub factors: Buf, // uniform (max_seqs, n_adapters) each sequence's factor per adapter
+    pub u: Buf,       // (T, max R) A·x', at least the GEMV's 64 KiB uniform window
+    pub delta: Buf,   // (T, n_adapters, max out) B·u per adapter
     pub layers: Vec<LoraLayer>,
 }
 
@@ -47,30 +52,31 @@ impl GpuLora {
         if loras.is_empty() {
             return Ok(None);
         }
+        if max_seqs * loras.len() > MAX_FACTORS {
+            bail!("{} sequences × {} LoRA adapters is over the GPU's table of {MAX_FACTORS} factors; use fewer", max_seqs, loras.len());
+        }
         let arch = Arch::for_hf(&cfg.model_type).expect("a loaded model's architecture");
-        let (mut rank_max, mut out_max) = (1, 1);
-        let mut site = |l: usize, fields: &[Field]| -> Result<Option<LoraSite>> {
-            let s = stack(gpu, cfg, loras, l, fields)?;
-            if let Some(s) = &s {
-                rank_max = rank_max.max(s.rank);
-                out_max = out_max.max(s.n_out);
-            }
-            Ok(s)
-        };
+        let (mut rank_max, mut out_max) = (4, 4);
         let mut layers = vec![];
         for l in 0..cfg.n_layers {
+            let mut site = |fields: &[Field]| -> Result<Option<LoraSite>> {
+                let (site, rank, out) = stack(gpu, cfg, loras, l, fields)?;
+                (rank_max, out_max) = (rank_max.max(rank), out_max.max(out));
+                Ok(site)
+            };
             layers.push(LoraLayer {
-                qkv: site(l, &arch.stack_qkv)?,
-                o: site(l, &[Field::Wo])?,
-                gate_up: site(l, &arch.stack_gate_up)?,
-                down: site(l, &[Field::WDown])?,
+                qkv: site(&arch.stack_qkv)?,
+                o: site(&[Field::Wo])?,
+                gate_up: site(&arch.stack_gate_up)?,
+                down: site(&[Field::WDown])?,
             });
         }
+        let t = MAX_STEP_TOKENS;
         Ok(Some(GpuLora {
             n_adapters: loras.len(),
-            factors: gpu.zeros("lora.factors", max_seqs * loras.len())?,
-            u: gpu.zeros("lora.u", MAX_STEP_TOKENS * rank_max)?,
-            delta: gpu.zeros("lora.delta", MAX_STEP_TOKENS * out_max)?,
+            factors: gpu.zeros("lora.factors", MAX_FACTORS)?,
+            u: gpu.zeros("lora.u", (t * rank_max).max(16384))?,
+            delta: gpu.zeros("lora.delta", t * loras.len() * out_max)?,
             layers,
         }))
     }
@@ -83,28 +89,25 @@ impl GpuLora {
     }
 }
 
-/// The site of `fields` (rows stacked in this order) in layer `l`: A and B of every adapter.
-fn stack(gpu: &Gpu, cfg: &Config, loras: &[Lora], l: usize, fields: &[Field]) -> Result<Option<LoraSite>> {
+/// The site of `fields` (rows stacked in this order) in layer `l`, and its rank R (a multiple of
+/// 4, zero columns added) and rows (adapters × out).
+fn stack(gpu: &Gpu, cfg: &Config, loras: &[Lora], l: usize, fields: &[Field]) -> Result<(Option<LoraSite>, usize, usize)> {
     let d_in = fields[0].shape(cfg)[1];
     let rows: Vec<usize> = fields.iter().map(|f| f.shape(cfg)[0]).collect();
     let n_out: usize = rows.iter().sum();
-    let rank: usize = (loras.iter())
-        .flat_map(|lora| fields.iter().filter_map(move |&f| lora.pair(l, f)))
-        .map(|p| p.rank)
-        .sum();
+    let pairs = loras.iter().flat_map(|lora| fields.iter().filter_map(move |&f| lora.pair(l, f)));
+    let rank = pairs.map(|p| p.rank).sum::<usize>().next_multiple_of(4);
     if rank == 0 {
-        return Ok(None);
+        return Ok((None, 0, 0));
     }
-    let (mut a, mut b) = (Vec::with_capacity(rank * d_in), vec![0f32; n_out * rank]);
-    let mut cols = [0u32; 32];
+    let n_b = loras.len() * n_out;
+    let (mut a, mut b) = (vec![0f32; rank * d_in], vec![0f32; n_b * rank]);
     let mut col = 0;
     for (i, lora) in loras.iter().enumerate() {
-        cols[i] = col as u32;
-        let mut row0 = 0;
+        let mut row0 = i * n_out;
         for (&f, n) in fields.iter().zip(&rows) {
-            let p = lora.pair(l, f);
-            if let Some(p) = p {
-                a.extend_from_slice(&p.a);
+            if let Some(p) = lora.pair(l, f) {
+                a[col * d_in..(col + p.rank) * d_in].copy_from_slice(&p.a);
                 for o in 0..*n {
                     for j in 0..p.rank {
                         b[(row0 + o) * rank + col + j] = p.scale * p.b[o * p.rank + j];
@@ -115,14 +118,11 @@ fn stack(gpu: &Gpu, cfg: &Config, loras: &[Lora], l: usize, fields: &[Field]) ->
             row0 += n;
         }
     }
-    cols[loras.len()] = col as u32;
     let name = format!("lora.{l}.{:?}", fields[0]);
-    Ok(Some(LoraSite {
-        a: gpu.upload(&format!("{name}.a"), &a)?,
-        b: gpu.upload(&format!("{name}.b"), &b)?,
-        cols: gpu.uniform(&format!("{name}.cols"), bytemuck::cast_slice(&cols)),
-        rank,
-        d_in,
-        n_out,
-    }))
+    let site = LoraSite {
+        a: WeightTex::upload(gpu, &format!("{name}.a"), &[&Tensor::from_f32(vec![rank, d_in], a)], false)?,
+        b: WeightTex::upload(gpu, &format!("{name}.b"), &[&Tensor::from_f32(vec![n_b, rank], b)], false)?,
+        ut: ActTex::new(gpu, &format!("{name}.ut"), rank, MAX_STEP_TOKENS)?,
+    };
+    Ok((Some(site), rank, n_b))
 }

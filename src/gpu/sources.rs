@@ -13,7 +13,7 @@ pub(super) enum Binding {
 use Binding::*;
 
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
-/// The outputs (bindings 4 to 10) and store functions of the four matrix kernels, appended to
+/// The outputs and LoRA updates (bindings 4 to 11) and store functions of the four matrix kernels, appended to
 /// them only.
 const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
 const EPILOGUE_KERNELS: [&str; 6] = [
@@ -49,7 +49,7 @@ const KV_KERNELS: [&str; 7] = [
 ];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-pub(super) const SOURCES: [(&str, &str, &[Binding]); 21] = [
+pub(super) const SOURCES: [(&str, &str, &[Binding]); 19] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -63,32 +63,32 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 21] = [
     (
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
+        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
+        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform],
     ),
     (
         "matvec_split.wgsl",
         include_str!("../../shaders/matvec_split.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
+        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform],
     ),
     (
         "matmat.wgsl",
         include_str!("../../shaders/matmat.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
     ),
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
     ),
     (
         "matmat_tiled.wgsl",
         include_str!("../../shaders/matmat_tiled.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
     ),
     (
         "qk_norm_rope.wgsl",
@@ -136,16 +136,6 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 21] = [
         &[Read, Write],
     ),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), &[Read, Write]),
-    (
-        "lora_shrink.wgsl",
-        include_str!("../../shaders/lora_shrink.wgsl"),
-        &[Uniform, Read, Read, Read, Read, Write],
-    ),
-    (
-        "lora_expand.wgsl",
-        include_str!("../../shaders/lora_expand.wgsl"),
-        &[Uniform, Read, Read, Read, Write],
-    ),
     ("prelude.wgsl", PRELUDE, &[]),
 ];
 
