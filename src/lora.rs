@@ -12,6 +12,7 @@ use std::path::Path;
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
 use regex::Regex;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value as Json;
@@ -43,13 +44,15 @@ pub struct LoraPair {
 }
 
 impl LoraPair {
-    /// y (T, out) += factor · scale · (x Aᵀ) Bᵀ for x (T, in): the unmerged update (f64 sums).
+    /// y (T, out) += factor · scale · (x Aᵀ) Bᵀ for x (T, in): the unmerged update (f64 sums,
+    /// rows over threads).
     pub fn apply(&self, x: &[f32], y: &mut [f32], factor: f32) {
         let (r, d_in) = (self.rank, self.a.len() / self.rank);
         let d_out = self.b.len() / r;
         assert_eq!(x.len() / d_in, y.len() / d_out, "LoRA: rows of x and y differ");
         let s = (factor * self.scale) as f64;
-        for (xr, yr) in x.chunks_exact(d_in).zip(y.chunks_exact_mut(d_out)) {
+        let rows = x.par_chunks_exact(d_in).zip(y.par_chunks_exact_mut(d_out));
+        rows.for_each(|(xr, yr)| {
             let u: Vec<f64> = self
                 .a
                 .chunks_exact(d_in)
@@ -58,7 +61,7 @@ impl LoraPair {
             for (yo, br) in yr.iter_mut().zip(self.b.chunks_exact(r)) {
                 *yo += (s * br.iter().zip(&u).map(|(&b, u)| b as f64 * u).sum::<f64>()) as f32;
             }
-        }
+        });
     }
 }
 
@@ -102,6 +105,13 @@ impl Lora {
     /// (a module it does not have, a layer past its last, a shape of another hidden size, a rank
     /// other than the config's) and every targeted module without its pair.
     pub fn load(dir: &Path, cfg: &Config) -> Result<Lora> {
+        // the folder, or its .safetensors file (the config beside it)
+        let file = dir.is_file().then(|| dir.to_path_buf());
+        let dir = if file.is_some() {
+            dir.parent().unwrap_or(Path::new("."))
+        } else {
+            dir
+        };
         let show = dir.display();
         if !dir.is_dir() {
             bail!("LoRA adapter {show} is not a folder: give a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)");
@@ -111,12 +121,13 @@ impl Lora {
         let j: Json =
             serde_json::from_str(&text).with_context(|| format!("{show}/adapter_config.json is not valid JSON"))?;
         let pc = PeftConfig::parse(&j).with_context(|| format!("LoRA adapter {show}"))?;
-        let st_path = dir.join("adapter_model.safetensors");
-        if !st_path.exists() && dir.join("adapter_model.bin").exists() {
+        let st_path = file.unwrap_or_else(|| dir.join("adapter_model.safetensors"));
+        let pickle = st_path.extension().is_some_and(|e| e == "bin");
+        if pickle || (!st_path.exists() && dir.join("adapter_model.bin").exists()) {
             bail!("LoRA adapter {show} holds adapter_model.bin (a pickle), which tinfer does not read: save it with safe_serialization=True (adapter_model.safetensors)");
         }
         let bytes = std::fs::read(&st_path)
-            .with_context(|| format!("LoRA adapter {show}: cannot read adapter_model.safetensors"))?;
+            .with_context(|| format!("LoRA adapter {show}: cannot read {}", st_path.display()))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", st_path.display()))?;
         let arch = Arch::for_hf(&cfg.model_type)

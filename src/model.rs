@@ -24,7 +24,8 @@ pub struct KvUsage {
     pub waste: f64,
 }
 
-/// Most LoRA adapters one model applies at once (the GPU kernels' column table holds 31).
+/// Most LoRA adapters one model applies at once (each adds its rows to every adapted GPU
+/// product's B; the GPU's factor table also bounds sequences × adapters: gpu::lora::MAX_FACTORS).
 pub const MAX_LORAS: usize = 31;
 
 /// Logits of the rows an entry asked for, (rows, vocab_size) row-major.

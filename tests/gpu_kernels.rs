@@ -523,7 +523,12 @@ fn matmul_matvec_and_matmat_match_cpu() {
                         Res::Buf(&o2),
                         Res::Buf(&o3),
                     ];
-                    res.extend([Res::Buf(&no_rope), Res::Buf(&no_rope), Res::Buf(&no_rope), Res::Buf(&no_norm)]); // cos, sin, LoRA's
+                    res.extend([
+                        Res::Buf(&no_rope),
+                        Res::Buf(&no_rope),
+                        Res::Buf(&no_rope),
+                        Res::Buf(&no_norm),
+                    ]); // cos, sin, LoRA's
                     if !gemm {
                         res.push(Res::UniformX(if norm { &gb } else { &no_norm }));
                     }
@@ -558,6 +563,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
 #[test]
 fn fused_qkv_rope_matches_cpu() {
     let Some(h) = harness(64) else { return };
+    let no_factors = h.zeros(4096); // LoRA's factor table, unread
     let mut rng = Rng::new(5);
     let sg = subgroups(&h.gpu, "fused_qkv_rope_matches_cpu");
     for f16 in [false, true] {
@@ -626,8 +632,8 @@ fn fused_qkv_rope_matches_cpu() {
                             "{} {kind:?} d={d} heads={nh}/{nkv}x{hd} T={tt} pos0={pos0} bias={with_bias} kv_f16={kv_f16}",
                             if gemm { "matmat" } else { "matvec" }
                         );
-                        let kern = Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, false)
-                            .unwrap();
+                        let kern =
+                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, 0).unwrap();
                         let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
                         h.run_res(
                             &k.to_texture_norm,
@@ -650,7 +656,7 @@ fn fused_qkv_rope_matches_cpu() {
                             Res::Buf(&kc),
                             Res::Buf(&vc),
                         ];
-                        res.extend([Res::Buf(&cos), Res::Buf(&sin), Res::Buf(&cos), Res::Buf(&h.zeros(4096))]); // LoRA's: dummies
+                        res.extend([Res::Buf(&cos), Res::Buf(&sin), Res::Buf(&cos), Res::Buf(&no_factors)]); // LoRA's: dummies
                         if !gemm {
                             res.push(Res::UniformX(&gb));
                         }

@@ -772,3 +772,47 @@ fn every_gpu_variant_equals_the_cpu() {
         }
     }
 }
+
+/// Adapters saved in f16 and bf16 (as most PEFT adapters of half-precision models are) load and
+/// give the f32 adapter's logits within their rounding; `--lora` may name the .safetensors file
+/// itself (its config beside it).
+#[test]
+fn half_precision_adapters_and_a_file_path() {
+    let golden = read_json(&lora_dir().join("golden.json"));
+    let tokens = ids(&golden["inputs"]["random"]["ids"]);
+    let adapter = lora_dir().join("adapter");
+    let (_, want) = read_npy(&lora_dir().join("random.logits.npy"));
+    let tensors = read_adapter(&adapter);
+    for (dtype, tol) in [(safetensors::Dtype::F16, 0.01), (safetensors::Dtype::BF16, 0.05)] {
+        let dir = tempdir(&format!("{dtype:?}"));
+        std::fs::copy(adapter.join("adapter_config.json"), dir.join("adapter_config.json")).unwrap();
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, (s, v))| {
+                let b = v.iter().flat_map(|&x| match dtype {
+                    safetensors::Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                    _ => half::bf16::from_f32(x).to_le_bytes(),
+                });
+                (n.clone(), s.clone(), b.collect())
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        let file = dir.join("adapter_model.safetensors");
+        safetensors::serialize_to_file(views, None, &file).unwrap();
+        let mut m = model(&base(), &[(&file, 1.0)], false, 1).unwrap();
+        assert_close(
+            &format!("{dtype:?} adapter"),
+            &all_logits(&mut m, &tokens),
+            &want,
+            Tol { abs: tol, rel: 0.0 },
+        );
+    }
+}

@@ -156,7 +156,8 @@ impl Rec<'_, '_> {
         };
         self.ops.push(self.l.matmul(x, &site.a, None, Epilogue::Write(&g.u))?);
         let u = self.input(&g.u, None, &site.ut);
-        self.ops.push(self.l.matmul(u, &site.b, None, Epilogue::Write(&g.delta))?);
+        self.ops
+            .push(self.l.matmul(u, &site.b, None, Epilogue::Write(&g.delta))?);
         Ok(Some(g))
     }
 }

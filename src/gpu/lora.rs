@@ -53,7 +53,11 @@ impl GpuLora {
             return Ok(None);
         }
         if max_seqs * loras.len() > MAX_FACTORS {
-            bail!("{} sequences × {} LoRA adapters is over the GPU's table of {MAX_FACTORS} factors; use fewer", max_seqs, loras.len());
+            bail!(
+                "{} sequences × {} LoRA adapters is over the GPU's table of {MAX_FACTORS} factors; use fewer",
+                max_seqs,
+                loras.len()
+            );
         }
         let arch = Arch::for_hf(&cfg.model_type).expect("a loaded model's architecture");
         let (mut rank_max, mut out_max) = (4, 4);
@@ -91,11 +95,19 @@ impl GpuLora {
 
 /// The site of `fields` (rows stacked in this order) in layer `l`, and its rank R (a multiple of
 /// 4, zero columns added) and rows (adapters × out).
-fn stack(gpu: &Gpu, cfg: &Config, loras: &[Lora], l: usize, fields: &[Field]) -> Result<(Option<LoraSite>, usize, usize)> {
+fn stack(
+    gpu: &Gpu,
+    cfg: &Config,
+    loras: &[Lora],
+    l: usize,
+    fields: &[Field],
+) -> Result<(Option<LoraSite>, usize, usize)> {
     let d_in = fields[0].shape(cfg)[1];
     let rows: Vec<usize> = fields.iter().map(|f| f.shape(cfg)[0]).collect();
     let n_out: usize = rows.iter().sum();
-    let pairs = loras.iter().flat_map(|lora| fields.iter().filter_map(move |&f| lora.pair(l, f)));
+    let pairs = loras
+        .iter()
+        .flat_map(|lora| fields.iter().filter_map(move |&f| lora.pair(l, f)));
     let rank = pairs.map(|p| p.rank).sum::<usize>().next_multiple_of(4);
     if rank == 0 {
         return Ok((None, 0, 0));
@@ -120,8 +132,18 @@ fn stack(gpu: &Gpu, cfg: &Config, loras: &[Lora], l: usize, fields: &[Field]) ->
     }
     let name = format!("lora.{l}.{:?}", fields[0]);
     let site = LoraSite {
-        a: WeightTex::upload(gpu, &format!("{name}.a"), &[&Tensor::from_f32(vec![rank, d_in], a)], false)?,
-        b: WeightTex::upload(gpu, &format!("{name}.b"), &[&Tensor::from_f32(vec![n_b, rank], b)], false)?,
+        a: WeightTex::upload(
+            gpu,
+            &format!("{name}.a"),
+            &[&Tensor::from_f32(vec![rank, d_in], a)],
+            false,
+        )?,
+        b: WeightTex::upload(
+            gpu,
+            &format!("{name}.b"),
+            &[&Tensor::from_f32(vec![n_b, rank], b)],
+            false,
+        )?,
         ut: ActTex::new(gpu, &format!("{name}.ut"), rank, MAX_STEP_TOKENS)?,
     };
     Ok((Some(site), rank, n_b))

@@ -63,17 +63,23 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 19] = [
     (
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform],
+        &[
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
+        ],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform],
+        &[
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
+        ],
     ),
     (
         "matvec_split.wgsl",
         include_str!("../../shaders/matvec_split.wgsl"),
-        &[Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform],
+        &[
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
+        ],
     ),
     (
         "matmat.wgsl",
