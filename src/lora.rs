@@ -106,22 +106,28 @@ impl Lora {
     /// other than the config's) and every targeted module without its pair.
     pub fn load(dir: &Path, cfg: &Config) -> Result<Lora> {
         // the folder, or its .safetensors file (the config beside it)
-        let file = dir.is_file().then(|| dir.to_path_buf());
-        let dir = if file.is_some() {
-            dir.parent().unwrap_or(Path::new("."))
-        } else {
-            dir
+        let ext = dir.extension().and_then(|e| e.to_str()).filter(|_| dir.is_file());
+        if ext == Some("gguf") {
+            bail!("LoRA adapter {}: a GGUF file; tinfer reads PEFT adapters (a folder with adapter_config.json and adapter_model.safetensors), not llama.cpp's GGUF LoRAs", dir.display());
+        }
+        let file = matches!(ext, Some("safetensors" | "bin")).then(|| dir.to_path_buf());
+        let dir = match &file {
+            Some(f) => f
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+            None => dir,
         };
         let show = dir.display();
         if !dir.is_dir() {
-            bail!("LoRA adapter {show} is not a folder: give a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)");
+            bail!("LoRA adapter {show} is not a folder: give a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) or its .safetensors file");
         }
         let text = std::fs::read_to_string(dir.join("adapter_config.json"))
             .with_context(|| format!("LoRA adapter {show}: cannot read adapter_config.json"))?;
         let j: Json =
             serde_json::from_str(&text).with_context(|| format!("{show}/adapter_config.json is not valid JSON"))?;
         let pc = PeftConfig::parse(&j).with_context(|| format!("LoRA adapter {show}"))?;
-        let st_path = file.unwrap_or_else(|| dir.join("adapter_model.safetensors"));
+        let st_path = file.clone().unwrap_or_else(|| dir.join("adapter_model.safetensors"));
         let pickle = st_path.extension().is_some_and(|e| e == "bin");
         if pickle || (!st_path.exists() && dir.join("adapter_model.bin").exists()) {
             bail!("LoRA adapter {show} holds adapter_model.bin (a pickle), which tinfer does not read: save it with safe_serialization=True (adapter_model.safetensors)");
@@ -154,6 +160,7 @@ impl Lora {
         }
         // Every module of this model the config targets, with its pair.
         let mut layers: Vec<[Option<LoraPair>; 7]> = (0..cfg.n_layers).map(|_| Default::default()).collect();
+        let (mut unselected, mut lacking): (Vec<String>, Vec<String>) = (vec![], vec![]);
         for (l, layer) in layers.iter_mut().enumerate() {
             for (i, &f) in TARGETS.iter().enumerate() {
                 let m = arch.hf_name(f, l).trim_end_matches(".weight").to_string();
@@ -162,21 +169,26 @@ impl Lora {
                 let ((sa, a), (sb, b)) = match (a, b) {
                     (None, None) if !targeted => continue,
                     (Some(_), Some(_)) if !targeted => {
-                        problems.push(format!(
-                            "module {m} has LoRA weights but target_modules / layers_to_transform do not select it"
-                        ));
+                        unselected.push(m);
                         continue;
                     }
                     (Some(a), Some(b)) => (a, b),
                     _ => {
-                        problems.push(format!("module {m} is targeted but lacks lora_A or lora_B"));
+                        lacking.push(m);
                         continue;
                     }
                 };
                 let (shape, (r, alpha)) = (f.shape(cfg), pc.rank_alpha(&m));
                 let (out, inp) = (shape[0], shape[1]);
-                if sa != [r, inp] || sb != [out, r] {
-                    problems.push(format!("module {m}: lora_A {sa:?} and lora_B {sb:?}, this model needs [{r}, {inp}] and [{out}, {r}] (rank {r} from the config)"));
+                if sa.len() != 2 || sb.len() != 2 || sa[1] != inp || sb[0] != out {
+                    problems.push(format!("module {m}: lora_A {sa:?} and lora_B {sb:?} are for another model (this one's {m} is [{out}, {inp}])"));
+                    continue;
+                }
+                if sa[0] != r || sb[1] != r {
+                    problems.push(format!(
+                        "module {m} has rank {} but the config says {r} (r, or rank_pattern; PEFT's default r is 8)",
+                        sa[0]
+                    ));
                     continue;
                 }
                 let scale = if pc.rslora {
@@ -187,8 +199,17 @@ impl Lora {
                 layer[i] = Some(LoraPair { rank: r, a, b, scale });
             }
         }
+        if let Some(first) = unselected.first() {
+            problems.push(format!("{} modules have LoRA weights that target_modules / layers_to_transform / exclude_modules do not select (e.g. {first})", unselected.len()));
+        }
+        if let Some(first) = lacking.first() {
+            problems.push(format!("{} targeted modules lack lora_A or lora_B (e.g. {first}): the config selects modules the file has no weights for", lacking.len()));
+        }
         // What is left names modules this model does not have.
-        for ((m, _), (shape, _)) in &tensors {
+        for ((m, ab), (shape, _)) in &tensors {
+            if ab == "B" && tensors.contains_key(&(m.clone(), "A".to_string())) {
+                continue; // one line per module
+            }
             let layer = m
                 .split('.')
                 .skip_while(|s| *s != "layers")

@@ -282,6 +282,8 @@ fn rslora_and_patterns_scale_as_peft() {
     assert_eq!(pat.pair(0, tinfer::arch::Field::WDown).unwrap().scale, 8.0 / 2.0);
     j["target_modules"] = r".*\.(q|k|v|o|gate|up|down)_proj".into();
     assert!(load(&j).is_ok(), "a regex target_modules");
+    j["target_modules"] = "all-linear".into();
+    assert!(load(&j).is_ok(), "all-linear");
     // and the unmerged update follows the scale: rsLoRA at factor 0.5 is plain LoRA at factor 1
     let tokens = ids(&read_json(&lora_dir().join("golden.json"))["inputs"]["random"]["ids"]);
     j["alpha_pattern"] = serde_json::json!({});
@@ -325,11 +327,11 @@ fn refusals_name_the_problem() {
         ("bias", serde_json::json!("lora_only"), "bias"),
         ("lora_bias", serde_json::json!(true), "lora_bias"),
         ("peft_type", serde_json::json!("IA3"), "peft_type"),
-        ("r", serde_json::json!(8), "rank 8"),
+        ("r", serde_json::json!(8), "has rank 4 but the config says 8"),
         (
             "target_modules",
             serde_json::json!(["q_proj"]),
-            "target_modules / layers_to_transform do not select",
+            "12 modules have LoRA weights that target_modules",
         ),
         ("layers_to_transform", serde_json::json!([0]), "do not select"),
         ("target_modules", serde_json::json!("(unclosed"), "not a valid regex"),
@@ -364,9 +366,18 @@ fn refusals_name_the_problem() {
         assert!(err.contains(needle), "missing {needle:?} in: {err}");
     }
     assert!(!err.contains('\n'), "one line: {err}");
-    // no folder, no weights, a pickle
+    // NaN in a tensor
+    let mut nan = read_adapter(&adapter);
+    nan.values_mut().next().unwrap().1[3] = f32::NAN;
+    write_adapter(&dir, &nan);
+    let err = format!("{:#}", Lora::load(&dir, &cfg).unwrap_err());
+    assert!(err.contains("NaN or infinite"), "{err}");
+    // no folder, a GGUF file, no weights, a pickle
     let err = format!("{:#}", Lora::load(&dir.join("nope"), &cfg).unwrap_err());
     assert!(err.contains("is not a folder"), "{err}");
+    std::fs::write(dir.join("x.gguf"), b"GGUF").unwrap();
+    let err = format!("{:#}", Lora::load(&dir.join("x.gguf"), &cfg).unwrap_err());
+    assert!(err.contains("not llama.cpp's GGUF LoRAs"), "{err}");
     std::fs::remove_file(dir.join("adapter_model.safetensors")).unwrap();
     std::fs::write(dir.join("adapter_model.bin"), b"pickle").unwrap();
     let err = format!("{:#}", Lora::load(&dir, &cfg).unwrap_err());
@@ -605,6 +616,12 @@ fn cli_merge_generate_and_refusals() {
     assert!(text.contains("lora base") && text.contains("lora 1"), "{text}");
     let base_text = String::from_utf8_lossy(&gen(&[], b)).trim_end().to_string();
     assert!(text.contains(&base_text), "continuation 1 is the base model's: {text}");
+    // one entry is one continuation with those adapters
+    assert_eq!(gen(&["--lora", a, "--lora-seq", "base"], b), gen(&[], b));
+    assert_eq!(
+        gen(&["--lora", a, "--lora-seq", "1:0.5"], b),
+        gen(&["--lora", &format!("{a}:0.5")], b)
+    );
     // refusals
     for (args, needle) in [
         (
@@ -659,6 +676,10 @@ fn cli_merge_generate_and_refusals() {
             "--lora-seq",
         ),
         (vec!["lora", "merge", b, a, out.to_str().unwrap()], "is not empty"),
+        (
+            vec!["lora", "merge", b, a, "/tmp/new-lora-out", "--scale", "nan"],
+            "finite",
+        ),
     ] {
         let o = tinfer(&args);
         let err = String::from_utf8_lossy(&o.stderr);

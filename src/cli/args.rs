@@ -343,6 +343,11 @@ pub enum Command {
         /// SEED + i. Printed one after another when all are done.
         #[arg(long, value_name = "K", default_value_t = 1)]
         n_seq: usize,
+        /// The --lora adapters of each continuation, comma-separated, side by side: `base` (none),
+        /// or --lora numbers from 1 joined by +, each with its own optional :SCALE (`1+2:0.5` is
+        /// adapter 1 at 1 plus adapter 2 at 0.5). --n-seq defaults to the number of entries.
+        #[arg(long, value_name = "LIST")]
+        lora_seq: Option<String>,
         #[command(flatten)]
         spec: super::spec_args::SpecArgs,
         #[command(flatten)]

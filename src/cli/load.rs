@@ -61,9 +61,6 @@ pub fn context(own: usize, given: Option<usize>, at_least: usize) -> Result<usiz
 
 /// The second half: the weights onto the device.
 pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<Model> {
-    if args.lora.lora_seq.is_some() {
-        usage!("--lora-seq picks the adapters of each continuation of generate --n-seq; this command runs one");
-    }
     let mut weights = loaded.weights.take().expect("load() returns weights");
     let loras = super::lora::adapters(&args.lora, &loaded.cfg, &mut weights)?;
     let model = Model::with_loras(
@@ -76,6 +73,9 @@ pub fn build(args: &ModelArgs, loaded: &mut Loaded, max_seqs: usize) -> Result<M
     )?;
     if args.device == Device::Auto {
         eprintln!("device: {}", model.device_name());
+    }
+    if args.lora.lora_merge && model.is_gpu() && args.dtype == tinfer::model::Dtype::Auto {
+        eprintln!("note: the merged matrices are f32, which the GPU stores as f16 by default (--dtype f32 keeps them; unmerged adapters stay f32 beside the base's own blocks)");
     }
     if model.device_weight_bytes().is_none() {
         let gpu_only = [

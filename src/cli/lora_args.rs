@@ -18,11 +18,6 @@ pub struct LoraArgs {
     /// matrices are then f32) instead of applying them at each token.
     #[arg(long)]
     pub lora_merge: bool,
-    /// generate --n-seq: the adapters of each continuation, comma-separated, for a side by side:
-    /// `base` (none), or --lora numbers from 1 joined by +, each with an optional :SCALE, e.g.
-    /// `base,1,1:0.5,1+2`. --n-seq defaults to the number of entries.
-    #[arg(long, value_name = "LIST")]
-    pub lora_seq: Option<String>,
 }
 
 #[derive(Subcommand)]

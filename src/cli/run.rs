@@ -32,17 +32,17 @@ fn stop_rule(model: &tinfer::model::Model, sample: &SampleArgs) -> (Stop, Vec<u3
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate {
-            model: mut margs,
+            model: margs,
             run,
             input,
             echo,
             n_seq,
+            lora_seq,
             spec,
             sample,
         } => {
             let sampler = sample.sampler()?;
             // --lora-seq: each continuation its own adapters (and so its own prompt run)
-            let lora_seq = margs.lora.lora_seq.take();
             let lora_factors = match &lora_seq {
                 Some(list) => Some(super::lora::seq_factors(
                     list,
@@ -56,6 +56,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(f) => usage!("--lora-seq lists {} continuations but --n-seq is {n_seq}", f.len()),
                 None => n_seq,
             };
+            if spec.kind()?.is_some() && lora_seq.is_some() {
+                usage!("speculative decoding runs one sequence: drop --lora-seq or the speculation");
+            }
             if spec.kind()?.is_some() && n_seq > 1 {
                 usage!("speculative decoding (--spec, --draft-model) runs one sequence: drop --n-seq {n_seq} or the speculation");
             }
@@ -160,7 +163,11 @@ pub fn run(cli: Cli) -> Result<()> {
             if echo {
                 printer.print(&text)?;
             }
-            let h = engine.add(Sequence::new(ids, sampler, stop).with_banned(banned))?;
+            let mut seq = Sequence::new(ids, sampler, stop).with_banned(banned);
+            if let Some(f) = lora_factors.and_then(|f| f.into_iter().next()) {
+                seq = seq.with_lora(f); // --lora-seq of one entry
+            }
+            let h = engine.add(seq)?;
             let interrupted = drive(&mut engine, &[h], tok, &stops, |_, t| printer.print(t))?;
             printer.end_line()?;
             let s = engine.take(h);

@@ -42,7 +42,7 @@ pub struct GpuLora {
     pub n_adapters: usize,
     pub factors: Buf, // uniform (max_seqs, n_adapters) each sequence's factor per adapter
     pub u: Buf,       // (T, max R) A·x', at least the GEMV's 64 KiB uniform window
-    pub delta: Buf,   // (T, n_adapters, max out) B·u per adapter
+    pub delta: Buf,   // (T, n_adapters × max out) B·u per adapter
     pub layers: Vec<LoraLayer>,
 }
 
@@ -80,7 +80,9 @@ impl GpuLora {
             n_adapters: loras.len(),
             factors: gpu.zeros("lora.factors", MAX_FACTORS)?,
             u: gpu.zeros("lora.u", (t * rank_max).max(16384))?,
-            delta: gpu.zeros("lora.delta", t * loras.len() * out_max)?,
+            delta: gpu.zeros("lora.delta", t * out_max).map_err(|e| {
+                e.context(format!("{} LoRA adapters need more GPU scratch than a binding holds: use fewer at once, or merge some (--lora-merge)", loras.len()))
+            })?,
             layers,
         }))
     }

@@ -19,6 +19,15 @@ use crate::lora::{to_f32, Lora, TARGETS};
 /// Errors: OUT_DIR not empty, a base that is not an HF directory or a .gguf file, an adapter
 /// that does not fit (Lora::load's errors), a tensor dtype other than F32/F16/BF16.
 pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option<OutDtype>) -> Result<usize> {
+    if !factor.is_finite() {
+        bail!("--scale must be a finite number, got {factor}");
+    }
+    if out.exists() && !out.is_dir() {
+        bail!(
+            "{} exists and is not a folder: give a new folder to write the merged model to",
+            out.display()
+        );
+    }
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!(
             "{} is not empty: give a new folder to write the merged model to",
@@ -50,8 +59,8 @@ pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let (path, name) = (e.path(), e.file_name());
-        if !path.is_file() {
-            continue;
+        if !path.is_file() || name.to_string_lossy().starts_with('.') {
+            continue; // folders, and hidden markers (fetch-model.sh's .converted-from-*)
         }
         let is_st = path.extension().is_some_and(|x| x == "safetensors");
         if !is_st {
@@ -93,12 +102,15 @@ pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option
         // the config names the weights' dtype
         let path = out.join("config.json");
         let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-        j["torch_dtype"] = match d {
+        let name = match d {
             OutDtype::F32 => "float32",
             OutDtype::F16 => "float16",
             OutDtype::Bf16 => "bfloat16",
+        };
+        j["torch_dtype"] = name.into();
+        if j.get("dtype").is_some() {
+            j["dtype"] = name.into(); // transformers 5's name for it
         }
-        .into();
         std::fs::write(&path, serde_json::to_string_pretty(&j)? + "\n")?;
     }
     Ok(merged)
