@@ -147,12 +147,20 @@ impl Lora {
                 .strip_prefix("base_model.model.")
                 .unwrap_or(&name)
                 .strip_suffix(".weight");
-            match key
-                .and_then(|k| k.rsplit_once(".lora_"))
+            // (a state_dict saved by hand keeps PEFT's adapter name: lora_A.default.weight)
+            let split = key.and_then(|k| k.rsplit_once(".lora_"));
+            match split
+                .map(|(m, ab)| (m, ab.trim_end_matches(".default")))
                 .filter(|(_, ab)| ["A", "B"].contains(ab))
             {
+                None if name.contains("lora_embedding") => problems.push(format!(
+                    "tensor {name} is an embedding LoRA: tinfer adapts only the q/k/v/o/gate/up/down projections"
+                )),
                 None => problems.push(format!("tensor {name} is not a lora_A / lora_B weight")),
                 Some((m, ab)) => match to_f32(view.dtype(), view.data()) {
+                    Ok(v) if v.iter().any(|x| !x.is_finite()) => {
+                        problems.push(format!("tensor {name} holds NaN or infinite values"))
+                    }
                     Ok(v) => drop(tensors.insert((m.to_string(), ab.to_string()), (view.shape().to_vec(), v))),
                     Err(e) => problems.push(format!("tensor {name}: {e}")),
                 },
