@@ -9,13 +9,14 @@ use tinfer::tools::convert::OutDtype;
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct LoraArgs {
-    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) applied at
-    /// run time without touching the weights; SCALE (default 1) multiplies its own alpha/r.
-    /// Repeatable: the adapters add up.
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), or its
+    /// .safetensors file, applied at run time without touching the weights; SCALE (default 1)
+    /// multiplies its own alpha/r. Repeatable: the adapters add up.
     #[arg(long = "lora", value_name = "PATH[:SCALE]")]
     pub lora: Vec<String>,
     /// Merge the --lora adapters into the weights at load (W + s·B·A in f32; the adapted
-    /// matrices are then f32) instead of applying them at each token.
+    /// matrices are then f32, which a GPU stores as --dtype says: f16 by default) instead of
+    /// applying them at each token.
     #[arg(long)]
     pub lora_merge: bool,
 }
