@@ -227,6 +227,23 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
     Ok(Weights::from_fn(cfg.n_layers, |f, l| loaded.remove(&(f as usize, l))).expect("every present field was loaded"))
 }
 
+/// The `Format` of a safetensors dtype: F32, F16 or BF16; others refused.
+pub fn st_format(dtype: Dtype) -> Result<Format> {
+    match dtype {
+        Dtype::F32 => Ok(Format::F32),
+        Dtype::F16 => Ok(Format::F16),
+        Dtype::BF16 => Ok(Format::BF16),
+        dt => bail!("dtype {dt:?} is not supported (tinfer reads F32, F16 and BF16 safetensors)"),
+    }
+}
+
+/// A safetensors tensor's values as f32 (F32, F16 or BF16, decoded by `Format::decode`).
+pub fn st_values(view: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
+    let t = Tensor::owned(st_format(view.dtype())?, view.shape().to_vec(), view.data().to_vec())
+        .map_err(anyhow::Error::msg)?;
+    Ok(t.to_f32())
+}
+
 /// Problems in one line: the first four, then how many more.
 pub fn one_line(problems: &[String]) -> String {
     let more = problems.len().saturating_sub(4);
@@ -330,14 +347,7 @@ impl TensorSource for Safetensors {
     fn load(&self, name: &str) -> Result<Tensor> {
         let (i, shape, dtype, range) = self.index.get(name).with_context(|| format!("no tensor {name}"))?;
         let (path, mmap) = &self.maps[*i];
-        let format = match dtype {
-            Dtype::F32 => Format::F32,
-            Dtype::F16 => Format::F16,
-            Dtype::BF16 => Format::BF16,
-            dt => {
-                bail!("dtype {dt:?} is not supported (tinfer reads F32, F16 and BF16 safetensors)")
-            }
-        };
+        let format = st_format(*dtype)?;
         let file: crate::weights::SharedBytes = mmap.clone();
         Tensor::mapped(format, shape.clone(), file, range.start, range.len())
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use regex::Regex;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 use serde_json::Value as Json;
 
 use crate::arch::{Arch, Field};
 use crate::config::Config;
-use crate::loader::one_line;
+use crate::loader::{one_line, st_values};
 use crate::weights::{Tensor, Weights};
 
 /// The matrices LoRA can target, in the order of a layer: q, k, v, o, gate, up, down.
@@ -157,7 +157,7 @@ impl Lora {
                     "tensor {name} is an embedding LoRA: tinfer adapts only the q/k/v/o/gate/up/down projections"
                 )),
                 None => problems.push(format!("tensor {name} is not a lora_A / lora_B weight")),
-                Some((m, ab)) => match to_f32(view.dtype(), view.data()) {
+                Some((m, ab)) => match st_values(&view) {
                     Ok(v) if v.iter().any(|x| !x.is_finite()) => {
                         problems.push(format!("tensor {name} holds NaN or infinite values"))
                     }
@@ -426,23 +426,4 @@ impl PeftConfig {
             .map_or(self.alpha, |p| p.1);
         (r, a)
     }
-}
-
-/// Safetensors data of dtype F32, F16 or BF16 as f32 values.
-pub fn to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        d => bail!("dtype {d:?}: tinfer reads F32, F16 and BF16 here"),
-    })
 }

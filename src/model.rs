@@ -168,12 +168,7 @@ impl Model {
         Ok(seq)
     }
 
-    /// The LoRA adapters loaded with the model, in `--lora` order.
-    pub fn loras(&self) -> &[Lora] {
-        &self.loras
-    }
-
-    /// Run `seq` with these LoRA factors, one per adapter in `loras()` order (0 turns one off;
+    /// Run `seq` with these LoRA factors, one per adapter in the order given to `with_loras` (0 turns one off;
     /// an adapter's own α/r scale is applied on top). Only before its first token: its cache
     /// would hold keys and values computed with other weights. Errors: a dead or started
     /// sequence, a wrong count.

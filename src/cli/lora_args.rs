@@ -1,5 +1,5 @@
-//! The flags of LoRA adapters (`--lora`, `--lora-merge`, `--lora-seq`) and `tinfer lora merge`'s
-//! arguments, apart from what uses them (cli/lora.rs), so that the argument types import nothing
+//! The flags of LoRA adapters (`--lora`, `--lora-merge`; generate's `--lora-seq` is in args.rs)
+//! and `tinfer lora merge`'s arguments, apart from what uses them (cli/lora.rs), so that the argument types import nothing
 //! back.
 
 use std::path::PathBuf;

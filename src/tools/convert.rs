@@ -26,6 +26,26 @@ pub enum OutDtype {
     Bf16,
 }
 
+impl OutDtype {
+    /// The safetensors dtype and transformers' name for it.
+    pub fn names(self) -> (Dtype, &'static str) {
+        match self {
+            OutDtype::F32 => (Dtype::F32, "float32"),
+            OutDtype::F16 => (Dtype::F16, "float16"),
+            OutDtype::Bf16 => (Dtype::BF16, "bfloat16"),
+        }
+    }
+}
+
+/// `values` as the little-endian bytes of safetensors dtype `dtype` (F16, BF16; else F32).
+pub fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        Dtype::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+        Dtype::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    }
+}
+
 fn write_json(path: &Path, value: &Json) -> Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -44,11 +64,7 @@ pub fn convert(input: &Path, out_dir: &Path, dtype: OutDtype, progress: bool) ->
     let tensors = gguf.hf_tensors().with_context(ctx)?;
 
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let (st_dtype, name) = match dtype {
-        OutDtype::F32 => (Dtype::F32, "float32"),
-        OutDtype::F16 => (Dtype::F16, "float16"),
-        OutDtype::Bf16 => (Dtype::BF16, "bfloat16"),
-    };
+    let (st_dtype, name) = dtype.names();
     config["torch_dtype"] = Json::String(name.into());
 
     let bar = if progress {
@@ -65,11 +81,7 @@ pub fn convert(input: &Path, out_dir: &Path, dtype: OutDtype, progress: bool) ->
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (hf_name, t) in &tensors {
         let values = gguf.hf_tensor_data(t, &config)?;
-        let bytes: Vec<u8> = match dtype {
-            OutDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            OutDtype::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-            OutDtype::Bf16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
-        };
+        let bytes = encode(st_dtype, &values);
         data.push((hf_name.clone(), t.hf_shape(), bytes));
         bar.inc(1);
     }

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use half::{bf16, f16};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
-use super::convert::{convert, OutDtype};
+use super::convert::{convert, encode, OutDtype};
 use crate::arch::Arch;
-use crate::lora::{to_f32, Lora, TARGETS};
+use crate::loader::st_values;
+use crate::lora::{Lora, TARGETS};
 
 /// Merge `adapter` at `factor` into `base`, writing `out`; returns how many matrices changed.
 /// Errors: OUT_DIR not empty, a base that is not an HF directory or a .gguf file, an adapter
@@ -74,12 +74,12 @@ pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option
             .with_context(|| format!("{} is not a safetensors file", path.display()))?;
         let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
         for (tname, view) in st.tensors() {
-            let to = dtype.map_or(view.dtype(), st_dtype);
+            let to = dtype.map_or(view.dtype(), |d| d.names().0);
             let (shape, raw) = (view.shape().to_vec(), view.data());
             let out_bytes = match pairs.get(&tname) {
                 None if to == view.dtype() => raw.to_vec(),
                 p => {
-                    let mut w = to_f32(view.dtype(), raw).with_context(|| format!("tensor {tname}"))?;
+                    let mut w = st_values(&view).with_context(|| format!("tensor {tname}"))?;
                     if let Some(p) = p {
                         p.merge_into(&mut w, factor);
                         merged += 1;
@@ -102,11 +102,7 @@ pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option
         // the config names the weights' dtype
         let path = out.join("config.json");
         let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-        let name = match d {
-            OutDtype::F32 => "float32",
-            OutDtype::F16 => "float16",
-            OutDtype::Bf16 => "bfloat16",
-        };
+        let name = d.names().1;
         j["torch_dtype"] = name.into();
         if j.get("dtype").is_some() {
             j["dtype"] = name.into(); // transformers 5's name for it
@@ -114,20 +110,4 @@ pub fn merge(base: &Path, adapter: &Path, out: &Path, factor: f32, dtype: Option
         std::fs::write(&path, serde_json::to_string_pretty(&j)? + "\n")?;
     }
     Ok(merged)
-}
-
-fn st_dtype(d: OutDtype) -> Dtype {
-    match d {
-        OutDtype::F32 => Dtype::F32,
-        OutDtype::F16 => Dtype::F16,
-        OutDtype::Bf16 => Dtype::BF16,
-    }
-}
-
-fn encode(dtype: Dtype, w: &[f32]) -> Vec<u8> {
-    match dtype {
-        Dtype::F16 => w.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-        Dtype::BF16 => w.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
-        _ => w.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
 }
