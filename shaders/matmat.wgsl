@@ -75,8 +75,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     if (SWIGLU) { oa = gid.x; ob = gid.x + shape.c; }
     if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
+    let n_rows = moe_gemm_rows(gid.z); // the step's tokens, or an expert's assignments (MoE)
     let t0 = gid.y * 8u;
-    let xr = min(t0 + (lane & 7u), step.n_tokens - 1u); // lane j's token (clamped)
+    if (t0 >= n_rows) { return; } // uniform: a workgroup past an expert's assignments
+    let xr = moe_x_row(min(t0 + (lane & 7u), n_rows - 1u)); // lane j's x row (clamped)
     var acc_a: array<f32, 8>;
     var acc_b: array<f32, 8>;
     if (WTYPE >= 2u) {
@@ -112,6 +114,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         }
     }
     for (var i = 0u; i < 8u; i++) {
-        if (t0 + i < step.n_tokens) { put2(t0 + i, oa, ob, acc_a[i], acc_b[i]); }
+        if (t0 + i < n_rows) { put2(moe_out_row(t0 + i), oa, ob, acc_a[i], acc_b[i]); }
     }
 }

@@ -25,12 +25,12 @@ fn xload(i4: u32, t: u32) -> vec4<f32> {
 }
 
 // Row o of W against the x rows of tokens t0 .. t0 + 7 (clamped to the last token).
-fn row_dots(o: u32, t0: u32) -> array<f32, 8> {
+fn row_dots(o: u32, t0: u32, n_rows: u32) -> array<f32, 8> {
     let per4 = select(1u, 2u, F16);
     let d4 = shape.a / 4u;
     let r = weight_row(textureDimensions(w), d4 / per4, o); // texel k at (k * r.w + r.x, r.y), layer r.z
     var xr: array<u32, 8>;
-    for (var j = 0u; j < 8u; j++) { xr[j] = min(t0 + j, step.n_tokens - 1u); }
+    for (var j = 0u; j < 8u; j++) { xr[j] = moe_x_row(min(t0 + j, n_rows - 1u)); }
     var acc: array<f32, 8>;
     for (var k = 0u; k < d4 / per4; k++) {
         let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
@@ -51,14 +51,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = shape.b;
     let o = gid.x;
     let t0 = gid.y * 8u;
+    let n_rows = moe_gemm_rows(gid.z); // the step's tokens, or an expert's assignments (MoE)
+    if (t0 >= n_rows) { return; }
     if (SWIGLU) {
         let c = shape.c;
         if (o >= c) { return; }
-        let g = row_dots(o, t0);
-        let u = row_dots(c + o, t0);
+        let g = row_dots(o, t0, n_rows);
+        let u = row_dots(c + o, t0, n_rows);
         for (var j = 0u; j < 8u; j++) {
-            if (t0 + j >= step.n_tokens) { break; }
-            put_swiglu(t0 + j, o, g[j], u[j]);
+            if (t0 + j >= n_rows) { break; }
+            put_swiglu(moe_out_row(t0 + j), o, g[j], u[j]);
         }
         return;
     }
@@ -66,18 +68,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let half = HEAD_DIM / 2u;
         let oa = (o / half) * HEAD_DIM + o % half;
         if (oa >= n) { return; }
-        let a = row_dots(oa, t0);
-        let b = row_dots(oa + half, t0);
+        let a = row_dots(oa, t0, n_rows);
+        let b = row_dots(oa + half, t0, n_rows);
         for (var j = 0u; j < 8u; j++) {
-            if (t0 + j >= step.n_tokens) { break; }
-            put_rope(t0 + j, oa, a[j], b[j]);
+            if (t0 + j >= n_rows) { break; }
+            put_rope(moe_out_row(t0 + j), oa, a[j], b[j]);
         }
         return;
     }
     if (o >= n) { return; }
-    let acc = row_dots(o, t0);
+    let acc = row_dots(o, t0, n_rows);
     for (var j = 0u; j < 8u; j++) {
-        if (t0 + j >= step.n_tokens) { break; }
-        put(t0 + j, o, acc[j]);
+        if (t0 + j >= n_rows) { break; }
+        put(moe_out_row(t0 + j), o, acc[j]);
     }
 }

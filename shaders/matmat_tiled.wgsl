@@ -86,16 +86,17 @@ fn stage_w(o: u32, u: u32, v: u32, slot: u32) {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let d = shape.a;
     let d4 = d / 4u;
-    let n_tok = step.n_tokens;
+    let n_tok = moe_gemm_rows(wg.z); // the step's tokens, or an expert's assignments (MoE)
     let g0 = wg.x * 32u;  // the tile's first pair
     let t0 = wg.y * TILE; // and first token
+    if (t0 >= n_tok) { return; } // uniform: a workgroup past an expert's assignments
     let pi = (lid % 16u) * 2u; // my pairs pi, pi + 1: tile rows pi, pi + 1, pi + 32, pi + 33
     let tj = (lid / 16u) * 4u; // my tokens t0 + tj .. t0 + tj + 3
     // What I stage each step: 2 vec4s of tile row (lid / 4) of w and of token (lid / 4) of x.
     let sr = lid / 4u;
     let sv = (lid % 4u) * 2u;
     let so = tile_row(g0, sr);
-    let st = min(t0 + sr, n_tok - 1u);
+    let st = moe_x_row(min(t0 + sr, n_tok - 1u));
     var acc_a: array<array<f32, 4>, 2>; // [pair][token]: first rows
     var acc_b: array<array<f32, 4>, 2>; // second rows
     let steps = (d + 31u) / 32u;
@@ -128,7 +129,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         let ob = tile_row(g0, pi + p + 32u);
         for (var j = 0u; j < 4u; j++) {
             let t = t0 + tj + j;
-            if (t < n_tok) { put2(t, oa, ob, acc_a[p][j], acc_b[p][j]); }
+            if (t < n_tok) { put2(moe_out_row(t), oa, ob, acc_a[p][j], acc_b[p][j]); }
         }
     }
 }

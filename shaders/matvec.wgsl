@@ -75,6 +75,7 @@ fn texel_dot(t: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
 @compute @workgroup_size(32)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32,
         @builtin(num_workgroups) groups: vec3<u32>) {
+    let slot = moe_gemv(gid.z); // 0, or an MoE slot (lib/epilogue.wgsl)
     let n = shape.b;
     let F16 = WTYPE == 1u;
     let per4 = select(1u, 2u, F16);        // vec4s of x per texel
@@ -87,8 +88,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         let rows_cd = pair_rows(gid.x + groups.x * 32u);
         let m = vec4<u32>(n - 1u);
         let y = products_q(min(vec4<u32>(rows_ab, rows_cd), m), lane);
-        put2(0u, oa, ob, y.x, y.y);
-        put2(0u, rows_cd.x, rows_cd.y, y.z, y.w);
+        put2(slot, oa, ob, y.x, y.y);
+        put2(slot, rows_cd.x, rows_cd.y, y.z, y.w);
         return;
     }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
@@ -103,8 +104,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         var xa = vec4<f32>(0.0);
         var xb = vec4<f32>(0.0);
         if (k + j < texels) {
-            xa = x[(k + j) * per4];
-            if (F16) { xb = x[(k + j) * per4 + 1u]; }
+            xa = x[x_base + (k + j) * per4];
+            if (F16) { xb = x[x_base + (k + j) * per4 + 1u]; }
             if (NORM) {
                 ss += dot(xa, xa) + dot(xb, xb);
                 xa *= norm[(k + j) * per4];
@@ -145,7 +146,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         ya *= inv;
         yb *= inv;
     }
-    put2(0u, oa, ob, ya, yb);
+    put2(slot, oa, ob, ya, yb);
 }
 
 // The two rows invocation p of the grid computes (see the header): rows oa = (p / 8) * 16 + p % 8
@@ -174,7 +175,7 @@ fn products_q(o: vec4<u32>, lane: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     var ss = 0.0;
     for (var u = 0u; u < d / 32u; u++) {
-        var xv = x[u * 8u + j];
+        var xv = x[x_base + u * 8u + j];
         if (NORM) {
             ss += dot(xv, xv);
             xv *= norm[u * 8u + j];

@@ -35,8 +35,8 @@ fn row_dot(o: u32) -> f32 {
     for (var k = 0u; k < d4 / per4; k++) {
         let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
         if (F16) {
-            var xa = x[2u * k];
-            var xb = x[2u * k + 1u];
+            var xa = x[x_base + 2u * k];
+            var xb = x[x_base + 2u * k + 1u];
             if (NORM) {
                 ss += dot(xa, xa) + dot(xb, xb);
                 xa *= norm[2u * k];
@@ -45,7 +45,7 @@ fn row_dot(o: u32) -> f32 {
             acc += vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)) * xa
                  + vec4<f32>(unpack2x16float(t.z), unpack2x16float(t.w)) * xb;
         } else {
-            var xa = x[k];
+            var xa = x[x_base + k];
             if (NORM) {
                 ss += dot(xa, xa);
                 xa *= norm[k];
@@ -60,20 +60,21 @@ fn row_dot(o: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let slot = moe_gemv(gid.z); // 0, or an MoE slot (lib/epilogue.wgsl)
     let o = gid.x;
     if (SWIGLU) {
         if (o >= shape.c) { return; }
         let g = row_dot(o);
-        put_swiglu(0u, o, g, row_dot(shape.c + o));
+        put_swiglu(slot, o, g, row_dot(shape.c + o));
         return;
     }
     if (ROPE) {
         let half = HEAD_DIM / 2u;
         let oa = (o / half) * HEAD_DIM + o % half;
         if (oa >= shape.b) { return; }
-        put_rope(0u, oa, row_dot(oa), row_dot(oa + half));
+        put_rope(slot, oa, row_dot(oa), row_dot(oa + half));
         return;
     }
     if (o >= shape.b) { return; }
-    put(0u, o, row_dot(o));
+    put(slot, o, row_dot(o));
 }

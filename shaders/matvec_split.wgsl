@@ -48,7 +48,7 @@ fn slice_dot(o: u32, s: u32) -> vec2<f32> {
         for (var u = s; u < d / 32u; u += 8u) {
             let un = load_unit(r, d, u);
             for (var i = 0u; i < 8u; i++) {
-                var xv = x[u * 8u + i];
+                var xv = x[x_base + u * 8u + i];
                 if (NORM) {
                     ss += dot(xv, xv);
                     xv *= norm[u * 8u + i];
@@ -62,8 +62,8 @@ fn slice_dot(o: u32, s: u32) -> vec2<f32> {
         let r = weight_row(textureDimensions(w), texels, o);
         for (var k = s; k < texels; k += 8u) {
             let t = textureLoad(w, vec2<u32>(k * r.w + r.x, r.y), r.z);
-            var xa = x[per4 * k];
-            var xb = x[per4 * k + per4 - 1u];
+            var xa = x[x_base + per4 * k];
+            var xb = x[x_base + per4 * k + per4 - 1u];
             if (NORM) {
                 ss += dot(xa, xa);
                 xa *= norm[per4 * k];
@@ -85,6 +85,7 @@ fn slice_dot(o: u32, s: u32) -> vec2<f32> {
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) i: u32) {
+    let slot = moe_gemv(wid.z); // 0, or an MoE slot (lib/epilogue.wgsl)
     let r = i % 8u;
     let s = i / 8u;
     let p = wid.x * 8u + r; // this invocation's output
@@ -123,10 +124,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         yb *= inv;
     }
     if (SWIGLU) {
-        put_swiglu(0u, p, ya, yb);
+        put_swiglu(slot, p, ya, yb);
     } else if (ROPE) {
-        put_rope(0u, oa, ya, yb);
+        put_rope(slot, oa, ya, yb);
     } else {
-        put(0u, p, ya);
+        put(slot, p, ya);
     }
 }

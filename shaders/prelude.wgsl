@@ -24,7 +24,11 @@ fn step_seq(t: u32) -> u32 { return step.rows[t].w; }
 // `texels` texels of data: texel k of the row is at (k * r.w + r.x, r.y) in layer r.z. Rows are
 // padded to a multiple of 8 texels and stored in groups of g = width / padded rows, interleaved
 // texel by texel, so the g rows that neighbouring invocations compute are contiguous in memory.
-fn weight_row(size: vec2<u32>, texels: u32, o: u32) -> vec4<u32> {
+// Row o counts from `w_row_base` (MoE: the first row of the expert a product reads,
+// lib/epilogue.wgsl; 0 elsewhere).
+var<private> w_row_base: u32 = 0u;
+fn weight_row(size: vec2<u32>, texels: u32, o_in: u32) -> vec4<u32> {
+    let o = o_in + w_row_base;
     let g = size.x / ((texels + 7u) / 8u * 8u);
     let group = o / g;
     return vec4<u32>(o % g, group % size.y, group / size.y, g);

@@ -35,7 +35,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (!NORM) {
         // one texel an invocation
         let t = gid.y;
-        if (gid.x < d4 && t < step.n_tokens) {
+        if (gid.x < d4 && t < step.n_tokens * max(shape.c, 1u)) {
             textureStore(xt, vec2<u32>(gid.x, t), 0, bitcast<vec4<u32>>(x[t * d4 + gid.x]));
         }
         return;

@@ -4,7 +4,7 @@
 //! GGUF architectures "llama", "qwen2", "qwen3"); a new architecture is a new `Arch` value.
 
 use crate::config::Config;
-use crate::weights::{Layer, Weights};
+use crate::weights::{Layer, Mlp, Moe, Weights};
 
 /// A field of `Weights` / `Layer`, by role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,11 +27,23 @@ pub enum Field {
     WGate,
     WUp,
     WDown,
+    /// MoE block: the router (n_experts, dim)
+    Router,
+    /// each expert's W_gate, W_up (hidden, dim) and W_down (dim, hidden); stacked (n_experts, ..)
+    ExpGate,
+    ExpUp,
+    ExpDown,
+    /// Qwen2-MoE's shared expert: a SwiGLU FFN (shared_hidden) every token runs, scaled by
+    /// sigmoid(x · ShGateInp), ShGateInp (1, dim)
+    ShGate,
+    ShUp,
+    ShDown,
+    ShGateInp,
 }
 
 impl Field {
     pub const GLOBAL: [Field; 3] = [Field::Embed, Field::Norm, Field::LmHead];
-    pub const LAYER: [Field; 15] = [
+    pub const LAYER: [Field; 23] = [
         Field::AttnNorm,
         Field::Wq,
         Field::Wk,
@@ -47,11 +59,25 @@ impl Field {
         Field::WGate,
         Field::WUp,
         Field::WDown,
+        Field::Router,
+        Field::ExpGate,
+        Field::ExpUp,
+        Field::ExpDown,
+        Field::ShGate,
+        Field::ShUp,
+        Field::ShDown,
+        Field::ShGateInp,
     ];
+    /// The fields with a tensor per expert.
+    pub const EXPERTS: [Field; 3] = [Field::ExpGate, Field::ExpUp, Field::ExpDown];
 
-    /// The HF shape `cfg` implies, outermost first.
+    /// The HF shape `cfg` implies, outermost first (an expert field: one expert's).
     pub fn shape(self, cfg: &Config) -> Vec<usize> {
         let (d, q, kv, h, v) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim, cfg.vocab_size);
+        let (n_exp, eh, sh) = cfg
+            .moe
+            .as_ref()
+            .map_or((0, 0, 0), |m| (m.n_experts, m.hidden, m.shared_hidden));
         match self {
             Field::Embed | Field::LmHead => vec![v, d],
             Field::Norm | Field::AttnNorm | Field::FfnNorm | Field::Bo => vec![d],
@@ -63,16 +89,27 @@ impl Field {
             Field::QNorm | Field::KNorm => vec![cfg.head_dim],
             Field::WGate | Field::WUp => vec![h, d],
             Field::WDown => vec![d, h],
+            Field::Router => vec![n_exp, d],
+            Field::ExpGate | Field::ExpUp => vec![eh, d],
+            Field::ExpDown => vec![d, eh],
+            Field::ShGate | Field::ShUp => vec![sh, d],
+            Field::ShDown => vec![d, sh],
+            Field::ShGateInp => vec![1, d],
         }
     }
 
-    /// Whether a model with `cfg` has this tensor (it must then be present; otherwise absent).
-    pub fn present(self, cfg: &Config) -> bool {
+    /// Whether layer `l` of a model with `cfg` has this tensor (it must then be present;
+    /// otherwise absent).
+    pub fn present(self, cfg: &Config, l: usize) -> bool {
+        let shared = cfg.moe.as_ref().is_some_and(|m| m.shared_hidden > 0);
         match self {
             Field::LmHead => !cfg.tied_embeddings,
             Field::Bq | Field::Bk | Field::Bv => cfg.qkv_bias,
             Field::Bo => cfg.o_bias,
             Field::QNorm | Field::KNorm => cfg.qk_norm,
+            Field::WGate | Field::WUp | Field::WDown => !cfg.is_moe(l),
+            Field::Router | Field::ExpGate | Field::ExpUp | Field::ExpDown => cfg.is_moe(l),
+            Field::ShGate | Field::ShUp | Field::ShDown | Field::ShGateInp => cfg.is_moe(l) && shared,
             _ => true,
         }
     }
@@ -99,6 +136,10 @@ pub struct Arch {
     /// (field, HF name, GGUF name); per-layer names are suffixes after `model.layers.{l}.` and
     /// `blk.{l}.`.
     pub names: &'static [(Field, &'static str, &'static str)],
+    /// The same for the MoE fields. An expert field's HF name has `{e}` for the expert (HF files
+    /// hold a tensor per expert); without `.{e}` it names the stacked (n_experts, ..) tensor that
+    /// GGUF's `*_exps` hold.
+    pub moe_names: &'static [(Field, &'static str, &'static str)],
     /// Fields whose rows GGUF stores permuted per head (llama.cpp's convert_hf_to_gguf.py
     /// `LlamaModel.permute` on q_proj / k_proj), to be put back in HF order at load.
     pub gguf_permuted: &'static [(Field, Heads)],
@@ -139,9 +180,79 @@ pub const LLAMA: Arch = Arch {
         (Field::Wk, Heads::KeyValue),
         (Field::Bk, Heads::KeyValue),
     ],
+    moe_names: &[
+        (Field::Router, "mlp.gate.weight", "ffn_gate_inp.weight"),
+        (
+            Field::ExpGate,
+            "mlp.experts.{e}.gate_proj.weight",
+            "ffn_gate_exps.weight",
+        ),
+        (Field::ExpUp, "mlp.experts.{e}.up_proj.weight", "ffn_up_exps.weight"),
+        (
+            Field::ExpDown,
+            "mlp.experts.{e}.down_proj.weight",
+            "ffn_down_exps.weight",
+        ),
+        (
+            Field::ShGate,
+            "mlp.shared_expert.gate_proj.weight",
+            "ffn_gate_shexp.weight",
+        ),
+        (Field::ShUp, "mlp.shared_expert.up_proj.weight", "ffn_up_shexp.weight"),
+        (
+            Field::ShDown,
+            "mlp.shared_expert.down_proj.weight",
+            "ffn_down_shexp.weight",
+        ),
+        (
+            Field::ShGateInp,
+            "mlp.shared_expert_gate.weight",
+            "ffn_gate_inp_shexp.weight",
+        ),
+    ],
     stack_qkv: [Field::Wq, Field::Wk, Field::Wv],
     stack_gate_up: [Field::WGate, Field::WUp],
     hf_ignored_suffixes: &["rotary_emb.inv_freq"],
+};
+
+/// Mixtral: Llama with `block_sparse_moe` blocks (HF `experts.E.w1` = gate, `w3` = up, `w2` =
+/// down); in GGUF architecture "llama" with `llama.expert_count` (`Gguf::arch`).
+pub const MIXTRAL: Arch = Arch {
+    hf_model_types: &["mixtral"],
+    moe_names: &[
+        (Field::Router, "block_sparse_moe.gate.weight", "ffn_gate_inp.weight"),
+        (
+            Field::ExpGate,
+            "block_sparse_moe.experts.{e}.w1.weight",
+            "ffn_gate_exps.weight",
+        ),
+        (
+            Field::ExpUp,
+            "block_sparse_moe.experts.{e}.w3.weight",
+            "ffn_up_exps.weight",
+        ),
+        (
+            Field::ExpDown,
+            "block_sparse_moe.experts.{e}.w2.weight",
+            "ffn_down_exps.weight",
+        ),
+    ],
+    ..LLAMA
+};
+
+/// Qwen2-MoE (q/k/v biases, a shared expert) and Qwen3-MoE (q/k norm): Qwen's names, GGUF rows
+/// in HF order.
+pub const QWEN2_MOE: Arch = Arch {
+    gguf_arch: "qwen2moe",
+    hf_model_types: &["qwen2_moe"],
+    gguf_permuted: &[],
+    ..LLAMA
+};
+pub const QWEN3_MOE: Arch = Arch {
+    gguf_arch: "qwen3moe",
+    hf_model_types: &["qwen3_moe"],
+    gguf_permuted: &[],
+    ..LLAMA
 };
 
 /// Qwen2 in GGUF: the Llama names (with q/k/v biases), but llama.cpp's converter leaves Q/K rows
@@ -163,7 +274,7 @@ pub const QWEN3: Arch = Arch {
     ..LLAMA
 };
 
-const ARCHS: [&Arch; 3] = [&LLAMA, &QWEN2, &QWEN3];
+const ARCHS: [&Arch; 6] = [&LLAMA, &QWEN2, &QWEN3, &MIXTRAL, &QWEN2_MOE, &QWEN3_MOE];
 
 impl Arch {
     /// The architecture of an HF `model_type`.
@@ -176,29 +287,42 @@ impl Arch {
         ARCHS.into_iter().find(|a| a.gguf_arch == arch)
     }
 
+    fn all_names(&self) -> impl Iterator<Item = &(Field, &'static str, &'static str)> {
+        self.names.iter().chain(self.moe_names)
+    }
+
     fn entry(&self, f: Field) -> (&'static str, &'static str) {
-        let &(_, hf, gguf) = self.names.iter().find(|e| e.0 == f).expect("every field is named");
+        let &(_, hf, gguf) = self.all_names().find(|e| e.0 == f).expect("every field is named");
         (hf, gguf)
     }
 
-    /// The HF checkpoint name of field `f` (of layer `layer` for per-layer fields).
+    /// The HF checkpoint name of field `f` (of layer `layer` for per-layer fields; of an expert
+    /// field the stacked tensor).
     pub fn hf_name(&self, f: Field, layer: usize) -> String {
-        let hf = self.entry(f).0;
+        let hf = self.entry(f).0.replace(".{e}", "");
         if f.per_layer() {
             format!("model.layers.{layer}.{hf}")
         } else {
-            hf.to_string()
+            hf
         }
+    }
+
+    /// The HF name of expert `e`'s tensor of expert field `f` in layer `layer`.
+    pub fn hf_expert_name(&self, f: Field, layer: usize, e: usize) -> String {
+        format!(
+            "model.layers.{layer}.{}",
+            self.entry(f).0.replace("{e}", &e.to_string())
+        )
     }
 
     /// A GGUF tensor name -> (field, layer).
     pub fn parse_gguf(&self, name: &str) -> Option<(Field, usize)> {
-        if let Some(&(f, _, _)) = self.names.iter().find(|e| !e.0.per_layer() && e.2 == name) {
+        if let Some(&(f, _, _)) = self.all_names().find(|e| !e.0.per_layer() && e.2 == name) {
             return Some((f, 0));
         }
         let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
         let layer: usize = layer.parse().ok()?;
-        let &(f, _, _) = self.names.iter().find(|e| e.0.per_layer() && e.2 == rest)?;
+        let &(f, _, _) = self.all_names().find(|e| e.0.per_layer() && e.2 == rest)?;
         Some((f, layer))
     }
 
@@ -234,10 +358,23 @@ impl<T> Layer<T> {
             Field::QNorm => self.q_norm.as_ref(),
             Field::KNorm => self.k_norm.as_ref(),
             Field::FfnNorm => Some(&self.ffn_norm),
-            Field::WGate => Some(&self.w_gate),
-            Field::WUp => Some(&self.w_up),
-            Field::WDown => Some(&self.w_down),
-            Field::Embed | Field::Norm | Field::LmHead => None,
+            Field::WGate | Field::ShGate => self.mlp.as_ref().map(|m| &m.gate),
+            Field::WUp | Field::ShUp => self.mlp.as_ref().map(|m| &m.up),
+            Field::WDown | Field::ShDown => self.mlp.as_ref().map(|m| &m.down),
+            Field::Router => self.moe.as_ref().map(|m| &m.router),
+            Field::ShGateInp => self.moe.as_ref().and_then(|m| m.shared_gate.as_ref()),
+            Field::Embed | Field::Norm | Field::LmHead | Field::ExpGate | Field::ExpUp | Field::ExpDown => None,
+        }
+    }
+
+    /// An expert field's tensors, one per expert (None for other fields and dense layers).
+    pub fn experts(&self, f: Field) -> Option<&[T]> {
+        let m = self.moe.as_ref()?;
+        match f {
+            Field::ExpGate => Some(&m.gate),
+            Field::ExpUp => Some(&m.up),
+            Field::ExpDown => Some(&m.down),
+            _ => None,
         }
     }
 
@@ -249,15 +386,39 @@ impl<T> Layer<T> {
             Field::Wk => Some(&mut self.wk),
             Field::Wv => Some(&mut self.wv),
             Field::Wo => Some(&mut self.wo),
-            Field::WGate => Some(&mut self.w_gate),
-            Field::WUp => Some(&mut self.w_up),
-            Field::WDown => Some(&mut self.w_down),
+            Field::WGate => self.mlp.as_mut().map(|m| &mut m.gate),
+            Field::WUp => self.mlp.as_mut().map(|m| &mut m.up),
+            Field::WDown => self.mlp.as_mut().map(|m| &mut m.down),
             _ => None,
         }
     }
 
-    /// Build a layer from a function giving each field's tensor (None for absent ones).
-    pub fn from_fn(mut get: impl FnMut(Field) -> Option<T>) -> Option<Self> {
+    /// Build a layer from functions giving each field's tensor (None for absent ones) and each
+    /// expert field's tensors; `moe`: whether it is an MoE block.
+    pub fn from_fn(
+        moe: bool,
+        mut get: impl FnMut(Field) -> Option<T>,
+        mut experts: impl FnMut(Field) -> Option<Vec<T>>,
+    ) -> Option<Self> {
+        let mlp = |get: &mut dyn FnMut(Field) -> Option<T>, f: [Field; 3]| {
+            Some(Mlp {
+                gate: get(f[0])?,
+                up: get(f[1])?,
+                down: get(f[2])?,
+            })
+        };
+        let (mlp, moe) = if moe {
+            let moe = Moe {
+                router: get(Field::Router)?,
+                shared_gate: get(Field::ShGateInp),
+                gate: experts(Field::ExpGate)?,
+                up: experts(Field::ExpUp)?,
+                down: experts(Field::ExpDown)?,
+            };
+            (mlp(&mut get, [Field::ShGate, Field::ShUp, Field::ShDown]), Some(moe))
+        } else {
+            (Some(mlp(&mut get, [Field::WGate, Field::WUp, Field::WDown])?), None)
+        };
         Some(Layer {
             attn_norm: get(Field::AttnNorm)?,
             wq: get(Field::Wq)?,
@@ -271,18 +432,22 @@ impl<T> Layer<T> {
             q_norm: get(Field::QNorm),
             k_norm: get(Field::KNorm),
             ffn_norm: get(Field::FfnNorm)?,
-            w_gate: get(Field::WGate)?,
-            w_up: get(Field::WUp)?,
-            w_down: get(Field::WDown)?,
+            mlp,
+            moe,
         })
     }
 }
 
 impl<T> Weights<T> {
-    /// Build weights from a function giving each (field, layer)'s tensor.
-    pub fn from_fn(n_layers: usize, mut get: impl FnMut(Field, usize) -> Option<T>) -> Option<Self> {
-        let layers = (0..n_layers)
-            .map(|l| Layer::from_fn(|f| get(f, l)))
+    /// Build weights for `cfg` from functions giving each (field, layer)'s tensor and each
+    /// (expert field, layer)'s tensors.
+    pub fn from_fn(
+        cfg: &Config,
+        mut get: impl FnMut(Field, usize) -> Option<T>,
+        mut experts: impl FnMut(Field, usize) -> Option<Vec<T>>,
+    ) -> Option<Self> {
+        let layers = (0..cfg.n_layers)
+            .map(|l| Layer::from_fn(cfg.is_moe(l), |f| get(f, l), |f| experts(f, l)))
             .collect::<Option<Vec<_>>>()?;
         Some(Weights {
             embed: get(Field::Embed, 0)?,
@@ -340,7 +505,17 @@ mod tests {
         assert_eq!(a.gguf_heads(Field::Wv), None);
         // every field has exactly one name
         for f in Field::GLOBAL.iter().chain(&Field::LAYER) {
-            assert_eq!(a.names.iter().filter(|e| e.0 == *f).count(), 1, "{f:?}");
+            assert_eq!(a.all_names().filter(|e| e.0 == *f).count(), 1, "{f:?}");
         }
+        let m = Arch::for_hf("mixtral").unwrap();
+        assert_eq!(m.parse_gguf("blk.1.ffn_up_exps.weight"), Some((Field::ExpUp, 1)));
+        assert_eq!(
+            m.hf_name(Field::ExpUp, 1),
+            "model.layers.1.block_sparse_moe.experts.w3.weight"
+        );
+        assert_eq!(
+            m.hf_expert_name(Field::ExpDown, 0, 3),
+            "model.layers.0.block_sparse_moe.experts.3.w2.weight"
+        );
     }
 }

@@ -49,6 +49,17 @@ pub struct HfConfig {
     pub bos_token_id: Option<Json>,
     pub eos_token_id: Option<Json>,
     pub partial_rotary_factor: Option<f64>,
+    /// Mixture of Experts (mixtral: num_local_experts; qwen2_moe / qwen3_moe: num_experts).
+    pub num_local_experts: Option<usize>,
+    pub num_experts: Option<usize>,
+    pub num_experts_per_tok: Option<usize>,
+    pub moe_intermediate_size: Option<usize>,
+    pub shared_expert_intermediate_size: Option<usize>,
+    pub norm_topk_prob: Option<bool>,
+    pub decoder_sparse_step: Option<usize>,
+    #[serde(default)]
+    pub mlp_only_layers: Vec<usize>,
+    pub qkv_bias: Option<bool>,
     /// Not an HF key: llama.cpp's `rope_freqs` tensor of a GGUF (Llama 3.1's scaling in the form
     /// its converter stores), carried here so that a converted directory keeps it.
     pub rope_freq_factors: Option<Vec<f32>>,
@@ -76,7 +87,32 @@ pub struct Config {
     pub qk_norm: bool,  // RMSNorm over each head of q and k before RoPE (qwen3)
     /// Token ids that end generation (from config.json; generation_config.json may add more).
     pub eos_token_ids: Vec<u32>,
+    /// Mixture-of-Experts layers (mixtral, qwen2_moe, qwen3_moe); None for a dense model.
+    pub moe: Option<MoeConfig>,
 }
+
+/// The Mixture-of-Experts facts (Shazeer et al. 2017; Mixtral, Jiang et al. 2024; HF's
+/// `MixtralSparseMoeBlock`, `Qwen2MoeSparseMoeBlock`, `Qwen3MoeSparseMoeBlock`): a router picks
+/// `top_k` of `n_experts` SwiGLU FFNs of width `hidden` per token from softmax(x · W_routerᵀ).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeConfig {
+    pub n_experts: usize,
+    pub top_k: usize,
+    /// Each expert's FFN width (moe_intermediate_size; Mixtral: intermediate_size).
+    pub hidden: usize,
+    /// The shared expert's FFN width (Qwen2-MoE), 0 without one.
+    pub shared_hidden: usize,
+    /// The chosen k probabilities are divided by their sum (Mixtral always; Qwen: norm_topk_prob).
+    pub norm_topk_prob: bool,
+    /// Per layer: an MoE block (else the dense MLP of width hidden_dim: `mlp_only_layers`,
+    /// `decoder_sparse_step`).
+    pub layers: Vec<bool>,
+}
+
+/// The most experts a token picks (the GPU router keeps k per token in registers).
+pub const MAX_TOP_K: usize = 8;
+/// The most experts a layer has (a router row per invocation of one workgroup).
+pub const MAX_EXPERTS: usize = 256;
 
 impl Config {
     pub fn q_dim(&self) -> usize {
@@ -85,29 +121,68 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
     }
+    /// Whether layer `l` is a Mixture-of-Experts block.
+    pub fn is_moe(&self, l: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| m.layers[l])
+    }
+
+    /// Parameters of layer `l`'s feed-forward block: (all, read per token). An MoE block has
+    /// the router, every expert and the shared expert with its gate; a token reads top_k experts.
+    fn ffn_params(&self, l: usize) -> (usize, usize) {
+        let d = self.dim;
+        match &self.moe {
+            Some(m) if m.layers[l] => {
+                let shared = if m.shared_hidden > 0 {
+                    3 * d * m.shared_hidden + d
+                } else {
+                    0
+                };
+                let fixed = m.n_experts * d + shared;
+                (
+                    fixed + m.n_experts * 3 * d * m.hidden,
+                    fixed + m.top_k * 3 * d * m.hidden,
+                )
+            }
+            _ => (3 * d * self.hidden_dim, 3 * d * self.hidden_dim),
+        }
+    }
+
     /// Number of parameters, counting a tied embedding once.
     pub fn n_params(&self) -> usize {
-        let (d, q, kv, h) = (self.dim, self.q_dim(), self.kv_dim(), self.hidden_dim);
+        self.params().0
+    }
+
+    /// (parameters, parameters one decoded token reads: every expert counted for `n_params`,
+    /// top_k of them for the second), a tied embedding counted once.
+    fn params(&self) -> (usize, usize) {
+        let (d, q, kv) = (self.dim, self.q_dim(), self.kv_dim());
         let bias = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { d } else { 0 };
-        let layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * h + bias;
+        let attn = 2 * d + d * q + 2 * d * kv + q * d + bias;
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
-        self.vocab_size * d + self.n_layers * layer + d + head
+        let (mut all, mut active) = (self.vocab_size * d + d + head, self.vocab_size * d + d + head);
+        for l in 0..self.n_layers {
+            let (a, r) = self.ffn_params(l);
+            all += attn + a;
+            active += attn + r;
+        }
+        (all, active)
     }
 
     /// Multiply-adds of one layer's matrix products for one token row (attention scores not
-    /// counted): what a prefill step's submits are sized by.
+    /// counted; an MoE block's top_k experts): what a prefill step's submits are sized by.
     pub fn layer_macs_per_token(&self) -> u64 {
-        let (d, q, kv, h) = (self.dim, self.q_dim(), self.kv_dim(), self.hidden_dim);
-        (d * (q + 2 * kv) + q * d + 3 * d * h) as u64
+        let (d, q, kv) = (self.dim, self.q_dim(), self.kv_dim());
+        let ffn = (0..self.n_layers).map(|l| self.ffn_params(l).1).max().unwrap_or(0);
+        (d * (q + 2 * kv) + q * d + ffn) as u64
     }
 
     /// Weight bytes one decoded token reads at `bytes_per_weight` (4 for f32, 2 for f16): every
-    /// matrix and vector once, one embedding row; the KV cache is not counted (it depends on the
-    /// position).
+    /// matrix and vector once (of an MoE block the router, the top_k experts and the shared
+    /// expert), one embedding row; the KV cache is not counted (it depends on the position).
     pub fn weight_bytes_per_token(&self, bytes_per_weight: usize) -> u64 {
         let embed = self.vocab_size * self.dim;
         let head = if self.tied_embeddings { embed } else { 0 };
-        ((self.n_params() - embed + self.dim + head) * bytes_per_weight) as u64
+        ((self.params().1 - embed + self.dim + head) * bytes_per_weight) as u64
     }
 }
 
@@ -140,7 +215,17 @@ impl HfConfig {
     /// wrong and what to do.
     pub fn resolve(&self) -> Result<Config> {
         let model_type = self.model_type.clone().unwrap_or_else(|| "llama".into());
-        let known = ["llama", "mistral", "qwen2", "qwen3", "smollm", "smollm2"];
+        let known = [
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "smollm",
+            "smollm2",
+            "mixtral",
+            "qwen2_moe",
+            "qwen3_moe",
+        ];
         if !known.contains(&model_type.as_str()) {
             bail!(
                 "model_type {model_type:?} is not supported: tinfer runs {} (Llama-family decoders)",
@@ -227,7 +312,8 @@ impl HfConfig {
         if let Some(w) = self.sliding_window.as_ref().and_then(Json::as_u64) {
             let sliding_layers = self.layer_types.iter().flatten().any(|t| t == "sliding_attention");
             let used = self.use_sliding_window.unwrap_or(model_type == "mistral") || sliding_layers;
-            if used && (w as usize) < seq_len {
+            // Qwen2-MoE writes `sliding_window: 0` for no window
+            if used && w > 0 && (w as usize) < seq_len {
                 seq_len = w as usize;
             }
         }
@@ -262,8 +348,13 @@ impl HfConfig {
             rope_scaling = RopeScaling::FreqFactors(f.clone());
         }
         let attention_bias = self.attention_bias.unwrap_or(false);
-        let qk_norm = model_type == "qwen3";
-        let qkv_bias = model_type == "qwen2" || attention_bias;
+        let qk_norm = model_type == "qwen3" || model_type == "qwen3_moe";
+        let qkv_bias = match model_type.as_str() {
+            "qwen2" => true,
+            "qwen2_moe" => self.qkv_bias.unwrap_or(true),
+            _ => attention_bias,
+        };
+        let moe = self.moe(&model_type)?;
         Ok(Config {
             model_type,
             dim,
@@ -283,7 +374,56 @@ impl HfConfig {
             o_bias: attention_bias,
             qk_norm,
             eos_token_ids: token_ids(self.eos_token_id.as_ref()),
+            moe,
         })
+    }
+
+    /// The MoE facts of an MoE model_type, checked; None for a dense one.
+    fn moe(&self, model_type: &str) -> Result<Option<MoeConfig>> {
+        let mixtral = model_type == "mixtral";
+        if !mixtral && !model_type.ends_with("_moe") {
+            return Ok(None);
+        }
+        let n_experts = self.num_experts.or(self.num_local_experts).unwrap_or(0);
+        let top_k = self.num_experts_per_tok.unwrap_or(0);
+        let hidden = if mixtral {
+            self.intermediate_size
+        } else {
+            self.moe_intermediate_size
+                .context("config.json: moe_intermediate_size is missing")?
+        };
+        let shared_hidden = match model_type {
+            "qwen2_moe" => self.shared_expert_intermediate_size.unwrap_or(0),
+            _ => 0,
+        };
+        ensure!(
+            (1..=MAX_EXPERTS).contains(&n_experts),
+            "config.json: {n_experts} experts (num_experts / num_local_experts); tinfer runs 1..={MAX_EXPERTS}"
+        );
+        ensure!(
+            (1..=MAX_TOP_K.min(n_experts)).contains(&top_k),
+            "config.json: num_experts_per_tok = {top_k}; tinfer runs 1..={} (at most {MAX_TOP_K}, at most the experts)",
+            MAX_TOP_K.min(n_experts)
+        );
+        ensure!(
+            (1..=MAX_WIDTH).contains(&hidden) && shared_hidden <= MAX_WIDTH,
+            "config.json: expert width {hidden} / shared expert width {shared_hidden} is outside 1..={MAX_WIDTH}"
+        );
+        let step = self.decoder_sparse_step.unwrap_or(1).max(1);
+        if let Some(l) = self.mlp_only_layers.iter().find(|&&l| l >= self.num_hidden_layers) {
+            bail!("config.json: mlp_only_layers names layer {l}, past the last");
+        }
+        let layers = (0..self.num_hidden_layers)
+            .map(|l| mixtral || (!self.mlp_only_layers.contains(&l) && (l + 1) % step == 0))
+            .collect();
+        Ok(Some(MoeConfig {
+            n_experts,
+            top_k,
+            hidden,
+            shared_hidden,
+            norm_topk_prob: mixtral || self.norm_topk_prob.unwrap_or(false),
+            layers,
+        }))
     }
 }
 

@@ -15,6 +15,7 @@ pub mod kv_cache; // paged KV bookkeeping: block allocator, block tables, slots,
 pub mod loader; // safetensors / GGUF -> Weights<Tensor> (names from arch.rs)
 pub mod lora; // PEFT LoRA adapters: loading, checking, unmerged update, merge
 pub mod model; // the device seam: sequences (new_seq/fork/truncate/release), forward(&Batch)
+pub mod moe; // Mixture of Experts: routing and the CPU reference block
 pub mod options; // leaf types: Device, Attention, KvLayout, Dtype, Options, Want
 pub mod quant; // f32 -> Q8_0 / Q4_K blocks, byte for byte as llama.cpp's reference quantizers
 pub mod sampler; // greedy / temperature / top-k / top-p / min-p / repetition penalty

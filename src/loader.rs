@@ -178,27 +178,72 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
     let mut problems: Vec<String> = vec![];
     let mut used = BTreeSet::new();
     let mut loaded = BTreeMap::new();
+    let mut experts = BTreeMap::new();
+    let load = |name: &str, problems: &mut Vec<String>| match src.load(name) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            problems.push(format!("tensor {name}: {e:#}"));
+            None
+        }
+    };
     let fields = Field::GLOBAL
         .iter()
         .map(|&f| (f, 0))
         .chain((0..cfg.n_layers).flat_map(|l| Field::LAYER.iter().map(move |&f| (f, l))));
     for (f, l) in fields {
-        if !f.present(cfg) {
+        if !f.present(cfg, l) {
             continue;
         }
         let (name, shape) = (arch.hf_name(f, l), f.shape(cfg));
+        if Field::EXPERTS.contains(&f) {
+            // a stacked (n_experts, ..) tensor (GGUF, converted files), or one per expert (HF)
+            let n = cfg.moe.as_ref().map_or(0, |m| m.n_experts);
+            let stacked: Vec<usize> = [n].iter().chain(&shape).copied().collect();
+            let list = match shapes.get(&name) {
+                Some(s) if *s == stacked => {
+                    used.insert(name.clone());
+                    load(&name, &mut problems).map(|t| (0..n).map(|e| t.rows_at(e * shape[0], shape.clone())).collect())
+                }
+                Some(s) => {
+                    problems.push(format!(
+                        "tensor {name} has shape {s:?}, config.json implies {stacked:?}"
+                    ));
+                    None
+                }
+                None => (0..n)
+                    .map(|e| {
+                        let name = arch.hf_expert_name(f, l, e);
+                        match shapes.get(&name) {
+                            None => problems.push(format!("missing tensor {name} {shape:?}")),
+                            Some(s) if *s != shape => {
+                                problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"))
+                            }
+                            Some(_) => {
+                                used.insert(name.clone());
+                                return load(&name, &mut problems);
+                            }
+                        }
+                        None
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .collect(),
+            };
+            if let Some(list) = list {
+                experts.insert((f as usize, l), list);
+            }
+            continue;
+        }
         match shapes.get(&name) {
             None => problems.push(format!("missing tensor {name} {shape:?}")),
-            Some(s) if *s != shape => {
+            // GGUF keeps the shared expert's gate (1, dim) as a vector
+            Some(s) if *s != shape && !(f == Field::ShGateInp && *s == shape[1..]) => {
                 problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"))
             }
             Some(_) => {
                 used.insert(name.clone());
-                match src.load(&name) {
-                    Ok(x) => {
-                        loaded.insert((f as usize, l), x);
-                    }
-                    Err(e) => problems.push(format!("tensor {name}: {e:#}")),
+                if let Some(x) = load(&name, &mut problems) {
+                    loaded.insert((f as usize, l), x);
                 }
             }
         }
@@ -224,7 +269,12 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
     if !problems.is_empty() {
         bail!("{}", one_line(&problems));
     }
-    Ok(Weights::from_fn(cfg.n_layers, |f, l| loaded.remove(&(f as usize, l))).expect("every present field was loaded"))
+    let w = Weights::from_fn(
+        cfg,
+        |f, l| loaded.remove(&(f as usize, l)),
+        |f, l| experts.remove(&(f as usize, l)),
+    );
+    Ok(w.expect("every present field was loaded"))
 }
 
 /// The `Format` of a safetensors dtype: F32, F16 or BF16; others refused.

@@ -9,6 +9,7 @@ use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
 use crate::lora::Lora;
+use crate::moe::Route;
 pub use crate::options::{
     Attention, Batch, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Options, SeqId, Want,
 };
@@ -38,6 +39,8 @@ pub struct Model {
     loras: Vec<Lora>,
     /// (max_seqs) × (loras): each live sequence's factor per adapter (0: off).
     lora_factors: Vec<Vec<f32>>,
+    /// MoE routing of every row forwarded since `record_routing(true)`: (layer, position, route).
+    routing: Option<Vec<(usize, usize, Route)>>,
 }
 
 enum Backend {
@@ -107,6 +110,7 @@ impl Model {
                 backend: Backend::Gpu(Box::new(gpu)),
                 loras,
                 lora_factors,
+                routing: None,
             });
         }
         let rope = RopeTable::new(&cfg);
@@ -120,6 +124,7 @@ impl Model {
             },
             loras,
             lora_factors,
+            routing: None,
         })
     }
 
@@ -137,6 +142,7 @@ impl Model {
             backend: Backend::Gpu(Box::new(gpu)),
             loras: vec![],
             lora_factors: vec![vec![]; Options::default().max_seqs],
+            routing: None,
         })
     }
 
@@ -410,11 +416,46 @@ impl Model {
                         .zip(self.lora_factors[e.seq.0].iter().copied())
                         .filter(|&(_, f)| f != 0.0)
                         .collect();
-                    cpu::forward(&self.cfg, weights, rope, cache, e.tokens, e.want, &lora)
+                    let pos = cache.len;
+                    let mut routes = self.routing.is_some().then(Vec::new);
+                    let out = cpu::forward(
+                        &self.cfg,
+                        weights,
+                        rope,
+                        cache,
+                        e.tokens,
+                        e.want,
+                        &lora,
+                        routes.as_mut(),
+                    );
+                    for (l, rows) in routes.into_iter().flatten() {
+                        let all = self.routing.as_mut().expect("recording");
+                        all.extend(rows.into_iter().enumerate().map(|(i, r)| (l, pos + i, r)));
+                    }
+                    out
                 })
                 .collect()),
-            Backend::Gpu(g) => g.forward(batch),
+            Backend::Gpu(g) => {
+                let pos: Vec<usize> = batch.iter().map(|e| g.seq_len(e.seq)).collect();
+                let out = g.forward(batch)?;
+                if let Some(all) = self.routing.as_mut() {
+                    all.extend(g.routing(batch, &pos)?);
+                }
+                Ok(out)
+            }
         }
+    }
+
+    /// Start (`true`) or stop recording the MoE routing of the rows forwarded from now on
+    /// (`tinfer logits --routing`); `take_routing` returns it. A dense model records nothing.
+    pub fn record_routing(&mut self, on: bool) {
+        self.routing = on.then(Vec::new);
+    }
+
+    /// The routing recorded so far, (layer, position, route) in the order the rows ran; the
+    /// record is emptied.
+    pub fn take_routing(&mut self) -> Vec<(usize, usize, Route)> {
+        self.routing.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// `forward` of entries that each want `Last`, then the most likely next token of each (the

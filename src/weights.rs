@@ -22,9 +22,30 @@ pub struct Layer<T> {
     pub q_norm: Option<T>, // (head_dim,)          qwen3: RMSNorm of each query head before RoPE
     pub k_norm: Option<T>, // (head_dim,)          qwen3: the same for each key head
     pub ffn_norm: T,       // (dim,)
-    pub w_gate: T,         // (hidden_dim, dim)
-    pub w_up: T,           // (hidden_dim, dim)
-    pub w_down: T,         // (dim, hidden_dim)
+    /// The SwiGLU FFN every token runs: a dense layer's MLP (hidden_dim), or an MoE block's
+    /// shared expert (Qwen2-MoE, shared_hidden); None in an MoE block without one.
+    pub mlp: Option<Mlp<T>>,
+    /// A Mixture-of-Experts block (config::MoeConfig); None in a dense layer.
+    pub moe: Option<Moe<T>>,
+}
+
+/// A SwiGLU FFN: down · (silu(gate · x) * (up · x)).
+#[derive(Clone, Debug)]
+pub struct Mlp<T> {
+    pub gate: T, // (h, dim)
+    pub up: T,   // (h, dim)
+    pub down: T, // (dim, h)
+}
+
+/// A Mixture-of-Experts block (HF `MixtralSparseMoeBlock`, `Qwen2MoeSparseMoeBlock`): the
+/// router and one SwiGLU FFN of MoeConfig::hidden per expert.
+#[derive(Clone, Debug)]
+pub struct Moe<T> {
+    pub router: T,              // (n_experts, dim)
+    pub shared_gate: Option<T>, // (1, dim) Qwen2-MoE: the shared expert's output times sigmoid(x · it)
+    pub gate: Vec<T>,           // n_experts × (hidden, dim)
+    pub up: Vec<T>,             // n_experts × (hidden, dim)
+    pub down: Vec<T>,           // n_experts × (dim, hidden)
 }
 
 #[derive(Clone, Debug)]
@@ -466,6 +487,31 @@ impl Tensor {
     /// Bytes per row.
     pub fn row_bytes(&self) -> usize {
         self.format.bytes_for(self.cols()).expect("checked at construction")
+    }
+
+    /// Rows `first..` as a tensor of `shape` (same columns; mapped bytes stay mapped, others are
+    /// copied): one expert of a stacked (n_experts, rows, cols) tensor.
+    pub fn rows_at(&self, first: usize, shape: Vec<usize>) -> Tensor {
+        let (rb, cols) = (self.row_bytes(), self.cols());
+        let n: usize = shape[..shape.len() - 1].iter().product();
+        assert!(
+            shape.last() == Some(&cols) && first + n <= self.rows(),
+            "rows_at {first}+{n}"
+        );
+        let bytes = match &self.bytes {
+            Storage::Mapped { file, start, .. } => Storage::Mapped {
+                file: file.clone(),
+                start: start + first * rb,
+                len: n * rb,
+            },
+            Storage::Owned(v) => Storage::Owned(v[first * rb..(first + n) * rb].to_vec()),
+            Storage::F32(v) => Storage::F32(v[first * cols..(first + n) * cols].to_vec()),
+        };
+        Tensor {
+            format: self.format,
+            shape,
+            bytes,
+        }
     }
 
     /// Decode row `i` into `out` (`cols()` values).

@@ -41,6 +41,8 @@ override ROPE: bool = false;
 override HEAD_DIM: u32 = 64u;
 override KV_F16: bool = false; // lib/kv.wgsl: the cache ROPE writes holds f16
 override LORA_ADAPTERS: u32 = 0u;
+override MOE_K: u32 = 0u;              // MoE expert products: the experts a token picks (0: dense)
+override MOE_X_PER_TOKEN: bool = true; // MoE: x has a row per token (W_gate;W_up), else per assignment (W_down)
 
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
@@ -50,6 +52,46 @@ override LORA_ADAPTERS: u32 = 0u;
 @group(0) @binding(9) var<storage, read> sin_t: array<f32>;
 @group(0) @binding(10) var<storage, read> lora_delta: array<f32>;
 @group(0) @binding(11) var<uniform> lora_factors: array<vec4<f32>, 1024>;
+@group(0) @binding(13) var<storage, read> routing: array<u32>;
+
+// MoE (MOE_K > 0): W stacks every expert's rows (shape.b each) and `routing` is what
+// moe_route.wgsl wrote: ids[t * K + s] (assignment a = t * K + s: token t's s-th expert), its
+// weights, then per expert e its count and assignments. A GEMV (one token) runs slot s = the
+// grid's z over expert ids[s], x row s (or 0 per token), out row s; a GEMM runs expert e = the
+// grid's z over its assignments: out row a, x row a (or a / K per token).
+const MOE_MAX_T: u32 = 256u; // MAX_STEP_TOKENS
+var<private> moe_e: u32;
+var<private> x_base: u32 = 0u; // GEMV: the vec4 where x's row starts in the uniform window
+
+fn moe_list(e: u32) -> u32 { return 2u * MOE_MAX_T * MOE_K + e * (MOE_MAX_T + 1u); }
+
+// GEMV: slot `s` of the step's one token (0 when dense); picks its expert's rows and x row.
+fn moe_gemv(s: u32) -> u32 {
+    if (MOE_K == 0u) { return 0u; }
+    w_row_base = routing[s] * shape.b;
+    if (!MOE_X_PER_TOKEN) { x_base = s * shape.a / 4u; }
+    return s;
+}
+
+// GEMM: the rows of the product for the grid's z = `e`: the step's tokens (dense) or expert
+// e's assignments, whose rows it picks.
+fn moe_gemm_rows(e: u32) -> u32 {
+    if (MOE_K == 0u) { return step.n_tokens; }
+    moe_e = e;
+    w_row_base = e * shape.b;
+    return routing[moe_list(e)];
+}
+
+// GEMM: the out row and the x row of the product's row j.
+fn moe_out_row(j: u32) -> u32 {
+    if (MOE_K == 0u) { return j; }
+    return routing[moe_list(moe_e) + 1u + j];
+}
+fn moe_x_row(j: u32) -> u32 {
+    let a = moe_out_row(j);
+    if (MOE_K == 0u || !MOE_X_PER_TOKEN) { return a; }
+    return a / max(MOE_K, 1u);
+}
 
 // The LoRA update of row o of token t, its sequence's factors applied (0 without adapters).
 fn lora(t: u32, o: u32) -> f32 {

@@ -40,7 +40,9 @@ const Q6_K = 14u;
 // so shifts and masks find it (a u32 division costs a scalar divide per lane there); on GPUs
 // layers of equal height, at most a texture row of padding each (the branch is uniform).
 // (Row widths in texels: src/gpu/weights.rs `row_texels`.)
-fn q_row(n: u32, o: u32) -> vec4<u32> {
+// Row o counts from w_row_base (prelude.wgsl: an MoE product's expert).
+fn q_row(n: u32, o_in: u32) -> vec4<u32> {
+    let o = o_in + w_row_base;
     let height = textureDimensions(w).y;
     let group = o >> 3u;
     if ((height & (height - 1u)) != 0u) {

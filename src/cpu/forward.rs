@@ -6,6 +6,7 @@ use super::ops::{add, attention, matmul, rmsnorm, rope, swiglu};
 use crate::arch::Field;
 use crate::config::{Config, RopeTable};
 use crate::lora::Lora;
+use crate::moe::{self, Route};
 use crate::options::Want;
 use crate::weights::{Tensor, Weights};
 
@@ -43,6 +44,7 @@ pub fn forward(
     tokens: &[u32],
     want: Want,
     lora: &[(&Lora, f32)], // the sequence's adapters with their factors (empty: the base model)
+    mut routes: Option<&mut Vec<(usize, Vec<Route>)>>, // MoE: each MoE layer's routing of the T rows
 ) -> Vec<f32> {
     let (dim, hd, q_dim, kv_dim, hidden) = (cfg.dim, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let t_n = tokens.len();
@@ -116,15 +118,28 @@ pub fn forward(
         adapt(Field::Wo, &mut xb, &att);
         add(&mut x, &xb);
 
-        // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
+        // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x)), or an MoE
+        // block: x += Σ over the row's top-k experts of weight · expert(norm(x)) (moe.rs)
         rmsnorm(&mut xb, &x, &layer.ffn_norm.f32s(), cfg.norm_eps);
-        matmul(&mut hb, &xb, &layer.w_gate, None, dim);
-        matmul(&mut hb2, &xb, &layer.w_up, None, dim);
-        adapt(Field::WGate, &mut hb, &xb);
-        adapt(Field::WUp, &mut hb2, &xb);
-        swiglu(&mut hb, &hb2);
-        matmul(&mut xb, &hb, &layer.w_down, None, hidden);
-        adapt(Field::WDown, &mut xb, &hb);
+        match (&layer.moe, &cfg.moe, &layer.mlp) {
+            (Some(m), Some(mc), shared) => {
+                let xn = xb.clone();
+                let r = moe::block(mc, m, shared.as_ref(), &xn, &mut xb);
+                if let Some(routes) = routes.as_deref_mut() {
+                    routes.push((l, r));
+                }
+            }
+            (_, _, Some(mlp)) => {
+                matmul(&mut hb, &xb, &mlp.gate, None, dim);
+                matmul(&mut hb2, &xb, &mlp.up, None, dim);
+                adapt(Field::WGate, &mut hb, &xb);
+                adapt(Field::WUp, &mut hb2, &xb);
+                swiglu(&mut hb, &hb2);
+                matmul(&mut xb, &hb, &mlp.down, None, hidden);
+                adapt(Field::WDown, &mut xb, &hb);
+            }
+            _ => unreachable!("a layer is dense or MoE"),
+        }
         add(&mut x, &xb);
     }
     cache.len += t_n;

@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use super::context::Gpu;
 use super::kernels::{MAX_PART_ROWS, MAX_STEP_TOKENS, UNIFORM_X_BYTES};
+use super::moe::MoeActs;
 use super::weights::ActTex;
 use crate::config::Config;
 use crate::options::Attention;
@@ -18,26 +19,29 @@ pub const LOGITS_BYTES: u64 = 32 << 20;
 /// The activations of one step, a row per token (T ≤ MAX_STEP_TOKENS). Those a GEMV reads hold
 /// at least its 64 KiB uniform window.
 pub struct Activations {
-    pub x: Buf,            // (T, dim) residual stream
-    pub xl: Buf,           // (1, dim) the last row, normalised, for the LM head
-    pub q: Buf,            // (T, n_heads·hd) queries after RoPE
-    pub qkv: Buf,          // (T, q_dim + 2 kv_dim) the QKV product's rows, when q/k are normed (Qwen3); else (4,)
-    pub att: Buf,          // (T, n_heads·hd) attention output
-    pub hb: Buf,           // (T, hidden) silu(gate) * up
-    pub xt_dim: ActTex,    // (T, dim/4 texels) rmsnorm(x), for the GEMMs that read it
-    pub xt_q: ActTex,      // (T, q_dim/4 texels) att, for the Wo GEMM
-    pub xt_hidden: ActTex, // (T, hidden/4 texels) hb, for the W_down GEMM
-    pub part: Buf,         // (T × n_splits ≤ MAX_PART_ROWS, n_heads, hd + 2) split-K partials: acc, m, l
-    pub scores: Buf,       // naive attention: (T, n_heads, seq_len); flash: unused (1,)
-    pub logits: Buf,       // (all_rows, vocab)
-    pub next_id: Buf,      // (1,) u32 the device's argmax
-    pub all_rows: usize,   // most rows of logits one step returns (the logits buffer's rows)
+    pub x: Buf,               // (T, dim) residual stream
+    pub xl: Buf,              // (1, dim) the last row, normalised, for the LM head
+    pub q: Buf,               // (T, n_heads·hd) queries after RoPE
+    pub qkv: Buf,             // (T, q_dim + 2 kv_dim) the QKV product's rows, when q/k are normed (Qwen3); else (4,)
+    pub att: Buf,             // (T, n_heads·hd) attention output
+    pub hb: Buf,              // (T, hidden) silu(gate) * up
+    pub xt_dim: ActTex,       // (T, dim/4 texels) rmsnorm(x), for the GEMMs that read it
+    pub xt_q: ActTex,         // (T, q_dim/4 texels) att, for the Wo GEMM
+    pub xt_hidden: ActTex,    // (T, hidden/4 texels) hb, for the W_down GEMM
+    pub part: Buf,            // (T × n_splits ≤ MAX_PART_ROWS, n_heads, hd + 2) split-K partials: acc, m, l
+    pub scores: Buf,          // naive attention: (T, n_heads, seq_len); flash: unused (1,)
+    pub logits: Buf,          // (all_rows, vocab)
+    pub next_id: Buf,         // (1,) u32 the device's argmax
+    pub all_rows: usize,      // most rows of logits one step returns (the logits buffer's rows)
+    pub moe: Option<MoeActs>, // MoE blocks' scratch (gpu/moe.rs)
 }
 
 impl Activations {
     /// Buffers for `cfg`; `max_binding` caps the logits buffer (rows of all-position logits).
     pub fn new(gpu: &Gpu, cfg: &Config, attention: Attention, max_binding: u64) -> Result<Self> {
-        let (dim, q_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.hidden_dim, cfg.vocab_size);
+        // hb holds a dense layer's or a shared expert's hidden rows
+        let shared = cfg.moe.as_ref().map_or(0, |m| m.shared_hidden);
+        let (dim, q_dim, hidden, vocab) = (cfg.dim, cfg.q_dim(), cfg.hidden_dim.max(shared), cfg.vocab_size);
         let t = MAX_STEP_TOKENS;
         let act = |name: &str, n: usize| gpu.zeros(name, n.max(UNIFORM_X_BYTES as usize / 4));
         let all_rows = ((max_binding.min(LOGITS_BYTES) / (vocab as u64 * 4)) as usize).clamp(1, t);
@@ -63,6 +67,7 @@ impl Activations {
             logits: gpu.zeros("logits", all_rows * vocab)?,
             next_id: gpu.zeros("next_id", 1)?,
             all_rows,
+            moe: cfg.moe.as_ref().map(|m| MoeActs::new(gpu, cfg, m)).transpose()?,
         })
     }
 }

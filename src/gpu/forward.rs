@@ -90,15 +90,23 @@ pub fn record(
         r.ops
             .push(l.matmul_lora(att, &lw.wo, lw.bo.as_ref(), Epilogue::Add(&a.x), d_o)?);
 
-        // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x))
+        // Feed-forward block: x += W_down · (silu(W_gate·norm(x)) * W_up·norm(x)), or an MoE
+        // block: x += Σ over the row's top-k experts of weight · expert(norm(x)) (gpu/moe.rs)
         let xb = r.input(&a.x, Some(&lw.ffn_norm), &a.xt_dim);
+        if let (Some(m), Some(mc), Some(acts)) = (&lw.moe, &w.moe_config, &a.moe) {
+            let norm = (&lw.ffn_norm, r.eps);
+            r.ops
+                .extend(super::moe::record(l, mc, m, lw.mlp.as_ref(), acts, a, xb, norm)?);
+            continue;
+        }
+        let mlp = lw.mlp.as_ref().expect("a dense layer has its MLP");
         let d_gu = r.lora(lora, |s| s.gate_up.as_ref(), i, xb)?;
         r.ops
-            .push(l.matmul_lora(xb, &lw.w_gate_up, None, Epilogue::SwiGlu(&a.hb), d_gu)?);
+            .push(l.matmul_lora(xb, &mlp.gate_up, None, Epilogue::SwiGlu(&a.hb), d_gu)?);
         let hb = r.input(&a.hb, None, &a.xt_hidden);
         let d_down = r.lora(lora, |s| s.down.as_ref(), i, hb)?;
         r.ops
-            .push(l.matmul_lora(hb, &lw.w_down, None, Epilogue::Add(&a.x), d_down)?);
+            .push(l.matmul_lora(hb, &mlp.down, None, Epilogue::Add(&a.x), d_down)?);
     }
     Ok((r.ops, layer_starts))
 }

@@ -403,6 +403,26 @@ impl Kernels {
 }
 
 impl Kernels {
+    /// moe_route.wgsl for `n_experts`, top `k`, renormalised or not.
+    pub fn moe_route(gpu: &Gpu, n_experts: usize, k: usize, norm_topk: bool) -> Result<Kernel> {
+        let c = [
+            ("N_EXPERTS", n_experts as f64),
+            ("K", k as f64),
+            ("NORM_TOPK", norm_topk as u8 as f64),
+        ];
+        Kernel::new(gpu, "moe_route.wgsl", &c)
+    }
+
+    /// moe_combine.wgsl for `n_experts`, top `k`, with or without a shared expert.
+    pub fn moe_combine(gpu: &Gpu, n_experts: usize, k: usize, shared: bool) -> Result<Kernel> {
+        let c = [
+            ("N_EXPERTS", n_experts as f64),
+            ("K", k as f64),
+            ("SHARED", shared as u8 as f64),
+        ];
+        Kernel::new(gpu, "moe_combine.wgsl", &c)
+    }
+
     /// embed.wgsl reading a table in `format`.
     pub fn embed_kernel(gpu: &Gpu, format: Format) -> Result<Kernel> {
         Kernel::new(gpu, "embed.wgsl", &[wtype(format)])
@@ -515,13 +535,15 @@ impl Kernels {
     pub fn matmul(&self, gpu: &Gpu, gemm: bool, bias: bool, store: Store) -> Result<Kernel> {
         assert!(!(bias && store == Store::SwiGlu), "the SwiGLU product takes no bias");
         assert!(store != Store::RopeKv, "RoPE products come from matmul_kernel");
-        Self::matmul_kernel(gpu, self.kind, gemm, bias, store, None, 0)
+        Self::matmul_kernel(gpu, self.kind, gemm, bias, store, None, 0, None)
     }
 
     /// A matrix kernel of `kind` (see `matmul`); a `fusion` compiles the GEMV that RMS-normalises
     /// x first (NORM), and for Store::RopeKv the GEMV or GEMM that applies RoPE (ROPE): the
     /// model uses them for the products after a norm (QKV, gate and up). With `lora` adapters
-    /// it adds each row's LoRA update (lib/epilogue.wgsl's LORA_ADAPTERS).
+    /// it adds each row's LoRA update (lib/epilogue.wgsl's LORA_ADAPTERS). With `moe` = (k,
+    /// x per token) it is an MoE expert product (lib/epilogue.wgsl's MOE_K, MOE_X_PER_TOKEN).
+    #[allow(clippy::too_many_arguments)]
     pub fn matmul_kernel(
         gpu: &Gpu,
         kind: MatmulKind,
@@ -530,6 +552,7 @@ impl Kernels {
         store: Store,
         fusion: Option<Fusion>,
         lora: usize,
+        moe: Option<(usize, bool)>,
     ) -> Result<Kernel> {
         assert!(
             store != Store::RopeKv || fusion.is_some(),
@@ -564,6 +587,9 @@ impl Kernels {
         ];
         if lora > 0 {
             c.push(("LORA_ADAPTERS", lora as f64));
+        }
+        if let Some((k, per_token)) = moe {
+            c.extend([("MOE_K", k as f64), ("MOE_X_PER_TOKEN", flag(per_token))]);
         }
         if let Some(f) = fusion {
             if !gemm {

@@ -43,6 +43,19 @@ pub enum Epilogue<'a> {
     },
 }
 
+/// What an MoE expert product reads besides a product's inputs (`Launch::matmul_moe`).
+#[derive(Clone, Copy)]
+pub struct MoeSite<'a> {
+    /// What moe_route.wgsl wrote: each row's experts and weights, each expert's rows.
+    pub routing: &'a Buf,
+    /// Experts a token picks.
+    pub k: usize,
+    /// Experts W stacks (its rows are n_experts × an expert's).
+    pub n_experts: usize,
+    /// x has a row per token (W_gate;W_up), else a row per (token, slot) (W_down).
+    pub x_per_token: bool,
+}
+
 /// The model facts the fused products need: RMSNorm's epsilon, RoPE's head_dim, query and key
 /// rows of the stacked QKV matrix, and the host-computed RoPE tables (config::RopeTable).
 pub struct Fused {
@@ -192,6 +205,17 @@ impl<'a> Launch<'a> {
     /// xt (T, d/4 texels) = x (T, d), or rmsnorm(x) * norm with `norm`: to_texture.wgsl, the
     /// copy before a GEMM. Returns the GEMM's input.
     pub fn to_texture<'b>(&self, x: &Buf, norm: Option<(&Buf, f32)>, xt: &'b ActTex) -> (Op, Input<'b>) {
+        self.to_texture_rows(x, norm, xt, 1)
+    }
+
+    /// `to_texture` of `per_token` rows a token (an MoE block's (T·k, hidden) rows; no norm).
+    pub fn to_texture_rows<'b>(
+        &self,
+        x: &Buf,
+        norm: Option<(&Buf, f32)>,
+        xt: &'b ActTex,
+        per_token: usize,
+    ) -> (Op, Input<'b>) {
         let d = xt.d;
         let (kern, s, grid): (&Kernel, Shape, Grid) = match norm {
             Some((_, eps)) => (
@@ -201,8 +225,8 @@ impl<'a> Launch<'a> {
             ),
             None => (
                 &self.k.to_texture,
-                Shape::new(d, 0, 0, 0),
-                Box::new(move |dims: Dims| [(d / 4).div_ceil(64) as u32, dims.t, 1]),
+                Shape::new(d, 0, per_token, 0),
+                Box::new(move |dims: Dims| [(d / 4).div_ceil(64) as u32, dims.t * per_token as u32, 1]),
             ),
         };
         let w = norm.map_or(&self.dummy, |(w, _)| w);
@@ -228,6 +252,26 @@ impl<'a> Launch<'a> {
         epi: Epilogue,
         lora: Option<&GpuLora>,
     ) -> anyhow::Result<Op> {
+        self.product(x, w, bias, epi, lora, None)
+    }
+
+    /// An MoE block's expert product: W stacks every expert's rows, and each row of the step
+    /// multiplies the rows of the experts `moe.routing` gives it (lib/epilogue.wgsl's MOE_K): a
+    /// GEMV runs the one token's k slots (the grid's z), a GEMM each expert over the rows
+    /// routed to it (the grid's z; workgroups past an expert's rows return at once).
+    pub fn matmul_moe(&self, x: Input, w: &WeightTex, epi: Epilogue, moe: MoeSite) -> anyhow::Result<Op> {
+        self.product(x, w, None, epi, None, Some(moe))
+    }
+
+    fn product(
+        &self,
+        x: Input,
+        w: &WeightTex,
+        bias: Option<&Buf>,
+        epi: Epilogue,
+        lora: Option<&GpuLora>,
+        moe: Option<MoeSite>,
+    ) -> anyhow::Result<Op> {
         let gemm = matches!(x, Input::Gemm(_));
         let norm = match x {
             Input::Gemv { norm, .. } => norm,
@@ -251,14 +295,20 @@ impl<'a> Launch<'a> {
         });
         let kind = self.kind.with(w.format);
         let n_lora = lora.map_or(0, |g| g.n_adapters);
-        let kern = Kernels::matmul_kernel(self.gpu, kind, gemm, bias.is_some(), store, fusion, n_lora)?;
+        let moe_k = moe.map(|m| (m.k, m.x_per_token));
+        let kern = Kernels::matmul_kernel(self.gpu, kind, gemm, bias.is_some(), store, fusion, n_lora, moe_k)?;
+        let rows = w.rows / moe.map_or(1, |m| m.n_experts); // an expert's rows
         let s = match (store, f) {
-            (Store::RopeKv, Some(f)) => Shape::new(w.cols, w.rows, f.q_dim, f.kv_dim),
-            (Store::SwiGlu, _) => Shape::new(w.cols, w.rows, w.rows / 2, 0),
-            _ => Shape::new(w.cols, w.rows, 0, w.rows),
+            (Store::RopeKv, Some(f)) => Shape::new(w.cols, rows, f.q_dim, f.kv_dim),
+            (Store::SwiGlu, _) => Shape::new(w.cols, rows, rows / 2, 0),
+            _ => Shape::new(w.cols, rows, 0, rows),
         };
-        let rows = w.rows;
-        let grid: Grid = Box::new(move |d: Dims| Kernels::matmul_grid(kind, gemm, rows, d.t as usize));
+        // MoE: z over a GEMV's slots or a GEMM's experts
+        let z = moe.map_or(1, |m| if gemm { m.n_experts } else { m.k }) as u32;
+        let grid: Grid = Box::new(move |d: Dims| {
+            let [gx, gy, _] = Kernels::matmul_grid(kind, gemm, rows, d.t as usize);
+            [gx, gy, z]
+        });
         let (cos, sin) = f.map_or((&self.dummy, &self.dummy), |f| (&f.cos, &f.sin));
         let mut res = vec![
             match x {
@@ -273,9 +323,8 @@ impl<'a> Launch<'a> {
         ];
         let (delta, factors) = lora.map_or((&self.dummy, &self.dummy_norm), |g| (&g.delta, &g.factors));
         res.extend([Res::Buf(cos), Res::Buf(sin), Res::Buf(delta), Res::Buf(factors)]);
-        if !gemm {
-            res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
-        }
+        res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
+        res.push(Res::Buf(moe.map_or(&self.dummy, |m| m.routing)));
         Ok(self.op(&kern, s, &res, grid))
     }
 
@@ -315,6 +364,46 @@ impl<'a> Launch<'a> {
                 ),
             ],
         }
+    }
+
+    /// An MoE block's routing from its router logits (T, stride): moe_route.wgsl.
+    pub fn moe_route(
+        &self,
+        logits: &Buf,
+        stride: usize,
+        routing: &Buf,
+        k: usize,
+        n_experts: usize,
+        norm: bool,
+    ) -> anyhow::Result<Op> {
+        let kern = Kernels::moe_route(self.gpu, n_experts, k, norm)?;
+        Ok(self.op(
+            &kern,
+            Shape::new(stride, 0, 0, 0),
+            &Self::bufs(&[logits, routing]),
+            Box::new(|_| [1, 1, 1]),
+        ))
+    }
+
+    /// x (T, dim) += the routed experts' rows y (T·k, dim) weighted, plus with `shared` =
+    /// (y_shared (T, dim), logits (T, stride)) the shared expert's rows times their gate:
+    /// moe_combine.wgsl.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moe_combine(
+        &self,
+        routing: &Buf,
+        y: &Buf,
+        shared: Option<(&Buf, &Buf, usize)>,
+        x: &Buf,
+        dim: usize,
+        k: usize,
+        n_experts: usize,
+    ) -> anyhow::Result<Op> {
+        let kern = Kernels::moe_combine(self.gpu, n_experts, k, shared.is_some())?;
+        let (ys, logits, stride) = shared.unwrap_or((&self.dummy, &self.dummy, 0));
+        let s = Shape::new(dim, stride, 0, 0);
+        let grid: Grid = Box::new(move |d: Dims| [dim.div_ceil(64) as u32, d.t, 1]);
+        Ok(self.op(&kern, s, &Self::bufs(&[routing, y, ys, logits, x]), grid))
     }
 
     /// next_id (1,) u32 = argmax of logits row 0 (the first on ties): argmax.wgsl.

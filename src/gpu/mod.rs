@@ -7,6 +7,7 @@ pub mod kernels;
 pub mod launch;
 pub mod lora;
 pub mod model;
+pub mod moe;
 pub mod sources;
 pub mod weights;
 

@@ -15,7 +15,8 @@ use super::lora::GpuLora;
 use super::weights::{GpuWeights, WeightPlan};
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
-use crate::options::{Batch, Want};
+use crate::moe::Route;
+use crate::options::{Batch, SeqId, Want};
 use crate::options::{Dtype, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Options};
 use crate::weights::{Format, Tensor, Weights};
 
@@ -91,6 +92,8 @@ pub struct GpuModel {
     pub head_all: Vec<Op>,      // final norm + LM head of every row
     pub argmax: Op,             // greedy choice on the device
     lora: Option<GpuLora>,      // LoRA adapters, unmerged
+    /// Each MoE block's (layer, routing, router logits, router rows), for `routing`
+    moe_bufs: Vec<(usize, wgpu::Buffer, wgpu::Buffer, usize)>,
 }
 
 impl GpuModel {
@@ -155,8 +158,16 @@ impl GpuModel {
         let before = gpu.allocated();
         let w = GpuWeights::upload(&gpu, cfg, w, plan)?;
         let weights_bytes = gpu.allocated() - before;
-        let (weight_bytes, device_bytes) = (w.read_bytes(), w.matrix_bytes());
+        let k_of_n = cfg.moe.as_ref().map_or((1, 1), |m| (m.top_k, m.n_experts));
+        let (weight_bytes, device_bytes) = (w.read_bytes(k_of_n), w.matrix_bytes());
         let formats = w.formats();
+        let moe_bufs = (w.layers.iter().enumerate())
+            .filter_map(|(l, lw)| {
+                lw.moe
+                    .as_ref()
+                    .map(|m| (l, m.routing.clone(), m.logits.clone(), m.router.rows))
+            })
+            .collect();
         let a = Activations::new(&gpu, cfg, opts.attention, limit)?;
         let max_blocks = kv.max_blocks_per_seq(cfg.seq_len);
         let pool_rows = kv.alloc.n_blocks() * kv.page;
@@ -241,6 +252,7 @@ impl GpuModel {
             head_all,
             argmax,
             lora,
+            moe_bufs,
             gpu,
         })
     }
@@ -582,6 +594,56 @@ impl GpuModel {
         }
         let bytes = self.step(&[(seq, tail)], Head::Argmax)?;
         Ok(u32::from_le_bytes(bytes[..4].try_into().unwrap()))
+    }
+
+    /// Positions sequence `seq` holds.
+    pub fn seq_len(&self, seq: SeqId) -> usize {
+        self.kv.len(seq.0)
+    }
+
+    /// Most rows one step runs when every row's logits are wanted (a batch of more runs in
+    /// several steps).
+    pub fn step_rows(&self) -> usize {
+        self.all_rows.min(MAX_STEP_TOKENS)
+    }
+
+    /// The MoE routing of the last step, which ran `batch` (each entry starting at `pos`):
+    /// (layer, position, route) per MoE layer and row, read back from each layer's routing and
+    /// router-logits buffers (the gap from the logits, as moe::route computes it). Fails when
+    /// the batch took more than one step.
+    pub fn routing(&self, batch: &Batch, pos: &[usize]) -> Result<Vec<(usize, usize, Route)>> {
+        let Some(mc) = &self.cfg.moe else { return Ok(vec![]) };
+        let t: usize = batch.iter().map(|e| e.tokens.len()).sum();
+        if t > self.step_rows() || (batch.len() > 1 && batch.iter().any(|e| e.tokens.is_empty())) {
+            bail!(
+                "routing is read from one step: forward at most {} rows at a time",
+                self.step_rows()
+            );
+        }
+        let k = mc.top_k;
+        let mut out = vec![];
+        for (l, routing, logits, stride) in &self.moe_bufs {
+            let (l, stride) = (*l, *stride);
+            let words: Vec<u32> =
+                bytemuck::pod_collect_to_vec(&self.gpu.read(routing, (2 * MAX_STEP_TOKENS * k * 4) as u64)?);
+            let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&self.gpu.read(logits, (t * stride * 4) as u64)?);
+            let mut row = 0;
+            for (e, &p) in batch.iter().zip(pos) {
+                for i in 0..e.tokens.len() {
+                    let ids = &words[row * k..(row + 1) * k];
+                    let w = &words[MAX_STEP_TOKENS * k + row * k..][..k];
+                    let gap = crate::moe::route(&logits[row * stride..][..mc.n_experts], k, false).gap;
+                    let route = Route {
+                        experts: ids.to_vec(),
+                        weights: w.iter().map(|&b| f32::from_bits(b)).collect(),
+                        gap,
+                    };
+                    out.push((l, p + i, route));
+                    row += 1;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A batch: one step over every sequence where its rows fit one step, else sequence by

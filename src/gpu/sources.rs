@@ -13,7 +13,7 @@ pub(super) enum Binding {
 use Binding::*;
 
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
-/// The outputs and LoRA updates (bindings 4 to 11) and store functions of the four matrix kernels, appended to
+/// The outputs, LoRA updates and MoE routing (bindings 4 to 11, 13) and store functions of the four matrix kernels, appended to
 /// them only.
 const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
 const EPILOGUE_KERNELS: [&str; 6] = [
@@ -49,7 +49,7 @@ const KV_KERNELS: [&str; 7] = [
 ];
 
 /// (file, WGSL source, bindings after `step` and `shape`)
-pub(super) const SOURCES: [(&str, &str, &[Binding]); 19] = [
+pub(super) const SOURCES: [(&str, &str, &[Binding]); 21] = [
     (
         "embed.wgsl",
         include_str!("../../shaders/embed.wgsl"),
@@ -64,37 +64,43 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 19] = [
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
         &[
-            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
         ],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
         &[
-            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
         ],
     ),
     (
         "matvec_split.wgsl",
         include_str!("../../shaders/matvec_split.wgsl"),
         &[
-            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
         ],
     ),
     (
         "matmat.wgsl",
         include_str!("../../shaders/matmat.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
+        &[
+            Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
+        ],
     ),
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
+        &[
+            Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
+        ],
     ),
     (
         "matmat_tiled.wgsl",
         include_str!("../../shaders/matmat_tiled.wgsl"),
-        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
+        &[
+            Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
+        ],
     ),
     (
         "qk_norm_rope.wgsl",
@@ -142,6 +148,16 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 19] = [
         &[Read, Write],
     ),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl"), &[Read, Write]),
+    (
+        "moe_route.wgsl",
+        include_str!("../../shaders/moe_route.wgsl"),
+        &[Read, Write],
+    ),
+    (
+        "moe_combine.wgsl",
+        include_str!("../../shaders/moe_combine.wgsl"),
+        &[Read, Read, Read, Read, Write],
+    ),
     ("prelude.wgsl", PRELUDE, &[]),
 ];
 

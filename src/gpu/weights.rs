@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 pub use super::blocks::{device_row, row_texels, QUANT_FORMATS};
 use super::context::Gpu;
 use super::kernels::UNIFORM_X_BYTES;
+use super::moe::GpuMoe;
 use crate::arch::Arch;
 use crate::config::Config;
 use crate::options::Dtype;
@@ -264,13 +265,22 @@ pub struct GpuLayer {
     pub bo: Option<wgpu::Buffer>,      // (dim,)
     pub qk_norm: Option<wgpu::Buffer>, // (2, head_dim) q_norm; k_norm (Qwen3)
     pub ffn_norm: wgpu::Buffer,        // (dim,)
-    pub w_gate_up: WeightTex,          // (2 hidden, dim): W_gate; W_up
-    pub w_down: WeightTex,             // (dim, hidden)
+    /// The dense MLP, or an MoE block's shared expert (weights::Layer::mlp)
+    pub mlp: Option<GpuMlp>,
+    pub moe: Option<GpuMoe>,
+}
+
+/// A SwiGLU FFN on the device.
+pub struct GpuMlp {
+    pub gate_up: WeightTex, // (2 hidden, dim): W_gate; W_up
+    pub down: WeightTex,    // (dim, hidden)
 }
 
 /// The model's weights on the device, each matrix once (tied LM head: `lm_head` is None).
 pub struct GpuWeights {
     pub layers: Vec<GpuLayer>,
+    /// The model's MoE facts, for recording its MoE blocks
+    pub moe_config: Option<crate::config::MoeConfig>,
     pub embed: WeightTex,           // (vocab, dim)
     pub lm_head: Option<WeightTex>, // (vocab, dim)
     pub norm: wgpu::Buffer,         // (dim,)
@@ -473,8 +483,14 @@ pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim:
         };
         list.push((format!("layers.{l}.wq;wk;wv"), stack(&arch.stack_qkv)));
         list.push((format!("layers.{l}.wo"), vec![&lw.wo]));
-        list.push((format!("layers.{l}.w_gate;w_up"), stack(&arch.stack_gate_up)));
-        list.push((format!("layers.{l}.w_down"), vec![&lw.w_down]));
+        if let Some(mlp) = &lw.mlp {
+            let what = if lw.moe.is_some() { "shared_expert." } else { "" };
+            list.push((format!("layers.{l}.{what}w_gate;w_up"), vec![&mlp.gate, &mlp.up]));
+            list.push((format!("layers.{l}.{what}w_down"), vec![&mlp.down]));
+        }
+        for (name, parts, _) in lw.moe.iter().flat_map(|m| super::moe::parts(l, m)) {
+            list.push((name, parts));
+        }
     }
     list.push(("embed".into(), vec![&w.embed]));
     if let Some(h) = &w.lm_head {
@@ -484,7 +500,11 @@ pub fn device_plan(cfg: &Config, w: &Weights<Tensor>, plan: WeightPlan, max_dim:
         .map(|(name, parts)| {
             let stored: Vec<Format> = parts.iter().map(|p| p.format).collect();
             let (rows, cols) = (parts.iter().map(|p| p.rows()).sum::<usize>(), parts[0].cols());
-            let format = plan.format(&stored, cols);
+            let format = if name.ends_with("router") {
+                Format::F32
+            } else {
+                plan.format(&stored, cols)
+            };
             let bytes = TexLayout::of(format, rows, cols, ROW_GROUP, max_dim, max_dim, plan.exact_layers).bytes();
             let stored_bytes = parts.iter().map(|p| p.n_bytes()).sum();
             PlannedMatrix {
@@ -532,10 +552,11 @@ fn blocks_in(format: Format, parts: &[&Tensor]) -> Result<Vec<Tensor>> {
 impl GpuWeights {
     /// Every matrix: the layers' in order, then the embedding and the LM head.
     fn matrices(&self) -> impl Iterator<Item = &WeightTex> {
-        let layers = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wqkv, &l.wo, &l.w_gate_up, &l.w_down]);
+        let layers = self.layers.iter().flat_map(|l| {
+            let mlp = l.mlp.iter().flat_map(|m| [&m.gate_up, &m.down]);
+            let moe = l.moe.iter().flat_map(|m| [&m.router, &m.gate_up, &m.down]);
+            [&l.wqkv, &l.wo].into_iter().chain(mlp).chain(moe)
+        });
         layers.chain(std::iter::once(&self.embed)).chain(self.lm_head.as_ref())
     }
 
@@ -544,13 +565,20 @@ impl GpuWeights {
         self.matrices().map(|m| m.bytes).sum()
     }
 
-    /// Bytes of weight matrices a decode step reads: every layer's and the LM head (the
-    /// embedding table only as a tied head; a token's embedding row is not counted).
-    pub fn read_bytes(&self) -> usize {
+    /// Bytes of weight matrices a decode step reads: every layer's (of an MoE block the router,
+    /// k of the n_experts experts and the shared expert) and the LM head (the embedding table
+    /// only as a tied head; a token's embedding row is not counted). `k_of_n` = (k, n_experts).
+    pub fn read_bytes(&self, k_of_n: (usize, usize)) -> usize {
         let layers: usize = self
             .layers
             .iter()
-            .map(|l| l.wqkv.bytes + l.wo.bytes + l.w_gate_up.bytes + l.w_down.bytes)
+            .map(|l| {
+                let mlp = l.mlp.as_ref().map_or(0, |m| m.gate_up.bytes + m.down.bytes);
+                let moe = l.moe.as_ref().map_or(0, |m| {
+                    m.router.bytes + (m.gate_up.bytes + m.down.bytes) * k_of_n.0 / k_of_n.1
+                });
+                l.wqkv.bytes + l.wo.bytes + mlp + moe
+            })
             .sum();
         layers + self.lm_head.as_ref().unwrap_or(&self.embed).bytes
     }
@@ -579,9 +607,14 @@ impl GpuWeights {
             padded.resize(v.len().max(UNIFORM_X_BYTES as usize / 4), 0.0);
             gpu.upload(name, &padded)
         };
-        let mat = |name: &str, parts: &[&Tensor]| {
+        let mat_as = |name: &str, parts: &[&Tensor], f32_only: bool| {
             let formats: Vec<Format> = parts.iter().map(|p| p.format).collect();
-            match plan.format(&formats, parts[0].cols()) {
+            let format = if f32_only {
+                Format::F32
+            } else {
+                plan.format(&formats, parts[0].cols())
+            };
+            match format {
                 Format::F32 => WeightTex::upload(gpu, name, parts, false),
                 Format::F16 => WeightTex::upload(gpu, name, parts, true),
                 f if formats.iter().all(|&p| p == f) => {
@@ -596,6 +629,7 @@ impl GpuWeights {
                 }
             }
         };
+        let mat = |name: &str, parts: &[&Tensor]| mat_as(name, parts, false);
         let mut layers = vec![];
         for (l, lw) in w.layers.iter().enumerate() {
             let name = |n: &str| format!("layers.{l}.{n}");
@@ -623,8 +657,17 @@ impl GpuWeights {
                     _ => None,
                 },
                 ffn_norm: norm_vec(&name("ffn_norm"), &lw.ffn_norm)?,
-                w_gate_up: mat(&name("w_gate;w_up"), &stack(&arch.stack_gate_up))?,
-                w_down: mat(&name("w_down"), &[&lw.w_down])?,
+                mlp: match &lw.mlp {
+                    Some(m) => Some(GpuMlp {
+                        gate_up: mat(&name("w_gate;w_up"), &[&m.gate, &m.up])?,
+                        down: mat(&name("w_down"), &[&m.down])?,
+                    }),
+                    None => None,
+                },
+                moe: match (&lw.moe, &cfg.moe) {
+                    (Some(m), Some(mc)) => Some(GpuMoe::upload(gpu, mc, l, m, &mat_as)?),
+                    _ => None,
+                },
             });
         }
         let embed = mat("embed", &[&w.embed])?;
@@ -632,6 +675,7 @@ impl GpuWeights {
         let norm = vec("norm", &w.norm)?;
         Ok(GpuWeights {
             layers,
+            moe_config: cfg.moe.clone(),
             embed,
             lm_head,
             norm,

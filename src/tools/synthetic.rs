@@ -1,7 +1,7 @@
 //! Synthetic models for benchmarks: the configs of known sizes and random weights of any shape.
 
 use crate::sampler::Rng;
-use crate::weights::Tensor;
+use crate::weights::{Mlp, Tensor};
 
 /// config.json of known model sizes, for `--synthetic NAME` (shapes only; weights are random).
 pub fn synthetic_config(name: &str) -> Option<&'static str> {
@@ -106,9 +106,12 @@ pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights:
             q_norm: cfg.qk_norm.then(|| vector(cfg.head_dim, 1.0)),
             k_norm: cfg.qk_norm.then(|| vector(cfg.head_dim, 1.0)),
             ffn_norm: vector(d, 1.0),
-            w_gate: mat(h, d),
-            w_up: mat(h, d),
-            w_down: mat(d, h),
+            mlp: Some(Mlp {
+                gate: mat(h, d),
+                up: mat(h, d),
+                down: mat(d, h),
+            }),
+            moe: None,
         })
         .collect();
     crate::weights::Weights {
