@@ -20,7 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value as Json};
 
 pub use crate::arch::unpermute_rows;
-use crate::arch::{Arch, Heads};
+use crate::arch::Heads;
 pub use crate::weights::Format;
 use crate::weights::Tensor;
 
@@ -525,89 +525,6 @@ impl Gguf {
         Ok(json!(v))
     }
 
-    pub fn hf_config(&self) -> Result<Json> {
-        let arch = self.architecture()?;
-        if Arch::for_gguf(arch).is_none() {
-            bail!(
-                "architecture {arch:?} is not supported (tinfer runs \"llama\", which covers Llama, SmolLM and Mistral, \
-                 \"qwen2\" and \"qwen3\"); `tinfer tokenize` and `tinfer info` still read the file's tokenizer"
-            );
-        }
-        let (architecture, model_type) = match arch {
-            "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
-            "qwen3" => ("Qwen3ForCausalLM", "qwen3"),
-            _ => ("LlamaForCausalLM", "llama"),
-        };
-        let k = |s: &str| format!("{arch}.{s}");
-        let dim = self.req_u64(&k("embedding_length"))?;
-        let n_heads = self.req_u64(&k("attention.head_count"))?;
-        let n_kv_heads = match self.get(&k("attention.head_count_kv")) {
-            Some(v) => v
-                .as_u64()
-                .with_context(|| format!("{} = {v} is not an integer", k("attention.head_count_kv")))?,
-            None => n_heads,
-        };
-        ensure!(n_heads > 0, "{} is 0", k("attention.head_count"));
-        let head_dim = match self.get(&k("attention.key_length")) {
-            Some(v) => v.as_u64().context("attention.key_length is not an integer")?,
-            None => dim / n_heads,
-        };
-        if let Some(rd) = self.get(&k("rope.dimension_count")).and_then(Value::as_u64) {
-            ensure!(
-                rd == head_dim,
-                "partial RoPE (rope.dimension_count {rd} != head_dim {head_dim}) is not supported"
-            );
-        }
-        let rope_scaling = self.rope_scaling(arch)?;
-        let n_vocab = match self.get(&k("vocab_size")).and_then(Value::as_u64) {
-            Some(v) => v,
-            None => self
-                .get("tokenizer.ggml.tokens")
-                .and_then(Value::as_array)
-                .map(|a| a.len() as u64)
-                .context("neither llama.vocab_size nor tokenizer.ggml.tokens is present")?,
-        };
-        let eps = self
-            .require(&k("attention.layer_norm_rms_epsilon"))?
-            .as_f64()
-            .context("bad rms epsilon")?;
-        let theta = self
-            .get(&k("rope.freq_base"))
-            .and_then(Value::as_f64)
-            .unwrap_or(10000.0);
-        let tok_id = |key: &str| self.get(key).and_then(Value::as_u64);
-        Ok(json!({
-            "architectures": [architecture],
-            "model_type": model_type,
-            "hidden_size": dim,
-            "intermediate_size": self.req_u64(&k("feed_forward_length"))?,
-            "num_hidden_layers": self.req_u64(&k("block_count"))?,
-            "num_attention_heads": n_heads,
-            "num_key_value_heads": n_kv_heads,
-            "head_dim": head_dim,
-            "vocab_size": n_vocab,
-            "max_position_embeddings": self.req_u64(&k("context_length"))?,
-            "rms_norm_eps": eps,
-            "rope_theta": theta,
-            "hidden_act": "silu",
-            // qwen2's q/k/v biases come with its model_type; attention_bias is llama's (o too)
-            "attention_bias": model_type != "qwen2" && self.tensor("blk.0.attn_q.bias").is_some(),
-            "rope_scaling": rope_scaling,
-            "rope_freq_factors": self.rope_freq_factors()?,
-            "mlp_bias": false,
-            "tie_word_embeddings": self.tensor("output.weight").is_none(),
-            "bos_token_id": tok_id("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": tok_id("tokenizer.ggml.eos_token_id"),
-            "torch_dtype": "float32",
-        }))
-    }
-
-    /// This file's architecture (names and layout facts).
-    pub fn arch(&self) -> Result<&'static Arch> {
-        let name = self.architecture()?;
-        Arch::for_gguf(name).with_context(|| format!("architecture {name:?} is not supported from GGUF"))
-    }
-
     /// Every tensor with its HF name. Fails on tensors the architecture does not name.
     pub fn hf_tensors(&self) -> Result<Vec<(String, &TensorInfo)>> {
         let arch = self.arch()?;
@@ -692,5 +609,6 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     out
 }
 
+mod config;
 mod tokenizer;
 pub use tokenizer::{VocabFacts, EOG_TEXTS};

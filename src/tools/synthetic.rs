@@ -1,7 +1,7 @@
 //! Synthetic models for benchmarks: the configs of known sizes and random weights of any shape.
 
 use crate::sampler::Rng;
-use crate::weights::{Mlp, Tensor};
+use crate::weights::{Mlp, Moe, Tensor};
 
 /// config.json of known model sizes, for `--synthetic NAME` (shapes only; weights are random).
 pub fn synthetic_config(name: &str) -> Option<&'static str> {
@@ -57,6 +57,20 @@ pub fn synthetic_config(name: &str) -> Option<&'static str> {
             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
             "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": false}"#
         }
+        // Two layers of Qwen3-30B-A3B (128 experts of width 768, top 8, hidden 2048) and its
+        // dense twin with the same active FFN (8 × 768 = 6144), vocabulary cut to 16384 so that
+        // the layers, not the LM head, set the bytes a token reads (`bench model`, issue 20).
+        "qwen3-30b-a3b-2l" => {
+            r#"{"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 2,
+            "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 16384,
+            "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": false,
+            "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768, "norm_topk_prob": true}"#
+        }
+        "qwen3-30b-a3b-2l-dense" => {
+            r#"{"model_type": "qwen3", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 2,
+            "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 16384,
+            "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": false}"#
+        }
         "mistral-7b" => {
             r#"{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32768, "max_position_embeddings": 32768,
@@ -67,7 +81,7 @@ pub fn synthetic_config(name: &str) -> Option<&'static str> {
 }
 
 /// The names `synthetic_config` knows.
-pub const SYNTHETIC_NAMES: [&str; 10] = [
+pub const SYNTHETIC_NAMES: [&str; 12] = [
     "smollm2-135m",
     "smollm2-360m",
     "smollm2-1.7b",
@@ -78,6 +92,8 @@ pub const SYNTHETIC_NAMES: [&str; 10] = [
     "llama-3.2-3b",
     "llama-3-8b",
     "mistral-7b",
+    "qwen3-30b-a3b-2l",
+    "qwen3-30b-a3b-2l-dense",
 ];
 
 /// Random weights with the shapes of `cfg`: matrices uniform in ±1/√in, norms 1, biases small.
@@ -93,7 +109,7 @@ pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights:
     let vector = |n: usize, x: f32| Tensor::from_f32(vec![n], vec![x; n]);
     let (d, q, kv, h) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.hidden_dim);
     let layers = (0..cfg.n_layers)
-        .map(|_| crate::weights::Layer {
+        .map(|l| crate::weights::Layer {
             attn_norm: vector(d, 1.0),
             wq: mat(q, d),
             wk: mat(kv, d),
@@ -106,12 +122,25 @@ pub fn random_weights(cfg: &crate::config::Config, seed: u64) -> crate::weights:
             q_norm: cfg.qk_norm.then(|| vector(cfg.head_dim, 1.0)),
             k_norm: cfg.qk_norm.then(|| vector(cfg.head_dim, 1.0)),
             ffn_norm: vector(d, 1.0),
-            mlp: Some(Mlp {
-                gate: mat(h, d),
-                up: mat(h, d),
-                down: mat(d, h),
+            mlp: match &cfg.moe {
+                Some(m) if m.layers[l] => (m.shared_hidden > 0).then(|| Mlp {
+                    gate: mat(m.shared_hidden, d),
+                    up: mat(m.shared_hidden, d),
+                    down: mat(d, m.shared_hidden),
+                }),
+                _ => Some(Mlp {
+                    gate: mat(h, d),
+                    up: mat(h, d),
+                    down: mat(d, h),
+                }),
+            },
+            moe: cfg.moe.as_ref().filter(|m| m.layers[l]).map(|m| Moe {
+                router: mat(m.n_experts, d),
+                shared_gate: (m.shared_hidden > 0).then(|| mat(1, d)),
+                gate: (0..m.n_experts).map(|_| mat(m.hidden, d)).collect(),
+                up: (0..m.n_experts).map(|_| mat(m.hidden, d)).collect(),
+                down: (0..m.n_experts).map(|_| mat(d, m.hidden)).collect(),
             }),
-            moe: None,
         })
         .collect();
     crate::weights::Weights {

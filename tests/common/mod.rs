@@ -328,7 +328,7 @@ pub fn tiny_gguf(name: &str, arch: &str, extra_md: Vec<(&str, Value)>, extra: Ve
     write::gguf_bytes(&md, &tensors)
 }
 
-fn gguf_name(hf: &str) -> String {
+pub fn gguf_name(hf: &str) -> String {
     let map = [
         ("model.embed_tokens.weight", "token_embd.weight"),
         ("model.norm.weight", "output_norm.weight"),
