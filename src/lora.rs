@@ -171,6 +171,9 @@ impl Lora {
         let (mut unselected, mut lacking): (Vec<String>, Vec<String>) = (vec![], vec![]);
         for (l, layer) in layers.iter_mut().enumerate() {
             for (i, &f) in TARGETS.iter().enumerate() {
+                if cfg.is_moe(l) && [Field::WGate, Field::WUp, Field::WDown].contains(&f) {
+                    continue; // an MoE block has no dense MLP; expert LoRAs are left as unknown modules
+                }
                 let m = arch.hf_name(f, l).trim_end_matches(".weight").to_string();
                 let mut take = |ab: &str| tensors.remove(&(m.clone(), ab.to_string()));
                 let (a, b, targeted) = (take("A"), take("B"), pc.targets(&m, l));

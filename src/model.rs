@@ -446,6 +446,15 @@ impl Model {
         }
     }
 
+    /// Most rows one forward runs in one step (the GPU's routing is read back per step; the
+    /// CPU runs any number).
+    pub fn step_rows(&self) -> usize {
+        match &self.backend {
+            Backend::Cpu { .. } => usize::MAX,
+            Backend::Gpu(g) => g.step_rows(),
+        }
+    }
+
     /// Start (`true`) or stop recording the MoE routing of the rows forwarded from now on
     /// (`tinfer logits --routing`); `take_routing` returns it. A dense model records nothing.
     pub fn record_routing(&mut self, on: bool) {

@@ -592,3 +592,157 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// LoRA on an MoE model: adapters on attention (q, v) apply on both devices alike, and an
+/// adapter for the experts' FFNs is refused with the module named.
+#[test]
+fn lora_on_attention_of_an_moe_model() {
+    let name = "tiny-qwen2-moe";
+    let (cfg, w) = {
+        let mut l = tinfer::loader::load(&fixtures().join(name)).unwrap();
+        (l.cfg.clone(), l.weights.take().unwrap())
+    };
+    let write = |dir: &std::path::Path, modules: &[(&str, usize, usize)]| {
+        std::fs::create_dir_all(dir).unwrap();
+        let targets: Vec<&str> = modules.iter().map(|m| m.0.rsplit('.').next().unwrap()).collect();
+        let config = serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": targets});
+        std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+        let mut data = vec![];
+        for (l, (m, out, inp)) in (0..cfg.n_layers).flat_map(|l| modules.iter().map(move |m| (l, *m))) {
+            let vals = |n: usize, seed: usize| -> Vec<u8> {
+                (0..n)
+                    .flat_map(|i| (((i * 7919 + seed * 104729) % 997) as f32 / 997.0 - 0.5).to_le_bytes())
+                    .collect()
+            };
+            let base = format!("base_model.model.model.layers.{l}.{m}");
+            data.push((format!("{base}.lora_A.weight"), vec![4, inp], vals(4 * inp, l + 1)));
+            data.push((format!("{base}.lora_B.weight"), vec![out, 4], vals(out * 4, l + 7)));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = data
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+    };
+    let dir = tempdir("lora");
+    write(
+        &dir.join("qv"),
+        &[("self_attn.q_proj", 64, 64), ("self_attn.v_proj", 32, 64)],
+    );
+    let lora = tinfer::lora::Lora::load(&dir.join("qv"), &cfg).unwrap();
+    let tokens = ids(&golden(name)["inputs"]["random"]["ids"]);
+    let mut out = vec![];
+    for device in [Device::Cpu, Device::Gpu] {
+        let req = if device == Device::Gpu {
+            match gpu_request() {
+                Some(r) => r.adapter,
+                None => break,
+            }
+        } else {
+            None
+        };
+        let mut m = Model::with_loras(
+            cfg.clone(),
+            w.clone(),
+            vec![lora.clone()],
+            device,
+            req.as_deref(),
+            &gpu_opts(),
+        )
+        .unwrap();
+        let s = m.new_seq().unwrap();
+        out.push(m.fwd(s, &tokens, Want::All).unwrap());
+    }
+    let (_, base) = read_npy(&fixtures().join(name).join("random.logits.npy"));
+    assert!(max_abs_diff(&out[0], &base) > 1e-2, "the adapter changes the logits");
+    if out.len() == 2 {
+        assert_close("LoRA on an MoE model: GPU vs CPU", &out[1], &out[0], KERNEL_VS_CPU);
+    }
+    write(&dir.join("experts"), &[("mlp.experts.0.gate_proj", 32, 64)]);
+    let e = format!(
+        "{:#}",
+        tinfer::lora::Lora::load(&dir.join("experts"), &cfg).unwrap_err()
+    );
+    assert!(
+        e.contains("mlp.experts.0.gate_proj") && e.contains("not one tinfer can adapt"),
+        "{e}"
+    );
+}
+
+/// `tinfer logits --routing`: the JSON gains each MoE layer's and position's experts (sorted),
+/// weights and gap, equal to HF's sets, on both devices; a dense model is refused.
+#[test]
+fn logits_routing_json_matches_hf() {
+    let name = "tiny-qwen2-moe";
+    let g = golden(name);
+    let list: Vec<String> = ids(&g["inputs"]["random"]["ids"])
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    let model = fixtures().join(name);
+    let mut devices = vec!["cpu"];
+    if gpu_request().is_some() {
+        devices.push("gpu");
+    }
+    for device in devices {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tinfer"))
+            .args([
+                "logits",
+                "-m",
+                model.to_str().unwrap(),
+                "--device",
+                device,
+                "--dtype",
+                "f32",
+                "--all",
+                "--routing",
+            ])
+            .args(["--ids", &list.join(",")])
+            .env(
+                "XDG_RUNTIME_DIR",
+                std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["logits"].as_array().unwrap().len(), list.len());
+        let rows = j["routing"].as_array().unwrap();
+        assert_eq!(rows.len(), 2 * list.len(), "{device}: two MoE layers");
+        for r in rows {
+            let (l, p) = (
+                r["layer"].as_u64().unwrap() as usize,
+                r["position"].as_u64().unwrap() as usize,
+            );
+            let want = &g["inputs"]["random"]["router"]["layers"][l]["selected_sorted"][p];
+            assert_eq!(r["experts"], *want, "{device}: layer {l} position {p}");
+            assert_eq!(r["weights"].as_array().unwrap().len(), 2);
+            assert!(r["gap"].as_f64().unwrap() >= 0.0);
+        }
+    }
+    let dense = fixtures().join("tiny-qwen3");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tinfer"))
+        .args([
+            "logits",
+            "-m",
+            dense.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--ids",
+            "1,2",
+            "--routing",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Mixture-of-Experts layers"));
+}

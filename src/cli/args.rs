@@ -600,6 +600,11 @@ pub struct LogitsArgs {
     /// Print {"ids": [...], "logits": [...]} (a list of lists with --all).
     #[arg(long, conflicts_with = "out")]
     pub json: bool,
+    /// Mixture-of-Experts models: add "routing" to the JSON (implies --json): per MoE layer and
+    /// position the chosen experts (sorted), their weights and the router-logit gap between the
+    /// k-th chosen and the best expert left out (how close the choice of the set was).
+    #[arg(long, conflicts_with = "out")]
+    pub routing: bool,
     /// Tokens per position in the table.
     #[arg(long, default_value_t = 10, value_name = "K")]
     pub top: usize,

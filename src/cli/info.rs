@@ -81,6 +81,15 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
         "rms_norm_eps": cfg.norm_eps,
         "tied_embeddings": cfg.tied_embeddings,
         "qkv_bias": cfg.qkv_bias,
+        "moe": cfg.moe.as_ref().map(|m| json!({
+            "n_experts": m.n_experts,
+            "top_k": m.top_k,
+            "expert_hidden_dim": m.hidden,
+            "shared_expert_hidden_dim": m.shared_hidden,
+            "norm_topk_prob": m.norm_topk_prob,
+            "moe_layers": m.layers.iter().enumerate().filter(|l| *l.1).map(|l| l.0).collect::<Vec<_>>(),
+        })),
+        "active_params_per_token": cfg.weight_bytes_per_token(1),
         "stored_dtypes": loaded.dtypes,
         "weights_bytes_f32": n_params * 4,
         "kv_cache_bytes_per_token": 2 * cfg.n_layers * cfg.kv_dim() * 4,
@@ -120,6 +129,23 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
             ""
         }
     );
+    if let Some(m) = &cfg.moe {
+        let n_moe = m.layers.iter().filter(|&&x| x).count();
+        let shared = if m.shared_hidden > 0 {
+            format!(", a shared expert of {} (gated)", m.shared_hidden)
+        } else {
+            String::new()
+        };
+        println!(
+            "experts      {} of {} a token, ffn {} each{shared}; {}renormalised; MoE in {n_moe} of {} layers; {:.1} M parameters read a token",
+            m.top_k,
+            m.n_experts,
+            m.hidden,
+            if m.norm_topk_prob { "" } else { "not " },
+            cfg.n_layers,
+            cfg.weight_bytes_per_token(1) as f64 / 1e6
+        );
+    }
     println!("stored as    {}", loaded.dtypes);
     println!(
         "memory       {:.1} MiB of f32 weights; KV cache {:.1} KiB per token",
@@ -329,8 +355,19 @@ fn gpu_weights(
     let matrices = device_plan(&loaded.cfg, w, plan, max_dim);
     let mut kinds: Vec<(String, Format, &str, usize, usize)> = vec![];
     for m in &matrices {
-        let stored: Vec<String> = m.stored.iter().map(Format::to_string).collect();
-        let stored = stored.join("+");
+        let mut stored: Vec<String> = m.stored.iter().map(Format::to_string).collect();
+        if m.name.contains("experts.") {
+            // an MoE block's stacked experts: their formats once each
+            stored.dedup();
+            stored.insert(
+                0,
+                format!(
+                    "{} experts:",
+                    m.stored.len() / if m.name.ends_with("w_down") { 1 } else { 2 }
+                ),
+            );
+        }
+        let stored = stored.join("+").replacen(":+", " ", 1);
         let how = m.how();
         match kinds.iter_mut().find(|k| k.0 == stored && k.1 == m.format) {
             Some(k) => {

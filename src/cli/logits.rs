@@ -109,7 +109,11 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
         );
     }
     fit_context(&mut loaded, &a.run, ids.len())?;
+    if a.routing && loaded.cfg.moe.is_none() {
+        usage!("--routing: {} has no Mixture-of-Experts layers", loaded.source);
+    }
     let mut model = build(&a.model, &mut loaded, 1)?;
+    model.record_routing(a.routing);
     let tok = loaded.tokenizer.as_ref();
     if a.input.verbose_prompt {
         if let (Some(tok), Some(t)) = (tok, &text) {
@@ -126,7 +130,7 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
             w.write_all(&npy_header(&shape))?;
             Sink::Npy(w)
         }
-        None if a.json => {
+        None if a.json || a.routing => {
             let mut out = BufWriter::new(std::io::stdout().lock());
             write!(out, "{{\"ids\": {}, \"logits\": ", serde_json::to_string(&ids)?)?;
             if a.all {
@@ -141,8 +145,14 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
         None => Sink::Table { top: a.top },
     };
     let seq = model.new_seq()?;
-    let n_chunks = ids.len().div_ceil(PREFILL_CHUNK);
-    for (c, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
+    // the GPU's routing is read back after each step: chunks of one step each
+    let chunk_len = if a.routing {
+        PREFILL_CHUNK.min(model.step_rows())
+    } else {
+        PREFILL_CHUNK
+    };
+    let n_chunks = ids.len().div_ceil(chunk_len);
+    for (c, chunk) in ids.chunks(chunk_len).enumerate() {
         let want = if a.all { Want::All } else { Want::Last };
         let logits = model
             .forward(&[Entry {
@@ -154,13 +164,32 @@ pub fn logits(a: LogitsArgs) -> Result<()> {
         if !a.all && c + 1 < n_chunks {
             continue; // only the last chunk's last row is wanted
         }
-        let first = if a.all { c * PREFILL_CHUNK } else { ids.len() - 1 };
+        let first = if a.all { c * chunk_len } else { ids.len() - 1 };
         for (i, row) in logits.chunks_exact(vocab).enumerate() {
             sink.row(first + i, ids[first + i], row, tok)?;
         }
     }
     model.release(seq);
-    sink.finish(a.out.as_deref(), rows, vocab, a.all)
+    let routing = a.routing.then(|| routing_json(model.take_routing()));
+    sink.finish(a.out.as_deref(), rows, vocab, a.all, routing)
+}
+
+/// The routing as JSON: per MoE layer and position the experts sorted, their weights in that
+/// order and the gap (null when every expert is chosen).
+fn routing_json(routes: Vec<(usize, usize, tinfer::moe::Route)>) -> serde_json::Value {
+    let mut routes = routes;
+    routes.sort_by_key(|r| (r.0, r.1));
+    let rows: Vec<serde_json::Value> = routes
+        .into_iter()
+        .map(|(layer, position, r)| {
+            let mut pairs: Vec<(u32, f32)> = r.experts.into_iter().zip(r.weights).collect();
+            pairs.sort_by_key(|p| p.0);
+            let (experts, weights): (Vec<u32>, Vec<f32>) = pairs.into_iter().unzip();
+            let gap = r.gap.is_finite().then_some(r.gap);
+            serde_json::json!({"layer": layer, "position": position, "experts": experts, "weights": weights, "gap": gap})
+        })
+        .collect();
+    serde_json::Value::Array(rows)
 }
 
 impl Sink {
@@ -204,7 +233,14 @@ impl Sink {
         Ok(())
     }
 
-    fn finish(self, path: Option<&Path>, rows: usize, vocab: usize, all_rows: bool) -> Result<()> {
+    fn finish(
+        self,
+        path: Option<&Path>,
+        rows: usize,
+        vocab: usize,
+        all_rows: bool,
+        routing: Option<serde_json::Value>,
+    ) -> Result<()> {
         match self {
             Sink::Npy(mut w) => {
                 w.flush()?;
@@ -217,7 +253,13 @@ impl Sink {
                 eprintln!("wrote {}: float32, shape {shape}", path.display());
             }
             Sink::Json { mut out, all, .. } => {
-                out.write_all(if all { b"]}\n" } else { b"}\n" })?;
+                if all {
+                    out.write_all(b"]")?;
+                }
+                if let Some(r) = routing {
+                    write!(out, ", \"routing\": {r}")?;
+                }
+                out.write_all(b"}\n")?;
                 out.flush()?;
             }
             Sink::Table { .. } => {}
