@@ -31,7 +31,7 @@
 //   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as matvec.wgsl), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-//            (4 to 11 are declared, and written, by lib/epilogue.wgsl: 10 and 11 LoRA's)
+//            (4 to 11 are declared, and written, by lib/epilogue.wgsl: 10 LoRA's delta or MoE's routing, 11 LoRA's factors)
 // Overrides: WTYPE (lib/quant.wgsl); HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl (as
 // matvec.wgsl: with ROPE W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache
 // row slot[t] of out2 and out3, so the QKV product, RoPE and the cache write of a prefill step

@@ -7,7 +7,7 @@
 // SWIGLU one output j (gate row j and up row c + j), with ROPE one rotation pair (rows i and
 // i + HEAD_DIM / 2 of a head), the invocations past c or n / 2 returning at once.
 // Bindings: as matmat.wgsl: 0 step, 1 shape, 2 x the texture to_texture.wgsl writes, 3 w the
-// weight texture, 4 to 11 bias, out, out2, out3, cos, sin, lora_delta, lora_factors (declared by lib/epilogue.wgsl).
+// weight texture, 4 to 11 bias, out, out2, out3, cos, sin, aux (LoRA delta or MoE routing), lora_factors (declared by lib/epilogue.wgsl).
 // Overrides: F16; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl; as
 // matmat.wgsl.
 

@@ -35,7 +35,7 @@
 //   7 out3   storage rw    f32     with ROPE v_cache (n_blocks * PAGE, d), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-//            (4 to 11 are declared, and written, by lib/epilogue.wgsl: 10 and 11 LoRA's)
+//            (4 to 11 are declared, and written, by lib/epilogue.wgsl: 10 LoRA's delta or MoE's routing, 11 LoRA's factors)
 //  12 norm   uniform vec4f         (4096,): the RMSNorm weight (d,) in the first 64 KiB of its
 //                                  buffer when NORM, else a dummy (a uniform: loads as cheap as x's;
 //                                  from a storage buffer they doubled the kernel's time on lavapipe)

@@ -9,7 +9,7 @@
 // a head), so the invocations past c or n / 2 of the same grid return at once.
 // With NORM each invocation sums the squares of x itself.
 // Bindings: as matvec.wgsl: 0 step, 1 shape, 2 x through the uniform window, 3 w the weight
-// texture, 4 to 11 bias, out, out2, out3, cos, sin, lora_delta, lora_factors (declared by lib/epilogue.wgsl), 12 norm.
+// texture, 4 to 11 bias, out, out2, out3, cos, sin, aux (LoRA delta or MoE routing), lora_factors (declared by lib/epilogue.wgsl), 12 norm.
 // Overrides: F16, NORM, NORM_EPS; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from
 // lib/epilogue.wgsl; as matvec.wgsl.
 

@@ -344,7 +344,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
             head_dim: 64,
             kv_f16: false,
         });
-        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion, 0).unwrap();
+        let norm_swiglu = Kernels::matmul_kernel(&h.gpu, kind, false, false, Store::SwiGlu, fusion, 0, None).unwrap();
         let no_norm = h.zeros(16384); // matvec's norm window when it does not normalise
         let no_rope = h.zeros(4); // matvec's cos and sin tables without RoPE
                                   // (d, n, T, rows a group, texture rows a layer)
@@ -434,7 +434,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o3),
                     Res::Buf(&no_rope),
                     Res::Buf(&no_rope),
-                    Res::Buf(&no_rope), // lora_delta, lora_factors: no LoRA
+                    Res::Buf(&no_rope), // aux (LoRA's delta, MoE's routing), lora_factors: neither
                     Res::Buf(&no_norm),
                 ],
                 Kernels::matmul_grid(kind, true, n, t),
@@ -467,7 +467,7 @@ fn matmul_matvec_and_matmat_match_cpu() {
                     Res::Buf(&o3),
                     Res::Buf(&no_rope),
                     Res::Buf(&no_rope),
-                    Res::Buf(&no_rope), // lora_delta, lora_factors: no LoRA
+                    Res::Buf(&no_rope), // aux (LoRA's delta, MoE's routing), lora_factors: neither
                     Res::Buf(&no_norm),
                     Res::UniformX(&no_norm),
                 ],
@@ -633,7 +633,8 @@ fn fused_qkv_rope_matches_cpu() {
                             if gemm { "matmat" } else { "matvec" }
                         );
                         let kern =
-                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, 0).unwrap();
+                            Kernels::matmul_kernel(&h.gpu, kind, gemm, with_bias, Store::RopeKv, fusion, 0, None)
+                                .unwrap();
                         let xt = ActTex::new(&h.gpu, "xt", d, t).unwrap();
                         h.run_res(
                             &k.to_texture_norm,
@@ -740,6 +741,7 @@ fn config(n_heads: usize, n_kv_heads: usize, head_dim: usize, seq_len: usize) ->
         o_bias: false,
         qk_norm: false,
         eos_token_ids: vec![],
+        moe: None,
     }
 }
 

@@ -5,7 +5,8 @@
 mod common;
 use common::*;
 
-use tinfer::gpu::weights::{device_plan, WeightPlan};
+use tinfer::gpu::params::device_plan;
+use tinfer::gpu::weights::WeightPlan;
 use tinfer::model::{
     Attention, Device, Dtype, Entry, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Limits, Model, Options, Want,
 };

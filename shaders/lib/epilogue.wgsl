@@ -18,8 +18,11 @@
 //   7 out3   storage rw    u32     with ROPE v_cache (the same), else a dummy
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (RopeTable, src/config.rs), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
-//  10 lora_delta   storage read f32   (T, LORA_ADAPTERS, n) with LORA_ADAPTERS: B_a·A_a·x' of each
-//                                     adapter a (src/gpu/lora.rs records the two products), else a dummy
+//  10 aux          storage read u32   with LORA_ADAPTERS lora_delta (T, LORA_ADAPTERS, n) f32 bits:
+//                                     B_a·A_a·x' of each adapter a (src/gpu/lora.rs records the two
+//                                     products); with MOE_K the routing moe_route.wgsl wrote; else a
+//                                     dummy (one binding for both keeps the kernels within WebGPU's 8
+//                                     storage buffers a stage; no product is both)
 //  11 lora_factors uniform vec4<f32>  (4096,) with LORA_ADAPTERS: (max_seqs, LORA_ADAPTERS) each
 //                                     sequence's factor per adapter, else a dummy
 // Shape: b = n rows, c = column offset into out and bias (SWIGLU, ROPE: the first part's rows,
@@ -50,11 +53,10 @@ override MOE_X_PER_TOKEN: bool = true; // MoE: x has a row per token (W_gate;W_u
 @group(0) @binding(7) var<storage, read_write> out3: array<u32>;
 @group(0) @binding(8) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(9) var<storage, read> sin_t: array<f32>;
-@group(0) @binding(10) var<storage, read> lora_delta: array<f32>;
+@group(0) @binding(10) var<storage, read> aux: array<u32>;
 @group(0) @binding(11) var<uniform> lora_factors: array<vec4<f32>, 1024>;
-@group(0) @binding(13) var<storage, read> routing: array<u32>;
 
-// MoE (MOE_K > 0): W stacks every expert's rows (shape.b each) and `routing` is what
+// MoE (MOE_K > 0): W stacks every expert's rows (shape.b each) and `aux` holds what
 // moe_route.wgsl wrote: ids[t * K + s] (assignment a = t * K + s: token t's s-th expert), its
 // weights, then per expert e its count and assignments. A GEMV (one token) runs slot s = the
 // grid's z over expert ids[s], x row s (or 0 per token), out row s; a GEMM runs expert e = the
@@ -68,7 +70,7 @@ fn moe_list(e: u32) -> u32 { return 2u * MOE_MAX_T * MOE_K + e * (MOE_MAX_T + 1u
 // GEMV: slot `s` of the step's one token (0 when dense); picks its expert's rows and x row.
 fn moe_gemv(s: u32) -> u32 {
     if (MOE_K == 0u) { return 0u; }
-    w_row_base = routing[s] * shape.b;
+    w_row_base = aux[s] * shape.b;
     if (!MOE_X_PER_TOKEN) { x_base = s * shape.a / 4u; }
     return s;
 }
@@ -79,13 +81,13 @@ fn moe_gemm_rows(e: u32) -> u32 {
     if (MOE_K == 0u) { return step.n_tokens; }
     moe_e = e;
     w_row_base = e * shape.b;
-    return routing[moe_list(e)];
+    return aux[moe_list(e)];
 }
 
 // GEMM: the out row and the x row of the product's row j.
 fn moe_out_row(j: u32) -> u32 {
     if (MOE_K == 0u) { return j; }
-    return routing[moe_list(moe_e) + 1u + j];
+    return aux[moe_list(moe_e) + 1u + j];
 }
 fn moe_x_row(j: u32) -> u32 {
     let a = moe_out_row(j);
@@ -98,7 +100,7 @@ fn lora(t: u32, o: u32) -> f32 {
     var y = 0.0;
     for (var a = 0u; a < LORA_ADAPTERS; a++) {
         let f = step_seq(t) * LORA_ADAPTERS + a;
-        y += lora_factors[f / 4u][f % 4u] * lora_delta[(t * LORA_ADAPTERS + a) * shape.b + o];
+        y += lora_factors[f / 4u][f % 4u] * bitcast<f32>(aux[(t * LORA_ADAPTERS + a) * shape.b + o]);
     }
     return y;
 }

@@ -342,7 +342,8 @@ fn gpu_weights(
     loaded: &loader::Loaded,
     gpu: Option<&serde_json::Value>,
 ) -> Option<serde_json::Value> {
-    use tinfer::gpu::weights::{device_plan, WeightPlan};
+    use tinfer::gpu::params::device_plan;
+    use tinfer::gpu::weights::WeightPlan;
     use tinfer::weights::Format;
     let w = loaded.weights.as_ref()?;
     let flag = |k: &str| gpu.is_none_or(|g| g[k].as_bool().unwrap_or(false));

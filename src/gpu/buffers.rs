@@ -5,9 +5,8 @@ use anyhow::Result;
 
 use super::context::Gpu;
 use super::kernels::{MAX_PART_ROWS, MAX_STEP_TOKENS, UNIFORM_X_BYTES};
-use super::moe::MoeActs;
 use super::weights::ActTex;
-use crate::config::Config;
+use crate::config::{Config, MoeConfig};
 use crate::options::Attention;
 
 type Buf = wgpu::Buffer;
@@ -100,6 +99,37 @@ impl KvBuffers {
             v: per_layer("v_cache")?,
             tables: gpu.zeros("tables", tables)?,
             block_copy: gpu.zeros("block_copy", page * words)?,
+        })
+    }
+}
+
+/// The scratch every MoE block shares, a row per (token, slot) assignment.
+pub struct MoeActs {
+    pub hb: Buf,                   // (T·k, hidden) silu(gate_e x) * up_e x, at least a GEMV's 64 KiB window
+    pub xt: ActTex,                // (T·k, hidden/4 texels) hb, for the W_down GEMM
+    pub y: Buf,                    // (T·k, dim) the experts' rows
+    pub y_shared: Buf,             // (T, dim) the shared expert's rows (or (4,))
+    pub xt_shared: Option<ActTex>, // (T, shared_hidden/4 texels) its hb, for its W_down GEMM
+}
+
+impl MoeActs {
+    pub fn new(gpu: &Gpu, cfg: &Config, mc: &MoeConfig) -> Result<Self> {
+        let rows = MAX_STEP_TOKENS * mc.top_k;
+        Ok(MoeActs {
+            hb: gpu.zeros("moe_hb", (rows * mc.hidden).max(UNIFORM_X_BYTES as usize / 4))?,
+            xt: ActTex::new(gpu, "moe_xt", mc.hidden, rows)?,
+            y: gpu.zeros("moe_y", rows * cfg.dim)?,
+            y_shared: gpu.zeros(
+                "moe_y_shared",
+                if mc.shared_hidden > 0 {
+                    MAX_STEP_TOKENS * cfg.dim
+                } else {
+                    4
+                },
+            )?,
+            xt_shared: (mc.shared_hidden > 0)
+                .then(|| ActTex::new(gpu, "moe_xt_shared", mc.shared_hidden, MAX_STEP_TOKENS))
+                .transpose()?,
         })
     }
 }

@@ -11,7 +11,8 @@ use super::buffers::{Activations, KvBuffers};
 use super::kernels::Op;
 use super::launch::{AttnBufs, AttnRows, AttnShape, Epilogue, Input, Launch};
 use super::lora::{GpuLora, LoraLayer, LoraSite};
-use super::weights::{ActTex, GpuWeights};
+use super::params::GpuWeights;
+use super::weights::ActTex;
 use crate::options::Attention;
 
 /// The kinds of step, each recorded once.

@@ -322,9 +322,13 @@ impl<'a> Launch<'a> {
             Res::Buf(outs[2]),
         ];
         let (delta, factors) = lora.map_or((&self.dummy, &self.dummy_norm), |g| (&g.delta, &g.factors));
-        res.extend([Res::Buf(cos), Res::Buf(sin), Res::Buf(delta), Res::Buf(factors)]);
-        res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
-        res.push(Res::Buf(moe.map_or(&self.dummy, |m| m.routing)));
+        // binding 10: LoRA's delta or MoE's routing (no product has both)
+        assert!(lora.is_none() || moe.is_none(), "a product with LoRA and MoE");
+        let aux = moe.map_or(delta, |m| m.routing);
+        res.extend([Res::Buf(cos), Res::Buf(sin), Res::Buf(aux), Res::Buf(factors)]);
+        if !gemm {
+            res.push(Res::UniformX(norm.unwrap_or(&self.dummy_norm)));
+        }
         Ok(self.op(&kern, s, &res, grid))
     }
 

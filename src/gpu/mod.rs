@@ -8,6 +8,7 @@ pub mod launch;
 pub mod lora;
 pub mod model;
 pub mod moe;
+pub mod params;
 pub mod sources;
 pub mod weights;
 

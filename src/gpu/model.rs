@@ -12,7 +12,8 @@ use super::kernels::{
 };
 use super::launch::{AttnShape, Fused, Launch};
 use super::lora::GpuLora;
-use super::weights::{GpuWeights, WeightPlan};
+use super::params::GpuWeights;
+use super::weights::WeightPlan;
 use crate::config::{Config, RopeTable};
 use crate::kv_cache::KvPages;
 use crate::moe::Route;
@@ -620,30 +621,8 @@ impl GpuModel {
                 self.step_rows()
             );
         }
-        let k = mc.top_k;
-        let mut out = vec![];
-        for (l, routing, logits, stride) in &self.moe_bufs {
-            let (l, stride) = (*l, *stride);
-            let words: Vec<u32> =
-                bytemuck::pod_collect_to_vec(&self.gpu.read(routing, (2 * MAX_STEP_TOKENS * k * 4) as u64)?);
-            let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&self.gpu.read(logits, (t * stride * 4) as u64)?);
-            let mut row = 0;
-            for (e, &p) in batch.iter().zip(pos) {
-                for i in 0..e.tokens.len() {
-                    let ids = &words[row * k..(row + 1) * k];
-                    let w = &words[MAX_STEP_TOKENS * k + row * k..][..k];
-                    let gap = crate::moe::route(&logits[row * stride..][..mc.n_experts], k, false).gap;
-                    let route = Route {
-                        experts: ids.to_vec(),
-                        weights: w.iter().map(|&b| f32::from_bits(b)).collect(),
-                        gap,
-                    };
-                    out.push((l, p + i, route));
-                    row += 1;
-                }
-            }
-        }
-        Ok(out)
+        let lens: Vec<usize> = batch.iter().map(|e| e.tokens.len()).collect();
+        super::moe::read_routing(&self.gpu, mc, &self.moe_bufs, &lens, pos)
     }
 
     /// A batch: one step over every sequence where its rows fit one step, else sequence by

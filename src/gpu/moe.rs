@@ -7,99 +7,15 @@
 
 use anyhow::Result;
 
-use super::buffers::Activations;
+use super::buffers::{Activations, MoeActs};
 use super::context::Gpu;
 use super::kernels::{Op, MAX_STEP_TOKENS, UNIFORM_X_BYTES};
 use super::launch::{Epilogue, Input, Launch, MoeSite};
-use super::weights::{ActTex, GpuMlp, WeightTex};
-use crate::config::{Config, MoeConfig};
-use crate::weights::{Moe, Tensor};
+use super::params::{GpuMlp, GpuMoe};
+use crate::config::MoeConfig;
+use crate::moe::Route;
 
 type Buf = wgpu::Buffer;
-
-/// One MoE block's matrices and its routing buffers (a layer's own, so that `--routing` can
-/// read every layer's after a step).
-pub struct GpuMoe {
-    /// (n_experts, dim) f32 W_router, and the shared expert's gate as row n_experts (Qwen2-MoE)
-    pub router: WeightTex,
-    /// (n_experts × 2 hidden, dim): W_gate_e; W_up_e of expert 0, then expert 1, ...
-    pub gate_up: WeightTex,
-    /// (n_experts × dim, hidden): W_down_e of each expert in turn
-    pub down: WeightTex,
-    /// (MAX_STEP_TOKENS, router rows) router logits
-    pub logits: Buf,
-    /// moe_route.wgsl's output: ids, weights, per-expert assignment lists
-    pub routing: Buf,
-}
-
-/// The scratch every MoE block shares, a row per (token, slot) assignment.
-pub struct MoeActs {
-    pub hb: Buf,                   // (T·k, hidden) silu(gate_e x) * up_e x, at least a GEMV's 64 KiB window
-    pub xt: ActTex,                // (T·k, hidden/4 texels) hb, for the W_down GEMM
-    pub y: Buf,                    // (T·k, dim) the experts' rows
-    pub y_shared: Buf,             // (T, dim) the shared expert's rows (or (4,))
-    pub xt_shared: Option<ActTex>, // (T, shared_hidden/4 texels) its hb, for its W_down GEMM
-}
-
-/// Words of a routing buffer for top `k` of `n_experts` (moe_route.wgsl's header).
-pub fn routing_words(k: usize, n_experts: usize) -> usize {
-    2 * MAX_STEP_TOKENS * k + n_experts * (MAX_STEP_TOKENS + 1)
-}
-
-/// The MoE matrices of a layer as the device holds them: (name, parts stacked row after row,
-/// f32 only): the router (+ the shared gate), the experts' W_gate;W_up, their W_down.
-pub fn parts<'a>(l: usize, m: &'a Moe<Tensor>) -> [(String, Vec<&'a Tensor>, bool); 3] {
-    let router = std::iter::once(&m.router).chain(&m.shared_gate).collect();
-    let gate_up = m.gate.iter().zip(&m.up).flat_map(|(g, u)| [g, u]).collect();
-    [
-        (format!("layers.{l}.router"), router, true),
-        (format!("layers.{l}.experts.w_gate;w_up"), gate_up, false),
-        (format!("layers.{l}.experts.w_down"), m.down.iter().collect(), false),
-    ]
-}
-
-impl GpuMoe {
-    /// Upload a layer's MoE block, `mat(name, parts, f32)` making each matrix.
-    pub fn upload(
-        gpu: &Gpu,
-        mc: &MoeConfig,
-        l: usize,
-        m: &Moe<Tensor>,
-        mut mat: impl FnMut(&str, &[&Tensor], bool) -> Result<WeightTex>,
-    ) -> Result<Self> {
-        let [r, gu, d] = parts(l, m).map(|(name, parts, f32)| mat(&name, &parts, f32));
-        let router = r?;
-        Ok(GpuMoe {
-            logits: gpu.zeros(&format!("layers.{l}.router_logits"), MAX_STEP_TOKENS * router.rows)?,
-            routing: gpu.zeros(&format!("layers.{l}.routing"), routing_words(mc.top_k, mc.n_experts))?,
-            router,
-            gate_up: gu?,
-            down: d?,
-        })
-    }
-}
-
-impl MoeActs {
-    pub fn new(gpu: &Gpu, cfg: &Config, mc: &MoeConfig) -> Result<Self> {
-        let rows = MAX_STEP_TOKENS * mc.top_k;
-        Ok(MoeActs {
-            hb: gpu.zeros("moe_hb", (rows * mc.hidden).max(UNIFORM_X_BYTES as usize / 4))?,
-            xt: ActTex::new(gpu, "moe_xt", mc.hidden, rows)?,
-            y: gpu.zeros("moe_y", rows * cfg.dim)?,
-            y_shared: gpu.zeros(
-                "moe_y_shared",
-                if mc.shared_hidden > 0 {
-                    MAX_STEP_TOKENS * cfg.dim
-                } else {
-                    4
-                },
-            )?,
-            xt_shared: (mc.shared_hidden > 0)
-                .then(|| ActTex::new(gpu, "moe_xt_shared", mc.shared_hidden, MAX_STEP_TOKENS))
-                .transpose()?,
-        })
-    }
-}
 
 /// Record an MoE block: x += Σ_s weight_s · expert_s(x') (+ sigmoid(x' · g) · shared(x')),
 /// where `xn` is x' = rmsnorm(x) · ffn_norm as the products read it (a GEMV's fused norm, or
@@ -168,4 +84,37 @@ pub fn record(
     let shared = shared.map(|_| (&acts.y_shared, &m.logits, stride));
     ops.push(l.moe_combine(&m.routing, &acts.y, shared, &a.x, dim, k, n_experts)?);
     Ok(ops)
+}
+
+/// The MoE routing of the last step, which ran `rows` rows (entries of `lens` rows starting at
+/// positions `pos`), read back from each MoE layer's (layer, routing, router logits, router
+/// rows): (layer, position, route) per MoE layer and row, the gap computed from the logits as
+/// moe::route does.
+pub fn read_routing(
+    gpu: &Gpu,
+    mc: &MoeConfig,
+    bufs: &[(usize, Buf, Buf, usize)],
+    lens: &[usize],
+    pos: &[usize],
+) -> Result<Vec<(usize, usize, Route)>> {
+    let (k, t) = (mc.top_k, lens.iter().sum::<usize>());
+    let mut out = vec![];
+    for (l, routing, logits, stride) in bufs {
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&gpu.read(routing, (2 * MAX_STEP_TOKENS * k * 4) as u64)?);
+        let logits: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(logits, (t * stride * 4) as u64)?);
+        let mut row = 0;
+        for (&n, &p) in lens.iter().zip(pos) {
+            for i in 0..n {
+                let weights = &words[MAX_STEP_TOKENS * k + row * k..][..k];
+                let route = Route {
+                    experts: words[row * k..(row + 1) * k].to_vec(),
+                    weights: weights.iter().map(|&b| f32::from_bits(b)).collect(),
+                    gap: crate::moe::route(&logits[row * stride..][..mc.n_experts], k, false).gap,
+                };
+                out.push((*l, p + i, route));
+                row += 1;
+            }
+        }
+    }
+    Ok(out)
 }

@@ -13,7 +13,7 @@ pub(super) enum Binding {
 use Binding::*;
 
 const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
-/// The outputs, LoRA updates and MoE routing (bindings 4 to 11, 13) and store functions of the four matrix kernels, appended to
+/// The outputs, LoRA updates and MoE routing (bindings 4 to 11) and store functions of the four matrix kernels, appended to
 /// them only.
 const EPILOGUE: &str = include_str!("../../shaders/lib/epilogue.wgsl");
 const EPILOGUE_KERNELS: [&str; 6] = [
@@ -64,43 +64,37 @@ pub(super) const SOURCES: [(&str, &str, &[Binding]); 21] = [
         "matvec.wgsl",
         include_str!("../../shaders/matvec.wgsl"),
         &[
-            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
         ],
     ),
     (
         "matvec_plain.wgsl",
         include_str!("../../shaders/matvec_plain.wgsl"),
         &[
-            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
         ],
     ),
     (
         "matvec_split.wgsl",
         include_str!("../../shaders/matvec_split.wgsl"),
         &[
-            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
+            Uniform, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform,
         ],
     ),
     (
         "matmat.wgsl",
         include_str!("../../shaders/matmat.wgsl"),
-        &[
-            Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
-        ],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
     ),
     (
         "matmat_plain.wgsl",
         include_str!("../../shaders/matmat_plain.wgsl"),
-        &[
-            Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
-        ],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
     ),
     (
         "matmat_tiled.wgsl",
         include_str!("../../shaders/matmat_tiled.wgsl"),
-        &[
-            Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform, Uniform, Read,
-        ],
+        &[Texture, Texture, Read, Write, Write, Write, Read, Read, Read, Uniform],
     ),
     (
         "qk_norm_rope.wgsl",
