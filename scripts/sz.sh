@@ -4,14 +4,16 @@
 # and per folder, split into CORE (the engine) and TOOLS (src/main.rs, src/cli/, src/tools/,
 # src/serve/, src/template/: the chat-template shim is Python compatibility for minijinja, not
 # the engine). Exits 1 when the core exceeds the budget.
-# Usage: scripts/sz.sh [budget]   (default 10000)
+# Usage: scripts/sz.sh [budget]   (default 11000)
 # The budget: 9000 for wave 1 and the first wave-2 issues (issue 13); 10000 from issue 19 on, when
 # LoRA (PEFT loading and checking, the unmerged update on the CPU and the GPU, per-sequence
-# factors: ~720 lines) left the core at 9720 with MoE still to come. Raise it only with a feature
-# that needs it, said in its issue's closing note.
+# factors: ~720 lines) left the core at 9720 with MoE still to come; 11000 from issue 20, when
+# Mixture of Experts (three architectures' names and configs, GGUF's MoE metadata, the CPU block,
+# the router and combine kernels and the grouped expert products, routing readback: ~1030 lines)
+# left it at 10700. Raise it only with a feature that needs it, said in its issue's closing note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget="${1:-10000}"
+budget="${1:-11000}"
 
 mapfile -t files < <(find src shaders -type f \( -name '*.rs' -o -name '*.wgsl' \) | LC_ALL=C sort)
 awk -v budget="$budget" '
