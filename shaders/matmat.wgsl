@@ -15,7 +15,8 @@
 // the current texel and `subgroupBroadcast` hands them to the other lanes, each broadcast value
 // feeding both rows. On lavapipe x from a storage buffer made this kernel 4x slower, and two rows
 // an invocation instead of one 1.5x faster (benches/RESULTS.md). Needs subgroups of at least 8
-// lanes; matmat_plain.wgsl is the same product without them.
+// lanes; matmat_plain.wgsl is the same product without them. With MOE_K (lib/epilogue.wgsl)
+// the grid is (.., ceil(T / 8), n_experts): expert z over the rows routed to it.
 // Bindings:
 //   0 step   storage Step          n_tokens T
 //   1 shape  uniform Shape         a = d, b = n rows, c = column offset into out and bias (SWIGLU,

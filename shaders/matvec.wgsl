@@ -19,6 +19,8 @@
 // end gives mean(x^2)) and scale them by `norm`; the products are scaled by 1 / rms at the end.
 // On lavapipe a storage load costs a scalar load per lane and component; uniform loads are vector
 // gathers and the broadcasts cut them 8-fold (benches/RESULTS.md: probes gemv_b, gemv_f, gemv_o).
+// With MOE_K (lib/epilogue.wgsl) the grid's z is the slot s of the token's k chosen experts:
+// rows of expert ids[s], x row s (W_down) or 0 (W_gate;W_up), out row s.
 // Needs subgroups of at least 8 lanes; matvec_plain.wgsl is the same product without them.
 // Bindings:
 //   0 step   storage Step          (unused)

@@ -7,14 +7,16 @@
 // output rows, so one copy per step pays for itself many times over (benches/RESULTS.md).
 // CPU twin: none for the copy (exact); cpu::ops::rmsnorm with NORM (tests compare matmat through
 // both with the CPU).
-// Dispatch: (ceil(d / 4 / 64), T, 1), one invocation per (texel, token row); with NORM
+// Dispatch: (ceil(d / 4 / 64), T·c, 1), one invocation per (texel, row), c rows a token (an MoE
+// block's rows, one per chosen expert; 1 elsewhere); with NORM
 // (ceil(T / 64), 1, 1), one invocation per row: the sum of squares, then the scaled copy. (A
 // workgroup per row with a tree reduction in workgroup memory took 2.2x as long on lavapipe,
 // whose barriers are costly: `bench model --profile 256`.)
 // Bindings:
 //   0 step   storage Step          n_tokens T
-//   1 shape  uniform Shape         a = d (a multiple of 4), b = bitcast<u32>(eps as f32) with NORM
-//   2 x      storage read  vec4f   (T_max, d/4)
+//   1 shape  uniform Shape         a = d (a multiple of 4), b = bitcast<u32>(eps as f32) with NORM,
+//                                  c = rows a token without NORM (0 or 1: one)
+//   2 x      storage read  vec4f   (T_max·c, d/4)
 //   3 weight storage read  vec4f   (d/4,) with NORM, else a dummy
 //   4 xt     texture_storage_2d_array<rgba32uint, write> (d/4, T_max, 1)
 // Overrides: NORM.

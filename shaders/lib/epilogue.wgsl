@@ -34,7 +34,10 @@
 // as KV_F16 says: lib/kv.wgsl, appended too); LORA_ADAPTERS (add the unmerged LoRA update of row o,
 // the sum over adapters a of lora_factors[seq(t), a] * lora_delta[t, a, o], to the product before
 // bias, RoPE, SwiGLU or the residual add: each row with its own sequence's factors; CPU twin
-// lora::LoraPair::apply).
+// lora::LoraPair::apply); MOE_K with MOE_X_PER_TOKEN (an MoE block's expert product: W stacks
+// every expert's rows, shape.b each; the grid's z is a GEMV's slot or a GEMM's expert, and
+// moe_gemv / moe_gemm_rows / moe_x_row / moe_out_row below say which rows of W, x and out a
+// workgroup takes; CPU twin moe::block's per-expert products).
 // Dispatch: none; the kernels' functions.
 
 override HAS_BIAS: bool = false;
