@@ -352,6 +352,12 @@ fn gpu_routing_matches_cpu_at_awkward_sizes() {
 /// the same blocks.
 #[test]
 fn gpu_quantized_experts_match_cpu() {
+    let Some(req) = gpu_request() else { return };
+    if !tinfer::gpu::Gpu::new(&req).unwrap().has_subgroups(8) {
+        // the GPU holds quantized weights as f16 without the subgroup kernels (tested elsewhere)
+        eprintln!("SKIPPED: quantized experts stay as stored only with subgroups of 8 or more lanes");
+        return;
+    }
     for format in [Format::Q8_0, Format::Q4_K] {
         let w = 256; // Q4_K: rows of whole super-blocks
         let over =

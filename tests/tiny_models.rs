@@ -107,7 +107,12 @@ fn forward_rejects_bad_input() {
 /// committed file is exactly what the test helper describes.
 #[test]
 fn tiny_fixture_tokenizers_are_byte_level() {
-    let moe = ["tiny-mixtral", "tiny-qwen2-moe", "tiny-qwen3-moe", "tiny-qwen3-moe-nonorm"];
+    let moe = [
+        "tiny-mixtral",
+        "tiny-qwen2-moe",
+        "tiny-qwen3-moe",
+        "tiny-qwen3-moe-nonorm",
+    ];
     for name in ["tiny-llama-gqa", "tiny-qwen2"].into_iter().chain(moe) {
         let committed = read_json(&fixtures().join(name).join("tokenizer.json"));
         assert_eq!(committed, byte_tokenizer_json(), "{name}/tokenizer.json");
