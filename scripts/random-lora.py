@@ -28,9 +28,12 @@ shapes = {"q_proj": ("self_attn", q, d), "k_proj": ("self_attn", kv, d), "v_proj
 targets = list(shapes) if a.targets == "all" else a.targets.split(",")
 rng = np.random.default_rng(a.seed)
 tensors = {}
+moe_layers = set((info.get("moe") or {}).get("moe_layers", []))
 for layer in range(info["n_layers"]):
     for t in targets:
         part, out, inp = shapes[t]
+        if part == "mlp" and layer in moe_layers:
+            continue  # an MoE block has no dense MLP (tinfer does not adapt experts)
         m = f"base_model.model.model.layers.{layer}.{part}.{t}"
         tensors[f"{m}.lora_A.weight"] = rng.normal(0, a.std, (a.rank, inp)).astype("<f4")
         tensors[f"{m}.lora_B.weight"] = rng.normal(0, a.std, (out, a.rank)).astype("<f4")

@@ -311,9 +311,14 @@ impl HfConfig {
         // implements full attention, so it limits the context to the window (exact within it).
         if let Some(w) = self.sliding_window.as_ref().and_then(Json::as_u64) {
             let sliding_layers = self.layer_types.iter().flatten().any(|t| t == "sliding_attention");
-            let used = self.use_sliding_window.unwrap_or(model_type == "mistral") || sliding_layers;
-            // Qwen2-MoE writes `sliding_window: 0` for no window
-            if used && w > 0 && (w as usize) < seq_len {
+            let mistral = model_type == "mistral" || model_type == "mixtral";
+            let used = self.use_sliding_window.unwrap_or(mistral) || sliding_layers;
+            // (Qwen2-MoE writes `sliding_window: 0` for no window, with use_sliding_window false)
+            ensure!(
+                !used || w > 0,
+                "config.json: sliding_window is 0 with the window in use: no position would see another; set it to null for no window"
+            );
+            if used && (w as usize) < seq_len {
                 seq_len = w as usize;
             }
         }
@@ -384,16 +389,21 @@ impl HfConfig {
         if !mixtral && !model_type.ends_with("_moe") {
             return Ok(None);
         }
-        let n_experts = self.num_experts.or(self.num_local_experts).unwrap_or(0);
-        let top_k = self.num_experts_per_tok.unwrap_or(0);
+        // transformers' defaults where a key is absent (MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig)
+        let (d_experts, d_k, d_hidden, d_shared) = match model_type {
+            "mixtral" => (8, 2, self.intermediate_size, 0),
+            "qwen2_moe" => (60, 4, 1408, 5632),
+            _ => (128, 8, 768, 0),
+        };
+        let n_experts = self.num_experts.or(self.num_local_experts).unwrap_or(d_experts);
+        let top_k = self.num_experts_per_tok.unwrap_or(d_k);
         let hidden = if mixtral {
             self.intermediate_size
         } else {
-            self.moe_intermediate_size
-                .context("config.json: moe_intermediate_size is missing")?
+            self.moe_intermediate_size.unwrap_or(d_hidden)
         };
         let shared_hidden = match model_type {
-            "qwen2_moe" => self.shared_expert_intermediate_size.unwrap_or(0),
+            "qwen2_moe" => self.shared_expert_intermediate_size.unwrap_or(d_shared),
             _ => 0,
         };
         ensure!(
@@ -409,7 +419,11 @@ impl HfConfig {
             (1..=MAX_WIDTH).contains(&hidden) && shared_hidden <= MAX_WIDTH,
             "config.json: expert width {hidden} / shared expert width {shared_hidden} is outside 1..={MAX_WIDTH}"
         );
-        let step = self.decoder_sparse_step.unwrap_or(1).max(1);
+        let step = self.decoder_sparse_step.unwrap_or(1);
+        ensure!(
+            step >= 1,
+            "config.json: decoder_sparse_step is 0; it must be at least 1 (every step-th layer is MoE)"
+        );
         if let Some(l) = self.mlp_only_layers.iter().find(|&&l| l >= self.num_hidden_layers) {
             bail!("config.json: mlp_only_layers names layer {l}, past the last");
         }

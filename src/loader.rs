@@ -205,6 +205,7 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
                     load(&name, &mut problems).map(|t| (0..n).map(|e| t.rows_at(e * shape[0], shape.clone())).collect())
                 }
                 Some(s) => {
+                    used.insert(name.clone()); // reported here, not again as unexpected
                     problems.push(format!(
                         "tensor {name} has shape {s:?}, config.json implies {stacked:?}"
                     ));
@@ -216,6 +217,7 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
                         match shapes.get(&name) {
                             None => problems.push(format!("missing tensor {name} {shape:?}")),
                             Some(s) if *s != shape => {
+                                used.insert(name.clone());
                                 problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"))
                             }
                             Some(_) => {
@@ -238,12 +240,23 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
             None => problems.push(format!("missing tensor {name} {shape:?}")),
             // GGUF keeps the shared expert's gate (1, dim) as a vector
             Some(s) if *s != shape && !(f == Field::ShGateInp && *s == shape[1..]) => {
+                used.insert(name.clone());
                 problems.push(format!("tensor {name} has shape {s:?}, config.json implies {shape:?}"))
             }
             Some(_) => {
                 used.insert(name.clone());
-                if let Some(x) = load(&name, &mut problems) {
-                    loaded.insert((f as usize, l), x);
+                match load(&name, &mut problems) {
+                    // a NaN router would pick experts differently on every device: refused
+                    Some(x)
+                        if matches!(f, Field::Router | Field::ShGateInp)
+                            && !x.to_f32().iter().all(|v| v.is_finite()) =>
+                    {
+                        problems.push(format!("tensor {name} holds NaN or infinite values"))
+                    }
+                    Some(x) => {
+                        loaded.insert((f as usize, l), x);
+                    }
+                    None => {}
                 }
             }
         }

@@ -230,6 +230,10 @@ impl Lora {
                 Some(l) if l >= cfg.n_layers => {
                     format!("module {m} is in layer {l}, but the model has {} layers", cfg.n_layers)
                 }
+                Some(l) if cfg.is_moe(l) && m.contains(".mlp.") => format!(
+                    "module {m}: tinfer does not adapt an MoE block (its experts, shared expert or router); \
+                     LoRA applies to attention and to dense MLP layers"
+                ),
                 _ => format!(
                     "module {m} {shape:?} is not one tinfer can adapt (it adapts q/k/v/o/gate/up/down projections)"
                 ),

@@ -25,8 +25,16 @@ pub struct Route {
 /// (torch.topk's order on a CPU), softmax computed in f64 and rounded to f32.
 pub fn route(logits: &[f32], k: usize, norm_topk_prob: bool) -> Route {
     assert!(k >= 1 && k <= logits.len(), "route: top {k} of {}", logits.len());
+    // NaN ranks last, as moe_route.wgsl's comparisons leave it
+    let key = |e: usize| {
+        if logits[e].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            logits[e]
+        }
+    };
     let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     let max = logits[order[0]] as f64;
     let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
     let p = |e: usize| (logits[e] as f64 - max).exp() / sum;

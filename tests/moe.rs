@@ -187,6 +187,7 @@ fn moe_configs_resolve_as_hf() {
         ("num_experts_per_tok", "0", "num_experts_per_tok"),
         ("num_local_experts", "0", "experts"),
         ("mlp_only_layers", "[5]", "mlp_only_layers"),
+        ("decoder_sparse_step", "0", "decoder_sparse_step"),
     ] {
         let mut j: Json = serde_json::from_str(&base).unwrap();
         j[key] = serde_json::from_str(value).unwrap();
@@ -197,6 +198,20 @@ fn moe_configs_resolve_as_hf() {
             .to_string();
         assert!(e.contains(needle), "{key} = {value}: {e}");
     }
+    // Mixtral's sliding window limits the context as Mistral's does; a window of 0 is refused
+    let mut j: Json = read_json(&fixtures().join("tiny-mixtral/config.json"));
+    j["sliding_window"] = 4.into();
+    assert_eq!(
+        HfConfig::from_json(&j.to_string()).unwrap().resolve().unwrap().seq_len,
+        4
+    );
+    j["sliding_window"] = 0.into();
+    let e = HfConfig::from_json(&j.to_string())
+        .unwrap()
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sliding_window is 0"), "{e}");
 }
 
 /// moe::route: top k by logit with ties to the lower expert, softmax weights (renormalised or
@@ -563,7 +578,66 @@ fn moe_gguf_files_match_hf() {
         let s = m.new_seq().unwrap();
         let got = m.fwd(s, &tokens, Want::All).unwrap();
         assert_close(&format!("{name} GGUF logits"), &got, &want, TINY_VS_HF);
+        // `tinfer convert` writes HF's layout back: a tensor per expert, HF's config keys
+        let out = dir.join(format!("{name}-hf"));
+        tinfer::tools::convert::convert(&path, &out, tinfer::tools::convert::OutDtype::F32, false).unwrap();
+        let hf_names: Vec<String> = {
+            let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            st.names().into_iter().map(str::to_string).collect()
+        };
+        let mut want_names: Vec<String> = {
+            let bytes = std::fs::read(fixtures().join(name).join("model.safetensors")).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            st.names().into_iter().map(str::to_string).collect()
+        };
+        let mut got_names = hf_names;
+        got_names.sort();
+        want_names.sort();
+        assert_eq!(got_names, want_names, "{name}: converted tensor names");
+        let config = read_json(&out.join("config.json"));
+        let key = if name == "tiny-mixtral" {
+            "num_local_experts"
+        } else {
+            "num_experts"
+        };
+        assert!(config[key].is_u64(), "{name}: {key} in the converted config");
+        let (mut m, _) = cpu_model(&out);
+        let s = m.new_seq().unwrap();
+        let got = m.fwd(s, &tokens, Want::All).unwrap();
+        assert_close(&format!("{name} converted logits"), &got, &want, TINY_VS_HF);
     }
+}
+
+/// A router holding NaN is refused at load (it would route differently on every device).
+#[test]
+fn nan_router_is_refused() {
+    let dir = tempdir("nan");
+    let src = fixtures().join("tiny-qwen3-moe");
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let router = "model.layers.0.mlp.gate.weight";
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = vec![];
+    for (name, view) in st.tensors() {
+        let mut d = view.data().to_vec();
+        if name == router {
+            d[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        data.push((name, view.shape().to_vec(), d));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, sh, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, sh.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let e = format!("{:#}", tinfer::loader::load(&dir).err().unwrap());
+    assert!(e.contains(&format!("tensor {router} holds NaN")), "{e}");
 }
 
 /// A file whose experts do not match its config says which tensor and why, in one line.
@@ -586,6 +660,7 @@ fn moe_checkpoint_mismatches_are_named() {
         e.contains("missing tensor model.layers.0.mlp.experts.8.gate_proj.weight"),
         "{e}"
     );
+    assert!(!e.contains("unexpected"), "a wrong shape is reported once: {e}");
     assert!(!e.contains('\n'), "one line: {e}");
 }
 

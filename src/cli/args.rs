@@ -483,7 +483,8 @@ pub struct ModelBenchArgs {
     pub model: ModelArgs,
     /// Random weights with the shapes of smollm2-135m, smollm2-360m, smollm2-1.7b,
     /// qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, llama-3.2-1b, llama-3.2-3b, llama-3-8b,
-    /// mistral-7b, or of a config.json file, instead of --model.
+    /// mistral-7b, qwen3-30b-a3b-2l (two MoE layers of Qwen3-30B-A3B, vocabulary cut to 16384)
+    /// and qwen3-30b-a3b-2l-dense (its dense twin), or of a config.json file, instead of --model.
     #[arg(long, value_name = "NAME|CONFIG", conflicts_with = "model")]
     pub synthetic: Option<String>,
     /// With --synthetic: only the first N layers (a big shape's kernels without all its weights).

@@ -97,6 +97,11 @@ impl Gguf {
         });
         if experts > 0 {
             self.moe_config(arch, &mut cfg)?;
+        } else if self.tensor("blk.0.ffn_gate_exps.weight").is_some() || arch.ends_with("moe") {
+            bail!(
+                "{} is missing or 0, but this is a Mixture-of-Experts file",
+                k("expert_count")
+            );
         }
         Ok(cfg)
     }
@@ -121,20 +126,31 @@ impl Gguf {
             "llama" => cfg["intermediate_size"].as_u64(),
             _ => n("expert_feed_forward_length"),
         };
+        let n_exp = n("expert_count").unwrap_or(0);
+        let used = n("expert_used_count").with_context(|| format!("{} is missing", k("expert_used_count")))?;
+        ensure!(
+            (1..=n_exp).contains(&used),
+            "{} = {used} is outside 1..={n_exp} (its {})",
+            k("expert_used_count"),
+            k("expert_count")
+        );
+        let hidden = hidden.with_context(|| format!("{} is missing", k("expert_feed_forward_length")))?;
+        // the shared expert's width: its key, else its tensor's, else none
+        let shexp = self
+            .tensor("blk.0.ffn_gate_shexp.weight")
+            .and_then(|t| t.ne.get(1).copied());
+        let shared = n("expert_shared_feed_forward_length").or(shexp).unwrap_or(0);
         let o = cfg.as_object_mut().expect("an object");
-        o.insert("num_experts".into(), json!(n("expert_count")));
-        o.insert(
-            "num_experts_per_tok".into(),
-            json!(n("expert_used_count").context("expert_used_count is missing")?),
-        );
-        o.insert(
-            "moe_intermediate_size".into(),
-            json!(hidden.context("expert_feed_forward_length is missing")?),
-        );
-        o.insert(
-            "shared_expert_intermediate_size".into(),
-            json!(n("expert_shared_feed_forward_length")),
-        );
+        // HF's key per model type (MixtralConfig: num_local_experts)
+        let count = if arch == "llama" {
+            "num_local_experts"
+        } else {
+            "num_experts"
+        };
+        o.insert(count.into(), json!(n_exp));
+        o.insert("num_experts_per_tok".into(), json!(used));
+        o.insert("moe_intermediate_size".into(), json!(hidden));
+        o.insert("shared_expert_intermediate_size".into(), json!(shared));
         o.insert("norm_topk_prob".into(), json!(norm));
         o.insert("mlp_only_layers".into(), json!(dense));
         Ok(())

@@ -536,10 +536,23 @@ impl Gguf {
                 None => unknown.push(t.name.as_str()),
             }
         }
-        if !unknown.is_empty() {
+        // llama.cpp before 2024 wrote Mixtral's experts one tensor each: blk.N.ffn_gate.E.weight
+        let split_expert = |n: &&str| n.split('.').nth(3).is_some_and(|e| e.parse::<usize>().is_ok());
+        if let Some(t) = unknown.iter().find(|n| split_expert(n)) {
             bail!(
-                "tensors tinfer does not know how to use: {} (is this a llama-architecture model?)",
-                unknown.join(", ")
+                "tensor {t}: this GGUF holds each expert as its own tensor (llama.cpp's layout before 2024); \
+                 convert the model again with a current llama.cpp, which stacks them (ffn_gate_exps)"
+            );
+        }
+        if !unknown.is_empty() {
+            let more = if unknown.len() > 6 {
+                format!(" and {} more", unknown.len() - 6)
+            } else {
+                String::new()
+            };
+            bail!(
+                "tensors tinfer does not know how to use: {}{more} (an architecture or a layout tinfer does not implement?)",
+                unknown[..unknown.len().min(6)].join(", ")
             );
         }
         Ok(out)

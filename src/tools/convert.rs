@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::{tensor::TensorView, Dtype};
 use serde_json::Value as Json;
 
+use crate::arch::Field;
 use crate::config::HfConfig;
 use crate::gguf::Gguf;
 
@@ -79,10 +80,25 @@ pub fn convert(input: &Path, out_dir: &Path, dtype: OutDtype, progress: bool) ->
     );
     bar.set_message("dequantising");
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let arch = gguf.arch()?;
     for (hf_name, t) in &tensors {
         let values = gguf.hf_tensor_data(t, &config)?;
-        let bytes = encode(st_dtype, &values);
-        data.push((hf_name.clone(), t.hf_shape(), bytes));
+        let mut shape = t.hf_shape();
+        match arch.parse_gguf(&t.name) {
+            // HF files hold a tensor per expert (GGUF stacks them: ffn_*_exps)
+            Some((f, l)) if Field::EXPERTS.contains(&f) => {
+                let per = values.len() / shape[0];
+                for (e, v) in values.chunks_exact(per).enumerate() {
+                    data.push((arch.hf_expert_name(f, l, e), shape[1..].to_vec(), encode(st_dtype, v)));
+                }
+            }
+            // and the shared expert's gate as a (1, dim) matrix
+            Some((Field::ShGateInp, _)) if shape.len() == 1 => {
+                shape.insert(0, 1);
+                data.push((hf_name.clone(), shape, encode(st_dtype, &values)));
+            }
+            _ => data.push((hf_name.clone(), shape, encode(st_dtype, &values))),
+        }
         bar.inc(1);
     }
     bar.set_message("writing");
