@@ -827,3 +827,19 @@ fn logits_routing_json_matches_hf() {
     assert_eq!(out.status.code(), Some(1), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Mixture-of-Experts layers"));
 }
+
+/// Batched steps over several sequences (forks, truncations, rows of different sequences routed
+/// in one step) on the GPU give each row what a fresh sequence gives on the CPU.
+#[test]
+fn gpu_moe_sequence_lifecycle_matches_fresh_cpu_runs() {
+    let opts = Options {
+        max_seqs: 4,
+        ..gpu_opts()
+    };
+    let Some((mut gpu, l)) = gpu_model_with(&fixtures().join("tiny-qwen2-moe"), &opts) else {
+        return;
+    };
+    let (mut fresh, _) = cpu_model(&fixtures().join("tiny-qwen2-moe"));
+    drop(l);
+    check_seq_lifecycle(&mut gpu, &mut fresh, 4, 80, 3, KERNEL_VS_CPU);
+}
