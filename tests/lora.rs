@@ -260,7 +260,7 @@ fn mixed_adapters_in_one_batch_equal_separate_runs() {
 #[test]
 fn rslora_and_patterns_scale_as_peft() {
     let cfg = loader::load(&base()).unwrap().cfg;
-    let dir = tempdir("rslora");
+    let dir = tempdir("lora-rslora");
     let adapter = lora_dir().join("adapter");
     let st = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
     std::fs::write(dir.join("adapter_model.safetensors"), &st).unwrap();
@@ -293,16 +293,6 @@ fn rslora_and_patterns_scale_as_peft() {
     assert_close("rsLoRA at 0.5", &all_logits(&mut m, &tokens), &want, TINY_VS_HF);
 }
 
-/// A fresh folder under the target directory.
-fn tempdir(name: &str) -> PathBuf {
-    let d = root()
-        .join("target/test-tmp")
-        .join(format!("lora-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Every refusal names what is wrong: the fields tinfer does not implement, and in one error the
 /// tensors that do not fit (another hidden size, a layer past the last, a module it lacks, a
 /// rank other than the config's, a targeted module without its pair).
@@ -312,7 +302,7 @@ fn refusals_name_the_problem() {
     let adapter = lora_dir().join("adapter");
     let good = read_json(&adapter.join("adapter_config.json"));
     let st = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
-    let dir = tempdir("refusals");
+    let dir = tempdir("lora-refusals");
     let try_cfg = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut j = good.clone();
         edit(&mut j);
@@ -472,7 +462,7 @@ fn make_adapter(dir: &Path, cfg: &tinfer::config::Config, targets: &[&str], r: u
 fn lora_on_a_gguf_base_equal_on_cpu_and_gpu() {
     let Some(path) = qwen_coder_gguf() else { return };
     let cfg = loader::load(&path).unwrap().cfg;
-    let dir = tempdir("qwen");
+    let dir = tempdir("lora-qwen");
     let all = [
         "q_proj",
         "k_proj",
@@ -524,7 +514,7 @@ fn lora_on_a_gguf_base_equal_on_cpu_and_gpu() {
 fn smollm2_adapter_unmerged_and_merged_agree() {
     let Some(path) = smollm2_dir() else { return };
     let cfg = loader::load(&path).unwrap().cfg;
-    let dir = tempdir("smollm2");
+    let dir = tempdir("lora-smollm2");
     make_adapter(&dir, &cfg, &["q_proj", "v_proj"], 8, 0.05, 3);
     let tokens: Vec<u32> = vec![1, 4093, 28, 17, 3032, 314, 253, 1345, 281, 10911, 30, 2];
     let run = |gpu: bool, merge: bool| -> Option<Vec<f32>> {
@@ -574,7 +564,7 @@ fn tinfer(args: &[&str]) -> std::process::Output {
 fn cli_merge_generate_and_refusals() {
     let (base, adapter) = (base(), lora_dir().join("adapter"));
     let (b, a) = (base.to_str().unwrap(), adapter.to_str().unwrap());
-    let out = tempdir("merge-out");
+    let out = tempdir("lora-merge-out");
     std::fs::remove_dir(&out).unwrap();
     let o = tinfer(&["lora", "merge", b, a, out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -694,9 +684,9 @@ fn cli_merge_generate_and_refusals() {
 fn merge_of_a_gguf_base() {
     let Some(path) = smollm2_gguf() else { return };
     let cfg = loader::load(&path).unwrap().cfg;
-    let dir = tempdir("gguf-adapter");
+    let dir = tempdir("lora-gguf-adapter");
     make_adapter(&dir, &cfg, &["q_proj", "k_proj", "down_proj"], 4, 0.05, 11);
-    let out = tempdir("gguf-merged");
+    let out = tempdir("lora-gguf-merged");
     let o = tinfer(&[
         "lora",
         "merge",
@@ -727,7 +717,7 @@ fn merge_of_a_gguf_base() {
 }
 
 fn read_adapter_file(path: &Path) -> Tensors {
-    let dir = tempdir("read");
+    let dir = tempdir("lora-read");
     std::fs::copy(path, dir.join("adapter_model.safetensors")).unwrap();
     read_adapter(&dir)
 }
@@ -753,7 +743,7 @@ fn every_gpu_variant_equals_the_cpu() {
     for name in ["tiny-qwen2", "tiny-qwen3", "tiny-llama3-rope"] {
         let path = fixtures().join(name);
         let cfg = loader::load(&path).unwrap().cfg;
-        let dir = tempdir(name);
+        let dir = tempdir(&format!("lora-{name}"));
         make_adapter(&dir, &cfg, &all, 3, 0.3, 5);
         let run = |device: Device, opts: &Options| {
             let mut l = loader::load(&path).unwrap();
@@ -805,7 +795,7 @@ fn half_precision_adapters_and_a_file_path() {
     let (_, want) = read_npy(&lora_dir().join("random.logits.npy"));
     let tensors = read_adapter(&adapter);
     for (dtype, tol) in [(safetensors::Dtype::F16, 0.01), (safetensors::Dtype::BF16, 0.05)] {
-        let dir = tempdir(&format!("{dtype:?}"));
+        let dir = tempdir(&format!("lora-{dtype:?}"));
         std::fs::copy(adapter.join("adapter_config.json"), dir.join("adapter_config.json")).unwrap();
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
             .iter()

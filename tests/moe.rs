@@ -565,7 +565,7 @@ fn moe_gguf_files_match_hf() {
             ],
         ),
     ];
-    let dir = tempdir("gguf");
+    let dir = tempdir("moe-gguf");
     for (name, arch, md) in cases {
         let path = dir.join(format!("{name}.gguf"));
         std::fs::write(&path, moe_gguf(name, arch, md)).unwrap();
@@ -612,7 +612,7 @@ fn moe_gguf_files_match_hf() {
 /// A router holding NaN is refused at load (it would route differently on every device).
 #[test]
 fn nan_router_is_refused() {
-    let dir = tempdir("nan");
+    let dir = tempdir("moe-nan");
     let src = fixtures().join("tiny-qwen3-moe");
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
@@ -643,7 +643,7 @@ fn nan_router_is_refused() {
 /// A file whose experts do not match its config says which tensor and why, in one line.
 #[test]
 fn moe_checkpoint_mismatches_are_named() {
-    let dir = tempdir("mismatch");
+    let dir = tempdir("moe-mismatch");
     let src = fixtures().join("tiny-qwen3-moe");
     for f in ["model.safetensors", "config.json"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
@@ -662,16 +662,6 @@ fn moe_checkpoint_mismatches_are_named() {
     );
     assert!(!e.contains("unexpected"), "a wrong shape is reported once: {e}");
     assert!(!e.contains('\n'), "one line: {e}");
-}
-
-/// A fresh folder under the target directory.
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = root()
-        .join("target/test-tmp")
-        .join(format!("moe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// LoRA on an MoE model: adapters on attention (q, v) apply on both devices alike, and an
@@ -710,7 +700,7 @@ fn lora_on_attention_of_an_moe_model() {
             .collect();
         safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
     };
-    let dir = tempdir("lora");
+    let dir = tempdir("moe-lora");
     write(
         &dir.join("qv"),
         &[("self_attn.q_proj", 64, 64), ("self_attn.v_proj", 32, 64)],

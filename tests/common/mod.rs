@@ -853,3 +853,13 @@ pub fn chat_messages(prompt: &Json) -> Vec<tinfer::tokenizer::Message> {
         .map(|m| tinfer::tokenizer::Message::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
         .collect()
 }
+
+/// A fresh folder `name` (made unique by the process id) under target/test-tmp.
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = root()
+        .join("target/test-tmp")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
