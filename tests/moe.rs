@@ -339,7 +339,13 @@ fn gpu_routing_matches_cpu_at_awkward_sizes() {
             return;
         }
     }
-    // ties: a zero router gives every expert the same logit
+    // ties: a zero router gives every expert the same logit (k = 1: every row to expert 0)
+    let (cfg, mut w) = synthetic(serde_json::json!({"num_experts": 6, "num_experts_per_tok": 1}));
+    for l in &mut w.layers {
+        let m = l.moe.as_mut().unwrap();
+        m.router = Tensor::from_f32(m.router.shape.clone(), vec![0.0; m.router.len()]);
+    }
+    gpu_matches_cpu("every row to one expert", &cfg, &w, &gpu_opts(), KERNEL_VS_CPU);
     let (cfg, mut w) = synthetic(serde_json::json!({"num_experts": 6, "num_experts_per_tok": 2}));
     for l in &mut w.layers {
         let m = l.moe.as_mut().unwrap();
