@@ -8,6 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Jinja chat template from tokenizer_config.json (or chat_template.jinja).

@@ -459,6 +459,17 @@ pub enum Command {
     /// LoRA adapters: merge one into a model (`tinfer lora merge BASE ADAPTER OUT_DIR`).
     #[command(subcommand)]
     Lora(super::lora_args::LoraCommand),
+    /// An OpenAI-compatible HTTP server: /v1/completions and /v1/chat/completions (streamed
+    /// or not), /v1/models, /health, /tokenize, /detokenize; requests share the engine's
+    /// batched steps.
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        serve: super::serve_args::ServeArgs,
+    },
 }
 
 #[derive(Subcommand)]

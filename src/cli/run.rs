@@ -356,6 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
             what: BenchWhat::Spec(args),
         } => super::spec::bench_spec(args)?,
         Command::Lora(cmd) => super::lora::run(cmd)?,
+        Command::Serve { model, run, serve } => crate::serve::serve(model, run, serve)?,
         Command::Convert { input, output, dtype } => {
             convert(&input, &output, dtype, std::io::stderr().is_terminal())?;
             eprintln!("wrote {}", output.display());

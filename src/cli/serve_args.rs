@@ -1,0 +1,23 @@
+//! `tinfer serve`'s options (the server itself: src/serve/).
+
+use clap::Args;
+
+/// `tinfer serve` options besides the model's (flattened into the command).
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default; 0.0.0.0 serves the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one; the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Most sequences decoding at once; more requests wait in the queue.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Most requests waiting for a slot; past it requests get 503.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Require `Authorization: Bearer KEY` on every /v1 request.
+    #[arg(long, env = "TINFER_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}

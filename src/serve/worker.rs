@@ -1,0 +1,170 @@
+//! The engine thread: the one owner of the model. HTTP tasks send it `Job`s over a channel; it
+//! admits them between steps (continuous batching: `Engine::step` prefills waiting sequences a
+//! chunk at a time, then decodes every running one in one batch), turns each sequence's tokens
+//! into text (streaming detokenisation, stop strings cut, as `tinfer generate` does), and sends
+//! each job its `Event`s. A job whose receiver is gone (the client disconnected) is finished at
+//! the next step and its KV pages are released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use tinfer::engine::{Engine, Sequence, StopReason, StopStrings};
+use tinfer::tokenizer::{TokenStream, Tokenizer};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A request for the engine: a sequence to run, its stop strings, and where its events go.
+pub struct Job {
+    pub seq: Sequence,
+    pub stops: Vec<String>,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the engine tells a job.
+#[derive(Debug)]
+pub enum Event {
+    /// Text that became whole (stop strings cut).
+    Text(String),
+    /// The end: why, and the token counts OpenAI's `usage` reports.
+    Done {
+        reason: StopReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    /// The job could not run: an HTTP status (400 a prompt past the context, 503 a full queue,
+    /// 500 a device error) and why.
+    Error(u16, String),
+}
+
+/// A job in the engine: its handle, detokeniser and stop strings.
+struct Active<'t> {
+    handle: usize,
+    text: TokenStream<'t>,
+    stops: StopStrings,
+    events: UnboundedSender<Event>,
+    fed: usize, // output tokens turned into text so far
+}
+
+/// Run the engine until the job channel closes (the server shuts down) and nothing is left:
+/// at most `parallel` jobs in the engine, at most `queue` waiting for a place (503 past it).
+pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: usize, queue: usize) {
+    let mut active: HashMap<usize, Active> = HashMap::new();
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let mut open = true;
+    loop {
+        // Take what has come in: block only when there is nothing to step.
+        loop {
+            let job = if active.is_empty() && waiting.is_empty() && open {
+                jobs.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                jobs.try_recv()
+            };
+            match job {
+                Ok(job) if waiting.len() >= queue => {
+                    let msg = format!("the server is busy: {queue} requests are already waiting; try again later");
+                    let _ = job.events.send(Event::Error(503, msg));
+                }
+                Ok(job) => waiting.push_back(job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Admit waiting jobs into free places (a client gone meanwhile is skipped).
+        while active.len() < parallel {
+            let Some(job) = waiting.pop_front() else { break };
+            if !job.events.is_closed() {
+                admit(&mut engine, &tok, &mut active, job);
+            }
+        }
+        if active.is_empty() {
+            if !open && waiting.is_empty() {
+                return;
+            }
+            continue;
+        }
+        // A client gone: stop its sequence now.
+        for a in active.values() {
+            if a.events.is_closed() {
+                engine.finish(a.handle, StopReason::Cancelled);
+            }
+        }
+        if let Err(e) = engine.step() {
+            // a failed step fails every job in it; the engine keeps serving
+            for (_, a) in active.drain() {
+                let _ = a.events.send(Event::Error(500, format!("{e:#}")));
+                engine.finish(a.handle, StopReason::Cancelled);
+                engine.take(a.handle);
+            }
+            continue;
+        }
+        let handles: Vec<usize> = active.keys().copied().collect();
+        for h in handles {
+            feed(&mut engine, active.get_mut(&h).unwrap());
+            if engine.get(h).is_finished() {
+                let mut a = active.remove(&h).unwrap();
+                let tail = a.text.finish().ok().flatten().unwrap_or_default();
+                if !a.stops.hit() {
+                    let text = a.stops.push(&tail) + &a.stops.finish();
+                    if !text.is_empty() {
+                        let _ = a.events.send(Event::Text(text));
+                    }
+                }
+                let seq = engine.take(h);
+                let reason = if a.stops.hit() {
+                    StopReason::StopString
+                } else {
+                    seq.generation().stop
+                };
+                let _ = a.events.send(Event::Done {
+                    reason,
+                    prompt_tokens: seq.prompt.len(),
+                    completion_tokens: seq.output.len(),
+                });
+            }
+        }
+    }
+}
+
+/// Add a job's sequence to the engine (or tell it why not).
+fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize, Active<'t>>, job: Job) {
+    match engine.add(job.seq) {
+        Ok(handle) => {
+            active.insert(
+                handle,
+                Active {
+                    handle,
+                    text: TokenStream::new(tok),
+                    stops: StopStrings::new(&job.stops),
+                    events: job.events,
+                    fed: 0,
+                },
+            );
+        }
+        Err(e) => {
+            let _ = job.events.send(Event::Error(400, format!("{e:#}")));
+        }
+    }
+}
+
+/// Turn the tokens a sequence produced since the last call into text events; a stop string
+/// seen finishes the sequence.
+fn feed(engine: &mut Engine, a: &mut Active) {
+    let output = engine.get(a.handle).output.clone();
+    for &id in &output[a.fed..] {
+        a.fed += 1;
+        if a.stops.hit() {
+            break;
+        }
+        if let Ok(Some(text)) = a.text.push(id) {
+            let piece = a.stops.push(&text);
+            if !piece.is_empty() {
+                let _ = a.events.send(Event::Text(piece));
+            }
+            if a.stops.hit() {
+                engine.finish(a.handle, StopReason::StopString);
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! `tinfer serve` (issue 21, first part): the server binary on a loopback port with the tiny
+//! Llama fixture on the CPU, driven with plain HTTP/1.1: health, models, completions whole and
+//! streamed (greedy text equal to `tinfer generate`), concurrent requests equal to lone ones,
+//! stop strings, OpenAI-shaped errors (bad JSON, unsupported fields, a prompt past the context,
+//! a missing API key), a client that disconnects mid-stream, and SIGTERM.
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+/// A server on a free loopback port; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        let model = fixtures().join("tiny-llama-gqa");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tinfer"))
+            .args([
+                "serve",
+                "-m",
+                model.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--port",
+                "0",
+                "-c",
+                "128",
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // keep reading stderr so the server never blocks on a full pipe
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = err.read_to_string(&mut sink);
+        });
+        let s = Server { child, port };
+        let t0 = Instant::now();
+        while s.get("/health").0 != 200 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the server did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn request(&self, method: &str, path: &str, body: &str, headers: &[&str]) -> (u16, String) {
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        write!(
+            c,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = vec![];
+        c.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        (status, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        match TcpStream::connect(("127.0.0.1", self.port)) {
+            Ok(_) => self.request("GET", path, "", &[]),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    fn post(&self, path: &str, body: &Json) -> (u16, Json) {
+        let (status, text) = self.request("POST", path, &body.to_string(), &[]);
+        (status, serde_json::from_str(&text).unwrap_or(Json::String(text)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_data(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn generate_cli(prompt: &str, n: usize) -> String {
+    let model = fixtures().join("tiny-llama-gqa");
+    let out = Command::new(env!("CARGO_BIN_EXE_tinfer"))
+        .args([
+            "generate",
+            "-m",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "-c",
+            "128",
+        ])
+        .args(["-p", prompt, "-n", &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.strip_suffix('\n').unwrap_or(&text).to_string()
+}
+
+#[test]
+fn completions_equal_generate_whole_streamed_and_concurrent() {
+    let s = Server::start(&["--parallel", "3"]);
+    let (status, models) = s.post("/v1/models", &Json::Null);
+    assert_eq!(status, 405, "{models}"); // GET only
+    let (status, models) = s.get("/v1/models");
+    assert_eq!(status, 200);
+    let models: Json = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["id"], "tiny-llama-gqa");
+
+    let req = serde_json::json!({"prompt": "Hello", "max_tokens": 12, "temperature": 0});
+    let (status, r) = s.post("/v1/completions", &req);
+    assert_eq!(status, 200, "{r}");
+    let text = r["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(text, generate_cli("Hello", 12), "greedy text equals tinfer generate's");
+    assert_eq!(r["choices"][0]["finish_reason"], "length");
+    assert_eq!(r["usage"]["completion_tokens"], 12);
+    assert_eq!(r["object"], "text_completion");
+
+    // streamed: the chunks add up to the same text; usage, then [DONE]
+    let mut sreq = req.clone();
+    sreq["stream"] = true.into();
+    sreq["stream_options"] = serde_json::json!({"include_usage": true});
+    let (status, body) = s.request("POST", "/v1/completions", &sreq.to_string(), &[]);
+    assert_eq!(status, 200);
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let chunks: Vec<Json> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, text);
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["total_tokens"],
+        r["usage"]["total_tokens"]
+    );
+
+    // concurrent requests (more than --parallel: some wait) get what they get alone
+    let prompts: Vec<String> = (0..7).map(|i| format!("Prompt number {i}")).collect();
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            let (_, r) = s.post(
+                "/v1/completions",
+                &serde_json::json!({"prompt": p, "max_tokens": 10, "temperature": 0}),
+            );
+            r["choices"][0]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let together: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let s = &s;
+                sc.spawn(move || {
+                    let (_, r) = s.post(
+                        "/v1/completions",
+                        &serde_json::json!({"prompt": p, "max_tokens": 10, "temperature": 0}),
+                    );
+                    r["choices"][0]["text"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+
+    // a stop string ends the text before it, finish_reason stop
+    let cut = &text[..text.len().min(3)];
+    let (_, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Hello", "max_tokens": 12, "temperature": 0, "stop": [cut]}),
+    );
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    assert!(!r["choices"][0]["text"].as_str().unwrap().contains(cut));
+}
+
+#[test]
+fn bad_requests_get_openai_errors() {
+    let s = Server::start(&["--api-key", "sekrit"]);
+    let auth = "Authorization: Bearer sekrit";
+    let post = |body: &str, headers: &[&str]| {
+        let (status, text) = s.request("POST", "/v1/completions", body, headers);
+        (status, serde_json::from_str::<Json>(&text).unwrap_or_default())
+    };
+    let (status, e) = post(r#"{"prompt": "Hi"}"#, &[]);
+    assert_eq!(status, 401, "{e}");
+    assert_eq!(e["error"]["type"], "invalid_api_key");
+    for (body, needle) in [
+        (r#"{"prompt": "Hi","#, "not valid JSON"),
+        (r#"{"prompt": "Hi", "n": 2}"#, "n = 2"),
+        (r#"{"prompt": "Hi", "max_tokens": -1}"#, "max_tokens"),
+        (r#"{"prompt": "Hi", "temperature": "hot"}"#, "temperature"),
+        (r#"{"prompt": "Hi", "model": "gpt-4"}"#, "not served here"),
+        (r#"{"prompt": [1, 2, 99999]}"#, "token ids"),
+        (r#"{"prompt": 5}"#, "prompt must be"),
+    ] {
+        let (status, e) = post(body, &[auth]);
+        assert_eq!(status, 400, "{body}: {e}");
+        let msg = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: {msg}");
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+    }
+    let long = "x".repeat(400);
+    let (status, e) = post(&serde_json::json!({"prompt": long}).to_string(), &[auth]);
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("context holds 128"),
+        "{e}"
+    );
+    // the tiny model has no chat template: a 400 that says so
+    let (status, text) = s.request(
+        "POST",
+        "/v1/chat/completions",
+        r#"{"messages": [{"role": "user", "content": "hi"}]}"#,
+        &[auth],
+    );
+    assert_eq!(status, 400);
+    assert!(text.contains("chat template"), "{text}");
+    let (status, _) = post(r#"{"prompt": "Hi", "max_tokens": 2}"#, &[auth]);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_client_that_disconnects_frees_its_place_and_sigterm_stops_the_server() {
+    let mut s = Server::start(&["--parallel", "1"]);
+    // start a long stream, read its first chunk, hang up
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let body = serde_json::json!({"prompt": "Hello", "max_tokens": 100, "temperature": 0, "stream": true}).to_string();
+    write!(
+        c,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let _ = c.read(&mut first).unwrap();
+    drop(c);
+    // with one place, the next request only runs once the abandoned one is stopped
+    let t0 = Instant::now();
+    let (status, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Hi", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    // SIGTERM: a graceful exit
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            assert!(st.success(), "exit status {st}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = &mut s;
+}
