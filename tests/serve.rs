@@ -219,6 +219,65 @@ fn completions_equal_generate_whole_streamed_and_concurrent() {
     });
     assert_eq!(together, alone);
 
+    // lm-eval's scoring request: echo + logprobs, no new tokens: each prompt token's
+    // log-probability given those before it, as `tinfer logits --all` gives them
+    let ids = [72u32, 101, 108, 108, 111, 33];
+    let (status, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": ids, "max_tokens": 0, "echo": true, "logprobs": 1}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let lp = &r["choices"][0]["logprobs"];
+    assert_eq!(r["choices"][0]["text"], "Hello!");
+    assert!(lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null());
+    let model = fixtures().join("tiny-llama-gqa");
+    let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_tinfer"))
+        .args([
+            "logits",
+            "-m",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--all",
+            "--json",
+            "--ids",
+            &list.join(","),
+        ])
+        .output()
+        .unwrap();
+    let logits: Json = serde_json::from_slice(&out.stdout).unwrap();
+    for i in 1..ids.len() {
+        let row: Vec<f64> = logits["logits"][i - 1]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        let want = row[ids[i] as usize] - lse;
+        let got = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5, "token {i}: {got} vs {want}");
+        assert_eq!(lp["top_logprobs"][i].as_object().unwrap().len(), 1);
+    }
+    // logprobs of generated tokens: the greedy pick is the most likely
+    let (_, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Hello", "max_tokens": 4, "temperature": 0, "logprobs": 2}),
+    );
+    let lp = &r["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 4, "{r}");
+    for i in 0..4 {
+        let best = lp["top_logprobs"][i]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::MIN, f64::max);
+        assert!((lp["token_logprobs"][i].as_f64().unwrap() - best).abs() < 1e-6);
+    }
+
     // a stop string ends the text before it, finish_reason stop
     let cut = &text[..text.len().min(3)];
     let (_, r) = s.post(
@@ -243,6 +302,11 @@ fn bad_requests_get_openai_errors() {
     for (body, needle) in [
         (r#"{"prompt": "Hi","#, "not valid JSON"),
         (r#"{"prompt": "Hi", "n": 2}"#, "n = 2"),
+        (r#"{"prompt": "Hi", "logprobs": 50}"#, "logprobs"),
+        (
+            r#"{"prompt": "Hi", "logprobs": 1, "stream": true}"#,
+            "not supported with stream",
+        ),
         (r#"{"prompt": "Hi", "max_tokens": -1}"#, "max_tokens"),
         (r#"{"prompt": "Hi", "temperature": "hot"}"#, "temperature"),
         (r#"{"prompt": "Hi", "model": "gpt-4"}"#, "not served here"),

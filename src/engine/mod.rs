@@ -399,17 +399,19 @@ impl Engine {
         let mut out = vec![];
         for (i, &h) in hs.iter().enumerate() {
             let s = self.seqs[h].as_mut().unwrap();
-            let token = match &picks {
-                Pick::Ids(ids) => ids[i],
+            let (token, logprobs) = match &picks {
+                Pick::Ids(ids) => (ids[i], None),
                 Pick::Logits(l) => {
                     let logits = masked(&l[i], &s.banned);
                     let history = s.history();
-                    s.sampler.sample(&logits, &history)
+                    let token = s.sampler.sample(&logits, &history);
+                    (token, s.logprobs.map(|n| log_probs(&l[i], token, n)))
                 }
             };
             let id = s.id.unwrap();
             // the cache as single steps would leave it: without the ids decoded ahead not taken
             if s.push(token, self.model.len(id) - s.ahead.len()) {
+                s.token_logprobs.extend(logprobs);
                 out.push((h, token));
             }
             if s.is_finished() {
@@ -421,6 +423,25 @@ impl Engine {
         }
         out
     }
+}
+
+/// The log-probability of `token` under softmax(`logits`) and the `top` most likely (id,
+/// log-probability), highest first (ties: the lower id): log-softmax in f64.
+pub fn log_probs(logits: &[f32], token: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = max + logits.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    let lp = |i: usize| (logits[i] as f64 - lse) as f32;
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    let k = top.min(logits.len());
+    if k > 0 {
+        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        order.truncate(k);
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    }
+    (
+        lp(token as usize),
+        order[..k].iter().map(|&i| (i as u32, lp(i))).collect(),
+    )
 }
 
 /// `logits` with the `banned` tokens' set to -inf.

@@ -75,6 +75,12 @@ pub struct Sequence {
     pub banned: Vec<u32>,
     /// LoRA factors, one per adapter of the model (Model::set_lora); None: the model's defaults.
     pub lora: Option<Vec<f32>>,
+    /// Record each produced token's log-probability and the `n` most likely (OpenAI's
+    /// `logprobs` / `top_logprobs`) in `token_logprobs`; None: nothing recorded.
+    pub logprobs: Option<usize>,
+    /// Per output token: its log-probability under the model's distribution (before
+    /// temperature, top-k/p and penalties) and the most likely (id, log-probability), first first.
+    pub token_logprobs: Vec<(f32, Vec<(u32, f32)>)>,
     /// Decode steps run (forwards after the prompt's, or tokens taken from `ahead`), for the
     /// decode rate.
     pub(crate) decode_steps: usize,
@@ -109,6 +115,8 @@ impl Sequence {
             prefilled: 0,
             banned: vec![],
             lora: None,
+            logprobs: None,
+            token_logprobs: vec![],
             decode_steps: 0,
             ahead: Default::default(),
             spec: Default::default(),
@@ -139,9 +147,16 @@ impl Sequence {
         self
     }
 
-    /// Its next token can be chosen on the device: greedy, and nothing banned.
+    /// Record log-probabilities of each produced token and its `top` most likely alternatives.
+    pub fn with_logprobs(mut self, top: usize) -> Self {
+        self.logprobs = Some(top);
+        self
+    }
+
+    /// Its next token can be chosen on the device: greedy, nothing banned, no log-probabilities
+    /// wanted.
     pub fn greedy_on_device(&self) -> bool {
-        self.sampler.is_greedy() && self.banned.is_empty()
+        self.sampler.is_greedy() && self.banned.is_empty() && self.logprobs.is_none()
     }
 
     pub fn is_finished(&self) -> bool {

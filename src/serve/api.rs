@@ -99,6 +99,10 @@ pub struct Request {
     stops: Vec<String>,
     stream: bool,
     include_usage: bool,
+    /// Log-probabilities of each output token and this many alternatives.
+    logprobs: Option<usize>,
+    /// Completions: the prompt's text first (with `logprobs`, its tokens' log-probabilities).
+    echo: bool,
 }
 
 /// The body as JSON, or a 400.
@@ -131,9 +135,6 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     // fields tinfer does not implement yet are refused, not ignored
     for (field, off) in [
         ("n", json!(1)),
-        ("logprobs", if kind == Kind::Chat { json!(false) } else { Json_::Null }),
-        ("top_logprobs", Json_::Null),
-        ("echo", json!(false)),
         ("presence_penalty", json!(0)),
         ("frequency_penalty", json!(0)),
         ("response_format", Json_::Null),
@@ -262,6 +263,34 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         Some(_) => return Err(ApiError::bad("stop must be a string or a list of at most 4 strings")),
     };
     let stream = o.get("stream").and_then(Json_::as_bool).unwrap_or(false);
+    let top = |k: &str| -> Result<Option<usize>, ApiError> {
+        match o.get(k) {
+            None | Some(Json_::Null) => Ok(None),
+            Some(v) => match v.as_u64().filter(|&n| n <= 20) {
+                Some(n) => Ok(Some(n as usize)),
+                None => Err(ApiError::bad(&format!("{k} must be a whole number from 0 to 20"))),
+            },
+        }
+    };
+    let logprobs = match kind {
+        // completions: logprobs = how many alternatives
+        Kind::Completion => top("logprobs")?,
+        // chat: logprobs = true, top_logprobs = how many alternatives
+        Kind::Chat => match (
+            o.get("logprobs").and_then(Json_::as_bool).unwrap_or(false),
+            top("top_logprobs")?,
+        ) {
+            (true, n) => Some(n.unwrap_or(0)),
+            (false, Some(_)) => return Err(ApiError::bad("top_logprobs needs logprobs: true")),
+            (false, None) => None,
+        },
+    };
+    let echo = kind == Kind::Completion && o.get("echo").and_then(Json_::as_bool).unwrap_or(false);
+    if stream && (logprobs.is_some() || echo) {
+        return Err(ApiError::bad(
+            "logprobs and echo are not supported with stream yet; ask without stream",
+        ));
+    }
     let include_usage = o
         .get("stream_options")
         .and_then(|v| v["include_usage"].as_bool())
@@ -281,6 +310,8 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         stops,
         stream,
         include_usage,
+        logprobs,
+        echo,
     })
 }
 
@@ -294,15 +325,19 @@ fn finish_reason(r: StopReason) -> &'static str {
 /// Send the request to the engine and answer: one JSON response, or an SSE stream of chunks.
 pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Response, ApiError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let seq = Sequence::new(
+    let mut seq = Sequence::new(
         req.prompt.clone(),
         Sampler::new(req.sampler),
         Stop::new(&m.cfg, req.max_tokens),
     );
+    if let Some(n) = req.logprobs {
+        seq = seq.with_logprobs(n);
+    }
     let job = Job {
         seq,
         stops: req.stops.clone(),
         events: tx,
+        echo_top: req.logprobs.filter(|_| req.echo),
     };
     {
         let jobs = state.jobs.lock().unwrap();
@@ -335,11 +370,22 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
                     reason,
                     prompt_tokens,
                     completion_tokens,
+                    logprobs,
+                    prompt_logprobs,
                 } => {
                     let choice = if chat {
-                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish_reason(reason)})
+                        let lp = logprobs.map(|l| chat_logprobs(&m.tok, &l));
+                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason(reason)})
                     } else {
-                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason(reason)})
+                        let mut all = prompt_logprobs.unwrap_or_default();
+                        if req.echo {
+                            text = m.tok.decode(&req.prompt, false).unwrap_or_default() + &text;
+                            if all.is_empty() && logprobs.is_some() {
+                                all = req.prompt.iter().map(|&t| (t, None)).collect();
+                            }
+                        }
+                        let lp = logprobs.map(|l| completion_logprobs(&m.tok, &[all, l].concat()));
+                        json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason(reason)})
                     };
                     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
                     return Ok(Json(json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice], "usage": usage})).into_response());
@@ -389,6 +435,7 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
                     reason,
                     prompt_tokens,
                     completion_tokens,
+                    ..
                 } => {
                     let choice = if chat {
                         json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(reason)}])
@@ -420,6 +467,47 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
     Ok(axum::response::Sse::new(body)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// A token's text, as OpenAI shows it.
+fn piece(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id], false).unwrap_or_default()
+}
+
+/// Completions' `logprobs`: tokens, their log-probabilities (null for a prompt's first),
+/// the top alternatives as {text: log-probability}, and each token's offset in the text.
+fn completion_logprobs(tok: &Tokenizer, l: &super::worker::TokenLogprobs) -> Json_ {
+    let (mut tokens, mut lps, mut tops, mut offsets, mut at) = (vec![], vec![], vec![], vec![], 0);
+    for (id, lp) in l {
+        let p = piece(tok, *id);
+        offsets.push(at);
+        at += p.chars().count();
+        tokens.push(p);
+        lps.push(lp.as_ref().map(|x| x.0));
+        tops.push(lp.as_ref().map(|(_, top)| {
+            let map: serde_json::Map<String, Json_> = top.iter().map(|&(t, v)| (piece(tok, t), json!(v))).collect();
+            Json_::Object(map)
+        }));
+    }
+    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+/// Chat's `logprobs`: {"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}.
+fn chat_logprobs(tok: &Tokenizer, l: &super::worker::TokenLogprobs) -> Json_ {
+    let entry = |id: u32, lp: f32| {
+        let p = piece(tok, id);
+        json!({"token": p, "logprob": lp, "bytes": p.as_bytes()})
+    };
+    let content: Vec<Json_> = l
+        .iter()
+        .filter_map(|(id, lp)| lp.as_ref().map(|(v, top)| (id, v, top)))
+        .map(|(&id, &v, top)| {
+            let mut e = entry(id, v);
+            e["top_logprobs"] = top.iter().map(|&(t, x)| entry(t, x)).collect();
+            e
+        })
+        .collect();
+    json!({"content": content})
 }
 
 fn now_nanos() -> u128 {

@@ -8,16 +8,24 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use tinfer::engine::{Engine, Sequence, StopReason, StopStrings};
+use tinfer::engine::{log_probs, Engine, Sequence, StopReason, StopStrings};
+use tinfer::model::{Entry, Want};
 use tinfer::tokenizer::{TokenStream, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// A request for the engine: a sequence to run, its stop strings, and where its events go.
+/// A request for the engine: a sequence to run, its stop strings, and where its events go;
+/// `echo_top`: also score the prompt (each token's log-probability given those before it, and
+/// this many most likely alternatives: `echo` with `logprobs` on completions).
 pub struct Job {
     pub seq: Sequence,
     pub stops: Vec<String>,
     pub events: UnboundedSender<Event>,
+    pub echo_top: Option<usize>,
 }
+
+/// Per token: its id, log-probability and the most likely (id, log-probability); None for a
+/// prompt's first token, which nothing predicts.
+pub type TokenLogprobs = Vec<(u32, Option<(f32, Vec<(u32, f32)>)>)>;
 
 /// What the engine tells a job.
 #[derive(Debug)]
@@ -29,6 +37,10 @@ pub enum Event {
         reason: StopReason,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// The output's log-probabilities when the sequence asked for them.
+        logprobs: Option<TokenLogprobs>,
+        /// The prompt's, when the job asked (`echo_top`).
+        prompt_logprobs: Option<TokenLogprobs>,
     },
     /// The job could not run: an HTTP status (400 a prompt past the context, 503 a full queue,
     /// 500 a device error) and why.
@@ -42,6 +54,7 @@ struct Active<'t> {
     stops: StopStrings,
     events: UnboundedSender<Event>,
     fed: usize, // output tokens turned into text so far
+    prompt_logprobs: Option<TokenLogprobs>,
 }
 
 /// Run the engine until the job channel closes (the server shuts down) and nothing is left:
@@ -117,10 +130,16 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                 } else {
                     seq.generation().stop
                 };
+                let logprobs = seq.logprobs.map(|_| {
+                    let lps = seq.token_logprobs.iter().cloned().map(Some);
+                    seq.output.iter().copied().zip(lps).collect()
+                });
                 let _ = a.events.send(Event::Done {
                     reason,
                     prompt_tokens: seq.prompt.len(),
                     completion_tokens: seq.output.len(),
+                    logprobs,
+                    prompt_logprobs: a.prompt_logprobs.take(),
                 });
             }
         }
@@ -129,6 +148,14 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
 
 /// Add a job's sequence to the engine (or tell it why not).
 fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize, Active<'t>>, job: Job) {
+    let prompt_logprobs = match job.echo_top.map(|top| score(engine, &job.seq.prompt, top)) {
+        Some(Err(e)) => {
+            let _ = job.events.send(Event::Error(500, format!("{e:#}")));
+            return;
+        }
+        Some(Ok(lps)) => Some(lps),
+        None => None,
+    };
     match engine.add(job.seq) {
         Ok(handle) => {
             active.insert(
@@ -139,6 +166,7 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
                     stops: StopStrings::new(&job.stops),
                     events: job.events,
                     fed: 0,
+                    prompt_logprobs,
                 },
             );
         }
@@ -167,4 +195,25 @@ fn feed(engine: &mut Engine, a: &mut Active) {
             }
         }
     }
+}
+
+/// Each prompt token's log-probability given those before it (None for the first) and the
+/// `top` most likely, from one forward of every position in a sequence of its own.
+fn score(engine: &mut Engine, prompt: &[u32], top: usize) -> anyhow::Result<TokenLogprobs> {
+    let model = &mut engine.model;
+    let seq = model.new_seq()?;
+    let entry = [Entry {
+        seq,
+        tokens: prompt,
+        want: Want::All,
+    }];
+    let logits = model.forward(&entry);
+    model.release(seq);
+    let logits = logits?.remove(0);
+    let vocab = model.cfg.vocab_size;
+    let mut out = vec![(prompt[0], None)];
+    for (i, &t) in prompt.iter().enumerate().skip(1) {
+        out.push((t, Some(log_probs(&logits[(i - 1) * vocab..i * vocab], t, top))));
+    }
+    Ok(out)
 }
