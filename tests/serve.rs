@@ -278,6 +278,24 @@ fn completions_equal_generate_whole_streamed_and_concurrent() {
         assert!((lp["token_logprobs"][i].as_f64().unwrap() - best).abs() < 1e-6);
     }
 
+    // n choices share the prompt; choice i samples with seed + i, so choice 0 is the n = 1 text
+    let sampled = serde_json::json!({"prompt": "Hello", "max_tokens": 8, "temperature": 0.9, "seed": 7});
+    let (_, one) = s.post("/v1/completions", &sampled);
+    let mut three = sampled.clone();
+    three["n"] = 3.into();
+    let (status, r) = s.post("/v1/completions", &three);
+    assert_eq!(status, 200, "{r}");
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(
+        choices.iter().map(|c| c["index"].as_u64().unwrap()).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(choices[0]["text"], one["choices"][0]["text"]);
+    assert_eq!(r["usage"]["completion_tokens"], 24);
+    let mut four = three.clone();
+    four["n"] = 4.into();
+    assert_eq!(s.post("/v1/completions", &four).0, 400, "n past --parallel");
+
     // a stop string ends the text before it, finish_reason stop
     let cut = &text[..text.len().min(3)];
     let (_, r) = s.post(
@@ -301,7 +319,7 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(e["error"]["type"], "invalid_api_key");
     for (body, needle) in [
         (r#"{"prompt": "Hi","#, "not valid JSON"),
-        (r#"{"prompt": "Hi", "n": 2}"#, "n = 2"),
+        (r#"{"prompt": "Hi", "n": 0}"#, "n must be"),
         (r#"{"prompt": "Hi", "logprobs": 50}"#, "logprobs"),
         (
             r#"{"prompt": "Hi", "logprobs": 1, "stream": true}"#,

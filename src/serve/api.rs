@@ -29,6 +29,8 @@ pub struct ModelInfo {
     pub vocab: usize,
     pub context: usize,
     pub cfg: tinfer::config::Config,
+    /// Most sequences at once (`--parallel`): the most choices a request may ask for.
+    pub parallel: usize,
 }
 
 /// Load the model (on the engine thread): the engine, its tokenizer, and what the API shows.
@@ -47,6 +49,7 @@ pub fn load(model: &ModelArgs, run: &RunArgs, parallel: usize) -> anyhow::Result
         vocab: m.cfg.vocab_size,
         context: m.cfg.seq_len,
         cfg: m.cfg.clone(),
+        parallel,
     };
     Ok((Engine::new(m), tok, info))
 }
@@ -103,6 +106,8 @@ pub struct Request {
     logprobs: Option<usize>,
     /// Completions: the prompt's text first (with `logprobs`, its tokens' log-probabilities).
     echo: bool,
+    /// Choices: the prompt runs once, its KV pages shared by n sequences (forks).
+    n: usize,
 }
 
 /// The body as JSON, or a 400.
@@ -134,7 +139,6 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     }
     // fields tinfer does not implement yet are refused, not ignored
     for (field, off) in [
-        ("n", json!(1)),
         ("presence_penalty", json!(0)),
         ("frequency_penalty", json!(0)),
         ("response_format", Json_::Null),
@@ -285,6 +289,14 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
             (false, None) => None,
         },
     };
+    let n = num("n", 1.0)?;
+    if n < 1.0 || n.fract() != 0.0 || n as usize > m.parallel {
+        return Err(ApiError::bad(&format!(
+            "n must be a whole number from 1 to {} (the server's --parallel: each choice is a sequence)",
+            m.parallel
+        )));
+    }
+    let n = n as usize;
     let echo = kind == Kind::Completion && o.get("echo").and_then(Json_::as_bool).unwrap_or(false);
     if stream && (logprobs.is_some() || echo) {
         return Err(ApiError::bad(
@@ -312,6 +324,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         include_usage,
         logprobs,
         echo,
+        n,
     })
 }
 
@@ -327,11 +340,23 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut seq = Sequence::new(
         req.prompt.clone(),
-        Sampler::new(req.sampler),
+        Sampler::new(req.sampler.clone()),
         Stop::new(&m.cfg, req.max_tokens),
     );
     if let Some(n) = req.logprobs {
         seq = seq.with_logprobs(n);
+    }
+    if req.n > 1 {
+        // choice i samples with seed + i
+        let forks = (1..req.n as u64)
+            .map(|i| {
+                Sampler::new(SamplerConfig {
+                    seed: req.sampler.seed.wrapping_add(i),
+                    ..req.sampler.clone()
+                })
+            })
+            .collect();
+        seq = seq.with_forks(forks);
     }
     let job = Job {
         seq,
@@ -360,22 +385,29 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
     };
     let created = now();
     let model = m.id.clone();
+    let n = req.n;
     if !req.stream {
-        let mut text = String::new();
+        let mut texts = vec![String::new(); n];
+        let mut choices: Vec<Option<Json_>> = vec![None; n];
+        let (prompt_n, mut completion_n) = (req.prompt.len(), 0);
         while let Some(ev) = rx.recv().await {
             match ev {
-                Event::Text(t) => text.push_str(&t),
+                Event::Text(i, t) => texts[i].push_str(&t),
                 Event::Error(code, msg) => return Err(error(code, &msg)),
                 Event::Done {
+                    index,
                     reason,
                     prompt_tokens,
                     completion_tokens,
                     logprobs,
                     prompt_logprobs,
                 } => {
-                    let choice = if chat {
+                    let mut text = std::mem::take(&mut texts[index]);
+                    completion_n += completion_tokens;
+                    debug_assert_eq!(prompt_tokens, prompt_n);
+                    choices[index] = Some(if chat {
                         let lp = logprobs.map(|l| chat_logprobs(&m.tok, &l));
-                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason(reason)})
+                        json!({"index": index, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason(reason)})
                     } else {
                         let mut all = prompt_logprobs.unwrap_or_default();
                         if req.echo {
@@ -385,10 +417,13 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
                             }
                         }
                         let lp = logprobs.map(|l| completion_logprobs(&m.tok, &[all, l].concat()));
-                        json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason(reason)})
-                    };
-                    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
-                    return Ok(Json(json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice], "usage": usage})).into_response());
+                        json!({"index": index, "text": text, "logprobs": lp, "finish_reason": finish_reason(reason)})
+                    });
+                    if choices.iter().all(Option::is_some) {
+                        let choices: Vec<Json_> = choices.into_iter().flatten().collect();
+                        let usage = json!({"prompt_tokens": prompt_n, "completion_tokens": completion_n, "total_tokens": prompt_n + completion_n});
+                        return Ok(Json(json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage})).into_response());
+                    }
                 }
             }
         }
@@ -417,38 +452,47 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
     let (out, sse) = tokio::sync::mpsc::unbounded_channel::<Result<Sse, Infallible>>();
     tokio::spawn(async move {
         if chat {
-            let role = json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
-            let _ = out.send(chunk(role, None));
+            for i in 0..n {
+                let role = json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
+                let _ = out.send(chunk(role, None));
+            }
         }
+        let (mut done, mut completion_n) = (0, 0);
         let mut next = first;
         while let Some(ev) = next {
             let sent = match ev {
-                Event::Text(t) => {
+                Event::Text(i, t) => {
                     let choice = if chat {
-                        json!([{"index": 0, "delta": {"content": t}, "logprobs": null, "finish_reason": null}])
+                        json!([{"index": i, "delta": {"content": t}, "logprobs": null, "finish_reason": null}])
                     } else {
-                        json!([{"index": 0, "text": t, "logprobs": null, "finish_reason": null}])
+                        json!([{"index": i, "text": t, "logprobs": null, "finish_reason": null}])
                     };
                     out.send(chunk(choice, None))
                 }
                 Event::Done {
+                    index,
                     reason,
                     prompt_tokens,
                     completion_tokens,
                     ..
                 } => {
                     let choice = if chat {
-                        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(reason)}])
+                        json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_reason(reason)}])
                     } else {
-                        json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason(reason)}])
+                        json!([{"index": index, "text": "", "logprobs": null, "finish_reason": finish_reason(reason)}])
                     };
-                    let _ = out.send(chunk(choice, None));
-                    if include_usage {
-                        let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
-                        let _ = out.send(chunk(json!([]), Some(usage)));
+                    (done, completion_n) = (done + 1, completion_n + completion_tokens);
+                    let prompt_n = prompt_tokens;
+                    let sent = out.send(chunk(choice, None));
+                    if done == n {
+                        if include_usage {
+                            let usage = json!({"prompt_tokens": prompt_n, "completion_tokens": completion_n, "total_tokens": prompt_n + completion_n});
+                            let _ = out.send(chunk(json!([]), Some(usage)));
+                        }
+                        let _ = out.send(Ok(Sse::default().data("[DONE]")));
+                        return;
                     }
-                    let _ = out.send(Ok(Sse::default().data("[DONE]")));
-                    return;
+                    sent
                 }
                 Event::Error(_, msg) => {
                     let _ = out.send(Ok(

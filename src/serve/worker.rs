@@ -30,10 +30,12 @@ pub type TokenLogprobs = Vec<(u32, Option<(f32, Vec<(u32, f32)>)>)>;
 /// What the engine tells a job.
 #[derive(Debug)]
 pub enum Event {
-    /// Text that became whole (stop strings cut).
-    Text(String),
+    /// Text of choice `.0` that became whole (stop strings cut).
+    Text(usize, String),
     /// The end: why, and the token counts OpenAI's `usage` reports.
+    /// Choice `index` ended (a request with `n` choices gets `n` of these).
     Done {
+        index: usize,
         reason: StopReason,
         prompt_tokens: usize,
         completion_tokens: usize,
@@ -50,11 +52,38 @@ pub enum Event {
 /// A job in the engine: its handle, detokeniser and stop strings.
 struct Active<'t> {
     handle: usize,
+    index: usize, // its choice: 0, or fork i's i + 1 (`n` > 1)
+    stop_list: Vec<String>,
+    forks_seen: bool, // its forks (made when its prompt ends) have their own entries
     text: TokenStream<'t>,
     stops: StopStrings,
     events: UnboundedSender<Event>,
     fed: usize, // output tokens turned into text so far
     prompt_logprobs: Option<TokenLogprobs>,
+}
+
+impl<'t> Active<'t> {
+    fn new(
+        tok: &'t Tokenizer,
+        handle: usize,
+        index: usize,
+        events: UnboundedSender<Event>,
+        stop_list: Vec<String>,
+        prompt_logprobs: Option<TokenLogprobs>,
+        forks_seen: bool,
+    ) -> Self {
+        Active {
+            handle,
+            index,
+            stops: StopStrings::new(&stop_list),
+            stop_list,
+            forks_seen,
+            text: TokenStream::new(tok),
+            events,
+            fed: 0,
+            prompt_logprobs,
+        }
+    }
 }
 
 /// Run the engine until the job channel closes (the server shuts down) and nothing is left:
@@ -85,8 +114,12 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             }
         }
         // Admit waiting jobs into free places (a client gone meanwhile is skipped).
-        while active.len() < parallel {
-            let Some(job) = waiting.pop_front() else { break };
+        // (a job takes a sequence per choice)
+        while let Some(job) = waiting.front() {
+            if active.len() + 1 + job.seq.forks.len() > parallel {
+                break;
+            }
+            let job = waiting.pop_front().unwrap();
             if !job.events.is_closed() {
                 admit(&mut engine, &tok, &mut active, job);
             }
@@ -112,6 +145,31 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             }
             continue;
         }
+        // the forks a prompt's end made (`n` > 1) become choices of their own
+        let parents: Vec<usize> = active.iter().filter(|(_, a)| !a.forks_seen).map(|(&h, _)| h).collect();
+        for h in parents {
+            let forked = engine.get(h).forked.clone();
+            if forked.is_empty() && engine.get(h).output.is_empty() {
+                continue; // its prompt is still running
+            }
+            let a = active.get_mut(&h).unwrap();
+            a.forks_seen = true;
+            let (events, stops, prompt_logprobs) = (a.events.clone(), a.stop_list.clone(), a.prompt_logprobs.clone());
+            for (i, f) in forked.into_iter().enumerate() {
+                active.insert(
+                    f,
+                    Active::new(
+                        &tok,
+                        f,
+                        i + 1,
+                        events.clone(),
+                        stops.clone(),
+                        prompt_logprobs.clone(),
+                        true,
+                    ),
+                );
+            }
+        }
         let handles: Vec<usize> = active.keys().copied().collect();
         for h in handles {
             feed(&mut engine, active.get_mut(&h).unwrap());
@@ -121,7 +179,7 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                 if !a.stops.hit() {
                     let text = a.stops.push(&tail) + &a.stops.finish();
                     if !text.is_empty() {
-                        let _ = a.events.send(Event::Text(text));
+                        let _ = a.events.send(Event::Text(a.index, text));
                     }
                 }
                 let seq = engine.take(h);
@@ -135,6 +193,7 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                     seq.output.iter().copied().zip(lps).collect()
                 });
                 let _ = a.events.send(Event::Done {
+                    index: a.index,
                     reason,
                     prompt_tokens: seq.prompt.len(),
                     completion_tokens: seq.output.len(),
@@ -158,17 +217,8 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
     };
     match engine.add(job.seq) {
         Ok(handle) => {
-            active.insert(
-                handle,
-                Active {
-                    handle,
-                    text: TokenStream::new(tok),
-                    stops: StopStrings::new(&job.stops),
-                    events: job.events,
-                    fed: 0,
-                    prompt_logprobs,
-                },
-            );
+            let a = Active::new(tok, handle, 0, job.events, job.stops, prompt_logprobs, false);
+            active.insert(handle, a);
         }
         Err(e) => {
             let _ = job.events.send(Event::Error(400, format!("{e:#}")));
@@ -188,7 +238,7 @@ fn feed(engine: &mut Engine, a: &mut Active) {
         if let Ok(Some(text)) = a.text.push(id) {
             let piece = a.stops.push(&text);
             if !piece.is_empty() {
-                let _ = a.events.send(Event::Text(piece));
+                let _ = a.events.send(Event::Text(a.index, piece));
             }
             if a.stops.hit() {
                 engine.finish(a.handle, StopReason::StopString);
