@@ -296,6 +296,21 @@ fn completions_equal_generate_whole_streamed_and_concurrent() {
     four["n"] = 4.into();
     assert_eq!(s.post("/v1/completions", &four).0, 400, "n past --parallel");
 
+    // /metrics: Prometheus text with the counters moving
+    let (status, metrics) = s.get("/metrics");
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("tinfer_requests_total") >= 10.0);
+    assert!(value("tinfer_completion_tokens_total") >= 100.0);
+    assert!(value("tinfer_time_to_first_token_seconds_count") >= 10.0);
+    assert_eq!(value("tinfer_running_sequences"), 0.0);
+
     // a stop string ends the text before it, finish_reason stop
     let cut = &text[..text.len().min(3)];
     let (_, r) = s.post(

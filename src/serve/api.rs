@@ -359,6 +359,7 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
         seq = seq.with_forks(forks);
     }
     let job = Job {
+        received: std::time::Instant::now(),
         seq,
         stops: req.stops.clone(),
         events: tx,

@@ -6,6 +6,7 @@
 //! implement yet are refused with a 400 naming them (issue 21 says what is still to come).
 
 mod api;
+mod metrics;
 mod worker;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub struct AppState {
     jobs: Mutex<Option<std::sync::mpsc::Sender<worker::Job>>>,
     model: Mutex<Option<api::ModelInfo>>,
     api_key: Option<String>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
@@ -53,6 +55,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             jobs: Mutex::new(None),
             model: Mutex::new(None),
             api_key: a.api_key.clone(),
+            metrics: Arc::new(metrics::Metrics::new()),
         });
         eprintln!(
             "listening on http://{} (loading the model: /health answers 503 until it is ready)",
@@ -73,7 +76,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             *st.model.lock().unwrap() = Some(info);
             st.ready.store(true, Ordering::SeqCst);
             let _ = loaded_tx.send(Ok(()));
-            worker::run(engine, tok, rx, a.parallel, a.queue);
+            worker::run(engine, tok, rx, a.parallel, a.queue, &st.metrics);
         });
         *state.jobs.lock().unwrap() = Some(tx);
         let app = Router::new()
@@ -81,6 +84,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             .route("/v1/models", get(models))
             .route("/v1/completions", post(completions))
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/metrics", get(metrics_text))
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
             .with_state(state.clone());
@@ -191,10 +195,7 @@ async fn completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let m = ready(&state)?;
-    let req = api::parse(&body, &m, Kind::Completion)?;
-    api::respond(&state, &m, req).await
+    counted(&state, complete(&state, &headers, &body, Kind::Completion).await)
 }
 
 async fn chat_completions(
@@ -202,10 +203,31 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let m = ready(&state)?;
-    let req = api::parse(&body, &m, Kind::Chat)?;
-    api::respond(&state, &m, req).await
+    counted(&state, complete(&state, &headers, &body, Kind::Chat).await)
+}
+
+async fn complete(state: &AppState, headers: &HeaderMap, body: &[u8], kind: Kind) -> Result<Response, ApiError> {
+    authorize(state, headers)?;
+    let m = ready(state)?;
+    let req = api::parse(body, &m, kind)?;
+    api::respond(state, &m, req).await
+}
+
+/// Count a completion request and its errors.
+fn counted(state: &AppState, r: Result<Response, ApiError>) -> Result<Response, ApiError> {
+    state.metrics.requests.inc();
+    if r.is_err() {
+        state.metrics.request_errors.inc();
+    }
+    r
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let headers = [(
+        "content-type",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )];
+    (headers, state.metrics.render()).into_response()
 }
 
 async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {

@@ -7,17 +7,22 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
 
 use tinfer::engine::{log_probs, Engine, Sequence, StopReason, StopStrings};
 use tinfer::model::{Entry, Want};
 use tinfer::tokenizer::{TokenStream, Tokenizer};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::metrics::Metrics;
+
 /// A request for the engine: a sequence to run, its stop strings, and where its events go;
 /// `echo_top`: also score the prompt (each token's log-probability given those before it, and
 /// this many most likely alternatives: `echo` with `logprobs` on completions).
 pub struct Job {
     pub seq: Sequence,
+    /// When the request arrived (time to first token counts from it).
+    pub received: Instant,
     pub stops: Vec<String>,
     pub events: UnboundedSender<Event>,
     pub echo_top: Option<usize>,
@@ -60,6 +65,8 @@ struct Active<'t> {
     events: UnboundedSender<Event>,
     fed: usize, // output tokens turned into text so far
     prompt_logprobs: Option<TokenLogprobs>,
+    received: Instant,
+    last: Option<Instant>, // when its last token came
 }
 
 impl<'t> Active<'t> {
@@ -71,6 +78,7 @@ impl<'t> Active<'t> {
         stop_list: Vec<String>,
         prompt_logprobs: Option<TokenLogprobs>,
         forks_seen: bool,
+        received: Instant,
     ) -> Self {
         Active {
             handle,
@@ -82,13 +90,15 @@ impl<'t> Active<'t> {
             events,
             fed: 0,
             prompt_logprobs,
+            received,
+            last: None,
         }
     }
 }
 
 /// Run the engine until the job channel closes (the server shuts down) and nothing is left:
 /// at most `parallel` jobs in the engine, at most `queue` waiting for a place (503 past it).
-pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: usize, queue: usize) {
+pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: usize, queue: usize, metrics: &Metrics) {
     let mut active: HashMap<usize, Active> = HashMap::new();
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut open = true;
@@ -121,6 +131,7 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             }
             let job = waiting.pop_front().unwrap();
             if !job.events.is_closed() {
+                metrics.prompt_tokens.inc_by(job.seq.prompt.len() as u64);
                 admit(&mut engine, &tok, &mut active, job);
             }
         }
@@ -154,7 +165,12 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             }
             let a = active.get_mut(&h).unwrap();
             a.forks_seen = true;
-            let (events, stops, prompt_logprobs) = (a.events.clone(), a.stop_list.clone(), a.prompt_logprobs.clone());
+            let (events, stops, prompt_logprobs, received) = (
+                a.events.clone(),
+                a.stop_list.clone(),
+                a.prompt_logprobs.clone(),
+                a.received,
+            );
             for (i, f) in forked.into_iter().enumerate() {
                 active.insert(
                     f,
@@ -166,13 +182,14 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                         stops.clone(),
                         prompt_logprobs.clone(),
                         true,
+                        received,
                     ),
                 );
             }
         }
         let handles: Vec<usize> = active.keys().copied().collect();
         for h in handles {
-            feed(&mut engine, active.get_mut(&h).unwrap());
+            feed(&mut engine, active.get_mut(&h).unwrap(), metrics);
             if engine.get(h).is_finished() {
                 let mut a = active.remove(&h).unwrap();
                 let tail = a.text.finish().ok().flatten().unwrap_or_default();
@@ -202,6 +219,12 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                 });
             }
         }
+        metrics.running.set(active.len() as i64);
+        metrics.waiting.set(waiting.len() as i64);
+        if let Some(u) = engine.kv_usage() {
+            metrics.kv_pages_used.set(u.pages_used as i64);
+            metrics.kv_pages.set(u.pages as i64);
+        }
     }
 }
 
@@ -217,7 +240,16 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
     };
     match engine.add(job.seq) {
         Ok(handle) => {
-            let a = Active::new(tok, handle, 0, job.events, job.stops, prompt_logprobs, false);
+            let a = Active::new(
+                tok,
+                handle,
+                0,
+                job.events,
+                job.stops,
+                prompt_logprobs,
+                false,
+                job.received,
+            );
             active.insert(handle, a);
         }
         Err(e) => {
@@ -228,10 +260,17 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
 
 /// Turn the tokens a sequence produced since the last call into text events; a stop string
 /// seen finishes the sequence.
-fn feed(engine: &mut Engine, a: &mut Active) {
+fn feed(engine: &mut Engine, a: &mut Active, metrics: &Metrics) {
     let output = engine.get(a.handle).output.clone();
+    let now = Instant::now();
     for &id in &output[a.fed..] {
         a.fed += 1;
+        metrics.completion_tokens.inc();
+        match a.last {
+            None => metrics.time_to_first_token.observe((now - a.received).as_secs_f64()),
+            Some(t) => metrics.inter_token_latency.observe((now - t).as_secs_f64()),
+        }
+        a.last = Some(now);
         if a.stops.hit() {
             break;
         }
