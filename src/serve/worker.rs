@@ -54,43 +54,38 @@ pub enum Event {
     Error(u16, String),
 }
 
-/// A job in the engine: its handle, detokeniser and stop strings.
+/// What every choice of a job shares: where its events go, its stop strings, the prompt's
+/// log-probabilities (echo), when it arrived.
+#[derive(Clone)]
+struct Request {
+    events: UnboundedSender<Event>,
+    stops: Vec<String>,
+    prompt_logprobs: Option<TokenLogprobs>,
+    received: Instant,
+}
+
+/// A choice of a job in the engine: its handle, detokeniser and stop strings.
 struct Active<'t> {
     handle: usize,
-    index: usize, // its choice: 0, or fork i's i + 1 (`n` > 1)
-    stop_list: Vec<String>,
+    index: usize,     // its choice: 0, or fork i's i + 1 (`n` > 1)
     forks_seen: bool, // its forks (made when its prompt ends) have their own entries
     text: TokenStream<'t>,
     stops: StopStrings,
-    events: UnboundedSender<Event>,
-    fed: usize, // output tokens turned into text so far
-    prompt_logprobs: Option<TokenLogprobs>,
-    received: Instant,
+    req: Request,
+    fed: usize,            // output tokens turned into text so far
     last: Option<Instant>, // when its last token came
 }
 
 impl<'t> Active<'t> {
-    fn new(
-        tok: &'t Tokenizer,
-        handle: usize,
-        index: usize,
-        events: UnboundedSender<Event>,
-        stop_list: Vec<String>,
-        prompt_logprobs: Option<TokenLogprobs>,
-        forks_seen: bool,
-        received: Instant,
-    ) -> Self {
+    fn new(tok: &'t Tokenizer, handle: usize, index: usize, req: Request) -> Self {
         Active {
             handle,
             index,
-            stops: StopStrings::new(&stop_list),
-            stop_list,
-            forks_seen,
+            forks_seen: index > 0,
             text: TokenStream::new(tok),
-            events,
+            stops: StopStrings::new(&req.stops),
+            req,
             fed: 0,
-            prompt_logprobs,
-            received,
             last: None,
         }
     }
@@ -143,14 +138,14 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
         }
         // A client gone: stop its sequence now.
         for a in active.values() {
-            if a.events.is_closed() {
+            if a.req.events.is_closed() {
                 engine.finish(a.handle, StopReason::Cancelled);
             }
         }
         if let Err(e) = engine.step() {
             // a failed step fails every job in it; the engine keeps serving
             for (_, a) in active.drain() {
-                let _ = a.events.send(Event::Error(500, format!("{e:#}")));
+                let _ = a.req.events.send(Event::Error(500, format!("{e:#}")));
                 engine.finish(a.handle, StopReason::Cancelled);
                 engine.take(a.handle);
             }
@@ -165,26 +160,9 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             }
             let a = active.get_mut(&h).unwrap();
             a.forks_seen = true;
-            let (events, stops, prompt_logprobs, received) = (
-                a.events.clone(),
-                a.stop_list.clone(),
-                a.prompt_logprobs.clone(),
-                a.received,
-            );
+            let req = a.req.clone();
             for (i, f) in forked.into_iter().enumerate() {
-                active.insert(
-                    f,
-                    Active::new(
-                        &tok,
-                        f,
-                        i + 1,
-                        events.clone(),
-                        stops.clone(),
-                        prompt_logprobs.clone(),
-                        true,
-                        received,
-                    ),
-                );
+                active.insert(f, Active::new(&tok, f, i + 1, req.clone()));
             }
         }
         let handles: Vec<usize> = active.keys().copied().collect();
@@ -196,7 +174,7 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                 if !a.stops.hit() {
                     let text = a.stops.push(&tail) + &a.stops.finish();
                     if !text.is_empty() {
-                        let _ = a.events.send(Event::Text(a.index, text));
+                        let _ = a.req.events.send(Event::Text(a.index, text));
                     }
                 }
                 let seq = engine.take(h);
@@ -209,13 +187,13 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                     let lps = seq.token_logprobs.iter().cloned().map(Some);
                     seq.output.iter().copied().zip(lps).collect()
                 });
-                let _ = a.events.send(Event::Done {
+                let _ = a.req.events.send(Event::Done {
                     index: a.index,
                     reason,
                     prompt_tokens: seq.prompt.len(),
                     completion_tokens: seq.output.len(),
                     logprobs,
-                    prompt_logprobs: a.prompt_logprobs.take(),
+                    prompt_logprobs: a.req.prompt_logprobs.take(),
                 });
             }
         }
@@ -240,16 +218,13 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
     };
     match engine.add(job.seq) {
         Ok(handle) => {
-            let a = Active::new(
-                tok,
-                handle,
-                0,
-                job.events,
-                job.stops,
+            let req = Request {
+                events: job.events,
+                stops: job.stops,
                 prompt_logprobs,
-                false,
-                job.received,
-            );
+                received: job.received,
+            };
+            let a = Active::new(tok, handle, 0, req);
             active.insert(handle, a);
         }
         Err(e) => {
@@ -267,7 +242,9 @@ fn feed(engine: &mut Engine, a: &mut Active, metrics: &Metrics) {
         a.fed += 1;
         metrics.completion_tokens.inc();
         match a.last {
-            None => metrics.time_to_first_token.observe((now - a.received).as_secs_f64()),
+            None => metrics
+                .time_to_first_token
+                .observe((now - a.req.received).as_secs_f64()),
             Some(t) => metrics.inter_token_latency.observe((now - t).as_secs_f64()),
         }
         a.last = Some(now);
@@ -277,7 +254,7 @@ fn feed(engine: &mut Engine, a: &mut Active, metrics: &Metrics) {
         if let Ok(Some(text)) = a.text.push(id) {
             let piece = a.stops.push(&text);
             if !piece.is_empty() {
-                let _ = a.events.send(Event::Text(a.index, piece));
+                let _ = a.req.events.send(Event::Text(a.index, piece));
             }
             if a.stops.hit() {
                 engine.finish(a.handle, StopReason::StopString);
