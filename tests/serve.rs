@@ -337,6 +337,14 @@ fn bad_requests_get_openai_errors() {
         (r#"{"prompt": "Hi", "n": 0}"#, "n must be"),
         (r#"{"prompt": "Hi", "logprobs": 50}"#, "logprobs"),
         (
+            r#"{"prompt": "Hi", "response_format": {"type": "json_object"}}"#,
+            "response_format",
+        ),
+        (r#"{"prompt": "Hi", "presence_penalty": "0.5"}"#, "presence_penalty"),
+        (r#"{"prompt": "Hi", "logit_bias": {"28": 100}}"#, "logit_bias"),
+        (r#"{"prompt": "Hi", "stream": "yes"}"#, "stream must be"),
+        (r#"{"prompt": [[1, 2], [3]]}"#, "several prompts"),
+        (
             r#"{"prompt": "Hi", "logprobs": 1, "stream": true}"#,
             "not supported with stream",
         ),
@@ -370,6 +378,21 @@ fn bad_requests_get_openai_errors() {
     assert!(text.contains("chat template"), "{text}");
     let (status, _) = post(r#"{"prompt": "Hi", "max_tokens": 2}"#, &[auth]);
     assert_eq!(status, 200);
+    // lm-eval's batch of one token list, and "off" values of unsupported fields, are taken
+    let (status, e) = post(
+        r#"{"prompt": [[72, 105]], "max_tokens": 1, "presence_penalty": 0, "response_format": {"type": "text"}}"#,
+        &["authorization: bearer sekrit"],
+    );
+    assert_eq!(status, 200, "{e}");
+    // routes and methods that do not exist: OpenAI-shaped too
+    let (status, text) = s.request("GET", "/v1/nothing", "", &[auth]);
+    assert_eq!(status, 404);
+    assert!(text.contains("\"error\""), "{text}");
+    let (status, text) = s.request("GET", "/v1/completions", "", &[auth]);
+    assert_eq!(status, 405);
+    assert!(text.contains("\"error\""), "{text}");
+    let (status, _) = s.request("POST", "/tokenize", r#"{"content": "Hi"}"#, &[]);
+    assert_eq!(status, 401, "/tokenize wants the key too");
 }
 
 #[test]

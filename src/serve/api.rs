@@ -137,24 +137,37 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
             )));
         }
     }
-    // fields tinfer does not implement yet are refused, not ignored
-    for (field, off) in [
-        ("presence_penalty", json!(0)),
-        ("frequency_penalty", json!(0)),
-        ("response_format", Json_::Null),
-        ("tools", Json_::Null),
-        ("suffix", Json_::Null),
-        ("best_of", json!(1)),
-        ("logit_bias", Json_::Null),
-    ] {
-        if let Some(v) = o
-            .get(field)
-            .filter(|v| !v.is_null() && **v != off && v.as_f64() != off.as_f64().filter(|_| v.is_number()))
-        {
+    // fields tinfer does not implement yet are refused, not ignored: any value but the ones
+    // that mean "off"
+    let offs: [(&str, &[Json_]); 11] = [
+        ("presence_penalty", &[json!(0)]),
+        ("frequency_penalty", &[json!(0)]),
+        ("response_format", &[json!({"type": "text"})]),
+        ("tools", &[json!([])]),
+        ("tool_choice", &[json!("none")]),
+        ("functions", &[json!([])]),
+        ("function_call", &[json!("none")]),
+        ("suffix", &[json!("")]),
+        ("best_of", &[json!(1)]),
+        ("logit_bias", &[json!({})]),
+        ("prediction", &[]),
+    ];
+    for (field, off) in offs {
+        let Some(v) = o.get(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let is_off = off.iter().any(|x| match (v.as_f64(), x.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => v == x,
+        });
+        if !is_off {
             return Err(ApiError::bad(&format!(
                 "{field} = {v} is not supported by tinfer serve yet"
             )));
         }
+    }
+    if o.get("stream").is_some_and(|v| !v.is_boolean() && !v.is_null()) {
+        return Err(ApiError::bad("stream must be true or false"));
     }
     let num = |k: &str, default: f64| -> Result<f64, ApiError> {
         match o.get(k) {
@@ -173,6 +186,9 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
                 .map_err(|e| ApiError::bad(&format!("{e:#}")))?,
             Some(v @ Json_::Array(a)) if a.iter().all(Json_::is_number) => token_ids(v, m.vocab)
                 .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.vocab - 1)))?,
+            // a batch of one token list (lm-eval's local-completions sends its prompts so)
+            Some(Json_::Array(a)) if a.len() == 1 && a[0].is_array() => token_ids(&a[0], m.vocab)
+                .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.vocab - 1)))?,
             Some(Json_::Array(_)) => {
                 return Err(ApiError::bad(
                     "prompt: a list of several prompts is not supported yet; send one",
@@ -188,9 +204,12 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
                 .ok_or_else(|| ApiError::bad("messages must be a non-empty list"))?;
             let mut messages = vec![];
             for (i, msg) in msgs.iter().enumerate() {
-                let role = msg["role"]
-                    .as_str()
-                    .ok_or_else(|| ApiError::bad(&format!("messages[{i}].role must be a string")))?;
+                let role = msg["role"].as_str().unwrap_or_default();
+                if !["system", "developer", "user", "assistant", "tool"].contains(&role) {
+                    return Err(ApiError::bad(&format!(
+                        "messages[{i}].role must be system, developer, user, assistant or tool"
+                    )));
+                }
                 let content = match &msg["content"] {
                     Json_::String(s) => s.clone(),
                     Json_::Array(parts) => parts
@@ -203,7 +222,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
                         })
                         .collect::<Result<Vec<_>, _>>()?
                         .join(""),
-                    Json_::Null => String::new(),
+                    Json_::Null => return Err(ApiError::bad(&format!("messages[{i}].content is missing"))),
                     _ => {
                         return Err(ApiError::bad(&format!(
                             "messages[{i}].content must be a string or a list of text parts"
@@ -222,7 +241,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     if prompt.is_empty() {
         return Err(ApiError::bad("the prompt is empty"));
     }
-    if prompt.len() >= m.context {
+    if prompt.len() > m.context {
         return Err(ApiError::bad(&format!(
             "the prompt is {} tokens but the context holds {}: shorten it (or start the server with a larger -c)",
             prompt.len(),
@@ -230,6 +249,13 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         )));
     }
     let room = m.context - prompt.len();
+    let scoring_only = o.get("max_tokens").and_then(Json_::as_f64) == Some(0.0);
+    if room == 0 && !scoring_only {
+        return Err(ApiError::bad(&format!(
+            "the prompt fills the context of {} tokens: no room for new ones (max_tokens 0 scores it)",
+            m.context
+        )));
+    }
     let max_key = if o.contains_key("max_completion_tokens") {
         "max_completion_tokens"
     } else {
@@ -256,7 +282,10 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     }
     let seed = match o.get("seed") {
         None | Some(Json_::Null) => now() ^ (std::process::id() as u64) << 32,
-        Some(v) => v.as_i64().ok_or_else(|| ApiError::bad("seed must be an integer"))? as u64,
+        Some(v) => v
+            .as_u64()
+            .or(v.as_i64().map(|x| x as u64))
+            .ok_or_else(|| ApiError::bad("seed must be a whole number"))?,
     };
     let stops = match o.get("stop") {
         None | Some(Json_::Null) => vec![],
@@ -522,11 +551,15 @@ fn piece(tok: &Tokenizer, id: u32) -> String {
 /// Completions' `logprobs`: tokens, their log-probabilities (null for a prompt's first),
 /// the top alternatives as {text: log-probability}, and each token's offset in the text.
 fn completion_logprobs(tok: &Tokenizer, l: &super::worker::TokenLogprobs) -> Json_ {
-    let (mut tokens, mut lps, mut tops, mut offsets, mut at) = (vec![], vec![], vec![], vec![], 0);
-    for (id, lp) in l {
+    let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
+    let ids: Vec<u32> = l.iter().map(|t| t.0).collect();
+    for (i, (id, lp)) in l.iter().enumerate() {
+        // where the token starts in the text: the characters of all before it, decoded together
+        offsets.push(
+            tok.decode(&ids[..i], false)
+                .map_or(0, |t| t.trim_end_matches('\u{FFFD}').chars().count()),
+        );
         let p = piece(tok, *id);
-        offsets.push(at);
-        at += p.chars().count();
         tokens.push(p);
         lps.push(lp.as_ref().map(|x| x.0));
         tops.push(lp.as_ref().map(|(_, top)| {

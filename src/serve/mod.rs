@@ -38,7 +38,6 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
     if a.parallel == 0 {
         crate::cli::args::usage!("--parallel must be at least 1");
     }
-    run.apply_threads()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -87,6 +86,8 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             .route("/metrics", get(metrics_text))
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .with_state(state.clone());
         // a model that fails to load ends the server with its error
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -154,7 +155,11 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        })
+        .map(|(_, k)| k.trim());
     if given != Some(key.as_str()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -207,6 +212,7 @@ async fn chat_completions(
 }
 
 async fn complete(state: &AppState, headers: &HeaderMap, body: &[u8], kind: Kind) -> Result<Response, ApiError> {
+    state.metrics.requests.inc(); // counted on arrival: a client that leaves is counted too
     authorize(state, headers)?;
     let m = ready(state)?;
     let req = api::parse(body, &m, kind)?;
@@ -215,7 +221,6 @@ async fn complete(state: &AppState, headers: &HeaderMap, body: &[u8], kind: Kind
 
 /// Count a completion request and its errors.
 fn counted(state: &AppState, r: Result<Response, ApiError>) -> Result<Response, ApiError> {
-    state.metrics.requests.inc();
     if r.is_err() {
         state.metrics.request_errors.inc();
     }
@@ -230,7 +235,8 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (headers, state.metrics.render()).into_response()
 }
 
-async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+async fn tokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
     let m = ready(&state)?;
     let j = api::json_body(&body)?;
     let text = j["content"]
@@ -240,7 +246,8 @@ async fn tokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Res
     Ok(Json(json!({"tokens": tokens})).into_response())
 }
 
-async fn detokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+async fn detokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
     let m = ready(&state)?;
     let j = api::json_body(&body)?;
     let ids = api::token_ids(&j["tokens"], m.vocab)
@@ -250,4 +257,20 @@ async fn detokenize(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
         .decode(&ids, false)
         .map_err(|e| ApiError::bad(&format!("{e:#}")))?;
     Ok(Json(json!({"content": text})).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        "no such route: see /v1/models, /v1/completions, /v1/chat/completions",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "this route does not take that method (the /v1 completions take POST)",
+    )
 }

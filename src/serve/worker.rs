@@ -131,6 +131,8 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             }
         }
         if active.is_empty() {
+            metrics.running.set(0);
+            metrics.waiting.set(waiting.len() as i64);
             if !open && waiting.is_empty() {
                 return;
             }
@@ -170,6 +172,7 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             feed(&mut engine, active.get_mut(&h).unwrap(), metrics);
             if engine.get(h).is_finished() {
                 let mut a = active.remove(&h).unwrap();
+                metrics.running.set(active.len() as i64); // before its client hears of the end
                 let tail = a.text.finish().ok().flatten().unwrap_or_default();
                 if !a.stops.hit() {
                     let text = a.stops.push(&tail) + &a.stops.finish();
