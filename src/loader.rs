@@ -227,6 +227,7 @@ pub fn load_weights(cfg: &Config, src: &dyn TensorSource) -> Result<Weights<Tens
                         }
                         None
                     })
+                    // every expert looked at (each problem reported), then all or none
                     .collect::<Vec<_>>()
                     .into_iter()
                     .collect(),

@@ -435,14 +435,13 @@ impl Model {
                     out
                 })
                 .collect()),
-            Backend::Gpu(g) => {
+            Backend::Gpu(g) if self.routing.is_some() => {
                 let pos: Vec<usize> = batch.iter().map(|e| g.seq_len(e.seq)).collect();
                 let out = g.forward(batch)?;
-                if let Some(all) = self.routing.as_mut() {
-                    all.extend(g.routing(batch, &pos)?);
-                }
+                self.routing.as_mut().unwrap().extend(g.routing(batch, &pos)?);
                 Ok(out)
             }
+            Backend::Gpu(g) => g.forward(batch),
         }
     }
 

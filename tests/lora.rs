@@ -403,16 +403,7 @@ fn write_adapter(dir: &Path, tensors: &Tensors) {
         .iter()
         .map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+    write_safetensors(&dir.join("adapter_model.safetensors"), safetensors::Dtype::F32, &bytes);
 }
 
 /// A hand-made PEFT adapter for a model of `cfg`: rank `r` on the `targets` (PEFT names such
@@ -807,17 +798,8 @@ fn half_precision_adapters_and_a_file_path() {
                 (n.clone(), s.clone(), b.collect())
             })
             .collect();
-        let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
-                )
-            })
-            .collect();
         let file = dir.join("adapter_model.safetensors");
-        safetensors::serialize_to_file(views, None, &file).unwrap();
+        write_safetensors(&file, dtype, &bytes);
         let mut m = model(&base(), &[(&file, 1.0)], false, 1).unwrap();
         assert_close(
             &format!("{dtype:?} adapter"),

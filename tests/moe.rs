@@ -632,16 +632,7 @@ fn nan_router_is_refused() {
         }
         data.push((name, view.shape().to_vec(), d));
     }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = data
-        .iter()
-        .map(|(n, sh, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, sh.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    write_safetensors(&dir.join("model.safetensors"), safetensors::Dtype::F32, &data);
     let e = format!("{:#}", tinfer::loader::load(&dir).err().unwrap());
     assert!(e.contains(&format!("tensor {router} holds NaN")), "{e}");
 }
@@ -695,16 +686,7 @@ fn lora_on_attention_of_an_moe_model() {
             data.push((format!("{base}.lora_A.weight"), vec![4, inp], vals(4 * inp, l + 1)));
             data.push((format!("{base}.lora_B.weight"), vec![out, 4], vals(out * 4, l + 7)));
         }
-        let views: Vec<(String, safetensors::tensor::TensorView)> = data
-            .iter()
-            .map(|(n, s, d)| {
-                (
-                    n.clone(),
-                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
-                )
-            })
-            .collect();
-        safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+        write_safetensors(&dir.join("adapter_model.safetensors"), safetensors::Dtype::F32, &data);
     };
     let dir = tempdir("moe-lora");
     write(

@@ -26,8 +26,7 @@ pub struct ModelInfo {
     pub id: String,
     pub created: u64,
     pub tok: Arc<Tokenizer>,
-    pub vocab: usize,
-    pub context: usize,
+    /// vocab_size and seq_len (the context) are what requests are checked against
     pub cfg: tinfer::config::Config,
     /// Most sequences at once (`--parallel`): the most choices a request may ask for.
     pub parallel: usize,
@@ -46,8 +45,6 @@ pub fn load(model: &ModelArgs, run: &RunArgs, parallel: usize) -> anyhow::Result
         id,
         created: now(),
         tok: shared,
-        vocab: m.cfg.vocab_size,
-        context: m.cfg.seq_len,
         cfg: m.cfg.clone(),
         parallel,
     };
@@ -184,11 +181,12 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
                 .tok
                 .encode(a[0].as_str().unwrap())
                 .map_err(|e| ApiError::bad(&format!("{e:#}")))?,
-            Some(v @ Json_::Array(a)) if a.iter().all(Json_::is_number) => token_ids(v, m.vocab)
-                .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.vocab - 1)))?,
-            // a batch of one token list (lm-eval's local-completions sends its prompts so)
-            Some(Json_::Array(a)) if a.len() == 1 && a[0].is_array() => token_ids(&a[0], m.vocab)
-                .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.vocab - 1)))?,
+            // token ids, or a batch of one token list (lm-eval's local-completions sends its prompts so)
+            Some(v @ Json_::Array(a)) if a.iter().all(Json_::is_number) || (a.len() == 1 && a[0].is_array()) => {
+                let ids = if a.len() == 1 && a[0].is_array() { &a[0] } else { v };
+                token_ids(ids, m.cfg.vocab_size)
+                    .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.cfg.vocab_size - 1)))?
+            }
             Some(Json_::Array(_)) => {
                 return Err(ApiError::bad(
                     "prompt: a list of several prompts is not supported yet; send one",
@@ -241,19 +239,19 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     if prompt.is_empty() {
         return Err(ApiError::bad("the prompt is empty"));
     }
-    if prompt.len() > m.context {
+    if prompt.len() > m.cfg.seq_len {
         return Err(ApiError::bad(&format!(
             "the prompt is {} tokens but the context holds {}: shorten it (or start the server with a larger -c)",
             prompt.len(),
-            m.context
+            m.cfg.seq_len
         )));
     }
-    let room = m.context - prompt.len();
+    let room = m.cfg.seq_len - prompt.len();
     let scoring_only = o.get("max_tokens").and_then(Json_::as_f64) == Some(0.0);
     if room == 0 && !scoring_only {
         return Err(ApiError::bad(&format!(
             "the prompt fills the context of {} tokens: no room for new ones (max_tokens 0 scores it)",
-            m.context
+            m.cfg.seq_len
         )));
     }
     let max_key = if o.contains_key("max_completion_tokens") {

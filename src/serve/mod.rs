@@ -250,7 +250,7 @@ async fn detokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     authorize(&state, &headers)?;
     let m = ready(&state)?;
     let j = api::json_body(&body)?;
-    let ids = api::token_ids(&j["tokens"], m.vocab)
+    let ids = api::token_ids(&j["tokens"], m.cfg.vocab_size)
         .ok_or_else(|| ApiError::bad("tokens must be a list of token ids in the vocabulary"))?;
     let text = m
         .tok

@@ -239,9 +239,9 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
 /// Turn the tokens a sequence produced since the last call into text events; a stop string
 /// seen finishes the sequence.
 fn feed(engine: &mut Engine, a: &mut Active, metrics: &Metrics) {
-    let output = engine.get(a.handle).output.clone();
+    let new = engine.get(a.handle).output[a.fed..].to_vec(); // only what came since the last call
     let now = Instant::now();
-    for &id in &output[a.fed..] {
+    for &id in &new {
         a.fed += 1;
         metrics.completion_tokens.inc();
         match a.last {
