@@ -8,8 +8,18 @@
 //! block that is only partly filled is copied before the first append to it (copy-on-write): the
 //! append returns the copy to make, the caller performs it on the device before writing.
 //!
+//! Prefix caching (vLLM's automatic prefix caching, nano-vllm's `hash_blocks`): a full block
+//! can be registered under a hash of its tokens and of everything before them
+//! (`prefix::block_hashes`). A later sequence whose prompt starts with the same tokens takes those
+//! blocks (`add_seq_with`) instead of recomputing them. A block whose last holder goes keeps its
+//! rows and its hash on the free list: free blocks without a hash are handed out first, then
+//! hashed ones least recently released first (evicting their hash), so cached pages live until the
+//! pool needs the room.
+//!
 //! A "contiguous" cache is the same bookkeeping with one page the size of the whole context per
 //! sequence (see `KvPages::contiguous`).
+
+use std::collections::{HashMap, VecDeque};
 
 use thiserror::Error;
 
@@ -29,18 +39,25 @@ pub enum KvError {
     NoSequenceSlot(usize),
 }
 
-/// The pool of blocks: reference counts and a free list.
+/// The pool of blocks: reference counts, a free list, and the hashes of cached blocks.
 #[derive(Clone, Debug)]
 pub struct BlockAllocator {
-    refs: Vec<u32>, // (n_blocks,) holders of each block; 0 = free
-    free: Vec<u32>, // free block ids; the next one handed out is at the end
+    refs: Vec<u32>,            // (n_blocks,) holders of each block; 0 = free
+    free: VecDeque<u32>,       // free block ids; the next one handed out is at the front
+    hash: Vec<Option<u64>>,    // (n_blocks,) the prefix hash a full block is registered under
+    cached: HashMap<u64, u32>, // prefix hash -> the block holding those rows
+    /// Cached blocks handed out for other rows (their hash forgotten) since the pool was made.
+    pub evictions: u64,
 }
 
 impl BlockAllocator {
     pub fn new(n_blocks: usize) -> Self {
         BlockAllocator {
             refs: vec![0; n_blocks],
-            free: (0..n_blocks as u32).rev().collect(),
+            free: (0..n_blocks as u32).collect(),
+            hash: vec![None; n_blocks],
+            cached: HashMap::new(),
+            evictions: 0,
         }
     }
     pub fn n_blocks(&self) -> usize {
@@ -52,11 +69,42 @@ impl BlockAllocator {
     pub fn refs(&self, block: u32) -> u32 {
         self.refs[block as usize]
     }
+    /// Blocks registered under a prefix hash (in use or free).
+    pub fn n_cached(&self) -> usize {
+        self.cached.len()
+    }
     fn alloc(&mut self) -> u32 {
-        let b = self.free.pop().expect("alloc: caller checked there is a free block");
+        let b = self
+            .free
+            .pop_front()
+            .expect("alloc: caller checked there is a free block");
         assert_eq!(self.refs[b as usize], 0, "block {b} handed out twice");
+        if self.hash[b as usize].is_some() {
+            self.evictions += 1;
+            self.unhash(b);
+        }
         self.refs[b as usize] = 1;
         b
+    }
+    /// Forget the hash of block `b` (its rows are about to change).
+    fn unhash(&mut self, b: u32) {
+        if let Some(h) = self.hash[b as usize].take() {
+            if self.cached.get(&h) == Some(&b) {
+                self.cached.remove(&h);
+            }
+        }
+    }
+    /// Take cached block `b` for one more holder (back from the free list when it has none).
+    fn take_cached(&mut self, b: u32) {
+        if self.refs[b as usize] == 0 {
+            let at = self
+                .free
+                .iter()
+                .position(|&f| f == b)
+                .expect("a free block is on the free list");
+            self.free.remove(at);
+        }
+        self.refs[b as usize] += 1;
     }
     fn share(&mut self, block: u32) {
         assert!(self.refs[block as usize] > 0, "sharing free block {block}");
@@ -67,7 +115,12 @@ impl BlockAllocator {
         assert!(*r > 0, "block {block} released twice");
         *r -= 1;
         if *r == 0 {
-            self.free.push(block);
+            // cached rows stay until the pool needs them, the least recently released first
+            if self.hash[block as usize].is_some() {
+                self.free.push_back(block);
+            } else {
+                self.free.push_front(block);
+            }
         }
     }
 }
@@ -156,6 +209,41 @@ impl KvPages {
         self.seq(id).len
     }
 
+    /// The cached blocks that hold the prefix whose block hashes are `hashes` (prefix::
+    /// block_hashes), as far as they are all cached.
+    pub fn cached_prefix(&self, hashes: &[u64]) -> Vec<u32> {
+        hashes.iter().map_while(|h| self.alloc.cached.get(h).copied()).collect()
+    }
+
+    /// Let empty sequence `id` hold the cached `blocks` (from `cached_prefix`) as its first
+    /// positions: shared with their other holders, taken back from the free list when unheld.
+    pub fn add_prefix(&mut self, id: usize, blocks: &[u32]) {
+        let s = self.seqs[id].as_mut().expect("sequence exists");
+        assert!(s.len == 0, "a prefix goes into an empty sequence");
+        for &b in blocks {
+            assert!(self.alloc.hash[b as usize].is_some(), "block {b} is not cached");
+            self.alloc.take_cached(b);
+        }
+        s.blocks = blocks.to_vec();
+        s.len = blocks.len() * self.page;
+        self.tables_dirty = true;
+    }
+
+    /// Register block `index` of sequence `id`, full and written, under prefix hash `hash`; a
+    /// block already cached under it wins (the rows are the same).
+    pub fn register(&mut self, id: usize, index: usize, hash: u64) {
+        let s = self.seq(id);
+        assert!(
+            s.len >= (index + 1) * self.page,
+            "block {index} of sequence {id} is not full"
+        );
+        let b = s.blocks[index];
+        if self.alloc.hash[b as usize].is_none() && !self.alloc.cached.contains_key(&hash) {
+            self.alloc.hash[b as usize] = Some(hash);
+            self.alloc.cached.insert(hash, b);
+        }
+    }
+
     pub fn block_table(&self, id: usize) -> &[u32] {
         &self.seq(id).blocks
     }
@@ -194,7 +282,9 @@ impl KvPages {
         let mut s = self.seqs[id].take().expect("sequence exists");
         if n > 0 && s.len % page != 0 {
             let last = *s.blocks.last().expect("a partly filled sequence has a block");
-            if self.alloc.refs(last) > 1 {
+            if self.alloc.refs(last) == 1 {
+                self.alloc.unhash(last); // rows past the end are rewritten: no longer that prefix
+            } else {
                 let dst = self.alloc.alloc();
                 self.alloc.release(last);
                 *s.blocks.last_mut().unwrap() = dst;
@@ -280,6 +370,15 @@ impl KvPages {
             assert!(!is_free[b as usize], "block {b} is on the free list twice");
             is_free[b as usize] = true;
         }
+        for (&h, &b) in &self.alloc.cached {
+            assert_eq!(
+                self.alloc.hash[b as usize],
+                Some(h),
+                "cached block {b} under another hash"
+            );
+        }
+        let hashed = self.alloc.hash.iter().flatten().count();
+        assert_eq!(hashed, self.alloc.cached.len(), "hashed blocks vs the cache's map");
         for b in 0..self.alloc.n_blocks() {
             assert_eq!(self.alloc.refs[b], holders[b], "reference count of block {b}");
             assert_eq!(is_free[b], holders[b] == 0, "block {b}: free list vs holders");

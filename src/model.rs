@@ -3,8 +3,11 @@
 //! batch of (sequence, next tokens, rows wanted) and returns the logits asked for.
 //! Inputs are checked here (Result with a clear message); inside, the hot path asserts.
 
+mod prefix;
+
 use anyhow::{bail, Result};
 
+pub use self::prefix::PrefixStats;
 use crate::config::{Config, RopeTable};
 use crate::cpu::{self, ops::argmax, KvCache};
 use crate::gpu::{GpuModel, GpuRequest};
@@ -41,7 +44,12 @@ pub struct Model {
     lora_factors: Vec<Vec<f32>>,
     /// MoE routing of every row forwarded since `record_routing(true)`: (layer, position, route).
     routing: Option<Vec<(usize, usize, Route)>>,
+    /// Prefix caching (Options::prefix_cache; model/prefix.rs); None: off.
+    prefix: Option<prefix::Prefix>,
 }
+
+/// Positions the CPU's prefix cache keeps by default (its blocks are copies).
+pub const CPU_PREFIX_TOKENS: usize = 8192;
 
 enum Backend {
     Cpu {
@@ -103,6 +111,10 @@ impl Model {
                         .any(|a| a.device_type != wgpu::DeviceType::Cpu)
             }
         };
+        let prefix = |cpu_blocks| {
+            let paged = !on_gpu || opts.kv == KvLayout::Paged;
+            (opts.prefix_cache && paged).then(|| prefix::Prefix::new(opts.page, opts.max_seqs, cpu_blocks))
+        };
         if on_gpu {
             let gpu = GpuModel::new(&cfg, &weights, &req(true), None, opts, &loras)?;
             return Ok(Model {
@@ -111,8 +123,10 @@ impl Model {
                 loras,
                 lora_factors,
                 routing: None,
+                prefix: prefix(None),
             });
         }
+        let cpu_blocks = opts.kv_blocks.unwrap_or(CPU_PREFIX_TOKENS / opts.page);
         let rope = RopeTable::new(&cfg);
         let caches = vec![None; opts.max_seqs];
         Ok(Model {
@@ -125,6 +139,7 @@ impl Model {
             loras,
             lora_factors,
             routing: None,
+            prefix: prefix(Some(cpu_blocks)),
         })
     }
 
@@ -143,6 +158,7 @@ impl Model {
             loras: vec![],
             lora_factors: vec![vec![]; Options::default().max_seqs],
             routing: None,
+            prefix: None,
         })
     }
 
@@ -171,6 +187,9 @@ impl Model {
         };
         let defaults: Vec<f32> = self.loras.iter().map(|l| l.default_factor).collect();
         self.put_lora(seq, defaults);
+        if let Some(p) = self.prefix.as_mut() {
+            p.reset(seq, None);
+        }
         Ok(seq)
     }
 
@@ -223,6 +242,9 @@ impl Model {
             Backend::Gpu(g) => SeqId(g.kv.fork(parent.0)?),
         };
         self.put_lora(seq, self.lora_factors[parent.0].clone());
+        if let Some(p) = self.prefix.as_mut() {
+            p.reset(seq, Some(parent));
+        }
         Ok(seq)
     }
 
@@ -244,6 +266,9 @@ impl Model {
             }
             Backend::Gpu(g) => g.kv.truncate(seq.0, len),
         }
+        if let Some(p) = self.prefix.as_mut() {
+            p.truncate(seq, len);
+        }
     }
 
     /// End `seq` and free its cache (on the GPU, its pages no other sequence shares).
@@ -253,6 +278,21 @@ impl Model {
                 assert!(caches[seq.0].take().is_some(), "release of a dead sequence {seq:?}")
             }
             Backend::Gpu(g) => g.kv.release(seq.0),
+        }
+        if let Some(p) = self.prefix.as_mut() {
+            p.reset(seq, None);
+        }
+    }
+
+    /// Whether the KV pool has the blocks to add `n` positions to each (sequence, n) of
+    /// `wants` (the scheduler asks before a step; the CPU's caches grow as needed).
+    pub fn kv_room(&self, wants: &[(SeqId, usize)]) -> bool {
+        match &self.backend {
+            Backend::Cpu { .. } => true,
+            Backend::Gpu(g) => {
+                let needed: usize = wants.iter().map(|&(s, n)| g.kv.blocks_needed(s.0, n)).sum();
+                needed <= g.kv.alloc.n_free()
+            }
         }
     }
 
@@ -407,6 +447,14 @@ impl Model {
     /// they fit; a long entry runs in steps.
     pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Logits>> {
         self.check(batch)?;
+        let out = self.forward_unnoted(batch)?;
+        for e in batch {
+            self.note_tokens(e.seq, e.tokens);
+        }
+        Ok(out)
+    }
+
+    fn forward_unnoted(&mut self, batch: &Batch) -> Result<Vec<Logits>> {
         match &mut self.backend {
             Backend::Cpu { weights, rope, caches } => Ok(batch
                 .iter()
@@ -479,7 +527,11 @@ impl Model {
         }
         self.check(batch)?;
         match &mut self.backend {
-            Backend::Gpu(g) if batch.len() == 1 => Ok(vec![g.forward_argmax(batch[0].seq.0, batch[0].tokens)?]),
+            Backend::Gpu(g) if batch.len() == 1 => {
+                let id = g.forward_argmax(batch[0].seq.0, batch[0].tokens)?;
+                self.note_tokens(batch[0].seq, batch[0].tokens);
+                Ok(vec![id])
+            }
             _ => Ok(self.forward(batch)?.iter().map(|l| argmax(l) as u32).collect()),
         }
     }
@@ -506,7 +558,14 @@ impl Model {
         }
         let n = n.clamp(1, crate::gpu::MAX_AHEAD).min(self.cfg.seq_len - len);
         match &mut self.backend {
-            Backend::Gpu(g) => g.decode_greedy(seq.0, token, n),
+            Backend::Gpu(g) => {
+                let ids = g.decode_greedy(seq.0, token, n)?;
+                let fed: Vec<u32> = std::iter::once(token)
+                    .chain(ids[..ids.len() - 1].iter().copied())
+                    .collect();
+                self.note_tokens(seq, &fed);
+                Ok(ids)
+            }
             Backend::Cpu { .. } => {
                 let mut ids = vec![token];
                 for _ in 0..n {

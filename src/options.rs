@@ -158,6 +158,10 @@ pub struct Options {
     /// (Windows' TDR resets a GPU after 2 s). The default, 2^38 (0.55 TFLOP), takes a quarter
     /// second on a GPU that runs the GEMM at 2 TFLOP/s.
     pub submit_macs: u64,
+    /// Prefix caching (model/prefix.rs): full KV blocks are kept under a hash of their tokens
+    /// and reused by later sequences that start with the same tokens. Needs the paged layout on
+    /// a GPU; on the CPU a store of `kv_blocks` (default CPU_PREFIX_TOKENS / page) block copies.
+    pub prefix_cache: bool,
 }
 
 /// Options::submit_macs by default.
@@ -182,6 +186,7 @@ impl Default for Options {
             subgroups: true,
             limits: Limits::Adapter,
             submit_macs: SUBMIT_MACS,
+            prefix_cache: false,
         }
     }
 }

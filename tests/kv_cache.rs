@@ -183,3 +183,108 @@ fn random_operations_keep_the_pool_consistent() {
         assert_eq!(kv.blocks_in_use(), 0, "seed {seed}: blocks leaked");
     }
 }
+
+/// The value a row holds when its position's tokens are `t` (the position is `t.len() - 1`):
+/// what a forward would compute from them. Also each full block's prefix hash.
+fn value(t: &[u32]) -> u64 {
+    t.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Property test of prefix caching: sequences over a two-letter alphabet (so prefixes repeat)
+/// start from the cached blocks of their prompt (`cached_prefix` + `add_prefix`), append,
+/// register their full blocks, fork, truncate and release in random order under a small pool
+/// that must evict. Every row every sequence holds, whether cached or its own, holds the value
+/// its own tokens put there (a cached block is never written while another can find it), and
+/// the pool ends empty.
+#[test]
+fn random_prefix_reuse_never_serves_stale_rows() {
+    let mut hits = 0;
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E3779B97F4A7C15));
+        let page = 1 + rng.below(4);
+        let mut kv = KvPages::new(page, 4 + rng.below(30), 1 + rng.below(5));
+        let mut rows: Vec<Option<u64>> = vec![None; kv.alloc.n_blocks() * page];
+        let mut toks: Vec<Vec<u32>> = vec![vec![]; kv.max_seqs()];
+        for step in 0..300 {
+            let live: Vec<usize> = kv.seq_ids().collect();
+            let pick = |rng: &mut Rng| live[rng.below(live.len())];
+            match rng.below(10) {
+                0..=2 => {
+                    if let Ok(id) = kv.add_seq() {
+                        let prompt: Vec<u32> = (0..1 + rng.below(4 * page)).map(|_| rng.below(2) as u32).collect();
+                        let full = (prompt.len() - 1) / page;
+                        let hashes: Vec<u64> = (1..=full).map(|i| value(&prompt[..i * page])).collect();
+                        let blocks = kv.cached_prefix(&hashes);
+                        kv.add_prefix(id, &blocks);
+                        hits += blocks.len();
+                        toks[id] = prompt[..blocks.len() * page].to_vec();
+                    }
+                }
+                3 if !live.is_empty() => {
+                    let p = pick(&mut rng);
+                    if let Ok(id) = kv.fork(p) {
+                        toks[id] = toks[p].clone();
+                    }
+                }
+                4 if !live.is_empty() => {
+                    let id = pick(&mut rng);
+                    kv.release(id);
+                    toks[id].clear();
+                }
+                5 if !live.is_empty() => {
+                    let id = pick(&mut rng);
+                    let len = rng.below(kv.len(id) + 1);
+                    kv.truncate(id, len);
+                    toks[id].truncate(len);
+                }
+                _ if !live.is_empty() => {
+                    let id = pick(&mut rng);
+                    let n = 1 + rng.below(2 * page + 1);
+                    match kv.append(id, n) {
+                        Ok((slots, copies)) => {
+                            for c in copies {
+                                for r in 0..c.rows {
+                                    rows[c.dst as usize * page + r] = rows[c.src as usize * page + r];
+                                }
+                            }
+                            for s in slots {
+                                toks[id].push(rng.below(2) as u32);
+                                rows[s as usize] = Some(value(&toks[id]));
+                            }
+                            for i in 0..kv.len(id) / page {
+                                kv.register(id, i, value(&toks[id][..(i + 1) * page]));
+                            }
+                        }
+                        Err(KvError::Full { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                _ => {}
+            }
+            kv.check_invariants();
+            for id in kv.seq_ids() {
+                assert_eq!(kv.len(id), toks[id].len());
+                for pos in 0..toks[id].len() {
+                    let want = value(&toks[id][..=pos]);
+                    let got = rows[kv.slot(id, pos) as usize];
+                    assert_eq!(
+                        got,
+                        Some(want),
+                        "seed {seed} step {step}: sequence {id} position {pos} holds a stale row"
+                    );
+                }
+            }
+        }
+        for id in kv.seq_ids().collect::<Vec<_>>() {
+            kv.release(id);
+        }
+        kv.check_invariants();
+        assert_eq!(kv.blocks_in_use(), 0, "seed {seed}: blocks leaked");
+    }
+    assert!(
+        hits > 1000,
+        "only {hits} cached blocks were reused: the test does not exercise reuse"
+    );
+}

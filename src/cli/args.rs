@@ -51,6 +51,9 @@ pub struct ModelArgs {
     /// Pick the GPU adapter whose name contains NAME (case-insensitive), e.g. llvmpipe or nvidia.
     #[arg(long, value_name = "NAME")]
     pub adapter: Option<String>,
+    /// Cache KV blocks by prefix (set by the commands that reuse prompts: serve, chat).
+    #[arg(skip)]
+    pub prefix_cache: bool,
     /// GPU attention kernels: flash (tiled prefill with online softmax, split-K decode) or naive
     /// (scores materialised in memory; the slow twin).
     #[arg(long, value_enum, default_value = "flash")]
@@ -134,6 +137,7 @@ impl ModelArgs {
             gemm: self.gemm,
             head_split: self.head_split,
             limits: self.limits,
+            prefix_cache: self.prefix_cache,
             ..Options::default()
         }
     }

@@ -20,4 +20,8 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on every /v1 request.
     #[arg(long, env = "TINFER_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Do not reuse the KV blocks of prompts' common prefixes across requests (on by default:
+    /// a shared system prompt is computed once).
+    #[arg(long)]
+    pub no_prefix_cache: bool,
 }

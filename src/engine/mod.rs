@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 pub use self::sequence::{Generation, Sequence, Status, Stop, StopReason};
 pub use self::spec::{Spec, SpecConfig, SpecStats};
 pub use self::stop_strings::StopStrings;
-use crate::model::{Entry, KvUsage, Model, Want};
+use crate::model::{Entry, KvUsage, Model, SeqId, Want};
 
 /// Prompt tokens run per step: bounds the activations a long prompt needs at once.
 pub const PREFILL_CHUNK: usize = 256;
@@ -88,6 +88,16 @@ impl Engine {
         if seq.prompt.is_empty() {
             bail!("the prompt is empty: give some text with --prompt or on stdin");
         }
+        if let Some(u) = self.model.kv_usage() {
+            let need = (used + seq.prompt.len() + 1).div_ceil(u.page);
+            if need > u.pages {
+                bail!(
+                    "the prompt needs {need} KV blocks of {} tokens but the pool has {}: shorten the prompt or raise --kv-blocks / --kv-memory",
+                    u.page,
+                    u.pages
+                );
+            }
+        }
         Ok(())
     }
 
@@ -161,22 +171,45 @@ impl Engine {
         Ok([h].iter().chain(&forked).map(|&f| self.take(f)).collect())
     }
 
-    /// One step: the next prompt chunk of the first waiting sequence if there is one (prefill
-    /// first), else one token of every running sequence in one batch. Returns the tokens produced,
+    /// One step (nano-vllm's scheduler): prompt chunks of waiting sequences, oldest first, up
+    /// to PREFILL_CHUNK tokens in all, when the KV pool has room for their whole prompts (prefill
+    /// first); else one token of every running sequence in one batch, preempting the newest
+    /// running sequences while the pool cannot hold the step. Returns the tokens produced,
     /// (handle, token), in handle order.
     pub fn step(&mut self) -> Result<Vec<(usize, u32)>> {
-        if let Some(h) = self
-            .seqs
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.status == Status::Waiting))
-        {
-            return self.prefill(h);
+        let with = |st: Status| -> Vec<usize> {
+            (0..self.seqs.len())
+                .filter(|&h| self.seqs[h].as_ref().is_some_and(|s| s.status == st))
+                .collect()
+        };
+        let (waiting, mut running) = (with(Status::Waiting), with(Status::Running));
+        let chunks = self.schedule_prefill(&waiting, running.is_empty());
+        if !chunks.is_empty() {
+            return self.prefill(&chunks);
         }
-        let running: Vec<usize> = (0..self.seqs.len())
-            .filter(|&h| self.seqs[h].as_ref().is_some_and(|s| s.status == Status::Running))
-            .collect();
         if running.is_empty() {
             return Ok(vec![]);
+        }
+        // While the pool cannot take a token of each, preempt the newest sequence holding
+        // pages (running, or part way through its prompt), never the oldest running one.
+        loop {
+            let wants: Vec<(SeqId, usize)> = running.iter().map(|&h| (self.get(h).id.unwrap(), 1)).collect();
+            if self.model.kv_room(&wants) {
+                break;
+            }
+            let holds = |s: &Sequence| match s.status {
+                Status::Running => true,
+                Status::Waiting => self.model.len(s.id.unwrap()) > 0,
+                Status::Finished(_) => false,
+            };
+            let victim = (0..self.seqs.len())
+                .rev()
+                .find(|&h| h != running[0] && self.seqs[h].as_ref().is_some_and(|s| !s.keep && holds(s)));
+            let Some(v) = victim else {
+                break;
+            };
+            self.preempt(v)?;
+            running.retain(|&r| r != v);
         }
         // Ids decoded ahead come out one a step (and the rest wait until they are taken).
         let pending: Vec<usize> = running
@@ -293,27 +326,103 @@ impl Engine {
         Ok(Some(self.take_ahead(&[h])))
     }
 
-    /// Run the next prompt chunk of `h`; the last chunk gives its first token (and its forks').
-    fn prefill(&mut self, h: usize) -> Result<Vec<(usize, u32)>> {
-        let s = self.seqs[h].as_ref().unwrap();
-        let (start, id) = (s.prefilled, s.id.unwrap());
-        let end = s.prompt.len().min(start + PREFILL_CHUNK);
-        let chunk = s.prompt[start..end].to_vec();
-        let entry = [Entry {
-            seq: id,
-            tokens: &chunk,
-            want: Want::Last,
-        }];
-        if end < s.prompt.len() {
-            self.model.forward(&entry)?;
-            self.usage = self.model.kv_usage().or(self.usage);
-            self.seqs[h].as_mut().unwrap().prefilled = end;
-            return Ok(vec![]);
+    /// The prompt chunks of the next prefill step, (handle, tokens): waiting sequences in
+    /// order while PREFILL_CHUNK tokens last and the pool holds the rest of their prompts (a
+    /// sequence's first chunk starts after the blocks the prefix cache already has). With
+    /// nothing running, the first one runs whatever the pool says (a prompt the pool cannot
+    /// hold then fails with the KV-full error instead of waiting forever).
+    fn schedule_prefill(&mut self, waiting: &[usize], idle: bool) -> Vec<(usize, Vec<u32>)> {
+        let mut budget = PREFILL_CHUNK;
+        let mut chunks: Vec<(usize, Vec<u32>)> = vec![];
+        let mut wants: Vec<(SeqId, usize)> = vec![];
+        for &h in waiting {
+            let s = self.seqs[h].as_ref().unwrap();
+            let (id, tokens) = (s.id.unwrap(), s.to_run());
+            // room for all of it, as if nothing were cached (taking cached blocks that no one
+            // holds takes them from the free list too)
+            wants.push((id, tokens.len() - s.prefilled + 1));
+            if budget == 0 || !(self.model.kv_room(&wants) || idle && chunks.is_empty()) {
+                break;
+            }
+            if s.prefilled == 0 && s.context.is_empty() && self.model.len(id) == 0 {
+                let cached = self.model.reuse_prefix(id, &tokens);
+                let s = self.seqs[h].as_mut().unwrap();
+                s.prefilled = cached;
+                if s.preempted == 0 {
+                    s.cached = cached;
+                }
+            }
+            let start = self.get(h).prefilled;
+            let end = tokens.len().min(start + budget);
+            budget -= end - start;
+            chunks.push((h, tokens[start..end].to_vec()));
         }
-        // The prompt's end: fork it, then each sequence picks its first token from its logits.
+        chunks
+    }
+
+    /// Take `h`'s cache away (the pool is full): it waits again and, readmitted, recomputes
+    /// its prompt and output so far (whose blocks the prefix cache may still hold).
+    fn preempt(&mut self, h: usize) -> Result<()> {
+        self.drop_ahead(h);
+        let id = self.get(h).id.unwrap();
+        let factors = self.model.lora_factors(id).to_vec();
+        self.model.release(id);
+        let id = self.model.new_seq()?;
+        if !factors.is_empty() {
+            self.model.set_lora(id, &factors)?;
+        }
+        let s = self.seqs[h].as_mut().unwrap();
+        (s.id, s.status, s.prefilled) = (Some(id), Status::Waiting, 0);
+        s.preempted += 1;
+        Ok(())
+    }
+
+    /// Run the prompt chunks; a sequence whose last chunk ran gets its first token (and its
+    /// forks theirs).
+    fn prefill(&mut self, chunks: &[(usize, Vec<u32>)]) -> Result<Vec<(usize, u32)>> {
+        let batch: Vec<Entry> = chunks
+            .iter()
+            .map(|(h, toks)| Entry {
+                seq: self.get(*h).id.unwrap(),
+                tokens: toks,
+                want: Want::Last,
+            })
+            .collect();
+        let ends: Vec<bool> = chunks
+            .iter()
+            .map(|(h, t)| {
+                let s = self.get(*h);
+                s.prefilled + t.len() == s.prompt.len() + s.output.len()
+            })
+            .collect();
+        let greedy = (chunks.iter().zip(&ends))
+            .filter(|(_, &e)| e)
+            .all(|((h, _), _)| self.get(*h).greedy_on_device() && self.get(*h).forks.iter().all(|f| f.is_greedy()));
+        let picks = if ends.contains(&true) {
+            self.forward(&batch, greedy)?
+        } else {
+            self.model.forward(&batch)?;
+            self.usage = self.model.kv_usage().or(self.usage);
+            Pick::Ids(vec![])
+        };
+        let mut out = vec![];
+        for (i, ((h, toks), &end)) in chunks.iter().zip(&ends).enumerate() {
+            self.seqs[*h].as_mut().unwrap().prefilled += toks.len();
+            if end {
+                let pick = match &picks {
+                    Pick::Ids(ids) => Pick::Ids(vec![ids[i]]),
+                    Pick::Logits(l) => Pick::Logits(vec![l[i].clone()]),
+                };
+                out.extend(self.prompt_done(*h, pick)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `h`'s prompt ran: fork it, then each sequence picks its next token from its logits.
+    fn prompt_done(&mut self, h: usize, picks: Pick) -> Result<Vec<(usize, u32)>> {
+        let id = self.get(h).id.unwrap();
         let forks = std::mem::take(&mut self.seqs[h].as_mut().unwrap().forks);
-        let greedy = self.get(h).greedy_on_device() && forks.iter().all(|f| f.is_greedy());
-        let picks = self.forward(&entry, greedy)?;
         let now = Instant::now();
         let mut group = vec![h];
         for sampler in forks {
@@ -323,16 +432,19 @@ impl Engine {
             f.id = Some(fork);
             f.context = p.context.clone();
             f.added = p.added;
+            f.cached = p.cached;
             group.push(self.seqs.len());
             self.seqs.push(Some(f));
         }
         for &g in &group {
             let s = self.seqs[g].as_mut().unwrap();
-            s.prefilled = s.prompt.len();
+            s.prefilled = s.prompt.len() + s.output.len();
             s.status = Status::Running;
-            s.first = Some(now);
+            s.first.get_or_insert(now);
         }
-        self.seqs[h].as_mut().unwrap().forked = group[1..].to_vec();
+        if group.len() > 1 {
+            self.seqs[h].as_mut().unwrap().forked = group[1..].to_vec();
+        }
         let picks = match picks {
             Pick::Ids(ids) => Pick::Ids(vec![ids[0]; group.len()]),
             Pick::Logits(l) => Pick::Logits(vec![l[0].clone(); group.len()]),

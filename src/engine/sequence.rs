@@ -68,8 +68,14 @@ pub struct Sequence {
     pub forks: Vec<Sampler>,
     /// Engine handles of the forks made, in the order of `forks`.
     pub forked: Vec<usize>,
-    /// Prompt tokens run so far.
+    /// Positions of `prompt` (and, after a preemption, of `output`) in the cache so far.
     pub prefilled: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache instead of a forward
+    /// (OpenAI's `usage.prompt_tokens_details.cached_tokens`).
+    pub cached: usize,
+    /// Times the scheduler took its cache away to make room (it then recomputes prompt and
+    /// output so far, as vLLM's recompute preemption).
+    pub preempted: usize,
     /// Tokens never sampled (their logits set to -inf first): the end tokens under
     /// `--ignore-eos`, like llama.cpp's `--ignore-eos` (a logit bias of -inf).
     pub banned: Vec<u32>,
@@ -113,6 +119,8 @@ impl Sequence {
             forks: vec![],
             forked: vec![],
             prefilled: 0,
+            cached: 0,
+            preempted: 0,
             banned: vec![],
             lora: None,
             logprobs: None,
@@ -161,6 +169,11 @@ impl Sequence {
 
     pub fn is_finished(&self) -> bool {
         matches!(self.status, Status::Finished(_))
+    }
+
+    /// The tokens its prefill runs: the prompt, and after a preemption the output so far too.
+    pub(crate) fn to_run(&self) -> Vec<u32> {
+        [&self.prompt[..], &self.output].concat()
     }
 
     /// Every token so far: context, prompt, output (what the repetition penalty looks at).
@@ -213,7 +226,7 @@ impl Sequence {
                 _ => StopReason::MaxTokens,
             },
             // the prompt tokens run (all, unless it was cancelled during the prompt)
-            prompt_tokens: self.prefilled,
+            prompt_tokens: self.prefilled.min(self.prompt.len()),
             prompt_len: self.prompt.len(),
             decode_steps: self.decode_steps,
             spec: self.spec,

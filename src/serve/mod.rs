@@ -64,6 +64,8 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel::<Result<()>>();
         let st = state.clone();
+        let mut model = model;
+        model.prefix_cache = !a.no_prefix_cache;
         let engine_thread = std::thread::spawn(move || {
             let (engine, tok, info) = match api::load(&model, &run, a.parallel) {
                 Ok(x) => x,
