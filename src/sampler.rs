@@ -18,6 +18,13 @@ pub struct SamplerConfig {
     pub min_p: f32,
     /// Divide positive logits (multiply negative ones) of tokens already in the context (1 = off).
     pub repeat_penalty: f32,
+    /// Subtracted once from the logit of every token generated so far (0 = off; OpenAI's
+    /// `presence_penalty`, -2..=2).
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was generated so far (0 = off; OpenAI's
+    /// `frequency_penalty`, -2..=2). Both count the output only, not the prompt (OpenAI's
+    /// formula as vLLM applies it), before the temperature.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -29,6 +36,8 @@ impl Default for SamplerConfig {
             top_p: 1.0,
             min_p: 0.0,
             repeat_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
@@ -44,7 +53,9 @@ impl SamplerConfig {
     /// The distribution `sample` draws from: the kept candidates (after the repetition penalty,
     /// temperature, top-k, top-p and min-p, in HF's order) with their probabilities; a point
     /// mass on the argmax for greedy settings. Speculative decoding's p and q are these.
-    pub fn distribution(&self, logits: &[f32], context: &[u32]) -> Dist {
+    /// `context`: the tokens so far, of which the last `generated` are output (what the
+    /// presence and frequency penalties count).
+    pub fn distribution(&self, logits: &[f32], context: &[u32], generated: usize) -> Dist {
         let c = self;
         if logits.is_empty() {
             return Dist::point(0);
@@ -68,6 +79,17 @@ impl SamplerConfig {
                     seen[t] = true;
                     logits[t] = penalise(logits[t], c.repeat_penalty);
                 }
+            }
+        }
+        if c.presence_penalty != 0.0 || c.frequency_penalty != 0.0 {
+            let mut count = vec![0u32; logits.len()];
+            for &t in &context[context.len() - generated.min(context.len())..] {
+                if let Some(n) = count.get_mut(t as usize) {
+                    *n += 1;
+                }
+            }
+            for (l, &n) in logits.iter_mut().zip(&count).filter(|(_, &n)| n > 0) {
+                *l -= c.presence_penalty + c.frequency_penalty * n as f32;
             }
         }
         let t = c.temperature;
@@ -165,6 +187,14 @@ impl SamplerConfig {
         if !(r.is_finite() && r > 0.0) {
             bail!("repeat penalty {r} is not allowed: use a finite number > 0 (1 = off; 1.1 to 1.3 are common)");
         }
+        for (name, v) in [
+            ("presence", self.presence_penalty),
+            ("frequency", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                bail!("{name} penalty {v} is not allowed: use a number from -2 to 2 (0 = off)");
+            }
+        }
         Ok(())
     }
 }
@@ -219,10 +249,15 @@ impl Sampler {
     /// Greedy with nothing that looks at the context: the most likely token, which the device
     /// can pick itself.
     pub fn is_greedy(&self) -> bool {
-        greedy_temperature(self.cfg.temperature) && self.cfg.repeat_penalty == 1.0
+        let c = &self.cfg;
+        greedy_temperature(c.temperature)
+            && c.repeat_penalty == 1.0
+            && c.presence_penalty == 0.0
+            && c.frequency_penalty == 0.0
     }
 
-    /// The next token, given the logits and the tokens so far (for the repetition penalty).
+    /// The next token, given the logits and the tokens so far, the last `generated` of them output
+    /// (for the penalties).
     ///
     /// Always a valid id below `logits.len()`, whatever the settings and logits hold: NaN logits
     /// count as -inf and are never drawn while some logit is a number (an engine that produces
@@ -231,8 +266,8 @@ impl Sampler {
     /// all equal. The probabilities are computed in f64 from logits scaled so that nothing
     /// overflows, and the draw can only end on a kept candidate of nonzero probability. An empty
     /// `logits` gives 0. Greedy settings draw nothing from the RNG.
-    pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
-        let d = self.cfg.distribution(logits, context);
+    pub fn sample(&mut self, logits: &[f32], context: &[u32], generated: usize) -> u32 {
+        let d = self.cfg.distribution(logits, context, generated);
         if d.greedy {
             return d.ids[0];
         }

@@ -48,6 +48,7 @@ fn config() -> impl Strategy<Value = SamplerConfig> {
                 min_p,
                 repeat_penalty,
                 seed,
+                ..SamplerConfig::default()
             },
         )
 }
@@ -107,7 +108,7 @@ proptest! {
         context in prop::collection::vec(0u32..30, 0..6),
         cfg in config(),
     ) {
-        let id = Sampler::new(cfg.clone()).sample(&logits, &context) as usize;
+        let id = Sampler::new(cfg.clone()).sample(&logits, &context, 0) as usize;
         prop_assert!(id < logits.len(), "id {} of {} logits", id, logits.len());
         let l = penalised(&logits, &context, cfg.repeat_penalty);
         let (t, n) = (cfg.temperature as f64, l.len());
@@ -158,7 +159,7 @@ proptest! {
         cfg in config(),
     ) {
         let cfg = SamplerConfig { temperature: t, repeat_penalty: 1.0, ..cfg };
-        let id = Sampler::new(cfg).sample(&logits, &[]) as usize;
+        let id = Sampler::new(cfg).sample(&logits, &[], 0) as usize;
         let l = penalised(&logits, &[], 1.0);
         prop_assert_eq!(id, argmax(&logits, &l), "T {}: {:?}", t, logits);
     }
@@ -175,7 +176,7 @@ mod edge_cases {
     #[test]
     fn greedy_is_argmax() {
         let mut s = Sampler::new(SamplerConfig::default());
-        assert_eq!(s.sample(&logits(), &[]), 1);
+        assert_eq!(s.sample(&logits(), &[], 0), 1);
     }
 
     #[test]
@@ -186,7 +187,7 @@ mod edge_cases {
         };
         let mut s = Sampler::new(cfg);
         // token 1 (3.0 -> 1.5) is penalised, so 5 (2.9) wins
-        assert_eq!(s.sample(&logits(), &[1, 1, 3]), 5);
+        assert_eq!(s.sample(&logits(), &[1, 1, 3], 0), 5);
     }
 
     #[test]
@@ -199,7 +200,7 @@ mod edge_cases {
         };
         let draw = |cfg: &SamplerConfig| {
             let mut s = Sampler::new(cfg.clone());
-            (0..200).map(|_| s.sample(&logits(), &[])).collect::<Vec<_>>()
+            (0..200).map(|_| s.sample(&logits(), &[], 0)).collect::<Vec<_>>()
         };
         let a = draw(&cfg);
         assert_eq!(a, draw(&cfg));
@@ -244,8 +245,9 @@ mod edge_cases {
             min_p: 0.05,
             repeat_penalty: 1.1,
             seed: 42,
+            ..SamplerConfig::default()
         });
-        let got: Vec<u32> = (0..24).map(|_| s.sample(&logits, &[60, 61, 62])).collect();
+        let got: Vec<u32> = (0..24).map(|_| s.sample(&logits, &[60, 61, 62], 0)).collect();
         let want = [
             19, 57, 50, 62, 29, 24, 5, 17, 24, 31, 5, 38, 43, 57, 5, 17, 50, 17, 5, 5, 19, 38, 12, 31,
         ];
@@ -265,7 +267,7 @@ mod edge_cases {
         let mut s = Sampler::new(cfg.clone());
         let mut c = vec![0; logits.len().max(1)];
         for _ in 0..n {
-            c[s.sample(logits, context) as usize] += 1;
+            c[s.sample(logits, context, 0) as usize] += 1;
         }
         c
     }
@@ -361,7 +363,7 @@ mod edge_cases {
             repeat_penalty: INF,
             ..sampler(0.0)
         };
-        assert_eq!(Sampler::new(cfg).sample(&[0.0, 2.0, -1.0, 1.0], &[1]), 3);
+        assert_eq!(Sampler::new(cfg).sample(&[0.0, 2.0, -1.0, 1.0], &[1], 0), 3);
     }
 
     #[test]
@@ -423,7 +425,7 @@ mod edge_cases {
             }
         }
         // All -inf: all equal, so greedy gives the lowest id and sampling any of them.
-        assert_eq!(Sampler::new(sampler(0.0)).sample(&[-INF; 4], &[]), 0);
+        assert_eq!(Sampler::new(sampler(0.0)).sample(&[-INF; 4], &[], 0), 0);
         let c = counts(&sampler(1.0), &[-INF; 3], &[], 300);
         assert!(c.iter().all(|&k| k > 50), "{c:?}");
     }
@@ -431,12 +433,12 @@ mod edge_cases {
     #[test]
     fn nan_logits_are_never_drawn() {
         let nan = f32::NAN;
-        assert_eq!(Sampler::new(sampler(0.0)).sample(&[nan, 1.0, nan, 0.0], &[]), 1);
+        assert_eq!(Sampler::new(sampler(0.0)).sample(&[nan, 1.0, nan, 0.0], &[], 0), 1);
         let c = counts(&sampler(1.0), &[nan, 1.0, nan, 0.0], &[], 1000);
         assert!(c[0] + c[2] == 0 && c[1] > c[3] && c[3] > 0, "{c:?}");
         // All NaN: nothing valid to prefer; still an id in range.
         let mut s = Sampler::new(sampler(1.0));
-        assert!((0..50).all(|_| s.sample(&[nan; 5], &[]) < 5));
+        assert!((0..50).all(|_| s.sample(&[nan; 5], &[], 0) < 5));
     }
 
     #[test]
@@ -456,10 +458,14 @@ mod edge_cases {
                     repeat_penalty: 2.0,
                     ..sampler(t)
                 };
-                assert_eq!(Sampler::new(cfg).sample(&[l], &[0, 7]), 0, "logit {l}, T {t}");
+                assert_eq!(Sampler::new(cfg).sample(&[l], &[0, 7], 0), 0, "logit {l}, T {t}");
             }
         }
-        assert_eq!(Sampler::new(sampler(1.0)).sample(&[], &[]), 0, "no logits: 0, no panic");
+        assert_eq!(
+            Sampler::new(sampler(1.0)).sample(&[], &[], 0),
+            0,
+            "no logits: 0, no panic"
+        );
     }
 
     #[test]
@@ -524,4 +530,49 @@ mod edge_cases {
             );
         }
     }
+}
+
+/// OpenAI's presence and frequency penalties: a token generated c times loses presence +
+/// c × frequency from its logit; the prompt's tokens (before the last `generated`) do not count.
+#[test]
+fn presence_and_frequency_penalties_count_the_output_only() {
+    let logits = [3.0, 2.9, 2.0, 1.0];
+    let cfg = SamplerConfig {
+        presence_penalty: 0.5,
+        frequency_penalty: 0.3,
+        ..SamplerConfig::default()
+    };
+    let ctx = [0, 0, 0, 2, 2]; // prompt [0, 0], output [0, 2, 2]
+                               // token 0: 3 - 0.5 - 0.3 = 2.2 < 2.9: the greedy pick moves to 1
+    assert_eq!(Sampler::new(cfg.clone()).sample(&logits, &ctx, 3), 1);
+    assert_eq!(
+        Sampler::new(cfg.clone()).sample(&logits, &ctx, 0),
+        0,
+        "nothing generated"
+    );
+    assert!(
+        !Sampler::new(cfg.clone()).is_greedy(),
+        "the device cannot pick around penalties"
+    );
+    let hot = SamplerConfig {
+        temperature: 1.0,
+        ..cfg.clone()
+    };
+    let d = hot.distribution(&logits, &ctx, 3);
+    let want = [2.2f64, 2.9, 2.0 - 0.5 - 0.6, 1.0];
+    let z: f64 = want.iter().map(|x| x.exp()).sum();
+    for (id, w) in d.ids.iter().zip(&d.weights) {
+        let (got, exp) = (w / d.total, want[*id as usize].exp() / z);
+        assert!((got - exp).abs() < 1e-6, "token {id}: p {got} vs {exp}");
+    }
+    assert_eq!(d.ids.len(), 4);
+    let bad = SamplerConfig {
+        frequency_penalty: 2.5,
+        ..SamplerConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("frequency penalty 2.5"));
 }

@@ -323,7 +323,7 @@ fn completions_equal_generate_whole_streamed_and_concurrent() {
 
 #[test]
 fn bad_requests_get_openai_errors() {
-    let s = Server::start(&["--api-key", "sekrit"]);
+    let s = Server::start(&["--api-key", "sekrit", "--max-body-kib", "4"]);
     let auth = "Authorization: Bearer sekrit";
     let post = |body: &str, headers: &[&str]| {
         let (status, text) = s.request("POST", "/v1/completions", body, headers);
@@ -343,9 +343,14 @@ fn bad_requests_get_openai_errors() {
         (r#"{"prompt": "Hi", "presence_penalty": "0.5"}"#, "presence_penalty"),
         (r#"{"prompt": "Hi", "logit_bias": {"28": 100}}"#, "logit_bias"),
         (r#"{"prompt": "Hi", "stream": "yes"}"#, "stream must be"),
-        (r#"{"prompt": [[1, 2], [3]]}"#, "several prompts"),
+        (r#"{"prompt": [[1, 2], "x"]}"#, "prompt must be"),
         (
-            r#"{"prompt": "Hi", "logprobs": 1, "stream": true}"#,
+            r#"{"prompt": "Hi", "frequency_penalty": 3}"#,
+            "frequency_penalty must be in",
+        ),
+        (r#"{"prompt": "Hi", "ignore_eos": 1}"#, "ignore_eos must be"),
+        (
+            r#"{"prompt": "Hi", "echo": true, "stream": true}"#,
             "not supported with stream",
         ),
         (r#"{"prompt": "Hi", "max_tokens": -1}"#, "max_tokens"),
@@ -360,6 +365,9 @@ fn bad_requests_get_openai_errors() {
         assert!(msg.contains(needle), "{body}: {msg}");
         assert_eq!(e["error"]["type"], "invalid_request_error");
     }
+    let (status, text) = s.request("POST", "/v1/completions", &"x".repeat(5000), &[auth]);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("--max-body-kib"), "{text}");
     let long = "x".repeat(400);
     let (status, e) = post(&serde_json::json!({"prompt": long}).to_string(), &[auth]);
     assert_eq!(status, 400);
@@ -433,4 +441,93 @@ fn a_client_that_disconnects_frees_its_place_and_sigterm_stops_the_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = &mut s;
+}
+
+/// Several prompts in one request (each with `n` choices, numbered prompt-major), usage counted
+/// once a prompt, streamed log-probabilities whose tokens spell the streamed text, penalties
+/// that change greedy text, and the prefix cache: a repeated long prompt takes its blocks from
+/// the cache (usage's cached_tokens and the metric say so) and gives the same text.
+#[test]
+fn several_prompts_streamed_logprobs_penalties_and_the_prefix_cache() {
+    let s = Server::start(&[]);
+    let body = serde_json::json!({"prompt": ["Hello", "Once upon"], "n": 2, "max_tokens": 4, "temperature": 0});
+    let (status, r) = s.post("/v1/completions", &body);
+    assert_eq!(status, 200, "{r}");
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4, "{r}");
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{r}");
+    }
+    assert_eq!(choices[0]["text"], choices[1]["text"], "greedy choices of one prompt");
+    let alone = |p: &str| {
+        let (_, r) = s.post(
+            "/v1/completions",
+            &serde_json::json!({"prompt": p, "max_tokens": 4, "temperature": 0}),
+        );
+        r
+    };
+    let (a, b) = (alone("Hello"), alone("Once upon"));
+    assert_eq!(choices[0]["text"], a["choices"][0]["text"]);
+    assert_eq!(choices[2]["text"], b["choices"][0]["text"]);
+    let prompt_n = a["usage"]["prompt_tokens"].as_u64().unwrap() + b["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(r["usage"]["prompt_tokens"], prompt_n, "{r}");
+    // streamed logprobs: each chunk's tokens spell its text
+    let body = serde_json::json!({"prompt": "Hello", "max_tokens": 6, "temperature": 0, "logprobs": 2, "stream": true});
+    let (status, text) = s.request("POST", "/v1/completions", &body.to_string(), &[]);
+    assert_eq!(status, 200);
+    let (mut streamed, mut spelled, mut tokens) = (String::new(), String::new(), 0);
+    for d in sse_data(&text).iter().filter(|d| *d != "[DONE]") {
+        let c: Json = serde_json::from_str(d).unwrap();
+        let choice = &c["choices"][0];
+        streamed.push_str(choice["text"].as_str().unwrap_or_default());
+        if let Some(lp) = choice["logprobs"].as_object() {
+            for (t, (v, top)) in lp["tokens"].as_array().unwrap().iter().zip(
+                lp["token_logprobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(lp["top_logprobs"].as_array().unwrap()),
+            ) {
+                spelled.push_str(t.as_str().unwrap());
+                assert!(v.as_f64().unwrap() <= 0.0, "{c}");
+                assert_eq!(top.as_object().unwrap().len(), 2, "{c}");
+                tokens += 1;
+            }
+        }
+    }
+    assert_eq!(spelled, streamed, "streamed logprobs' tokens vs text");
+    assert!(tokens > 0);
+    // penalties: 0 leaves greedy text as it is; 2 changes a repetitive continuation
+    let list = "1, 2, 1, 2, 1, 2, 1, 2,";
+    let (_, plain) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": list, "max_tokens": 12, "temperature": 0}),
+    );
+    let (_, off) = s.post("/v1/completions", &serde_json::json!({"prompt": list, "max_tokens": 12, "temperature": 0, "presence_penalty": 0, "frequency_penalty": 0}));
+    let (_, on) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": list, "max_tokens": 12, "temperature": 0, "frequency_penalty": 2}),
+    );
+    assert_eq!(plain["choices"][0]["text"], off["choices"][0]["text"]);
+    assert_ne!(plain["choices"][0]["text"], on["choices"][0]["text"], "{plain} vs {on}");
+    // the prefix cache: 40+ tokens of the byte-level tiny model are two full blocks of 16
+    let long = "The same long system prompt comes first in every request; ";
+    let ask = serde_json::json!({"prompt": format!("{long}then a question."), "max_tokens": 5, "temperature": 0});
+    let (_, cold) = s.post("/v1/completions", &ask);
+    let hits = |s: &Server| -> f64 {
+        let (_, m) = s.get("/metrics");
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("tinfer_prefix_cache_hit_tokens_total"))
+            .unwrap_or_else(|| panic!("{m}"));
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    let before = hits(&s);
+    let (_, warm) = s.post("/v1/completions", &ask);
+    assert_eq!(warm["choices"][0]["text"], cold["choices"][0]["text"]);
+    let cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached >= 32, "{warm}");
+    assert_eq!(hits(&s) - before, cached as f64);
 }

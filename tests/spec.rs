@@ -297,7 +297,7 @@ fn exact(m: &mut Model, prompt: &[u32], len: usize, cfg: &SamplerConfig) -> Vec<
         for &t in &eos {
             logits[t as usize] = f32::NEG_INFINITY;
         }
-        let d = cfg.distribution(&logits, &history);
+        let d = cfg.distribution(&logits, &history, 0);
         for &id in &d.ids {
             todo.push(([&seq[..], &[id]].concat(), p * d.prob(id)));
         }

@@ -254,6 +254,14 @@ pub struct SampleArgs {
     /// multiplied (1 = off; 1.1 to 1.3 are common).
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
+    /// Subtract P from the logit of every token generated so far (0 = off; -2 to 2; OpenAI's
+    /// presence_penalty).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// Subtract P times its count from the logit of every token generated so far (0 = off;
+    /// -2 to 2; OpenAI's frequency_penalty).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
     /// Random seed (0 to 2^64-1): the same seed and settings give the same text; -1 or none: a
     /// fresh seed, printed in the stats line.
     #[arg(long, short = 's', allow_negative_numbers = true, value_parser = parse_seed)]
@@ -285,6 +293,14 @@ impl SampleArgs {
         if !r.is_finite() || r <= 0.0 {
             usage!("--repeat-penalty must be a number > 0 (1 = off), got {r}");
         }
+        for (name, v) in [
+            ("--presence-penalty", self.presence_penalty),
+            ("--frequency-penalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&v) {
+                usage!("{name} must be between -2 and 2 (0 = off), got {v}");
+            }
+        }
         if self.max_tokens < -1 {
             usage!(
                 "-n/--max-tokens must be >= 0, or -1 for no limit, got {}",
@@ -301,6 +317,8 @@ impl SampleArgs {
             top_p: self.top_p,
             min_p: self.min_p,
             repeat_penalty: r,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
             seed,
         }))
     }

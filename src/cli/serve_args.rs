@@ -24,4 +24,11 @@ pub struct ServeArgs {
     /// a shared system prompt is computed once).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Longest a completion request may run, in seconds; past it the request ends with an
+    /// error (504, or an error event in a stream) and its sequences are cancelled.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Largest request body, in KiB; larger ones get 413.
+    #[arg(long, default_value_t = 8192)]
+    pub max_body_kib: usize,
 }

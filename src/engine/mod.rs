@@ -29,6 +29,7 @@ pub struct Engine {
     spec: Option<Spec>,
     seqs: Vec<Option<Sequence>>, // by handle, in the order added; None once taken back
     usage: Option<KvUsage>,      // the KV pool after the last forward
+    preemptions: u64,
 }
 
 impl Engine {
@@ -42,6 +43,7 @@ impl Engine {
             spec: None,
             seqs: vec![],
             usage: None,
+            preemptions: 0,
         }
     }
 
@@ -154,6 +156,11 @@ impl Engine {
     /// Nothing waiting or running.
     pub fn is_idle(&self) -> bool {
         self.seqs.iter().flatten().all(Sequence::is_finished)
+    }
+
+    /// Sequences preempted since the engine was made.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
     }
 
     /// The KV pool's use after the last forward; None on the CPU.
@@ -314,7 +321,9 @@ impl Engine {
         let p = |i: usize| {
             let row = &logits[0][i * vocab..(i + 1) * vocab];
             let context = [&history[..], &draft.tokens[..i]].concat();
-            s.sampler.cfg.distribution(&masked(row, &s.banned), &context)
+            s.sampler
+                .cfg
+                .distribution(&masked(row, &s.banned), &context, s.output.len() + i)
         };
         let (a, next) = spec::accept(&draft.tokens[..n], &draft.q, p, &mut s.sampler.rng);
         self.spec.as_mut().unwrap().update(n, a);
@@ -374,6 +383,7 @@ impl Engine {
         let s = self.seqs[h].as_mut().unwrap();
         (s.id, s.status, s.prefilled) = (Some(id), Status::Waiting, 0);
         s.preempted += 1;
+        self.preemptions += 1;
         Ok(())
     }
 
@@ -516,7 +526,7 @@ impl Engine {
                 Pick::Logits(l) => {
                     let logits = masked(&l[i], &s.banned);
                     let history = s.history();
-                    let token = s.sampler.sample(&logits, &history);
+                    let token = s.sampler.sample(&logits, &history, s.output.len());
                     (token, s.logprobs.map(|n| log_probs(&l[i], token, n)))
                 }
             };

@@ -134,7 +134,9 @@ impl Drafter for DraftModel {
                 Err(e) => return Err(e),
             };
             self.cached.append(&mut feed);
-            let q = sampler.cfg.distribution(&logits, &context);
+            // (the output's presence and frequency penalties are left out of q: the rejection
+            // rule keeps the target's distribution for any q the draft was drawn from)
+            let q = sampler.cfg.distribution(&logits, &context, 0);
             let top = if q.greedy {
                 softmax_max(&logits)
             } else {

@@ -2,22 +2,17 @@
 //! shape names what is wrong), responses whole or as Server-Sent Events chunks ending in
 //! `data: [DONE]`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
-use axum::response::sse::{Event as Sse, KeepAlive};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value as Json_};
-use tinfer::engine::{Engine, Sequence, Stop, StopReason};
-use tinfer::sampler::{Sampler, SamplerConfig};
+use tinfer::engine::Engine;
+use tinfer::sampler::SamplerConfig;
 use tinfer::tokenizer::{Message, Tokenizer};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::worker::{Event, Job};
-use super::AppState;
 use crate::cli::args::{ModelArgs, RunArgs};
 
 /// The model as the API describes it.
@@ -51,7 +46,7 @@ pub fn load(model: &ModelArgs, run: &RunArgs, parallel: usize) -> anyhow::Result
     Ok((Engine::new(m), tok, info))
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -80,7 +75,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": null}});
-        (self.status, Json(body)).into_response()
+        let mut r = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -92,19 +92,57 @@ pub enum Kind {
 
 /// A checked request.
 pub struct Request {
-    kind: Kind,
-    prompt: Vec<u32>,
-    sampler: SamplerConfig,
-    max_tokens: usize,
-    stops: Vec<String>,
-    stream: bool,
-    include_usage: bool,
+    pub kind: Kind,
+    /// One prompt, or several (completions' list of texts or of token lists): each gets `n`
+    /// choices, prompt i's numbered i·n ..
+    pub prompts: Vec<Vec<u32>>,
+    pub sampler: SamplerConfig,
+    /// As asked; each prompt's is cut to the room its context leaves.
+    pub max_tokens: usize,
+    pub stops: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
     /// Log-probabilities of each output token and this many alternatives.
-    logprobs: Option<usize>,
+    pub logprobs: Option<usize>,
     /// Completions: the prompt's text first (with `logprobs`, its tokens' log-probabilities).
-    echo: bool,
+    pub echo: bool,
     /// Choices: the prompt runs once, its KV pages shared by n sequences (forks).
-    n: usize,
+    pub n: usize,
+    /// vLLM's extension: never stop at (nor sample) the model's end tokens.
+    pub ignore_eos: bool,
+}
+
+/// Most prompts one completions request may list.
+const MAX_PROMPTS: usize = 64;
+
+/// Completions' `prompt`: a text, token ids, or a list of either (several prompts).
+fn completion_prompts(v: Option<&Json_>, m: &ModelInfo) -> Result<Vec<Vec<u32>>, ApiError> {
+    let text = |s: &str| m.tok.encode(s).map_err(|e| ApiError::bad(&format!("{e:#}")));
+    let ids = |v: &Json_| {
+        token_ids(v, m.cfg.vocab_size)
+            .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.cfg.vocab_size - 1)))
+    };
+    let bad =
+        || ApiError::bad("prompt must be a string, a list of token ids, or a list of strings or of token-id lists");
+    let prompts = match v {
+        Some(Json_::String(s)) => vec![text(s)?],
+        Some(v @ Json_::Array(a)) if !a.is_empty() && a.iter().all(Json_::is_number) => vec![ids(v)?],
+        // several prompts (lm-eval's local-completions sends its prompts as [[ids]])
+        Some(Json_::Array(a)) if !a.is_empty() && a.iter().all(Json_::is_string) => {
+            a.iter().map(|s| text(s.as_str().unwrap())).collect::<Result<_, _>>()?
+        }
+        Some(Json_::Array(a)) if !a.is_empty() && a.iter().all(Json_::is_array) => {
+            a.iter().map(ids).collect::<Result<_, _>>()?
+        }
+        _ => return Err(bad()),
+    };
+    if prompts.len() > MAX_PROMPTS {
+        return Err(ApiError::bad(&format!(
+            "prompt lists {} prompts; at most {MAX_PROMPTS} a request",
+            prompts.len()
+        )));
+    }
+    Ok(prompts)
 }
 
 /// The body as JSON, or a 400.
@@ -136,9 +174,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     }
     // fields tinfer does not implement yet are refused, not ignored: any value but the ones
     // that mean "off"
-    let offs: [(&str, &[Json_]); 11] = [
-        ("presence_penalty", &[json!(0)]),
-        ("frequency_penalty", &[json!(0)]),
+    let offs: [(&str, &[Json_]); 9] = [
         ("response_format", &[json!({"type": "text"})]),
         ("tools", &[json!([])]),
         ("tool_choice", &[json!("none")]),
@@ -174,26 +210,8 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
                 .ok_or_else(|| ApiError::bad(&format!("{k} must be a number"))),
         }
     };
-    let prompt = match kind {
-        Kind::Completion => match o.get("prompt") {
-            Some(Json_::String(s)) => m.tok.encode(s).map_err(|e| ApiError::bad(&format!("{e:#}")))?,
-            Some(Json_::Array(a)) if a.len() == 1 && a[0].is_string() => m
-                .tok
-                .encode(a[0].as_str().unwrap())
-                .map_err(|e| ApiError::bad(&format!("{e:#}")))?,
-            // token ids, or a batch of one token list (lm-eval's local-completions sends its prompts so)
-            Some(v @ Json_::Array(a)) if a.iter().all(Json_::is_number) || (a.len() == 1 && a[0].is_array()) => {
-                let ids = if a.len() == 1 && a[0].is_array() { &a[0] } else { v };
-                token_ids(ids, m.cfg.vocab_size)
-                    .ok_or_else(|| ApiError::bad(&format!("prompt: token ids go from 0 to {}", m.cfg.vocab_size - 1)))?
-            }
-            Some(Json_::Array(_)) => {
-                return Err(ApiError::bad(
-                    "prompt: a list of several prompts is not supported yet; send one",
-                ))
-            }
-            _ => return Err(ApiError::bad("prompt must be a string or a list of token ids")),
-        },
+    let prompts = match kind {
+        Kind::Completion => completion_prompts(o.get("prompt"), m)?,
         Kind::Chat => {
             let msgs = o
                 .get("messages")
@@ -233,27 +251,34 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
                 .tok
                 .apply_chat_template(&messages, true)
                 .map_err(|e| ApiError::bad(&format!("{e:#}")))?;
-            m.tok.encode_raw(&text).map_err(|e| ApiError::bad(&format!("{e:#}")))?
+            vec![m.tok.encode_raw(&text).map_err(|e| ApiError::bad(&format!("{e:#}")))?]
         }
     };
-    if prompt.is_empty() {
-        return Err(ApiError::bad("the prompt is empty"));
-    }
-    if prompt.len() > m.cfg.seq_len {
-        return Err(ApiError::bad(&format!(
-            "the prompt is {} tokens but the context holds {}: shorten it (or start the server with a larger -c)",
-            prompt.len(),
-            m.cfg.seq_len
-        )));
-    }
-    let room = m.cfg.seq_len - prompt.len();
     let scoring_only = o.get("max_tokens").and_then(Json_::as_f64) == Some(0.0);
-    if room == 0 && !scoring_only {
-        return Err(ApiError::bad(&format!(
-            "the prompt fills the context of {} tokens: no room for new ones (max_tokens 0 scores it)",
-            m.cfg.seq_len
-        )));
+    for (i, prompt) in prompts.iter().enumerate() {
+        let which = if prompts.len() > 1 {
+            format!("prompt {i}")
+        } else {
+            "the prompt".into()
+        };
+        if prompt.is_empty() {
+            return Err(ApiError::bad(&format!("{which} is empty")));
+        }
+        if prompt.len() > m.cfg.seq_len {
+            return Err(ApiError::bad(&format!(
+                "{which} is {} tokens but the context holds {}: shorten it (or start the server with a larger -c)",
+                prompt.len(),
+                m.cfg.seq_len
+            )));
+        }
+        if prompt.len() == m.cfg.seq_len && !scoring_only {
+            return Err(ApiError::bad(&format!(
+                "{which} fills the context of {} tokens: no room for new ones (max_tokens 0 scores it)",
+                m.cfg.seq_len
+            )));
+        }
     }
+    let room = m.cfg.seq_len - prompts.iter().map(Vec::len).min().unwrap_or(0);
     let max_key = if o.contains_key("max_completion_tokens") {
         "max_completion_tokens"
     } else {
@@ -276,6 +301,12 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     if top_k < 0.0 || !(0.0..=1.0).contains(&min_p) || rep <= 0.0 {
         return Err(ApiError::bad(
             "top_k must be >= 0, min_p in 0..=1, repetition_penalty > 0",
+        ));
+    }
+    let (presence, frequency) = (num("presence_penalty", 0.0)?, num("frequency_penalty", 0.0)?);
+    if !(-2.0..=2.0).contains(&presence) || !(-2.0..=2.0).contains(&frequency) {
+        return Err(ApiError::bad(
+            "presence_penalty and frequency_penalty must be in -2..=2",
         ));
     }
     let seed = match o.get("seed") {
@@ -325,27 +356,34 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     }
     let n = n as usize;
     let echo = kind == Kind::Completion && o.get("echo").and_then(Json_::as_bool).unwrap_or(false);
-    if stream && (logprobs.is_some() || echo) {
-        return Err(ApiError::bad(
-            "logprobs and echo are not supported with stream yet; ask without stream",
-        ));
+    if stream && echo {
+        return Err(ApiError::bad("echo is not supported with stream; ask without stream"));
     }
+    let ignore_eos = match o.get("ignore_eos") {
+        None | Some(Json_::Null) => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| ApiError::bad("ignore_eos must be true or false"))?,
+    };
     let include_usage = o
         .get("stream_options")
         .and_then(|v| v["include_usage"].as_bool())
         .unwrap_or(false);
     Ok(Request {
         kind,
-        prompt,
+        prompts,
         sampler: SamplerConfig {
             temperature: temperature as f32,
             top_k: top_k as usize,
             top_p: top_p as f32,
             min_p: min_p as f32,
             repeat_penalty: rep as f32,
+            presence_penalty: presence as f32,
+            frequency_penalty: frequency as f32,
             seed,
         },
         max_tokens: (max_tokens as usize).min(room),
+        ignore_eos,
         stops,
         stream,
         include_usage,
@@ -353,249 +391,4 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         echo,
         n,
     })
-}
-
-fn finish_reason(r: StopReason) -> &'static str {
-    match r {
-        StopReason::MaxTokens | StopReason::ContextFull => "length",
-        _ => "stop",
-    }
-}
-
-/// Send the request to the engine and answer: one JSON response, or an SSE stream of chunks.
-pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Response, ApiError> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut seq = Sequence::new(
-        req.prompt.clone(),
-        Sampler::new(req.sampler.clone()),
-        Stop::new(&m.cfg, req.max_tokens),
-    );
-    if let Some(n) = req.logprobs {
-        seq = seq.with_logprobs(n);
-    }
-    if req.n > 1 {
-        // choice i samples with seed + i
-        let forks = (1..req.n as u64)
-            .map(|i| {
-                Sampler::new(SamplerConfig {
-                    seed: req.sampler.seed.wrapping_add(i),
-                    ..req.sampler.clone()
-                })
-            })
-            .collect();
-        seq = seq.with_forks(forks);
-    }
-    let job = Job {
-        received: std::time::Instant::now(),
-        seq,
-        stops: req.stops.clone(),
-        events: tx,
-        echo_top: req.logprobs.filter(|_| req.echo),
-    };
-    {
-        let jobs = state.jobs.lock().unwrap();
-        let sender = jobs.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the server is shutting down",
-            )
-        })?;
-        sender
-            .send(job)
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the engine has stopped"))?;
-    }
-    let chat = req.kind == Kind::Chat;
-    let (id, object) = if chat {
-        (format!("chatcmpl-{:x}", now_nanos()), "chat.completion")
-    } else {
-        (format!("cmpl-{:x}", now_nanos()), "text_completion")
-    };
-    let created = now();
-    let model = m.id.clone();
-    let n = req.n;
-    if !req.stream {
-        let mut texts = vec![String::new(); n];
-        let mut choices: Vec<Option<Json_>> = vec![None; n];
-        let (prompt_n, mut completion_n) = (req.prompt.len(), 0);
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                Event::Text(i, t) => texts[i].push_str(&t),
-                Event::Error(code, msg) => return Err(error(code, &msg)),
-                Event::Done {
-                    index,
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                    logprobs,
-                    prompt_logprobs,
-                } => {
-                    let mut text = std::mem::take(&mut texts[index]);
-                    completion_n += completion_tokens;
-                    debug_assert_eq!(prompt_tokens, prompt_n);
-                    choices[index] = Some(if chat {
-                        let lp = logprobs.map(|l| chat_logprobs(&m.tok, &l));
-                        json!({"index": index, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason(reason)})
-                    } else {
-                        let mut all = prompt_logprobs.unwrap_or_default();
-                        if req.echo {
-                            text = m.tok.decode(&req.prompt, false).unwrap_or_default() + &text;
-                            if all.is_empty() && logprobs.is_some() {
-                                all = req.prompt.iter().map(|&t| (t, None)).collect();
-                            }
-                        }
-                        let lp = logprobs.map(|l| completion_logprobs(&m.tok, &[all, l].concat()));
-                        json!({"index": index, "text": text, "logprobs": lp, "finish_reason": finish_reason(reason)})
-                    });
-                    if choices.iter().all(Option::is_some) {
-                        let choices: Vec<Json_> = choices.into_iter().flatten().collect();
-                        let usage = json!({"prompt_tokens": prompt_n, "completion_tokens": completion_n, "total_tokens": prompt_n + completion_n});
-                        return Ok(Json(json!({"id": id, "object": object, "created": created, "model": model, "choices": choices, "usage": usage})).into_response());
-                    }
-                }
-            }
-        }
-        return Err(error(500, "the engine stopped before the request finished"));
-    }
-    // Streaming: the first event decides between an error status and a 200 stream.
-    let first = rx.recv().await;
-    if let Some(Event::Error(code, msg)) = &first {
-        return Err(error(*code, msg));
-    }
-    let chunk_object = if chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let include_usage = req.include_usage;
-    let chunk = move |choice: Json_, usage: Option<Json_>| {
-        let mut c = json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": choice});
-        if let Some(u) = usage {
-            c["usage"] = u;
-        }
-        Ok::<_, Infallible>(Sse::default().data(c.to_string()))
-    };
-    // the engine's events become SSE chunks on a task of their own; a client that goes away
-    // drops the stream, the task ends, and the engine sees the job's channel closed
-    let (out, sse) = tokio::sync::mpsc::unbounded_channel::<Result<Sse, Infallible>>();
-    tokio::spawn(async move {
-        if chat {
-            for i in 0..n {
-                let role = json!([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]);
-                let _ = out.send(chunk(role, None));
-            }
-        }
-        let (mut done, mut completion_n) = (0, 0);
-        let mut next = first;
-        while let Some(ev) = next {
-            let sent = match ev {
-                Event::Text(i, t) => {
-                    let choice = if chat {
-                        json!([{"index": i, "delta": {"content": t}, "logprobs": null, "finish_reason": null}])
-                    } else {
-                        json!([{"index": i, "text": t, "logprobs": null, "finish_reason": null}])
-                    };
-                    out.send(chunk(choice, None))
-                }
-                Event::Done {
-                    index,
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                    ..
-                } => {
-                    let choice = if chat {
-                        json!([{"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_reason(reason)}])
-                    } else {
-                        json!([{"index": index, "text": "", "logprobs": null, "finish_reason": finish_reason(reason)}])
-                    };
-                    (done, completion_n) = (done + 1, completion_n + completion_tokens);
-                    let prompt_n = prompt_tokens;
-                    let sent = out.send(chunk(choice, None));
-                    if done == n {
-                        if include_usage {
-                            let usage = json!({"prompt_tokens": prompt_n, "completion_tokens": completion_n, "total_tokens": prompt_n + completion_n});
-                            let _ = out.send(chunk(json!([]), Some(usage)));
-                        }
-                        let _ = out.send(Ok(Sse::default().data("[DONE]")));
-                        return;
-                    }
-                    sent
-                }
-                Event::Error(_, msg) => {
-                    let _ = out.send(Ok(
-                        Sse::default().data(json!({"error": {"message": msg, "type": "server_error"}}).to_string())
-                    ));
-                    return;
-                }
-            };
-            if sent.is_err() {
-                return; // the client went away
-            }
-            next = rx.recv().await;
-        }
-    });
-    let body = UnboundedReceiverStream::new(sse);
-    Ok(axum::response::Sse::new(body)
-        .keep_alive(KeepAlive::default())
-        .into_response())
-}
-
-/// A token's text, as OpenAI shows it.
-fn piece(tok: &Tokenizer, id: u32) -> String {
-    tok.decode(&[id], false).unwrap_or_default()
-}
-
-/// Completions' `logprobs`: tokens, their log-probabilities (null for a prompt's first),
-/// the top alternatives as {text: log-probability}, and each token's offset in the text.
-fn completion_logprobs(tok: &Tokenizer, l: &super::worker::TokenLogprobs) -> Json_ {
-    let (mut tokens, mut lps, mut tops, mut offsets) = (vec![], vec![], vec![], vec![]);
-    let ids: Vec<u32> = l.iter().map(|t| t.0).collect();
-    for (i, (id, lp)) in l.iter().enumerate() {
-        // where the token starts in the text: the characters of all before it, decoded together
-        offsets.push(
-            tok.decode(&ids[..i], false)
-                .map_or(0, |t| t.trim_end_matches('\u{FFFD}').chars().count()),
-        );
-        let p = piece(tok, *id);
-        tokens.push(p);
-        lps.push(lp.as_ref().map(|x| x.0));
-        tops.push(lp.as_ref().map(|(_, top)| {
-            let map: serde_json::Map<String, Json_> = top.iter().map(|&(t, v)| (piece(tok, t), json!(v))).collect();
-            Json_::Object(map)
-        }));
-    }
-    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
-}
-
-/// Chat's `logprobs`: {"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}.
-fn chat_logprobs(tok: &Tokenizer, l: &super::worker::TokenLogprobs) -> Json_ {
-    let entry = |id: u32, lp: f32| {
-        let p = piece(tok, id);
-        json!({"token": p, "logprob": lp, "bytes": p.as_bytes()})
-    };
-    let content: Vec<Json_> = l
-        .iter()
-        .filter_map(|(id, lp)| lp.as_ref().map(|(v, top)| (id, v, top)))
-        .map(|(&id, &v, top)| {
-            let mut e = entry(id, v);
-            e["top_logprobs"] = top.iter().map(|&(t, x)| entry(t, x)).collect();
-            e
-        })
-        .collect();
-    json!({"content": content})
-}
-
-fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-}
-
-fn error(code: u16, msg: &str) -> ApiError {
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = match code {
-        400 => "invalid_request_error",
-        503 => "unavailable",
-        _ => "server_error",
-    };
-    ApiError::new(status, kind, msg)
 }

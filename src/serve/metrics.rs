@@ -24,6 +24,12 @@ pub struct Metrics {
     pub waiting: Gauge,
     pub kv_pages_used: Gauge,
     pub kv_pages: Gauge,
+    /// KV pages kept under a prefix hash (held or free)
+    pub kv_pages_cached: Gauge,
+    pub prefix_cache_queries: Counter,
+    pub prefix_cache_hits: Counter,
+    pub preemptions: Counter,
+    seen: Mutex<(u64, u64, u64)>, // the engine's counts at the last update
 }
 
 impl Metrics {
@@ -42,6 +48,11 @@ impl Metrics {
             waiting: Gauge::default(),
             kv_pages_used: Gauge::default(),
             kv_pages: Gauge::default(),
+            kv_pages_cached: Gauge::default(),
+            prefix_cache_queries: Counter::default(),
+            prefix_cache_hits: Counter::default(),
+            preemptions: Counter::default(),
+            seen: Mutex::new((0, 0, 0)),
         };
         r.register("requests", "Completion requests received", m.requests.clone());
         r.register(
@@ -69,8 +80,44 @@ impl Metrics {
         r.register("waiting_requests", "Requests waiting for a place", m.waiting.clone());
         r.register("kv_pages_used", "KV cache pages in use (GPU)", m.kv_pages_used.clone());
         r.register("kv_pages", "KV cache pages in the pool (GPU)", m.kv_pages.clone());
+        r.register(
+            "kv_pages_cached",
+            "KV pages kept for the prefix cache, held or free (GPU)",
+            m.kv_pages_cached.clone(),
+        );
+        r.register(
+            "prefix_cache_query_tokens",
+            "Prompt tokens looked up in the prefix cache",
+            m.prefix_cache_queries.clone(),
+        );
+        r.register(
+            "prefix_cache_hit_tokens",
+            "Prompt tokens whose KV blocks came from the prefix cache",
+            m.prefix_cache_hits.clone(),
+        );
+        r.register(
+            "preemptions",
+            "Sequences whose KV pages were taken back to make room (recomputed later)",
+            m.preemptions.clone(),
+        );
         *m.registry.lock().unwrap() = r;
         m
+    }
+
+    /// Update the engine's gauges and counters (from the engine thread, after each step).
+    pub fn engine(&self, engine: &tinfer::engine::Engine) {
+        if let Some(u) = engine.kv_usage() {
+            self.kv_pages_used.set(u.pages_used as i64);
+            self.kv_pages.set(u.pages as i64);
+        }
+        let p = engine.model.prefix_stats().unwrap_or_default();
+        self.kv_pages_cached.set(p.cached_blocks as i64);
+        let mut seen = self.seen.lock().unwrap();
+        let now = (p.query_tokens, p.hit_tokens, engine.preemptions());
+        self.prefix_cache_queries.inc_by(now.0 - seen.0);
+        self.prefix_cache_hits.inc_by(now.1 - seen.1);
+        self.preemptions.inc_by(now.2 - seen.2);
+        *seen = now;
     }
 
     /// The text exposition.

@@ -7,6 +7,7 @@
 
 mod api;
 mod metrics;
+mod respond;
 mod worker;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +34,8 @@ pub struct AppState {
     model: Mutex<Option<api::ModelInfo>>,
     api_key: Option<String>,
     metrics: Arc<metrics::Metrics>,
+    /// Longest a completion request may take (`--timeout`).
+    timeout: std::time::Duration,
 }
 
 pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
@@ -55,6 +59,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             model: Mutex::new(None),
             api_key: a.api_key.clone(),
             metrics: Arc::new(metrics::Metrics::new()),
+            timeout: std::time::Duration::from_secs(a.timeout),
         });
         eprintln!(
             "listening on http://{} (loading the model: /health answers 503 until it is ready)",
@@ -90,6 +95,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             .route("/detokenize", post(detokenize))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::extract::DefaultBodyLimit::max(a.max_body_kib << 10))
             .with_state(state.clone());
         // a model that fails to load ends the server with its error
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -197,28 +203,40 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resul
     Ok(Json(json!({"object": "list", "data": [{"id": m.id, "object": "model", "created": m.created, "owned_by": "tinfer"}]})).into_response())
 }
 
-async fn completions(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    counted(&state, complete(&state, &headers, &body, Kind::Completion).await)
+/// A request's body, or the error in OpenAI's shape (413 past `--max-body-kib`).
+type Body = Result<Bytes, BytesRejection>;
+
+fn body(b: Body) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        let status = e.status();
+        let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "the request body is larger than the server takes (--max-body-kib)".to_string()
+        } else {
+            format!("the request body could not be read: {}", e.body_text())
+        };
+        ApiError::new(status, "invalid_request_error", &msg)
+    })
+}
+
+async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    counted(&state, complete(&state, &headers, b, Kind::Completion).await)
 }
 
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    b: Body,
 ) -> Result<Response, ApiError> {
-    counted(&state, complete(&state, &headers, &body, Kind::Chat).await)
+    counted(&state, complete(&state, &headers, b, Kind::Chat).await)
 }
 
-async fn complete(state: &AppState, headers: &HeaderMap, body: &[u8], kind: Kind) -> Result<Response, ApiError> {
+async fn complete(state: &AppState, headers: &HeaderMap, b: Body, kind: Kind) -> Result<Response, ApiError> {
     state.metrics.requests.inc(); // counted on arrival: a client that leaves is counted too
     authorize(state, headers)?;
+    let body = body(b)?;
     let m = ready(state)?;
-    let req = api::parse(body, &m, kind)?;
-    api::respond(state, &m, req).await
+    let req = api::parse(&body, &m, kind)?;
+    respond::respond(state, &m, req).await
 }
 
 /// Count a completion request and its errors.
@@ -237,8 +255,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     (headers, state.metrics.render()).into_response()
 }
 
-async fn tokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn tokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let body = body(b)?;
     let m = ready(&state)?;
     let j = api::json_body(&body)?;
     let text = j["content"]
@@ -248,8 +267,9 @@ async fn tokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     Ok(Json(json!({"tokens": tokens})).into_response())
 }
 
-async fn detokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn detokenize(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Body) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let body = body(b)?;
     let m = ready(&state)?;
     let j = api::json_body(&body)?;
     let ids = api::token_ids(&j["tokens"], m.cfg.vocab_size)

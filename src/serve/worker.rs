@@ -26,6 +26,9 @@ pub struct Job {
     pub stops: Vec<String>,
     pub events: UnboundedSender<Event>,
     pub echo_top: Option<usize>,
+    /// The index of its first choice in the response (a request of several prompts sends a job
+    /// per prompt: prompt i's choices are i·n ..).
+    pub first_index: usize,
 }
 
 /// Per token: its id, log-probability and the most likely (id, log-probability); None for a
@@ -35,14 +38,17 @@ pub type TokenLogprobs = Vec<(u32, Option<(f32, Vec<(u32, f32)>)>)>;
 /// What the engine tells a job.
 #[derive(Debug)]
 pub enum Event {
-    /// Text of choice `.0` that became whole (stop strings cut).
-    Text(usize, String),
+    /// Text of choice `.0` that became whole (stop strings cut), with the log-probabilities of
+    /// the tokens that made it when the sequence records them.
+    Text(usize, String, Option<TokenLogprobs>),
     /// The end: why, and the token counts OpenAI's `usage` reports.
     /// Choice `index` ended (a request with `n` choices gets `n` of these).
     Done {
         index: usize,
         reason: StopReason,
         prompt_tokens: usize,
+        /// Of the prompt, tokens whose KV blocks came from the prefix cache.
+        cached_tokens: usize,
         completion_tokens: usize,
         /// The output's log-probabilities when the sequence asked for them.
         logprobs: Option<TokenLogprobs>,
@@ -59,6 +65,7 @@ pub enum Event {
 #[derive(Clone)]
 struct Request {
     events: UnboundedSender<Event>,
+    first_index: usize,
     stops: Vec<String>,
     prompt_logprobs: Option<TokenLogprobs>,
     received: Instant,
@@ -72,21 +79,23 @@ struct Active<'t> {
     text: TokenStream<'t>,
     stops: StopStrings,
     req: Request,
-    fed: usize,            // output tokens turned into text so far
-    last: Option<Instant>, // when its last token came
+    fed: usize,              // output tokens turned into text so far
+    last: Option<Instant>,   // when its last token came
+    logprobs: TokenLogprobs, // of tokens fed whose text has not been sent yet
 }
 
 impl<'t> Active<'t> {
     fn new(tok: &'t Tokenizer, handle: usize, index: usize, req: Request) -> Self {
         Active {
             handle,
-            index,
+            index: req.first_index + index,
             forks_seen: index > 0,
             text: TokenStream::new(tok),
             stops: StopStrings::new(&req.stops),
             req,
             fed: 0,
             last: None,
+            logprobs: vec![],
         }
     }
 }
@@ -176,8 +185,9 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                 let tail = a.text.finish().ok().flatten().unwrap_or_default();
                 if !a.stops.hit() {
                     let text = a.stops.push(&tail) + &a.stops.finish();
-                    if !text.is_empty() {
-                        let _ = a.req.events.send(Event::Text(a.index, text));
+                    if !text.is_empty() || !a.logprobs.is_empty() {
+                        let lps = seq_has_logprobs(&engine, h).then(|| std::mem::take(&mut a.logprobs));
+                        let _ = a.req.events.send(Event::Text(a.index, text, lps));
                     }
                 }
                 let seq = engine.take(h);
@@ -194,6 +204,7 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
                     index: a.index,
                     reason,
                     prompt_tokens: seq.prompt.len(),
+                    cached_tokens: seq.cached,
                     completion_tokens: seq.output.len(),
                     logprobs,
                     prompt_logprobs: a.req.prompt_logprobs.take(),
@@ -202,11 +213,13 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
         }
         metrics.running.set(active.len() as i64);
         metrics.waiting.set(waiting.len() as i64);
-        if let Some(u) = engine.kv_usage() {
-            metrics.kv_pages_used.set(u.pages_used as i64);
-            metrics.kv_pages.set(u.pages as i64);
-        }
+        metrics.engine(&engine);
     }
+}
+
+/// Whether sequence `h` records log-probabilities.
+fn seq_has_logprobs(engine: &Engine, h: usize) -> bool {
+    engine.get(h).logprobs.is_some()
 }
 
 /// Add a job's sequence to the engine (or tell it why not).
@@ -223,6 +236,7 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
         Ok(handle) => {
             let req = Request {
                 events: job.events,
+                first_index: job.first_index,
                 stops: job.stops,
                 prompt_logprobs,
                 received: job.received,
@@ -239,10 +253,15 @@ fn admit<'t>(engine: &mut Engine, tok: &'t Tokenizer, active: &mut HashMap<usize
 /// Turn the tokens a sequence produced since the last call into text events; a stop string
 /// seen finishes the sequence.
 fn feed(engine: &mut Engine, a: &mut Active, metrics: &Metrics) {
-    let new = engine.get(a.handle).output[a.fed..].to_vec(); // only what came since the last call
+    let s = engine.get(a.handle);
+    let new = s.output[a.fed..].to_vec(); // only what came since the last call
+    let lps = s.logprobs.is_some().then(|| s.token_logprobs[a.fed..].to_vec());
     let now = Instant::now();
-    for &id in &new {
+    for (i, &id) in new.iter().enumerate() {
         a.fed += 1;
+        if let Some(l) = &lps {
+            a.logprobs.push((id, l.get(i).cloned()));
+        }
         metrics.completion_tokens.inc();
         match a.last {
             None => metrics
@@ -257,7 +276,8 @@ fn feed(engine: &mut Engine, a: &mut Active, metrics: &Metrics) {
         if let Ok(Some(text)) = a.text.push(id) {
             let piece = a.stops.push(&text);
             if !piece.is_empty() {
-                let _ = a.req.events.send(Event::Text(a.index, piece));
+                let lp = lps.is_some().then(|| std::mem::take(&mut a.logprobs));
+                let _ = a.req.events.send(Event::Text(a.index, piece, lp));
             }
             if a.stops.hit() {
                 engine.finish(a.handle, StopReason::StopString);
