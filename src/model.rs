@@ -456,6 +456,24 @@ impl Model {
 
     fn forward_unnoted(&mut self, batch: &Batch) -> Result<Vec<Logits>> {
         match &mut self.backend {
+            // every entry's rows in one pass (weights read once a step)
+            Backend::Cpu { weights, rope, caches } if self.routing.is_none() => {
+                let mut items: Vec<cpu::Item> = vec![];
+                let mut rest: Vec<Option<&mut KvCache>> = caches.iter_mut().map(Option::as_mut).collect();
+                for e in batch {
+                    items.push(cpu::Item {
+                        cache: rest[e.seq.0].take().expect("a live sequence, once in the batch"),
+                        tokens: e.tokens,
+                        want: e.want,
+                        lora: (self.loras.iter())
+                            .zip(self.lora_factors[e.seq.0].iter().copied())
+                            .filter(|&(_, f)| f != 0.0)
+                            .collect(),
+                    });
+                }
+                Ok(cpu::forward_batch(&self.cfg, weights, rope, &mut items, None))
+            }
+            // recording MoE routing: an entry at a time, its rows' positions known
             Backend::Cpu { weights, rope, caches } => Ok(batch
                 .iter()
                 .map(|e| {
@@ -465,7 +483,7 @@ impl Model {
                         .filter(|&(_, f)| f != 0.0)
                         .collect();
                     let pos = cache.len;
-                    let mut routes = self.routing.is_some().then(Vec::new);
+                    let mut routes = Vec::new();
                     let out = cpu::forward(
                         &self.cfg,
                         weights,
@@ -474,9 +492,9 @@ impl Model {
                         e.tokens,
                         e.want,
                         &lora,
-                        routes.as_mut(),
+                        Some(&mut routes),
                     );
-                    for (l, rows) in routes.into_iter().flatten() {
+                    for (l, rows) in routes {
                         let all = self.routing.as_mut().expect("recording");
                         all.extend(rows.into_iter().enumerate().map(|(i, r)| (l, pos + i, r)));
                     }

@@ -1209,3 +1209,52 @@ fn perplexity_kl_base_compares_runs() {
         &["not a KL base"],
     );
 }
+
+/// The chat REPL sends the whole conversation each turn and the prefix cache supplies what
+/// came before: the second turn's stats line counts cached prompt tokens, on the CPU (block
+/// copies) and the GPU (shared pages), and both devices give the same greedy replies.
+#[test]
+fn chat_turns_reuse_the_conversation_through_the_prefix_cache() {
+    let Some(dir) = smollm2_dir() else { return };
+    let mut replies = vec![];
+    for device in ["cpu", "gpu"] {
+        if device == "gpu" && gpu_request().is_none() {
+            continue;
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tinfer"))
+            .args(["chat", "--model", dir.to_str().unwrap(), "--device", device, "-n", "12"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"What is the capital of France?\nAnd of Italy?\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{device}: {err}");
+        let stats: Vec<&str> = err.lines().filter(|l| l.contains("[prompt:")).collect();
+        assert_eq!(stats.len(), 2, "{device}: {err}");
+        assert!(
+            !stats[0].contains("cached"),
+            "{device}: the first turn has nothing cached: {}",
+            stats[0]
+        );
+        let cached: usize = stats[1]
+            .split(" cached)")
+            .next()
+            .and_then(|s| s.rsplit('(').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{device}: no cached count in {}", stats[1]));
+        assert!(cached >= 32, "{device}: {}", stats[1]);
+        replies.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    if replies.len() == 2 {
+        assert_eq!(replies[0], replies[1], "greedy replies on the CPU and the GPU");
+    }
+}

@@ -79,9 +79,7 @@ impl Chat<'_> {
     /// The interactive session.
     pub fn repl(&self, engine: &mut Engine, mut sampler: Sampler) -> Result<()> {
         let ctx = engine.model.cfg.seq_len;
-        let id = engine.model.new_seq()?;
         let mut messages = self.system.clone();
-        let mut cached: Vec<u32> = vec![]; // the tokens whose K/V the cache holds
         eprintln!(
             "chat: type a message (/help for commands; Ctrl-C stops a reply; Ctrl-D or Ctrl-C at the prompt exits)"
         );
@@ -131,13 +129,9 @@ impl Chat<'_> {
                     continue;
                 }
             };
-            let mut shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-            shared = shared.min(ids.len() - 1); // run at least one token to get logits
-            engine.model.truncate(id, shared);
-            cached.truncate(shared);
-            let seq = Sequence::new(ids[shared..].to_vec(), sampler, self.stop.clone())
-                .with_banned(self.banned.clone())
-                .continuing(id, cached.clone());
+            // The whole conversation each turn: the prefix cache (model/prefix.rs, as for
+            // `tinfer serve`) holds the blocks of what came before, so only what changed runs.
+            let seq = Sequence::new(ids, sampler, self.stop.clone()).with_banned(self.banned.clone());
             let h = engine.add(seq)?;
             let mut printer = Printer::new();
             let mut reply = String::new();
@@ -152,8 +146,6 @@ impl Chat<'_> {
             match result {
                 Err(e) => {
                     eprintln!("error: {e:#}");
-                    engine.model.truncate(id, 0);
-                    cached.clear();
                     messages.pop();
                     continue;
                 }
@@ -163,10 +155,6 @@ impl Chat<'_> {
                     }
                 }
             }
-            // What the cache holds: the prompt and the output, up to the positions it ran.
-            let all: Vec<u32> = ids.iter().chain(&g.tokens).copied().collect();
-            cached = all[..engine.model.len(id).min(all.len())].to_vec();
-            engine.model.truncate(id, cached.len());
             messages.push(Message::new("assistant", &reply));
             eprintln!("[{}]", g.stats());
             if g.stop == StopReason::ContextFull {

@@ -198,6 +198,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 None
             };
             signals::install();
+            let mut margs = margs;
+            margs.prefix_cache = true; // each turn reuses the conversation's blocks
             let (model, loaded) = load_seqs(&margs, Some(&run), 1)?;
             let tok = need_tokenizer(&loaded)?;
             let (stop, banned) = stop_rule(&model, &sample);

@@ -2,4 +2,4 @@
 pub mod forward;
 pub mod ops;
 
-pub use forward::{forward, KvCache};
+pub use forward::{forward, forward_batch, Item, KvCache};

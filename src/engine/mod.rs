@@ -94,7 +94,7 @@ impl Engine {
             let need = (used + seq.prompt.len() + 1).div_ceil(u.page);
             if need > u.pages {
                 bail!(
-                    "the prompt needs {need} KV blocks of {} tokens but the pool has {}: shorten the prompt or raise --kv-blocks / --kv-memory",
+                    "KV cache full: the prompt and one new token need {need} blocks of {} tokens but the pool has {} in all; shorten the prompt or raise --kv-blocks / --kv-memory",
                     u.page,
                     u.pages
                 );

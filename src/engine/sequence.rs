@@ -227,6 +227,7 @@ impl Sequence {
             },
             // the prompt tokens run (all, unless it was cancelled during the prompt)
             prompt_tokens: self.prefilled.min(self.prompt.len()),
+            cached: self.cached,
             prompt_len: self.prompt.len(),
             decode_steps: self.decode_steps,
             spec: self.spec,
@@ -242,6 +243,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub stop: StopReason,
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those whose KV blocks came from the prefix cache (not run).
+    pub cached: usize,
     /// Tokens in the prompt (more than `prompt_tokens` when cancelled during it).
     pub prompt_len: usize,
     /// Forwards after the prompt's (the prompt's forward gives the first token).
@@ -271,8 +274,9 @@ impl Generation {
             )
         };
         let prompt_secs = self.prompt_time.as_secs_f64();
+        let run = self.prompt_tokens - self.cached.min(self.prompt_tokens);
         let prompt_rate = if prompt_secs > 0.0 {
-            self.prompt_tokens as f64 / prompt_secs
+            run as f64 / prompt_secs
         } else {
             0.0
         };
@@ -290,13 +294,18 @@ impl Generation {
             )
         };
         format!(
-            "prompt: {}{}, {prompt_rate:.1} tok/s | generated: {} | {decode}{spec} | stop: {:?}",
+            "prompt: {}{}{}, {prompt_rate:.1} tok/s | generated: {} | {decode}{spec} | stop: {:?}",
             if self.prompt_tokens < self.prompt_len {
                 format!("{} of ", self.prompt_tokens)
             } else {
                 String::new()
             },
             plural(self.prompt_len, "token"),
+            if self.cached > 0 {
+                format!(" ({} cached)", self.cached)
+            } else {
+                String::new()
+            },
             plural(self.tokens.len(), "token"),
             self.stop
         )
