@@ -44,6 +44,112 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_lanes(a, b)
 }
 
+/// `dot_lanes` of R rows of x against one weight row, inputs already widened to f64 (a batch
+/// widens x and each weight row once): each dot has the same 8 lanes summed in the same order,
+/// so the same result bit for bit. A product of two f32 values is exact in f64, so fusing it
+/// into the add (FMA) rounds as the plain add does.
+#[inline(always)]
+fn dots64_lanes<const R: usize>(xs: [&[f64]; R], b: &[f64]) -> [f32; R] {
+    let d8 = b.len() / 8 * 8;
+    let mut acc = [[0f64; 8]; R];
+    for (c, w) in b[..d8].chunks_exact(8).enumerate() {
+        for r in 0..R {
+            for i in 0..8 {
+                acc[r][i] = xs[r][c * 8 + i].mul_add(w[i], acc[r][i]);
+            }
+        }
+    }
+    finish(xs, b, acc)
+}
+
+/// Each dot's lanes summed in order, plus its tail past the last whole 8.
+#[inline(always)]
+fn finish<const R: usize>(xs: [&[f64]; R], b: &[f64], acc: [[f64; 8]; R]) -> [f32; R] {
+    let d8 = b.len() / 8 * 8;
+    std::array::from_fn(|r| {
+        let tail: f64 = xs[r][d8..].iter().zip(&b[d8..]).map(|(&x, &y)| x * y).sum();
+        (acc[r].iter().sum::<f64>() + tail) as f32
+    })
+}
+
+/// `dots64_lanes` with AVX2 FMA: the R dots advance together, 8 lanes each in two registers
+/// (independent chains keep the FMA units busy; the compiler left alone vectorises across R).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots64_fma<const R: usize>(xs: [&[f64]; R], b: &[f64]) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let d8 = b.len() / 8 * 8;
+    let (mut lo, mut hi) = ([_mm256_setzero_pd(); R], [_mm256_setzero_pd(); R]);
+    for c in (0..d8).step_by(8) {
+        // SAFETY: c + 8 <= d8 <= every row's length (checked by the caller)
+        let (w0, w1) = (_mm256_loadu_pd(b.as_ptr().add(c)), _mm256_loadu_pd(b.as_ptr().add(c + 4)));
+        for r in 0..R {
+            let x = xs[r].as_ptr().add(c);
+            lo[r] = _mm256_fmadd_pd(_mm256_loadu_pd(x), w0, lo[r]);
+            hi[r] = _mm256_fmadd_pd(_mm256_loadu_pd(x.add(4)), w1, hi[r]);
+        }
+    }
+    let mut acc = [[0f64; 8]; R];
+    for r in 0..R {
+        _mm256_storeu_pd(acc[r].as_mut_ptr(), lo[r]);
+        _mm256_storeu_pd(acc[r].as_mut_ptr().add(4), hi[r]);
+    }
+    finish(xs, b, acc)
+}
+
+/// `dot` of R widened rows against one widened weight row (see `dots64_lanes`).
+fn dots64<const R: usize>(xs: [&[f64]; R], b: &[f64]) -> [f32; R] {
+    for x in xs {
+        assert_eq!(x.len(), b.len(), "dot of rows of different lengths");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths checked above.
+        return unsafe { dots64_fma(xs, b) };
+    }
+    dots64_lanes(xs, b)
+}
+
+/// 4 weight rows × 4 rows of x, widened (see `dots64_lanes`): [weight row][x row].
+fn dots_block(xs: [&[f64]; 4], ws: [&[f64]; 4]) -> [[f32; 4]; 4] {
+    for v in xs.iter().chain(&ws) {
+        assert_eq!(v.len(), ws[0].len(), "dot of rows of different lengths");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above); lengths checked above.
+        return unsafe { dots_block_avx512(xs, ws) };
+    }
+    ws.map(|w| dots64(xs, w))
+}
+
+/// `dots_block` with AVX-512: a dot's 8 lanes are one register, so the 16 dots of the block
+/// accumulate in 16 registers and each chunk of x and of the weights is loaded once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dots_block_avx512(xs: [&[f64]; 4], ws: [&[f64]; 4]) -> [[f32; 4]; 4] {
+    use std::arch::x86_64::*;
+    let d8 = ws[0].len() / 8 * 8;
+    let mut acc = [[_mm512_setzero_pd(); 4]; 4];
+    for c in (0..d8).step_by(8) {
+        // SAFETY: c + 8 <= d8 <= every row's length (checked by the caller)
+        let w: [__m512d; 4] = std::array::from_fn(|j| _mm512_loadu_pd(ws[j].as_ptr().add(c)));
+        for r in 0..4 {
+            let x = _mm512_loadu_pd(xs[r].as_ptr().add(c));
+            for j in 0..4 {
+                acc[j][r] = _mm512_fmadd_pd(x, w[j], acc[j][r]);
+            }
+        }
+    }
+    std::array::from_fn(|j| {
+        let mut lanes = [[0f64; 8]; 4];
+        for r in 0..4 {
+            _mm512_storeu_pd(lanes[r].as_mut_ptr(), acc[j][r]);
+        }
+        finish(xs, ws[j], lanes)
+    })
+}
+
 /// Tokens per task when T > 1: one weight row is reused across this many tokens while in cache.
 const TOKEN_TILE: usize = 16;
 /// Output rows per task when T = 1 (decode).
@@ -99,19 +205,47 @@ fn matmul_rows(out: &mut [f32], x: &[f32], bias: Option<&[f32]>, d: usize, n: us
     let t_n = x.len() / d;
     assert!(x.len() == t_n * d && out.len() == t_n * n, "matmul shapes");
     let b = |o: usize| bias.map_or(0.0, |b| b[o]);
-    if t_n < TOKEN_TILE {
-        // Few rows (decode, a speculative verify): weight rows in parallel, each decoded once
-        // for every token, into (n, t_n) and then transposed; each output is the same dot as
-        // with one row, bit for bit.
+    if t_n.div_ceil(TOKEN_TILE) < 2 * rayon::current_num_threads() {
+        // Few rows (decode, a batch of decode steps, a speculative verify): too few token
+        // tiles to keep every thread busy, so weight rows in parallel, each decoded once for
+        // every token, into (n, t_n) and then transposed; each output is the same dot as with
+        // one row, bit for bit (as in the token-tiled loop below).
         let mut tmp = vec![0f32; if t_n == 1 { 0 } else { n * t_n }];
         let cols = if t_n == 1 { &mut *out } else { &mut tmp };
+        // several rows: x and each weight row widened once, not once a dot; blocks of 4
+        // weight rows × 4 tokens (each x chunk loaded once for 4 weight rows)
+        let xd: Vec<f64> = if t_n == 1 { vec![] } else { x.iter().map(|&v| v as f64).collect() };
+        let xt = |t: usize| &xd[t * d..(t + 1) * d];
         cols.par_chunks_mut(ROW_TILE * t_n).enumerate().for_each(|(c, tile)| {
             let mut buf = vec![];
-            for (j, ys) in tile.chunks_exact_mut(t_n).enumerate() {
-                let o = c * ROW_TILE + j;
-                let row = w.get(o, d, &mut buf);
-                for (t, y) in ys.iter_mut().enumerate() {
-                    *y = dot(&x[t * d..(t + 1) * d], row) + b(o);
+            if t_n == 1 {
+                for (j, y) in tile.iter_mut().enumerate() {
+                    let o = c * ROW_TILE + j;
+                    *y = dot(x, w.get(o, d, &mut buf)) + b(o);
+                }
+                return;
+            }
+            let mut wd: [Vec<f64>; 4] = Default::default();
+            for (g, group) in tile.chunks_mut(4 * t_n).enumerate() {
+                let (rows, o0) = (group.len() / t_n, c * ROW_TILE + g * 4);
+                for (j, wj) in wd.iter_mut().enumerate().take(rows) {
+                    wj.clear();
+                    wj.extend(w.get(o0 + j, d, &mut buf).iter().map(|&v| v as f64));
+                }
+                let mut t0 = 0;
+                while rows == 4 && t0 + 4 <= t_n {
+                    let y = dots_block([xt(t0), xt(t0 + 1), xt(t0 + 2), xt(t0 + 3)], [&wd[0], &wd[1], &wd[2], &wd[3]]);
+                    for (j, yj) in y.iter().enumerate() {
+                        for (k, &v) in yj.iter().enumerate() {
+                            group[j * t_n + t0 + k] = v + b(o0 + j);
+                        }
+                    }
+                    t0 += 4;
+                }
+                for (j, wj) in wd.iter().enumerate().take(rows) {
+                    for t in t0..t_n {
+                        group[j * t_n + t] = dots64([xt(t)], wj)[0] + b(o0 + j);
+                    }
                 }
             }
         });
@@ -244,8 +378,14 @@ mod tests {
 
     #[test]
     fn matmul_decode_and_prefill_paths_agree() {
-        // awkward sizes: d not a multiple of 8, n not a multiple of the row tile, T over a tile
-        let (d, n, t) = (37, 131, 19);
+        // awkward sizes: d not a multiple of 8, n not a multiple of the row tile, T: a batch of
+        // a few rows (not a multiple of 4), just over a token tile, many tiles
+        for t in [7, 19, 201] {
+            matmul_paths_agree(37, 131, t);
+        }
+    }
+
+    fn matmul_paths_agree(d: usize, n: usize, t: usize) {
         let w: Vec<f32> = (0..n * d).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let x: Vec<f32> = (0..t * d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
         let bias: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();

@@ -190,9 +190,14 @@ impl Engine {
                 .collect()
         };
         let (waiting, mut running) = (with(Status::Waiting), with(Status::Running));
-        let chunks = self.schedule_prefill(&waiting, running.is_empty());
+        // running sequences decode in a prefill step too (vLLM's chunked prefill: a prompt
+        // arriving does not stall everyone's next token); not those with ids decoded ahead
+        let decodes: Vec<usize> = (running.iter().copied())
+            .filter(|&h| self.get(h).ahead.is_empty())
+            .collect();
+        let chunks = self.schedule_prefill(&waiting, &decodes, running.is_empty());
         if !chunks.is_empty() {
-            return self.prefill(&chunks);
+            return self.prefill(&chunks, &decodes);
         }
         if running.is_empty() {
             return Ok(vec![]);
@@ -340,10 +345,11 @@ impl Engine {
     /// sequence's first chunk starts after the blocks the prefix cache already has). With
     /// nothing running, the first one runs whatever the pool says (a prompt the pool cannot
     /// hold then fails with the KV-full error instead of waiting forever).
-    fn schedule_prefill(&mut self, waiting: &[usize], idle: bool) -> Vec<(usize, Vec<u32>)> {
+    fn schedule_prefill(&mut self, waiting: &[usize], decodes: &[usize], idle: bool) -> Vec<(usize, Vec<u32>)> {
         let mut budget = PREFILL_CHUNK;
         let mut chunks: Vec<(usize, Vec<u32>)> = vec![];
-        let mut wants: Vec<(SeqId, usize)> = vec![];
+        // the decoding sequences' next tokens come first
+        let mut wants: Vec<(SeqId, usize)> = decodes.iter().map(|&h| (self.get(h).id.unwrap(), 1)).collect();
         for &h in waiting {
             let s = self.seqs[h].as_ref().unwrap();
             let (id, tokens) = (s.id.unwrap(), s.to_run());
@@ -387,14 +393,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Run the prompt chunks; a sequence whose last chunk ran gets its first token (and its
-    /// forks theirs).
-    fn prefill(&mut self, chunks: &[(usize, Vec<u32>)]) -> Result<Vec<(usize, u32)>> {
-        let batch: Vec<Entry> = chunks
-            .iter()
-            .map(|(h, toks)| Entry {
-                seq: self.get(*h).id.unwrap(),
-                tokens: toks,
+    /// Run the prompt chunks and a token of each of `decodes` in one forward; a sequence whose
+    /// last chunk ran gets its first token (and its forks theirs), the decoding ones their next.
+    fn prefill(&mut self, chunks: &[(usize, Vec<u32>)], decodes: &[usize]) -> Result<Vec<(usize, u32)>> {
+        let last: Vec<[u32; 1]> = decodes.iter().map(|&h| [*self.get(h).output.last().unwrap()]).collect();
+        let batch: Vec<Entry> = (chunks.iter().map(|(h, toks)| (*h, &toks[..])))
+            .chain(decodes.iter().zip(&last).map(|(&h, t)| (h, &t[..])))
+            .map(|(h, tokens)| Entry {
+                seq: self.get(h).id.unwrap(),
+                tokens,
                 want: Want::Last,
             })
             .collect();
@@ -407,8 +414,9 @@ impl Engine {
             .collect();
         let greedy = (chunks.iter().zip(&ends))
             .filter(|(_, &e)| e)
-            .all(|((h, _), _)| self.get(*h).greedy_on_device() && self.get(*h).forks.iter().all(|f| f.is_greedy()));
-        let picks = if ends.contains(&true) {
+            .all(|((h, _), _)| self.get(*h).greedy_on_device() && self.get(*h).forks.iter().all(|f| f.is_greedy()))
+            && decodes.iter().all(|&h| self.get(h).greedy_on_device());
+        let picks = if ends.contains(&true) || !decodes.is_empty() {
             self.forward(&batch, greedy)?
         } else {
             self.model.forward(&batch)?;
@@ -425,6 +433,17 @@ impl Engine {
                 };
                 out.extend(self.prompt_done(*h, pick)?);
             }
+        }
+        if !decodes.is_empty() {
+            let n = chunks.len();
+            let picks = match picks {
+                Pick::Ids(ids) => Pick::Ids(ids[n..].to_vec()),
+                Pick::Logits(mut l) => Pick::Logits(l.split_off(n)),
+            };
+            for &h in decodes {
+                self.seqs[h].as_mut().unwrap().decode_steps += 1;
+            }
+            out.extend(self.post(decodes, picks));
         }
         Ok(out)
     }
