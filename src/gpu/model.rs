@@ -660,7 +660,8 @@ pub enum Head {
 
 /// The KV pool: pages of `opts.page` rows (contiguous: one page of the whole context per
 /// sequence), as many as `--kv-blocks` / `--kv-memory` say, by default enough for every
-/// sequence to reach the full context; refused when one layer's pool exceeds a storage binding.
+/// sequence to reach the full context as long as one layer's pool fits a storage binding (else
+/// what fits); refused when a pool asked for exceeds a storage binding.
 fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options, f16: bool) -> Result<KvPages> {
     let kv_row_bytes = kv_row_bytes(cfg, f16) as u64;
     let kv = match opts.kv {
@@ -673,7 +674,10 @@ fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options, f16: bool) -> Result<KvPages
             let n_blocks = match (opts.kv_blocks, opts.kv_memory) {
                 (Some(n), _) => n,
                 (None, Some(bytes)) => (bytes / per_block) as usize,
-                (None, None) => opts.max_seqs * cfg.seq_len.div_ceil(opts.page),
+                // every sequence's whole context, or as many pages as one binding holds (then
+                // sequences share the pool and the engine preempts when it runs out)
+                (None, None) => (opts.max_seqs * cfg.seq_len.div_ceil(opts.page))
+                    .min((gpu.max_binding / (opts.page as u64 * kv_row_bytes)) as usize),
             };
             if n_blocks == 0 {
                 bail!("the KV pool has no blocks: one block of {} tokens takes {per_block} bytes; raise --kv-blocks or --kv-memory", opts.page);
