@@ -4,16 +4,20 @@
 # and per folder, split into CORE (the engine) and TOOLS (src/main.rs, src/cli/, src/tools/,
 # src/serve/, src/template/: the chat-template shim is Python compatibility for minijinja, not
 # the engine). Exits 1 when the core exceeds the budget.
-# Usage: scripts/sz.sh [budget]   (default 11000)
+# Usage: scripts/sz.sh [budget]   (default 11600)
 # The budget: 9000 for wave 1 and the first wave-2 issues (issue 13); 10000 from issue 19 on, when
 # LoRA (PEFT loading and checking, the unmerged update on the CPU and the GPU, per-sequence
 # factors: ~720 lines) left the core at 9720 with MoE still to come; 11000 from issue 20, when
 # Mixture of Experts (three architectures' names and configs, GGUF's MoE metadata, the CPU block,
 # the router and combine kernels and the grouped expert products, routing readback: ~1030 lines)
-# left it at 10700. Raise it only with a feature that needs it, said in its issue's closing note.
+# left it at 10700; 11600 from issue 21, when serving (prefix caching's chained block hashes, the
+# pool's cached pages and LRU eviction, the CPU's block store, the scheduler's token budget,
+# preemption and mixed prefill/decode steps, the CPU forward over several sequences with blocked
+# f64 dots, presence/frequency penalties: ~640 lines) left it at 11440. Raise it only with a
+# feature that needs it, said in its issue's closing note.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget="${1:-11000}"
+budget="${1:-11600}"
 
 mapfile -t files < <(find src shaders -type f \( -name '*.rs' -o -name '*.wgsl' \) | LC_ALL=C sort)
 awk -v budget="$budget" '
