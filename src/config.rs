@@ -258,7 +258,7 @@ impl HfConfig {
                 bail!("config.json: {name} = {v} is larger than tinfer supports ({max}); the file is corrupt or not a supported model");
             }
         }
-        if n_heads % n_kv_heads != 0 {
+        if !n_heads.is_multiple_of(n_kv_heads) {
             bail!(
                 "config.json: num_attention_heads ({n_heads}) is not a multiple of num_key_value_heads ({n_kv_heads}); \
                  grouped-query attention needs whole groups of query heads per KV head"
@@ -267,7 +267,7 @@ impl HfConfig {
         let head_dim = match self.head_dim {
             Some(h) => h,
             None => {
-                if dim % n_heads != 0 {
+                if !dim.is_multiple_of(n_heads) {
                     bail!("config.json: hidden_size {dim} is not divisible by num_attention_heads {n_heads}; set head_dim");
                 }
                 dim / n_heads

@@ -260,7 +260,7 @@ impl KvPages {
         let s = self.seq(id);
         let new = (s.len + n).div_ceil(self.page).saturating_sub(s.blocks.len());
         let last_shared_partial =
-            s.len % self.page != 0 && n > 0 && s.blocks.last().is_some_and(|&b| self.alloc.refs(b) > 1);
+            !s.len.is_multiple_of(self.page) && n > 0 && s.blocks.last().is_some_and(|&b| self.alloc.refs(b) > 1);
         new + last_shared_partial as usize
     }
 
@@ -280,7 +280,7 @@ impl KvPages {
         let page = self.page;
         let mut copies = vec![];
         let mut s = self.seqs[id].take().expect("sequence exists");
-        if n > 0 && s.len % page != 0 {
+        if n > 0 && !s.len.is_multiple_of(page) {
             let last = *s.blocks.last().expect("a partly filled sequence has a block");
             if self.alloc.refs(last) == 1 {
                 self.alloc.unhash(last); // rows past the end are rewritten: no longer that prefix

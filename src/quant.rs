@@ -27,7 +27,7 @@ pub fn quantize(format: Format, x: &[f32]) -> Option<Vec<u8>> {
 /// Q4_K file are Q5_0), and to F16 when 32 does not divide `cols` either. None where llama.cpp
 /// gives up ("no tensor type fallback is defined"): a 32-block format on a row of other width.
 pub fn fallback_for(format: Format, cols: usize) -> Option<Format> {
-    let fits = |f: Format| cols % f.block().0 == 0;
+    let fits = |f: Format| cols.is_multiple_of(f.block().0);
     let to = match format {
         f if fits(f) => return Some(f),
         Format::Q2_K | Format::Q3_K => Format::Q4_0,

@@ -133,7 +133,7 @@ impl Format {
     /// Bytes that `n` elements take; None when `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         let (be, bb) = self.block();
-        (n % be == 0).then_some(n / be * bb)
+        n.is_multiple_of(be).then_some(n / be * bb)
     }
 
     /// Decode whole blocks of `bytes` into `out` (`out.len()` elements; computed in f32, as ggml

@@ -583,7 +583,7 @@ impl Gguf {
             (t.n_elements() as usize / t.ne[0] as usize, t.ne[0] as usize)
         };
         ensure!(
-            n_head > 0 && rows % n_head == 0 && (rows / n_head) % 2 == 0,
+            n_head > 0 && rows % n_head == 0 && (rows / n_head).is_multiple_of(2),
             "tensor {:?}: {rows} rows do not split into {n_head} heads of even size",
             t.name
         );

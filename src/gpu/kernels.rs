@@ -362,13 +362,13 @@ pub struct Kernels {
 impl Kernels {
     pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind, kv_f16: bool) -> Result<Self> {
         // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
-        if head_dim > MAX_HEAD_DIM || head_dim % FLASH_TILE != 0 {
+        if head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(FLASH_TILE) {
             bail!(
                 "head_dim {head_dim} is not supported by the GPU attention kernels (a multiple of {FLASH_TILE}, at most {MAX_HEAD_DIM}); use --device cpu"
             );
         }
         assert!(
-            page % FLASH_TILE == 0,
+            page.is_multiple_of(FLASH_TILE),
             "page {page} is not a multiple of the flash tile"
         );
         let hd = ("HEAD_DIM", head_dim as f64);

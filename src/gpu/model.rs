@@ -667,7 +667,7 @@ fn kv_pool(gpu: &Gpu, cfg: &Config, opts: &Options, f16: bool) -> Result<KvPages
     let kv = match opts.kv {
         KvLayout::Contiguous => KvPages::contiguous(cfg.seq_len, opts.max_seqs, FLASH_TILE),
         KvLayout::Paged => {
-            if opts.page == 0 || opts.page % FLASH_TILE != 0 {
+            if opts.page == 0 || !opts.page.is_multiple_of(FLASH_TILE) {
                 bail!("--page {} must be a positive multiple of {FLASH_TILE}", opts.page);
             }
             let per_block = opts.page as u64 * kv_row_bytes * 2 * cfg.n_layers as u64;

@@ -52,7 +52,7 @@ impl WeightTex {
     pub fn upload_as(gpu: &Gpu, name: &str, parts: &[&Tensor], f16: bool, group: usize, height: usize) -> Result<Self> {
         let cols = parts[0].cols();
         let per = if f16 { 8 } else { 4 }; // values per texel
-        if cols % per != 0 {
+        if !cols.is_multiple_of(per) {
             bail!("{name}: {cols} columns are not a multiple of {per}, which the GPU matrix kernels read per texel; use --dtype f32 (multiples of 4) or --device cpu");
         }
         let format = if f16 { Format::F16 } else { Format::F32 };

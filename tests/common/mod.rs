@@ -694,7 +694,7 @@ pub fn check_seq_lifecycle(m: &mut Model, fresh: &mut Model, max_seqs: usize, st
                 for (i, (_, held)) in live.iter().enumerate() {
                     let r = rng.next_u64() as usize;
                     let n = (1 + r % 9).min(ctx - held.len());
-                    if n == 0 || (r / 16) % 3 == 0 {
+                    if n == 0 || (r / 16).is_multiple_of(3) {
                         continue;
                     }
                     let toks: Vec<u32> = (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect();
