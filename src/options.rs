@@ -128,7 +128,7 @@ pub struct Options {
     /// Rows per KV page (a multiple of 16).
     pub page: usize,
     /// KV pool size in pages; or in bytes (all layers, K and V); default: every sequence can
-    /// reach the full context.
+    /// reach the full context, or what one storage binding holds if less (shared, preempted).
     pub kv_blocks: Option<usize>,
     pub kv_memory: Option<u64>,
     /// Most sequences alive at once.

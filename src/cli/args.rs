@@ -65,7 +65,8 @@ pub struct ModelArgs {
     /// Tokens per KV page (a multiple of 16).
     #[arg(long, default_value_t = 16)]
     pub page: usize,
-    /// KV pool size in pages (default: enough for every sequence to reach the full context).
+    /// KV pool size in pages (default: enough for every sequence to reach the full context, or
+    /// what one storage binding holds if less: sequences then share it and are preempted).
     #[arg(long, value_name = "N")]
     pub kv_blocks: Option<usize>,
     /// KV pool size in bytes over all layers, e.g. 64MiB or 1GiB (instead of --kv-blocks).
