@@ -337,7 +337,7 @@ fn bad_requests_get_openai_errors() {
         (r#"{"prompt": "Hi", "n": 0}"#, "n must be"),
         (r#"{"prompt": "Hi", "logprobs": 50}"#, "logprobs"),
         (
-            r#"{"prompt": "Hi", "response_format": {"type": "json_object"}}"#,
+            r#"{"prompt": "Hi", "response_format": {"type": "json_schema"}}"#,
             "response_format",
         ),
         (r#"{"prompt": "Hi", "presence_penalty": "0.5"}"#, "presence_penalty"),
@@ -530,4 +530,53 @@ fn several_prompts_streamed_logprobs_penalties_and_the_prefix_cache() {
         .unwrap();
     assert!(cached >= 32, "{warm}");
     assert_eq!(hits(&s) - before, cached as f64);
+}
+
+/// Fixes after a user's trial: an explicit null `max_completion_tokens` leaves `max_tokens` in
+/// force; `response_format: json_object` gives a JSON object prefix (all of one when it stops),
+/// json_schema is refused; the model answers to the name given to -m and to its directory's
+/// name; a stream's error ends with [DONE]; usage is null on every chunk but the last.
+#[test]
+fn nulls_json_mode_model_names_and_stream_ends() {
+    let s = Server::start(&["--timeout", "30"]);
+    let (status, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Hello", "max_tokens": 3, "max_completion_tokens": null, "temperature": 0, "ignore_eos": true}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 3, "{r}");
+    let (status, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Data: ", "max_tokens": 40, "temperature": 0, "response_format": {"type": "json_object"}}),
+    );
+    assert_eq!(status, 200, "{r}");
+    let text = r["choices"][0]["text"].as_str().unwrap();
+    assert!(text.trim_start().starts_with('{'), "{text:?}");
+    if r["choices"][0]["finish_reason"] == "stop" {
+        let v: Json = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(v.is_object(), "{text:?}");
+    }
+    let (status, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {}}}),
+    );
+    assert_eq!(status, 400, "{r}");
+    let (status, r) = s.post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "x", "max_tokens": 1, "model": "tiny-llama-gqa"}),
+    );
+    assert_eq!(status, 200, "the -m name: {r}");
+    let body = serde_json::json!({"prompt": "Hello", "max_tokens": 3, "stream": true, "stream_options": {"include_usage": true}});
+    let (_, text) = s.request("POST", "/v1/completions", &body.to_string(), &[]);
+    let data = sse_data(&text);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Json> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let (last, rest) = chunks.split_last().unwrap();
+    assert!(last["usage"]["total_tokens"].is_u64(), "{last}");
+    assert!(rest
+        .iter()
+        .all(|c| c["usage"].is_null() && c.as_object().unwrap().contains_key("usage")));
 }

@@ -624,7 +624,7 @@ fn smollm2_code_edit_with_speculation_gives_the_plain_text() {
 
 /// A KV pool with room for the next token but not a whole draft: the verify step gives way to
 /// plain steps, so speculation produces what plain decoding does up to the pool's end, where
-/// both stop with the same "KV cache full" error.
+/// both end there (as at the end of the context, their text kept).
 #[test]
 fn a_pool_too_small_for_a_draft_falls_back_to_plain_steps() {
     let opts = tinfer::model::Options {
@@ -657,15 +657,11 @@ fn a_pool_too_small_for_a_draft_falls_back_to_plain_steps() {
             ))
             .unwrap();
         let mut out = vec![];
-        let err = loop {
-            match e.step() {
-                Ok(t) => out.extend(t.iter().map(|&(_, t)| t)),
-                Err(err) => break format!("{err:#}"),
-            }
-            assert!(!e.is_idle(), "the pool should run out first");
-        };
-        assert!(err.contains("KV cache full"), "{err}");
+        while !e.is_idle() {
+            out.extend(e.step().unwrap().iter().map(|&(_, t)| t));
+        }
         let g = e.take(h).generation();
+        assert_eq!(g.stop, StopReason::ContextFull, "the pool's end ends it, text kept");
         if spec {
             assert!(g.spec.verifies > 0, "no verify step ran: {:?}", g.spec);
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 
-pub use self::sequence::{Generation, Sequence, Status, Stop, StopReason};
+pub use self::sequence::{Constraint, Generation, Sequence, Status, Stop, StopReason};
 pub use self::spec::{Spec, SpecConfig, SpecStats};
 pub use self::stop_strings::StopStrings;
 use crate::model::{Entry, KvUsage, Model, SeqId, Want};
@@ -223,6 +223,13 @@ impl Engine {
             self.preempt(v)?;
             running.retain(|&r| r != v);
         }
+        // Nothing left to preempt and still no room for the oldest one's next token: it ends
+        // here as at the end of its context (its text kept), the pool being what it can hold.
+        let oldest = [(self.get(running[0]).id.unwrap(), 1)];
+        if running.len() == 1 && self.get(running[0]).ahead.is_empty() && !self.model.kv_room(&oldest) {
+            self.finish(running[0], StopReason::ContextFull);
+            return Ok(vec![]);
+        }
         // Ids decoded ahead come out one a step (and the rest wait until they are taken).
         let pending: Vec<usize> = running
             .iter()
@@ -284,6 +291,9 @@ impl Engine {
         let Some(spec) = self.spec.as_mut() else {
             return Ok(None);
         };
+        if self.seqs[h].as_ref().unwrap().constraint.is_some() {
+            return Ok(None); // the verify step samples without the constraint: plain steps
+        }
         let s = self.seqs[h].as_ref().unwrap();
         let (id, last) = (s.id.unwrap(), *s.output.last().unwrap());
         let len = self.model.len(id);
@@ -462,6 +472,8 @@ impl Engine {
             f.context = p.context.clone();
             f.added = p.added;
             f.cached = p.cached;
+            f.constraint = p.constraint.clone();
+            f.logprobs = p.logprobs;
             group.push(self.seqs.len());
             self.seqs.push(Some(f));
         }
@@ -543,7 +555,10 @@ impl Engine {
             let (token, logprobs) = match &picks {
                 Pick::Ids(ids) => (ids[i], None),
                 Pick::Logits(l) => {
-                    let logits = masked(&l[i], &s.banned);
+                    let mut logits = masked(&l[i], &s.banned);
+                    if let Some(c) = &s.constraint {
+                        c.mask(&s.output, &mut logits);
+                    }
                     let history = s.history();
                     let token = s.sampler.sample(&logits, &history, s.output.len());
                     (token, s.logprobs.map(|n| log_probs(&l[i], token, n)))

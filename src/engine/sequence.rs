@@ -30,6 +30,13 @@ pub enum Status {
     Finished(StopReason),
 }
 
+/// A rule on what a sequence may produce (structured output): given the output so far, it sets
+/// the logits of the tokens that may not come next to -inf. Stateless (the output says where it
+/// stands), so the forks of a prompt share one.
+pub trait Constraint: Send + Sync {
+    fn mask(&self, output: &[u32], logits: &mut [f32]);
+}
+
 /// The stop rules: end tokens, the output budget, the end of the context.
 #[derive(Clone, Debug)]
 pub struct Stop {
@@ -84,6 +91,9 @@ pub struct Sequence {
     /// Record each produced token's log-probability and the `n` most likely (OpenAI's
     /// `logprobs` / `top_logprobs`) in `token_logprobs`; None: nothing recorded.
     pub logprobs: Option<usize>,
+    /// Which tokens may come next (structured output, e.g. JSON): applied to the logits before
+    /// sampling; None: any.
+    pub constraint: Option<std::sync::Arc<dyn Constraint>>,
     /// Per output token: its log-probability under the model's distribution (before
     /// temperature, top-k/p and penalties) and the most likely (id, log-probability), first first.
     pub token_logprobs: Vec<(f32, Vec<(u32, f32)>)>,
@@ -124,6 +134,7 @@ impl Sequence {
             banned: vec![],
             lora: None,
             logprobs: None,
+            constraint: None,
             token_logprobs: vec![],
             decode_steps: 0,
             ahead: Default::default(),
@@ -164,7 +175,7 @@ impl Sequence {
     /// Its next token can be chosen on the device: greedy, nothing banned, no log-probabilities
     /// wanted.
     pub fn greedy_on_device(&self) -> bool {
-        self.sampler.is_greedy() && self.banned.is_empty() && self.logprobs.is_none()
+        self.sampler.is_greedy() && self.banned.is_empty() && self.logprobs.is_none() && self.constraint.is_none()
     }
 
     pub fn is_finished(&self) -> bool {

@@ -25,6 +25,10 @@ pub struct ModelInfo {
     pub cfg: tinfer::config::Config,
     /// Most sequences at once (`--parallel`): the most choices a request may ask for.
     pub parallel: usize,
+    /// The model file's own name, also taken in requests' `model`.
+    pub file: String,
+    /// `response_format: json_object`'s constraint (each token's text, decoded once).
+    pub json: Arc<super::json_mode::JsonObject>,
 }
 
 /// Load the model (on the engine thread): the engine, its tokenizer, and what the API shows.
@@ -33,15 +37,28 @@ pub fn load(model: &ModelArgs, run: &RunArgs, parallel: usize) -> anyhow::Result
     let tok = crate::cli::load::need_tokenizer(&loaded)?.clone();
     let shared = Arc::new(tok.clone());
     let m = crate::cli::load::build(model, &mut loaded, parallel)?;
-    let id = std::path::Path::new(&loaded.source)
+    // served as the name given to -m (a path: its last component), as vLLM serves --model; the
+    // file's name is taken too
+    let file = std::path::Path::new(&loaded.source)
         .file_name()
         .map_or(loaded.source.clone(), |n| n.to_string_lossy().into_owned());
+    let given = model
+        .path
+        .model
+        .as_ref()
+        .map(|p| p.to_string_lossy().trim_end_matches('/').to_string());
+    let id = given
+        .as_ref()
+        .and_then(|g| std::path::Path::new(g).file_name())
+        .map_or(file.clone(), |n| n.to_string_lossy().into_owned());
     let info = ModelInfo {
         id,
         created: now(),
         tok: shared,
         cfg: m.cfg.clone(),
         parallel,
+        file,
+        json: super::json_mode::JsonObject::new(&tok, m.cfg.vocab_size, &m.cfg.eos_token_ids),
     };
     Ok((Engine::new(m), tok, info))
 }
@@ -110,6 +127,8 @@ pub struct Request {
     pub n: usize,
     /// vLLM's extension: never stop at (nor sample) the model's end tokens.
     pub ignore_eos: bool,
+    /// `response_format: {"type": "json_object"}`: the output is constrained to one JSON object.
+    pub json: bool,
 }
 
 /// Most prompts one completions request may list.
@@ -165,7 +184,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         .as_object()
         .ok_or_else(|| ApiError::bad("the body must be a JSON object"))?;
     if let Some(name) = o.get("model").and_then(Json_::as_str) {
-        if name != m.id {
+        if name != m.id && name != m.file {
             return Err(ApiError::bad(&format!(
                 "model {name:?} is not served here; this server serves {:?}",
                 m.id
@@ -174,8 +193,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     }
     // fields tinfer does not implement yet are refused, not ignored: any value but the ones
     // that mean "off"
-    let offs: [(&str, &[Json_]); 9] = [
-        ("response_format", &[json!({"type": "text"})]),
+    let offs: [(&str, &[Json_]); 8] = [
         ("tools", &[json!([])]),
         ("tool_choice", &[json!("none")]),
         ("functions", &[json!([])]),
@@ -279,7 +297,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         }
     }
     let room = m.cfg.seq_len - prompts.iter().map(Vec::len).min().unwrap_or(0);
-    let max_key = if o.contains_key("max_completion_tokens") {
+    let max_key = if o.get("max_completion_tokens").is_some_and(|v| !v.is_null()) {
         "max_completion_tokens"
     } else {
         "max_tokens"
@@ -359,6 +377,18 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
     if stream && echo {
         return Err(ApiError::bad("echo is not supported with stream; ask without stream"));
     }
+    let json = match o.get("response_format").filter(|v| !v.is_null()) {
+        None => false,
+        Some(v) => match v["type"].as_str() {
+            Some("text") => false,
+            Some("json_object") => true,
+            _ => {
+                return Err(ApiError::bad(&format!(
+                    "response_format {v} is not supported: use {{\"type\": \"json_object\"}} (any JSON object) or \"text\"; json_schema is not implemented"
+                )))
+            }
+        },
+    };
     let ignore_eos = match o.get("ignore_eos") {
         None | Some(Json_::Null) => false,
         Some(v) => v
@@ -384,6 +414,7 @@ pub fn parse(body: &[u8], m: &ModelInfo, kind: Kind) -> Result<Request, ApiError
         },
         max_tokens: (max_tokens as usize).min(room),
         ignore_eos,
+        json,
         stops,
         stream,
         include_usage,

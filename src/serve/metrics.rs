@@ -106,7 +106,7 @@ impl Metrics {
 
     /// Update the engine's gauges and counters (from the engine thread, after each step).
     pub fn engine(&self, engine: &tinfer::engine::Engine) {
-        if let Some(u) = engine.kv_usage() {
+        if let Some(u) = engine.model.kv_usage() {
             self.kv_pages_used.set(u.pages_used as i64);
             self.kv_pages.set(u.pages as i64);
         }

@@ -6,6 +6,7 @@
 //! implement yet are refused with a 400 naming them (issue 21 says what is still to come).
 
 mod api;
+mod json_mode;
 mod metrics;
 mod respond;
 mod worker;
@@ -34,6 +35,8 @@ pub struct AppState {
     model: Mutex<Option<api::ModelInfo>>,
     api_key: Option<String>,
     metrics: Arc<metrics::Metrics>,
+    /// Where the model runs, in words (for the ready line).
+    device: Mutex<String>,
     /// Longest a completion request may take (`--timeout`).
     timeout: std::time::Duration,
 }
@@ -60,6 +63,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
             api_key: a.api_key.clone(),
             metrics: Arc::new(metrics::Metrics::new()),
             timeout: std::time::Duration::from_secs(a.timeout),
+            device: Mutex::new(String::new()),
         });
         eprintln!(
             "listening on http://{} (loading the model: /health answers 503 until it is ready)",
@@ -80,6 +84,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
                 }
             };
             *st.model.lock().unwrap() = Some(info);
+            *st.device.lock().unwrap() = engine.model.device_name();
             st.ready.store(true, Ordering::SeqCst);
             let _ = loaded_tx.send(Ok(()));
             worker::run(engine, tok, rx, a.parallel, a.queue, &st.metrics);
@@ -111,7 +116,7 @@ pub fn serve(model: ModelArgs, run: RunArgs, a: ServeArgs) -> Result<()> {
                         .as_ref()
                         .map(|m| m.id.clone())
                         .unwrap_or_default();
-                    eprintln!("ready: {m}");
+                    eprintln!("ready: {m} ({})", st.device.lock().unwrap());
                 }
                 Ok(Err(e)) => {
                     *err.lock().unwrap() = Some(e);
@@ -152,6 +157,7 @@ async fn shutdown_signal() {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        eprintln!("stopping: no new requests; running ones finish first");
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;

@@ -42,6 +42,9 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
         if let Some(n) = req.logprobs {
             seq = seq.with_logprobs(n);
         }
+        if req.json {
+            seq.constraint = Some(m.json.clone());
+        }
         if req.n > 1 {
             // choice i samples with seed + i
             let forks = (1..req.n as u64)
@@ -165,8 +168,8 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
     let include_usage = req.include_usage;
     let chunk = move |choice: Json_, usage: Option<Json_>| {
         let mut c = json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": choice});
-        if let Some(u) = usage {
-            c["usage"] = u;
+        if include_usage {
+            c["usage"] = usage.unwrap_or(Json_::Null); // null on every chunk but the last, as OpenAI
         }
         Ok::<_, Infallible>(Sse::default().data(c.to_string()))
     };
@@ -226,9 +229,8 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
                     sent
                 }
                 Event::Error(_, msg) => {
-                    let _ = out.send(Ok(
-                        Sse::default().data(json!({"error": {"message": msg, "type": "server_error"}}).to_string())
-                    ));
+                    let _ = out.send(error_event(&msg, "server_error"));
+                    let _ = out.send(Ok(Sse::default().data("[DONE]")));
                     return;
                 }
             };
@@ -239,9 +241,8 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
                 Ok(next) => next,
                 Err(_) => {
                     let msg = format!("the request did not finish within the server's --timeout of {timeout} s");
-                    let _ = out.send(Ok(
-                        Sse::default().data(json!({"error": {"message": msg, "type": "timeout"}}).to_string())
-                    ));
+                    let _ = out.send(error_event(&msg, "timeout"));
+                    let _ = out.send(Ok(Sse::default().data("[DONE]")));
                     return; // dropping rx cancels the sequences
                 }
             };
@@ -251,6 +252,12 @@ pub async fn respond(state: &AppState, m: &ModelInfo, req: Request) -> Result<Re
     Ok(axum::response::Sse::new(body)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// An error inside a stream, in OpenAI's error shape.
+fn error_event(msg: &str, kind: &str) -> Result<Sse, Infallible> {
+    let e = json!({"error": {"message": msg, "type": kind, "param": null, "code": null}});
+    Ok(Sse::default().data(e.to_string()))
 }
 
 /// A token's text, as OpenAI shows it.

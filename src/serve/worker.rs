@@ -110,6 +110,10 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
         // Take what has come in: block only when there is nothing to step.
         loop {
             let job = if active.is_empty() && waiting.is_empty() && open {
+                // idle: the gauges say so before the wait
+                metrics.running.set(0);
+                metrics.waiting.set(0);
+                metrics.engine(&engine);
                 jobs.recv().map_err(|_| TryRecvError::Disconnected)
             } else {
                 jobs.try_recv()
