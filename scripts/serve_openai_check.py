@@ -128,8 +128,9 @@ def user(text):
     return [{"role": "user", "content": text}]
 
 
-def collect_chat_stream(stream):
-    """(texts by choice, finish reasons by choice, the usage chunk's usage or None, chunk count)."""
+def collect_stream(stream, piece):
+    """(texts by choice, finish reasons by choice, the usage chunk's usage or None, chunk count);
+    piece(choice) is a chunk choice's text."""
     texts, reasons, usage, n = {}, {}, None, 0
     for c in stream:
         n += 1
@@ -137,26 +138,18 @@ def collect_chat_stream(stream):
             check(not c.choices, f"the usage chunk has choices: {c}")
             usage = c.usage
         for ch in c.choices:
-            texts.setdefault(ch.index, "")
-            if ch.delta and ch.delta.content:
-                texts[ch.index] += ch.delta.content
+            texts[ch.index] = texts.get(ch.index, "") + (piece(ch) or "")
             if ch.finish_reason:
                 reasons[ch.index] = ch.finish_reason
     return texts, reasons, usage, n
+
+
+def collect_chat_stream(stream):
+    return collect_stream(stream, lambda ch: ch.delta.content if ch.delta else None)
 
 
 def collect_completion_stream(stream):
-    texts, reasons, usage, n = {}, {}, None, 0
-    for c in stream:
-        n += 1
-        if c.usage is not None:
-            check(not c.choices, f"the usage chunk has choices: {c}")
-            usage = c.usage
-        for ch in c.choices:
-            texts[ch.index] = texts.get(ch.index, "") + (ch.text or "")
-            if ch.finish_reason:
-                reasons[ch.index] = ch.finish_reason
-    return texts, reasons, usage, n
+    return collect_stream(stream, lambda ch: ch.text)
 
 
 def counts(u):
