@@ -362,13 +362,14 @@ impl Engine {
         let mut wants: Vec<(SeqId, usize)> = decodes.iter().map(|&h| (self.get(h).id.unwrap(), 1)).collect();
         for &h in waiting {
             let s = self.seqs[h].as_ref().unwrap();
-            let (id, tokens) = (s.id.unwrap(), s.to_run());
+            let id = s.id.unwrap();
             // room for all of it, as if nothing were cached (taking cached blocks that no one
             // holds takes them from the free list too)
-            wants.push((id, tokens.len() - s.prefilled + 1));
+            wants.push((id, s.prompt.len() + s.output.len() - s.prefilled + 1));
             if budget == 0 || !(self.model.kv_room(&wants) || idle && chunks.is_empty()) {
                 break;
             }
+            let tokens = s.to_run(); // copied only for a sequence that runs now
             if s.prefilled == 0 && s.context.is_empty() && self.model.len(id) == 0 {
                 let cached = self.model.reuse_prefix(id, &tokens);
                 let s = self.seqs[h].as_mut().unwrap();

@@ -136,14 +136,13 @@ impl Model {
     /// but the last token's: a forward must still run to give logits). Returns the positions
     /// now in its cache (0 without prefix caching or a hit), a multiple of the block size.
     pub fn reuse_prefix(&mut self, seq: SeqId, tokens: &[u32]) -> usize {
-        let factors = self.lora_factors[seq.0].clone();
+        let mut prev = seed(&self.lora_factors[seq.0]);
         let Some(p) = self.prefix.as_mut() else {
             return 0;
         };
         assert!(p.tokens[seq.0] == Some(vec![]), "a prefix goes into an empty sequence");
         let page = p.page;
         let mut hashes = vec![];
-        let mut prev = seed(&factors);
         for block in tokens[..tokens.len().saturating_sub(1)].chunks_exact(page) {
             prev = block_hash(prev, block);
             hashes.push(prev);
