@@ -1,12 +1,13 @@
-// argmax.wgsl: index of the largest logit (the first one on ties, as torch.argmax), for greedy
-// decoding without reading the logits back.
+// argmax.wgsl: index of the largest logit of each row (the first one on ties, as torch.argmax),
+// for greedy decoding without reading the logits back.
 // CPU twin: cpu::ops::argmax.
-// Dispatch: (1, 1, 1); one workgroup of 256 scans strided, then a tree reduction.
+// Dispatch: (R, 1, 1), a workgroup per logits row; one workgroup of 256 scans its row strided,
+// then a tree reduction.
 // Bindings:
 //   0 step   storage Step          (not read; every kernel's layout starts with step, shape)
 //   1 shape  uniform Shape         a = vocab_size
-//   2 logits storage read  f32     (vocab_size,)
-//   3 result storage rw    u32     (1,)
+//   2 logits storage read  f32     (R, vocab_size)
+//   3 result storage rw    u32     (R,)
 // Overrides: none.
 
 // Step, Shape: shaders/prelude.wgsl
@@ -21,11 +22,12 @@ var<workgroup> best_v: array<f32, WG>;
 var<workgroup> best_i: array<u32, WG>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x * shape.a;
     var bv = -3.4e38;
     var bi = 0xffffffffu;
     for (var i = lid; i < shape.a; i += WG) {
-        let v = logits[i];
+        let v = logits[row + i];
         if (v > bv) { bv = v; bi = i; } // strided: the first index wins within a thread
     }
     best_v[lid] = bv;
@@ -43,6 +45,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        result[0] = best_i[0];
+        result[wid.x] = best_i[0];
     }
 }

@@ -5,15 +5,17 @@
 // when quantized).
 // With SWIGLU (W = W_gate;W_up, c rows each): out[t, j] = silu(W_gate[j] . x[t]) * (W_up[j] . x[t]),
 // the SwiGLU of the feed-forward block fused into the product (CPU twin: then cpu::ops::swiglu).
-// Dispatch: (ceil(n / 128), ceil(T / 8), 1). Each invocation computes two weight rows for 8
-// tokens: invocation i takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a
+// Dispatch: (ceil(n / 128), ceil(T / TOK), 1), TOK = 16 with TOK16 (quantized weights), else 8.
+// Each invocation computes two weight rows for TOK tokens: invocation i takes rows oa = (i / 8) * 16 + i % 8 and oa + 8, so the 8 lanes of a
 // subgroup read the texels of 8 neighbouring rows (contiguous in the weight texture); with
 // SWIGLU gate row i and up row c + i (the same grid: ceil(2c / 128) = ceil(c / 64)); with ROPE
 // the two rows of a rotation pair, i and i + HEAD_DIM / 2 of a head. Every
 // weight texel (8 f16 or 4 f32) is fetched once and used 8 times. x comes as a texture
 // (to_texture.wgsl copies the rows): lane j of the subgroup fetches token t0 + j's x values of
-// the current texel and `subgroupBroadcast` hands them to the other lanes, each broadcast value
-// feeding both rows. On lavapipe x from a storage buffer made this kernel 4x slower, and two rows
+// the current texel (and with TOK16 token t0 + 8 + j's) and `subgroupBroadcast` hands them to
+// the other lanes, each broadcast value feeding both rows. A quantized unit is decoded once for
+// all TOK tokens: 16 tokens made Qwen2.5-0.5B's Q4_K/Q5_0/Q6_K/Q8_0 products of a 16-row batch
+// about 20% faster on lavapipe than 8, f16 ones no faster (benches/RESULTS.md). On lavapipe x from a storage buffer made this kernel 4x slower, and two rows
 // an invocation instead of one 1.5x faster (benches/RESULTS.md). Needs subgroups of at least 8
 // lanes; matmat_plain.wgsl is the same product without them. With MOE_K (lib/epilogue.wgsl)
 // the grid is (.., ceil(T / 8), n_experts): expert z over the rows routed to it.
@@ -25,7 +27,7 @@
 //   3 w      texture_storage_2d_array<rgba32uint, read>: the weights (n, d) as WeightTex lays them out
 //            (weight_row in prelude.wgsl), 8 f16 (WTYPE 1) or 4 f32 values (0) a texel; quantized
 //            (WTYPE 2 and up): GGUF blocks in the device layout of lib/quant.wgsl (q_row), read a
-//            unit of 32 values a round, each unit decoded once for the 8 tokens
+//            unit of 32 values a round, each unit decoded once for the TOK tokens
 //   4 bias   storage read  f32     (c + n,) when HAS_BIAS, else a dummy
 //   5 out    storage rw    f32     (T_max, stride); with SWIGLU and ROPE (T_max, c)
 //   6 out2   storage rw    f32     with ROPE k_cache (n_blocks * PAGE, d), else a dummy
@@ -33,7 +35,7 @@
 //   8 cos    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE (as matvec.wgsl), else a dummy
 //   9 sin    storage read  f32     (seq_len, HEAD_DIM / 2) with ROPE, else a dummy
 //            (4 to 11 are declared, and written, by lib/epilogue.wgsl: 10 LoRA's delta or MoE's routing, 11 LoRA's factors)
-// Overrides: WTYPE (lib/quant.wgsl); HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl (as
+// Overrides: WTYPE (lib/quant.wgsl); TOK16; HAS_BIAS, ACCUMULATE, SWIGLU, ROPE, HEAD_DIM from lib/epilogue.wgsl (as
 // matvec.wgsl: with ROPE W is Wq;Wk;Wv, q (T, c) goes to out, k and v of token t into cache
 // row slot[t] of out2 and out3, so the QKV product, RoPE and the cache write of a prefill step
 // are one dispatch).
@@ -46,20 +48,28 @@
 @group(0) @binding(2) var x: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(3) var w: texture_storage_2d_array<rgba32uint, read>;
 
+override TOK16: bool = false; // 16 tokens an invocation (quantized weights), else 8
+
 fn xload(i4: u32, t: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(textureLoad(x, vec2<u32>(i4, t), 0));
 }
 
-// acc_a[i] += wa . x_i and acc_b[i] += wb . x_i for the 8 tokens, x_i = lane i's xv.
-fn mac8(acc_a: ptr<function, array<f32, 8>>, acc_b: ptr<function, array<f32, 8>>, wa: vec4<f32>, wb: vec4<f32>, xv: vec4<f32>) {
-    var s = subgroupBroadcast(xv, 0u); (*acc_a)[0] += dot(wa, s); (*acc_b)[0] += dot(wb, s);
-    s = subgroupBroadcast(xv, 1u); (*acc_a)[1] += dot(wa, s); (*acc_b)[1] += dot(wb, s);
-    s = subgroupBroadcast(xv, 2u); (*acc_a)[2] += dot(wa, s); (*acc_b)[2] += dot(wb, s);
-    s = subgroupBroadcast(xv, 3u); (*acc_a)[3] += dot(wa, s); (*acc_b)[3] += dot(wb, s);
-    s = subgroupBroadcast(xv, 4u); (*acc_a)[4] += dot(wa, s); (*acc_b)[4] += dot(wb, s);
-    s = subgroupBroadcast(xv, 5u); (*acc_a)[5] += dot(wa, s); (*acc_b)[5] += dot(wb, s);
-    s = subgroupBroadcast(xv, 6u); (*acc_a)[6] += dot(wa, s); (*acc_b)[6] += dot(wb, s);
-    s = subgroupBroadcast(xv, 7u); (*acc_a)[7] += dot(wa, s); (*acc_b)[7] += dot(wb, s);
+// acc_a[b + i] += wa . x_i and acc_b[b + i] += wb . x_i for 8 tokens, x_i = lane i's xv.
+fn mac8(acc_a: ptr<function, array<f32, 16>>, acc_b: ptr<function, array<f32, 16>>, b: u32, wa: vec4<f32>, wb: vec4<f32>, xv: vec4<f32>) {
+    var s = subgroupBroadcast(xv, 0u); (*acc_a)[b] += dot(wa, s); (*acc_b)[b] += dot(wb, s);
+    s = subgroupBroadcast(xv, 1u); (*acc_a)[b + 1u] += dot(wa, s); (*acc_b)[b + 1u] += dot(wb, s);
+    s = subgroupBroadcast(xv, 2u); (*acc_a)[b + 2u] += dot(wa, s); (*acc_b)[b + 2u] += dot(wb, s);
+    s = subgroupBroadcast(xv, 3u); (*acc_a)[b + 3u] += dot(wa, s); (*acc_b)[b + 3u] += dot(wb, s);
+    s = subgroupBroadcast(xv, 4u); (*acc_a)[b + 4u] += dot(wa, s); (*acc_b)[b + 4u] += dot(wb, s);
+    s = subgroupBroadcast(xv, 5u); (*acc_a)[b + 5u] += dot(wa, s); (*acc_b)[b + 5u] += dot(wb, s);
+    s = subgroupBroadcast(xv, 6u); (*acc_a)[b + 6u] += dot(wa, s); (*acc_b)[b + 6u] += dot(wb, s);
+    s = subgroupBroadcast(xv, 7u); (*acc_a)[b + 7u] += dot(wa, s); (*acc_b)[b + 7u] += dot(wb, s);
+}
+
+// mac8 for the first 8 tokens (lane x rows xr) and, with TOK16, the next 8 (xr2).
+fn mac(acc_a: ptr<function, array<f32, 16>>, acc_b: ptr<function, array<f32, 16>>, wa: vec4<f32>, wb: vec4<f32>, i4: u32, xr: u32, xr2: u32) {
+    mac8(acc_a, acc_b, 0u, wa, wb, xload(i4, xr));
+    if (TOK16) { mac8(acc_a, acc_b, 8u, wa, wb, xload(i4, xr2)); }
 }
 
 fn lo(t: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(t.x), unpack2x16float(t.y)); }
@@ -77,13 +87,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     if (ROPE) { oa = (gid.x / (HEAD_DIM / 2u)) * HEAD_DIM + gid.x % (HEAD_DIM / 2u); ob = oa + HEAD_DIM / 2u; }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.
     let n_rows = moe_gemm_rows(gid.z); // the step's tokens, or an expert's assignments (MoE)
-    let t0 = gid.y * 8u;
+    let tok = select(8u, 16u, TOK16);
+    let t0 = gid.y * tok;
     if (t0 >= n_rows) { return; } // uniform: a workgroup past an expert's assignments
     let xr = moe_x_row(min(t0 + (lane & 7u), n_rows - 1u)); // lane j's x row (clamped)
-    var acc_a: array<f32, 8>;
-    var acc_b: array<f32, 8>;
+    let xr2 = moe_x_row(min(t0 + 8u + (lane & 7u), n_rows - 1u));
+    var acc_a: array<f32, 16>;
+    var acc_b: array<f32, 16>;
     if (WTYPE >= 2u) {
-        // quantized (lib/quant.wgsl): a unit of 32 values a round, decoded once for 8 tokens
+        // quantized (lib/quant.wgsl): a unit of 32 values a round, decoded once for TOK tokens
         let d = shape.a;
         let qa = q_row(d, min(oa, n - 1u));
         let qb = q_row(d, min(ob, n - 1u));
@@ -91,14 +103,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             let ua = load_unit(qa, d, u);
             let ub = load_unit(qb, d, u);
             // unrolled: constant indices into the units' texels
-            mac8(&acc_a, &acc_b, unit_w(ua, 0u), unit_w(ub, 0u), xload(u * 8u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 1u), unit_w(ub, 1u), xload(u * 8u + 1u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 2u), unit_w(ub, 2u), xload(u * 8u + 2u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 3u), unit_w(ub, 3u), xload(u * 8u + 3u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 4u), unit_w(ub, 4u), xload(u * 8u + 4u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 5u), unit_w(ub, 5u), xload(u * 8u + 5u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 6u), unit_w(ub, 6u), xload(u * 8u + 6u, xr));
-            mac8(&acc_a, &acc_b, unit_w(ua, 7u), unit_w(ub, 7u), xload(u * 8u + 7u, xr));
+            mac(&acc_a, &acc_b, unit_w(ua, 0u), unit_w(ub, 0u), u * 8u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 1u), unit_w(ub, 1u), u * 8u + 1u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 2u), unit_w(ub, 2u), u * 8u + 2u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 3u), unit_w(ub, 3u), u * 8u + 3u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 4u), unit_w(ub, 4u), u * 8u + 4u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 5u), unit_w(ub, 5u), u * 8u + 5u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 6u), unit_w(ub, 6u), u * 8u + 6u, xr, xr2);
+            mac(&acc_a, &acc_b, unit_w(ua, 7u), unit_w(ub, 7u), u * 8u + 7u, xr, xr2);
         }
     } else {
         let ra = weight_row(textureDimensions(w), texels, min(oa, n - 1u)); // texel k at (k * ra.w + ra.x, ra.y), layer ra.z
@@ -107,14 +119,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
             let ta = textureLoad(w, vec2<u32>(k * ra.w + ra.x, ra.y), ra.z);
             let tb = textureLoad(w, vec2<u32>(k * rb.w + rb.x, rb.y), rb.z);
             if (F16) {
-                mac8(&acc_a, &acc_b, lo(ta), lo(tb), xload(2u * k, xr));
-                mac8(&acc_a, &acc_b, hi(ta), hi(tb), xload(2u * k + 1u, xr));
+                mac(&acc_a, &acc_b, lo(ta), lo(tb), 2u * k, xr, xr2);
+                mac(&acc_a, &acc_b, hi(ta), hi(tb), 2u * k + 1u, xr, xr2);
             } else {
-                mac8(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), xload(k, xr));
+                mac(&acc_a, &acc_b, bitcast<vec4<f32>>(ta), bitcast<vec4<f32>>(tb), k, xr, xr2);
             }
         }
     }
-    for (var i = 0u; i < 8u; i++) {
+    for (var i = 0u; i < tok; i++) {
         if (t0 + i < n_rows) { put2(moe_out_row(t0 + i), oa, ob, acc_a[i], acc_b[i]); }
     }
 }

@@ -9,21 +9,24 @@
 // both with the CPU).
 // Dispatch: (ceil(d / 4 / 64), T·c, 1), one invocation per (texel, row), c rows a token (an MoE
 // block's rows, one per chosen expert; 1 elsewhere); with NORM
-// (ceil(T / 64), 1, 1), one invocation per row: the sum of squares, then the scaled copy. (A
+// (ceil(T / 64), 1, 1), one invocation per row: the sum of squares, then the scaled copy; with
+// GATHER (the LM head of the rows whose logits a step returns) row t of xt is x's row
+// step.rows[t].x, T being the head's own Step (src/gpu/model.rs, Head::Rows). (A
 // workgroup per row with a tree reduction in workgroup memory took 2.2x as long on lavapipe,
 // whose barriers are costly: `bench model --profile 256`.)
 // Bindings:
-//   0 step   storage Step          n_tokens T
+//   0 step   storage Step          n_tokens T (with GATHER: rows[t].x = the row of x to copy)
 //   1 shape  uniform Shape         a = d (a multiple of 4), b = bitcast<u32>(eps as f32) with NORM,
 //                                  c = rows a token without NORM (0 or 1: one)
 //   2 x      storage read  vec4f   (T_max·c, d/4)
 //   3 weight storage read  vec4f   (d/4,) with NORM, else a dummy
 //   4 xt     texture_storage_2d_array<rgba32uint, write> (d/4, T_max, 1)
-// Overrides: NORM.
+// Overrides: NORM, GATHER (with NORM).
 
 // Step, Shape: shaders/prelude.wgsl
 
 override NORM: bool = false;
+override GATHER: bool = false;
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -45,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     // one row an invocation: the sum of squares, then the scaled copy
     let t = gid.x;
     if (t >= step.n_tokens) { return; }
-    let row = t * d4;
+    let row = select(t, step_token(t), GATHER) * d4;
     var ss = 0.0;
     for (var i = 0u; i < d4; i++) {
         let v = x[row + i];

@@ -296,12 +296,15 @@ impl Model {
         }
     }
 
-    /// Per-kernel time of a GPU step of `t` rows at the end of `seq` (see GpuModel::profile);
-    /// None on the CPU.
-    pub fn profile(&mut self, seq: SeqId, t: usize, reps: usize) -> Result<Option<crate::gpu::model::Profile>> {
+    /// Per-kernel time of a GPU step of `t` rows at the end of `seqs[0]`, or of one row of each
+    /// of several `seqs` (see GpuModel::profile); None on the CPU.
+    pub fn profile(&mut self, seqs: &[SeqId], t: usize, reps: usize) -> Result<Option<crate::gpu::model::Profile>> {
         match &mut self.backend {
             Backend::Cpu { .. } => Ok(None),
-            Backend::Gpu(g) => g.profile(seq.0, t, reps).map(Some),
+            Backend::Gpu(g) => {
+                let seqs: Vec<usize> = seqs.iter().map(|s| s.0).collect();
+                g.profile(&seqs, t, reps).map(Some)
+            }
         }
     }
 
@@ -545,10 +548,12 @@ impl Model {
         }
         self.check(batch)?;
         match &mut self.backend {
-            Backend::Gpu(g) if batch.len() == 1 => {
-                let id = g.forward_argmax(batch[0].seq.0, batch[0].tokens)?;
-                self.note_tokens(batch[0].seq, batch[0].tokens);
-                Ok(vec![id])
+            Backend::Gpu(g) if self.routing.is_none() => {
+                let ids = g.forward_argmax_batch(batch)?;
+                for e in batch {
+                    self.note_tokens(e.seq, e.tokens);
+                }
+                Ok(ids)
             }
             _ => Ok(self.forward(batch)?.iter().map(|l| argmax(l) as u32).collect()),
         }

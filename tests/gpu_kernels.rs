@@ -168,6 +168,7 @@ impl H {
     fn check_decode(
         &self,
         decode: &Kernel,
+        group: usize,
         reduce: &Kernel,
         rows: &[Row],
         shape: Shape,
@@ -183,7 +184,7 @@ impl H {
         let part = self.zeros(t * n_heads * n_splits * (hd + 2));
         let out = self.zeros(want.len());
         let [q, k, v, tables] = kv;
-        let grid = [n_heads as u32, t as u32, n_splits as u32];
+        let grid = [(n_heads / group) as u32, t as u32, n_splits as u32];
         self.run_rows(
             decode,
             rows,
@@ -935,17 +936,29 @@ fn attention_variants_match_cpu() {
                     // of 64 (GPUs) and of 8 (CPU adapters), and the GPUs' one, head_dim across lanes
                     // (the 257-row case is there for the flash kernels; decode steps have few rows)
                     if t <= 64 {
+                        // (and the whole-head kernel taking every query head of a KV head a
+                        // workgroup, as many as fit: GQA's shared loads)
+                        let group = Kernels::decode_group_for(n_heads / n_kv_heads, hd);
                         let decodes = [
-                            Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap(),
-                            Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap(),
-                            Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap(),
+                            (Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap(), 1),
+                            (Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap(), 1),
+                            (Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap(), 1),
+                            (
+                                Kernels::decode_attention_group(&h.gpu, hd, kv.page, 8, kv_f16, group).unwrap(),
+                                group,
+                            ),
+                            (
+                                Kernels::decode_attention_group(&h.gpu, hd, kv.page, 64, kv_f16, group).unwrap(),
+                                group,
+                            ),
                         ];
                         let dshape = Shape::new(n_heads, n_kv_heads, max_blocks, 0);
-                        for decode in &decodes {
+                        for (decode, group) in &decodes {
                             for min_keys in [usize::MAX, 64] {
-                                let what = what("");
+                                let what = what(&format!("{group} heads a workgroup"));
                                 h.check_decode(
                                     decode,
+                                    *group,
                                     &kern.attention_reduce,
                                     &rows,
                                     dshape,
@@ -967,7 +980,7 @@ fn attention_variants_match_cpu() {
 /// The attention kernels with head_dim across lanes at the head sizes the main test leaves out:
 /// 16 (2 lanes a row, 128 rows a prefill workgroup), 32 and 256 (32 lanes, 8 rows), f32 and f16
 /// caches through a fragmented paged cache, prefill rows and decode rows (one pass and split-K),
-/// against the CPU.
+/// against the CPU; and the whole-head decode taking two query heads a workgroup at those sizes.
 #[test]
 fn lanes_attention_at_every_head_size() {
     let Some(h) = harness(64) else { return };
@@ -1000,19 +1013,24 @@ fn lanes_attention_at_every_head_size() {
                 .unwrap()
                 .attention_reduce;
             let dt = t.min(5); // decode rows: the first few
+                               // and the whole-head kernel with both query heads of a KV head a workgroup
+            let grouped = Kernels::decode_attention_group(&h.gpu, hd, kv.page, 8, kv_f16, 2).unwrap();
             for min_keys in [usize::MAX, 64] {
                 let want = &want[..dt * n_heads * hd];
-                h.check_decode(
-                    &decode,
-                    &reduce,
-                    &rows[..dt],
-                    shape,
-                    kv4,
-                    len,
-                    min_keys,
-                    want,
-                    &what(""),
-                );
+                for (decode, group) in [(&decode, 1), (&grouped, 2)] {
+                    h.check_decode(
+                        decode,
+                        group,
+                        &reduce,
+                        &rows[..dt],
+                        shape,
+                        kv4,
+                        len,
+                        min_keys,
+                        want,
+                        &what(""),
+                    );
+                }
             }
         }
     }

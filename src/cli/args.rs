@@ -539,8 +539,9 @@ pub struct ModelBenchArgs {
     /// Print {"device", "adapter", "dtype", "ppN", "tgN", "dispatches_per_token", "bytes_per_token"}.
     #[arg(long)]
     pub json: bool,
-    /// Also time each GPU kernel of a decode step and of a prefill step of this many rows
-    /// (dispatches and milliseconds per step, on stderr).
+    /// Also time each GPU kernel of a decode step, of a prefill step of this many rows, and of a
+    /// batch step of this many sequences a row each (a server's decode step): dispatches and
+    /// milliseconds per step, on stderr.
     #[arg(long, value_name = "ROWS")]
     pub profile: Option<usize>,
     /// Tokens in the cache before the profiled steps (attention grows with the context).

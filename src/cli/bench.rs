@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::args::{usage, AttentionArgs, KernelBenchArgs, ModelBenchArgs};
-use super::load::load;
+use super::load::load_seqs;
 use tinfer::loader;
 use tinfer::model::Model;
 
@@ -185,6 +185,7 @@ pub fn bench_kernels(a: KernelBenchArgs) -> Result<()> {
 }
 
 pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
+    let seqs = a.profile.unwrap_or(1).max(1); // the sequences the batch profile holds
     if a.repeats == 0 || a.pp.iter().chain(&a.tg).any(|&n| n == 0) {
         usage!("--repeats and every --pp / --tg length must be at least 1");
     }
@@ -202,13 +203,13 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
             }
             cfg.seq_len = super::load::context(cfg.seq_len, a.ctx_size, 0)?;
             let weights = tinfer::tools::synthetic::random_weights(&cfg, 1);
-            let opts = a.model.options(1);
+            let opts = a.model.options(seqs);
             let m = Model::with_options(cfg, weights, a.model.device, a.model.adapter.as_deref(), &opts)?;
             let layers = a.layers.map_or(String::new(), |n| format!(", {n} of its layers"));
             (m, format!("synthetic {name}{layers}"))
         }
         None => {
-            let (m, _) = load(&a.model)?;
+            let (m, _) = load_seqs(&a.model, None, seqs)?;
             (m, a.model.path.resolve()?.display().to_string())
         }
     };
@@ -249,18 +250,35 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                 model.cfg.seq_len
             );
         }
-        let seq = model.new_seq()?;
-        let context = vec![1; a.profile_at]; // the context of the profiled steps
-        model.forward(&[tinfer::model::Entry {
-            seq,
-            tokens: &context,
-            want: tinfer::model::Want::Last,
-        }])?;
-        for t in [1, rows] {
-            if let Some(p) = model.profile(seq, t, a.repeats.max(3))? {
+        // `rows` sequences, each holding the context of the profiled steps
+        let context = vec![1; a.profile_at];
+        let seqs = (0..rows).map(|_| model.new_seq()).collect::<Result<Vec<_>>>()?;
+        for &seq in &seqs {
+            model.forward(&[tinfer::model::Entry {
+                seq,
+                tokens: &context,
+                want: tinfer::model::Want::Last,
+            }])?;
+        }
+        let plans = [
+            (&seqs[..1], 1, "1 row"),
+            (&seqs[..1], rows, "rows of one sequence"),
+            (&seqs[..], 1, "sequences, a row each"),
+        ];
+        for (i, (on, t, what)) in plans.into_iter().enumerate() {
+            if i > 0 && rows == 1 {
+                break;
+            }
+            if let Some(p) = model.profile(on, t, a.repeats.max(3))? {
                 let total: f64 = p.kernels.iter().map(|r| r.2).sum();
+                let n = on.len() * t;
+                let what = if i == 0 {
+                    what.to_string()
+                } else {
+                    format!("{n} {what}")
+                };
                 eprintln!(
-                    "\nprofile of one step of {t} row(s): {total:.2} ms in kernels, {:.2} ms as one submit",
+                    "\nprofile of one step of {what}: {total:.2} ms in kernels, {:.2} ms as one submit",
                     p.step_ms
                 );
                 eprintln!("{:>9} {:>6} {:>10}  kernel", "ms", "%", "dispatches");
@@ -269,7 +287,9 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                 }
             }
         }
-        model.release(seq);
+        for seq in seqs {
+            model.release(seq);
+        }
     }
     let dtype = model.dtype_name();
     let bytes = model.weight_bytes();

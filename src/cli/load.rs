@@ -10,11 +10,6 @@ use tinfer::loader::{self, Loaded};
 use tinfer::model::{Device, Model};
 use tinfer::tokenizer::Tokenizer;
 
-/// Load for one sequence, with the model's own context and the default threads.
-pub fn load(args: &ModelArgs) -> Result<(Model, Loaded)> {
-    load_seqs(args, None, 1)
-}
-
 /// Load for up to `max_seqs` sequences alive at once, with `run`'s threads and context size.
 /// Warnings about what the loader had to guess go to stderr.
 pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Result<(Model, Loaded)> {

@@ -30,7 +30,7 @@ pub struct Activations {
     pub part: Buf,            // (T × n_splits ≤ MAX_PART_ROWS, n_heads, hd + 2) split-K partials: acc, m, l
     pub scores: Buf,          // naive attention: (T, n_heads, seq_len); flash: unused (1,)
     pub logits: Buf,          // (all_rows, vocab)
-    pub next_id: Buf,         // (1,) u32 the device's argmax
+    pub next_id: Buf,         // (all_rows,) u32 the device's argmax of each logits row
     pub all_rows: usize,      // most rows of logits one step returns (the logits buffer's rows)
     pub moe: Option<MoeActs>, // MoE blocks' scratch (gpu/moe.rs)
 }
@@ -64,7 +64,7 @@ impl Activations {
                 Attention::Flash => gpu.zeros("scores", 1)?,
             },
             logits: gpu.zeros("logits", all_rows * vocab)?,
-            next_id: gpu.zeros("next_id", 1)?,
+            next_id: gpu.zeros("next_id", all_rows)?,
             all_rows,
             moe: cfg.moe.as_ref().map(|m| MoeActs::new(gpu, cfg, m)).transpose()?,
         })

@@ -113,12 +113,13 @@ pub fn record(
 }
 
 /// Final norm and LM head: logits (1, vocab) of the last row (a GEMV of its normalised copy
-/// xl), or logits (T, vocab) of every row (a GEMM).
-pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, all_rows: bool) -> anyhow::Result<Vec<Op>> {
+/// xl), or with `gather` logits (R, vocab) of the R rows of x that `l`'s Step names (a GEMM
+/// over the gathered rows: a batch step's last row of each sequence, or a prompt's wanted rows).
+pub fn record_head(l: &Launch, w: &GpuWeights, a: &Activations, gather: bool) -> anyhow::Result<Vec<Op>> {
     let eps = l.norm_eps();
     let head = w.lm_head.as_ref().unwrap_or(&w.embed);
-    if all_rows {
-        let (copy, xn) = l.to_texture(&a.x, Some((&w.norm, eps)), &a.xt_dim);
+    if gather {
+        let (copy, xn) = l.to_texture_gather(&a.x, &w.norm, eps, &a.xt_dim);
         Ok(vec![copy, l.matmul(xn, head, None, Epilogue::Write(&a.logits))?])
     } else {
         let xn = Input::Gemv { x: &a.xl, norm: None };

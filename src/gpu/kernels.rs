@@ -348,13 +348,18 @@ pub struct Kernels {
     /// The KV cache holds f16 (lib/kv.wgsl), else f32.
     pub kv_f16: bool,
     pub to_texture: Kernel,
-    pub to_texture_norm: Kernel, // to_texture.wgsl with NORM: the RMSNorm before a GEMM
+    pub to_texture_norm: Kernel,   // to_texture.wgsl with NORM: the RMSNorm before a GEMM
+    pub to_texture_gather: Kernel, // with NORM and GATHER: the final norm of the rows the LM head reads
     pub rmsnorm: Kernel,
     pub qk_norm_rope: Kernel,
     pub attention_naive: Kernel,
     pub attention_flash: Kernel,
     pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, FLASH_SG_ROWS, or 2048 / head_dim (lanes)
     pub attention_decode: Kernel,
+    /// attention_decode's query heads a workgroup (GROUP; `with_gqa`), and its invocations
+    /// a workgroup when it is the whole-head kernel (None: the lanes kernel, one head each).
+    pub decode_group: usize,
+    decode_wg: Option<u32>,
     pub attention_reduce: Kernel,
     pub argmax: Kernel,
 }
@@ -381,7 +386,7 @@ impl Kernels {
             );
         }
         let lanes = !gpu.is_cpu_adapter();
-        let (attention_flash, flash_rows, attention_decode) =
+        let (attention_flash, flash_rows, attention_decode, decode_wg) =
             Self::attention_kernels(gpu, head_dim, page, kv_f16, kind.subgroups, lanes)?;
         // The matrix kernels and embed.wgsl are compiled per weight format when a product is
         // recorded (`matmul_kernel`, `embed_kernel`): a model needs only the formats it holds.
@@ -390,12 +395,15 @@ impl Kernels {
             kv_f16,
             to_texture: Kernel::new(gpu, "to_texture.wgsl", &[])?,
             to_texture_norm: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0)])?,
+            to_texture_gather: Kernel::new(gpu, "to_texture.wgsl", &[("NORM", 1.0), ("GATHER", 1.0)])?,
             rmsnorm: Kernel::new(gpu, "rmsnorm.wgsl", &[])?,
             qk_norm_rope: Kernel::new(gpu, "qk_norm_rope.wgsl", &[hd, kv])?,
             attention_naive: Kernel::new(gpu, "attention_naive.wgsl", &[hd, pg, kv])?,
             attention_flash,
             flash_rows,
             attention_decode,
+            decode_group: 1,
+            decode_wg,
             attention_reduce: Kernel::new(gpu, "attention_reduce.wgsl", &[hd])?,
             argmax: Kernel::new(gpu, "argmax.wgsl", &[])?,
         })
@@ -456,9 +464,55 @@ impl Kernels {
     /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
     /// tests run both sizes on any adapter.
     pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32, kv_f16: bool) -> Result<Kernel> {
+        Self::decode_attention_group(gpu, head_dim, page, wg, kv_f16, 1)
+    }
+
+    /// `decode_attention` taking `group` query heads of one KV head a workgroup (GROUP: a
+    /// divisor of the model's n_heads / n_kv_heads; `decode_group_for` picks it).
+    pub fn decode_attention_group(
+        gpu: &Gpu,
+        head_dim: usize,
+        page: usize,
+        wg: u32,
+        kv_f16: bool,
+        group: usize,
+    ) -> Result<Kernel> {
         assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
-        let wg = [("WG", wg as f64)];
-        Self::attention_kernel(gpu, "attention_decode.wgsl", head_dim, page, kv_f16, &wg)
+        assert!(
+            (1..=8).contains(&group) && group * head_dim <= 512,
+            "decode group {group}"
+        );
+        let o = [("WG", wg as f64), ("GROUP", group as f64)];
+        Self::attention_kernel(
+            gpu,
+            "attention_decode.wgsl",
+            head_dim,
+            page,
+            kv_f16,
+            &o[..if group > 1 { 2 } else { 1 }],
+        )
+    }
+
+    /// The most query heads attention_decode.wgsl can take a workgroup for a model with
+    /// `kv_mul` query heads a KV head: the largest divisor of kv_mul of at most 8 whose heads
+    /// fit its registers (group × head_dim ≤ 512).
+    pub fn decode_group_for(kv_mul: usize, head_dim: usize) -> usize {
+        (1..=8.min(kv_mul))
+            .rev()
+            .find(|g| kv_mul.is_multiple_of(*g) && g * head_dim <= 512)
+            .unwrap_or(1)
+    }
+
+    /// These kernels with the whole-head decode attention taking the most query heads a
+    /// workgroup that `kv_mul` allows (each key and value row loaded once for all of them);
+    /// unchanged with the lanes kernel.
+    pub fn with_gqa(mut self, gpu: &Gpu, head_dim: usize, page: usize, kv_mul: usize) -> Result<Self> {
+        let group = Self::decode_group_for(kv_mul, head_dim);
+        if let (Some(wg), true) = (self.decode_wg, group > 1) {
+            self.attention_decode = Self::decode_attention_group(gpu, head_dim, page, wg, self.kv_f16, group)?;
+            self.decode_group = group;
+        }
+        Ok(self)
     }
 
     /// attention_decode_lanes.wgsl: the decode attention with head_dim split across lanes
@@ -486,12 +540,13 @@ impl Kernels {
         kv_f16: bool,
         subgroups: bool,
         lanes: bool,
-    ) -> Result<(Kernel, usize, Kernel)> {
+    ) -> Result<(Kernel, usize, Kernel, Option<u32>)> {
         if lanes {
             return Ok((
                 Self::flash_lanes(gpu, head_dim, page, kv_f16)?,
                 2048 / head_dim,
                 Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?,
+                None,
             ));
         }
         let cpu = gpu.is_cpu_adapter();
@@ -501,23 +556,25 @@ impl Kernels {
             let flash = Self::attention_kernel(gpu, "attention_flash.wgsl", head_dim, page, kv_f16, &[])?;
             (flash, 64)
         };
-        let decode = Self::decode_attention(gpu, head_dim, page, if cpu { 8 } else { 64 }, kv_f16)?;
-        Ok((flash, rows, decode))
+        let wg = if cpu { 8 } else { 64 };
+        let decode = Self::decode_attention(gpu, head_dim, page, wg, kv_f16)?;
+        Ok((flash, rows, decode, Some(wg)))
     }
 
     /// The same kernels with the attention of `lanes` (head_dim split across lanes) or of the
     /// whole head an invocation, whatever the adapter (see `attention_kernels`).
     pub fn with_head_split(mut self, gpu: &Gpu, head_dim: usize, page: usize, lanes: bool) -> Result<Self> {
-        let (flash, rows, decode) =
+        let (flash, rows, decode, wg) =
             Self::attention_kernels(gpu, head_dim, page, self.kv_f16, self.kind.subgroups, lanes)?;
         (self.attention_flash, self.flash_rows, self.attention_decode) = (flash, rows, decode);
+        (self.decode_wg, self.decode_group) = (wg, 1);
         Ok(self)
     }
 
     /// The workgroups of a matrix kernel over `n` output rows and `t` tokens: matvec takes 64
     /// rows a workgroup (two an invocation; quantized 128, four an invocation), matvec_plain 64
-    /// (one an invocation); matmat 8
-    /// tokens an invocation and 128 rows a workgroup (two rows an invocation), matmat_plain 64.
+    /// (one an invocation); matmat 8 tokens an invocation (quantized 16) and 128 rows a
+    /// workgroup (two rows an invocation), matmat_plain 64.
     pub fn matmul_grid(kind: MatmulKind, gemm: bool, n: usize, t: usize) -> [u32; 3] {
         let quant = kind.format.is_quantized();
         match (gemm, kind.subgroups) {
@@ -525,7 +582,7 @@ impl Kernels {
             (true, _) if kind.gemm_tiled => [n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1],
             (false, true) if quant => [n.div_ceil(128) as u32, 1, 1],
             (false, _) => [n.div_ceil(64) as u32, 1, 1],
-            (true, true) => [n.div_ceil(128) as u32, t.div_ceil(8) as u32, 1],
+            (true, true) => [n.div_ceil(128) as u32, t.div_ceil(if quant { 16 } else { 8 }) as u32, 1],
             (true, false) => [n.div_ceil(64) as u32, t.div_ceil(8) as u32, 1],
         }
     }
@@ -585,6 +642,9 @@ impl Kernels {
             ("ACCUMULATE", flag(store == Store::Accumulate)),
             ("SWIGLU", flag(store == Store::SwiGlu)),
         ];
+        if file == "matmat.wgsl" && kind.format.is_quantized() {
+            c.push(("TOK16", 1.0)); // a unit decoded once for 16 tokens
+        }
         if lora > 0 {
             c.push(("LORA_ADAPTERS", lora as f64));
         }

@@ -58,6 +58,7 @@ pub struct MoeSite<'a> {
 
 /// The model facts the fused products need: RMSNorm's epsilon, RoPE's head_dim, query and key
 /// rows of the stacked QKV matrix, and the host-computed RoPE tables (config::RopeTable).
+#[derive(Clone)]
 pub struct Fused {
     pub norm_eps: f32,
     pub head_dim: usize,
@@ -206,6 +207,20 @@ impl<'a> Launch<'a> {
     /// copy before a GEMM. Returns the GEMM's input.
     pub fn to_texture<'b>(&self, x: &Buf, norm: Option<(&Buf, f32)>, xt: &'b ActTex) -> (Op, Input<'b>) {
         self.to_texture_rows(x, norm, xt, 1)
+    }
+
+    /// `to_texture` with the norm of the rows the step's rows[t].x name, compacted: row t of xt
+    /// is rmsnorm(x[rows[t].x]) * weight (the LM head of the rows a step returns).
+    pub fn to_texture_gather<'b>(&self, x: &Buf, weight: &Buf, eps: f32, xt: &'b ActTex) -> (Op, Input<'b>) {
+        let s = Shape::new(xt.d, eps.to_bits() as usize, 0, 0);
+        let grid: Grid = Box::new(|dims: Dims| [dims.t.div_ceil(64), 1, 1]);
+        let op = self.op(
+            &self.k.to_texture_gather,
+            s,
+            &[Res::Buf(x), Res::Buf(weight), Res::Tex(&xt.view)],
+            grid,
+        );
+        (op, Input::Gemm(xt))
     }
 
     /// `to_texture` of `per_token` rows a token (an MoE block's (T·k, hidden) rows; no norm).
@@ -358,7 +373,10 @@ impl<'a> Launch<'a> {
                     &self.k.attention_decode,
                     Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
                     &Self::bufs(&[b.q, b.k_cache, b.v_cache, b.tables, b.part, b.out]),
-                    Box::new(move |d: Dims| [nh, d.t, d.n_splits]),
+                    {
+                        let groups = nh / self.k.decode_group as u32;
+                        Box::new(move |d: Dims| [groups, d.t, d.n_splits])
+                    },
                 ),
                 self.op(
                     &self.k.attention_reduce,
@@ -410,14 +428,15 @@ impl<'a> Launch<'a> {
         Ok(self.op(&kern, s, &Self::bufs(&[routing, y, ys, logits, x]), grid))
     }
 
-    /// next_id (1,) u32 = argmax of logits row 0 (the first on ties): argmax.wgsl.
-    pub fn argmax(&self, logits: &Buf, vocab: usize, next_id: &Buf) -> Op {
+    /// next_id (R,) u32 = argmax of each logits row (the first on ties): argmax.wgsl. R is 1,
+    /// or with `every_row` the step's T (the rows the gathering head wrote).
+    pub fn argmax(&self, logits: &Buf, vocab: usize, next_id: &Buf, every_row: bool) -> Op {
         let s = Shape::new(vocab, 0, 0, 0);
-        self.op(
-            &self.k.argmax,
-            s,
-            &Self::bufs(&[logits, next_id]),
-            Box::new(|_| [1, 1, 1]),
-        )
+        let grid: Grid = if every_row {
+            Box::new(|d: Dims| [d.t, 1, 1])
+        } else {
+            Box::new(|_| [1, 1, 1])
+        };
+        self.op(&self.k.argmax, s, &Self::bufs(&[logits, next_id]), grid)
     }
 }

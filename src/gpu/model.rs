@@ -70,14 +70,16 @@ pub struct GpuModel {
     pub kv_f16: bool,               // the cache holds f16 values (lib/kv.wgsl), else f32
     pub min_split_keys: usize,      // split-K: keys per decode partition at least
     pub workers: usize,             // workgroups the device runs at once, roughly (split-K aims at it)
+    decode_group: usize,            // query heads a workgroup of the decode attention takes
     pub k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
     pub v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
     pub block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
     pub tables: wgpu::Buffer,       // (max_seqs, max_blocks) u32 block tables
     pub max_blocks: usize,          // block-table row length
     pub step: wgpu::Buffer,         // Step: T, split plan, rows (token, pos, slot, seq)
+    pub head_step: wgpu::Buffer,    // the gathering head's Step: R, rows[r].x = the step row it reads
     pub logits: wgpu::Buffer,       // (all_rows, vocab)
-    pub next_id: wgpu::Buffer,      // (1,) u32
+    pub next_id: wgpu::Buffer,      // (all_rows,) u32 argmax of each logits row
     pub ahead_steps: wgpu::Buffer,  // (MAX_AHEAD,) Step records of one row: decode_greedy's steps
     pub staging: wgpu::Buffer,      // readback
     /// Most multiply-adds one submit of a prefill or batch step records (Options::submit_macs).
@@ -90,8 +92,9 @@ pub struct GpuModel {
     batch_starts: Vec<usize>,   // where each layer's ops begin in batch
     pub decode: Vec<Op>,        // embedding + layers with GEMVs, row attention (T = 1)
     pub head_last: Vec<Op>,     // final norm + LM head of the last row
-    pub head_all: Vec<Op>,      // final norm + LM head of every row
-    pub argmax: Op,             // greedy choice on the device
+    pub head_rows: Vec<Op>,     // final norm + LM head of the rows head_step names
+    pub argmax: Op,             // greedy choice on the device (logits row 0)
+    pub argmax_rows: Op,        // of each of head_step's rows
     lora: Option<GpuLora>,      // LoRA adapters, unmerged
     /// Each MoE block's (layer, routing, router logits, router rows), for `routing`
     moe_bufs: Vec<(usize, wgpu::Buffer, wgpu::Buffer, usize)>,
@@ -154,6 +157,7 @@ impl GpuModel {
                 (k.with_head_split(&gpu, cfg.head_dim, kv.page, lanes)?, lanes)
             }
         };
+        let k = k.with_gqa(&gpu, cfg.head_dim, kv.page, cfg.n_heads / cfg.n_kv_heads)?;
 
         // Weights (matrices in textures, vectors in storage buffers), activations, KV cache.
         let before = gpu.allocated();
@@ -176,6 +180,7 @@ impl GpuModel {
         let kvb = KvBuffers::new(&gpu, cfg, pool_rows, kv.page, opts.max_seqs * max_blocks, kv_f16)?;
         let kv_bytes = gpu.allocated() - before_kv;
         let step = gpu.zeros("step", step_size(MAX_STEP_TOKENS) / 4)?; // Step: T, split plan, rows
+        let head_step = gpu.zeros("head_step", step_size(a.all_rows) / 4)?;
         let staging = gpu.staging("staging", (a.all_rows * cfg.vocab_size * 4) as u64);
         let ahead_steps = gpu.zeros("ahead_steps", MAX_AHEAD * step_size(1) / 4)?;
         let lora = GpuLora::upload(&gpu, cfg, loras, opts.max_seqs)?;
@@ -191,7 +196,8 @@ impl GpuModel {
             cos: gpu.upload("rope.cos", &rope.cos)?,
             sin: gpu.upload("rope.sin", &rope.sin)?,
         };
-        let l = Launch::new(&gpu, &k, &step, Some(fused))?;
+        let l = Launch::new(&gpu, &k, &step, Some(fused.clone()))?;
+        let lh = Launch::new(&gpu, &k, &head_step, Some(fused))?;
         let s = AttnShape {
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
@@ -205,9 +211,10 @@ impl GpuModel {
             body(StepKind::Decode)?,
         );
         let head_last = record_head(&l, &w, &a, false)?;
-        let head_all = record_head(&l, &w, &a, true)?;
-        let argmax = l.argmax(&a.logits, cfg.vocab_size, &a.next_id);
-        drop(l);
+        let head_rows = record_head(&lh, &w, &a, true)?;
+        let argmax = l.argmax(&a.logits, cfg.vocab_size, &a.next_id, false);
+        let argmax_rows = lh.argmax(&a.logits, cfg.vocab_size, &a.next_id, true);
+        drop((l, lh));
         gpu.check("building the GPU forward pass")?;
         let workers = opts.split_workers.unwrap_or(if gpu.is_cpu_adapter() {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -222,6 +229,7 @@ impl GpuModel {
         Ok(GpuModel {
             memory,
             head_lanes: lanes,
+            decode_group: k.decode_group,
             kind,
             weight_bytes,
             device_bytes,
@@ -240,6 +248,7 @@ impl GpuModel {
             next_id: a.next_id,
             all_rows: a.all_rows,
             step,
+            head_step,
             ahead_steps,
             staging,
             submit_macs: opts.submit_macs.max(1),
@@ -250,8 +259,9 @@ impl GpuModel {
             batch_starts,
             decode,
             head_last,
-            head_all,
+            head_rows,
             argmax,
+            argmax_rows,
             lora,
             moe_bufs,
             gpu,
@@ -351,14 +361,49 @@ impl GpuModel {
         } else {
             (&self.batch, &self.batch_starts[..])
         };
-        let (head_ops, argmax): (&[Op], Option<&Op>) = match head {
-            Head::Last => (&self.head_last, None),
-            Head::All => (&self.head_all, None),
-            Head::Argmax => (&self.head_last, Some(&self.argmax)),
-        };
         let dims = Dims {
             t: t as u32,
             n_splits: n_splits as u32,
+        };
+        let vocab_bytes = (self.cfg.vocab_size * 4) as u64;
+        let (head_ops, argmax, head_dims, src, bytes) = match head {
+            Head::Last => (&self.head_last[..], None, dims, &self.logits, vocab_bytes),
+            Head::Argmax => (&self.head_last[..], Some(&self.argmax), dims, &self.next_id, 4),
+            Head::Rows { rows: wanted, argmax } => {
+                assert!(
+                    (1..=self.all_rows).contains(&wanted.len()),
+                    "{} rows of logits",
+                    wanted.len()
+                );
+                assert!(wanted.iter().all(|&r| (r as usize) < t), "a wanted row past the step");
+                let head_rows: Vec<Row> = (wanted.iter())
+                    .map(|&r| Row {
+                        token: r,
+                        pos: 0,
+                        slot: 0,
+                        seq: 0,
+                    })
+                    .collect();
+                self.gpu
+                    .queue
+                    .write_buffer(&self.head_step, 0, &step_bytes(&head_rows, 1, 0));
+                let n = wanted.len() as u64;
+                let head_dims = Dims {
+                    t: n as u32,
+                    n_splits: 1,
+                };
+                if argmax {
+                    (
+                        &self.head_rows[..],
+                        Some(&self.argmax_rows),
+                        head_dims,
+                        &self.next_id,
+                        4 * n,
+                    )
+                } else {
+                    (&self.head_rows[..], None, head_dims, &self.logits, vocab_bytes * n)
+                }
+            }
         };
         // Every submit but the last (a step of few rows has one).
         let cuts = self.submit_cuts(t, starts);
@@ -370,13 +415,10 @@ impl GpuModel {
             encoder = self.encoder();
             from = cut;
         }
-        let ops: Vec<&Op> = body[from..].iter().chain(head_ops).chain(argmax).collect();
+        let ops: Vec<&Op> = body[from..].iter().collect();
         record_ops(&mut encoder, &ops, dims);
-        let (src, bytes) = match head {
-            Head::Last => (&self.logits, (self.cfg.vocab_size * 4) as u64),
-            Head::All => (&self.logits, (t * self.cfg.vocab_size * 4) as u64),
-            Head::Argmax => (&self.next_id, 4),
-        };
+        let ops: Vec<&Op> = head_ops.iter().chain(argmax).collect();
+        record_ops(&mut encoder, &ops, head_dims);
         encoder.copy_buffer_to_buffer(src, 0, &self.staging, 0, bytes);
         self.gpu
             .submit_and_read(encoder, &self.staging, bytes, "the forward step")
@@ -445,7 +487,7 @@ impl GpuModel {
     /// only pays where the rows × heads leave the device idle: aim at `workers` workgroups in all
     /// (a CPU adapter has a few threads; a GPU has many compute units).
     fn split(&self, t: usize, max_len: usize) -> (usize, usize) {
-        let want = self.workers.div_ceil(t * self.cfg.n_heads);
+        let want = self.workers.div_ceil(t * self.cfg.n_heads / self.decode_group);
         split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)), t)
     }
 
@@ -497,34 +539,58 @@ impl GpuModel {
         self.submit_cuts(t, &self.prefill_starts).len() + 1
     }
 
-    /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of sequence `seq` at
-    /// its current end (decode when t == 1, else prefill; LM head of the last row), recorded
+    /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of `seqs[0]` at
+    /// its current end (decode when t == 1, else prefill), or, with several `seqs`, of one row of
+    /// each (a batch step, as a server's decode step runs); LM head of the last row, or of every row of a batch. Recorded
     /// `reps` times in one pass and timed together. Returns (kernel, dispatches per step, ms per
     /// step), slowest first. The cache rows written are given back afterwards.
-    pub fn profile(&mut self, seq: usize, t: usize, reps: usize) -> Result<Profile> {
-        assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0);
-        let pos0 = self.kv.len(seq);
-        if pos0 + t > self.cfg.seq_len {
-            bail!("a profile of {t} rows at position {pos0} exceeds the context");
-        }
-        let (slots, _) = self.kv.append(seq, t)?;
-        let rows: Vec<Row> = slots
-            .iter()
-            .enumerate()
-            .map(|(i, &slot)| Row {
+    pub fn profile(&mut self, seqs: &[usize], t: usize, reps: usize) -> Result<Profile> {
+        assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0 && !seqs.is_empty());
+        assert!(seqs.len() == 1 || t == 1, "a batch profile runs one row a sequence");
+        let mut rows: Vec<Row> = vec![];
+        let mut ends = vec![];
+        let mut max_len = 0;
+        for &seq in seqs {
+            let pos0 = self.kv.len(seq);
+            if pos0 + t > self.cfg.seq_len {
+                bail!("a profile of {t} rows at position {pos0} exceeds the context");
+            }
+            let (slots, _) = self.kv.append(seq, t)?;
+            rows.extend(slots.iter().enumerate().map(|(i, &slot)| Row {
                 token: (i % self.cfg.vocab_size) as u32,
                 pos: (pos0 + i) as u32,
                 slot,
                 seq: seq as u32,
-            })
-            .collect();
-        let (n_splits, split_len) = self.split(t, pos0 + t);
+            }));
+            ends.push((seq, pos0));
+            max_len = max_len.max(pos0 + t);
+        }
+        let t = rows.len();
+        let (n_splits, split_len) = self.split(t, max_len);
         self.gpu
             .queue
             .write_buffer(&self.step, 0, &step_bytes(&rows, n_splits, split_len));
         self.write_tables();
-        let body = if t == 1 { &self.decode } else { &self.prefill };
-        let all: Vec<&Op> = body.iter().chain(&self.head_last).collect();
+        let (body, head) = match (t, seqs.len()) {
+            (1, _) => (&self.decode, &self.head_last),
+            (_, 1) => (&self.prefill, &self.head_last),
+            _ => {
+                // every row's logits, as a server's decode step wants them
+                let every: Vec<Row> = (0..t as u32)
+                    .map(|r| Row {
+                        token: r,
+                        pos: 0,
+                        slot: 0,
+                        seq: 0,
+                    })
+                    .collect();
+                self.gpu
+                    .queue
+                    .write_buffer(&self.head_step, 0, &step_bytes(&every, 1, 0));
+                (&self.batch, &self.head_rows)
+            }
+        };
+        let all: Vec<&Op> = body.iter().chain(head).collect();
         let dims = Dims {
             t: t as u32,
             n_splits: n_splits as u32,
@@ -547,7 +613,9 @@ impl GpuModel {
         run_timed(&self.gpu, &all, dims, "the profiled step")?; // warm-up
         let step_ms = run_timed(&self.gpu, &repeated, dims, "the profiled step")? / reps as f64;
         self.gpu.check("the profile")?;
-        self.kv.truncate(seq, pos0);
+        for (seq, pos0) in ends {
+            self.kv.truncate(seq, pos0);
+        }
         self.kv.tables_dirty = true;
         out.sort_by(|a, b| b.2.total_cmp(&a.2));
         Ok(Profile { kernels: out, step_ms })
@@ -557,7 +625,6 @@ impl GpuModel {
     /// MAX_STEP_TOKENS, or of `all_rows` when more than the last row's logits are wanted (so each
     /// step's rows fit the logits buffer). Returns the rows `want`s.
     fn forward_one(&mut self, seq: usize, tokens: &[u32], want: Want) -> Result<Vec<f32>> {
-        let vocab = self.cfg.vocab_size;
         let first = tokens.len() - want.rows(tokens.len()); // the first row wanted
         let chunk = if want == Want::Last {
             MAX_STEP_TOKENS
@@ -569,16 +636,20 @@ impl GpuModel {
         for c in tokens.chunks(chunk) {
             let end = start + c.len();
             // Steps before the rows wanted only fill the cache (their last row is read back).
+            let wanted: Vec<u32> = (first.max(start)..end).map(|r| (r - start) as u32).collect();
             let head = if want != Want::Last && end > first {
-                Head::All
+                Head::Rows {
+                    rows: &wanted,
+                    argmax: false,
+                }
             } else {
                 Head::Last
             };
             let values: Vec<f32> = bytemuck::pod_collect_to_vec(&self.step(&[(seq, c)], head)?);
-            match head {
-                Head::All => out.extend_from_slice(&values[(first.max(start) - start) * vocab..]),
-                _ if want == Want::Last => out = values,
-                _ => {} // a step before the rows wanted
+            if want == Want::Last {
+                out = values;
+            } else if end > first {
+                out.extend_from_slice(&values); // else a step before the rows wanted
             }
             start = end;
         }
@@ -625,37 +696,84 @@ impl GpuModel {
         super::moe::read_routing(&self.gpu, mc, &self.moe_bufs, &lens, pos)
     }
 
-    /// A batch: one step over every sequence where its rows fit one step, else sequence by
-    /// sequence. Per entry the rows it wants, in batch order.
+    /// A batch: entries in order, as many a step as fit (MAX_STEP_TOKENS rows, `all_rows` rows
+    /// wanted), an entry too long for one step in steps of its own. Per entry the logits of the
+    /// rows it wants (only those rows go through the LM head), in batch order.
     pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>> {
-        let vocab = self.cfg.vocab_size;
-        let t: usize = batch.iter().map(|e| e.tokens.len()).sum();
-        if batch.len() == 1 || t > self.all_rows.min(MAX_STEP_TOKENS) {
-            // one sequence, or too many rows for one step: sequence by sequence
-            return batch
-                .iter()
-                .map(|e| self.forward_one(e.seq.0, e.tokens, e.want))
-                .collect();
-        }
-        let rows: Vec<(usize, &[u32])> = batch.iter().map(|e| (e.seq.0, e.tokens)).collect();
-        let bytes = self.step(&rows, Head::All)?;
-        let all: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-        let mut end = 0;
-        Ok(batch
+        let out = self.forward_steps(batch, false)?;
+        Ok(out.iter().map(|b| bytemuck::pod_collect_to_vec(b)).collect())
+    }
+
+    /// `forward` of entries that each want `Last`, and the id of each one's largest logit,
+    /// picked on the device (4 bytes an entry read back).
+    pub fn forward_argmax_batch(&mut self, batch: &Batch) -> Result<Vec<u32>> {
+        assert!(batch.iter().all(|e| e.want == Want::Last), "argmax of the last rows");
+        let out = self.forward_steps(batch, true)?;
+        Ok(out
             .iter()
-            .map(|e| {
-                end += e.tokens.len();
-                all[(end - e.want.rows(e.tokens.len())) * vocab..end * vocab].to_vec()
-            })
+            .map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()))
             .collect())
+    }
+
+    /// The bytes `forward` (or with `argmax`, `forward_argmax_batch`) reads back, per entry.
+    fn forward_steps(&mut self, batch: &Batch, argmax: bool) -> Result<Vec<Vec<u8>>> {
+        let row_bytes = if argmax { 4 } else { self.cfg.vocab_size * 4 };
+        let mut out = Vec::with_capacity(batch.len());
+        let mut i = 0;
+        while i < batch.len() {
+            // the entries from i on that fit one step
+            let (mut t, mut wanted, mut j) = (0, 0, i);
+            while let Some(e) = batch.get(j) {
+                let n = e.tokens.len();
+                if t + n > MAX_STEP_TOKENS || wanted + e.want.rows(n) > self.all_rows {
+                    break;
+                }
+                (t, wanted, j) = (t + n, wanted + e.want.rows(n), j + 1);
+            }
+            let group = &batch[i..j.max(i + 1)];
+            let e = &group[0];
+            if group.len() == 1 {
+                // alone (its last row through the GEMV head) or too long for one step
+                out.push(if argmax {
+                    self.forward_argmax(e.seq.0, e.tokens)?.to_le_bytes().to_vec()
+                } else {
+                    bytemuck::cast_slice(&self.forward_one(e.seq.0, e.tokens, e.want)?).to_vec()
+                });
+                i += 1;
+                continue;
+            }
+            let rows: Vec<(usize, &[u32])> = group.iter().map(|e| (e.seq.0, e.tokens)).collect();
+            let mut wanted = vec![];
+            let mut end = 0;
+            for e in group {
+                let n = e.tokens.len();
+                wanted.extend((end + n - e.want.rows(n)..end + n).map(|r| r as u32));
+                end += n;
+            }
+            let bytes = self.step(&rows, Head::Rows { rows: &wanted, argmax })?;
+            let mut at = 0;
+            for e in group {
+                let n = e.want.rows(e.tokens.len()) * row_bytes;
+                out.push(bytes[at..at + n].to_vec());
+                at += n;
+            }
+            i += group.len();
+        }
+        Ok(out)
     }
 }
 
+/// What a step reads back.
 #[derive(Clone, Copy)]
-pub enum Head {
+pub enum Head<'a> {
+    /// The logits of the step's last row (a GEMV).
     Last,
-    All,
+    /// The id of the step's last row's largest logit, picked on the device.
     Argmax,
+    /// The logits (or, with `argmax`, the ids picked on the device) of the step's `rows`, in
+    /// that order: at most `all_rows`, the final norm gathering them first (a GEMM over them
+    /// alone, however many rows the step ran).
+    Rows { rows: &'a [u32], argmax: bool },
 }
 
 /// The KV pool: pages of `opts.page` rows (contiguous: one page of the whole context per
