@@ -341,17 +341,47 @@ pub fn attention(
         let exps: Vec<f64> = scores.iter().map(|&s| (s - max).exp()).collect();
         let sum: f64 = exps.iter().sum();
         let mut acc = vec![0f64; head_dim];
-        for (s, &e) in exps.iter().enumerate() {
-            let p = e / sum;
-            let v = &v_cache[s * kv_dim + kvh * head_dim..][..head_dim];
-            for j in 0..head_dim {
-                acc[j] += p * v[j] as f64;
-            }
-        }
+        weighted_rows(&mut acc, &exps, sum, &v_cache[kvh * head_dim..], kv_dim);
         for j in 0..head_dim {
             out[j] = acc[j] as f32;
         }
     });
+}
+
+/// acc += Σ_s (exps[s] / sum) · v[s·stride ..][..acc.len()], in f64: attention's P·V for one
+/// query head. Uses AVX-512 or AVX2 where the CPU has them: the same operations (a product,
+/// then a sum: no FMA contraction) in the same order, so the same result bit for bit.
+fn weighted_rows(acc: &mut [f64], exps: &[f64], sum: f64, v: &[f32], stride: usize) {
+    #[inline(always)]
+    fn lanes(acc: &mut [f64], exps: &[f64], sum: f64, v: &[f32], stride: usize) {
+        let n = acc.len();
+        for (s, &e) in exps.iter().enumerate() {
+            let p = e / sum;
+            for (a, &x) in acc.iter_mut().zip(&v[s * stride..][..n]) {
+                *a += p * x as f64;
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(acc: &mut [f64], exps: &[f64], sum: f64, v: &[f32], stride: usize) {
+            lanes(acc, exps, sum, v, stride)
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(acc: &mut [f64], exps: &[f64], sum: f64, v: &[f32], stride: usize) {
+            lanes(acc, exps, sum, v, stride)
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { avx512(acc, exps, sum, v, stride) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { avx2(acc, exps, sum, v, stride) };
+        }
+    }
+    lanes(acc, exps, sum, v, stride)
 }
 
 /// SwiGLU in place: gate[i] = silu(gate[i]) · up[i], silu(x) = x / (1 + e^-x).
