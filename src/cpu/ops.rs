@@ -113,30 +113,35 @@ fn dots64<const R: usize>(xs: [&[f64]; R], b: &[f64]) -> [f32; R] {
     dots64_lanes(xs, b)
 }
 
-/// 4 weight rows × 4 rows of x, widened (see `dots64_lanes`): [weight row][x row].
-fn dots_block(xs: [&[f64]; 4], ws: [&[f64]; 4]) -> [[f32; 4]; 4] {
-    for v in xs.iter().chain(&ws) {
-        assert_eq!(v.len(), ws[0].len(), "dot of rows of different lengths");
+/// 4 weight rows × 4 rows of x, x widened (see `dots64_lanes`): [weight row][x row]. The
+/// weights stay f32 (widening is exact): with AVX-512 they are widened in registers as they
+/// stream in from memory, so the loads overlap the multiply-adds.
+fn dots_block(xs: [&[f64]; 4], ws: [&[f32]; 4]) -> [[f32; 4]; 4] {
+    for x in &xs {
+        assert_eq!(x.len(), ws[0].len(), "dot of rows of different lengths");
+    }
+    for w in &ws {
+        assert_eq!(w.len(), ws[0].len(), "dot of rows of different lengths");
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F (checked just above); lengths checked above.
         return unsafe { dots_block_avx512(xs, ws) };
     }
-    ws.map(|w| dots64(xs, w))
+    ws.map(|w| dots64(xs, &w.iter().map(|&v| v as f64).collect::<Vec<_>>()))
 }
 
 /// `dots_block` with AVX-512: a dot's 8 lanes are one register, so the 16 dots of the block
 /// accumulate in 16 registers and each chunk of x and of the weights is loaded once.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dots_block_avx512(xs: [&[f64]; 4], ws: [&[f64]; 4]) -> [[f32; 4]; 4] {
+unsafe fn dots_block_avx512(xs: [&[f64]; 4], ws: [&[f32]; 4]) -> [[f32; 4]; 4] {
     use std::arch::x86_64::*;
     let d8 = ws[0].len() / 8 * 8;
     let mut acc = [[_mm512_setzero_pd(); 4]; 4];
     for c in (0..d8).step_by(8) {
         // SAFETY: c + 8 <= d8 <= every row's length (checked by the caller)
-        let w: [__m512d; 4] = std::array::from_fn(|j| _mm512_loadu_pd(ws[j].as_ptr().add(c)));
+        let w: [__m512d; 4] = std::array::from_fn(|j| _mm512_cvtps_pd(_mm256_loadu_ps(ws[j].as_ptr().add(c))));
         for r in 0..4 {
             let x = _mm512_loadu_pd(xs[r].as_ptr().add(c));
             for j in 0..4 {
@@ -149,7 +154,9 @@ unsafe fn dots_block_avx512(xs: [&[f64]; 4], ws: [&[f64]; 4]) -> [[f32; 4]; 4] {
         for r in 0..4 {
             _mm512_storeu_pd(lanes[r].as_mut_ptr(), acc[j][r]);
         }
-        finish(xs, ws[j], lanes)
+        let tail: Vec<f64> = ws[j][d8..].iter().map(|&v| v as f64).collect();
+        let xs_tail = xs.map(|x| &x[d8..]);
+        finish(xs_tail, &tail, lanes)
     })
 }
 
@@ -236,18 +243,18 @@ fn matmul_rows(out: &mut [f32], x: &[f32], bias: Option<&[f32]>, d: usize, n: us
                 }
                 return;
             }
+            let mut bufs: [Vec<f32>; 4] = Default::default();
             let mut wd: [Vec<f64>; 4] = Default::default();
             for (g, group) in tile.chunks_mut(4 * t_n).enumerate() {
                 let (rows, o0) = (group.len() / t_n, c * ROW_TILE + g * 4);
-                for (j, wj) in wd.iter_mut().enumerate().take(rows) {
-                    wj.clear();
-                    wj.extend(w.get(o0 + j, d, &mut buf).iter().map(|&v| v as f64));
-                }
+                let ws: Vec<&[f32]> = (bufs.iter_mut().enumerate().take(rows))
+                    .map(|(j, buf)| w.get(o0 + j, d, buf))
+                    .collect();
                 let mut t0 = 0;
                 while rows == 4 && t0 + 4 <= t_n {
                     let y = dots_block(
                         [xt(t0), xt(t0 + 1), xt(t0 + 2), xt(t0 + 3)],
-                        [&wd[0], &wd[1], &wd[2], &wd[3]],
+                        [ws[0], ws[1], ws[2], ws[3]],
                     );
                     for (j, yj) in y.iter().enumerate() {
                         for (k, &v) in yj.iter().enumerate() {
@@ -256,7 +263,10 @@ fn matmul_rows(out: &mut [f32], x: &[f32], bias: Option<&[f32]>, d: usize, n: us
                     }
                     t0 += 4;
                 }
-                for (j, wj) in wd.iter().enumerate().take(rows) {
+                // the tokens past the last block of 4, or a last group of fewer rows
+                for (j, wj) in wd.iter_mut().enumerate().take(if t0 < t_n { rows } else { 0 }) {
+                    wj.clear();
+                    wj.extend(ws[j].iter().map(|&v| v as f64));
                     for t in t0..t_n {
                         group[j * t_n + t] = dots64([xt(t)], wj)[0] + b(o0 + j);
                     }
