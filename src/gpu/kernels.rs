@@ -573,8 +573,8 @@ impl Kernels {
 
     /// The workgroups of a matrix kernel over `n` output rows and `t` tokens: matvec takes 64
     /// rows a workgroup (two an invocation; quantized 128, four an invocation), matvec_plain 64
-    /// (one an invocation); matmat 8 tokens an invocation (quantized 16) and 128 rows a
-    /// workgroup (two rows an invocation), matmat_plain 64.
+    /// (one an invocation); matmat 8 tokens an invocation (quantized, in steps of more than 8:
+    /// 16) and 128 rows a workgroup (two rows an invocation), matmat_plain 64.
     pub fn matmul_grid(kind: MatmulKind, gemm: bool, n: usize, t: usize) -> [u32; 3] {
         let quant = kind.format.is_quantized();
         match (gemm, kind.subgroups) {
@@ -582,7 +582,11 @@ impl Kernels {
             (true, _) if kind.gemm_tiled => [n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1],
             (false, true) if quant => [n.div_ceil(128) as u32, 1, 1],
             (false, _) => [n.div_ceil(64) as u32, 1, 1],
-            (true, true) => [n.div_ceil(128) as u32, t.div_ceil(if quant { 16 } else { 8 }) as u32, 1],
+            (true, true) => [
+                n.div_ceil(128) as u32,
+                t.div_ceil(if quant && t > 8 { 16 } else { 8 }) as u32,
+                1,
+            ],
             (true, false) => [n.div_ceil(64) as u32, t.div_ceil(8) as u32, 1],
         }
     }
