@@ -239,7 +239,7 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
         model.cfg.seq_len
     );
     let (pp, tg) = tinfer::tools::bench_model::bench_model(&mut model, &a.pp, &a.tg, a.repeats, ahead)?;
-    if let Some(rows) = a.profile {
+    if let Some(rows) = a.profile.filter(|_| model.is_gpu()) {
         if !(1..=256).contains(&rows) {
             bail!("--profile ROWS must be 1..=256 (one step)");
         }
@@ -250,15 +250,18 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                 model.cfg.seq_len
             );
         }
-        // `rows` sequences, each holding the context of the profiled steps
+        // `rows` sequences holding the context of the profiled steps: one run, the others its
+        // forks (sharing its full pages: run once, not `rows` times)
         let context = vec![1; a.profile_at];
-        let seqs = (0..rows).map(|_| model.new_seq()).collect::<Result<Vec<_>>>()?;
-        for &seq in &seqs {
-            model.forward(&[tinfer::model::Entry {
-                seq,
-                tokens: &context,
-                want: tinfer::model::Want::Last,
-            }])?;
+        let first = model.new_seq()?;
+        model.forward(&[tinfer::model::Entry {
+            seq: first,
+            tokens: &context,
+            want: tinfer::model::Want::Last,
+        }])?;
+        let mut seqs = vec![first];
+        for _ in 1..rows {
+            seqs.push(model.fork(first)?);
         }
         let plans = [
             (&seqs[..1], 1, "1 row"),

@@ -575,8 +575,8 @@ impl GpuModel {
             (1, _) => (&self.decode, &self.head_last),
             (_, 1) => (&self.prefill, &self.head_last),
             _ => {
-                // every row's logits, as a server's decode step wants them
-                let every: Vec<Row> = (0..t as u32)
+                // every row's logits, as a server's decode step wants them (as many as fit)
+                let every: Vec<Row> = (0..t.min(self.all_rows) as u32)
                     .map(|r| Row {
                         token: r,
                         pos: 0,
