@@ -5,6 +5,8 @@
 use anyhow::{bail, Result};
 
 use super::context::Gpu;
+
+mod attention;
 use crate::weights::Format;
 
 /// Most token rows one step of the model carries (the activation buffers hold this many rows).
@@ -435,142 +437,9 @@ impl Kernels {
     pub fn embed_kernel(gpu: &Gpu, format: Format) -> Result<Kernel> {
         Kernel::new(gpu, "embed.wgsl", &[wtype(format)])
     }
+}
 
-    /// An attention kernel reading the KV cache: `file` specialised for `head_dim`, `page` rows
-    /// a page, an f16 or f32 cache, and any `more` overrides.
-    fn attention_kernel(
-        gpu: &Gpu,
-        file: &str,
-        head_dim: usize,
-        page: usize,
-        kv_f16: bool,
-        more: &[(&'static str, f64)],
-    ) -> Result<Kernel> {
-        let mut c = vec![
-            ("HEAD_DIM", head_dim as f64),
-            ("PAGE", page as f64),
-            kv_override(kv_f16),
-        ];
-        c.extend_from_slice(more);
-        Kernel::new(gpu, file, &c)
-    }
-
-    /// attention_flash_sg.wgsl, FLASH_SG_ROWS query rows a workgroup (tests run it on any
-    /// adapter with subgroups).
-    pub fn flash_sg(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        Self::attention_kernel(gpu, "attention_flash_sg.wgsl", head_dim, page, kv_f16, &[])
-    }
-
-    /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
-    /// tests run both sizes on any adapter.
-    pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32, kv_f16: bool) -> Result<Kernel> {
-        Self::decode_attention_group(gpu, head_dim, page, wg, kv_f16, 1)
-    }
-
-    /// `decode_attention` taking `group` query heads of one KV head a workgroup (GROUP: a
-    /// divisor of the model's n_heads / n_kv_heads; `decode_group_for` picks it).
-    pub fn decode_attention_group(
-        gpu: &Gpu,
-        head_dim: usize,
-        page: usize,
-        wg: u32,
-        kv_f16: bool,
-        group: usize,
-    ) -> Result<Kernel> {
-        assert!(wg >= 4 && 64 % wg == 0, "decode workgroup {wg}");
-        assert!(
-            (1..=8).contains(&group) && group * head_dim <= 512,
-            "decode group {group}"
-        );
-        let o = [("WG", wg as f64), ("GROUP", group as f64)];
-        Self::attention_kernel(
-            gpu,
-            "attention_decode.wgsl",
-            head_dim,
-            page,
-            kv_f16,
-            &o[..if group > 1 { 2 } else { 1 }],
-        )
-    }
-
-    /// The most query heads attention_decode.wgsl can take a workgroup for a model with
-    /// `kv_mul` query heads a KV head: the largest divisor of kv_mul of at most 8 whose heads
-    /// fit its registers (group × head_dim ≤ 512).
-    pub fn decode_group_for(kv_mul: usize, head_dim: usize) -> usize {
-        (1..=8.min(kv_mul))
-            .rev()
-            .find(|g| kv_mul.is_multiple_of(*g) && g * head_dim <= 512)
-            .unwrap_or(1)
-    }
-
-    /// These kernels with the whole-head decode attention taking the most query heads a
-    /// workgroup that `kv_mul` allows (each key and value row loaded once for all of them);
-    /// unchanged with the lanes kernel.
-    pub fn with_gqa(mut self, gpu: &Gpu, head_dim: usize, page: usize, kv_mul: usize) -> Result<Self> {
-        let group = Self::decode_group_for(kv_mul, head_dim);
-        if let (Some(wg), true) = (self.decode_wg, group > 1) {
-            self.attention_decode = Self::decode_attention_group(gpu, head_dim, page, wg, self.kv_f16, group)?;
-            self.decode_group = group;
-        }
-        Ok(self)
-    }
-
-    /// attention_decode_lanes.wgsl: the decode attention with head_dim split across lanes
-    /// (GPUs); tests run it on any adapter.
-    pub fn decode_attention_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        Self::attention_kernel(gpu, "attention_decode_lanes.wgsl", head_dim, page, kv_f16, &[])
-    }
-
-    /// attention_flash_lanes.wgsl: the prefill attention with head_dim split across lanes
-    /// (GPUs), 2048 / head_dim query rows a workgroup; tests run it on any adapter.
-    pub fn flash_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        Self::attention_kernel(gpu, "attention_flash_lanes.wgsl", head_dim, page, kv_f16, &[])
-    }
-
-    /// The prefill and decode attention kernels (and the prefill's query rows a workgroup):
-    /// with `lanes`, head_dim split across lanes (attention_flash_lanes.wgsl,
-    /// attention_decode_lanes.wgsl: GPUs); else the whole head in an invocation: on a CPU adapter
-    /// the subgroup flash kernel where there are subgroups (K/V loads dominate there) and the
-    /// decode kernel with 8 invocations a workgroup (one SIMD group of lavapipe: 5x faster there,
-    /// `bench model --profile`), elsewhere the plain flash kernel and decode workgroups of 64.
-    fn attention_kernels(
-        gpu: &Gpu,
-        head_dim: usize,
-        page: usize,
-        kv_f16: bool,
-        subgroups: bool,
-        lanes: bool,
-    ) -> Result<(Kernel, usize, Kernel, Option<u32>)> {
-        if lanes {
-            return Ok((
-                Self::flash_lanes(gpu, head_dim, page, kv_f16)?,
-                2048 / head_dim,
-                Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?,
-                None,
-            ));
-        }
-        let cpu = gpu.is_cpu_adapter();
-        let (flash, rows) = if subgroups && cpu {
-            (Self::flash_sg(gpu, head_dim, page, kv_f16)?, FLASH_SG_ROWS)
-        } else {
-            let flash = Self::attention_kernel(gpu, "attention_flash.wgsl", head_dim, page, kv_f16, &[])?;
-            (flash, 64)
-        };
-        let wg = if cpu { 8 } else { 64 };
-        let decode = Self::decode_attention(gpu, head_dim, page, wg, kv_f16)?;
-        Ok((flash, rows, decode, Some(wg)))
-    }
-
-    /// The same kernels with the attention of `lanes` (head_dim split across lanes) or of the
-    /// whole head an invocation, whatever the adapter (see `attention_kernels`).
-    pub fn with_head_split(mut self, gpu: &Gpu, head_dim: usize, page: usize, lanes: bool) -> Result<Self> {
-        let (flash, rows, decode, wg) =
-            Self::attention_kernels(gpu, head_dim, page, self.kv_f16, self.kind.subgroups, lanes)?;
-        (self.attention_flash, self.flash_rows, self.attention_decode) = (flash, rows, decode);
-        (self.decode_wg, self.decode_group) = (wg, 1);
-        Ok(self)
-    }
-
+impl Kernels {
     /// The workgroups of a matrix kernel over `n` output rows and `t` tokens: matvec takes 64
     /// rows a workgroup (two an invocation; quantized 128, four an invocation), matvec_plain 64
     /// (one an invocation); matmat 8 tokens an invocation (quantized, in steps of more than 8:
