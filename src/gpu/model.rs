@@ -378,17 +378,7 @@ impl GpuModel {
                     wanted.len()
                 );
                 assert!(wanted.iter().all(|&r| (r as usize) < t), "a wanted row past the step");
-                let head_rows: Vec<Row> = (wanted.iter())
-                    .map(|&r| Row {
-                        token: r,
-                        pos: 0,
-                        slot: 0,
-                        seq: 0,
-                    })
-                    .collect();
-                self.gpu
-                    .queue
-                    .write_buffer(&self.head_step, 0, &step_bytes(&head_rows, 1, 0));
+                self.write_head_rows(wanted);
                 let n = wanted.len() as u64;
                 let head_dims = Dims {
                     t: n as u32,
@@ -491,6 +481,21 @@ impl GpuModel {
     fn split(&self, t: usize, max_len: usize) -> (usize, usize) {
         let want = self.workers.div_ceil(t * self.cfg.n_heads / self.decode_group);
         split_plan(max_len, self.min_split_keys.max(max_len.div_ceil(want)), t)
+    }
+
+    /// The gathering head's Step: its rows are the step rows `rows` names (Head::Rows).
+    fn write_head_rows(&self, rows: &[u32]) {
+        let rows: Vec<Row> = (rows.iter())
+            .map(|&r| Row {
+                token: r,
+                pos: 0,
+                slot: 0,
+                seq: 0,
+            })
+            .collect();
+        self.gpu
+            .queue
+            .write_buffer(&self.head_step, 0, &step_bytes(&rows, 1, 0));
     }
 
     /// Upload the block tables if a sequence's pages changed since the last step.

@@ -9,10 +9,11 @@ use crate::options::{Batch, Want};
 
 impl GpuModel {
     /// Where a step's time goes: each kernel's dispatches of a step of `t` rows of `seqs[0]` at
-    /// its current end (decode when t == 1, else prefill), or, with several `seqs`, of one row of
-    /// each (a batch step, as a server's decode step runs); LM head of the last row, or of every row of a batch. Recorded
-    /// `reps` times in one pass and timed together. Returns (kernel, dispatches per step, ms per
-    /// step), slowest first. The cache rows written are given back afterwards.
+    /// its current end (decode when t == 1, else prefill; LM head of the last row), or, with
+    /// several `seqs`, of one row of each (a batch step, as a server's decode step runs; LM head
+    /// of every row, up to `all_rows`). Recorded `reps` times in one pass and timed together.
+    /// Returns (kernel, dispatches per step, ms per step), slowest first. The cache rows written
+    /// are given back afterwards.
     pub fn profile(&mut self, seqs: &[usize], t: usize, reps: usize) -> Result<Profile> {
         assert!((1..=MAX_STEP_TOKENS).contains(&t) && reps > 0 && !seqs.is_empty());
         assert!(seqs.len() == 1 || t == 1, "a batch profile runs one row a sequence");
@@ -45,17 +46,7 @@ impl GpuModel {
             (_, 1) => (&self.prefill, &self.head_last),
             _ => {
                 // every row's logits, as a server's decode step wants them (as many as fit)
-                let every: Vec<Row> = (0..t.min(self.all_rows) as u32)
-                    .map(|r| Row {
-                        token: r,
-                        pos: 0,
-                        slot: 0,
-                        seq: 0,
-                    })
-                    .collect();
-                self.gpu
-                    .queue
-                    .write_buffer(&self.head_step, 0, &step_bytes(&every, 1, 0));
+                self.write_head_rows(&(0..t.min(self.all_rows) as u32).collect::<Vec<_>>());
                 (&self.batch, &self.head_rows)
             }
         };
