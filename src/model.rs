@@ -284,6 +284,15 @@ impl Model {
         }
     }
 
+    /// Whether the KV pool has the blocks for a new sequence of `n` positions (free pages and
+    /// cached pages nobody holds; the CPU's caches grow as needed).
+    pub fn kv_room_new(&self, n: usize) -> bool {
+        match &self.backend {
+            Backend::Cpu { .. } => true,
+            Backend::Gpu(g) => n.div_ceil(g.kv.page) <= g.kv.alloc.n_free(),
+        }
+    }
+
     /// Whether the KV pool has the blocks to add `n` positions to each (sequence, n) of
     /// `wants` (the scheduler asks before a step; the CPU's caches grow as needed).
     pub fn kv_room(&self, wants: &[(SeqId, usize)]) -> bool {

@@ -867,8 +867,10 @@ fn bench_model_json() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         for want in [
-            "profile of one step of 1 row(s)",
-            "profile of one step of 8 row(s)",
+            "profile of one step of 1 row after 1 cached tokens",
+            "profile of one step of 8 rows of one sequence",
+            "profile of one step of 8 sequences, a row each",
+            "(\"GATHER\", 1.0)", // the batch step's LM head over its rows
             "matvec.wgsl",
             "matmat.wgsl",
         ] {

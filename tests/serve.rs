@@ -22,6 +22,10 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Self::start_on("cpu", extra)
+    }
+
+    fn start_on(device: &str, extra: &[&str]) -> Server {
         let model = fixtures().join("tiny-llama-gqa");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tinfer"))
             .args([
@@ -29,7 +33,7 @@ impl Server {
                 "-m",
                 model.to_str().unwrap(),
                 "--device",
-                "cpu",
+                device,
                 "--port",
                 "0",
                 "-c",
@@ -401,6 +405,44 @@ fn bad_requests_get_openai_errors() {
     assert!(text.contains("\"error\""), "{text}");
     let (status, _) = s.request("POST", "/tokenize", r#"{"content": "Hi"}"#, &[]);
     assert_eq!(status, 401, "/tokenize wants the key too");
+}
+
+/// An `echo` request is scored in a sequence of its own, outside the scheduler: when it arrives
+/// while running sequences hold most of a GPU pool it waits for their pages, and is then scored
+/// as it is alone (before, it failed with a 500 "KV cache full").
+#[test]
+fn echo_waits_for_room_in_a_full_pool() {
+    if gpu_request().is_none() {
+        return;
+    }
+    // 16 pages of 16: two running sequences of 90 + 30 tokens take 8 pages each at the end
+    let s = Server::start_on("gpu", &["--parallel", "3", "--kv-blocks", "16"]);
+    let ids = |from: u32, n: u32| (from..from + n).collect::<Vec<u32>>();
+    let echo = serde_json::json!({"prompt": ids(3, 100), "max_tokens": 0, "echo": true, "logprobs": 1});
+    let (status, alone) = s.post("/v1/completions", &echo);
+    assert_eq!(status, 200, "{alone}");
+    let streams: Vec<TcpStream> = [5, 7]
+        .iter()
+        .map(|&from| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            let body = serde_json::json!({"prompt": ids(from, 90), "max_tokens": 30, "temperature": 0,
+                "ignore_eos": true, "stream": true})
+            .to_string();
+            write!(
+                c,
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut first = [0u8; 256];
+            let _ = c.read(&mut first).unwrap(); // its prompt ran: 6 pages held
+            c
+        })
+        .collect();
+    let (status, busy) = s.post("/v1/completions", &echo);
+    assert_eq!(status, 200, "an echo request while the pool is held: {busy}");
+    assert_eq!(busy["choices"][0]["logprobs"], alone["choices"][0]["logprobs"]);
+    drop(streams);
 }
 
 #[test]

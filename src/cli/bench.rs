@@ -239,6 +239,9 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
         model.cfg.seq_len
     );
     let (pp, tg) = tinfer::tools::bench_model::bench_model(&mut model, &a.pp, &a.tg, a.repeats, ahead)?;
+    if a.profile.is_some() && !model.is_gpu() {
+        eprintln!("note: --profile times GPU kernels; the CPU path has none, so there is no profile");
+    }
     if let Some(rows) = a.profile.filter(|_| model.is_gpu()) {
         if !(1..=256).contains(&rows) {
             bail!("--profile ROWS must be 1..=256 (one step)");
@@ -281,8 +284,8 @@ pub fn bench_model(a: ModelBenchArgs) -> Result<()> {
                     format!("{n} {what}")
                 };
                 eprintln!(
-                    "\nprofile of one step of {what}: {total:.2} ms in kernels, {:.2} ms as one submit",
-                    p.step_ms
+                    "\nprofile of one step of {what} after {} cached tokens: {total:.2} ms in kernels, {:.2} ms as one submit",
+                    a.profile_at, p.step_ms
                 );
                 eprintln!("{:>9} {:>6} {:>10}  kernel", "ms", "%", "dispatches");
                 for (name, n, ms) in &p.kernels {

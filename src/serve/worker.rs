@@ -137,6 +137,11 @@ pub fn run(mut engine: Engine, tok: Tokenizer, jobs: Receiver<Job>, parallel: us
             if active.len() + 1 + job.seq.forks.len() > parallel {
                 break;
             }
+            // echo's scoring pass runs the whole prompt in a sequence of its own: it waits
+            // until the pool can hold it (running sequences finish and free their pages)
+            if job.echo_top.is_some() && !active.is_empty() && !engine.model.kv_room_new(job.seq.prompt.len()) {
+                break;
+            }
             let job = waiting.pop_front().unwrap();
             if !job.events.is_closed() {
                 metrics.prompt_tokens.inc_by(job.seq.prompt.len() as u64);
