@@ -19,9 +19,9 @@ use crate::kv_cache::KvPages;
 use crate::moe::Route;
 use crate::options::{Batch, SeqId};
 use crate::options::{Dtype, Gemm, Gemv, HeadSplit, KvDtype, KvLayout, Options};
+use crate::weights::{Format, Tensor, Weights};
 
 mod steps;
-use crate::weights::{Format, Tensor, Weights};
 
 /// Most decode steps `decode_greedy` records into one submit.
 pub const MAX_AHEAD: usize = 64;
@@ -380,21 +380,22 @@ impl GpuModel {
                 assert!(wanted.iter().all(|&r| (r as usize) < t), "a wanted row past the step");
                 self.write_head_rows(wanted);
                 let n = wanted.len() as u64;
+                let (src, bytes) = if argmax {
+                    (&self.next_id, 4 * n)
+                } else {
+                    (&self.logits, vocab_bytes * n)
+                };
                 let head_dims = Dims {
                     t: n as u32,
                     n_splits: 1,
                 };
-                if argmax {
-                    (
-                        &self.head_rows[..],
-                        Some(&self.argmax_rows),
-                        head_dims,
-                        &self.next_id,
-                        4 * n,
-                    )
-                } else {
-                    (&self.head_rows[..], None, head_dims, &self.logits, vocab_bytes * n)
-                }
+                (
+                    &self.head_rows[..],
+                    argmax.then_some(&self.argmax_rows),
+                    head_dims,
+                    src,
+                    bytes,
+                )
             }
         };
         // Every submit but the last (a step of few rows has one).
