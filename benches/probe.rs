@@ -90,7 +90,8 @@ fn main() -> anyhow::Result<()> {
     }
     let w_tex16i = array_view(&texture(&gpu, bytemuck::cast_slice(&w16i), texels * 8, N / 8));
     let x_storage = buf(bytemuck::cast_slice(&x), wgpu::BufferUsages::STORAGE);
-    let x_uniform = buf(bytemuck::cast_slice(&x[..D]), wgpu::BufferUsages::UNIFORM);
+    // the first 8 tokens' rows (the few-row probes read 8; the GEMV probes row 0)
+    let x_uniform = buf(bytemuck::cast_slice(&x[..8 * D]), wgpu::BufferUsages::UNIFORM);
     let x_tex = texture(&gpu, bytemuck::cast_slice(&x), D / 4, 64);
     let out = dev.create_buffer(&wgpu::BufferDescriptor {
         label: None,

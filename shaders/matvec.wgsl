@@ -151,18 +151,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     put2(slot, oa, ob, ya, yb);
 }
 
-// The two rows invocation p of the grid computes (see the header): rows oa = (p / 8) * 16 + p % 8
-// and oa + 8; with SWIGLU gate row p and up row c + p; with ROPE a rotation pair.
-fn pair_rows(p: u32) -> vec2<u32> {
-    if (SWIGLU) { return vec2<u32>(p, p + shape.c); }
-    if (ROPE) {
-        let oa = (p / (HEAD_DIM / 2u)) * HEAD_DIM + p % (HEAD_DIM / 2u);
-        return vec2<u32>(oa, oa + HEAD_DIM / 2u);
-    }
-    let oa = (p / 8u) * 16u + (p & 7u);
-    return vec2<u32>(oa, oa + 8u);
-}
-
 // The quantized weights' loop (lib/quant.wgsl): four rows against x, a unit of 32 values a
 // round: lane j of each 8 loads x's vec4 j of the unit and the broadcasts hand it to the others,
 // each broadcast feeding all four rows; per half of 16 the products sum q·x in f32, scaled once

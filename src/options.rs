@@ -89,8 +89,8 @@ pub enum Gemm {
     /// 64 × 64 output tiles staged through workgroup memory, 16 outputs an invocation
     /// (matmat_tiled.wgsl): what GPUs with fast workgroup memory run best.
     Tiled,
-    /// Two rows × 8 tokens an invocation, x shared by subgroup broadcasts (matmat.wgsl,
-    /// matmat_plain.wgsl): no barrier, which is what a CPU adapter runs fastest.
+    /// Four rows × 8 tokens an invocation, x shared by subgroup broadcasts (matmat.wgsl;
+    /// matmat_plain.wgsl one row): no barrier, which is what a CPU adapter runs fastest.
     Rows,
 }
 

@@ -162,6 +162,19 @@ fn put_rope(t: u32, oa: u32, a: f32, b: f32) {
     }
 }
 
+// The two rows invocation p of a GEMV's or GEMM's grid computes: rows oa = (p / 8) * 16 + p % 8
+// and oa + 8 (the 8 lanes of a subgroup read 8 neighbouring rows, contiguous in the weight
+// texture); with SWIGLU gate row p and up row c + p; with ROPE the rotation pair p of a head.
+fn pair_rows(p: u32) -> vec2<u32> {
+    if (SWIGLU) { return vec2<u32>(p, p + shape.c); }
+    if (ROPE) {
+        let oa = (p / (HEAD_DIM / 2u)) * HEAD_DIM + p % (HEAD_DIM / 2u);
+        return vec2<u32>(oa, oa + HEAD_DIM / 2u);
+    }
+    let oa = (p / 8u) * 16u + (p & 7u);
+    return vec2<u32>(oa, oa + 8u);
+}
+
 // Store rows oa and ob of token t (values a, b) as the overrides say: with SWIGLU output oa
 // (oa = j, ob = c + j; nothing past c), with ROPE the rotation pair oa, ob = oa + HEAD_DIM / 2
 // (heads are whole: nothing past n), else two plain rows, each only below n.

@@ -88,7 +88,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub gemv: Gemv,
     /// GPU prompt GEMMs: auto (tiled on hardware GPUs, rows on CPU adapters), tiled (64 × 64
-    /// output tiles staged through workgroup memory), rows (two rows × 8 tokens an invocation,
+    /// output tiles staged through workgroup memory), rows (four rows × 8 tokens an invocation,
     /// no barriers: fastest on lavapipe).
     #[arg(long, value_enum, default_value = "auto")]
     pub gemm: Gemm,

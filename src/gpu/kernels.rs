@@ -108,7 +108,7 @@ pub struct MatmulKind {
     /// (matvec.wgsl / matvec_plain.wgsl: CPU adapters such as lavapipe).
     pub gemv_split: bool,
     /// GEMMs in 64 × 64 tiles staged through workgroup memory (matmat_tiled.wgsl: GPUs), else
-    /// two rows × 8 tokens an invocation (matmat.wgsl / matmat_plain.wgsl: CPU adapters).
+    /// four rows × 8 tokens an invocation (matmat.wgsl; matmat_plain.wgsl one row: CPU adapters).
     pub gemm_tiled: bool,
 }
 
@@ -442,8 +442,8 @@ impl Kernels {
 impl Kernels {
     /// The workgroups of a matrix kernel over `n` output rows and `t` tokens: matvec takes 64
     /// rows a workgroup (two an invocation; quantized 128, four an invocation), matvec_plain 64
-    /// (one an invocation); matmat 8 tokens an invocation (quantized, in steps of more than 8:
-    /// 16) and 128 rows a workgroup (two rows an invocation), matmat_plain 64.
+    /// (one an invocation); matmat 256 rows a workgroup (four an invocation) and 8 tokens an
+    /// invocation; matmat_plain 64 rows and 8 tokens.
     pub fn matmul_grid(kind: MatmulKind, gemm: bool, n: usize, t: usize) -> [u32; 3] {
         let quant = kind.format.is_quantized();
         match (gemm, kind.subgroups) {
@@ -451,11 +451,7 @@ impl Kernels {
             (true, _) if kind.gemm_tiled => [n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1],
             (false, true) if quant => [n.div_ceil(128) as u32, 1, 1],
             (false, _) => [n.div_ceil(64) as u32, 1, 1],
-            (true, true) => [
-                n.div_ceil(128) as u32,
-                t.div_ceil(if quant && t > 8 { 16 } else { 8 }) as u32,
-                1,
-            ],
+            (true, true) => [n.div_ceil(256) as u32, t.div_ceil(8) as u32, 1],
             (true, false) => [n.div_ceil(64) as u32, t.div_ceil(8) as u32, 1],
         }
     }
@@ -515,9 +511,6 @@ impl Kernels {
             ("ACCUMULATE", flag(store == Store::Accumulate)),
             ("SWIGLU", flag(store == Store::SwiGlu)),
         ];
-        if file == "matmat.wgsl" && kind.format.is_quantized() {
-            c.push(("TOK16", 1.0)); // a unit decoded once for 16 tokens
-        }
         if lora > 0 {
             c.push(("LORA_ADAPTERS", lora as f64));
         }
