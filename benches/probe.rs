@@ -1,7 +1,7 @@
 //! `cargo bench --bench probe`: the experiments behind the matrix kernels' design, on the first
 //! adapter. Each `benches/probes/*.wgsl` computes out = W x for a 16384 × 576 W (one token, or 64
 //! tokens for the gemm_ probes) with x and W bound the way its first line says:
-//!   // probe: x=storage|uniform|texture w=storage32|tex32|tex16|tex16a|tex16i tokens=T rows=R [nocheck] -- what
+//!   // probe: x=storage|uniform|texture w=storage32|tex32|tex16|tex16a|tex16i tokens=T[,T2..] rows=R [nocheck] -- what
 //! storage32: W as array<vec4f>; tex32: an Rgba32Uint texture of f32 bit patterns (d/4 texels a
 //! row); tex16: the same with 8 f16 per texel (d/8 texels a row); tex16a: tex16 viewed as a
 //! one-layer 2D array; tex16i: rows interleaved texel by texel in groups of 8 (as WeightTex);
@@ -119,102 +119,109 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_default()
                 .to_string()
         };
-        let tokens: usize = field("tokens").parse()?;
-        let rows: usize = field("rows").parse()?;
-        let (xk, wk) = (field("x"), field("w"));
-        let pipe = gpu.scoped(&format!("compiling {}", path.display()), || {
-            let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: None,
-                source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
-            });
-            dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: None,
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        })?;
-        let x_res = match xk.as_str() {
-            "storage" => x_storage.as_entire_binding(),
-            "uniform" => x_uniform.as_entire_binding(),
-            _ => wgpu::BindingResource::TextureView(&x_tex),
-        };
-        let w_res = match wk.as_str() {
-            "storage32" => w_storage.as_entire_binding(),
-            "tex32" => wgpu::BindingResource::TextureView(&w_tex32),
-            "tex16a" => wgpu::BindingResource::TextureView(&w_tex16a),
-            "tex16i" => wgpu::BindingResource::TextureView(&w_tex16i),
-            _ => wgpu::BindingResource::TextureView(&w_tex16),
-        };
-        let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipe.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: x_res,
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: w_res,
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: out.as_entire_binding(),
-                },
-            ],
-        });
-        let run = || -> anyhow::Result<f64> {
-            let mut enc = dev.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&pipe);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups((N / rows) as u32, tokens.div_ceil(8) as u32, 1);
-            }
-            let t = Instant::now();
-            let idx = gpu.queue.submit(Some(enc.finish()));
-            dev.poll(wgpu::PollType::Wait {
-                submission_index: Some(idx),
-                timeout: None,
-            })
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            gpu.check("probe")?;
-            Ok(t.elapsed().as_secs_f64() * 1e3)
-        };
-        run()?;
-        let err = if head.contains("nocheck") {
-            f64::NAN
-        } else {
-            let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&out, (tokens * N * 4) as u64)?);
-            let seen: Vec<f32> = if wk.starts_with("tex16") {
-                w16.iter().map(|v| v.to_f32()).collect()
-            } else {
-                w.clone()
+        // tokens=T, or a list (tokens=64,8): a row for each
+        let token_counts = field("tokens");
+        for tokens in token_counts.split(',') {
+            let tokens: usize = tokens.parse()?;
+            let rows: usize = field("rows").parse()?;
+            let (xk, wk) = (field("x"), field("w"));
+            let pipe = gpu.scoped(&format!("compiling {}", path.display()), || {
+                let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: None,
+                    source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+                });
+                dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: None,
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })?;
+            let x_res = match xk.as_str() {
+                "storage" => x_storage.as_entire_binding(),
+                "uniform" => x_uniform.as_entire_binding(),
+                _ => wgpu::BindingResource::TextureView(&x_tex),
             };
-            let mut want = vec![0.0; tokens * N];
-            for t in 0..tokens {
-                tinfer::cpu::ops::matmul_f32(&mut want[t * N..(t + 1) * N], &x[t * D..(t + 1) * D], &seen, None, D);
+            let w_res = match wk.as_str() {
+                "storage32" => w_storage.as_entire_binding(),
+                "tex32" => wgpu::BindingResource::TextureView(&w_tex32),
+                "tex16a" => wgpu::BindingResource::TextureView(&w_tex16a),
+                "tex16i" => wgpu::BindingResource::TextureView(&w_tex16i),
+                _ => wgpu::BindingResource::TextureView(&w_tex16),
+            };
+            let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipe.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: x_res,
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: w_res,
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: out.as_entire_binding(),
+                    },
+                ],
+            });
+            let run = || -> anyhow::Result<f64> {
+                let mut enc = dev.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipe);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups((N / rows) as u32, tokens.div_ceil(8) as u32, 1);
+                }
+                let t = Instant::now();
+                let idx = gpu.queue.submit(Some(enc.finish()));
+                dev.poll(wgpu::PollType::Wait {
+                    submission_index: Some(idx),
+                    timeout: None,
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                gpu.check("probe")?;
+                Ok(t.elapsed().as_secs_f64() * 1e3)
+            };
+            run()?;
+            let err = if head.contains("nocheck") {
+                f64::NAN
+            } else {
+                let got: Vec<f32> = bytemuck::pod_collect_to_vec(&gpu.read(&out, (tokens * N * 4) as u64)?);
+                let seen: Vec<f32> = if wk.starts_with("tex16") {
+                    w16.iter().map(|v| v.to_f32()).collect()
+                } else {
+                    w.clone()
+                };
+                let mut want = vec![0.0; tokens * N];
+                for t in 0..tokens {
+                    tinfer::cpu::ops::matmul_f32(&mut want[t * N..(t + 1) * N], &x[t * D..(t + 1) * D], &seen, None, D);
+                }
+                let e = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs() as f64)
+                    .fold(0.0, f64::max);
+                assert!(e < 1e-3, "{}: max error {e}", path.display());
+                e
+            };
+            let ms = (0..25)
+                .map(|_| run())
+                .collect::<anyhow::Result<Vec<f64>>>()?
+                .into_iter()
+                .fold(f64::MAX, f64::min);
+            let bytes = (N * D * if wk.starts_with("tex16") { 2 } else { 4 }) as f64;
+            let what = head.split("-- ").nth(1).unwrap_or_default();
+            let mut name = path.file_stem().unwrap().to_string_lossy().to_string();
+            if token_counts.contains(',') {
+                name = format!("{name}@{tokens}");
             }
-            let e = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .fold(0.0, f64::max);
-            assert!(e < 1e-3, "{}: max error {e}", path.display());
-            e
-        };
-        let ms = (0..25)
-            .map(|_| run())
-            .collect::<anyhow::Result<Vec<f64>>>()?
-            .into_iter()
-            .fold(f64::MAX, f64::min);
-        let bytes = (N * D * if wk.starts_with("tex16") { 2 } else { 4 }) as f64;
-        let what = head.split("-- ").nth(1).unwrap_or_default();
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        println!("{name:<34} {ms:>9.2} {:>12.2} {err:>10.1e}  {what}", bytes / ms / 1e6);
+            println!("{name:<34} {ms:>9.2} {:>12.2} {err:>10.1e}  {what}", bytes / ms / 1e6);
+        }
     }
     Ok(())
 }

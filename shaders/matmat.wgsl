@@ -15,7 +15,7 @@
 // each broadcast value feeding all four rows; a quantized unit of 32 values is decoded once for
 // the 8 tokens. On lavapipe, where arithmetic bounds this kernel, four rows an invocation instead
 // of two cut a step of 4 or 8 rows by about 30% (Qwen2.5-0.5B Q4_K_M) and were no slower in wide
-// steps than two rows with 16 tokens an invocation (benches/RESULTS.md, benches/probes/gemm_m);
+// steps than two rows with 16 tokens an invocation (benches/RESULTS.md, benches/probes/gemm_f);
 // x from a storage buffer made the kernel 4x slower, and from a uniform buffer 3x
 // (probes gemm_a, gemm_j). Needs subgroups of at least 8 lanes; matmat_plain.wgsl is the same
 // product without them. With MOE_K (lib/epilogue.wgsl) the grid is (.., ceil(T / 8),

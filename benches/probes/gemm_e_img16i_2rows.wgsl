@@ -1,4 +1,4 @@
-// probe: x=texture w=tex16i tokens=64 rows=128 -- gemm_c with 2 rows per lane (o and o + 8 of a group of 16): each broadcast x feeds two rows
+// probe: x=texture w=tex16i tokens=64,8 rows=128 -- gemm_c with 2 rows per lane (o and o + 8 of a group of 16): each broadcast x feeds two rows
 @group(0) @binding(0) var x: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(1) var w: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;

@@ -1,4 +1,4 @@
-// probe: x=texture w=tex16i tokens=64 rows=256 -- gemm_e with 4 rows per lane (a group of 32 rows)
+// probe: x=texture w=tex16i tokens=64,8 rows=256 -- gemm_e with 4 rows per lane (a group of 32 rows)
 @group(0) @binding(0) var x: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(1) var w: texture_storage_2d_array<rgba32uint, read>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
