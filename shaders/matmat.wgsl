@@ -135,9 +135,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
     let xr = moe_x_row(min(t0 + (lane & 7u), n_rows - 1u)); // lane j's x row (clamped)
     let acc = four_rows(o, xr);
     for (var i = 0u; i < 8u; i++) {
-        if (t0 + i < n_rows) {
-            put2(moe_out_row(t0 + i), rows_ab.x, rows_ab.y, acc[i].x, acc[i].y);
-            put2(moe_out_row(t0 + i), rows_cd.x, rows_cd.y, acc[i].z, acc[i].w);
-        }
+        if (t0 + i < n_rows) { put4(moe_out_row(t0 + i), rows_ab, rows_cd, acc[i]); }
     }
 }

@@ -90,8 +90,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
         let rows_cd = pair_rows(gid.x + groups.x * 32u);
         let m = vec4<u32>(n - 1u);
         let y = products_q(min(vec4<u32>(rows_ab, rows_cd), m), lane);
-        put2(slot, oa, ob, y.x, y.y);
-        put2(slot, rows_cd.x, rows_cd.y, y.z, y.w);
+        put4(slot, rows_ab, rows_cd, y);
         return;
     }
     // Rows past the end still take part in the broadcasts; they load row n-1 and store nothing.

@@ -190,3 +190,10 @@ fn put2(t: u32, oa: u32, ob: u32, a: f32, b: f32) {
     if (oa < shape.b) { put(t, oa, a); }
     if (ob < shape.b) { put(t, ob, b); }
 }
+
+// put2 for the four rows of two pairs (ab, cd), values v: the quantized GEMV's and the GEMM's
+// invocations.
+fn put4(t: u32, ab: vec2<u32>, cd: vec2<u32>, v: vec4<f32>) {
+    put2(t, ab.x, ab.y, v.x, v.y);
+    put2(t, cd.x, cd.y, v.z, v.w);
+}
