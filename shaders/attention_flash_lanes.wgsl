@@ -6,14 +6,17 @@
 // A workgroup of 256 takes R = 256 / (HEAD_DIM / 8) query rows of one head (16 at head_dim 128,
 // 32 at 64): lane c of a row owns quad c of the head (values 4c .. 4c + 3 and HEAD_DIM / 2 + 4c
 // .. + 3: one vec4<u32> of an f16 cache, lib/kv.wgsl). Per tile of 8 keys (inside one page: one
-// block-table lookup): (1) each lane's partial dots q·k of its quad with the 8 keys go to
-// workgroup memory; barrier; (2) the R × 8 scores are summed from the partials (masked past each
-// row's position); barrier; (3) every lane rescales its quad of the accumulator by its row's new
-// running max and adds p·v of the 8 keys. The R rows of a workgroup read the same K and V words
-// at the same time (one load serves them from the cache); staging the K and V tiles in workgroup
-// memory as well would need 8 KiB each for f32 heads of 128 beside the 8 KiB of partials,
-// past WebGPU's 16 KiB. The loop stops at the workgroup's last position. Two barriers a tile:
-// cheap on a GPU, costly on a CPU adapter, where the engine keeps attention_flash_sg.wgsl.
+// block-table lookup): (0) the tile's 8 K rows of this KV head are copied into workgroup memory,
+// each word loaded once for the R rows; barrier; (1) each lane's partial dots q·k of its quad
+// with the 8 keys go to workgroup memory, while the tile's V rows are copied in beside them;
+// barrier; (2) the R × 8 scores are summed from the partials (masked past each row's position);
+// barrier; (3) every lane rescales its quad of the accumulator by its row's new running max and
+// adds p·v of the 8 keys. The K and V tiles take 2 KiB each (8 keys × 128 f16 values, or 64 f32
+// values), which with the partials and scores is WebGPU's 16 KiB; heads wider than that (f16
+// above 128, f32 above 64) read their K and V words straight from the cache, where the R rows of
+// a workgroup read the same words at the same time. The loop stops at the workgroup's last
+// position. Three barriers a tile: cheap on a GPU, costly on a CPU adapter, where the engine
+// keeps attention_flash_sg.wgsl.
 // CPU twin: cpu::ops::attention (contiguous K/V, f64); lavapipe's twins: attention_flash.wgsl,
 // attention_flash_sg.wgsl.
 // Dispatch: (ceil(T / R), n_heads, 1), R = 2048 / HEAD_DIM; 256 invocations.
@@ -26,14 +29,16 @@
 //   5 tables  storage read  u32    (n_seqs, c) block tables
 //   6 out     storage rw    vec4   (T, n_heads * HEAD_DIM / 4)
 // Overrides: HEAD_DIM (a multiple of 16, at most 256), PAGE (rows per page, a multiple of 16),
-// KV_F16 (lib/kv.wgsl: an f16 cache).
-// Workgroup memory: 8 KiB of partials, 4 KiB of scores at most.
+// KV_F16 (lib/kv.wgsl: an f16 cache), KV_TILES (false: never stage K and V; tests compare both).
+// Workgroup memory: 8 KiB of partials, 4 KiB of scores at most, 2 KiB each of K and V tiles.
 
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
 override KV_F16: bool = false; // lib/kv.wgsl
+override KV_TILES: bool = true;
 const WG: u32 = 256u;
 const TK: u32 = 8u; // keys a tile
+const TILE_V4: u32 = 128u; // vec4<u32> words of a K or V tile: TK keys × (HEAD_DIM / 8 or / 4)
 
 @group(0) @binding(0) var<storage, read> step: Step;
 @group(0) @binding(1) var<uniform> shape: Shape;
@@ -45,6 +50,26 @@ const TK: u32 = 8u; // keys a tile
 
 var<workgroup> partial: array<f32, 2048>; // (WG, TK): invocation j's partial dot with key k at j * TK + k
 var<workgroup> scores: array<f32, 1024>;  // (R, TK), R at most 128 (head_dim 16)
+var<workgroup> k_tile: array<vec4<u32>, TILE_V4>; // (TK, HV): key k's head words at k * HV
+var<workgroup> v_tile: array<vec4<u32>, TILE_V4>;
+
+// vec4<u32> words of a head in the cache: HEAD_DIM / 8 (f16) or / 4 (f32).
+fn head_v4() -> u32 { return HEAD_DIM / select(4u, 8u, KV_F16); }
+
+// Copy the head words of keys 0 .. n - 1 (cache rows row0 + k, KV head kvh, n_kv KV heads) of
+// `cache` into `tile`, invocation j taking words j, j + WG, ...
+fn stage_k(j: u32, row0: u32, n: u32, kvh: u32, n_kv: u32) {
+    let hv = head_v4();
+    for (var i = j; i < n * hv; i += WG) {
+        k_tile[i] = k_cache[kv_head_v4(((row0 + i / hv) * n_kv + kvh) * HEAD_DIM) + i % hv];
+    }
+}
+fn stage_v(j: u32, row0: u32, n: u32, kvh: u32, n_kv: u32) {
+    let hv = head_v4();
+    for (var i = j; i < n * hv; i += WG) {
+        v_tile[i] = v_cache[kv_head_v4(((row0 + i / hv) * n_kv + kvh) * HEAD_DIM) + i % hv];
+    }
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) j: u32) {
@@ -67,6 +92,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let q_lo = q[qb + c] * scale;
     let q_hi = q[qb + c + d8] * scale;
 
+    let staged = KV_TILES && TK * head_v4() <= TILE_V4; // uniform: fixed by the overrides
     var m = -3.0e38; // my row's running max (the same in its d8 lanes)
     var l = 0.0;     // its running sum of exp(score - m)
     var acc_lo = vec4<f32>(0.0);
@@ -74,13 +100,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var s0 = 0u; s0 <= last_pos; s0 += TK) {
         let row0 = tables[table + s0 / PAGE] * PAGE + s0 % PAGE; // one lookup per tile
         let n = min(TK, last_pos + 1u - s0); // keys of the tile that exist
+        // (0) the K tile; the last tile's (1) read it before the barrier after that (1)
+        if (staged) {
+            stage_k(j, row0, n, kvh, shape.b);
+            workgroupBarrier();
+        }
         // (1) my quad's partial dots with the tile's keys
         for (var k = 0u; k < n; k++) {
-            let kb = kv_head_v4(((row0 + k) * shape.b + kvh) * HEAD_DIM) + c;
-            let kq = kv_quads(k_cache[kb], k_cache[kb + kv_hi()]);
+            var kq: Quads;
+            if (staged) {
+                kq = kv_quads(k_tile[k * head_v4() + c], k_tile[k * head_v4() + c + kv_hi()]);
+            } else {
+                let kb = kv_head_v4(((row0 + k) * shape.b + kvh) * HEAD_DIM) + c;
+                kq = kv_quads(k_cache[kb], k_cache[kb + kv_hi()]);
+            }
             let d = q_lo * kq.lo + q_hi * kq.hi;
             partial[j * TK + k] = d.x + d.y + d.z + d.w;
         }
+        // the V tile: the last tile's (3) read it before this tile's barrier (0)
+        if (staged) { stage_v(j, row0, n, kvh, shape.b); }
         workgroupBarrier();
         // (2) the R × TK scores: score i = (row i / TK, key i % TK), summed over the row's lanes
         for (var i = j; i < rows * TK; i += WG) {
@@ -104,8 +142,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var k = 0u; k < n; k++) {
             let p = exp(scores[r * TK + k] - m_new); // 0 for masked keys
             l += p;
-            let vb = kv_head_v4(((row0 + k) * shape.b + kvh) * HEAD_DIM) + c;
-            let vq = kv_quads(v_cache[vb], v_cache[vb + kv_hi()]);
+            var vq: Quads;
+            if (staged) {
+                vq = kv_quads(v_tile[k * head_v4() + c], v_tile[k * head_v4() + c + kv_hi()]);
+            } else {
+                let vb = kv_head_v4(((row0 + k) * shape.b + kvh) * HEAD_DIM) + c;
+                vq = kv_quads(v_cache[vb], v_cache[vb + kv_hi()]);
+            }
             acc_lo += p * vq.lo;
             acc_hi += p * vq.hi;
         }

@@ -100,8 +100,8 @@ pub enum HeadSplit {
     /// lanes on hardware GPUs, whole on CPU adapters such as lavapipe.
     Auto,
     /// head_dim split across lanes, 8 values of q and of the accumulator an invocation whatever
-    /// the head_dim, partial dots summed through workgroup memory
-    /// (attention_flash_lanes.wgsl, attention_decode_lanes.wgsl).
+    /// the head_dim, partial dots summed through workgroup memory, the prefill's K/V tiles
+    /// staged there where they fit (attention_flash_lanes.wgsl, attention_decode_lanes.wgsl).
     Lanes,
     /// The whole head in an invocation's registers, a query row (prefill) or a key (decode) an
     /// invocation (attention_flash*.wgsl, attention_decode.wgsl): no barrier in the key loop,

@@ -916,16 +916,11 @@ fn attention_variants_match_cpu() {
                         &want,
                         &what("flash prefill"),
                     );
-                    let lanes_flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
-                    h.check_prefill(
-                        &lanes_flash,
-                        2048 / hd,
-                        &rows,
-                        shape,
-                        kv4,
-                        &want,
-                        &what("flash prefill (lanes)"),
-                    );
+                    for kv_tiles in [true, false] {
+                        let lanes_flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16, kv_tiles).unwrap();
+                        let what = what(&format!("flash prefill (lanes, K/V tiles staged: {kv_tiles})"));
+                        h.check_prefill(&lanes_flash, 2048 / hd, &rows, shape, kv4, &want, &what);
+                    }
                     // flash prefill with K/V rows shared through subgroup broadcasts
                     if sg {
                         let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page, kv_f16).unwrap();
@@ -998,16 +993,11 @@ fn lanes_attention_at_every_head_size() {
             let shape = Shape::new(n_heads, n_kv_heads, d.max_blocks, 0);
             let what = |v: &str| format!("{v} hd={hd} len={len} T={t} f16 cache {kv_f16}");
             let kv4 = [&q_buf, &d.k, &d.v, &d.tables];
-            let flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
-            h.check_prefill(
-                &flash,
-                2048 / hd,
-                &rows,
-                shape,
-                kv4,
-                &want,
-                &what("flash prefill (lanes)"),
-            );
+            for kv_tiles in [true, false] {
+                let flash = Kernels::flash_lanes(&h.gpu, hd, kv.page, kv_f16, kv_tiles).unwrap();
+                let what = what(&format!("flash prefill (lanes, K/V tiles staged: {kv_tiles})"));
+                h.check_prefill(&flash, 2048 / hd, &rows, shape, kv4, &want, &what);
+            }
             let decode = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
             let reduce = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN, kv_f16)
                 .unwrap()

@@ -94,9 +94,12 @@ impl Kernels {
     }
 
     /// attention_flash_lanes.wgsl: the prefill attention with head_dim split across lanes
-    /// (GPUs), 2048 / head_dim query rows a workgroup; tests run it on any adapter.
-    pub fn flash_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        Self::attention_kernel(gpu, "attention_flash_lanes.wgsl", head_dim, page, kv_f16, &[])
+    /// (GPUs), 2048 / head_dim query rows a workgroup, with each tile's K and V rows staged in
+    /// workgroup memory where they fit (`kv_tiles`; false reads them from the cache, for the
+    /// tests' comparison); tests run it on any adapter.
+    pub fn flash_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool, kv_tiles: bool) -> Result<Kernel> {
+        let o = [("KV_TILES", kv_tiles as u8 as f64)];
+        Self::attention_kernel(gpu, "attention_flash_lanes.wgsl", head_dim, page, kv_f16, &o)
     }
 
     /// The prefill and decode attention kernels (and the prefill's query rows a workgroup):
@@ -115,7 +118,7 @@ impl Kernels {
     ) -> Result<(Kernel, usize, Kernel, Option<u32>)> {
         if lanes {
             return Ok((
-                Self::flash_lanes(gpu, head_dim, page, kv_f16)?,
+                Self::flash_lanes(gpu, head_dim, page, kv_f16, true)?,
                 2048 / head_dim,
                 Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?,
                 None,
