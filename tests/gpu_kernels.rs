@@ -934,10 +934,18 @@ fn attention_variants_match_cpu() {
                         // (and the whole-head kernel taking every query head of a KV head a
                         // workgroup, as many as fit: GQA's shared loads)
                         let group = Kernels::decode_group_for(n_heads / n_kv_heads, hd);
+                        let lanes_group = Kernels::lanes_group_for(n_heads / n_kv_heads);
                         let decodes = [
                             (Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap(), 1),
                             (Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap(), 1),
-                            (Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap(), 1),
+                            (
+                                Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16, 1).unwrap(),
+                                1,
+                            ),
+                            (
+                                Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16, lanes_group).unwrap(),
+                                lanes_group,
+                            ),
                             (
                                 Kernels::decode_attention_group(&h.gpu, hd, kv.page, 8, kv_f16, group).unwrap(),
                                 group,
@@ -975,7 +983,7 @@ fn attention_variants_match_cpu() {
 /// The attention kernels with head_dim across lanes at the head sizes the main test leaves out:
 /// 16 (2 lanes a row, 128 rows a prefill workgroup), 32 and 256 (32 lanes, 8 rows), f32 and f16
 /// caches through a fragmented paged cache, prefill rows and decode rows (one pass and split-K),
-/// against the CPU; and the whole-head decode taking two query heads a workgroup at those sizes.
+/// against the CPU; and both decode kernels taking two query heads a workgroup at those sizes.
 #[test]
 fn lanes_attention_at_every_head_size() {
     let Some(h) = harness(64) else { return };
@@ -998,7 +1006,8 @@ fn lanes_attention_at_every_head_size() {
                 let what = what(&format!("flash prefill (lanes, K/V tiles staged: {kv_tiles})"));
                 h.check_prefill(&flash, 2048 / hd, &rows, shape, kv4, &want, &what);
             }
-            let decode = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16).unwrap();
+            let decode = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16, 1).unwrap();
+            let decode2 = Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16, 2).unwrap();
             let reduce = Kernels::new(&h.gpu, hd, kv.page, F32_PLAIN, kv_f16)
                 .unwrap()
                 .attention_reduce;
@@ -1007,7 +1016,7 @@ fn lanes_attention_at_every_head_size() {
             let grouped = Kernels::decode_attention_group(&h.gpu, hd, kv.page, 8, kv_f16, 2).unwrap();
             for min_keys in [usize::MAX, 64] {
                 let want = &want[..dt * n_heads * hd];
-                for (decode, group) in [(&decode, 1), (&grouped, 2)] {
+                for (decode, group) in [(&decode, 1), (&decode2, 2), (&grouped, 2)] {
                     h.check_decode(
                         decode,
                         group,

@@ -359,7 +359,7 @@ pub struct Kernels {
     pub flash_rows: usize, // query rows per workgroup of attention_flash: 64, FLASH_SG_ROWS, or 2048 / head_dim (lanes)
     pub attention_decode: Kernel,
     /// attention_decode's query heads a workgroup (GROUP; `with_gqa`), and its invocations
-    /// a workgroup when it is the whole-head kernel (None: the lanes kernel, one head each).
+    /// a workgroup when it is the whole-head kernel (None: the lanes kernel).
     pub decode_group: usize,
     decode_wg: Option<u32>,
     pub attention_reduce: Kernel,

@@ -1,6 +1,6 @@
 //! The attention kernels' pipelines: prefill (flash: whole head, subgroup-shared K/V, or head_dim
-//! across lanes) and decode (split-K: whole head, GROUP query heads of a KV head a workgroup, or
-//! lanes), specialised for a model's head_dim, page and KV type.
+//! across lanes) and decode (split-K: the whole head or head_dim across lanes, GROUP query heads
+//! of a KV head a workgroup), specialised for a model's head_dim, page and KV type.
 
 use anyhow::Result;
 
@@ -75,22 +75,37 @@ impl Kernels {
             .unwrap_or(1)
     }
 
-    /// These kernels with the whole-head decode attention taking the most query heads a
-    /// workgroup that `kv_mul` allows (each key and value row loaded once for all of them);
-    /// unchanged with the lanes kernel.
+    /// The most query heads attention_decode_lanes.wgsl takes a workgroup for a model with
+    /// `kv_mul` query heads a KV head: 4, 2 or 1, the largest that divides kv_mul.
+    pub fn lanes_group_for(kv_mul: usize) -> usize {
+        [4, 2, 1].into_iter().find(|g| kv_mul.is_multiple_of(*g)).unwrap_or(1)
+    }
+
+    /// These kernels with the decode attention taking the most query heads a workgroup that
+    /// `kv_mul` allows (each key and value row loaded once for all of them): the whole-head
+    /// kernel's `decode_group_for`, the lanes kernel's `lanes_group_for`.
     pub fn with_gqa(mut self, gpu: &Gpu, head_dim: usize, page: usize, kv_mul: usize) -> Result<Self> {
-        let group = Self::decode_group_for(kv_mul, head_dim);
-        if let (Some(wg), true) = (self.decode_wg, group > 1) {
-            self.attention_decode = Self::decode_attention_group(gpu, head_dim, page, wg, self.kv_f16, group)?;
+        let (kv, wg) = (self.kv_f16, self.decode_wg);
+        let group = wg.map_or(Self::lanes_group_for(kv_mul), |_| {
+            Self::decode_group_for(kv_mul, head_dim)
+        });
+        if group > 1 {
+            self.attention_decode = match wg {
+                Some(wg) => Self::decode_attention_group(gpu, head_dim, page, wg, kv, group)?,
+                None => Self::decode_attention_lanes(gpu, head_dim, page, kv, group)?,
+            };
             self.decode_group = group;
         }
         Ok(self)
     }
 
     /// attention_decode_lanes.wgsl: the decode attention with head_dim split across lanes
-    /// (GPUs); tests run it on any adapter.
-    pub fn decode_attention_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv_f16: bool) -> Result<Kernel> {
-        Self::attention_kernel(gpu, "attention_decode_lanes.wgsl", head_dim, page, kv_f16, &[])
+    /// (GPUs), `group` query heads of one KV head a workgroup (1, 2 or 4; `lanes_group_for`);
+    /// tests run it on any adapter.
+    pub fn decode_attention_lanes(gpu: &Gpu, head_dim: usize, page: usize, kv: bool, group: usize) -> Result<Kernel> {
+        assert!([1, 2, 4].contains(&group), "lanes decode group {group}");
+        let o = [("GROUP", group as f64)];
+        Self::attention_kernel(gpu, "attention_decode_lanes.wgsl", head_dim, page, kv, &o)
     }
 
     /// attention_flash_lanes.wgsl: the prefill attention with head_dim split across lanes
@@ -120,7 +135,7 @@ impl Kernels {
             return Ok((
                 Self::flash_lanes(gpu, head_dim, page, kv_f16, true)?,
                 2048 / head_dim,
-                Self::decode_attention_lanes(gpu, head_dim, page, kv_f16)?,
+                Self::decode_attention_lanes(gpu, head_dim, page, kv_f16, 1)?,
                 None,
             ));
         }
