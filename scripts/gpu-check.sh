@@ -12,11 +12,23 @@
 # (README, "Running on a GPU"), and the repository's tracked files (tests/fixtures, shaders).
 # The tests run with TINFER_REQUIRE_GPU=1, so a missing adapter is a failure, not a skip. The
 # SmolLM2 tests run only where models/smollm2-135m-instruct exists; otherwise they report
-# SKIPPED and the generation check uses the tiny fixture model.
+# SKIPPED and the generation check uses the tiny fixture model. The real GGUFs are benchmarked
+# where models/ or the data directory of scripts/fetch-model.sh ($TINFER_DATA_DIR/models, else
+# ~/.local/share/tinfer/models) has them.
+#
+# It refuses to run on a CPU adapter (llvmpipe, SwiftShader: the GPU's Vulkan driver is missing;
+# TINFER_GPU_CHECK_ALLOW_CPU=1 runs anyway). Each row of the table is printed as it finishes and
+# kept in LOGDIR/summary.txt, so a run cut short still shows what it did; LOGDIR holds about 25
+# files, so bring it back as one archive (tar czf).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# TINFER_GPU_CHECK_TESTS: the test binaries to run (default all four; a rerun can name fewer)
-read -ra TESTS <<<"${TINFER_GPU_CHECK_TESTS:-wgsl gpu_kernels gpu_model shapes}"
+case "${1:-}" in -h | --help)
+    sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0 ;;
+esac
+# TINFER_GPU_CHECK_TESTS: the test binaries to run, separated by spaces or commas (default all
+# four; a rerun can name fewer)
+read -ra TESTS <<<"$(echo "${TINFER_GPU_CHECK_TESTS:-wgsl gpu_kernels gpu_model shapes}" | tr ',' ' ')"
 ALL_TESTS=(wgsl gpu_kernels gpu_model shapes)
 
 if [ "${1:-}" = "--package" ]; then
@@ -40,18 +52,35 @@ if [ "${1:-}" = "--package" ]; then
     exit 0
 fi
 
+case "${1:-}" in -*) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;; esac
 bindir=${TINFER_BIN_DIR:-.gpucheck}
 for f in "$bindir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
+for b in tinfer "${TESTS[@]}"; do
+    [ -x "$bindir/$b" ] || { echo "gpu-check: no binary $bindir/$b: run scripts/gpu-check.sh --package $bindir on the build machine first" >&2; exit 2; }
+done
 logs=${1:-$(mktemp -d)}
 mkdir -p "$logs"
+: >"$logs/summary.txt"
 export TINFER_REQUIRE_GPU=1 TINFER_ROOT="$PWD"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 rows=()
 fail=0
+row() { # "check|result": kept for the table, printed now
+    rows+=("$1")
+    printf '%-38s %s\n' "${1%%|*}" "${1#*|}" | tee -a "$logs/summary.txt"
+}
+data="${TINFER_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/tinfer}/models"
+model_file() { # the first of models/NAME and the data directory's NAME that exists
+    for d in models "$data"; do [ -e "$d/$1" ] && { echo "$d/$1"; return; }; done
+}
 
 "$bindir/tinfer" info --device gpu --model tests/fixtures/tiny-llama-gqa >"$logs/info.txt" 2>&1
-adapter=$(grep '^gpu ' "$logs/info.txt" | grep -v '^gpu weights' | head -n1 | sed 's/^gpu *//')
-rows+=("adapter|${adapter:-none (see info.txt)}")
+adapter=$(grep -E '^gpu {2,}' "$logs/info.txt" | head -n1 | sed 's/^gpu *//')
+row "adapter|${adapter:-none (see $logs/info.txt)}"
+if echo "$adapter" | grep -qiE 'llvmpipe|lavapipe|swiftshader|\(Cpu,' && [ -z "${TINFER_GPU_CHECK_ALLOW_CPU:-}" ]; then
+    echo "gpu-check: the adapter is a CPU one ($adapter): install the GPU's Vulkan driver (README, \"Running on a GPU\"), or set TINFER_GPU_CHECK_ALLOW_CPU=1" >&2
+    exit 2
+fi
 
 for t in "${TESTS[@]}"; do
     start=$SECONDS
@@ -61,11 +90,11 @@ for t in "${TESTS[@]}"; do
     summary=$(grep -E '^test result:' "$logs/$t.log" | tail -n1 | sed 's/^test result: //; s/; finished.*//')
     skipped=$(grep -c SKIPPED "$logs/$t.log")
     [ $rc -eq 0 ] || fail=1
-    rows+=("$t|rc=$rc ${summary:-no result} skipped=$skipped (${secs} s)")
+    row "$t|rc=$rc ${summary:-no result} skipped=$skipped (${secs} s)"
 done
 
-model=tests/fixtures/tiny-llama-gqa
-[ -f models/smollm2-135m-instruct/model.safetensors ] && model=models/smollm2-135m-instruct
+model=$(model_file smollm2-135m-instruct)
+[ -f "$model/model.safetensors" ] || model=tests/fixtures/tiny-llama-gqa
 for dev in gpu cpu; do
     # f32 on the GPU: its greedy text must equal the CPU's token for token
     out=$("$bindir/tinfer" generate --device $dev --dtype f32 --model "$model" --prompt "The capital of France is" -n 32 --temperature 0 2>"$logs/generate-$dev.err")
@@ -73,10 +102,10 @@ for dev in gpu cpu; do
     printf '%s' "$out" >"$logs/generate-$dev.txt"
     stats=$(grep -o 'prompt:.*' "$logs/generate-$dev.err" | tail -n1)
     [ $rc -eq 0 ] || fail=1
-    rows+=("generate $dev ($(basename $model))|rc=$rc $stats")
+    row "generate $dev ($(basename "$model"))|rc=$rc $stats"
 done
 if cmp -s "$logs/generate-gpu.txt" "$logs/generate-cpu.txt"; then same=yes; else same=NO; fail=1; fi
-rows+=("gpu text == cpu text|$same")
+row "gpu text == cpu text|$same"
 
 # Whole-model speed at the defaults (on a GPU: the split GEMV, the tiled GEMM, attention with
 # head_dim across lanes, an f16 KV cache, 8 greedy decode steps a submit): SmolLM2-135M
@@ -93,16 +122,17 @@ bench() { # label, then bench model's arguments
     tg=$(grep -o '"tg[0-9]*": [0-9.e+-]*' "$file" | head -n1 | awk '{print $2}')
     pp=$(grep -o '"pp[0-9]*": [0-9.e+-]*' "$file" | head -n1 | awk '{print $2}')
     bytes=$(grep -o '"bytes_per_token": [0-9]*' "$file" | awk '{print $2}')
-    rows+=("$label|rc=$rc $(awk -v t="${tg:-0}" -v p="${pp:-0}" -v b="${bytes:-0}" 'BEGIN { if (t > 0) printf "decode %.1f tok/s = %.3f ms/token, %.0f GB/s of weights; prefill %.0f tok/s", t, 1000 / t, b * t / 1e9, p; else print "?" }')")
+    row "$label|rc=$rc $(awk -v t="${tg:-0}" -v p="${pp:-0}" -v b="${bytes:-0}" 'BEGIN { if (t > 0) printf "decode %.1f tok/s = %.3f ms/token, %.0f GB/s of weights; prefill %.0f tok/s", t, 1000 / t, b * t / 1e9, p; else print "?" }')"
 }
 bench "smollm2-135m f16 (synthetic)" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --profile 64
 # the same with a submit and a readback per token, and with the lavapipe-shaped kernels
 bench "  ... --decode-ahead 1" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --decode-ahead 1
 bench "  ... rows/rows/whole kernels" --synthetic smollm2-135m --dtype f16 --pp 512 --tg 64 --gemv rows --gemm rows --head-split whole
-[ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ] && bench "smollm2-135m Q4_1 gguf" --model models/SmolLM2-135M-Instruct.Q4_1.gguf --pp 512 --tg 64
-qwen=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
-if [ -f $qwen ]; then
-    bench "qwen2.5-coder-0.5b Q4_K_M gguf" --model $qwen --pp 512 --tg 64
+q41=$(model_file SmolLM2-135M-Instruct.Q4_1.gguf)
+[ -n "$q41" ] && bench "smollm2-135m Q4_1 gguf" --model "$q41" --pp 512 --tg 64
+qwen=$(model_file qwen2.5-coder-0.5b-instruct-q4_k_m.gguf)
+if [ -n "$qwen" ]; then
+    bench "qwen2.5-coder-0.5b Q4_K_M gguf" --model "$qwen" --pp 512 --tg 64
 else
     bench "qwen2.5-0.5b f16 (synthetic)" --synthetic qwen2.5-0.5b --dtype f16 --pp 512 --tg 64
 fi
@@ -115,22 +145,22 @@ bench "  ... --head-split whole" --synthetic llama-3-8b --layers "$l8" --dtype f
 "$bindir/tinfer" bench kernels --shapes qwen2.5-0.5b >"$logs/bench-kernels-qwen.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || fail=1
-rows+=("bench kernels qwen2.5-0.5b|rc=$rc; $(grep -o '[a-z]* memory ([^)]*) bandwidth: [0-9.]* GB/s' "$logs/bench-kernels-qwen.txt" | head -n1)")
-while IFS= read -r line; do rows+=("  ${line%%|*}|${line#*|}"); done < <(awk '$1 == "matvec" && ($3 == "split" || $3 == "subgroups") { printf "%s %s %s %s|%s GB/s = %s%% of the copy bandwidth\n", $1, $2, $3, $4, $9, $11 }' "$logs/bench-kernels-qwen.txt")
+row "bench kernels qwen2.5-0.5b|rc=$rc; $(grep -o '[a-z]* memory ([^)]*) bandwidth: [0-9.]* GB/s' "$logs/bench-kernels-qwen.txt" | head -n1)"
+while IFS= read -r line; do row "  $line"; done < <(awk '$1 == "matvec" && ($3 == "split" || $3 == "subgroups") { printf "%s %s %s %s|%s GB/s = %s%% of the copy bandwidth\n", $1, $2, $3, $4, $9, $11 }' "$logs/bench-kernels-qwen.txt")
 # and the prompt GEMMs (64 tokens): tiled against the lavapipe-shaped one, in GFLOP/s
-while IFS= read -r line; do rows+=("  ${line%%|*}|${line#*|}"); done < <(awk '$1 == "to_texture+matmat" && ($3 == "tiled" || $3 == "subgroups") { printf "matmat %s %s %s|%s GFLOP/s\n", $2, $3, $4, $10 }' "$logs/bench-kernels-qwen.txt")
+while IFS= read -r line; do row "  $line"; done < <(awk '$1 == "to_texture+matmat" && ($3 == "tiled" || $3 == "subgroups") { printf "matmat %s %s %s|%s GFLOP/s\n", $2, $3, $4, $10 }' "$logs/bench-kernels-qwen.txt")
 "$bindir/tinfer" bench kernels >"$logs/bench-kernels.txt" 2>&1
 rc=$?
 [ $rc -eq 0 ] || fail=1
-rows+=("bench kernels|rc=$rc; table in bench-kernels.txt")
+row "bench kernels|rc=$rc; table in bench-kernels.txt"
 
 # Attention variants side by side (GQA, head_dim 64 and 128), with the targets' ratios.
 "$bindir/tinfer" bench attention --layouts gqa --head-dims 64,128 --json --svg "$logs/attention.svg" \
     >"$logs/attention.json" 2>"$logs/attention.txt"
 rc=$?
 [ $rc -eq 0 ] || fail=1
-rows+=("bench attention|rc=$rc; table in attention.txt")
-while IFS= read -r line; do rows+=("  ${line%%:*}|${line#*: }"); done < <(grep -E '^(prefill|decode|KV pages)' "$logs/attention.txt")
+row "bench attention|rc=$rc; table in attention.txt"
+while IFS= read -r line; do row "  ${line%%:*}|${line#*: }"; done < <(grep -E '^(prefill|decode|KV pages)' "$logs/attention.txt")
 
 echo
 echo "tinfer gpu-check ($(date -u +%Y-%m-%dT%H:%MZ), logs in $logs)"

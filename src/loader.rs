@@ -79,8 +79,9 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
         .ok()
         .and_then(|c| c["max_position_embeddings"].as_u64())
         .unwrap_or(0);
-    Tokenizer::from_json(&gguf.hf_tokenizer_json()?, &gguf.hf_tokenizer_config(ctx_len))
-        .with_context(|| format!("{}", path.display()))
+    gguf.hf_tokenizer_json()
+        .and_then(|j| Tokenizer::from_json(&j, &gguf.hf_tokenizer_config(ctx_len)))
+        .with_context(|| format!("{}: no usable tokenizer", path.display()))
 }
 
 pub use crate::config::read_text;

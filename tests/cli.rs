@@ -405,6 +405,21 @@ fn gguf_with_unknown_quantisation_is_named() {
         2,
         &["IQ2_XXS", "unsupported tensor type"],
     );
+    // a GGUF without a tokenizer: tokenize names the file
+    let t = write::Tensor {
+        name: "token_embd.weight".into(),
+        ne: vec![256, 1],
+        ggml_type: 0,
+        data: vec![0; 1024],
+    };
+    let p = dir.join("notok.gguf");
+    std::fs::write(&p, write::gguf_bytes(&md, &[t])).unwrap();
+    fails(
+        &["tokenize", "--model", p.to_str().unwrap(), "x"],
+        None,
+        2,
+        &["notok.gguf: no usable tokenizer"],
+    );
     let _ = Path::new("");
 }
 
@@ -683,6 +698,27 @@ fn n_seq_attention_variants_and_kv_options() {
         None,
         2,
         &["KV cache full", "--kv-blocks"],
+    );
+    // a prompt that fits one page and a generation that outgrows it: KvFull, its text kept
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Once",
+        "-n",
+        "40",
+        "--device",
+        "gpu",
+        "--kv-blocks",
+        "1",
+    ];
+    let out = tinfer(&args, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("generated: 13 tokens") && err.contains("stop: KvFull") && err.contains("raise --kv-blocks"),
+        "4 prompt tokens and 12 decoded fill the page of 16 rows: {err}"
     );
     fails(
         &[&base[..], &["--kv-memory", "12parsecs"]].concat(),

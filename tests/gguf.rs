@@ -209,6 +209,14 @@ fn broken_tensor_tables_are_named() {
     // unknown type: IQ2_XXS is named
     let e = err(write::gguf_bytes(&md, &[tensor("a", vec![256], 16, vec![0; 66])]));
     assert!(e.contains("IQ2_XXS"), "{e}");
+    // ternary and FP4 types too (ggml's TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39)
+    for (ty, name, bytes) in [(34, "TQ1_0", 54), (35, "TQ2_0", 66), (39, "MXFP4", 136)] {
+        let e = err(write::gguf_bytes(&md, &[tensor("a", vec![256], ty, vec![0; bytes])]));
+        assert!(
+            e.contains(&format!("type {ty} ({name})")) && e.contains("llama-quantize"),
+            "{e}"
+        );
+    }
     // a dimension of 0
     let e = err(write::gguf_bytes(&md, &[tensor("a", vec![4, 0], 0, vec![])]));
     assert!(e.contains("dimension of 0"), "{e}");

@@ -661,7 +661,7 @@ fn a_pool_too_small_for_a_draft_falls_back_to_plain_steps() {
             out.extend(e.step().unwrap().iter().map(|&(_, t)| t));
         }
         let g = e.take(h).generation();
-        assert_eq!(g.stop, StopReason::ContextFull, "the pool's end ends it, text kept");
+        assert_eq!(g.stop, StopReason::KvFull, "the pool's end ends it, text kept");
         if spec {
             assert!(g.spec.verifies > 0, "no verify step ran: {:?}", g.spec);
         }

@@ -102,7 +102,8 @@ pub fn bench_attention(a: AttentionArgs) -> Result<()> {
     }
     if c > 0.0 {
         summary.push(format!(
-            "decode, split-K, all lengths: paged takes {:+.1}% of contiguous's time",
+            "decode, split-K, all lengths: paged takes {:.2}x contiguous's time ({:+.1}%)",
+            p / c,
             (p / c - 1.0) * 100.0
         ));
     }

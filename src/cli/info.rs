@@ -168,7 +168,7 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
     print_tokenizer(tok, loaded.tokenizer_error.as_deref(), &loaded.warnings);
     if let Some(w) = &weights {
         println!(
-            "gpu weights  --dtype {}: {:.1} MiB on the device for {:.1} MiB stored ({:+.1}%){}",
+            "gpu weights  --dtype {}: matrices {:.1} MiB on the device for {:.1} MiB stored ({:+.1}%){}",
             w["dtype"].as_str().unwrap_or(""),
             w["device_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
             w["stored_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0),
@@ -193,7 +193,7 @@ pub fn info(args: &ModelArgs, run: &RunArgs, as_json: bool) -> Result<()> {
     if let Some(m) = &device_memory {
         let mib = |k: &str| m[k].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
         println!(
-            "device mem   {:.1} MiB: weights {:.1}, KV cache {:.1} ({} tokens, {}; context {}), scratch {:.1}",
+            "device mem   {:.1} MiB: weights {:.1} (with vectors, texture padding), KV cache {:.1} ({} tokens, {}; context {}), scratch {:.1}",
             mib("total_bytes"),
             mib("weights_bytes"),
             mib("kv_cache_bytes"),

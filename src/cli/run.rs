@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
-use super::load::{build, fit_context, load_seqs, need_tokenizer, prepare_at_least, prompt_text, stdin_text};
+use super::load::{build, fit_context, need_tokenizer, prepare, prepare_at_least, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, show_prompt, Printer};
-use tinfer::engine::{Engine, Sequence, Stop};
+use tinfer::engine::{Engine, Sequence, Stop, StopReason};
 use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::Message;
@@ -75,7 +75,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             signals::install();
             let started = std::time::Instant::now();
-            let (model, loaded) = load_seqs(&margs, Some(&run), n_seq)?;
+            let mut loaded = prepare(&margs, Some(&run))?;
+            need_tokenizer(&loaded)?; // before the weights go to the device
+            let model = build(&margs, &mut loaded, n_seq)?;
             // files read, weights converted and uploaded, GPU pipelines built
             let load_secs = started.elapsed().as_secs_f64();
             let tok = need_tokenizer(&loaded)?;
@@ -176,6 +178,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.generation().stats(),
                 s.sampler.cfg.seed
             );
+            if s.generation().stop == StopReason::KvFull {
+                eprintln!("note: the KV cache pool is full before the context is: raise --kv-blocks or --kv-memory");
+            }
             if interrupted {
                 return Err(Interrupted.into());
             }
@@ -200,7 +205,9 @@ pub fn run(cli: Cli) -> Result<()> {
             signals::install();
             let mut margs = margs;
             margs.prefix_cache = true; // each turn reuses the conversation's blocks
-            let (model, loaded) = load_seqs(&margs, Some(&run), 1)?;
+            let mut loaded = prepare(&margs, Some(&run))?;
+            need_tokenizer(&loaded)?; // before the weights go to the device
+            let model = build(&margs, &mut loaded, 1)?;
             let tok = need_tokenizer(&loaded)?;
             let (stop, banned) = stop_rule(&model, &sample);
             let ahead = margs.decode_ahead(&model);

@@ -224,10 +224,10 @@ impl Engine {
             running.retain(|&r| r != v);
         }
         // Nothing left to preempt and still no room for the oldest one's next token: it ends
-        // here as at the end of its context (its text kept), the pool being what it can hold.
+        // here (its text kept), the pool being what it can hold.
         let oldest = [(self.get(running[0]).id.unwrap(), 1)];
         if running.len() == 1 && self.get(running[0]).ahead.is_empty() && !self.model.kv_room(&oldest) {
-            self.finish(running[0], StopReason::ContextFull);
+            self.finish(running[0], StopReason::KvFull);
             return Ok(vec![]);
         }
         // Ids decoded ahead come out one a step (and the rest wait until they are taken).

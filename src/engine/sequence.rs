@@ -15,6 +15,9 @@ pub enum StopReason {
     MaxTokens,
     /// The context window is full.
     ContextFull,
+    /// The KV cache pool has no page for its next token and nothing else to preempt: the pool
+    /// (`--kv-blocks`, `--kv-memory`) is smaller than its context.
+    KvFull,
     /// The text reached one of the caller's stop strings (`--stop`), which is not output.
     StopString,
     /// The caller ended it early (Ctrl-C, a client that went away).

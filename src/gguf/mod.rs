@@ -143,12 +143,11 @@ impl Format {
 }
 
 fn ggml_type_name(t: u32) -> &'static str {
-    const NAMES: [&str; 31] = [
-        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
-        "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16",
-        "I32", "I64", "F64", "IQ1_M", "BF16",
-    ];
-    NAMES.get(t as usize).copied().unwrap_or("unknown")
+    // ggml.h's enum ggml_type, in order (31-33 and 36-38: the removed repacked Q4_0 and IQ4_NL)
+    const NAMES: &str = "F32 F16 Q4_0 Q4_1 Q4_2 Q4_3 Q5_0 Q5_1 Q8_0 Q8_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K IQ2_XXS \
+        IQ2_XS IQ3_XXS IQ1_S IQ4_NL IQ3_S IQ2_S IQ4_XS I8 I16 I32 I64 F64 IQ1_M BF16 Q4_0_4_4 Q4_0_4_8 Q4_0_8_8 \
+        TQ1_0 TQ2_0 IQ4_NL_4_4 IQ4_NL_4_8 IQ4_NL_8_8 MXFP4";
+    NAMES.split_whitespace().nth(t as usize).unwrap_or("unknown")
 }
 
 /// One entry of the tensor table; `offset` is relative to the start of the data section.
@@ -434,7 +433,7 @@ impl Gguf {
 
     fn require(&self, key: &str) -> Result<&Value> {
         self.get(key)
-            .with_context(|| format!("metadata key {key:?} is missing"))
+            .with_context(|| format!("metadata key {key:?} is missing: fetch or convert the file again"))
     }
 
     fn req_u64(&self, key: &str) -> Result<u64> {

@@ -21,7 +21,7 @@ use super::AppState;
 
 fn finish_reason(r: StopReason) -> &'static str {
     match r {
-        StopReason::MaxTokens | StopReason::ContextFull => "length",
+        StopReason::MaxTokens | StopReason::ContextFull | StopReason::KvFull => "length",
         _ => "stop",
     }
 }
