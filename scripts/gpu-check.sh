@@ -61,6 +61,7 @@ done
 logs=${1:-$(mktemp -d)}
 mkdir -p "$logs"
 : >"$logs/summary.txt"
+echo "gpu-check: logs and summary.txt in $logs"
 export TINFER_REQUIRE_GPU=1 TINFER_ROOT="$PWD"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 rows=()

@@ -10,7 +10,7 @@ use std::io::BufRead;
 use anyhow::Result;
 
 use super::signals::{self, Interrupted};
-use super::stream::{drive, show_prompt, Printer};
+use super::stream::{drive, note_kv_full, show_prompt, Printer};
 use tinfer::engine::{Engine, Sequence, Stop, StopReason};
 use tinfer::sampler::Sampler;
 use tinfer::tokenizer::{Message, Tokenizer};
@@ -60,6 +60,7 @@ impl Chat<'_> {
         printer.end_line()?;
         let s = engine.take(h);
         eprintln!("{} | seed {}", s.generation().stats(), s.sampler.cfg.seed);
+        note_kv_full(s.generation().stop);
         if interrupted {
             return Err(Interrupted.into());
         }
@@ -157,6 +158,7 @@ impl Chat<'_> {
             }
             messages.push(Message::new("assistant", &reply));
             eprintln!("[{}]", g.stats());
+            note_kv_full(g.stop);
             if g.stop == StopReason::ContextFull {
                 eprintln!(
                     "note: the reply reached the end of the context ({ctx} tokens); {}",

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
 use super::load::{build, fit_context, need_tokenizer, prepare, prepare_at_least, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
-use super::stream::{drive, show_prompt, Printer};
-use tinfer::engine::{Engine, Sequence, Stop, StopReason};
+use super::stream::{drive, note_kv_full, show_prompt, Printer};
+use tinfer::engine::{Engine, Sequence, Stop};
 use tinfer::loader;
 use tinfer::sampler::{Sampler, SamplerConfig};
 use tinfer::tokenizer::Message;
@@ -178,9 +178,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.generation().stats(),
                 s.sampler.cfg.seed
             );
-            if s.generation().stop == StopReason::KvFull {
-                eprintln!("note: the KV cache pool is full before the context is: raise --kv-blocks or --kv-memory");
-            }
+            note_kv_full(s.generation().stop);
             if interrupted {
                 return Err(Interrupted.into());
             }

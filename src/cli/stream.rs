@@ -107,3 +107,10 @@ impl Printer {
         Ok(())
     }
 }
+
+/// The note after a generation that ran out of KV pool before its context (`StopReason::KvFull`).
+pub fn note_kv_full(stop: StopReason) {
+    if stop == StopReason::KvFull {
+        eprintln!("note: the KV cache pool is full before the context is: raise --kv-blocks or --kv-memory");
+    }
+}
