@@ -22,9 +22,10 @@
 # files, so bring it back as one archive (tar czf).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h | --help)
-    sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit 0 ;;
+case "${1:-}" in
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    --package) ;;
+    -*) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
 # TINFER_GPU_CHECK_TESTS: the test binaries to run, separated by spaces or commas (default all
 # four; a rerun can name fewer)
@@ -52,7 +53,6 @@ if [ "${1:-}" = "--package" ]; then
     exit 0
 fi
 
-case "${1:-}" in -*) echo "gpu-check: unknown option $1 (see --help)" >&2; exit 2 ;; esac
 bindir=${TINFER_BIN_DIR:-.gpucheck}
 for f in "$bindir"/*.gz; do [ -e "$f" ] && gunzip -f "$f" && chmod +x "${f%.gz}"; done
 for b in tinfer "${TESTS[@]}"; do

@@ -18,6 +18,15 @@ pub fn load_seqs(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Re
     Ok((model, loaded))
 }
 
+/// `load_seqs` for a command that tokenizes text: a model without a tokenizer is refused once
+/// its files are read, before its weights go to the device.
+pub fn load_seqs_for_text(args: &ModelArgs, run: Option<&RunArgs>, max_seqs: usize) -> Result<(Model, Loaded)> {
+    let mut loaded = prepare(args, run)?;
+    need_tokenizer(&loaded)?;
+    let model = build(args, &mut loaded, max_seqs)?;
+    Ok((model, loaded))
+}
+
 use tinfer::config::DEFAULT_CONTEXT;
 
 /// The first half of `load_seqs`: threads set, files read, the context set (--ctx-size, else

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::args::{usage, BenchWhat, Cli, Command, SampleArgs};
-use super::load::{build, fit_context, need_tokenizer, prepare, prepare_at_least, prompt_text, stdin_text};
+use super::load::{build, fit_context, load_seqs_for_text, need_tokenizer, prepare_at_least, prompt_text, stdin_text};
 use super::signals::{self, Interrupted};
 use super::stream::{drive, note_kv_full, show_prompt, Printer};
 use tinfer::engine::{Engine, Sequence, Stop};
@@ -75,9 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             signals::install();
             let started = std::time::Instant::now();
-            let mut loaded = prepare(&margs, Some(&run))?;
-            need_tokenizer(&loaded)?; // before the weights go to the device
-            let model = build(&margs, &mut loaded, n_seq)?;
+            let (model, loaded) = load_seqs_for_text(&margs, Some(&run), n_seq)?;
             // files read, weights converted and uploaded, GPU pipelines built
             let load_secs = started.elapsed().as_secs_f64();
             let tok = need_tokenizer(&loaded)?;
@@ -203,9 +201,7 @@ pub fn run(cli: Cli) -> Result<()> {
             signals::install();
             let mut margs = margs;
             margs.prefix_cache = true; // each turn reuses the conversation's blocks
-            let mut loaded = prepare(&margs, Some(&run))?;
-            need_tokenizer(&loaded)?; // before the weights go to the device
-            let model = build(&margs, &mut loaded, 1)?;
+            let (model, loaded) = load_seqs_for_text(&margs, Some(&run), 1)?;
             let tok = need_tokenizer(&loaded)?;
             let (stop, banned) = stop_rule(&model, &sample);
             let ahead = margs.decode_ahead(&model);

@@ -122,7 +122,7 @@ pub fn bench_spec(mut a: SpecBenchArgs) -> Result<()> {
         };
         a.prompt_files.iter().map(read).collect::<Result<_>>()?
     };
-    let (model, loaded) = super::load::load_seqs(&a.model, Some(&a.run), 1)?;
+    let (model, loaded) = super::load::load_seqs_for_text(&a.model, Some(&a.run), 1)?;
     let tok = need_tokenizer(&loaded)?;
     let ctx = model.cfg.seq_len;
     let mut spec = a.spec.build(&a.model, &a.run, tok, ctx, 0)?;
