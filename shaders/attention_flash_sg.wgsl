@@ -1,19 +1,24 @@
 // attention_flash_sg.wgsl: attention_flash.wgsl with the key and value rows shared through
-// subgroup broadcasts. Every invocation of the workgroup reads the same key at the same time; here
-// lane j of each subgroup loads the quads j, j + 8, ... of the key (then value) row (values 4j ..
-// 4j + 3 and HEAD_DIM / 2 + 4j .., lib/kv.wgsl) and `subgroupBroadcast` hands them to the other
-// lanes, so a row costs one load per subgroup instead
-// of one per invocation (on lavapipe a storage load costs a scalar load per lane and component).
-// Each invocation also takes QR = 4 consecutive query rows (4 lid ... 4 lid + 3), so every loaded
-// key and value feeds 32 rows of a subgroup: the loads dominate on lavapipe (benches/RESULTS.md).
-// The causal bound is the subgroup's (subgroupMax of its last rows), so a subgroup of early rows
-// stops early: lavapipe runs each subgroup on its own.
-// Otherwise the same FlashAttention-2 walk: BR = 256 query rows of one head per workgroup,
-// keys in tiles of 16 with one block-table lookup each, running max m, sum l and accumulator acc
-// in f32 per row, rescaled once per tile; causal bound; 1/√d folded into q; query head h reads
-// KV head h / kv_mul. Needs subgroups of at least 8 lanes.
+// subgroup broadcasts, and for a few rows across the query heads of a KV head (GQA). Every
+// invocation of the workgroup reads the same key at the same time; here lane j of each subgroup
+// loads the quads j, j + 8, ... of the key (then value) row (values 4j .. 4j + 3 and HEAD_DIM / 2
+// + 4j .., lib/kv.wgsl) and `subgroupBroadcast` hands them to the other lanes, so a row costs one
+// load per subgroup instead of one per invocation (on lavapipe a storage load costs a scalar
+// load per lane and component). A workgroup's query rows are (row, head) pairs of G query heads
+// of one KV head (G from the grid: n_heads / its y, 1 or a divisor of n_heads / n_kv_heads):
+// pair u = t * G + g is row t of head wid.y * G + g. Each invocation takes QR = 4 consecutive
+// pairs (4 lid ... 4 lid + 3), so every loaded key and value feeds the 32 pairs of a subgroup:
+// the loads dominate on lavapipe (benches/RESULTS.md). With G = 1 these are 32 rows of one head;
+// a step of fewer rows than that (a speculative verify: 8 rows) takes G = n_heads / n_kv_heads
+// (Kernels::flash_grid), so that its pairs still fill a subgroup (8 rows of Qwen2.5-0.5B's 7
+// heads a KV head are 56 pairs). The causal bound is the subgroup's (subgroupMax of its last
+// rows), so a subgroup of early rows stops early, and one whose pairs all lie past T * G leaves
+// at once: lavapipe runs each subgroup on its own.
+// Otherwise the same FlashAttention-2 walk: BR = 256 pairs per workgroup, keys in tiles of 16
+// with one block-table lookup each, running max m, sum l and accumulator acc in f32 per pair,
+// rescaled once per tile; causal bound; 1/√d folded into q. Needs subgroups of at least 8 lanes.
 // CPU twin: cpu::ops::attention (contiguous K/V, f64); plain twin: attention_flash.wgsl.
-// Dispatch: (ceil(T / 256), n_heads, 1); 64 invocations, QR query rows each.
+// Dispatch: (ceil(T * G / 256), n_heads / G, 1) (Kernels::flash_grid); 64 invocations, QR pairs each.
 // Bindings:
 //   0 step    storage Step         n_tokens T, rows[0].pos (pos0) and .seq
 //   1 shape   uniform Shape        a = n_heads, b = n_kv_heads, c = block-table row length
@@ -28,8 +33,8 @@
 override HEAD_DIM: u32 = 64u;
 override PAGE: u32 = 16u;
 override KV_F16: bool = false; // lib/kv.wgsl
-const QR: u32 = 4u;      // query rows per invocation: 4 lid, 4 lid + 1, 4 lid + 2, 4 lid + 3
-const BR: u32 = 64u * QR; // query rows per workgroup
+const QR: u32 = 4u;      // (row, head) pairs per invocation: 4 lid, 4 lid + 1, 4 lid + 2, 4 lid + 3
+const BR: u32 = 64u * QR; // pairs per workgroup
 const TILE: u32 = 16u;   // keys per tile
 const MAX_V4: u32 = 64u; // HEAD_DIM / 4 at 256
 
@@ -68,29 +73,34 @@ fn dot_chunk(q: ptr<function, array<array<vec4<f32>, MAX_V4>, QR>>, i0: u32, g: 
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
-        @builtin(subgroup_invocation_id) lane: u32) {
+        @builtin(subgroup_invocation_id) lane: u32, @builtin(num_workgroups) groups: vec3<u32>) {
     let n_heads = shape.a;
     let d4 = HEAD_DIM / 4u;
     let d8 = HEAD_DIM / 8u;
-    let h = wid.y;
-    let kvh = h / (n_heads / shape.b); // GQA: this head's K/V head
-    let t_n = step.n_tokens;
-    let t0 = wid.x * BR;
+    let g_n = n_heads / groups.y; // G: this workgroup's query heads are wid.y * G .. wid.y * G + G - 1
+    let kvh = wid.y * g_n / (n_heads / shape.b); // GQA: their K/V head
+    let u_n = step.n_tokens * g_n; // pairs
+    let u0 = wid.x * BR + QR * lid; // this invocation's first pair
+    // A subgroup whose pairs all lie past T * G has nothing to write, and no barrier waits for
+    // it: it leaves (a verify step of 8 rows of 3 heads fills one subgroup of the workgroup's 8).
+    if (subgroupMin(u0) >= u_n) { return; }
     let pos0 = step_pos(0u);
     // the causal bound of the subgroup: the position of its last row (uniform in the subgroup)
-    let last_pos = pos0 + subgroupMax(min(t0 + QR * lid + QR - 1u, t_n - 1u));
+    let last_pos = pos0 + subgroupMax(min(u0 + QR - 1u, u_n - 1u) / g_n);
     let table = step_seq(0u) * shape.c;
-    let scale = inverseSqrt(f32(HEAD_DIM));
 
-    var t: array<u32, QR>;     // the rows; rows past T compute a copy of the last row, unwritten
+    var t: array<u32, QR>;     // the pairs' rows; pairs past T * G compute a copy of the last, unwritten
+    var qo: array<u32, QR>;    // the pairs' first vec4 in q and out: (t * n_heads + h) * d4
     var qv: array<array<vec4<f32>, MAX_V4>, QR>;
     var m: array<f32, QR>;     // running max
     var l: array<f32, QR>;     // running sum of exp(score - m)
     var acc: array<array<vec4<f32>, MAX_V4>, QR>;
     var sc: array<array<f32, TILE>, QR>;
     for (var r = 0u; r < QR; r++) {
-        t[r] = min(t0 + QR * lid + r, t_n - 1u);
-        for (var i = 0u; i < d4; i++) { qv[r][i] = q[(t[r] * n_heads + h) * d4 + i] * scale; }
+        let u = min(u0 + r, u_n - 1u);
+        t[r] = u / g_n;
+        qo[r] = (t[r] * n_heads + wid.y * g_n + u % g_n) * d4;
+        for (var i = 0u; i < d4; i++) { qv[r][i] = q[qo[r] + i] * inverseSqrt(f32(HEAD_DIM)); }
         m[r] = -3.0e38;
     }
     for (var s0 = 0u; s0 <= last_pos; s0 += TILE) {
@@ -136,8 +146,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         m = m_new;
     }
     for (var r = 0u; r < QR; r++) {
-        if (t0 + QR * lid + r < t_n) {
-            for (var i = 0u; i < d4; i++) { out[(t[r] * n_heads + h) * d4 + i] = acc[r][i] / l[r]; }
+        if (u0 + r < u_n) {
+            for (var i = 0u; i < d4; i++) { out[qo[r] + i] = acc[r][i] / l[r]; }
         }
     }
 }

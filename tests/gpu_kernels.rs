@@ -155,7 +155,7 @@ impl H {
     ) {
         let out = self.zeros(want.len());
         let [q, k, v, tables] = kv;
-        let grid = [rows.len().div_ceil(per_wg) as u32, shape.a, 1];
+        let grid = Kernels::flash_grid(per_wg, rows.len() as u32, shape.a, shape.b);
         self.run_rows(kern, rows, (1, 0), shape, &[q, k, v, tables, &out], grid);
         assert_close(what, &self.read(&out, want.len()), want, ATTENTION_VS_CPU);
     }
@@ -925,6 +925,7 @@ fn attention_variants_match_cpu() {
                     if sg {
                         let flash_sg = Kernels::flash_sg(&h.gpu, hd, kv.page, kv_f16).unwrap();
                         let what = what("flash prefill (subgroups)");
+                        // (row, head) pairs of a KV head's query heads below 32 rows
                         h.check_prefill(&flash_sg, FLASH_SG_ROWS, &rows, shape, kv4, &want, &what);
                     }
                     // decode kernel over the same rows: one pass, then split-K + reduce; workgroups
@@ -936,8 +937,14 @@ fn attention_variants_match_cpu() {
                         let group = Kernels::decode_group_for(n_heads / n_kv_heads, hd);
                         let lanes_group = Kernels::lanes_group_for(n_heads / n_kv_heads);
                         let decodes = [
-                            (Kernels::decode_attention(&h.gpu, hd, kv.page, 8, kv_f16).unwrap(), 1),
-                            (Kernels::decode_attention(&h.gpu, hd, kv.page, 64, kv_f16).unwrap(), 1),
+                            (
+                                Kernels::decode_attention_group(&h.gpu, hd, kv.page, 8, kv_f16, 1).unwrap(),
+                                1,
+                            ),
+                            (
+                                Kernels::decode_attention_group(&h.gpu, hd, kv.page, 64, kv_f16, 1).unwrap(),
+                                1,
+                            ),
                             (
                                 Kernels::decode_attention_lanes(&h.gpu, hd, kv.page, kv_f16, 1).unwrap(),
                                 1,

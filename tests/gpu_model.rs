@@ -539,12 +539,21 @@ fn a_prompt_as_long_as_the_context_works() {
 /// The sequence lifecycle on the GPU, paged (forks share pages, copy on write) and contiguous:
 /// random new_seq / fork / truncate / release and batched forwards give the logits of fresh
 /// sequences that ran the same tokens in one prefill, and releasing every sequence frees every
-/// page.
+/// page. Also with the GPUs' attention kernels (head_dim across lanes), whose batch steps hold
+/// several rows of several sequences (on lavapipe an entry of several rows runs alone).
 #[test]
 fn sequence_lifecycle_matches_fresh_runs() {
     let dir = fixtures().join("tiny-qwen2");
-    for (kv, seed) in [(KvLayout::Paged, 3), (KvLayout::Contiguous, 4)] {
-        let Some((mut m, _)) = gpu_model_with(&dir, &opts(Attention::Flash, kv, 4)) else {
+    for (kv, seed, head_split) in [
+        (KvLayout::Paged, 3, HeadSplit::Auto),
+        (KvLayout::Contiguous, 4, HeadSplit::Auto),
+        (KvLayout::Paged, 5, HeadSplit::Lanes),
+    ] {
+        let o = Options {
+            head_split,
+            ..opts(Attention::Flash, kv, 4)
+        };
+        let Some((mut m, _)) = gpu_model_with(&dir, &o) else {
             return;
         };
         let (mut fresh, _) = gpu_model_with(&dir, &opts(Attention::Flash, kv, 1)).unwrap();

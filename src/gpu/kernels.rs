@@ -367,6 +367,19 @@ pub struct Kernels {
 }
 
 impl Kernels {
+    /// The grid of a prefill attention kernel of `rows` query rows a workgroup over `t` rows:
+    /// (ceil(t·G / rows), n_heads / G, 1). attention_flash_sg (FLASH_SG_ROWS) takes (row, head)
+    /// pairs of G query heads of a KV head: G = n_heads / n_kv_heads when `t` rows alone would
+    /// leave a subgroup's 32 pairs part empty (t < 32), else 1; the others G = 1.
+    pub fn flash_grid(rows: usize, t: u32, n_heads: u32, n_kv_heads: u32) -> [u32; 3] {
+        let g = if rows == FLASH_SG_ROWS && t < 32 {
+            n_heads / n_kv_heads
+        } else {
+            1
+        };
+        [(t * g).div_ceil(rows as u32), n_heads / g, 1]
+    }
+
     pub fn new(gpu: &Gpu, head_dim: usize, page: usize, kind: MatmulKind, kv_f16: bool) -> Result<Self> {
         // Every kernel fits the WebGPU defaults: 256 invocations and 16 KiB of workgroup memory.
         if head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(FLASH_TILE) {
@@ -413,24 +426,11 @@ impl Kernels {
 }
 
 impl Kernels {
-    /// moe_route.wgsl for `n_experts`, top `k`, renormalised or not.
-    pub fn moe_route(gpu: &Gpu, n_experts: usize, k: usize, norm_topk: bool) -> Result<Kernel> {
-        let c = [
-            ("N_EXPERTS", n_experts as f64),
-            ("K", k as f64),
-            ("NORM_TOPK", norm_topk as u8 as f64),
-        ];
-        Kernel::new(gpu, "moe_route.wgsl", &c)
-    }
-
-    /// moe_combine.wgsl for `n_experts`, top `k`, with or without a shared expert.
-    pub fn moe_combine(gpu: &Gpu, n_experts: usize, k: usize, shared: bool) -> Result<Kernel> {
-        let c = [
-            ("N_EXPERTS", n_experts as f64),
-            ("K", k as f64),
-            ("SHARED", shared as u8 as f64),
-        ];
-        Kernel::new(gpu, "moe_combine.wgsl", &c)
+    /// moe_route.wgsl (`f` = NORM_TOPK: renormalised or not) or moe_combine.wgsl (SHARED: with a
+    /// shared expert or not) for `n` experts, top `k`.
+    pub fn moe(gpu: &Gpu, file: &str, n: usize, k: usize, f: (&str, bool)) -> Result<Kernel> {
+        let c = [("N_EXPERTS", n as f64), ("K", k as f64), (f.0, f.1 as u8 as f64)];
+        Kernel::new(gpu, file, &c)
     }
 
     /// embed.wgsl reading a table in `format`.

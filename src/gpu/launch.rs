@@ -360,12 +360,12 @@ impl<'a> Launch<'a> {
                 Box::new(move |d: Dims| [nh, d.t, 1]),
             )],
             (Attention::Flash, AttnRows::Prefill) => {
-                let flash_rows = self.k.flash_rows as u32;
+                let (rows, nkv) = (self.k.flash_rows, s.n_kv_heads as u32);
                 vec![self.op(
                     &self.k.attention_flash,
                     Shape::new(s.n_heads, s.n_kv_heads, s.max_blocks, 0),
                     &Self::bufs(&[b.q, b.k_cache, b.v_cache, b.tables, b.out]),
-                    Box::new(move |d: Dims| [d.t.div_ceil(flash_rows), nh, 1]),
+                    Box::new(move |d: Dims| Kernels::flash_grid(rows, d.t, nh, nkv)),
                 )]
             }
             (Attention::Flash, AttnRows::Rows) => vec![
@@ -398,7 +398,7 @@ impl<'a> Launch<'a> {
         n_experts: usize,
         norm: bool,
     ) -> anyhow::Result<Op> {
-        let kern = Kernels::moe_route(self.gpu, n_experts, k, norm)?;
+        let kern = Kernels::moe(self.gpu, "moe_route.wgsl", n_experts, k, ("NORM_TOPK", norm))?;
         Ok(self.op(
             &kern,
             Shape::new(stride, 0, 0, 0),
@@ -421,7 +421,7 @@ impl<'a> Launch<'a> {
         k: usize,
         n_experts: usize,
     ) -> anyhow::Result<Op> {
-        let kern = Kernels::moe_combine(self.gpu, n_experts, k, shared.is_some())?;
+        let kern = Kernels::moe(self.gpu, "moe_combine.wgsl", n_experts, k, ("SHARED", shared.is_some()))?;
         let (ys, logits, stride) = shared.unwrap_or((&self.dummy, &self.dummy, 0));
         let s = Shape::new(dim, stride, 0, 0);
         let grid: Grid = Box::new(move |d: Dims| [dim.div_ceil(64) as u32, d.t, 1]);

@@ -27,9 +27,12 @@ mod steps;
 pub const MAX_AHEAD: usize = 64;
 
 /// A step of one sequence of at most this many rows (a speculative verify step) runs the batch
-/// body, split-K attention per row, not the prefill's flash kernel, whose workgroups take up to
-/// FLASH_SG_ROWS query rows and mostly idle on a few (lavapipe, Qwen2.5-0.5B, 8 rows after 300
-/// keys: 233 ms a step against 323; benches/RESULTS.md).
+/// body, split-K attention per row, where the prefill's flash kernel takes the rows of one query
+/// head a workgroup (attention_flash_lanes: 32 rows at head_dim 64) and would mostly idle on a
+/// few. attention_flash_sg (CPU adapters) takes a few rows of every query head of a KV head in
+/// one subgroup and leaves idle subgroups out, so there a step of one sequence always runs the
+/// prefill body (lavapipe, Qwen2.5-0.5B, 9 rows after 300 keys: its attention 11 ms against 55
+/// ms of split-K attention per row; benches/RESULTS.md).
 pub const FEW_ROWS: usize = 16;
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -73,6 +76,7 @@ pub struct GpuModel {
     pub min_split_keys: usize,      // split-K: keys per decode partition at least
     pub workers: usize,             // workgroups the device runs at once, roughly (split-K aims at it)
     decode_group: usize,            // query heads a workgroup of the decode attention takes
+    flash_pairs: bool,              // the prefill attention is attention_flash_sg: (row, head) pairs
     pub k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
     pub v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
     pub block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
@@ -232,6 +236,7 @@ impl GpuModel {
             memory,
             head_lanes: lanes,
             decode_group: k.decode_group,
+            flash_pairs: k.flash_rows == super::kernels::FLASH_SG_ROWS,
             kind,
             weight_bytes,
             device_bytes,
@@ -358,7 +363,7 @@ impl GpuModel {
         self.copy_on_write(&mut encoder, &copies);
         let (body, starts) = if t == 1 {
             (&self.decode, &[][..])
-        } else if batch.len() == 1 && t > FEW_ROWS {
+        } else if batch.len() == 1 && (t > FEW_ROWS || self.flash_pairs) {
             (&self.prefill, &self.prefill_starts[..])
         } else {
             (&self.batch, &self.batch_starts[..])

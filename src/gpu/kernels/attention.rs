@@ -33,14 +33,9 @@ impl Kernels {
         Self::attention_kernel(gpu, "attention_flash_sg.wgsl", head_dim, page, kv_f16, &[])
     }
 
-    /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4);
-    /// tests run both sizes on any adapter.
-    pub fn decode_attention(gpu: &Gpu, head_dim: usize, page: usize, wg: u32, kv_f16: bool) -> Result<Kernel> {
-        Self::decode_attention_group(gpu, head_dim, page, wg, kv_f16, 1)
-    }
-
-    /// `decode_attention` taking `group` query heads of one KV head a workgroup (GROUP: a
-    /// divisor of the model's n_heads / n_kv_heads; `decode_group_for` picks it).
+    /// attention_decode.wgsl with `wg` invocations per workgroup (a divisor of 64, at least 4;
+    /// tests run both sizes on any adapter), taking `group` query heads of one KV head a
+    /// workgroup (GROUP: a divisor of the model's n_heads / n_kv_heads; `decode_group_for` picks it).
     pub fn decode_attention_group(
         gpu: &Gpu,
         head_dim: usize,
@@ -147,7 +142,7 @@ impl Kernels {
             (flash, 64)
         };
         let wg = if cpu { 8 } else { 64 };
-        let decode = Self::decode_attention(gpu, head_dim, page, wg, kv_f16)?;
+        let decode = Self::decode_attention_group(gpu, head_dim, page, wg, kv_f16, 1)?;
         Ok((flash, rows, decode, Some(wg)))
     }
 

@@ -129,8 +129,11 @@ impl GpuModel {
     }
 
     /// A batch: entries in order, as many a step as fit (MAX_STEP_TOKENS rows, `all_rows` rows
-    /// wanted), an entry too long for one step in steps of its own. Per entry the logits of the
-    /// rows it wants (only those rows go through the LM head), in batch order.
+    /// wanted), an entry too long for one step in steps of its own, and where the prefill's
+    /// attention is attention_flash_sg (`flash_pairs`: lavapipe) an entry of several rows too (a
+    /// prompt's tail after a cached prefix: its rows share each K/V load there, where a batch
+    /// step's split-K attention loads the whole prefix for each row). Per entry the logits of
+    /// the rows it wants (only those rows go through the LM head), in batch order.
     pub fn forward(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>> {
         let out = self.forward_steps(batch, false)?;
         Ok(out.iter().map(|b| bytemuck::pod_collect_to_vec(b)).collect())
@@ -157,7 +160,8 @@ impl GpuModel {
             let (mut t, mut wanted, mut j) = (0, 0, i);
             while let Some(e) = batch.get(j) {
                 let n = e.tokens.len();
-                if t + n > MAX_STEP_TOKENS || wanted + e.want.rows(n) > self.all_rows {
+                let alone = self.flash_pairs && j > i && (n > 1 || batch[i].tokens.len() > 1);
+                if t + n > MAX_STEP_TOKENS || wanted + e.want.rows(n) > self.all_rows || alone {
                     break;
                 }
                 (t, wanted, j) = (t + n, wanted + e.want.rows(n), j + 1);
