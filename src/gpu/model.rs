@@ -30,9 +30,10 @@ pub const MAX_AHEAD: usize = 64;
 /// body, split-K attention per row, where the prefill's flash kernel takes the rows of one query
 /// head a workgroup (attention_flash_lanes: 32 rows at head_dim 64) and would mostly idle on a
 /// few. attention_flash_sg (CPU adapters) takes a few rows of every query head of a KV head in
-/// one subgroup and leaves idle subgroups out, so there a step of one sequence always runs the
-/// prefill body (lavapipe, Qwen2.5-0.5B, 9 rows after 300 keys: its attention 11 ms against 55
-/// ms of split-K attention per row; benches/RESULTS.md).
+/// one subgroup and leaves idle subgroups out, so there, up to head_dim 64 (`flash_pairs`), a step
+/// of one sequence always runs the prefill body (lavapipe, Qwen2.5-0.5B, 9 rows after 300 keys:
+/// its attention 11 ms against 55 ms of split-K attention per row). At head_dim 128 its four
+/// rows' q and acc an invocation spill (Qwen2.5-1.5B, 6 rows: 380 ms against 119; benches/RESULTS.md).
 pub const FEW_ROWS: usize = 16;
 
 /// Where the time of one step goes (GpuModel::profile).
@@ -76,7 +77,7 @@ pub struct GpuModel {
     pub min_split_keys: usize,      // split-K: keys per decode partition at least
     pub workers: usize,             // workgroups the device runs at once, roughly (split-K aims at it)
     decode_group: usize,            // query heads a workgroup of the decode attention takes
-    flash_pairs: bool,              // the prefill attention is attention_flash_sg: (row, head) pairs
+    flash_pairs: bool,              // the prefill attention is attention_flash_sg, head_dim ≤ 64
     pub k_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim) pool of pages
     pub v_cache: Vec<wgpu::Buffer>, // n_layers × (n_blocks * page, kv_dim)
     pub block_copy: wgpu::Buffer,   // (page, kv_dim) staging for copy-on-write of a shared page
@@ -236,7 +237,7 @@ impl GpuModel {
             memory,
             head_lanes: lanes,
             decode_group: k.decode_group,
-            flash_pairs: k.flash_rows == super::kernels::FLASH_SG_ROWS,
+            flash_pairs: k.flash_rows == super::kernels::FLASH_SG_ROWS && cfg.head_dim <= 64,
             kind,
             weight_bytes,
             device_bytes,
