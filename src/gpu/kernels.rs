@@ -15,6 +15,8 @@ pub const MAX_STEP_TOKENS: usize = 256;
 pub const MAX_HEAD_DIM: usize = 256;
 /// Query rows a workgroup of attention_flash_sg.wgsl takes (four an invocation).
 pub const FLASH_SG_ROWS: usize = 256;
+/// Query rows an 8-lane subgroup of attention_flash_sg.wgsl takes (its QR = 4 × 8 lanes).
+const FLASH_SG_SUBGROUP_ROWS: u32 = 32;
 /// Keys per tile of the flash prefill kernel; a page must be a multiple of it.
 pub const FLASH_TILE: usize = 16;
 /// Most split-K partitions of the decode attention.
@@ -370,9 +372,9 @@ impl Kernels {
     /// The grid of a prefill attention kernel of `rows` query rows a workgroup over `t` rows:
     /// (ceil(t·G / rows), n_heads / G, 1). attention_flash_sg (FLASH_SG_ROWS) takes (row, head)
     /// pairs of G query heads of a KV head: G = n_heads / n_kv_heads when `t` rows alone would
-    /// leave a subgroup's 32 pairs part empty (t < 32), else 1; the others G = 1.
+    /// leave a subgroup's pairs part empty (t < FLASH_SG_SUBGROUP_ROWS), else 1; the others G = 1.
     pub fn flash_grid(rows: usize, t: u32, n_heads: u32, n_kv_heads: u32) -> [u32; 3] {
-        let g = if rows == FLASH_SG_ROWS && t < 32 {
+        let g = if rows == FLASH_SG_ROWS && t < FLASH_SG_SUBGROUP_ROWS {
             n_heads / n_kv_heads
         } else {
             1
